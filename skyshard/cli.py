@@ -1,0 +1,93 @@
+"""The ``skyshard`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in its own package and exposes ``add_arguments(parser)`` and
+``run(args, extra) -> int``; ``extra`` holds arguments the subcommand did not declare (Beam
+pipeline options for ``export`` and ``score``), passed on untouched. Subcommand modules are
+imported only when needed so that ``skyshard --help`` and ``skyshard sample`` never load
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from skyshard import __version__
+from skyshard.runtime import configure_logging, quiet_tensorflow
+
+#: name -> (module, one-line help, takes pass-through options)
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "sample": ("skyshard.sample.cli",
+               "write a realistic labelled tree of sample frames (the demo data and test source)",
+               False),
+    "export": ("exporter.cli",
+               "export FITS/TIFF frames to sharded TFRecords + manifest (an Apache Beam job)",
+               True),
+    "train": ("trainer.cli",
+              "train a class-balanced Keras model from an export, streaming, under a RAM budget",
+              False),
+    "evaluate": ("evaluation.evaluate_cli",
+                 "measure a trained model on an export split: metrics, plots, HTML report",
+                 False),
+    "score": ("evaluation.score_cli",
+              "classify new frames (a folder or an unlabelled export): predictions.csv",
+              True),
+    "demo": ("skyshard.demo",
+             "sample -> export -> train -> evaluate -> score, end to end, in a few minutes",
+             False),
+}
+
+EPILOG = """\
+typical night:
+  skyshard sample frames/ --per-class 50
+  skyshard export frames/ export/
+  skyshard train export/ run/
+  skyshard evaluate run/ export/
+  skyshard score run/ /data/2026-11-28/ --out scored/
+
+'skyshard COMMAND --help' explains each command. export and score accept any Apache Beam
+pipeline option (--runner, --direct_num_workers, ...) and pass it on untouched.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="skyshard",
+        description="Classify astronomical frames (bias, darks, flats, deep sky, planetary, "
+                    "slit spectra) from FITS and TIFF files.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"skyshard {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text, _) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub_parser.set_defaults(_module=module, _passthrough=COMMANDS[name][2])
+        sub_parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        try:
+            importlib.import_module(module).add_arguments(sub_parser)
+        except ImportError as exc:  # a stage not installed must not break the other commands
+            sub_parser.set_defaults(_import_error=exc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_tensorflow()
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    if extra and not args._passthrough:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "_import_error", None):
+        parser.error(f"'{args.command}' is unavailable: {args._import_error}")
+    configure_logging(args.verbose)
+    return int(importlib.import_module(args._module).run(args, extra) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

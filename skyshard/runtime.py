@@ -1,0 +1,26 @@
+"""Process set-up shared by every command: quiet TensorFlow, one logging format."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+
+def quiet_tensorflow() -> None:
+    """Set TensorFlow's log and oneDNN switches; must run before ``import tensorflow``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """One format for skyshard and Beam; ``force=True`` because importing Beam configures root."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("apache_beam", "absl", "tensorflow", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

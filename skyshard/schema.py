@@ -1,0 +1,58 @@
+"""The contract between export, trainer and evaluation: record fields and manifest names.
+
+Everything downstream of the export reads these names (and the manifest), never re-derives them.
+See DESIGN.md ("Contracts") for the meaning of each field.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+#: Classes of the embedded sample and the default label set, in index order.
+DEFAULT_CLASSES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum_dados")
+
+#: One confidence per header group, in this order, 0 = absent, 1 = present and well formed.
+CONFIDENCE_NAMES = ("frame_type", "exposure", "sensor", "optics")
+
+#: Splits of a labelled export, and the single split of an unlabelled one.
+LABELLED_SPLITS = ("train", "val", "test")
+SCORE_SPLIT = "score"
+
+#: Label value of a record without a class (unlabelled export).
+UNLABELLED = -1
+
+#: File extensions that are frames, matched case-insensitively against the end of the name.
+FRAME_EXTENSIONS = (".fits.gz", ".fits", ".fit", ".fts", ".fz", ".tif", ".tiff")
+
+#: tf.train.Example field names.
+IMAGE = "image"
+FEATURES = "features"
+CONFIDENCES = "confidences"
+LABEL = "label"
+CLASS_NAME = "class_name"
+KEY = "key"
+SHA256 = "sha256"
+SPLIT = "split"
+FOLD = "fold"
+
+IMAGE_DTYPE = "float16"
+DEFAULT_IMAGE_SIZE = 224
+
+MANIFEST_FILE = "manifest.json"
+ERRORS_FILE = "errors.jsonl"
+
+
+def is_frame_file(name: str) -> bool:
+    """True when ``name`` ends with one of :data:`FRAME_EXTENSIONS` (any case)."""
+    lower = name.lower()
+    return any(lower.endswith(ext) for ext in FRAME_EXTENSIONS)
+
+
+def shard_name(split: str, index: int, total: int, class_name: str | None = None,
+               suffix: str = "") -> str:
+    """TFDS-like shard file name, e.g. ``skyshard-train-bias.tfrecord-00000-of-00003``.
+
+    ``suffix`` is ``".gz"`` for GZIP-compressed shards.
+    """
+    stem = f"skyshard-{split}" + (f"-{class_name}" if class_name else "")
+    return f"{stem}.tfrecord-{index:05d}-of-{total:05d}{suffix}"
