@@ -1,0 +1,45 @@
+"""What a reader hands to feature extraction: one frame's pixels, header and provenance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Default refusal limit for a frame's pixel count (``--max-pixels``): 400 megapixels, far above
+#: any single sensor, well below what would exhaust memory. Checked from the header, before any
+#: pixel is allocated.
+DEFAULT_MAX_PIXELS = 400_000_000
+
+
+class FrameError(Exception):
+    """A file that cannot become a record. ``stage`` says where it failed (a dead-letter field).
+
+    Stages: ``discover``, ``read`` (I/O, decoding, no image data), ``limits`` (size refused before
+    allocation), ``features``, ``preprocess``, ``encode``.
+    """
+
+    def __init__(self, stage: str, message: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass
+class RawFrame:
+    """One frame as read from disk, before any normalisation.
+
+    ``data``: 2-D array in physical units (ADU after BZERO/BSCALE), float32 or the file's own
+    integer dtype; may be a read-only memmap. Never modified in place.
+    ``header``: FITS-style cards, upper-case keyword -> value (``{}`` for TIFF without tags).
+    ``source``: provenance, at least ``format`` (``fits``, ``fits.gz``, ``fz``, ``tiff``),
+    ``dtype`` (of the stored pixels), ``bits`` (bit depth of the stored pixels, e.g. 8, 16, 32),
+    ``full_scale`` (largest representable value: 255, 65535, or NaN for float data),
+    ``original_shape`` (tuple), ``planes`` (number of planes reduced into ``data``, 1 for 2-D),
+    ``reduction`` (how planes were reduced: ``none``, ``luminance``, ``mean``), ``hdu`` (FITS HDU
+    index, or TIFF page).
+    """
+
+    data: np.ndarray
+    header: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
