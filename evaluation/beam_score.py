@@ -1,0 +1,161 @@
+"""Scoring as an Apache Beam job: the scale-out path of ``skyshard score --beam``.
+
+Shape of the job (the Reshuffle sits on the small list of inputs, before any pixels exist)::
+
+    frame refs | shard paths ─ Reshuffle ─ Read (keyed by path) ─┬─ RunInference ─ Rules ─ rows
+                                                                 └─ dead letters
+
+``RunInference`` runs a :class:`KeyedModelHandler` around :class:`KerasModelHandler`, a small
+handler for the run's ``.keras`` model (Beam's TensorFlow handlers need tensorflow-hub). Every
+per-frame step is the function the local path uses (:mod:`evaluation.batches`,
+:func:`evaluation.model.predict_probs`, :meth:`evaluation.rules.RuleSet.apply`), so both paths
+give the same predictions. Beam options pass through untouched; the DirectRunner is the default.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
+                                           RunInference)
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from evaluation.batches import frame_dead_letter, read_frame_record, shard_records
+from evaluation.model import RunInfo, load_model, predict_probs
+from evaluation.rules import RuleSet
+from skyshard import schema
+
+DEAD_LETTERS = "dead_letters"
+MODEL_INPUTS = (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)
+
+
+class KerasModelHandler(ModelHandler[dict, PredictionResult, Any]):
+    """RunInference handler for a skyshard run: loads ``RUN/model.keras`` (``safe_mode=True``)
+    and predicts batches of record dicts (``image``, ``features``, ``confidences``).
+
+    Each :class:`PredictionResult` carries the record without its image (the rules need the
+    features) and the float32 probabilities.
+    """
+
+    def __init__(self, run_dir: str, n_classes: int, batch_size: int = 64):
+        super().__init__()
+        self._run_dir = str(run_dir)
+        self._n_classes = int(n_classes)
+        self._batch_size = int(batch_size)
+
+    def load_model(self):
+        return load_model(self._run_dir)
+
+    def run_inference(self, batch: Sequence[dict], model,
+                      inference_args: dict | None = None) -> Iterable[PredictionResult]:
+        inputs = {name: np.stack([record[name] for record in batch]) for name in MODEL_INPUTS}
+        probs = predict_probs(model, inputs, pad_to=self._batch_size, n_classes=self._n_classes)
+        return [PredictionResult({k: v for k, v in record.items() if k != schema.IMAGE}, p)
+                for record, p in zip(batch, probs)]
+
+    def batch_elements_kwargs(self) -> dict:
+        return {"min_batch_size": 1, "max_batch_size": self._batch_size}
+
+    def get_num_bytes(self, batch: Sequence[dict]) -> int:
+        return sum(record[name].nbytes for record in batch for name in MODEL_INPUTS)
+
+    def get_metrics_namespace(self) -> str:
+        return "skyshard_score"
+
+
+class ReadFrameDoFn(beam.DoFn):
+    """FrameRef -> ``(path, record)``, or its dead letter on the ``dead_letters`` output."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+    def process(self, ref):
+        try:
+            record = read_frame_record(ref, self.spec)
+        except Exception as exc:  # noqa: BLE001 - the dead-letter contract: never crash the job
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, frame_dead_letter(ref, exc))
+            return
+        yield record["path"], record
+
+
+def keyed_shard_records(shard: str, manifest: dict) -> Iterator[tuple[str, dict]]:
+    """``(path, record)`` for every record of one shard file (CRC-checked)."""
+    for record in shard_records(shard, manifest):
+        yield record["path"] or record["key"], record
+
+
+def to_row(element: tuple[str, PredictionResult], rules: RuleSet) -> str:
+    """One JSON line per frame: path, key, probabilities, model and final class, rule."""
+    path, result = element
+    record = result.example
+    probs = np.asarray(result.inference, dtype=np.float32)[None, :]
+    final, applied = rules.apply(probs, record[schema.FEATURES][None, :],
+                                 record[schema.CONFIDENCES][None, :])
+    return json.dumps({"path": path, "key": record["key"], "probs": probs[0].tolist(),
+                       "model_class": int(probs[0].argmax()), "final_class": int(final[0]),
+                       "rule": applied[0]})
+
+
+def build_scoring(pipeline: beam.Pipeline, source, run_dir: str, n_classes: int, rules: RuleSet,
+                  batch_size: int, tmp_dir: str) -> None:
+    """Add the scoring transforms; rows and dead letters land as JSON lines under tmp_dir."""
+    if source.kind == "export":
+        shards = [str(source.root / entry["path"]) for split in source.manifest["splits"]
+                  for entry in source.manifest["splits"][split].get("shards", [])]
+        keyed = (pipeline
+                 | "ListShards" >> beam.Create(shards, reshuffle=False)
+                 | "SpreadOverWorkers" >> beam.Reshuffle()
+                 | "ReadShards" >> beam.FlatMap(keyed_shard_records, source.manifest))
+        letters = None
+    else:
+        read = (pipeline
+                | "ListFrames" >> beam.Create(source.refs, reshuffle=False)
+                | "SpreadOverWorkers" >> beam.Reshuffle()
+                | "ReadFrames" >> beam.ParDo(ReadFrameDoFn(source.spec)).with_outputs(
+                    DEAD_LETTERS, main="records"))
+        keyed, letters = read.records, read[DEAD_LETTERS]
+    handler = KeyedModelHandler(KerasModelHandler(run_dir, n_classes, batch_size))
+    rows = (keyed
+            | "Predict" >> RunInference(handler)
+            | "ApplyRules" >> beam.Map(to_row, rules))
+    rows | "WritePredictions" >> beam.io.WriteToText(f"{tmp_dir}/predictions",
+                                                     file_name_suffix=".jsonl")
+    if letters is not None:
+        (letters
+         | "ErrorJson" >> beam.Map(json.dumps, sort_keys=True)
+         | "WriteErrors" >> beam.io.WriteToText(f"{tmp_dir}/errors", file_name_suffix=".jsonl"))
+
+
+def _read_lines(pattern: str) -> Iterator[dict]:
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as stream:
+            for line in stream:
+                if line.strip():
+                    yield json.loads(line)
+
+
+def score_with_beam(source, run_dir: Path, info: RunInfo, rules: RuleSet, batch_size: int,
+                    beam_args: list[str], out_dir: Path):
+    """Run the job and read its small outputs back: ``(predictions, dead_letters)``."""
+    from evaluation.score import Prediction
+
+    tmp_dir = out_dir / f".beam-{uuid.uuid4().hex[:8]}"
+    try:
+        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        build_scoring(pipeline, source, str(run_dir.resolve()), len(info.classes), rules,
+                      batch_size, str(tmp_dir))
+        pipeline.run().wait_until_finish()
+        predictions = [Prediction(row["path"], row["key"], np.asarray(row["probs"], np.float32),
+                                  row["model_class"], row["final_class"], row["rule"])
+                       for row in _read_lines(f"{tmp_dir}/predictions*.jsonl")]
+        letters = list(_read_lines(f"{tmp_dir}/errors*.jsonl"))
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return predictions, letters

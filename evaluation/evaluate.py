@@ -1,0 +1,280 @@
+"""``skyshard evaluate``: measure a trained run on one split of a labelled export.
+
+In: a run folder, an export folder, a split. Out (in ``out_dir``, default ``RUN/evaluation/
+<split>``): ``metrics.json``, ``confusion_matrix.png``, ``reliability.png``,
+``misclassified.csv``, ``rules.toml`` (the rules in effect) and a self-contained ``report.html``.
+
+The split is streamed in batches; per frame only its key, label, probabilities and the three
+small predictions (model, model + rules, header baseline) are kept, plus the images of the
+``worst_n`` most confident mistakes. Before any prediction the export must match the run
+(schema, classes, image size, features, confidences, preprocessing) and its shards their sha256.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from evaluation.baseline import HeaderBaseline
+from evaluation.batches import Batch, batched, export_records
+from evaluation.calibration import DEFAULT_BINS, reliability
+from evaluation.metrics import agreement, classification_metrics
+from evaluation.mistakes import WorstMistakes
+from evaluation.model import RunInfo, load_model, predict_probs, read_run_info
+from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
+from skyshard import __version__
+from skyshard.jsonio import write_json_atomic
+from skyshard.manifest import ManifestError, load_manifest, verify_shards
+from skyshard.memory import RssMonitor
+
+log = logging.getLogger("skyshard.evaluation")
+
+FILES = {"metrics": "metrics.json", "confusion_matrix": "confusion_matrix.png",
+         "reliability": "reliability.png", "misclassified": "misclassified.csv",
+         "rules": "rules.toml", "report": "report.html"}
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run: unlabelled records, labels outside the classes."""
+
+
+@dataclass
+class EvaluationResult:
+    out_dir: Path
+    metrics: dict
+    files: dict[str, Path]
+    seconds: float
+    peak_rss_mb: float
+    #: Most images held at once by the evaluation itself: the current batch plus the mistakes
+    #: kept for the report (bounded by ``batch_size + worst_n``, whatever the split size).
+    max_images_held: int = 0
+
+
+def check_preprocessing(info: RunInfo, manifest: dict) -> None:
+    """Raise unless the export's images were made the way the run's were."""
+    want, got = info.export.get("preprocessing"), manifest.get("preprocessing")
+    if want is not None and got is not None and want != got:
+        raise ManifestError(
+            f"export does not match the model on 'preprocessing': model expects {want}, export "
+            f"has {got}. Export with `skyshard export --like` the run's manifest.")
+
+
+def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> dict:
+    """Load the export's manifest, check it against the run, verify the shards of ``splits``."""
+    manifest = load_manifest(export_dir)
+    info.check_export(manifest)
+    check_preprocessing(info, manifest)
+    for split in splits:
+        if split not in manifest["splits"]:
+            raise ManifestError(f"the export has no split {split!r}; it has "
+                                f"{sorted(manifest['splits'])}")
+    checked = verify_shards(export_dir, manifest, splits)
+    log.info("verified %d shard(s) of %s against the manifest", checked, ", ".join(splits))
+    return manifest
+
+
+@dataclass
+class _Collected:
+    """Per-frame results of the stream (no images)."""
+
+    keys: list[str] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)
+    ruled: list[np.ndarray] = field(default_factory=list)
+    rule_names: list[str] = field(default_factory=list)
+    baseline: list[np.ndarray] = field(default_factory=list)
+
+    def arrays(self, n_classes: int):
+        def cat(parts, dtype, shape=(0,)):
+            return np.concatenate(parts) if parts else np.zeros(shape, dtype=dtype)
+        return (cat(self.labels, np.int64), cat(self.probs, np.float32, (0, n_classes)),
+                cat(self.ruled, np.int64), cat(self.baseline, np.int64))
+
+
+def stream_predictions(model, batches, info: RunInfo, rules: RuleSet, baseline: HeaderBaseline,
+                       worst: WorstMistakes, batch_size: int) -> tuple[_Collected, int]:
+    """Run the model over ``batches`` and collect the small per-frame results; returns them and
+    the most images held at once."""
+    classes = info.classes
+    out = _Collected()
+    max_held = 0
+    for batch in batches:
+        batch: Batch
+        labels = batch.labels
+        if np.any(labels < 0) or np.any(labels >= len(classes)):
+            bad = batch.keys[int(np.flatnonzero((labels < 0) | (labels >= len(classes)))[0])]
+            raise EvaluationError(
+                f"record {bad!r} has no label among the run's {len(classes)} classes; evaluate "
+                "needs a labelled export (use `skyshard score` for unlabelled frames)")
+        probs = predict_probs(model, batch.inputs(), pad_to=batch_size, n_classes=len(classes))
+        ruled, rule_names = rules.apply(probs, batch.features, batch.confidences)
+        header = baseline.predict(batch.features)
+        predicted = probs.argmax(axis=1)
+        for i in np.flatnonzero(predicted != labels):
+            confidence = float(probs[i, predicted[i]])
+            if worst.would_keep(confidence):
+                worst.offer(confidence, {
+                    "key": batch.keys[i], "true": classes[labels[i]],
+                    "predicted": classes[predicted[i]], "confidence": confidence,
+                    "probs": probs[i].copy(), "features": batch.features[i].copy(),
+                    "rule": rule_names[i], "rule_class": classes[ruled[i]],
+                    "baseline_class": classes[header[i]] if header[i] >= 0 else None,
+                }, batch.image[i])
+        max_held = max(max_held, len(batch) + len(worst))
+        out.keys.extend(batch.keys)
+        out.labels.append(labels.copy())
+        out.probs.append(probs)
+        out.ruled.append(ruled)
+        out.rule_names.extend(rule_names)
+        out.baseline.append(header)
+    return out, max_held
+
+
+def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
+              baseline: HeaderBaseline) -> dict:
+    """metrics.json's numbers from the collected per-frame results."""
+    classes = info.classes
+    labels, probs, ruled, header = collected.arrays(len(classes))
+    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    calibration = reliability(probs, labels, DEFAULT_BINS)
+    metrics = {"classes": classes, **classification_metrics(labels, predicted, classes)}
+    metrics["expected_calibration_error"] = calibration["ece"]
+    metrics["calibration"] = calibration
+
+    changed = ruled != predicted
+    fired: dict[str, int] = {}
+    for name in collected.rule_names:
+        for part in filter(None, name.split("+")):
+            fired[part] = fired.get(part, 0) + 1
+    metrics["with_rules"] = {
+        "rules": [r.to_dict() for r in rules.rules],
+        "changed": int(changed.sum()),
+        "fixed": int(np.sum(changed & (ruled == labels))),
+        "broken": int(np.sum(changed & (predicted == labels))),
+        "fired": fired,
+        **classification_metrics(labels, ruled, classes),
+    }
+    metrics["header_baseline"] = {
+        **baseline.describe(),
+        **classification_metrics(labels, header, classes),
+        "model_vs_baseline": agreement(labels, predicted, header),
+    }
+    return metrics
+
+
+def write_misclassified(path: Path, collected: _Collected, classes: list[str]) -> int:
+    """``key,true,predicted,confidence,predicted_with_rules,rule`` per wrong frame, most
+    confident first; returns the number of rows."""
+    labels, probs, ruled, _ = collected.arrays(len(classes))
+    predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
+    confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
+    wrong = sorted(np.flatnonzero(predicted != labels),
+                   key=lambda i: (-float(confidence[i]), collected.keys[i]))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["key", "true", "predicted", "confidence", "predicted_with_rules",
+                         "rule"])
+        for i in wrong:
+            writer.writerow([collected.keys[i], classes[labels[i]], classes[predicted[i]],
+                             f"{confidence[i]:.6f}", classes[ruled[i]], collected.rule_names[i]])
+    tmp.replace(path)
+    return len(wrong)
+
+
+def default_out_dir(run_dir: str | Path, split: str) -> Path:
+    return Path(run_dir) / "evaluation" / split
+
+
+def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test",
+             out_dir: str | Path | None = None, batch_size: int = 64,
+             rules_path: str | Path | None = None, use_rules: bool = True, worst_n: int = 24,
+             baseline_mapping: dict[str, str] | None = None) -> EvaluationResult:
+    """Evaluate ``run_dir``'s model on ``split`` of ``export_dir``; see the module docstring.
+
+    Raises :class:`skyshard.manifest.ManifestError` when the export does not match the run,
+    :class:`skyshard.manifest.ShardIntegrityError` / :class:`skyshard.tfrecord.
+    TFRecordCorruptError` (naming the file) for damaged shards, :class:`EvaluationError` for
+    unlabelled records, :class:`evaluation.rules.RulesError` for a bad rules file.
+    """
+    started = time.monotonic()
+    info = read_run_info(run_dir)
+    manifest = open_export(info, export_dir, [split])
+    out = Path(out_dir) if out_dir else default_out_dir(run_dir, split)
+    rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
+                           info.export["confidence_names"])
+    baseline = HeaderBaseline(info.classes, info.export["feature_names"], baseline_mapping)
+    worst = WorstMistakes(worst_n)
+
+    with RssMonitor() as rss:
+        model = load_model(run_dir)
+        records = export_records(export_dir, manifest, [split])
+        batches = batched(records, batch_size, int(manifest["image_size"]),
+                          len(manifest["feature_names"]), len(manifest["confidence_names"]))
+        collected, max_held = stream_predictions(model, batches, info, rules, baseline, worst,
+                                                 batch_size)
+        if not collected.keys:
+            raise EvaluationError(f"split {split!r} of {export_dir} holds no records")
+        metrics = summarise(collected, info, rules, baseline)
+        mistakes = worst.worst_first()
+
+        from evaluation.plots import confusion_matrix_png, reliability_png
+        from evaluation.report import render_report
+
+        out.mkdir(parents=True, exist_ok=True)
+        files = {name: out / filename for name, filename in FILES.items()}
+        confusion = confusion_matrix_png(metrics["confusion_matrix"], info.classes)
+        calibration_png = reliability_png(metrics["calibration"])
+        files["confusion_matrix"].write_bytes(confusion)
+        files["reliability"].write_bytes(calibration_png)
+        n_wrong = write_misclassified(files["misclassified"], collected, info.classes)
+        files["rules"].write_text(rules_to_toml(rules.rules), encoding="utf-8")
+        rss.sample()
+
+    seconds = time.monotonic() - started
+    metrics.update({
+        "run": str(Path(run_dir).resolve()), "export": str(Path(export_dir).resolve()),
+        "split": split, "misclassified": n_wrong, "batch_size": batch_size,
+        "seconds": round(seconds, 2), "peak_rss_mb": round(rss.peak_mb, 1),
+        "max_images_held": max_held,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "skyshard_version": __version__,
+        "files": {name: path.name for name, path in files.items()},
+    })
+    html_text = render_report(metrics, confusion, calibration_png, mistakes,
+                              info.export["feature_names"])
+    tmp = files["report"].with_name(".report.html.tmp")
+    tmp.write_text(html_text, encoding="utf-8")
+    tmp.replace(files["report"])
+    write_json_atomic(files["metrics"], metrics)
+    log.info("evaluated %d frames of split %s in %.1f s (peak RSS %.0f MB)", metrics["n"], split,
+             seconds, rss.peak_mb)
+    return EvaluationResult(out, metrics, files, seconds, rss.peak_mb, max_held)
+
+
+def summary_lines(result: EvaluationResult) -> list[str]:
+    """What ``skyshard evaluate`` prints."""
+    m = result.metrics
+    ruled, base = m["with_rules"], m["header_baseline"]
+    lines = [
+        f"{m['n']} frames of split {m['split']!r}: accuracy {m['accuracy']:.3f}, macro-F1 "
+        f"{m['macro_f1']:.3f}, ECE {m['expected_calibration_error']:.3f}",
+        f"with {len(ruled['rules'])} rule(s): accuracy {ruled['accuracy']:.3f}, macro-F1 "
+        f"{ruled['macro_f1']:.3f} ({ruled['changed']} changed: {ruled['fixed']} fixed, "
+        f"{ruled['broken']} broken)",
+    ]
+    if base["available"]:
+        lines.append(f"header-only baseline: accuracy {base['accuracy']:.3f}, macro-F1 "
+                     f"{base['macro_f1']:.3f}, coverage {base['coverage']:.3f}")
+    else:
+        lines.append("header-only baseline: not available (no frame-type features)")
+    lines.append(f"{m['misclassified']} misclassified, {result.seconds:.1f} s, peak RSS "
+                 f"{result.peak_rss_mb:.0f} MB")
+    lines.append(f"report: {result.files['report']}")
+    return lines

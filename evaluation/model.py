@@ -1,0 +1,92 @@
+"""A trained run as evaluation and scoring use it: its ``run.json``, its model, its predictions.
+
+In: a run folder written by ``skyshard train`` (``model.keras`` + ``run.json``). Out: the
+run's export description (the manifest fields the model depends on), the Keras model loaded with
+``safe_mode=True`` (through :mod:`trainer.model_io`), and softmax probabilities per batch.
+TensorFlow is imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skyshard import schema
+from skyshard.manifest import ManifestError, check_compatible
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used: missing files, or a run.json without its export."""
+
+
+@dataclass
+class RunInfo:
+    """``run`` is the whole run.json; ``export`` its ``export`` block, which carries the manifest
+    fields the model was trained on (schema_version, classes, image_size, feature_names,
+    confidence_names, preprocessing)."""
+
+    run_dir: Path
+    run: dict
+    export: dict
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.export["classes"])
+
+    def check_export(self, manifest: dict, what: str = "export") -> None:
+        """Raise :class:`ManifestError` unless ``manifest`` matches what the model expects."""
+        check_compatible(self.export, manifest, what=what)
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    """Read ``RUN/run.json`` (via :func:`trainer.model_io.read_run`) and check its export block."""
+    from trainer.model_io import read_run
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"run folder not found: {run_dir}")
+    try:
+        run = read_run(run_dir)
+    except FileNotFoundError as exc:
+        raise RunError(f"{run_dir} is not a finished training run: {exc}") from exc
+    export = run.get("export") or {}
+    missing = [name for name in ("classes", "image_size", "feature_names", "confidence_names")
+               if name not in export]
+    if missing:
+        raise RunError(f"{run_dir}/run.json lacks export field(s) {', '.join(missing)}; "
+                       "retrain with this skyshard version")
+    export = dict(export)
+    export.setdefault("schema_version", schema.SCHEMA_VERSION)
+    return RunInfo(run_dir, run, export)
+
+
+def load_model(run_dir: str | Path):
+    """The run's Keras model (``safe_mode=True``: no arbitrary code from the file)."""
+    from skyshard.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
+    from trainer.model_io import load_model as trainer_load_model
+
+    return trainer_load_model(run_dir)
+
+
+def predict_probs(model, inputs: dict[str, np.ndarray], pad_to: int | None = None,
+                  n_classes: int | None = None) -> np.ndarray:
+    """Softmax probabilities ``float32 [n, C]`` for one batch of model inputs.
+
+    ``pad_to`` pads a short (last) batch with zero rows to that size, so the model sees one
+    input shape and compiles its predict function once; the padding rows are dropped.
+    ``n_classes``: the number of outputs expected (the run's classes).
+    """
+    n = len(inputs[schema.IMAGE])
+    if pad_to and n < pad_to:
+        inputs = {name: np.concatenate(
+            [array, np.zeros((pad_to - n, *array.shape[1:]), dtype=array.dtype)])
+            for name, array in inputs.items()}
+    probs = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)[:n]
+    if probs.ndim != 2 or probs.shape[0] != n or (n_classes and probs.shape[1] != n_classes):
+        raise ManifestError(f"the model returned shape {probs.shape} for a batch of {n} frames "
+                            f"and {n_classes or '?'} classes")
+    return probs

@@ -1,0 +1,295 @@
+"""``skyshard score``: classify new frames with a trained run.
+
+In: a run folder and an INPUT that is either an export (a folder with ``manifest.json``, e.g.
+from ``skyshard export --unlabeled --like MANIFEST``) or a raw folder of frames, which are read
+and preprocessed exactly as the run's export was (``exporter.extract.frame_arrays``). Out, in
+``out_dir``: ``predictions.csv`` (sorted by path), ``errors.jsonl`` (inputs that could not be
+read, the export's dead-letter format), ``score.json`` (summary: counts, seconds, peak RSS) and
+``rules.toml`` (the rules in effect); optionally FOLDER/<class>/ links or copies.
+
+Locally, frames stream through fixed-size batches (one batch of images in memory); with
+``beam=True`` the same per-frame work runs as an Apache Beam job (:mod:`evaluation.beam_score`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from evaluation.batches import batched, export_records, frame_records
+from evaluation.evaluate import check_preprocessing
+from evaluation.model import RunInfo, load_model, predict_probs, read_run_info
+from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
+from skyshard import __version__, schema
+from skyshard.jsonio import write_json_atomic
+from skyshard.manifest import ManifestError, load_manifest, manifest_path, verify_shards
+from skyshard.memory import RssMonitor
+
+log = logging.getLogger("skyshard.score")
+
+PREDICTIONS_FILE = "predictions.csv"
+SUMMARY_FILE = "score.json"
+RULES_FILE = "rules.toml"
+
+
+class ScoreError(ValueError):
+    """Scoring that cannot start: INPUT missing, OUT already holding predictions."""
+
+
+@dataclass
+class Prediction:
+    """One scored frame: ``probs`` float32 [C]; ``model_class`` the argmax, ``final_class``
+    after the rules; ``rule`` names the rule(s) that changed it (``""`` when none)."""
+
+    path: str
+    key: str
+    probs: np.ndarray
+    model_class: int
+    final_class: int
+    rule: str = ""
+
+
+@dataclass
+class ScoreInput:
+    """What ``score`` reads: an export's records, or a raw folder's frames."""
+
+    kind: str                       # "export" or "folder"
+    root: Path
+    manifest: dict | None = None    # export input
+    refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
+    spec: object = None             # folder input: exporter.extract.ExportSpec
+
+    @property
+    def original_root(self) -> Path | None:
+        """Folder holding the original frames (the export's input root for an export)."""
+        if self.kind == "folder":
+            return self.root
+        root = (self.manifest or {}).get("input", {}).get("root")
+        return Path(root) if root else None
+
+
+def spec_from_run(info: RunInfo):
+    """The :class:`exporter.extract.ExportSpec` that reproduces the run's export on raw files.
+
+    Raises :class:`ManifestError` when this skyshard computes other features than the run was
+    trained on (scoring would feed the model wrong numbers).
+    """
+    from exporter.extract import ExportSpec, feature_layout
+
+    layout = feature_layout()
+    if layout["feature_names"] != list(info.export["feature_names"]):
+        raise ManifestError(
+            "this skyshard computes other features than the run was trained on; score an export "
+            "made with the run's skyshard version, or retrain")
+    if "options" not in (info.export.get("preprocessing") or {}):
+        raise ManifestError(
+            f"{info.run_dir}/run.json does not record the export's preprocessing options, so raw "
+            "frames cannot be prepared the same way; score an export made with `skyshard export "
+            "--unlabeled --like` the run's export instead")
+    return ExportSpec.from_manifest(info.export, labelled=False)
+
+
+def open_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
+    """Decide what INPUT is and check it against the run (export: manifest and shard sha256)."""
+    root = Path(input_path).resolve()
+    if not root.exists():
+        raise ScoreError(f"input not found: {root}")
+    if manifest_path(root).is_file():
+        manifest = load_manifest(root)
+        info.check_export(manifest, what="input export")
+        check_preprocessing(info, manifest)
+        checked = verify_shards(root, manifest)
+        log.info("input is an export: %d shard(s) verified", checked)
+        return ScoreInput("export", root, manifest=manifest)
+    if not root.is_dir():
+        raise ScoreError(f"input {root} is neither a folder of frames nor an export")
+    from exporter.discovery import discover
+
+    spec = spec_from_run(info)
+    refs, _ = discover(root, labelled=False)
+    log.info("input is a folder: %d frame file(s) under %s", len(refs), root)
+    return ScoreInput("folder", root, refs=refs, spec=spec)
+
+
+def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
+    """Records of every frame of the input (see :mod:`evaluation.batches`)."""
+    if source.kind == "export":
+        return export_records(source.root, source.manifest, list(source.manifest["splits"]))
+    return frame_records(source.refs, source.spec, dead_letters)
+
+
+def predict_local(model, records: Iterable[dict], info: RunInfo, rules: RuleSet,
+                  batch_size: int) -> Iterator[Prediction]:
+    """Stream ``records`` through the model in fixed-size batches; rules applied per batch."""
+    export = info.export
+    for batch in batched(records, batch_size, int(export["image_size"]),
+                         len(export["feature_names"]), len(export["confidence_names"])):
+        probs = predict_probs(model, batch.inputs(), pad_to=batch_size,
+                              n_classes=len(info.classes))
+        yield from predictions_of(batch.paths, batch.keys, probs, batch.features,
+                                  batch.confidences, rules)
+
+
+def predictions_of(paths, keys, probs, features, confidences, rules: RuleSet):
+    """:class:`Prediction` per row of one batch (shared by the local and the Beam path)."""
+    final, applied = rules.apply(probs, features, confidences)
+    model_class = probs.argmax(axis=1)
+    for i in range(len(keys)):
+        yield Prediction(paths[i] or keys[i], keys[i], probs[i], int(model_class[i]),
+                         int(final[i]), applied[i])
+
+
+def prediction_header(classes: list[str]) -> list[str]:
+    return ["path", "key", "predicted_class", "confidence", *(f"p_{c}" for c in classes),
+            "model_class", "rule_applied", "low_confidence"]
+
+
+def write_predictions(path: Path, predictions: list[Prediction], classes: list[str],
+                      low_confidence: float) -> None:
+    """``predictions.csv``, sorted by path; ``confidence`` is the probability of the final
+    class, ``low_confidence`` 1 when it is below the threshold, ``rule_applied`` the rule(s)
+    that replaced ``model_class``."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(prediction_header(classes))
+        for p in sorted(predictions, key=lambda p: (p.path, p.key)):
+            confidence = float(p.probs[p.final_class])
+            writer.writerow([p.path, p.key, classes[p.final_class], f"{confidence:.6f}",
+                             *(f"{float(v):.6f}" for v in p.probs), classes[p.model_class],
+                             p.rule, int(confidence < low_confidence)])
+    tmp.replace(path)
+
+
+def write_errors(path: Path, letters: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as stream:
+        for letter in sorted(letters, key=lambda e: (e.get("key") or "", e.get("path") or "")):
+            stream.write(json.dumps(letter, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if (out_dir / PREDICTIONS_FILE).exists() and not overwrite:
+        raise ScoreError(f"{out_dir} already holds {PREDICTIONS_FILE}; choose another --out or "
+                         "pass --overwrite")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class ScoreResult:
+    out_dir: Path
+    summary: dict
+    predictions: list[Prediction]
+    errors: list[dict]
+
+
+def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
+          batch_size: int = 64, low_confidence: float = 0.5,
+          rules_path: str | Path | None = None, use_rules: bool = True,
+          sort_into: str | Path | None = None, mode: str = "link", beam: bool = False,
+          beam_args: list[str] | None = None, overwrite: bool = False) -> ScoreResult:
+    """Score INPUT with the run's model; see the module docstring. Unreadable frames become
+    dead letters; a mismatched export raises :class:`ManifestError`."""
+    started = time.monotonic()
+    info = read_run_info(run_dir)
+    source = open_input(info, input_path)
+    out = Path(out_dir).resolve()
+    if source.kind == "folder" and (out == source.root or source.root in out.parents):
+        raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
+    if sort_into is not None:
+        from evaluation.sort_into import MODES, check_target
+
+        if mode not in MODES:
+            raise ScoreError(f"--mode must be one of {', '.join(MODES)}")
+        check_target(sort_into, source.original_root)
+    rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
+                           info.export["confidence_names"])
+    prepare_out_dir(out, overwrite)
+
+    dead_letters: list[dict] = []
+    with RssMonitor() as rss:
+        if beam:
+            from evaluation.beam_score import score_with_beam
+
+            predictions, dead_letters = score_with_beam(
+                source, Path(run_dir), info, rules, batch_size, list(beam_args or []), out)
+        else:
+            model = load_model(run_dir)
+            predictions = list(predict_local(model, input_records(source, dead_letters), info,
+                                             rules, batch_size))
+        write_predictions(out / PREDICTIONS_FILE, predictions, info.classes, low_confidence)
+        write_errors(out / schema.ERRORS_FILE, dead_letters)
+        (out / RULES_FILE).write_text(rules_to_toml(rules.rules), encoding="utf-8")
+        sorted_summary = None
+        if sort_into is not None:
+            from evaluation.sort_into import sort_into as sort_frames
+
+            rows = [{"path": p.path, "predicted_class": info.classes[p.final_class]}
+                    for p in predictions]
+            sorted_summary = sort_frames(rows, sort_into, mode, source.original_root)
+        rss.sample()
+
+    seconds = time.monotonic() - started
+    summary = build_summary(info, source, out, predictions, dead_letters, low_confidence,
+                            rules, seconds, rss.peak_mb, beam, beam_args, batch_size)
+    if sorted_summary is not None:
+        summary["sort_into"] = {"folder": str(Path(sort_into).resolve()), "mode": mode,
+                                **sorted_summary.to_dict(), "failures": sorted_summary.failed}
+    write_json_atomic(out / SUMMARY_FILE, summary)
+    return ScoreResult(out, summary, predictions, dead_letters)
+
+
+def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: list[Prediction],
+                  dead_letters: list[dict], low_confidence: float, rules: RuleSet,
+                  seconds: float, peak_rss_mb: float, beam: bool, beam_args, batch_size) -> dict:
+    classes = info.classes
+    counts = {c: 0 for c in classes}
+    n_low = n_rule = 0
+    for p in predictions:
+        counts[classes[p.final_class]] += 1
+        n_low += float(p.probs[p.final_class]) < low_confidence
+        n_rule += bool(p.rule)
+    return {
+        "run": str(info.run_dir.resolve()), "input": str(source.root), "input_kind": source.kind,
+        "out": str(out), "scored": len(predictions), "errors": len(dead_letters),
+        "predicted_per_class": counts, "low_confidence": n_low,
+        "low_confidence_threshold": low_confidence, "rule_applied": n_rule,
+        "rules": [r.name for r in rules.rules], "engine": "beam" if beam else "local",
+        "beam_options": list(beam_args or []), "batch_size": batch_size,
+        "seconds": round(seconds, 2), "frames_per_second": round(
+            len(predictions) / max(seconds, 1e-9), 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "skyshard_version": __version__,
+        "files": {"predictions": PREDICTIONS_FILE, "errors": schema.ERRORS_FILE,
+                  "rules": RULES_FILE},
+    }
+
+
+def summary_lines(result: ScoreResult) -> list[str]:
+    """What ``skyshard score`` prints."""
+    s = result.summary
+    per_class = ", ".join(f"{c} {n}" for c, n in s["predicted_per_class"].items())
+    lines = [
+        f"scored {s['scored']} frames ({s['input_kind']}, {s['engine']}): {per_class}",
+        f"{s['low_confidence']} below confidence {s['low_confidence_threshold']}, "
+        f"{s['rule_applied']} changed by rules, {s['errors']} unreadable "
+        f"({result.out_dir / schema.ERRORS_FILE})",
+    ]
+    if "sort_into" in s:
+        sorted_ = s["sort_into"]
+        lines.append(f"sorted into {sorted_['folder']} ({sorted_['mode']}): {sorted_['created']} "
+                     f"created ({sorted_['renamed']} renamed on a name clash), "
+                     f"{sorted_['already_present']} already there, {sorted_['failed']} failed")
+    lines.append(f"{s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB; predictions: "
+                 f"{result.out_dir / PREDICTIONS_FILE}")
+    return lines

@@ -1,0 +1,72 @@
+"""``skyshard score RUN INPUT --out DIR [options] [Beam pipeline options]`` (import-light: no
+TensorFlow or Beam until ``run``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+examples:
+  skyshard score run/ /data/2026-11-28/ --out scored/
+  skyshard score run/ night-export/ --out scored/
+  skyshard score run/ /data/2026-11-28/ --out scored/ --sort-into sorted/ --mode link
+  skyshard score run/ /data/2026-11-28/ --out scored/ --beam --direct_num_workers=2 \\
+      --direct_running_mode=multi_processing
+
+INPUT is a folder of FITS/TIFF frames (read and preprocessed as the run's export was) or an
+export made with `skyshard export --unlabeled --like MANIFEST`. With --beam, any option not
+listed above is an Apache Beam pipeline option, passed on untouched (DirectRunner by default).
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json)")
+    parser.add_argument("input", metavar="INPUT", help="folder of frames, or an export folder")
+    parser.add_argument("--out", metavar="DIR", required=True,
+                        help="output folder: predictions.csv, errors.jsonl, score.json")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="frames per prediction batch (default 64)")
+    parser.add_argument("--low-confidence", type=float, default=0.5, metavar="P",
+                        help="flag predictions whose probability is below P (default 0.5)")
+    parser.add_argument("--rules", metavar="FILE",
+                        help="post-processing rules (TOML); default: the shipped rules")
+    parser.add_argument("--no-rules", action="store_true", help="the model's answer only")
+    parser.add_argument("--sort-into", metavar="FOLDER",
+                        help="also file each frame under FOLDER/<predicted class>/ (originals "
+                             "are never moved or changed; nothing is overwritten)")
+    parser.add_argument("--mode", choices=("link", "hardlink", "copy"), default="link",
+                        help="--sort-into: symbolic link (default), hard link, or copy")
+    parser.add_argument("--beam", action="store_true",
+                        help="run the scoring as an Apache Beam job (DirectRunner unless "
+                             "--runner is given)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace predictions already in DIR")
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from evaluation.model import RunError
+    from evaluation.rules import RulesError
+    from evaluation.score import ScoreError, score, summary_lines
+    from evaluation.sort_into import SortError
+    from skyshard.manifest import ManifestError, ShardIntegrityError
+    from skyshard.tfrecord import TFRecordCorruptError
+
+    if extra and not args.beam:
+        print(f"skyshard score: error: unrecognized arguments: {' '.join(extra)} (Beam options "
+              "need --beam)", file=sys.stderr)
+        return 2
+    try:
+        if args.batch_size < 1:
+            raise ValueError("--batch-size must be at least 1")
+        result = score(args.run, args.input, args.out, batch_size=args.batch_size,
+                       low_confidence=args.low_confidence, rules_path=args.rules,
+                       use_rules=not args.no_rules, sort_into=args.sort_into, mode=args.mode,
+                       beam=args.beam, beam_args=extra, overwrite=args.overwrite)
+    except (ManifestError, ShardIntegrityError, TFRecordCorruptError, RunError, RulesError,
+            ScoreError, SortError, FileNotFoundError, ValueError) as exc:
+        print(f"skyshard score: error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(result)))
+    return 0

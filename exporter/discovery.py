@@ -1,0 +1,93 @@
+"""Finding frames on disk: which files, which class, which stable key.
+
+Labelled trees follow Keras' ``image_dataset_from_directory``: the class is the first folder
+level under the root. The key of a frame is its path relative to the root, with ``/``
+separators, so it is the same on every machine and every run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from skyshard.schema import is_frame_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """A frame file to export: ``key`` (relative path), absolute ``path``, ``class_name`` or
+    ``None`` for unlabelled input."""
+
+    key: str
+    path: str
+    class_name: str | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file found but not exportable before reading it (a dead letter of stage ``discover``)."""
+
+    key: str
+    path: str
+    message: str
+
+
+def walk_frames(root: str | os.PathLike) -> Iterable[Path]:
+    """Yield frame files under ``root`` in sorted order, following directory symlinks once.
+
+    Hidden files and folders (starting with ``.``) are skipped; a directory reached twice
+    through symlinks (a loop) is visited only once.
+    """
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        stat = os.stat(dirpath)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_frame_file(name):
+                yield Path(dirpath) / name
+
+
+def discover(root: str | os.PathLike, labelled: bool = True,
+             classes: Iterable[str] | None = None) -> tuple[list[FrameRef], list[Rejected]]:
+    """List the frames under ``root``.
+
+    Labelled: the class is the first folder under ``root``; files directly in ``root`` and, when
+    ``classes`` is given, files in folders not among them are rejected (never silently dropped).
+    Unlabelled: every frame file in the tree, ``class_name=None``.
+    Returns ``(frames, rejected)``, both sorted by key.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input folder not found: {root}")
+    allowed = set(classes) if classes is not None else None
+    frames: list[FrameRef] = []
+    rejected: list[Rejected] = []
+    for path in walk_frames(root):
+        key = path.relative_to(root).as_posix()
+        parts = key.split("/")
+        if not labelled:
+            frames.append(FrameRef(key, str(path)))
+        elif len(parts) < 2:
+            rejected.append(Rejected(key, str(path), "file is not inside a class folder"))
+        elif allowed is not None and parts[0] not in allowed:
+            rejected.append(Rejected(
+                key, str(path),
+                f"class folder {parts[0]!r} is not one of the export's classes {sorted(allowed)}"))
+        else:
+            frames.append(FrameRef(key, str(path), parts[0]))
+    log.debug("discovered %d frames, rejected %d under %s", len(frames), len(rejected), root)
+    return frames, rejected
+
+
+def class_names(frames: Iterable[FrameRef]) -> list[str]:
+    """Sorted class names present among ``frames`` (the default class order of an export)."""
+    return sorted({f.class_name for f in frames if f.class_name is not None})

@@ -1,0 +1,224 @@
+"""Driving an export: prepare OUT, run the Beam job, finalise shards, write the manifest last.
+
+Crash safety: everything the job writes goes under ``OUT/.incomplete/`` first. Shards get their
+final names only after the job succeeded, and ``manifest.json`` is written atomically as the very
+last step, so a manifest always describes complete shards. A rerun into an unfinished OUT clears
+the leftovers and starts again; a finished OUT (one with a manifest) is only replaced with
+``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from exporter.discovery import FrameRef, Rejected, discover
+from exporter.extract import ExportSpec, feature_layout
+from exporter.preprocessing import describe
+from exporter.shards import INCOMPLETE_DIR, finalize_shards
+from skyshard import __version__, schema
+from skyshard.jsonio import write_json_atomic
+from skyshard.memory import RssMonitor
+
+log = logging.getLogger("skyshard.export")
+
+MARKER = ".skyshard-export"
+OWNED = (schema.MANIFEST_FILE, schema.ERRORS_FILE, INCOMPLETE_DIR, MARKER,
+         *schema.LABELLED_SPLITS, schema.SCORE_SPLIT)
+
+
+class ExportError(RuntimeError):
+    """An export that cannot start: bad options, an OUT that is not ours, an unknown class."""
+
+
+@dataclass
+class ExportResult:
+    manifest: dict
+    out_dir: Path
+    seconds: float
+    peak_rss_mb: float
+    errors: list[dict] = field(default_factory=list)
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Make OUT ready: refuse a finished export unless ``overwrite``; refuse a folder with
+    files skyshard did not write; clear what an interrupted export left."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        finished = (out_dir / schema.MANIFEST_FILE).exists()
+        if finished and not overwrite:
+            raise ExportError(f"{out_dir} already holds a finished export; pass --overwrite to "
+                              "replace it")
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OWNED)
+        if foreign or not (out_dir / MARKER).exists():
+            raise ExportError(
+                f"{out_dir} is not empty and is not a skyshard export folder "
+                f"(unexpected: {', '.join(foreign[:5]) or 'no export marker'}); choose a new OUT")
+        # Manifest first: from here on the folder is unfinished, never half-described.
+        (out_dir / schema.MANIFEST_FILE).unlink(missing_ok=True)
+        for name in OWNED:
+            path = out_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists() and name != MARKER:
+                path.unlink()
+        log.info("cleared an earlier %s export in %s", "finished" if finished else "unfinished",
+                 out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / MARKER).write_text(f"skyshard {__version__} export folder\n")
+
+
+def read_jsonl(pattern: str) -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(pattern)):
+        with open(path, encoding="utf-8") as stream:
+            rows.extend(json.loads(line) for line in stream if line.strip())
+    return rows
+
+
+def split_summary(splits: list[str], entries: dict, counts: list[dict]) -> dict:
+    out = {}
+    for split in splits:
+        per_class = {row["class"]: row["count"] for row in counts if row["split"] == split}
+        out[split] = {"count": sum(per_class.values()),
+                      "counts_per_class": dict(sorted(per_class.items())),
+                      "shards": entries.get(split, [])}
+    return out
+
+
+def resolve_classes(refs: list[FrameRef], like: dict | None, classes: list[str] | None) -> list[str]:
+    if like is not None:
+        return list(like["classes"])
+    if classes:
+        return list(classes)
+    return sorted({r.class_name for r in refs if r.class_name})
+
+
+def check_like(like: dict, layout: dict) -> None:
+    if like.get("schema_version") != schema.SCHEMA_VERSION:
+        raise ExportError(f"--like manifest has schema_version {like.get('schema_version')}, "
+                          f"this skyshard writes {schema.SCHEMA_VERSION}")
+    if like["feature_names"] != layout["feature_names"]:
+        raise ExportError("--like manifest lists other features than this skyshard computes; "
+                          "re-export the reference data with this version")
+
+
+def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
+               beam_args: list[str] | None = None, shard_mb: float = 100.0,
+               compress: bool = False, overwrite: bool = False, like: dict | None = None,
+               classes: list[str] | None = None, command: str | None = None) -> ExportResult:
+    """Export ``input_dir`` into ``out_dir``; returns the manifest and run figures.
+
+    ``spec.classes`` is ignored: classes come from ``like`` (an earlier manifest), ``classes``
+    or the class folders found. ``beam_args`` are Beam pipeline options, untouched.
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    started = time.monotonic()
+    input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
+    if out_dir == input_dir or input_dir in out_dir.parents:
+        # Inside INPUT, the shards would be found as input (a class folder) next time.
+        raise ExportError("OUT must not be inside INPUT")
+    layout = feature_layout()
+    if like is not None:
+        check_like(like, layout)
+    allowed = like["classes"] if like is not None else classes
+    refs, rejected = discover(input_dir, labelled=spec.labelled, classes=allowed)
+    spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
+        like["classes"] if like else classes or [])
+    if spec.labelled and not spec.classes:
+        raise ExportError(f"no class folders with frames under {input_dir}")
+    prepare_out_dir(out_dir, overwrite)
+    meta_dir = out_dir / INCOMPLETE_DIR / "meta"
+    log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
+             len(refs), len(spec.classes), input_dir, len(rejected))
+
+    options = PipelineOptions(list(beam_args or []))
+    fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
+    with RssMonitor() as rss:
+        from exporter.pipeline import build_export
+        pipeline = beam.Pipeline(options=options)
+        build_export(pipeline, refs, spec, str(out_dir), str(meta_dir),
+                     target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
+                     n_features=len(layout["feature_names"]), fit_split=fit_split)
+        pipeline.run().wait_until_finish()
+
+        entries = finalize_shards(str(out_dir), read_jsonl(f"{meta_dir}/shards*.jsonl"), compress)
+        counts = read_jsonl(f"{meta_dir}/counts*.jsonl")
+        scalers = read_jsonl(f"{meta_dir}/scaler*.jsonl")
+        errors = [discover_letter(r) for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
+        errors.sort(key=lambda e: e["key"])
+        with open(out_dir / schema.ERRORS_FILE, "w", encoding="utf-8") as stream:
+            stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in errors)
+
+        splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
+        scaler = scalers[0] if scalers else None
+        if scaler is not None and not spec.labelled:
+            scaler["fitted_on"] = schema.SCORE_SPLIT
+        seconds = time.monotonic() - started
+        manifest = {
+            "schema_version": schema.SCHEMA_VERSION,
+            "skyshard_version": __version__,
+            "command": command or " ".join(sys.argv),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "labelled": spec.labelled,
+            "classes": spec.classes,
+            "image_size": spec.image_size,
+            "image_dtype": schema.IMAGE_DTYPE,
+            "image_shape": [spec.image_size, spec.image_size, 1],
+            "preprocessing": describe(spec.preprocessing),
+            **layout,
+            "confidence_names": list(schema.CONFIDENCE_NAMES),
+            "scaler": scaler,
+            "split": {"seed": spec.seed, "val_fraction": spec.val_fraction,
+                      "test_fraction": spec.test_fraction, "folds": spec.folds,
+                      "method": "salted sha256 of file content, per frame"},
+            "splits": split_summary(splits, entries, counts),
+            "errors": {"count": len(errors), "path": schema.ERRORS_FILE,
+                       "by_stage": _count_by(errors, "stage")},
+            "input": {"root": str(input_dir), "frames_found": len(refs) + len(rejected)},
+            "max_pixels": spec.max_pixels,
+            "shards": {"target_mb": shard_mb, "compression": "GZIP" if compress else None},
+            "like": like.get("_path") if like else None,
+            "beam_options": list(beam_args or []),
+            "stats": {"seconds": round(seconds, 2),
+                      "frames_per_second": round(len(refs) / max(seconds, 1e-9), 2)},
+            "versions": library_versions(),
+        }
+        rss.sample()
+        manifest["stats"]["peak_rss_mb"] = round(rss.peak_mb, 1)
+        write_json_atomic(out_dir / schema.MANIFEST_FILE, manifest)
+    shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
+    return ExportResult(manifest, out_dir, seconds, rss.peak_mb, errors)
+
+
+def discover_letter(rejected: Rejected) -> dict:
+    return {"path": rejected.path, "key": rejected.key, "class": None, "stage": "discover",
+            "error_type": "Rejected", "message": rejected.message}
+
+
+def _count_by(rows: list[dict], field_name: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for row in rows:
+        out[row[field_name]] = out.get(row[field_name], 0) + 1
+    return dict(sorted(out.items()))
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "skyshard": __version__}
+    for name in ("apache-beam", "numpy", "astropy", "tifffile", "scipy", "photutils"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out

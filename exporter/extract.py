@@ -1,0 +1,159 @@
+"""One frame file -> one record: read, measure, preprocess, encode.
+
+This is the per-element work of the export (and of scoring a raw folder, which must treat
+frames exactly as the export did). It holds no state across frames and imports no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exporter.discovery import FrameRef
+from exporter.frame import DEFAULT_MAX_PIXELS, FrameError
+from exporter.preprocessing import PreprocessOptions, preprocess_image
+from exporter.split import assign_fold, assign_split
+from skyshard import schema
+from skyshard.example_proto import encode_example
+
+_CHUNK = 1 << 20
+
+
+def feature_layout() -> dict[str, Any]:
+    """The feature vector this code produces: names in order, groups, and the header
+    confidence group of each header feature (consumed by the trainer's gating layer)."""
+    from exporter.domain_features import DOMAIN_FEATURE_NAMES
+    from exporter.headers import HEADER_FEATURE_NAMES, header_feature_group
+    from exporter.pixel_stats import PIXEL_FEATURE_NAMES
+
+    groups = {
+        "header": list(HEADER_FEATURE_NAMES),
+        "pixel": list(PIXEL_FEATURE_NAMES),
+        "domain": list(DOMAIN_FEATURE_NAMES),
+    }
+    names = [name for group in groups.values() for name in group]
+    return {
+        "feature_names": names,
+        "feature_groups": groups,
+        "feature_confidence_group": {name: header_feature_group(name) for name in groups["header"]},
+    }
+
+
+@dataclass
+class ExportSpec:
+    """Everything that decides what a record holds; recorded in the manifest so scoring and
+    ``export --like`` reproduce it exactly."""
+
+    classes: list[str]
+    image_size: int = schema.DEFAULT_IMAGE_SIZE
+    preprocessing: PreprocessOptions = field(default_factory=PreprocessOptions)
+    seed: int = 42
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    folds: int = 5
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    labelled: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["preprocessing"] = asdict(self.preprocessing)
+        return out
+
+    @classmethod
+    def from_manifest(cls, manifest: dict, labelled: bool = False) -> "ExportSpec":
+        """The spec of an earlier export (for ``--like`` and for scoring raw folders)."""
+        options = manifest.get("preprocessing", {}).get("options", {})
+        split = manifest.get("split", {})
+        return cls(
+            classes=list(manifest["classes"]),
+            image_size=int(manifest["image_size"]),
+            preprocessing=PreprocessOptions.from_dict(options),
+            seed=int(split.get("seed", 42)),
+            val_fraction=float(split.get("val_fraction", 0.15)),
+            test_fraction=float(split.get("test_fraction", 0.15)),
+            folds=int(split.get("folds", 5)),
+            max_pixels=int(manifest.get("max_pixels", DEFAULT_MAX_PIXELS)),
+            labelled=labelled,
+        )
+
+
+@dataclass
+class ExtractedFrame:
+    """A frame ready to write: record fields plus the routing the pipeline needs."""
+
+    key: str
+    split: str
+    class_name: str | None
+    features: np.ndarray
+    example: bytes
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+    except OSError as exc:
+        raise FrameError("read", f"cannot read file: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def frame_arrays(path: str, spec: ExportSpec) -> dict[str, Any]:
+    """Read and measure one frame: ``image`` (float16 [S,S,1]), ``features`` (float32, raw,
+    NaN = unknown), ``confidences`` (float32 [4]). Raises :class:`FrameError`."""
+    from exporter.domain_features import domain_features
+    from exporter.headers import header_features
+    from exporter.pixel_stats import pixel_features
+    from exporter.readers import read_frame
+
+    frame = read_frame(path, max_pixels=spec.max_pixels)
+    try:
+        header_values, confidences = header_features(frame.header)
+        values = {**header_values, **pixel_features(frame), **domain_features(frame)}
+    except FrameError:
+        raise
+    except Exception as exc:  # a feature bug must become a dead letter, not a dead job
+        raise FrameError("features", f"{type(exc).__name__}: {exc}") from exc
+    names = feature_layout()["feature_names"]
+    features = np.array([values.get(name, np.nan) for name in names], dtype=np.float32)
+    features[~np.isfinite(features)] = np.nan
+    try:
+        image = preprocess_image(frame.data, spec.image_size, spec.preprocessing)
+    except Exception as exc:
+        raise FrameError("preprocess", f"{type(exc).__name__}: {exc}") from exc
+    if image.shape != (spec.image_size, spec.image_size, 1) or not np.isfinite(image).all():
+        raise FrameError("preprocess", f"preprocessing gave an invalid image {image.shape}")
+    return {
+        "image": image.astype(np.float16, copy=False),
+        "features": features,
+        "confidences": np.clip(np.nan_to_num(np.asarray(confidences, np.float32)), 0, 1),
+        "source": frame.source,
+    }
+
+
+def extract(ref: FrameRef, spec: ExportSpec) -> ExtractedFrame:
+    """Turn one :class:`FrameRef` into an encoded record. Raises :class:`FrameError`."""
+    sha = file_sha256(ref.path)
+    arrays = frame_arrays(ref.path, spec)
+    if spec.labelled:
+        split = assign_split(sha, spec.seed, spec.val_fraction, spec.test_fraction)
+        fold = assign_fold(sha, spec.seed, spec.folds) if split != "test" else -1
+        label = spec.classes.index(ref.class_name)
+    else:
+        split, fold, label = schema.SCORE_SPLIT, -1, schema.UNLABELLED
+    example = encode_example({
+        schema.IMAGE: arrays["image"].tobytes(),
+        schema.FEATURES: arrays["features"],
+        schema.CONFIDENCES: arrays["confidences"],
+        schema.LABEL: label,
+        schema.CLASS_NAME: ref.class_name or "",
+        schema.KEY: ref.key,
+        schema.SHA256: sha,
+        schema.SPLIT: split,
+        schema.FOLD: fold,
+    })
+    return ExtractedFrame(ref.key, split, ref.class_name, arrays["features"], example)

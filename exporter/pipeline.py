@@ -1,0 +1,136 @@
+"""The export as an Apache Beam pipeline: frames -> records -> shards, scaler, dead letters.
+
+Shape of the job (no barrier after the image-producing step, see DESIGN.md)::
+
+    file list ─ Reshuffle ─ Extract ─┬─ route ─ WriteShards ─────────── shard metadata (small)
+                                     ├─ train features ─ FitScaler ──── scaler (small)
+                                     ├─ (split, class) ─ Count ──────── counts (small)
+                                     └─ dead letters ────────────────── errors (small)
+
+The Reshuffle sits on the file *list*, before any pixels exist, to spread frames over workers.
+Everything after Extract streams; only small metadata reaches the driver, which then renames the
+shards and writes the manifest last (see :mod:`exporter.export`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from exporter.discovery import FrameRef
+from exporter.extract import ExportSpec, ExtractedFrame, extract
+from exporter.frame import FrameError
+from exporter.scaler import ScalerCombineFn
+from exporter.shards import WriteShardsDoFn, destination
+
+DEAD_LETTERS = "dead_letters"
+log = logging.getLogger("skyshard.export")
+
+
+def dead_letter(ref: FrameRef, stage: str, error: BaseException) -> dict:
+    """One ``errors.jsonl`` line: which input, where it failed, and why."""
+    return {"path": ref.path, "key": ref.key, "class": ref.class_name, "stage": stage,
+            "error_type": type(error).__name__, "message": str(error) or repr(error)}
+
+
+class ExtractDoFn(beam.DoFn):
+    """FrameRef -> ExtractedFrame, or a dead letter on the ``dead_letters`` output.
+
+    Any exception from one file becomes that file's dead letter: one bad frame never kills the
+    job. Logs progress every ``log_every`` frames per worker.
+    """
+
+    def __init__(self, spec: ExportSpec, total: int, log_every: int = 100):
+        self.spec = spec
+        self.total = total
+        self.log_every = log_every
+        self.frames = Metrics.counter("skyshard", "frames_exported")
+        self.failures = Metrics.counter("skyshard", "dead_letters")
+
+    def setup(self):
+        self._done = 0
+        self._started = time.monotonic()
+
+    def process(self, ref: FrameRef):
+        try:
+            record = extract(ref, self.spec)
+        except FrameError as exc:
+            self.failures.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(ref, exc.stage, exc))
+        except Exception as exc:  # noqa: BLE001 - the dead-letter contract: never crash the job
+            self.failures.inc()
+            letter = dead_letter(ref, "unexpected", exc)
+            letter["traceback"] = traceback.format_exc(limit=4)
+            yield beam.pvalue.TaggedOutput(DEAD_LETTERS, letter)
+        else:
+            self.frames.inc()
+            yield record
+        self._done += 1
+        if self._done % self.log_every == 0:
+            rate = self._done / max(time.monotonic() - self._started, 1e-9)
+            log.info("worker: %d frames processed (%.1f frames/s; %d in the export)",
+                     self._done, rate, self.total)
+
+
+def route(record: ExtractedFrame) -> tuple[str, bytes]:
+    return destination(record.split, record.class_name), record.example
+
+
+def is_fit_split(record: ExtractedFrame, fit_split: str) -> bool:
+    return record.split == fit_split
+
+
+def features_of(record: ExtractedFrame):
+    return record.features
+
+
+def split_and_class(record: ExtractedFrame) -> tuple[str, str]:
+    return record.split, record.class_name or ""
+
+
+def count_line(element) -> str:
+    (split, class_name), count = element
+    return json.dumps({"split": split, "class": class_name, "count": count})
+
+
+def build_export(pipeline: beam.Pipeline, refs: list[FrameRef], spec: ExportSpec, out_dir: str,
+                 meta_dir: str, target_bytes: int, compress: bool, n_features: int,
+                 fit_split: str) -> None:
+    """Add the export transforms to ``pipeline``; outputs land under ``meta_dir`` and the
+    temporary shard folder. ``fit_split`` is the split the scaler is fitted on."""
+    extracted = (
+        pipeline
+        | "ListFrames" >> beam.Create(refs, reshuffle=False)
+        | "SpreadOverWorkers" >> beam.Reshuffle()
+        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=len(refs))).with_outputs(
+            DEAD_LETTERS, main="records")
+    )
+    records = extracted.records
+
+    def write_lines(pcoll, name):
+        return pcoll | f"Write{name.title()}" >> beam.io.WriteToText(
+            f"{meta_dir}/{name}", file_name_suffix=".jsonl")
+
+    shards = (records
+              | "Route" >> beam.Map(route)
+              | "WriteShards" >> beam.ParDo(WriteShardsDoFn(out_dir, target_bytes, compress)))
+    write_lines(shards | "ShardJson" >> beam.Map(json.dumps), "shards")
+
+    scaler = (records
+              | "FitSplitOnly" >> beam.Filter(is_fit_split, fit_split)
+              | "Features" >> beam.Map(features_of)
+              | "FitScaler" >> beam.CombineGlobally(ScalerCombineFn(n_features)))
+    write_lines(scaler | "ScalerJson" >> beam.Map(json.dumps), "scaler")
+
+    counts = (records
+              | "SplitClass" >> beam.Map(split_and_class)
+              | "Count" >> beam.combiners.Count.PerElement())
+    write_lines(counts | "CountJson" >> beam.Map(count_line), "counts")
+
+    write_lines(extracted[DEAD_LETTERS] | "ErrorJson" >> beam.Map(json.dumps, sort_keys=True),
+                "errors")

@@ -1,0 +1,110 @@
+"""Reading an export's ``manifest.json``: validation, shard lists and integrity checks.
+
+Every consumer (trainer, evaluation, scoring) goes through here, so a wrong schema version, a
+missing or corrupted shard, or a mismatched run is the same clear error everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from skyshard import schema
+from skyshard.jsonio import read_json, sha256_file
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, of another schema version, or inconsistent."""
+
+
+class ShardIntegrityError(IOError):
+    """A shard is missing or its sha256 differs from the manifest's. Names the file."""
+
+
+def manifest_path(export_dir: str | Path) -> Path:
+    return Path(export_dir) / schema.MANIFEST_FILE
+
+
+def load_manifest(export_dir: str | Path) -> dict[str, Any]:
+    """Read and validate ``EXPORT/manifest.json``.
+
+    Raises :class:`ManifestError` when the file is absent (e.g. an export that did not finish),
+    not JSON, of another ``schema_version``, or missing a required field.
+    """
+    path = manifest_path(export_dir)
+    if not path.is_file():
+        raise ManifestError(
+            f"{path} not found: not an export folder, or the export did not finish "
+            "(the manifest is written last)")
+    try:
+        manifest = read_json(path)
+    except ValueError as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+    version = manifest.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path} has schema_version {version!r}; this skyshard reads version "
+            f"{schema.SCHEMA_VERSION}. Re-export with this version.")
+    required = ("classes", "image_size", "feature_names", "confidence_names", "scaler", "splits")
+    missing = [name for name in required if name not in manifest]
+    if missing:
+        raise ManifestError(f"{path} lacks required field(s): {', '.join(missing)}")
+    return manifest
+
+
+def shard_entries(manifest: dict, split: str, class_name: str | None = None) -> list[dict]:
+    """Shard entries of ``split`` (optionally only one class's, for per-class train shards)."""
+    if split not in manifest["splits"]:
+        raise ManifestError(
+            f"the export has no split {split!r}; it has {sorted(manifest['splits'])}")
+    shards = manifest["splits"][split].get("shards", [])
+    if class_name is not None:
+        shards = [s for s in shards if s.get("class") == class_name]
+    return shards
+
+
+def shard_paths(export_dir: str | Path, manifest: dict, split: str,
+                class_name: str | None = None) -> list[str]:
+    """Absolute paths of the shards of ``split`` (and class), in manifest order."""
+    root = Path(export_dir)
+    return [str(root / s["path"]) for s in shard_entries(manifest, split, class_name)]
+
+
+def verify_shards(export_dir: str | Path, manifest: dict,
+                  splits: Iterable[str] | None = None) -> int:
+    """Check every shard of ``splits`` (default all) exists and matches its sha256.
+
+    Returns the number of shards checked; raises :class:`ShardIntegrityError` naming the first
+    bad file. Reads each shard once, sequentially (bounded memory).
+    """
+    root = Path(export_dir)
+    checked = 0
+    for split in splits or manifest["splits"]:
+        for entry in shard_entries(manifest, split):
+            path = root / entry["path"]
+            if not path.is_file():
+                raise ShardIntegrityError(f"shard missing: {path} (listed in the manifest)")
+            digest = sha256_file(path)
+            if digest != entry["sha256"]:
+                raise ShardIntegrityError(
+                    f"shard corrupted: {path} has sha256 {digest[:12]}…, the manifest says "
+                    f"{entry['sha256'][:12]}…; re-export or restore the file")
+            checked += 1
+    return checked
+
+
+def check_compatible(expected: dict, manifest: dict, what: str = "export") -> None:
+    """Raise :class:`ManifestError` unless ``manifest`` matches ``expected`` on the fields a model
+    depends on: classes (and order), image size, feature names, confidence names, schema."""
+    for name in ("schema_version", "classes", "image_size", "feature_names", "confidence_names"):
+        want, got = expected.get(name), manifest.get(name)
+        if want != got:
+            raise ManifestError(
+                f"{what} does not match the model on {name!r}: model expects {_short(want)}, "
+                f"{what} has {_short(got)}. Export with `skyshard export --like` the run's "
+                "manifest to make compatible shards.")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."

@@ -1,0 +1,146 @@
+"""``skyshard score`` on raw folders of generated frames: the same predictions as from shards of
+the same frames, Beam equal to local, broken files dead-lettered, ``--sort-into`` safe."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from export_helpers import export_tree
+from skyshard.cli import main
+from skyshard.jsonio import sha256_file
+
+TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
+        "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
+        "train.batch_size": 4}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A run trained on a real export of sample frames, and a new night (unlabelled frames
+    plus broken files) with its unlabelled export made ``--like`` the training export."""
+    from exporter.cli import load_like
+    from skyshard.sample import write_bad_files, write_sample_tree
+    from trainer.config import load_config
+    from trainer.train import train
+
+    root = tmp_path_factory.mktemp("score")
+    frames = root / "frames"
+    write_sample_tree(frames, per_class=3, seed=0)
+    export = export_tree(frames, root / "export").out_dir
+    run = root / "run"
+    train(export, run, load_config(overrides=TINY), echo=lambda line: None)
+
+    night = root / "night"
+    write_sample_tree(night, per_class=1, seed=1, unlabeled=True)
+    bad = write_bad_files(night / "broken")
+    like = load_like(str(export / "manifest.json"))
+    night_export = export_tree(night, root / "night-export", labelled=False, like=like).out_dir
+    return {"run": run, "night": night, "bad": bad, "night_export": night_export, "root": root}
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    with open(out / "predictions.csv", newline="") as stream:
+        return {row["path"]: row for row in csv.DictReader(stream)}
+
+
+def _assert_same_predictions(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert sorted(a) == sorted(b) and a
+    for path, x in a.items():
+        y = b[path]
+        assert (x["key"], x["predicted_class"], x["model_class"], x["rule_applied"]) == \
+            (y["key"], y["predicted_class"], y["model_class"], y["rule_applied"]), path
+        for name in x:
+            if name == "confidence" or name.startswith("p_"):
+                assert float(x[name]) == pytest.approx(float(y[name]), abs=2e-6), (path, name)
+
+
+def _state(folder: Path) -> dict[Path, tuple[str, int]]:
+    return {p: (sha256_file(p), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_raw_folder_and_its_shards_give_the_same_predictions(setup, tmp_path, capsys):
+    run, night = setup["run"], setup["night"]
+    before = _state(night)
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "raw"),
+                 "--batch-size", "4"]) == 0
+    assert main(["score", str(run), str(setup["night_export"]), "--out",
+                 str(tmp_path / "shards"), "--batch-size", "8"]) == 0
+    output = capsys.readouterr().out
+    assert "peak RSS" in output
+    raw, shards = _rows(tmp_path / "raw"), _rows(tmp_path / "shards")
+    _assert_same_predictions(raw, shards)
+    assert list(raw) == sorted(raw)  # sorted by path
+    header = list(next(iter(raw.values())))
+    assert header[:4] == ["path", "key", "predicted_class", "confidence"]
+    assert {"model_class", "rule_applied", "low_confidence"} <= set(header)
+    assert _state(night) == before
+
+    summary = json.loads((tmp_path / "raw" / "score.json").read_text())
+    assert summary["input_kind"] == "folder" and summary["scored"] == len(raw)
+    assert summary["peak_rss_mb"] > 0 and summary["seconds"] > 0
+
+
+def test_broken_files_are_dead_lettered(setup, tmp_path):
+    run, night, bad = setup["run"], setup["night"], setup["bad"]
+    from evaluation.score import score
+
+    result = score(run, night, tmp_path / "out", batch_size=4)
+    letters = [json.loads(line) for line in
+               (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
+    failed = {Path(letter["path"]).name for letter in letters}
+    for kind, path in bad.items():
+        assert Path(path).name in failed, f"{kind} was not dead-lettered"
+    for letter in letters:
+        assert {"path", "key", "stage", "error_type", "message"} <= set(letter)
+    assert result.summary["errors"] == len(letters)
+    scored = {p.path for p in result.predictions}
+    assert not scored & {letter["path"] for letter in letters}
+
+
+def test_beam_scoring_equals_local_scoring(setup, tmp_path):
+    run, night = setup["run"], setup["night"]
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "local"),
+                 "--batch-size", "4"]) == 0
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "beam"),
+                 "--batch-size", "4", "--beam", "--direct_num_workers=1"]) == 0
+    _assert_same_predictions(_rows(tmp_path / "local"), _rows(tmp_path / "beam"))
+    local_errors = (tmp_path / "local" / "errors.jsonl").read_text().splitlines()
+    beam_errors = (tmp_path / "beam" / "errors.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(line).items() if k != "traceback"}
+             for line in local_errors]
+    assert strip == [{k: v for k, v in json.loads(line).items() if k != "traceback"}
+                     for line in beam_errors]
+
+
+def test_sort_into_copies_without_overwriting(setup, tmp_path, capsys):
+    run, night = setup["run"], setup["night"]
+    before = _state(night)
+    sorted_dir = tmp_path / "sorted"
+    args = ["score", str(run), str(night), "--out", str(tmp_path / "out"), "--sort-into",
+            str(sorted_dir), "--mode", "copy"]
+    assert main(args) == 0
+    rows = _rows(tmp_path / "out")
+    placed = sorted(p for p in sorted_dir.rglob("*") if p.is_file())
+    assert len(placed) == len(rows)
+    for row in rows.values():
+        entry = sorted_dir / row["predicted_class"] / Path(row["path"]).name
+        assert entry.read_bytes() == Path(row["path"]).read_bytes()
+    victim = placed[0]
+    victim.write_bytes(b"edited by the astronomer")
+    os.utime(victim, (1_000_000, 1_000_000))
+    assert main([*args, "--overwrite"]) == 0  # a rerun: new predictions, same sorting
+    assert victim.read_bytes() == b"edited by the astronomer"
+    assert _state(night) == before
+    summary = json.loads((tmp_path / "out" / "score.json").read_text())["sort_into"]
+    assert summary["created"] == 1 and summary["renamed"] == 1
+    assert summary["already_present"] == len(rows) - 1
+
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "out2"),
+                 "--sort-into", str(night / "sorted")]) == 2
+    assert "inside the input" in capsys.readouterr().err

@@ -1,0 +1,200 @@
+"""End-to-end exports on generated frames: layout, manifest, scaler, splits, dead letters,
+runners."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export_helpers import export_tree, read_export
+from skyshard import schema
+from skyshard.jsonio import sha256_file
+
+SHARD_NAME = re.compile(r"skyshard-(train|val|test|score)(-[a-z_]+)?\.tfrecord-\d{5}-of-\d{5}$")
+
+
+@pytest.fixture(scope="module")
+def sample_tree(tmp_path_factory):
+    from skyshard.sample import write_sample_tree
+
+    root = tmp_path_factory.mktemp("frames")
+    write_sample_tree(root, per_class=6, seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def export(sample_tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "export"
+    result = export_tree(sample_tree, out)
+    return result
+
+
+def test_layout_and_manifest(export, sample_tree):
+    manifest, out = export.manifest, export.out_dir
+    assert manifest["classes"] == list(schema.DEFAULT_CLASSES) or sorted(manifest["classes"]) == \
+        sorted(schema.DEFAULT_CLASSES)
+    assert manifest["schema_version"] == schema.SCHEMA_VERSION
+    assert manifest["image_size"] == 32 and manifest["image_dtype"] == "float16"
+    assert len(manifest["scaler"]["mean"]) == len(manifest["feature_names"])
+    assert manifest["confidence_names"] == list(schema.CONFIDENCE_NAMES)
+    assert manifest["errors"]["count"] == 0 and (out / "errors.jsonl").exists()
+    total = sum(manifest["splits"][s]["count"] for s in ("train", "val", "test"))
+    assert total == 36
+    for split, info in manifest["splits"].items():
+        assert sum(info["counts_per_class"].values()) == info["count"]
+        assert sum(s["records"] for s in info["shards"]) == info["count"]
+        for shard in info["shards"]:
+            path = out / shard["path"]
+            assert SHARD_NAME.search(path.name), path.name
+            assert sha256_file(path) == shard["sha256"]
+            if split == "train":
+                assert shard["path"].startswith(f"train/{shard['class']}/")
+            else:
+                assert shard["path"].startswith(f"{split}/") and "class" not in shard
+    assert not (out / ".incomplete").exists()
+
+
+def test_records_round_trip(export):
+    manifest = export.manifest
+    records = read_export(export.out_dir)
+    assert len(records) == 36
+    size = manifest["image_size"]
+    for key, record in records.items():
+        class_name = key.split("/")[0]
+        assert record[schema.CLASS_NAME].decode() == class_name
+        assert int(record[schema.LABEL][0]) == manifest["classes"].index(class_name)
+        image = np.frombuffer(record[schema.IMAGE], dtype=np.float16)
+        assert image.size == size * size and np.isfinite(image).all()
+        assert record[schema.FEATURES].shape == (len(manifest["feature_names"]),)
+        assert record[schema.CONFIDENCES].shape == (4,)
+        assert record[schema.SPLIT].decode() in record["_shard"]
+        assert len(record[schema.SHA256].decode()) == 64
+
+
+def test_scaler_is_fitted_on_train_only(export):
+    manifest = export.manifest
+    records = read_export(export.out_dir)
+    by_split = {s: np.array([r[schema.FEATURES] for r in records.values()
+                             if r[schema.SPLIT].decode() == s]) for s in ("train", "val", "test")}
+    train = by_split["train"]
+    expected = np.where(np.isfinite(train).any(axis=0), np.nanmean(train, axis=0), 0.0)
+    np.testing.assert_allclose(manifest["scaler"]["mean"], expected, rtol=1e-4, atol=1e-5)
+    everything = np.concatenate(list(by_split.values()))
+    all_mean = np.nanmean(np.where(np.isfinite(everything), everything, np.nan), axis=0)
+    differs = ~np.isclose(manifest["scaler"]["mean"], all_mean, rtol=1e-4, atol=1e-5)
+    assert differs.any(), "scaler equals the all-split mean: it saw val/test"
+    assert manifest["scaler"]["n_samples"][0] <= len(train)
+
+
+def test_adding_frames_never_moves_existing_frames(export, sample_tree, tmp_path):
+    from skyshard.sample import write_sample_tree
+
+    grown = tmp_path / "grown"
+    shutil.copytree(sample_tree, grown)
+    extra = tmp_path / "extra"
+    write_sample_tree(extra, per_class=3, seed=99)
+    for class_dir in extra.iterdir():
+        shutil.copytree(class_dir, grown / class_dir.name / "night2")
+    again = export_tree(grown, tmp_path / "export2")
+    old, new = read_export(export.out_dir), read_export(again.out_dir)
+    assert len(new) == len(old) + 18
+    for key, record in old.items():
+        assert new[key][schema.SPLIT] == record[schema.SPLIT], key
+        assert (new[key][schema.FOLD] == record[schema.FOLD]).all(), key
+        assert new[key]["_bytes"] == record["_bytes"], key
+
+
+def test_duplicates_share_a_split(sample_tree, tmp_path):
+    tree = tmp_path / "dups"
+    shutil.copytree(sample_tree, tree)
+    originals = sorted((tree / "bias").iterdir())
+    for i, path in enumerate(originals):
+        shutil.copy(path, tree / "bias" / f"copy_{i}_{path.name}")
+    records = read_export(export_tree(tree, tmp_path / "out").out_dir)
+    by_sha: dict[bytes, set] = {}
+    for record in records.values():
+        by_sha.setdefault(record[schema.SHA256], set()).add(record[schema.SPLIT])
+    assert all(len(splits) == 1 for splits in by_sha.values())
+    assert len(records) == 36 + len(originals)
+
+
+def test_bad_files_become_dead_letters(sample_tree, tmp_path):
+    from skyshard.sample import write_bad_files
+
+    tree = tmp_path / "tree"
+    shutil.copytree(sample_tree, tree)
+    bad = write_bad_files(tree / "deep_sky" / "broken")
+    (tree / "stray.fits").write_bytes(b"not in a class folder")
+    result = export_tree(tree, tmp_path / "out")
+    letters = [json.loads(line) for line in (result.out_dir / "errors.jsonl").read_text().splitlines()]
+    failed = {Path(letter["path"]).name for letter in letters}
+    for kind, path in bad.items():
+        assert Path(path).name in failed, f"{kind} was not dead-lettered"
+    assert "stray.fits" in failed
+    for letter in letters:
+        assert {"path", "stage", "error_type", "message"} <= set(letter)
+        assert letter["message"]
+    assert result.manifest["errors"]["count"] == len(letters)
+    assert sum(result.manifest["splits"][s]["count"] for s in ("train", "val", "test")) == 36
+
+
+def test_finished_export_is_not_overwritten_silently(export, tmp_path, sample_tree):
+    from exporter.export import ExportError
+
+    with pytest.raises(ExportError, match="--overwrite"):
+        export_tree(sample_tree, export.out_dir)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ExportError, match="not a skyshard export"):
+        export_tree(sample_tree, foreign)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_like_exports_compatibly_and_rejects_unknown_classes(export, sample_tree, tmp_path):
+    from exporter.cli import load_like
+    from exporter.export import ExportError
+
+    like = load_like(str(export.out_dir / "manifest.json"))
+    night = tmp_path / "night"
+    shutil.copytree(sample_tree / "bias", night / "a")
+    shutil.copytree(sample_tree / "flats", night / "b")
+    scored = export_tree(night, tmp_path / "night-export", labelled=False, like=like)
+    manifest = scored.manifest
+    assert list(manifest["splits"]) == ["score"] and manifest["splits"]["score"]["count"] == 12
+    assert manifest["feature_names"] == export.manifest["feature_names"]
+    assert manifest["classes"] == export.manifest["classes"]
+    assert all(int(r[schema.LABEL][0]) == -1 for r in read_export(scored.out_dir).values())
+
+    labelled = tmp_path / "labelled"
+    shutil.copytree(sample_tree / "bias", labelled / "bias")
+    shutil.copytree(sample_tree / "flats", labelled / "comets")
+    result = export_tree(labelled, tmp_path / "like-out", like=like)
+    unknown = [json.loads(l) for l in (result.out_dir / "errors.jsonl").read_text().splitlines()]
+    assert len(unknown) == 6 and all("comets" in u["message"] for u in unknown)
+
+
+@pytest.mark.slow
+def test_portable_runner_and_multiprocess_give_the_same_records(sample_tree, tmp_path):
+    """The offline portable runner (Flink/Spark's path) and 2 worker processes produce the same
+    records, key for key and byte for byte, as the default DirectRunner."""
+    tree = tmp_path / "small"
+    for class_dir in sorted(sample_tree.iterdir()):
+        (tree / class_dir.name).mkdir(parents=True)
+        for path in sorted(class_dir.iterdir())[:2]:
+            shutil.copy(path, tree / class_dir.name / path.name)
+    reference = read_export(export_tree(tree, tmp_path / "direct").out_dir)
+    for name, args in {
+        "portable": ["--runner=PortableRunner", "--job_endpoint=embed",
+                     "--environment_type=LOOPBACK"],
+        "multiprocess": ["--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+    }.items():
+        other = read_export(export_tree(tree, tmp_path / name, beam_args=args).out_dir)
+        assert sorted(other) == sorted(reference), name
+        for key, record in reference.items():
+            assert other[key]["_bytes"] == record["_bytes"], (name, key)

@@ -1,0 +1,223 @@
+"""Training runs end to end: run folder, fresh-process reload, resume, integrity, memory guard."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from skyshard import schema  # noqa: E402
+from skyshard.manifest import ShardIntegrityError, load_manifest  # noqa: E402
+from synthetic_export import write_synthetic_export  # noqa: E402
+from trainer import cli  # noqa: E402
+from trainer.callbacks import MemoryBudgetExceeded  # noqa: E402
+from trainer.config import load_config  # noqa: E402
+from trainer.model_io import read_run  # noqa: E402
+from trainer.optim import learning_rate  # noqa: E402
+from trainer.train import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units": 16,
+        "train.epochs": 2, "train.steps_per_epoch": 4, "train.patience": 0,
+        "data.shuffle_buffer_mb": 1, "memory.sample_seconds": 0.1}
+
+#: Fresh interpreter: load with safe_mode through the public API, predict from a dict.
+PREDICT_IN_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+from trainer.model_io import load_model, read_run
+run, inputs = sys.argv[1], np.load(sys.argv[2])
+model = load_model(run)
+probabilities = model.predict({k: inputs[k] for k in ("image", "features", "confidences")},
+                              verbose=0)
+print(json.dumps({"classes": read_run(run)["export"]["classes"],
+                  "probabilities": probabilities.tolist()}))
+"""
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return write_synthetic_export(tmp_path_factory.mktemp("export"),
+                                  per_class={"train": 8, "val": 3, "test": 3})
+
+
+def tiny_config(**overrides):
+    return load_config(overrides={**TINY, **overrides})
+
+
+def _silent(_line):
+    pass
+
+
+def _sample_inputs(export, n=6):
+    from trainer.data import eval_dataset
+
+    batch = next(iter(eval_dataset(export, load_manifest(export), "test", batch_size=n)))
+    inputs = {k: batch[k].numpy() for k in (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)}
+    inputs[schema.FEATURES][0] = np.nan
+    return inputs
+
+
+def _predict_in_fresh_process(run_dir, inputs, tmp_path):
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+           "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", PREDICT_IN_FRESH_PROCESS, str(run_dir),
+                           str(tmp_path / "inputs.npz")], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_small_training_run_writes_the_run_folder(export, tmp_path):
+    run_dir = tmp_path / "run"
+    lines: list[str] = []
+    record = train(export, run_dir, tiny_config(), echo=lines.append)
+
+    for name in ("model.keras", "run.json", "history.csv", "config.toml",
+                 "training_curves.png", "checkpoints/best.weights.h5",
+                 "checkpoints/latest.weights.h5"):
+        assert (run_dir / name).is_file(), name
+    assert any((run_dir / "tensorboard" / "train").iterdir())
+    assert any((run_dir / "tensorboard" / "validation").iterdir())
+    assert sum(line.startswith("epoch ") for line in lines) == 2
+    assert "model: " in lines[-1]
+
+    run = read_run(run_dir)
+    assert run == json.loads(json.dumps(record))
+    assert run["status"] == "completed" and run["epochs_completed"] == 2
+    assert set(run["history"]) >= {"loss", "accuracy", "f1_macro", "val_loss", "val_f1_macro",
+                                   "learning_rate"}
+    assert all(len(values) == 2 for values in run["history"].values())
+    assert run["best_epoch"] in (1, 2)
+    assert run["peak_rss_mb"] > 100 and run["seconds"] > 0
+    assert set(run["versions"]) >= {"python", "tensorflow", "keras", "numpy", "skyshard"}
+    manifest = load_manifest(export)
+    for field in ("classes", "image_size", "feature_names", "confidence_names",
+                  "preprocessing", "schema_version"):
+        assert run["export"][field] == manifest[field]
+    assert len(run["export"]["manifest_sha256"]) == 64
+    assert run["config"]["train"]["epochs"] == 2
+
+    inputs = _sample_inputs(export)
+    fresh = _predict_in_fresh_process(run_dir, inputs, tmp_path)
+    assert fresh["classes"] == manifest["classes"]
+    probabilities = np.array(fresh["probabilities"])
+    assert probabilities.shape == (6, len(manifest["classes"]))
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_resume_after_an_interruption_reaches_the_planned_epochs(export, tmp_path):
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("simulated crash")
+
+    run_dir = tmp_path / "run"
+    config = tiny_config(**{"train.epochs": 3})
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(export, run_dir, config, extra_callbacks=[Crash()], echo=_silent)
+    crashed = read_run(run_dir)
+    assert crashed["status"] == "interrupted" and crashed["epochs_completed"] == 2
+    assert not (run_dir / "model.keras").exists()
+
+    with pytest.raises(RuntimeError, match="already holds a run"):
+        train(export, run_dir, config, echo=_silent)
+
+    parser = cli.argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([str(export), str(run_dir), "--resume"])
+    assert cli.run(args, []) == 0
+
+    run = read_run(run_dir)
+    assert run["status"] == "completed" and run["sessions"] == 2
+    assert run["epochs_completed"] == 3
+    assert all(len(values) == 3 for values in run["history"].values())
+    # the optimizer state came back: the cosine schedule continued at step 3 x steps
+    steps = run["sampling"]["steps_per_epoch"]
+    expected = float(learning_rate(config, steps)(3 * steps))
+    assert run["history"]["learning_rate"][2] == pytest.approx(expected, rel=1e-4)
+    assert (run_dir / "model.keras").is_file()
+
+
+def test_corrupted_or_missing_shard_stops_training_naming_the_file(export, tmp_path):
+    broken = tmp_path / "broken"
+    write_synthetic_export(broken, per_class={"train": 3, "val": 2, "test": 1})
+    shard = next((broken / "train" / "darks").iterdir())
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardIntegrityError, match=shard.name):
+        train(broken, tmp_path / "run", tiny_config(), echo=_silent)
+    assert not (tmp_path / "run").exists()
+
+    shard.unlink()
+    parser = cli.argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args([str(broken), str(tmp_path / "run")]), []) == 2
+
+
+def test_memory_budget_stops_training_with_a_clear_message(export, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(MemoryBudgetExceeded, match=r"memory budget exceeded.*--ram-budget-gb"):
+        train(export, run_dir, tiny_config(**{"memory.ram_budget_gb": 0.05}), echo=_silent)
+    run = read_run(run_dir)
+    assert run["status"] == "memory_exceeded"
+    assert run["peak_rss_mb"] > 0.05 * 1024
+    assert "--ram-budget-gb" in run["error"]
+
+
+def test_optional_switches_train_together(export, tmp_path):
+    """Focal loss with per-class alpha, MixUp + CutMix, gradient accumulation, cosine
+    restarts, the disk cache and k-fold: one short run that uses them all."""
+    config = tiny_config(**{"train.loss": "focal", "train.focal_alpha": "balanced",
+                            "augment.mixup": True, "augment.cutmix": True,
+                            "augment.mix_classes": [], "augment.randaugment": True,
+                            "train.epochs": 1, "train.gradient_accumulation_steps": 2,
+                            "train.schedule": "cosine_restarts", "train.tensorboard": False,
+                            "data.cache": "disk", "data.fold": 0})
+    record = train(export, tmp_path / "run", config, echo=_silent)
+    assert record["sampling"]["focal_alpha"] == pytest.approx([1.0] * 6)
+    assert np.isfinite(record["history"]["loss"]).all()
+    assert any((tmp_path / "run" / "cache").iterdir())
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def _cli_offers(command: str, option: str) -> bool:
+    done = subprocess.run([sys.executable, "-m", "skyshard.cli", command, "--help"],
+                          capture_output=True, text=True, cwd=REPO)
+    return done.returncode == 0 and option in done.stdout
+
+
+@pytest.mark.slow
+def test_sample_export_train_and_reload_end_to_end(tmp_path):
+    """The real chain: ``skyshard sample`` -> ``skyshard export`` -> ``skyshard train``."""
+    if not (_cli_offers("sample", "--per-class") and _cli_offers("export", "--image-size")):
+        pytest.skip("skyshard sample/export not available yet")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+    def skyshard(*args):
+        done = subprocess.run([sys.executable, "-m", "skyshard.cli", *args], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"skyshard {args[0]}: {done.stderr[-3000:]}"
+        return done.stdout
+
+    skyshard("sample", str(tmp_path / "frames"), "--per-class", "6")
+    skyshard("export", str(tmp_path / "frames"), str(tmp_path / "export"), "--image-size", "64")
+    out = skyshard("train", str(tmp_path / "export"), str(tmp_path / "run"), "--epochs", "2",
+                   "--set", "train.steps_per_epoch=3", "--set", "model.filters=[8, 16]")
+    assert "epoch   2/2" in out and "completed" in out
+
+    run = read_run(tmp_path / "run")
+    assert run["export"]["image_size"] == 64
+    inputs = _sample_inputs(tmp_path / "export", n=4)
+    fresh = _predict_in_fresh_process(tmp_path / "run", inputs, tmp_path)
+    assert np.isfinite(np.array(fresh["probabilities"])).all()

@@ -1,0 +1,45 @@
+"""Optuna tuning: serial trials as ordinary runs, a resumable study, a summary."""
+
+from __future__ import annotations
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from skyshard.jsonio import read_json  # noqa: E402
+from synthetic_export import write_synthetic_export  # noqa: E402
+from trainer.config import ConfigError, load_config  # noqa: E402
+from trainer.tune import load_tune_config, tune  # noqa: E402
+
+
+def test_study_runs_serial_trials_and_continues(tmp_path):
+    export = write_synthetic_export(tmp_path / "export", per_class={"train": 6, "val": 2,
+                                                                     "test": 1})
+    train_config = load_config(overrides={
+        "model.filters": [8], "model.image_units": 8, "model.feature_units": 8,
+        "train.steps_per_epoch": 2, "train.patience": 0, "train.tensorboard": False,
+        "data.shuffle_buffer_mb": 1})
+    spec = tmp_path / "tune.toml"
+    spec.write_text('[study]\ntrials = 2\nepochs = 1\npruner = "none"\n\n[space]\n'
+                    '"train.learning_rate" = { low = 0.0005, high = 0.002, log = true }\n'
+                    '"train.batch_size" = { choices = [4, 8] }\n')
+    lines: list[str] = []
+    summary = tune(export, tmp_path / "study", train_config, load_tune_config(spec),
+                   echo=lines.append)
+    assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "COMPLETE"]
+    assert set(summary["best"]["params"]) == {"train.learning_rate", "train.batch_size"}
+    assert (tmp_path / "study" / summary["best"]["run"] / "model.keras").is_file()
+    assert read_json(tmp_path / "study" / "study.json") == summary
+    assert lines[-1].startswith("best: trial")
+
+    # the same command again with more trials continues the study
+    more = tune(export, tmp_path / "study", train_config, load_tune_config(spec, trials=3),
+                echo=lines.append)
+    assert len(more["trials"]) == 3
+
+
+def test_search_space_entries_need_a_range_or_choices(tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[space]\n"train.learning_rate" = { low = 0.001 }\n')
+    with pytest.raises(ConfigError, match="low and high"):
+        load_tune_config(spec)

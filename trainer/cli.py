@@ -1,0 +1,111 @@
+"""``skyshard train EXPORT RUN [--config FILE.toml] [overrides] [--resume] [--ram-budget-gb 18]``
+
+Import-light: TensorFlow is imported inside :func:`run`, so ``skyshard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from trainer.config import MODELS, ConfigError, load_config, parse_assignment
+
+DESCRIPTION_EPILOG = """\
+examples:
+  skyshard train export/ runs/r1
+  skyshard train export/ runs/r2 --config my.toml --epochs 40 --set train.loss=focal
+  skyshard train export/ runs/r1 --resume            # after a crash: from the last epoch
+  skyshard train export/ runs/k2 --fold 2            # k-fold: validate on fold 2
+
+The defaults and every config key are in trainer/default.toml (skyshard train --print-config).
+"""
+
+#: flag dest -> dotted config key
+FLAG_KEYS = {
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "learning_rate": "train.learning_rate",
+    "model": "model.name",
+    "seed": "train.seed",
+    "fold": "data.fold",
+    "ram_budget_gb": "memory.ram_budget_gb",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = DESCRIPTION_EPILOG
+    parser.add_argument("export", nargs="?", metavar="EXPORT",
+                        help="export folder (holds manifest.json)")
+    parser.add_argument("run", nargs="?", metavar="RUN",
+                        help="run folder to create (or to --resume)")
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="TOML file overriding any subset of the defaults")
+    parser.add_argument("--epochs", type=int, help="train.epochs (default 30)")
+    parser.add_argument("--batch-size", type=int, help="train.batch_size (default 8)")
+    parser.add_argument("--learning-rate", type=float, help="train.learning_rate (default 1e-3)")
+    parser.add_argument("--model", choices=MODELS, help="model.name (default separable)")
+    parser.add_argument("--seed", type=int, help="train.seed (default 42)")
+    parser.add_argument("--fold", type=int, metavar="K",
+                        help="k-fold: pool train+val, validate on fold K, train on the others")
+    parser.add_argument("--set", dest="assignments", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="any config key, e.g. --set augment.mixup=true (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue RUN from its last completed epoch with its saved config")
+    parser.add_argument("--ram-budget-gb", type=float,
+                        help="stop when the trainer's RSS passes this (default 18)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration as TOML and exit")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Dotted config overrides: ``--set`` first, then the dedicated flags (which win)."""
+    overrides = dict(parse_assignment(text) for text in args.assignments)
+    for dest, key in FLAG_KEYS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides[key] = value
+    return overrides
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from trainer.config import dump_toml
+
+    try:
+        base = _saved_config(args.run) if args.resume and args.run else None
+        config = load_config(args.config, overrides_from_args(args), base=base)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"skyshard train: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_toml(config), end="")
+        return 0
+    if not args.export or not args.run:
+        print("skyshard train: EXPORT and RUN are required", file=sys.stderr)
+        return 2
+
+    from skyshard.manifest import ManifestError, ShardIntegrityError
+    from trainer.callbacks import MemoryBudgetExceeded
+    from trainer.train import RunFolderError, train
+
+    try:
+        train(args.export, args.run, config, resume=args.resume,
+              echo=lambda line: print(line, flush=True))
+    except (ShardIntegrityError, ManifestError, ConfigError, RunFolderError) as exc:
+        print(f"skyshard train: {exc}", file=sys.stderr)
+        return 2
+    except MemoryBudgetExceeded as exc:
+        print(f"skyshard train: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print(f"skyshard train: interrupted; `skyshard train {args.export} {args.run} "
+              "--resume` continues from the last completed epoch", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _saved_config(run_dir: str) -> dict[str, Any]:
+    from trainer.model_io import read_run
+
+    return read_run(run_dir)["config"]

@@ -1,0 +1,235 @@
+"""Training configuration: plain data, read from TOML, validated, saved with the run.
+
+The defaults live in ``trainer/default.toml`` (documented there). A user file overrides any
+subset; ``KEY=VALUE`` overrides (dotted keys, TOML values) come last. Unknown keys are errors so
+that a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import tomllib
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.toml")
+
+#: Tables whose keys are names chosen by the user (classes, policy names).
+_OPEN_TABLES = ("augment.classes", "augment.policies")
+
+MODELS = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
+SCHEDULES = ("cosine", "cosine_restarts", "constant")
+LOSSES = ("crossentropy", "focal")
+MONITORS = ("val_f1_macro", "val_loss")
+
+#: Keys that may change when a run is resumed; anything else would make it another run.
+RESUMABLE_CHANGES = ("train.epochs", "train.patience", "memory.ram_budget_gb",
+                     "memory.sample_seconds", "train.tensorboard")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train: unknown key, wrong type, or a forbidden combination."""
+
+
+def default_config() -> dict[str, Any]:
+    with open(DEFAULT_CONFIG_PATH, "rb") as stream:
+        return tomllib.load(stream)
+
+
+def load_config(path: str | Path | None = None,
+                overrides: Mapping[str, Any] | None = None,
+                base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults (or ``base``, e.g. a resumed run's saved config), then the TOML file at
+    ``path``, then dotted ``overrides``; validated."""
+    config = merge(default_config(), base) if base is not None else default_config()
+    if path:
+        try:
+            with open(path, "rb") as stream:
+                user = tomllib.load(stream)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        config = merge(config, user)
+    for key, value in (overrides or {}).items():
+        set_dotted(config, key, value)
+    validate(config)
+    return config
+
+
+def merge(base: dict, update: Mapping, prefix: str = "") -> dict:
+    """Deep-merge ``update`` into a copy of ``base``; keys absent from ``base`` are errors except
+    inside the open tables (``augment.classes``, ``augment.policies``)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in out and not _is_open(prefix.rstrip(".")):
+            raise ConfigError(f"unknown config key {dotted!r}")
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, f"{dotted}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _is_open(table: str) -> bool:
+    return any(table == t or table.startswith(t + ".") for t in _OPEN_TABLES)
+
+
+def set_dotted(config: dict, key: str, value: Any) -> None:
+    """``set_dotted(cfg, "train.epochs", 5)``; the key must exist unless in an open table."""
+    *parents, leaf = key.split(".")
+    node = config
+    for depth, name in enumerate(parents):
+        if name not in node:
+            if not _is_open(".".join(parents[:depth])):
+                raise ConfigError(f"unknown config key {key!r}")
+            node[name] = {}
+        node = node[name]
+        if not isinstance(node, dict):
+            raise ConfigError(f"config key {key!r}: {'.'.join(parents[:depth + 1])} is a value")
+    if leaf not in node and not _is_open(".".join(parents)):
+        raise ConfigError(f"unknown config key {key!r}")
+    node[leaf] = value
+
+
+def get_dotted(config: Mapping, key: str) -> Any:
+    node: Any = config
+    for name in key.split("."):
+        node = node[name]
+    return node
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is TOML (bare words are
+    strings, so ``model.name=simple_cnn`` works without quotes)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def validate(config: Mapping[str, Any]) -> None:
+    train, data, model = config["train"], config["data"], config["model"]
+    _check_choice("train.schedule", train["schedule"], SCHEDULES)
+    _check_choice("train.loss", train["loss"], LOSSES)
+    _check_choice("train.monitor", train["monitor"], MONITORS)
+    _check_choice("model.name", model["name"], MODELS)
+    _check_choice("model.head", model["head"], ("gap", "flatten"))
+    _check_choice("data.cache", data["cache"], ("none", "disk"))
+    if train["loss"] == "focal" and train["class_weights"] != "none":
+        raise ConfigError(
+            "train.loss = 'focal' and train.class_weights are both set: use class weights OR "
+            "focal loss with a per-class alpha (train.focal_alpha), never both; set "
+            "train.class_weights = 'none' or train.loss = 'crossentropy'")
+    _check_weights("train.class_weights", train["class_weights"], ("none", "balanced"))
+    _check_weights("train.focal_alpha", train["focal_alpha"], ("balanced",))
+    for key in ("epochs", "batch_size", "gradient_accumulation_steps"):
+        _check_int(f"train.{key}", train[key], minimum=1)
+    _check_int("train.steps_per_epoch", train["steps_per_epoch"], minimum=0)
+    _check_int("train.patience", train["patience"], minimum=0)
+    _check_int("data.fold", data["fold"], minimum=-1)
+    if not 0.0 <= float(data["balance_power"]) <= 1.0:
+        raise ConfigError(f"data.balance_power must be in [0, 1], got {data['balance_power']}")
+    if not 0.0 <= float(train["label_smoothing"]) < 1.0:
+        raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
+                          f"{train['label_smoothing']}")
+    if float(train["learning_rate"]) <= 0:
+        raise ConfigError("train.learning_rate must be positive")
+    if float(config["memory"]["ram_budget_gb"]) <= 0:
+        raise ConfigError("memory.ram_budget_gb must be positive")
+    if not model["filters"] or not all(isinstance(f, int) and f > 0 for f in model["filters"]):
+        raise ConfigError(f"model.filters must be positive integers, got {model['filters']}")
+    _validate_policies(config["augment"])
+
+
+def _validate_policies(augment: Mapping[str, Any]) -> None:
+    policies = augment["policies"]
+    fields = set(policies["none"])
+    for name, policy in policies.items():
+        unknown = set(policy) - fields
+        if unknown:
+            raise ConfigError(f"augment.policies.{name}: unknown key(s) {sorted(unknown)}; "
+                              f"a policy has {sorted(fields)}")
+        crop = float(policy.get("crop_fraction", 1.0))
+        if not 0.0 < crop <= 1.0:
+            raise ConfigError(f"augment.policies.{name}.crop_fraction must be in (0, 1]")
+    for class_name, policy in [*augment["classes"].items(), ("*", augment["default_policy"])]:
+        if policy not in policies:
+            raise ConfigError(f"augment.classes.{class_name} names policy {policy!r}; defined "
+                              f"policies: {sorted(policies)}")
+
+
+def _check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
+
+
+def _check_int(key: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_weights(key: str, value: Any, words: tuple[str, ...]) -> None:
+    if isinstance(value, str):
+        _check_choice(key, value, words)
+    elif isinstance(value, list):
+        if not value or not all(_positive_number(v) for v in value):
+            raise ConfigError(f"{key}: a list must hold one positive number per class")
+    elif not _positive_number(value):
+        raise ConfigError(f"{key} must be {' | '.join(map(repr, words))}, a number or a list")
+
+
+def _positive_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
+
+
+def resume_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    """Dotted keys where ``wanted`` differs from ``saved``, other than :data:`RESUMABLE_CHANGES`."""
+    return [key for key in _diff(saved, wanted) if key not in RESUMABLE_CHANGES]
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def dump_toml(config: Mapping[str, Any]) -> str:
+    """Write plain-data ``config`` (tables of scalars, lists and tables) as TOML."""
+    lines: list[str] = []
+    _dump_table(config, [], lines)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _dump_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
+    if path and (scalars or not table):
+        lines.extend(["", f"[{'.'.join(path)}]"])
+    for key, value in scalars.items():
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            _dump_table(value, [*path, _toml_key(key)], lines)
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} ({type(value).__name__}) as TOML")

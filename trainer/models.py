@@ -1,0 +1,181 @@
+"""Model building: an image branch and a feature branch, fused into class probabilities.
+
+Inputs (the record contract): ``image`` float16 ``[S,S,1]`` (cast to float32 inside),
+``features`` float32 ``[F]`` raw with NaN allowed, ``confidences`` float32 ``[4]``. The
+train-only scaler from the manifest is a fixed ``Normalization`` layer (``feature_scaler``), so a
+saved model always carries its own scaling; NaN features are imputed inside the model with
+missing indicators; header features are gated by their header group's confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import keras
+from keras import layers
+
+from skyshard import schema
+from trainer.config import ConfigError
+from trainer.layers import Cast, ConfidenceGate, ImputeMissing, MissingIndicator, SelectFeatures
+
+IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
+
+
+def build_model(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> keras.Model:
+    """The classifier for ``manifest``'s classes, image size and features, per ``config``."""
+    size = int(manifest["image_size"])
+    n_features = len(manifest["feature_names"])
+    n_conf = len(manifest["confidence_names"])
+    inputs = {
+        schema.IMAGE: keras.Input((size, size, 1), dtype="float16", name=schema.IMAGE),
+        schema.FEATURES: keras.Input((n_features,), dtype="float32", name=schema.FEATURES),
+        schema.CONFIDENCES: keras.Input((n_conf,), dtype="float32", name=schema.CONFIDENCES),
+    }
+    model_config = config["model"]
+    image = Cast("float32", name="image_float32")(inputs[schema.IMAGE])
+    x_image = image_branch(model_config["name"], image, model_config)
+    x_image = layers.Dense(int(model_config["image_units"]), activation="relu",
+                           name="image_dense")(x_image)
+
+    x_features = feature_branch(inputs[schema.FEATURES], inputs[schema.CONFIDENCES], manifest,
+                                config["features"])
+    x_features = layers.Dense(int(model_config["feature_units"]), activation="relu",
+                              name="feature_dense")(x_features)
+
+    x = layers.Concatenate(name="fuse")([x_image, x_features])
+    x = layers.Dropout(float(model_config["dropout"]), name="head_dropout")(x)
+    outputs = layers.Dense(len(manifest["classes"]), activation="softmax", dtype="float32",
+                           name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"skyshard_{model_config['name']}")
+
+
+# -- feature branch -----------------------------------------------------------------------------
+
+def feature_plan(manifest: Mapping[str, Any], features_config: Mapping[str, Any]
+                 ) -> tuple[list[int], list[int]]:
+    """``(indices, gate_groups)``: the feature columns to use and, per used column, the index
+    of its confidence group (-1: ungated).
+
+    Columns come from the manifest's ``feature_groups`` switched on in ``[features]``
+    (``header``, ``pixel``, ``domain``; groups the config does not name, and features in no
+    group, are always kept). Without ``feature_groups`` every feature is kept. Gating follows
+    ``feature_confidence_group`` (feature name -> confidence name or null).
+    """
+    names = list(manifest["feature_names"])
+    groups: Mapping[str, list[str]] = manifest.get("feature_groups") or {}
+    dropped = {name for group, members in groups.items()
+               if group in features_config and not features_config[group]
+               for name in members}
+    indices = [i for i, name in enumerate(names) if name not in dropped]
+    confidence_of = manifest.get("feature_confidence_group") or {}
+    confidence_names = list(manifest["confidence_names"])
+    gate_groups = []
+    for i in indices:
+        group = confidence_of.get(names[i]) if features_config["confidence_gating"] else None
+        gate_groups.append(confidence_names.index(group) if group in confidence_names else -1)
+    return indices, gate_groups
+
+
+def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
+    """The manifest's train-only ``StandardScaler`` as a fixed layer: ``(x - mean) / scale``.
+
+    A feature never seen in train (mean null/NaN) gets mean 0, scale 1: it is imputed anyway.
+    """
+    scaler = manifest["scaler"]
+    mean, scale = [], []
+    for m, s in zip(scaler["mean"], scaler["scale"]):
+        unknown = m is None or not math.isfinite(m)
+        mean.append(0.0 if unknown else float(m))
+        scale.append(1.0 if unknown or s is None or not math.isfinite(s) or s <= 0 else float(s))
+    return layers.Normalization(mean=mean, variance=[s * s for s in scale],
+                                name="feature_scaler")
+
+
+def feature_branch(features, confidences, manifest: Mapping[str, Any],
+                   features_config: Mapping[str, Any]):
+    """Scaled, selected, imputed and gated features, their missing indicators and the
+    confidences, concatenated."""
+    indices, gate_groups = feature_plan(manifest, features_config)
+    scaled = scaler_layer(manifest)(features)
+    selected = SelectFeatures(indices, name="select_features")(scaled)
+    missing = MissingIndicator(name="missing_indicator")(selected)
+    values = ImputeMissing(0.0, name="impute_missing")(selected)
+    if any(g >= 0 for g in gate_groups):
+        values = ConfidenceGate(gate_groups, n_groups=len(manifest["confidence_names"]),
+                                a_init=float(features_config["gate_init_a"]),
+                                b_init=float(features_config["gate_init_b"]),
+                                name="confidence_gate")([values, confidences])
+    return layers.Concatenate(name="feature_inputs")([values, missing, confidences])
+
+
+# -- image branches -----------------------------------------------------------------------------
+
+def image_branch(name: str, image, model_config: Mapping[str, Any]):
+    """``[B,S,S,1]`` float32 -> ``[B, D]`` embedding, by the configured architecture."""
+    if name == "separable":
+        return separable_cnn(image, model_config["filters"],
+                             float(model_config["batchnorm_momentum"]))
+    if name == "simple_cnn":
+        return simple_cnn(image, model_config["filters"], model_config["head"],
+                          float(model_config["batchnorm_momentum"]))
+    if name in ("resnet50v2", "efficientnetv2b0"):
+        return backbone(name, image, model_config)
+    raise ConfigError(f"model.name must be one of {list(IMAGE_BRANCHES)}, got {name!r}")
+
+
+def separable_cnn(x, filters, momentum: float = 0.9):
+    """Compact MobileNet-like CNN: a strided stem, then per stage two depthwise-separable
+    convolutions and a 2x2 max pool; global average pooling."""
+    x = layers.Conv2D(filters[0], 3, strides=2, padding="same", use_bias=False,
+                      name="stem_conv")(x)
+    x = layers.BatchNormalization(momentum=momentum, name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, width in enumerate(filters):
+        for block in range(2):
+            prefix = f"stage{stage}_sep{block}"
+            x = layers.SeparableConv2D(width, 3, padding="same", use_bias=False,
+                                       name=f"{prefix}_conv")(x)
+            x = layers.BatchNormalization(momentum=momentum, name=f"{prefix}_bn")(x)
+            x = layers.ReLU(name=f"{prefix}_relu")(x)
+        x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+    return layers.GlobalAveragePooling2D(name="image_gap")(x)
+
+
+def simple_cnn(x, filters, head: str = "gap", momentum: float = 0.9):
+    """The seed plan's CNN: Conv2D/BatchNorm/MaxPool stages, then ``gap`` or ``flatten``."""
+    for stage, width in enumerate(filters):
+        x = layers.Conv2D(width, 3, activation="relu", padding="same", name=f"conv{stage}")(x)
+        x = layers.BatchNormalization(momentum=momentum, name=f"bn{stage}")(x)
+        if stage < len(filters) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
+    if head == "flatten":
+        return layers.Flatten(name="image_flatten")(x)
+    return layers.GlobalAveragePooling2D(name="image_gap")(x)
+
+
+def backbone(name: str, x, model_config: Mapping[str, Any]):
+    """A ``keras.applications`` backbone on the grey image repeated to 3 channels.
+
+    ``model.weights`` is empty (random init, ``weights=None``) or a local weights file for the
+    include_top=False network: nothing is ever downloaded.
+    """
+    weights = str(model_config["weights"] or "") or None
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"model.weights: no such file {weights!r} (weights are never "
+                          "downloaded; give a local file or leave it empty)")
+    size = x.shape[1]
+    rgb = layers.Concatenate(name="grey_to_rgb")([x, x, x])
+    if name == "resnet50v2":  # expects [-1, 1]
+        rgb = layers.Rescaling(2.0, offset=-1.0, name="backbone_rescale")(rgb)
+        net = keras.applications.ResNet50V2(include_top=False, weights=weights,
+                                            input_shape=(size, size, 3), pooling="avg")
+    else:  # EfficientNetV2 rescales [0, 255] itself
+        rgb = layers.Rescaling(255.0, name="backbone_rescale")(rgb)
+        net = keras.applications.EfficientNetV2B0(include_top=False, weights=weights,
+                                                  input_shape=(size, size, 3), pooling="avg",
+                                                  include_preprocessing=True)
+    frozen = weights is not None and not model_config["train_backbone"]
+    net.trainable = not frozen
+    return net(rgb, training=False) if frozen else net(rgb)

@@ -1,0 +1,373 @@
+"""One training run: export -> run folder (model.keras, run.json, checkpoints/, tensorboard/,
+history.csv, training_curves.png, config.toml).
+
+Order of work: verify the shards the run reads against the manifest's sha256; prepare (or, with
+``resume``, reopen) the run folder; build the streams and the model; fit under an RSS monitor;
+then export the best epoch's weights as an inference-only ``model.keras`` and write
+``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
+far it got; ``--resume`` continues from the last completed epoch (``BackupAndRestore``).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from skyshard import __version__
+from skyshard.jsonio import sha256_file, write_json_atomic
+from skyshard.manifest import ManifestError, load_manifest, manifest_path, verify_shards
+from skyshard.memory import RssMonitor
+from trainer import data
+from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
+                               MemoryGuard, ResumableEarlyStopping, best_epoch, read_history)
+from trainer.config import ConfigError, dump_toml, get_dotted, resume_differences
+from trainer.model_io import MODEL_FILE, RUN_FILE, read_run
+from trainer.models import build_model, feature_plan
+from trainer.optim import class_weights, make_loss, make_metrics, make_optimizer
+from trainer.plots import plot_history
+
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "training_curves.png"
+CONFIG_FILE = "config.toml"
+CHECKPOINT_DIR = "checkpoints"
+BEST_WEIGHTS = "best.weights.h5"
+TENSORBOARD_DIR = "tensorboard"
+CACHE_DIR = "cache"
+
+#: Statuses after which ``--resume`` has nothing left to do (unless epochs or patience grew).
+FINISHED = ("completed", "early_stopped")
+
+EXPORT_FIELDS = ("schema_version", "classes", "image_size", "image_dtype", "feature_names",
+                 "confidence_names", "preprocessing", "feature_groups",
+                 "feature_confidence_group", "scaler")
+
+MEMORY_HINT = ("Lower train.batch_size, the export's --image-size or data.shuffle_buffer_mb, or "
+               "raise --ram-budget-gb; `skyshard train ... --resume` continues from the last "
+               "completed epoch.")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder is in use by another run (without ``--resume``) or not resumable."""
+
+
+def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any], *,
+          resume: bool = False, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+          echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train per ``config`` and return the final ``run.json`` record.
+
+    Raises ``ShardIntegrityError`` (naming the file) before any training when a shard is missing
+    or corrupted, :class:`MemoryBudgetExceeded` when the RSS passes the budget (after saving
+    the best model so far and ``run.json``), ``ConfigError`` / ``ManifestError`` /
+    :class:`RunFolderError` for unusable inputs.
+    """
+    started = time.monotonic()
+    export_dir, run_dir = Path(export_dir), Path(run_dir)
+    manifest = load_manifest(export_dir)
+    splits = ["train", "val"]
+    echo(f"verifying {sum(len(manifest['splits'][s].get('shards', [])) for s in splits)} "
+         f"train/val shards of {export_dir} against the manifest's sha256")
+    verify_shards(export_dir, manifest, splits)
+    manifest_sha = sha256_file(manifest_path(export_dir))
+
+    previous = _open_run_dir(run_dir, resume)
+    if previous is not None:
+        config = _resumed_config(previous, config, manifest_sha)
+    record = _new_record(export_dir, manifest, manifest_sha, config, previous)
+    (run_dir / CONFIG_FILE).write_text(dump_toml(config), encoding="utf-8")
+    if previous is not None and _nothing_left(previous, config):
+        echo(f"{run_dir}: already {previous['status']} after "
+             f"{previous['epochs_completed']} epoch(s); nothing to resume")
+        return previous
+    record["status"] = "running"
+    write_json_atomic(run_dir / RUN_FILE, record)
+
+    keras.utils.set_random_seed(int(config["train"]["seed"]))
+    plan = _plan(export_dir, manifest, config)
+    record["sampling"] = plan["summary"]
+    cache_dir = _cache_dir(run_dir, config)
+    train_ds = data.train_dataset(export_dir, manifest, config, counts=plan["counts"],
+                                  cache_dir=cache_dir)
+    val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
+                              cache_dir=cache_dir)
+    model = _compiled_model(config, manifest, plan)
+    record["model"] = {"name": config["model"]["name"], "params": int(model.count_params())}
+
+    budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
+    monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
+    past = read_history(run_dir / HISTORY_FILE)
+
+    def on_epoch(epoch: int, logs: Mapping[str, Any]) -> None:
+        history = read_history(run_dir / HISTORY_FILE)
+        _update_record(record, history, config, monitor, started, previous)
+        write_json_atomic(run_dir / RUN_FILE, record)
+
+    callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record)
+    echo(_start_line(record, plan, config, resume and bool(past)))
+    failure: BaseException | None = None
+    with monitor:
+        try:
+            model.fit(train_ds, epochs=int(config["train"]["epochs"]),
+                      steps_per_epoch=plan["steps_per_epoch"], validation_data=val_ds,
+                      class_weight=plan["class_weight"], callbacks=[*callbacks,
+                                                                   *extra_callbacks],
+                      verbose=0, shuffle=False)
+        except (Exception, KeyboardInterrupt) as exc:  # recorded in run.json, then re-raised
+            failure = exc
+
+    history = read_history(run_dir / HISTORY_FILE)
+    _update_record(record, history, config, monitor, started, previous)
+    _finish(record, history, failure, model, config, manifest, run_dir)
+    if failure is not None:
+        raise failure
+    echo(_summary(record, run_dir))
+    return record
+
+
+# -- run folder ---------------------------------------------------------------------------------
+
+def _open_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """Create the run folder, or reopen it for ``resume``; returns the earlier run.json."""
+    existing = run_dir.is_dir() and any(run_dir.iterdir())
+    if resume:
+        if not (run_dir / RUN_FILE).is_file():
+            raise RunFolderError(f"--resume: {run_dir / RUN_FILE} not found; nothing to resume")
+        return read_run(run_dir)
+    if existing:
+        raise RunFolderError(
+            f"{run_dir} already holds a run; choose a new folder, or pass --resume to "
+            "continue it")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _resumed_config(previous: Mapping[str, Any], wanted: Mapping[str, Any],
+                    manifest_sha: str) -> dict[str, Any]:
+    if previous["export"]["manifest_sha256"] != manifest_sha:
+        raise RunFolderError(
+            "--resume: the export's manifest.json changed since this run started (sha256 "
+            f"{previous['export']['manifest_sha256'][:12]}… -> {manifest_sha[:12]}…); "
+            "train a new run")
+    changed = resume_differences(previous["config"], wanted)
+    if changed:
+        raise ConfigError(
+            f"--resume with a different configuration ({', '.join(changed)}): a resumed run "
+            "keeps its saved configuration; only train.epochs, train.patience and the memory "
+            "budget may change")
+    return dict(wanted)
+
+
+def _nothing_left(previous: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
+    if previous.get("status") not in FINISHED:
+        return False
+    same = all(get_dotted(previous["config"], key) == get_dotted(config, key)
+               for key in ("train.epochs", "train.patience"))
+    return same or previous["epochs_completed"] >= int(config["train"]["epochs"])
+
+
+def _cache_dir(run_dir: Path, config: Mapping[str, Any]) -> Path | None:
+    if config["data"]["cache"] != "disk":
+        return None
+    cache = run_dir / CACHE_DIR
+    cache.mkdir(exist_ok=True)
+    for stale in cache.glob("*.lockfile"):  # left by a crashed session; tf.data refuses them
+        stale.unlink()
+    return cache
+
+
+# -- the pieces of the fit ----------------------------------------------------------------------
+
+def _plan(export_dir: Path, manifest: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+    """Counts, sampling probabilities, steps and class weights of this run."""
+    fold_counts = (data.count_folds(export_dir, manifest)
+                   if int(config["data"]["fold"]) >= 0 else None)
+    counts = data.train_counts(manifest, config, fold_counts)
+    probabilities = data.sampling_weights(counts, config["data"]["balance_power"])
+    per_class = [probabilities.get(name, 0.0) for name in manifest["classes"]]
+    steps = data.steps_per_epoch(manifest, config, counts)
+    weights = class_weights(config, per_class)
+    summary = {
+        "train_records_per_class": counts,
+        "class_probabilities": {k: round(v, 6) for k, v in probabilities.items()},
+        "steps_per_epoch": steps,
+        "shuffle_buffer_records_per_class": data.shuffle_buffer_records(
+            manifest, config, len(probabilities)),
+        "class_weights": None if weights is None else [weights[i] for i in sorted(weights)],
+        "features_used": [manifest["feature_names"][i]
+                          for i in feature_plan(manifest, config["features"])[0]],
+    }
+    if config["train"]["loss"] == "focal":
+        summary["focal_alpha"] = list(make_loss(config, per_class).alpha)
+    fold = int(config["data"]["fold"])
+    val_records = (data.split_records(manifest, "val") if fold_counts is None
+                   else sum(n for (_, f), n in fold_counts.items() if f == fold))
+    if not val_records:
+        raise ManifestError("no validation records: the export's val split (or fold "
+                            f"{fold}) is empty")
+    return {"counts": counts, "probabilities": per_class, "steps_per_epoch": steps,
+            "class_weight": weights, "val_records": val_records, "summary": summary}
+
+
+def _compiled_model(config, manifest, plan) -> keras.Model:
+    model = build_model(config, manifest)
+    model.compile(optimizer=make_optimizer(config, plan["steps_per_epoch"]),
+                  loss=make_loss(config, plan["probabilities"]),
+                  metrics=make_metrics(len(manifest["classes"])))
+    return model
+
+
+def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo, record):
+    train = config["train"]
+    metric = train["monitor"]
+    mode = "min" if "loss" in metric else "max"
+    past_values = past.get(metric, [])
+    best_so_far = [v for v in past_values if v is not None]
+    threshold = (min(best_so_far) if mode == "min" else max(best_so_far)) if best_so_far else None
+    checkpoints = run_dir / CHECKPOINT_DIR
+    checkpoints.mkdir(exist_ok=True)
+    callbacks: list[keras.callbacks.Callback] = [
+        LearningRateLog(),
+        MemoryGuard(monitor, MEMORY_HINT),
+        keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
+        keras.callbacks.ModelCheckpoint(
+            str(checkpoints / BEST_WEIGHTS), monitor=metric, mode=mode, save_best_only=True,
+            save_weights_only=True, initial_value_threshold=threshold),
+    ]
+    if int(train["patience"]) > 0:
+        callbacks.append(ResumableEarlyStopping(past_values, monitor=metric, mode=mode,
+                                                patience=int(train["patience"])))
+    if train["tensorboard"]:
+        callbacks.append(EpochScalars(run_dir / TENSORBOARD_DIR))
+    # Last: the backup marks an epoch complete only after its row is logged and its best
+    # weights are saved; BackupAndRestore restores epoch, weights and optimizer state.
+    callbacks.append(keras.callbacks.BackupAndRestore(
+        str(checkpoints), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False))
+    callbacks.append(EpochReport(int(train["epochs"]), monitor,
+                                 best_of=lambda: record.get("best_epoch"), on_epoch=on_epoch,
+                                 echo=echo))
+    return callbacks
+
+
+def _finish(record, history, failure, model, config, manifest, run_dir: Path) -> None:
+    """Final status, the best model and the curves (when an epoch completed and the stop was
+    orderly: done, early stopped, or over the memory budget), and run.json."""
+    record["status"] = _status(failure, history, config)
+    if history and (failure is None or isinstance(failure, MemoryBudgetExceeded)):
+        _save_best_model(model, config, manifest, run_dir, record)
+        plot_history(history, run_dir / CURVES_FILE, record["best_epoch"],
+                     title=f"{run_dir.name}: {config['model']['name']}")
+    if failure is not None:
+        record["error"] = f"{type(failure).__name__}: {failure}"
+    write_json_atomic(run_dir / RUN_FILE, record)
+
+
+def _save_best_model(model: keras.Model, config, manifest, run_dir: Path, record) -> None:
+    """Write the best epoch's weights as an uncompiled inference model, atomically."""
+    best = run_dir / CHECKPOINT_DIR / BEST_WEIGHTS
+    if best.is_file():
+        model.load_weights(best)
+    else:
+        record["note"] = "no best checkpoint (monitor never improved); saved the last weights"
+    inference = build_model(config, manifest)
+    inference.set_weights(model.get_weights())
+    partial = run_dir / f".{MODEL_FILE}.partial.keras"
+    inference.save(partial)
+    os.replace(partial, run_dir / MODEL_FILE)
+    record["files"]["model"] = MODEL_FILE
+
+
+# -- run.json -----------------------------------------------------------------------------------
+
+def _new_record(export_dir: Path, manifest, manifest_sha: str, config, previous) -> dict:
+    export = {"path": str(export_dir.resolve()), "manifest_sha256": manifest_sha}
+    export.update({name: manifest.get(name) for name in EXPORT_FIELDS})
+    record = {
+        "skyshard_version": __version__,
+        "status": "starting",
+        "created": (previous or {}).get("created") or _now(),
+        "updated": _now(),
+        "command": " ".join(sys.argv),
+        "config": config,
+        "export": export,
+        "history": {},
+        "best_epoch": None,
+        "best": None,
+        "epochs_completed": 0,
+        "epochs_planned": int(config["train"]["epochs"]),
+        "peak_rss_mb": (previous or {}).get("peak_rss_mb", 0.0),
+        "ram_budget_mb": float(config["memory"]["ram_budget_gb"]) * 1024,
+        "seconds": (previous or {}).get("seconds", 0.0),
+        "sessions": (previous or {}).get("sessions", 0) + 1,
+        "versions": versions(),
+        "files": {"history": HISTORY_FILE, "config": CONFIG_FILE, "checkpoints": CHECKPOINT_DIR,
+                  "curves": CURVES_FILE,
+                  "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
+    }
+    return record
+
+
+def _update_record(record, history, config, monitor: RssMonitor, started: float,
+                   previous) -> None:
+    metric = config["train"]["monitor"]
+    record["history"] = history
+    record["epochs_completed"] = len(next(iter(history.values()), []))
+    record["best_epoch"] = best_epoch(history, metric)
+    if record["best_epoch"] is not None:
+        record["best"] = {"monitor": metric,
+                          "value": history[metric][record["best_epoch"] - 1],
+                          **{name: values[record["best_epoch"] - 1]
+                             for name, values in history.items() if name.startswith("val_")}}
+    earlier = previous or {}
+    record["peak_rss_mb"] = round(max(monitor.peak_mb, earlier.get("peak_rss_mb", 0.0)), 1)
+    record["seconds"] = round(earlier.get("seconds", 0.0) + time.monotonic() - started, 2)
+    record["updated"] = _now()
+
+
+def _status(failure, history, config) -> str:
+    if isinstance(failure, MemoryBudgetExceeded):
+        return "memory_exceeded"
+    if failure is not None:
+        return "interrupted"
+    epochs = len(next(iter(history.values()), []))
+    return "completed" if epochs >= int(config["train"]["epochs"]) else "early_stopped"
+
+
+def versions() -> dict[str, str]:
+    import sklearn
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__,
+            "keras": keras.__version__, "numpy": np.__version__,
+            "scikit_learn": sklearn.__version__, "skyshard": __version__}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _start_line(record, plan, config, resumed: bool) -> str:
+    probabilities = ", ".join(f"{k} {v:.2f}" for k, v in
+                              record["sampling"]["class_probabilities"].items())
+    verb = "resuming" if resumed else "training"
+    return (f"{verb} {config['model']['name']} ({record['model']['params']:,} parameters) for "
+            f"{config['train']['epochs']} epochs x {plan['steps_per_epoch']} steps of "
+            f"{config['train']['batch_size']}; class sampling: {probabilities}")
+
+
+def _summary(record, run_dir: Path) -> str:
+    best = record.get("best") or {}
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()
+                      if k.startswith("val_") and isinstance(v, float))
+    return (f"{record['status']}: {record['epochs_completed']} epoch(s) in "
+            f"{record['seconds']:.1f}s, peak RSS {record['peak_rss_mb']:.0f} MB; best epoch "
+            f"{record['best_epoch']}: {shown}\nmodel: {run_dir / MODEL_FILE}")
+
+
+__all__ = ["train", "RunFolderError", "MemoryBudgetExceeded", "ManifestError", "versions"]

@@ -1,0 +1,155 @@
+"""Hyperparameter tuning with Optuna under the RAM budget: serial trials, pruning.
+
+Each trial is an ordinary training run (``train``) in ``STUDY/trial-NNN/`` with the sampled
+values as config overrides; the study lives in ``STUDY/study.journal`` (Optuna's file journal,
+so an interrupted study continues where it stopped) and ``STUDY/study.json`` summarises it.
+Trials run one after another in one process: the RSS budget is the process's, and a trial that
+passes it is recorded (``memory_exceeded``) and pruned instead of ending the study.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import keras
+import optuna
+
+from skyshard.jsonio import write_json_atomic
+from trainer.callbacks import MemoryBudgetExceeded
+from trainer.config import ConfigError, load_config, merge
+from trainer.train import train
+
+DEFAULT_TUNE_PATH = Path(__file__).with_name("tune.toml")
+JOURNAL_FILE = "study.journal"
+SUMMARY_FILE = "study.json"
+
+
+def load_tune_config(path: str | Path | None = None,
+                     trials: int | None = None) -> dict[str, Any]:
+    """``trainer/tune.toml``, overridden by the file at ``path``; ``[space]`` is replaced whole
+    when the file gives one (a search space is chosen, not merged)."""
+    with open(DEFAULT_TUNE_PATH, "rb") as stream:
+        config = tomllib.load(stream)
+    if path:
+        with open(path, "rb") as stream:
+            user = tomllib.load(stream)
+        space = user.pop("space", None)
+        config = merge(config, user)
+        if space is not None:
+            config["space"] = space
+    if trials is not None:
+        config["study"]["trials"] = int(trials)
+    for key, spec in config["space"].items():
+        if not ("choices" in spec or {"low", "high"} <= set(spec)):
+            raise ConfigError(f"tune space {key!r}: give low and high, or choices")
+    return config
+
+
+def suggest(trial: optuna.Trial, key: str, spec: Mapping[str, Any]) -> Any:
+    """One sampled value for ``key`` from its ``spec`` (range or choices)."""
+    if "choices" in spec:
+        return trial.suggest_categorical(key, list(spec["choices"]))
+    low, high = spec["low"], spec["high"]
+    if isinstance(low, int) and isinstance(high, int):
+        return trial.suggest_int(key, low, high, log=bool(spec.get("log", False)))
+    return trial.suggest_float(key, float(low), float(high), log=bool(spec.get("log", False)))
+
+
+class PruneOnEpoch(keras.callbacks.Callback):
+    """Reports the monitored validation metric each epoch; raises ``TrialPruned`` when the
+    pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        super().__init__()
+        self.trial = trial
+        self.monitor = monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(
+                f"pruned after epoch {epoch + 1} ({self.monitor} {value:.4f})")
+
+
+def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[str, Any],
+         tune_config: Mapping[str, Any], echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or continue) the study; returns the summary written to ``study.json``."""
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    settings = tune_config["study"]
+    monitor = train_config["train"]["monitor"]
+    study = _study(study_dir, settings, "minimize" if "loss" in monitor else "maximize")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(trial: optuna.Trial) -> float:
+        overrides = {key: suggest(trial, key, spec) for key, spec in tune_config["space"].items()}
+        overrides["train.epochs"] = int(settings["epochs"])
+        config = load_config(overrides=overrides, base=copy.deepcopy(dict(train_config)))
+        run_dir = study_dir / f"trial-{trial.number:03d}"
+        trial.set_user_attr("run", run_dir.name)
+        echo(f"trial {trial.number}: {_short(overrides)}")
+        try:
+            record = train(export_dir, run_dir, config, echo=lambda line: echo(f"  {line}"),
+                           extra_callbacks=[PruneOnEpoch(trial, monitor)])
+        except MemoryBudgetExceeded as exc:
+            trial.set_user_attr("memory_exceeded", str(exc))
+            raise optuna.TrialPruned(str(exc)) from exc
+        finally:
+            keras.backend.clear_session()
+            gc.collect()
+        trial.set_user_attr("peak_rss_mb", record["peak_rss_mb"])
+        if not record.get("best"):
+            raise optuna.TrialPruned("no validation value")
+        return float(record["best"]["value"])
+
+    remaining = int(settings["trials"]) - len(study.trials)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, n_jobs=1, gc_after_trial=True)
+    summary = summarise(study, monitor)
+    write_json_atomic(study_dir / SUMMARY_FILE, summary)
+    best = summary["best"]
+    echo("no completed trial" if best is None else
+         f"best: trial {best['number']} ({monitor} {best['value']:.4f}) in "
+         f"{study_dir / best['run']}: {_short(best['params'])}")
+    return summary
+
+
+def _study(study_dir: Path, settings: Mapping[str, Any], direction: str) -> optuna.Study:
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if settings["pruner"] == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=int(settings["startup_trials"]),
+                                             n_warmup_steps=int(settings["warmup_epochs"]))
+    elif settings["pruner"] != "none":
+        raise ConfigError(f"study.pruner must be 'median' or 'none', got {settings['pruner']!r}")
+    storage = JournalStorage(JournalFileBackend(str(study_dir / JOURNAL_FILE)))
+    return optuna.create_study(study_name="skyshard", storage=storage, direction=direction,
+                               load_if_exists=True, pruner=pruner,
+                               sampler=optuna.samplers.TPESampler(seed=int(settings["seed"])))
+
+
+def summarise(study: optuna.Study, monitor: str) -> dict[str, Any]:
+    trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+               **t.user_attrs} for t in study.trials]
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    best = None
+    if complete:
+        chosen = study.best_trial
+        best = {"number": chosen.number, "value": chosen.value, "params": chosen.params,
+                "run": chosen.user_attrs.get("run")}
+    return {"monitor": monitor, "direction": study.direction.name.lower(), "best": best,
+            "trials": trials}
+
+
+def _short(values: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else
+                     f"{k.split('.')[-1]}={v}" for k, v in values.items())
