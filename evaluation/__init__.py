@@ -1,0 +1,15 @@
+"""Judging trained models and applying them to new nights of frames.
+
+Commands: ``skyshard evaluate`` (:mod:`evaluation.evaluate`, CLI in
+:mod:`evaluation.evaluate_cli`) and ``skyshard score`` (:mod:`evaluation.score`, its Beam job in
+:mod:`evaluation.beam_score`, CLI in :mod:`evaluation.score_cli`).
+
+Building blocks, one job each: :mod:`~evaluation.batches` (records from shards or raw files into
+fixed-size batches), :mod:`~evaluation.model` (run.json, the ``.keras`` model, predictions),
+:mod:`~evaluation.metrics`, :mod:`~evaluation.calibration`, :mod:`~evaluation.baseline` (the
+header-only baseline), :mod:`~evaluation.rules` (post-processing rules),
+:mod:`~evaluation.mistakes` (the worst mistakes, bounded), :mod:`~evaluation.plots`,
+:mod:`~evaluation.report` (``report.html``) and :mod:`~evaluation.sort_into`.
+
+Importing this package loads nothing heavy; TensorFlow and Beam are imported when a command runs.
+"""

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
@@ -97,15 +98,15 @@ class _Collected:
                 cat(self.ruled, np.int64), cat(self.baseline, np.int64))
 
 
-def stream_predictions(model, batches, info: RunInfo, rules: RuleSet, baseline: HeaderBaseline,
-                       worst: WorstMistakes, batch_size: int) -> tuple[_Collected, int]:
+def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: RuleSet,
+                       baseline: HeaderBaseline, worst: WorstMistakes,
+                       batch_size: int) -> tuple[_Collected, int]:
     """Run the model over ``batches`` and collect the small per-frame results; returns them and
     the most images held at once."""
     classes = info.classes
     out = _Collected()
     max_held = 0
     for batch in batches:
-        batch: Batch
         labels = batch.labels
         if np.any(labels < 0) or np.any(labels >= len(classes)):
             bad = batch.keys[int(np.flatnonzero((labels < 0) | (labels >= len(classes)))[0])]

@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prep.add_argument("--stretch", choices=("asinh", "linear", "log", "sqrt"), default=None)
     prep.add_argument("--resize", choices=("squash", "pad"), default=None,
                       help="squash: fill the square (aspect ratio is a feature); pad: letterbox")
-    prep.add_argument("--denoise", action="store_true", help="median/Gaussian denoise first")
+    prep.add_argument("--denoise", action="store_true", help="3x3 median denoise first")
     prep.add_argument("--background", action="store_true", help="subtract a smooth background")
     prep.add_argument("--clahe", action="store_true", help="adaptive histogram equalisation")
     parser.add_argument("--overwrite", action="store_true",
@@ -78,7 +78,9 @@ def build_spec(args: argparse.Namespace, like: dict | None):
     for name in ("stretch", "resize"):
         if getattr(args, name):
             setattr(options, name, getattr(args, name))
-    for name in ("denoise", "background", "clahe"):
+    if args.denoise:
+        options.denoise = "median"
+    for name in ("background", "clahe"):
         if getattr(args, name):
             setattr(options, name, True)
     return ExportSpec(classes=[], image_size=args.image_size, preprocessing=options,

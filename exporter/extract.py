@@ -113,7 +113,10 @@ def frame_arrays(path: str, spec: ExportSpec) -> dict[str, Any]:
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
         header_values, confidences = header_features(frame.header)
-        values = {**header_values, **pixel_features(frame), **domain_features(frame)}
+        pixel_values = pixel_features(frame)
+        if pixel_values.get("nonfinite_fraction") == 1.0:
+            raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")
+        values = {**header_values, **pixel_values, **domain_features(frame)}
     except FrameError:
         raise
     except Exception as exc:  # a feature bug must become a dead letter, not a dead job

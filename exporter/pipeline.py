@@ -113,7 +113,7 @@ def build_export(pipeline: beam.Pipeline, refs: list[FrameRef], spec: ExportSpec
     records = extracted.records
 
     def write_lines(pcoll, name):
-        return pcoll | f"Write{name.title()}" >> beam.io.WriteToText(
+        return pcoll | f"Save{name.title()}Metadata" >> beam.io.WriteToText(
             f"{meta_dir}/{name}", file_name_suffix=".jsonl")
 
     shards = (records

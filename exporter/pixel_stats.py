@@ -2,7 +2,7 @@
 
 The image channel of a record is stretched per frame, which erases absolute signal: a bias at
 300 ADU and a dark at 320 ADU with hot pixels look alike once stretched. The features here keep
-that signal. They come in two flavours:
+that signal. Most come in three flavours:
 
 * ``*_rel``: divided by the data range (``full_scale``: 65535 for 16-bit cameras, 255 for 8-bit;
   estimated for float data), so they mean the same on any camera;
@@ -50,7 +50,7 @@ SATURATION_FRACTION = 0.98
 #: Floor of the hot/cold pixel fractions before taking log10 (1 part per million).
 FRACTION_FLOOR = 1e-6
 #: At most this many outlier candidates are checked for isolation (evenly thinned beyond).
-MAX_OUTLIER_CANDIDATES = 20_000
+MAX_OUTLIER_CANDIDATES = 5_000
 
 PERCENTILES = (0.1, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.9)
 _PERCENTILE_NAMES = ("p0_1", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "p99_9")
@@ -150,14 +150,19 @@ def grid_strides(shape: tuple[int, int], max_pixels: int = GRID_PIXELS) -> tuple
     """Row and column strides so that ``data[::sy, ::sx]`` holds at most ~``max_pixels``.
 
     Equal strides keep the aspect ratio; a thin frame (few rows) is thinned along its long axis
-    only.
+    only. Strides above 1 are odd, so the raw frame of a colour camera (2x2 Bayer pattern) is
+    sampled in all four filter positions rather than in one colour.
     """
     height, width = shape
-    step = max(1, math.ceil(math.sqrt(height * width / max_pixels)))
+    step = _odd(math.ceil(math.sqrt(height * width / max_pixels)))
     sy = min(step, height)
     rows = math.ceil(height / sy)
-    sx = max(1, math.ceil(width / max(1, max_pixels // rows)))
+    sx = _odd(math.ceil(width / max(1, max_pixels // rows)))
     return sy, sx
+
+
+def _odd(stride: int) -> int:
+    return 1 if stride <= 1 else stride | 1
 
 
 def grid_sample(data: np.ndarray, max_pixels: int = GRID_PIXELS) -> np.ndarray:
@@ -237,9 +242,9 @@ class DataRange:
     """What "relative" means for one frame.
 
     ``full_scale``: ADU that maps to 1.0 in ``*_rel`` features. ``saturation``: ADU at and above
-    which a pixel counts as saturated (NaN when unknown). ``known``: 1 = from the stored bit depth,
-    0.5 = from a header hint or the [0, 1] float convention, 0 = estimated from the 99.9th
-    percentile of the data.
+    which a pixel counts as saturated (NaN when unknown). ``known``: 1 = the reader's
+    ``full_scale`` (or the integer dtype's maximum), 0.5 = a saturation hint or the [0, 1] float
+    convention, 0 = estimated from the data's 0.1/99.9th percentiles.
     """
 
     full_scale: float
@@ -295,7 +300,8 @@ def data_range(frame: RawFrame, values: np.ndarray, pct: dict[str, float]) -> Da
 
 def geometry_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
     """Width and height (pixels), log10 pixel count, log10(width/height), storage bits,
-    float flag and number of colour planes reduced into the frame."""
+    whether the *stored* pixels are floats (``source['dtype']``; scaled or colour-reduced
+    integer data arrive as float32) and the number of colour planes reduced into the frame."""
     height, width = data.shape
     bits = frame.source.get("bits")
     try:
@@ -315,9 +321,17 @@ def geometry_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
         "log10_pixels": math.log10(width * height),
         "log10_aspect": math.log10(width / height),
         "bits": bits,
-        "is_float": float(np.issubdtype(data.dtype, np.floating)),
+        "is_float": float(np.issubdtype(stored_dtype(frame, data), np.floating)),
         "planes": planes,
     }
+
+
+def stored_dtype(frame: RawFrame, data: np.ndarray) -> np.dtype:
+    """The dtype of the pixels as stored in the file (``source['dtype']``), else ``data``'s."""
+    try:
+        return np.dtype(frame.source["dtype"])
+    except (KeyError, TypeError):
+        return data.dtype
 
 
 def robust_levels(values: np.ndarray, median: float) -> dict[str, float]:

@@ -66,11 +66,11 @@ class PreprocessOptions:
     astropy stretch parameter. ``interval``: lower and upper percentile mapped to 0 and 1.
     ``resize``: ``squash`` (fill the square, ignore the aspect ratio) or ``pad`` (keep the aspect
     ratio, pad with 0). ``denoise``: ``none``, ``median`` (window ``denoise_size`` binned pixels)
-    or ``gaussian`` (sigma ``denoise_size`` binned pixels); ``True``/``False`` mean ``median``/
-    ``none``. ``background``: before the stretch,
-    subtract a polynomial of ``background_degree`` fitted to the medians of a
-    ``background_cells`` x ``background_cells`` grid.
-    ``clahe``: adaptive histogram equalisation with ``clahe_clip_limit`` on the final image.
+    or ``gaussian`` (sigma ``denoise_size`` binned pixels); ``True``/``False`` mean
+    ``median``/``none``. ``background``: before the stretch, subtract a polynomial of
+    ``background_degree`` fitted to the medians of a ``background_cells`` x
+    ``background_cells`` grid. ``clahe``: adaptive histogram equalisation with
+    ``clahe_clip_limit`` on the final image.
     ``percentile_norm``: ``None`` or (low, high) percentiles of the stretched image rescaled to
     0 and 1.
     """

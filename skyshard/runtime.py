@@ -22,5 +22,11 @@ def configure_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    logging.getLogger().addFilter(_drop_beam_import_noise)
     for noisy in ("apache_beam", "absl", "tensorflow", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _drop_beam_import_noise(record: logging.LogRecord) -> bool:
+    """Beam warns about optional Google Cloud clients on import; irrelevant offline."""
+    return "apitools not found" not in record.getMessage()

@@ -40,7 +40,8 @@ def setup(tmp_path_factory):
     bad = write_bad_files(night / "broken")
     like = load_like(str(export / "manifest.json"))
     night_export = export_tree(night, root / "night-export", labelled=False, like=like).out_dir
-    return {"run": run, "night": night, "bad": bad, "night_export": night_export, "root": root}
+    return {"run": run, "export": export, "night": night, "bad": bad,
+            "night_export": night_export, "root": root}
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -86,21 +87,28 @@ def test_raw_folder_and_its_shards_give_the_same_predictions(setup, tmp_path, ca
     assert summary["peak_rss_mb"] > 0 and summary["seconds"] > 0
 
 
-def test_broken_files_are_dead_lettered(setup, tmp_path):
-    run, night, bad = setup["run"], setup["night"], setup["bad"]
-    from evaluation.score import score
+def _letters(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
+
+def test_broken_files_are_dead_lettered(setup, tmp_path):
+    from evaluation.score import score
+    from skyshard.sample import UNREADABLE
+
+    run, night, bad = setup["run"], setup["night"], setup["bad"]
     result = score(run, night, tmp_path / "out", batch_size=4)
-    letters = [json.loads(line) for line in
-               (tmp_path / "out" / "errors.jsonl").read_text().splitlines()]
-    failed = {Path(letter["path"]).name for letter in letters}
-    for kind, path in bad.items():
-        assert Path(path).name in failed, f"{kind} was not dead-lettered"
+    letters = _letters(tmp_path / "out" / "errors.jsonl")
+    failed = {letter["key"]: letter for letter in letters}
+    for kind in UNREADABLE:
+        assert Path(bad[kind]).relative_to(night).as_posix() in failed, kind
     for letter in letters:
         assert {"path", "key", "stage", "error_type", "message"} <= set(letter)
+        assert letter["message"] and letter["stage"] != "unexpected"
+    # Exactly the files the export of the same night refused: the same reading code.
+    exported = _letters(setup["night_export"] / "errors.jsonl")
+    assert sorted(failed) == sorted(letter["key"] for letter in exported)
     assert result.summary["errors"] == len(letters)
-    scored = {p.path for p in result.predictions}
-    assert not scored & {letter["path"] for letter in letters}
+    assert not {p.path for p in result.predictions} & {letter["path"] for letter in letters}
 
 
 def test_beam_scoring_equals_local_scoring(setup, tmp_path):
@@ -144,3 +152,22 @@ def test_sort_into_copies_without_overwriting(setup, tmp_path, capsys):
     assert main(["score", str(run), str(night), "--out", str(tmp_path / "out2"),
                  "--sort-into", str(night / "sorted")]) == 2
     assert "inside the input" in capsys.readouterr().err
+
+
+def test_evaluate_on_a_real_export_compares_with_headers_and_applies_default_rules(setup,
+                                                                                   tmp_path):
+    from evaluation.evaluate import evaluate
+    from evaluation.rules import DEFAULT_RULES
+
+    result = evaluate(setup["run"], setup["export"], split="train", out_dir=tmp_path,
+                      batch_size=8)
+    metrics = result.metrics
+    baseline = metrics["header_baseline"]
+    assert baseline["available"] and baseline["coverage"] > 0.5
+    assert baseline["mapping"]["dark"] == "darks" and baseline["mapping"]["arc"] == \
+        "spectrum_dados"
+    assert sum(baseline["model_vs_baseline"].values()) == metrics["n"]
+    assert [r["name"] for r in metrics["with_rules"]["rules"]] == [r["name"] for r in
+                                                                  DEFAULT_RULES]
+    report = (tmp_path / "report.html").read_text()
+    assert "header-only baseline (IMAGETYP/OBSTYPE)" in report

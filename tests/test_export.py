@@ -136,11 +136,45 @@ def test_bad_files_become_dead_letters(sample_tree, tmp_path):
     for kind, path in bad.items():
         assert Path(path).name in failed, f"{kind} was not dead-lettered"
     assert "stray.fits" in failed
+    by_name = {Path(letter["path"]).name: letter for letter in letters}
+    assert by_name[Path(bad["all_nan"]).name]["message"].startswith("the frame has no finite")
     for letter in letters:
         assert {"path", "stage", "error_type", "message"} <= set(letter)
         assert letter["message"]
     assert result.manifest["errors"]["count"] == len(letters)
     assert sum(result.manifest["splits"][s]["count"] for s in ("train", "val", "test")) == 36
+
+
+def test_degenerate_frames_never_crash(tmp_path):
+    """Valid but odd frames are exported with finite pixels (or dead-lettered with a reason)."""
+    from astropy.io import fits
+    import tifffile
+
+    tree = tmp_path / "odd"
+    (tree / "weird").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    frames = {
+        "constant.fits": np.full((64, 64), 1000, np.uint16),
+        "tiny.fits": rng.normal(100, 5, (3, 3)).astype(np.float32),
+        "one_row.fits": rng.normal(100, 5, (1, 200)).astype(np.float32),
+        "rgb_cube.fits": rng.integers(0, 255, (3, 40, 60)).astype(np.uint8),
+        "with_inf.fits": np.where(rng.random((50, 50)) < 0.1, np.inf, 1.0).astype(np.float32),
+    }
+    for name, data in frames.items():
+        fits.PrimaryHDU(data).writeto(tree / "weird" / name)
+    header = fits.Header([("EXPTIME", "N/A"), ("CCD-TEMP", "cold"), ("IMAGETYP", 42)])
+    fits.PrimaryHDU(rng.normal(500, 9, (32, 48)).astype(np.float32), header).writeto(
+        tree / "weird" / "bad_header.fits")
+    tifffile.imwrite(tree / "weird" / "rgb.tif", rng.integers(0, 65535, (30, 40, 3), np.uint16))
+    result = export_tree(tree, tmp_path / "out")
+    records = read_export(result.out_dir)
+    letters = (result.out_dir / "errors.jsonl").read_text().splitlines()
+    assert len(records) + len(letters) == len(frames) + 2
+    for letter in map(json.loads, letters):
+        assert letter["message"] and letter["stage"]
+    for record in records.values():
+        assert np.isfinite(np.frombuffer(record[schema.IMAGE], np.float16)).all()
+    assert "weird/bad_header.fits" in records and "weird/rgb.tif" in records
 
 
 def test_finished_export_is_not_overwritten_silently(export, tmp_path, sample_tree):

@@ -236,7 +236,7 @@ def test_options_changed_after_construction_are_validated():
     options = PreprocessOptions()
     options.denoise = True  # as a command line flag sets it
     assert describe(options)["options"]["denoise"] == "median"
-    assert_valid(preprocess_image(np.arange(100.0).reshape(10, 10), 32, options))
+    assert_valid(preprocess_image(np.arange(100.0).reshape(10, 10), 32, options), 32)
     options.stretch = "zscale"
     with pytest.raises(ValueError):
         preprocess_image(np.zeros((4, 4)), 32, options)

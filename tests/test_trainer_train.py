@@ -19,7 +19,7 @@ from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer import cli  # noqa: E402
 from trainer.callbacks import MemoryBudgetExceeded  # noqa: E402
 from trainer.config import load_config  # noqa: E402
-from trainer.model_io import read_run  # noqa: E402
+from trainer.model_io import load_model, read_run  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
 from trainer.train import train  # noqa: E402
 
@@ -198,26 +198,32 @@ def _cli_offers(command: str, option: str) -> bool:
 
 
 @pytest.mark.slow
-def test_sample_export_train_and_reload_end_to_end(tmp_path):
+def test_sample_export_train_and_reload_end_to_end(tmp_path, capsys):
     """The real chain: ``skyshard sample`` -> ``skyshard export`` -> ``skyshard train``."""
     if not (_cli_offers("sample", "--per-class") and _cli_offers("export", "--image-size")):
         pytest.skip("skyshard sample/export not available yet")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
-
-    def skyshard(*args):
+    for args in (["sample", str(tmp_path / "frames"), "--per-class", "6"],
+                 ["export", str(tmp_path / "frames"), str(tmp_path / "export"),
+                  "--image-size", "64"]):
         done = subprocess.run([sys.executable, "-m", "skyshard.cli", *args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"skyshard {args[0]}: {done.stderr[-3000:]}"
-        return done.stdout
 
-    skyshard("sample", str(tmp_path / "frames"), "--per-class", "6")
-    skyshard("export", str(tmp_path / "frames"), str(tmp_path / "export"), "--image-size", "64")
-    out = skyshard("train", str(tmp_path / "export"), str(tmp_path / "run"), "--epochs", "2",
-                   "--set", "train.steps_per_epoch=3", "--set", "model.filters=[8, 16]")
+    parser = cli.argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "export"), str(tmp_path / "run"), "--epochs", "2",
+                              "--set", "train.steps_per_epoch=3",
+                              "--set", "model.filters=[8, 16]"])
+    assert cli.run(args, []) == 0
+    out = capsys.readouterr().out
     assert "epoch   2/2" in out and "completed" in out
 
     run = read_run(tmp_path / "run")
+    manifest = load_manifest(tmp_path / "export")
     assert run["export"]["image_size"] == 64
-    inputs = _sample_inputs(tmp_path / "export", n=4)
-    fresh = _predict_in_fresh_process(tmp_path / "run", inputs, tmp_path)
-    assert np.isfinite(np.array(fresh["probabilities"])).all()
+    assert run["export"]["feature_names"] == manifest["feature_names"]
+    probabilities = load_model(tmp_path / "run").predict(_sample_inputs(tmp_path / "export", 4),
+                                                          verbose=0)
+    assert probabilities.shape == (4, len(manifest["classes"]))
+    assert np.isfinite(probabilities).all()

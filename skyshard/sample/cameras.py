@@ -204,7 +204,8 @@ def draw_settings(camera: Camera, rng: np.random.Generator, exptime_s: float, *,
     ``shape`` is the frame size, used to place the window on the virtual sensor.
     """
     temp, set_temp = draw_temperature(camera, rng, warm=exptime_s > 60)
-    position = float(rng.uniform(0.45, 1.0) if high_gain else rng.beta(1.5, 2.5))
+    # Long exposures are taken near unity gain; planetary video at high gain.
+    position = float(rng.uniform(0.45, 1.0) if high_gain else 0.75 * rng.beta(1.5, 2.5))
     gain = None
     if camera.gain_setting is not None:
         low, high = camera.gain_setting
@@ -382,10 +383,12 @@ def read_out(camera: Camera, settings: Settings, electrons: np.ndarray | None,
     if camera.blooming and charge.ndim == 2:
         bleed_columns(charge, well)
     np.minimum(charge, well, out=charge)
-    adu = _amplify(camera, settings, charge, rng)
+    # Row banding varies from frame to frame in strength, and runs on through the overscan.
+    rows = rng.normal(0.0, camera.row_noise_e * rng.uniform(0.2, 1.5), (h, 1)).astype(np.float32)
+    adu = _amplify(camera, settings, charge, rows, rng)
     if camera.overscan_px:
         overscan_shape = charge.shape[:-1] + (camera.overscan_px,)
-        overscan = _amplify(camera, settings, np.zeros(overscan_shape, np.float32), rng,
+        overscan = _amplify(camera, settings, np.zeros(overscan_shape, np.float32), rows, rng,
                             column_start=w)
         adu = np.concatenate([adu, overscan], axis=-1)
     adc_max = 255 if settings.eight_bit else 2 ** camera.adc_bits - 1
@@ -393,15 +396,14 @@ def read_out(camera: Camera, settings: Settings, electrons: np.ndarray | None,
     return counts * settings.output_scale(camera)
 
 
-def _amplify(camera: Camera, settings: Settings, charge: np.ndarray, rng: np.random.Generator,
-             column_start: int = 0) -> np.ndarray:
-    """Electrons to (unclipped) ADU: read noise, fixed column offsets, per-frame row banding,
-    gain and pedestal."""
+def _amplify(camera: Camera, settings: Settings, charge: np.ndarray, rows: np.ndarray,
+             rng: np.random.Generator, column_start: int = 0) -> np.ndarray:
+    """Electrons to (unclipped) ADU: read noise, fixed column offsets, the frame's row banding
+    ``rows`` (e-, shape (H, 1)), gain and pedestal."""
     pattern = fixed_pattern(camera)
-    h, w = charge.shape[-2:]
+    w = charge.shape[-1]
     ox = settings.origin[1] + column_start
     columns = pattern.columns[ox:ox + w] * np.float32(camera.column_noise_e)
-    rows = rng.normal(0.0, camera.row_noise_e, (h, 1)).astype(np.float32)
     noise = rng.normal(0.0, settings.read_noise_e, charge.shape).astype(np.float32)
     electrons = charge + noise + columns[None, :] + rows
     return electrons / np.float32(settings.e_per_adu) + np.float32(settings.pedestal_adu)

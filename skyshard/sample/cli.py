@@ -22,7 +22,7 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError("must be >= 0")
@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("out", metavar="OUT", type=Path,
                         help="folder to create: OUT/<class>/<file> (must be empty or new)")
-    parser.add_argument("--per-class", type=_positive_int, default=50, metavar="N",
+    parser.add_argument("--per-class", type=_non_negative_int, default=50, metavar="N",
                         help="frames per class (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
+    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
                         help="random seed; the same seed writes byte-identical files "
                              "(default: %(default)s)")
     parser.add_argument("--classes", type=_class_list, default=CLASS_NAMES, metavar="LIST",

@@ -157,11 +157,14 @@ def nebula(shape: tuple[int, int], rng: np.random.Generator) -> tuple[np.ndarray
         texture = 1.0 + 0.3 * random_field(shape, rng, 2.5, coarsen=2)
         brightness = np.clip((ring + halo) * texture, 0, None)
         return brightness / brightness.max(), np.zeros(shape, np.float32)
-    field = random_field(shape, rng, float(rng.uniform(2.6, 3.6)), coarsen=4)
     if style == "filaments":
-        brightness = np.exp(-(field / np.float32(rng.uniform(0.08, 0.2))) ** 2)
-        brightness *= 0.5 + 0.5 * smoothstep(random_field(shape, rng, 3.5, 8), -0.5, 0.8)
+        # Shock fronts: the zero contours of a smooth field are long, gently curved arcs.
+        field = random_field(shape, rng, float(rng.uniform(4.0, 4.8)), coarsen=8)
+        brightness = np.exp(-(field / np.float32(rng.uniform(0.04, 0.1))) ** 2)
+        brightness *= smoothstep(random_field(shape, rng, 3.5, 8), -0.3, 1.0)
+        brightness *= np.clip(1.0 + 0.4 * random_field(shape, rng, 2.5, coarsen=2), 0, None)
     else:
+        field = random_field(shape, rng, float(rng.uniform(2.6, 3.6)), coarsen=4)
         brightness = np.exp(float(rng.uniform(0.8, 1.6)) * field)
     envelope = np.zeros(shape, np.float32)
     yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
@@ -220,7 +223,8 @@ def deep_sky_scene(canvas: Canvas, rng: np.random.Generator, kind: str, *, sky_e
     if kind == "nebula":
         brightness, depth = nebula(canvas.shape, rng)
         absorption = np.exp(-depth)
-        surface = sky_e * float(loguniform(rng, 0.3, 8.0)) * (4.0 if narrowband else 1.0)
+        surface = min(sky_e * float(loguniform(rng, 0.3, 8.0)) * (4.0 if narrowband else 1.0),
+                      0.8 * full_scale_e)
         colours = [H_ALPHA, OIII, REFLECTION]
         weights = [0.6, 0.25, 0.15]
         first = int(rng.choice(3, p=weights))

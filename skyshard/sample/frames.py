@@ -390,7 +390,7 @@ def _fill_deep_sky(canvas: Canvas, plan: FramePlan, rng: np.random.Generator,
     narrowband = FILTERS.get(plan.filter_name or "", ((1, 1, 1), False))[1]
     rate = loguniform(rng, 0.02, 0.8) if narrowband else loguniform(rng, 0.3, 25.0)
     binned = plan.settings.binning ** 2
-    sky_e = float(np.clip(rate * plan.settings.exptime_s * binned, 20.0, 0.45 * full_scale_e))
+    sky_e = float(np.clip(rate * plan.settings.exptime_s * binned, 20.0, 0.3 * full_scale_e))
     scale = 206.265 * plan.camera.pixel_um * plan.settings.binning / plan.telescope.focal_mm
     fwhm = float(np.clip(rng.uniform(1.3, 4.0) / scale, 1.5, 5.0) * rng.uniform(0.95, 1.05))
     deepsky.deep_sky_scene(canvas, rng, plan.subtype, sky_e=sky_e, full_scale_e=full_scale_e,

@@ -60,14 +60,16 @@ class Telescope:
 IMAGING_TELESCOPES = (
     Telescope("Sky-Watcher Esprit 100ED", 550, 100), Telescope("William Optics RedCat 51", 250, 51),
     Telescope("Takahashi FSQ-106EDX4", 530, 106), Telescope("Celestron EdgeHD 8", 2032, 203, True),
-    Telescope("Celestron C11", 2800, 280, True), Telescope("Sky-Watcher Quattro 200P", 800, 200, True),
+    Telescope("Celestron C11", 2800, 280, True),
+    Telescope("Sky-Watcher Quattro 200P", 800, 200, True),
     Telescope("Askar FRA400", 400, 72), Telescope("Explore Scientific ED127", 952, 127),
     Telescope("Canon EF 200mm f/2.8L", 200, 71), Telescope("GSO RC8", 1624, 203, True),
     Telescope("Seestar S50", 250, 50),
 )
 PLANETARY_TELESCOPES = (
     Telescope("Celestron C8", 2032, 203, True), Telescope("Celestron C9.25", 2350, 235, True),
-    Telescope("Celestron C14", 3910, 356, True), Telescope("Sky-Watcher Skymax 180", 2700, 180, True),
+    Telescope("Celestron C14", 3910, 356, True),
+    Telescope("Sky-Watcher Skymax 180", 2700, 180, True),
     Telescope("Lunt LS60THa", 500, 60), Telescope("Coronado PST", 400, 40),
     Telescope("Newton 254/1200", 1200, 254, True),
 )
@@ -469,8 +471,9 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
             asiair_cards, ((".fit", 1.0),), "Light"),
     Program("firecapture", _types("", "", "", ""),
             firecapture_cards, ((".fits", 0.5), (".fit", 0.3), (".FIT", 0.2)), ""),
-    Program("observatory", _types("BIAS|ZERO|BIAS", "DARK", "FLAT|DOMEFLAT|SKYFLAT", "OBJECT|EXPOSE|SCIENCE",
-                                  "ARC|COMP|LAMP|WAVE", "LAMPFLAT|LAMP-FLAT|FLAT"),
+    Program("observatory", _types("BIAS|ZERO|BIAS", "DARK", "FLAT|DOMEFLAT|SKYFLAT",
+                                  "OBJECT|EXPOSE|SCIENCE", "ARC|COMP|LAMP|WAVE",
+                                  "LAMPFLAT|LAMP-FLAT|FLAT"),
             observatory_cards, ((".fits", 0.8), (".fts", 0.2)), "OBJECT"),
 )}
 
@@ -603,7 +606,8 @@ def file_name(program: Program, facts: Facts, rng: np.random.Generator) -> str:
     target = _safe(facts.target)
     stamp = facts.date_obs.strftime("%Y-%m-%d_%H-%M-%S")
     temp = f"{facts.settings.sensor_temp_c:.0f}C"
-    if facts.class_name == "spectrum_dados" and program.name != "observatory" and rng.random() < 0.6:
+    amateur_spectrum = facts.class_name == "spectrum_dados" and program.name != "observatory"
+    if amateur_spectrum and rng.random() < 0.6:
         if kind == "arc":
             lamp = str(facts.extra.get("lamp", "neon")).split("+")[0].lower().replace(" ", "_")
             return str(rng.choice([f"dados_arc_{n:04d}", f"{lamp}_{n:03d}",
@@ -618,7 +622,8 @@ def file_name(program: Program, facts: Facts, rng: np.random.Generator) -> str:
             return f"Dark_{t:g}s_{temp}_{n:04d}"
         if kind in ("flat", "lampflat"):
             return f"Flat_{facts.filter_name or 'L'}_{n:04d}"
-        return str(rng.choice([f"Light_{target}_{t:g}s_{n:04d}", f"{target}-{n:03d}{facts.filter_name or ''}"]))
+        return str(rng.choice([f"Light_{target}_{t:g}s_{n:04d}",
+                               f"{target}-{n:03d}{facts.filter_name or ''}"]))
     if program.name == "sgp":
         binning = f"{facts.settings.binning}x{facts.settings.binning}"
         if kind == "bias":
@@ -636,7 +641,8 @@ def file_name(program: Program, facts: Facts, rng: np.random.Generator) -> str:
         letter = {"bias": "B", "dark": "D", "flat": "F", "lampflat": "F"}.get(kind, "L")
         if facts.camera.kind == "dslr":
             return f"{letter}_{n:04d}_ISO{facts.settings.gain}_{t:g}s__{temp}"
-        return f"{letter}_{n:04d}_{t:g}s_Bin{facts.settings.binning}_{temp}_gain{facts.settings.gain}"
+        settings = facts.settings
+        return f"{letter}_{n:04d}_{t:g}s_Bin{settings.binning}_{temp}_gain{settings.gain}"
     if program.name == "sharpcap":
         clock = facts.date_obs.strftime("%H_%M_%S")
         if kind == "light":
@@ -650,8 +656,9 @@ def file_name(program: Program, facts: Facts, rng: np.random.Generator) -> str:
         camera = facts.camera.name.replace("ZWO ASI", "").replace(" Pro", "").replace(" ", "")
         gain = facts.settings.gain if facts.settings.gain is not None else 0
         prefix = f"Light_{target}" if kind == "light" else word
-        return (f"{prefix}_{t:.1f}s_Bin{facts.settings.binning}_{camera}_gain{gain}_"
-                f"{facts.date_obs.strftime('%Y%m%d-%H%M%S')}_{facts.settings.sensor_temp_c:.1f}C_{n:04d}")
+        stamp = facts.date_obs.strftime("%Y%m%d-%H%M%S")
+        return (f"{prefix}_{t:.1f}s_Bin{facts.settings.binning}_{camera}_gain{gain}_{stamp}_"
+                f"{facts.settings.sensor_temp_c:.1f}C_{n:04d}")
     if program.name == "firecapture":
         if kind == "light":
             return str(rng.choice([f"{target.lower()}_{n:04d}",

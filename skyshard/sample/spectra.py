@@ -239,11 +239,13 @@ def draw_setup(rng: np.random.Generator, kind: str, shape: tuple[int, int],
     """Grating, slit, lamps and target for a frame of ``kind`` (star, arc, nebula, solar,
     lampflat) on a sensor of ``shape``."""
     length = shape[0] if vertical else shape[1]
+    dispersion = draw_dispersion(rng, length)
     lamps: tuple[str, ...] = ()
     spectral_type = None
     if kind == "arc":
         lamps, names = ARC_SETUPS[int(rng.integers(0, len(ARC_SETUPS)))]
         name = str(rng.choice(names))
+        dispersion = _centre_on_lines(dispersion, lamps, rng)
     elif kind == "lampflat":
         lamps = ("Tungsten",)
         name = str(rng.choice(["Flat", "LAMPFLAT", "Tungsten", "halogen flat", "W lamp"]))
@@ -255,9 +257,24 @@ def draw_setup(rng: np.random.Generator, kind: str, shape: tuple[int, int],
     else:
         spectral_type = int(rng.integers(0, len(SPECTRAL_TYPES)))
         name = str(rng.choice(STAR_NAMES[SPECTRAL_TYPES[spectral_type][0]]))
-    return SlitSetup(kind=kind, dispersion=draw_dispersion(rng, length),
+    return SlitSetup(kind=kind, dispersion=dispersion,
                      slit_um=int(rng.choice([25, 35, 50])), vertical=vertical, lamps=lamps,
                      spectral_type=spectral_type, object_name=name)
+
+
+def _centre_on_lines(dispersion: Dispersion, lamps: tuple[str, ...],
+                     rng: np.random.Generator) -> Dispersion:
+    """Move the wavelength range onto the lamps' lines when fewer than three fall inside it,
+    as an observer calibrates with a lamp that shows lines in the observed range."""
+    lines = np.asarray([c for lamp in lamps for c, _ in LAMPS[lamp]])
+    covered = dispersion.start + dispersion.step * np.array([0.0, dispersion.length])
+    low, high = covered.min(), covered.max()
+    if np.count_nonzero((lines > low) & (lines < high)) >= 3:
+        return dispersion
+    centre = float(rng.choice(lines))
+    span = dispersion.step * dispersion.length
+    return Dispersion(centre - span * float(rng.uniform(0.3, 0.7)), dispersion.step,
+                      dispersion.length)
 
 
 def spectrum_scene(canvas: Canvas, rng: np.random.Generator, setup: SlitSetup, *,
