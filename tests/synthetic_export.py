@@ -6,7 +6,7 @@ own image pattern (flat, hot pixels, vignetting, stars, a disc, a horizontal spe
 shifted feature means, so a tiny model learns it in a few steps; with ``separable=False``
 images and features are class-independent noise.
 
-    from tests.synthetic_export import write_synthetic_export
+    from synthetic_export import write_synthetic_export   # tests/ is on sys.path under pytest
     export = write_synthetic_export(tmp_path / "export", per_class={"train": 12, "val": 4,
                                                                      "test": 4})
 """

@@ -17,7 +17,8 @@ from skyshard import schema  # noqa: E402
 from skyshard.manifest import ShardIntegrityError, load_manifest  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer import cli  # noqa: E402
-from trainer.callbacks import MemoryBudgetExceeded  # noqa: E402
+from trainer.callbacks import (MemoryBudgetExceeded, ResumableEarlyStopping,  # noqa: E402
+                               best_epoch, read_history)
 from trainer.config import load_config  # noqa: E402
 from trainer.model_io import load_model, read_run  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
@@ -76,6 +77,7 @@ def _predict_in_fresh_process(run_dir, inputs, tmp_path):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_small_training_run_writes_the_run_folder(export, tmp_path):
     run_dir = tmp_path / "run"
     lines: list[str] = []
@@ -115,6 +117,7 @@ def test_small_training_run_writes_the_run_folder(export, tmp_path):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_reaches_the_planned_epochs(export, tmp_path):
     class Crash(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -175,6 +178,7 @@ def test_memory_budget_stops_training_with_a_clear_message(export, tmp_path):
     assert "--ram-budget-gb" in run["error"]
 
 
+@pytest.mark.slow
 def test_optional_switches_train_together(export, tmp_path):
     """Focal loss with per-class alpha, MixUp + CutMix, gradient accumulation, cosine
     restarts, the disk cache and k-fold: one short run that uses them all."""
@@ -189,6 +193,24 @@ def test_optional_switches_train_together(export, tmp_path):
     assert np.isfinite(record["history"]["loss"]).all()
     assert any((tmp_path / "run" / "cache").iterdir())
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_history_stays_continuous_across_sessions(tmp_path):
+    """A crash between the CSV row and the backup re-runs that epoch: its last row wins."""
+    csv = tmp_path / "history.csv"
+    csv.write_text("epoch,loss,val_f1_macro\n0,1.5,0.2\n1,1.2,0.4\n"
+                   "epoch,loss,val_f1_macro\n1,1.1,0.5\n2,1.0,0.45\n")
+    history = read_history(csv)
+    assert history == {"loss": [1.5, 1.1, 1.0], "val_f1_macro": [0.2, 0.5, 0.45]}
+    assert best_epoch(history, "val_f1_macro") == 2
+    assert best_epoch(history, "loss") == 3
+
+
+def test_early_stopping_patience_counts_across_a_restart():
+    stopper = ResumableEarlyStopping([0.5, 0.6, 0.55, 0.58], monitor="val_f1_macro",
+                                     mode="max", patience=3)
+    stopper.on_train_begin()
+    assert (stopper.best, stopper.best_epoch, stopper.wait) == (0.6, 1, 2)
 
 
 def _cli_offers(command: str, option: str) -> bool:

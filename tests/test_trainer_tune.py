@@ -12,6 +12,7 @@ from trainer.config import ConfigError, load_config  # noqa: E402
 from trainer.tune import load_tune_config, tune  # noqa: E402
 
 
+@pytest.mark.slow
 def test_study_runs_serial_trials_and_continues(tmp_path):
     export = write_synthetic_export(tmp_path / "export", per_class={"train": 6, "val": 2,
                                                                      "test": 1})
@@ -43,3 +44,18 @@ def test_search_space_entries_need_a_range_or_choices(tmp_path):
     spec.write_text('[space]\n"train.learning_rate" = { low = 0.001 }\n')
     with pytest.raises(ConfigError, match="low and high"):
         load_tune_config(spec)
+
+
+def test_tune_command_reports_a_bad_space_without_tuning(tmp_path, capsys):
+    import argparse
+
+    from trainer import tune_cli
+
+    spec = tmp_path / "bad.toml"
+    spec.write_text('[space]\n"model.dropout" = { high = 0.5 }\n')
+    parser = argparse.ArgumentParser()
+    tune_cli.add_arguments(parser)
+    args = parser.parse_args([str(tmp_path / "export"), str(tmp_path / "study"),
+                              "--tune-config", str(spec), "--ram-budget-gb", "4"])
+    assert tune_cli.run(args, []) == 2
+    assert "low and high" in capsys.readouterr().err

@@ -41,11 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folder to create (or to --resume)")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="TOML file overriding any subset of the defaults")
-    parser.add_argument("--epochs", type=int, help="train.epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, help="train.batch_size (default 8)")
-    parser.add_argument("--learning-rate", type=float, help="train.learning_rate (default 1e-3)")
+    parser.add_argument("--epochs", type=int, metavar="N", help="train.epochs (default 30)")
+    parser.add_argument("--batch-size", type=int, metavar="N", help="train.batch_size (default 8)")
+    parser.add_argument("--learning-rate", type=float, metavar="LR",
+                        help="train.learning_rate (default 1e-3)")
     parser.add_argument("--model", choices=MODELS, help="model.name (default separable)")
-    parser.add_argument("--seed", type=int, help="train.seed (default 42)")
+    parser.add_argument("--seed", type=int, metavar="N", help="train.seed (default 42)")
     parser.add_argument("--fold", type=int, metavar="K",
                         help="k-fold: pool train+val, validate on fold K, train on the others")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any config key, e.g. --set augment.mixup=true (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="continue RUN from its last completed epoch with its saved config")
-    parser.add_argument("--ram-budget-gb", type=float,
+    parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
                         help="stop when the trainer's RSS passes this (default 18)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective configuration as TOML and exit")

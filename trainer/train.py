@@ -48,7 +48,7 @@ FINISHED = ("completed", "early_stopped")
 
 EXPORT_FIELDS = ("schema_version", "classes", "image_size", "image_dtype", "feature_names",
                  "confidence_names", "preprocessing", "feature_groups",
-                 "feature_confidence_group", "scaler")
+                 "feature_confidence_group", "scaler", "max_pixels")
 
 MEMORY_HINT = ("Lower train.batch_size, the export's --image-size or data.shuffle_buffer_mb, or "
                "raise --ram-budget-gb; `skyshard train ... --resume` continues from the last "

@@ -25,13 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training configuration the trials start from")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE", help="training config override (repeatable)")
-    parser.add_argument("--ram-budget-gb", type=float,
+    parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
                         help="RSS budget of the tuning process (default 18)")
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    for flag in ("epochs", "batch_size", "learning_rate", "model", "seed", "fold"):
-        setattr(args, flag, None)
     try:
         from trainer.tune import load_tune_config
 
