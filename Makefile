@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run)
+	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

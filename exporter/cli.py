@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=None,
                         help="refuse frames with more pixels than this (checked from the header "
                              "before reading; default 400 million)")
+    parser.add_argument("--file-timeout", type=float, default=None, metavar="SECONDS",
+                        help="a file whose reading and measuring takes longer becomes a dead "
+                             "letter (stage 'timeout'); frames are read in a helper process "
+                             "that is stopped then (default 120; 0 = no limit, in-process)")
     prep = parser.add_argument_group("preprocessing of the image channel")
     prep.add_argument("--stretch", choices=("asinh", "linear", "log", "sqrt"), default=None)
     prep.add_argument("--resize", choices=("squash", "pad"), default=None,
@@ -65,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_spec(args: argparse.Namespace, like: dict | None):
-    from exporter.extract import ExportSpec
+    from exporter.extract import DEFAULT_FILE_TIMEOUT, ExportSpec
     from exporter.frame import DEFAULT_MAX_PIXELS
     from exporter.preprocessing import PreprocessOptions
 
@@ -73,6 +77,8 @@ def build_spec(args: argparse.Namespace, like: dict | None):
         spec = ExportSpec.from_manifest(like, labelled=not args.unlabelled)
         if args.max_pixels:
             spec.max_pixels = args.max_pixels
+        if args.file_timeout is not None:
+            spec.file_timeout = args.file_timeout
         return spec
     options = PreprocessOptions()
     for name in ("stretch", "resize"):
@@ -87,7 +93,9 @@ def build_spec(args: argparse.Namespace, like: dict | None):
                       seed=args.seed, val_fraction=args.val_fraction,
                       test_fraction=args.test_fraction, folds=args.folds,
                       max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-                      labelled=not args.unlabelled)
+                      labelled=not args.unlabelled,
+                      file_timeout=(DEFAULT_FILE_TIMEOUT if args.file_timeout is None
+                                    else args.file_timeout))
 
 
 def load_like(value: str | None) -> dict | None:
@@ -127,6 +135,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
     try:
         validate_fractions(args.val_fraction, args.test_fraction)
+        if args.file_timeout is not None and args.file_timeout < 0:
+            raise ValueError("--file-timeout must be 0 (no limit) or a positive number of seconds")
         like = load_like(args.like)
         spec = build_spec(args, like)
         classes = [c.strip() for c in args.classes.split(",")] if args.classes else None

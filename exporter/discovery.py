@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from skyshard.schema import is_frame_file
 
@@ -37,15 +37,23 @@ class Rejected:
     message: str
 
 
-def walk_frames(root: str | os.PathLike) -> Iterable[Path]:
+def walk_frames(root: str | os.PathLike,
+                on_error: Callable[[OSError], None] | None = None) -> Iterable[Path]:
     """Yield frame files under ``root`` in sorted order, following directory symlinks once.
 
     Hidden files and folders (starting with ``.``) are skipped; a directory reached twice
-    through symlinks (a loop) is visited only once.
+    through symlinks (a loop) is visited only once. A folder that cannot be listed is passed to
+    ``on_error`` as the ``OSError`` (its ``filename`` is the folder) and skipped.
     """
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        stat = os.stat(dirpath)
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+        try:
+            stat = os.stat(dirpath)
+        except OSError as exc:  # removed or made unreadable while walking
+            if on_error is not None:
+                on_error(exc)
+            dirnames[:] = []
+            continue
         if (stat.st_dev, stat.st_ino) in seen:
             dirnames[:] = []
             continue
@@ -62,7 +70,8 @@ def discover(root: str | os.PathLike, labelled: bool = True,
 
     Labelled: the class is the first folder under ``root``; files directly in ``root`` and, when
     ``classes`` is given, files in folders not among them are rejected (never silently dropped).
-    Unlabelled: every frame file in the tree, ``class_name=None``.
+    Unlabelled: every frame file in the tree, ``class_name=None``. A folder that cannot be
+    listed (permissions) is rejected too, under its own path.
     Returns ``(frames, rejected)``, both sorted by key.
     """
     root = Path(root)
@@ -71,7 +80,14 @@ def discover(root: str | os.PathLike, labelled: bool = True,
     allowed = set(classes) if classes is not None else None
     frames: list[FrameRef] = []
     rejected: list[Rejected] = []
-    for path in walk_frames(root):
+
+    def unlisted(error: OSError) -> None:
+        folder = Path(error.filename or root)
+        key = folder.relative_to(root).as_posix() if folder != root else "."
+        rejected.append(Rejected(key, str(folder),
+                                 f"cannot list folder: {error.strerror or error}"))
+
+    for path in walk_frames(root, on_error=unlisted):
         key = path.relative_to(root).as_posix()
         parts = key.split("/")
         if not labelled:
@@ -84,6 +100,7 @@ def discover(root: str | os.PathLike, labelled: bool = True,
                 f"class folder {parts[0]!r} is not one of the export's classes {sorted(allowed)}"))
         else:
             frames.append(FrameRef(key, str(path), parts[0]))
+    rejected.sort(key=lambda r: r.key)
     log.debug("discovered %d frames, rejected %d under %s", len(frames), len(rejected), root)
     return frames, rejected
 

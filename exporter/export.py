@@ -4,7 +4,8 @@ Crash safety: everything the job writes goes under ``OUT/.incomplete/`` first. S
 final names only after the job succeeded, and ``manifest.json`` is written atomically as the very
 last step, so a manifest always describes complete shards. A rerun into an unfinished OUT clears
 the leftovers and starts again; a finished OUT (one with a manifest) is only replaced with
-``overwrite=True``.
+``overwrite=True``, and even then it stays whole and valid until the new job has succeeded: its
+manifest is removed only in the finalize step, just before the new shards are renamed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from exporter.discovery import FrameRef, Rejected, discover
 from exporter.extract import ExportSpec, feature_layout
 from exporter.preprocessing import describe
-from exporter.shards import INCOMPLETE_DIR, finalize_shards
+from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema
 from skyshard.jsonio import write_json_atomic
 from skyshard.memory import RssMonitor
@@ -49,7 +50,11 @@ class ExportResult:
 
 def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Make OUT ready: refuse a finished export unless ``overwrite``; refuse a folder with
-    files skyshard did not write; clear what an interrupted export left."""
+    files skyshard did not write; clear what an interrupted export left.
+
+    A finished export that ``overwrite`` will replace is left in place (only ``.incomplete/`` is
+    cleared): :func:`retire_previous` removes it once the new job has succeeded.
+    """
     if out_dir.exists() and any(out_dir.iterdir()):
         finished = (out_dir / schema.MANIFEST_FILE).exists()
         if finished and not overwrite:
@@ -60,18 +65,30 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise ExportError(
                 f"{out_dir} is not empty and is not a skyshard export folder "
                 f"(unexpected: {', '.join(foreign[:5]) or 'no export marker'}); choose a new OUT")
-        # Manifest first: from here on the folder is unfinished, never half-described.
-        (out_dir / schema.MANIFEST_FILE).unlink(missing_ok=True)
-        for name in OWNED:
-            path = out_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists() and name != MARKER:
-                path.unlink()
-        log.info("cleared an earlier %s export in %s", "finished" if finished else "unfinished",
-                 out_dir)
+        if finished:
+            shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
+            log.info("the finished export in %s stays valid until the new one has succeeded",
+                     out_dir)
+        else:
+            retire_previous(out_dir)
+            shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
+            log.info("cleared an unfinished export in %s", out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text(f"skyshard {__version__} export folder\n")
+
+
+def retire_previous(out_dir: Path) -> None:
+    """Remove an earlier export's files from OUT, manifest first (from then on the folder is
+    unfinished, never half-described); ``.incomplete/`` and the marker stay."""
+    (out_dir / schema.MANIFEST_FILE).unlink(missing_ok=True)
+    for name in OWNED:
+        path = out_dir / name
+        if name in (INCOMPLETE_DIR, MARKER):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def read_jsonl(pattern: str) -> list[dict]:
@@ -150,7 +167,10 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                      n_features=len(layout["feature_names"]), fit_split=fit_split)
         pipeline.run().wait_until_finish()
 
-        entries = finalize_shards(str(out_dir), read_jsonl(f"{meta_dir}/shards*.jsonl"), compress)
+        # Hash the new shards while a replaced export is still whole; then swap quickly.
+        planned = plan_shards(read_jsonl(f"{meta_dir}/shards*.jsonl"), compress)
+        retire_previous(out_dir)
+        entries = rename_shards(str(out_dir), planned)
         counts = read_jsonl(f"{meta_dir}/counts*.jsonl")
         scalers = read_jsonl(f"{meta_dir}/scaler*.jsonl")
         errors = [discover_letter(r) for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
@@ -185,6 +205,7 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                        "by_stage": _count_by(errors, "stage")},
             "input": {"root": str(input_dir), "frames_found": len(refs) + len(rejected)},
             "max_pixels": spec.max_pixels,
+            "file_timeout": spec.file_timeout,
             "shards": {"target_mb": shard_mb, "compression": "GZIP" if compress else None},
             "like": like.get("_path") if like else None,
             "beam_options": list(beam_args or []),

@@ -7,6 +7,8 @@ frames exactly as the export did). It holds no state across frames and imports n
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,6 +22,9 @@ from skyshard import schema
 from skyshard.example_proto import encode_example
 
 _CHUNK = 1 << 20
+
+#: Default per-file time limit in seconds (``--file-timeout``; 0 = no limit, read in-process).
+DEFAULT_FILE_TIMEOUT = 120.0
 
 
 def feature_layout() -> dict[str, Any]:
@@ -56,11 +61,20 @@ class ExportSpec:
     folds: int = 5
     max_pixels: int = DEFAULT_MAX_PIXELS
     labelled: bool = True
+    #: Seconds one file may take to read and measure (in a helper process); 0 = no limit.
+    file_timeout: float = DEFAULT_FILE_TIMEOUT
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["preprocessing"] = asdict(self.preprocessing)
         return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ExportSpec":
+        """The spec from :meth:`to_dict`'s output (read back from JSON)."""
+        values = dict(values)
+        values["preprocessing"] = PreprocessOptions.from_dict(values.get("preprocessing"))
+        return cls(**values)
 
     @classmethod
     def from_manifest(cls, manifest: dict, labelled: bool = False) -> "ExportSpec":
@@ -77,6 +91,7 @@ class ExportSpec:
             folds=int(split.get("folds", 5)),
             max_pixels=int(manifest.get("max_pixels", DEFAULT_MAX_PIXELS)),
             labelled=labelled,
+            file_timeout=float(manifest.get("file_timeout", DEFAULT_FILE_TIMEOUT)),
         )
 
 
@@ -92,19 +107,49 @@ class ExtractedFrame:
 
 
 def file_sha256(path: str) -> str:
+    """Hex sha256 of a regular file's bytes, read-only. Raises :class:`FrameError` (stage
+    ``read``) for what cannot be read or is not a regular file."""
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as stream:
-            while chunk := stream.read(_CHUNK):
-                digest.update(chunk)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise FrameError("read", f"cannot read file: {exc.strerror or exc}") from exc
+    with open(fd, "rb") as stream:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise FrameError("read", "is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise FrameError("read", "not a regular file (device, FIFO or socket)")
+        try:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+        except OSError as exc:
+            raise FrameError("read", f"cannot read file: {exc.strerror or exc}") from exc
     return digest.hexdigest()
 
 
-def frame_arrays(path: str, spec: ExportSpec) -> dict[str, Any]:
+def frame_arrays(path: str, spec: ExportSpec, with_sha256: bool = False) -> dict[str, Any]:
     """Read and measure one frame: ``image`` (float16 [S,S,1]), ``features`` (float32, raw,
-    NaN = unknown), ``confidences`` (float32 [4]). Raises :class:`FrameError`."""
+    NaN = unknown), ``confidences`` (float32 [4]), ``source`` (provenance), and ``sha256`` of
+    the file when ``with_sha256``. Raises :class:`FrameError`.
+
+    With ``spec.file_timeout > 0`` the work runs in a helper process (:mod:`exporter.isolation`)
+    and a file that takes longer becomes ``FrameError`` of stage ``timeout``; the arrays are the
+    same as in-process.
+    """
+    if spec.file_timeout and spec.file_timeout > 0:
+        from exporter.isolation import measure_isolated
+
+        return measure_isolated(path, spec, with_sha256)
+    arrays = measure_frame(path, spec)
+    if with_sha256:
+        arrays["sha256"] = file_sha256(path)
+    return arrays
+
+
+def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
+    """:func:`frame_arrays` in this process, without a time limit and without the sha256."""
     from exporter.domain_features import domain_features
     from exporter.headers import header_features
     from exporter.pixel_stats import pixel_features
@@ -140,8 +185,9 @@ def frame_arrays(path: str, spec: ExportSpec) -> dict[str, Any]:
 
 def extract(ref: FrameRef, spec: ExportSpec) -> ExtractedFrame:
     """Turn one :class:`FrameRef` into an encoded record. Raises :class:`FrameError`."""
-    sha = file_sha256(ref.path)
-    arrays = frame_arrays(ref.path, spec)
+    # Measured before hashing: a file refused from its header is never read in full.
+    arrays = frame_arrays(ref.path, spec, with_sha256=True)
+    sha = arrays["sha256"]
     if spec.labelled:
         split = assign_split(sha, spec.seed, spec.val_fraction, spec.test_fraction)
         fold = assign_fold(sha, spec.seed, spec.folds) if split != "test" else -1

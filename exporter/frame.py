@@ -17,12 +17,20 @@ class FrameError(Exception):
     """A file that cannot become a record. ``stage`` says where it failed (a dead-letter field).
 
     Stages: ``discover``, ``read`` (I/O, decoding, no image data), ``limits`` (size refused before
-    allocation), ``features``, ``preprocess``, ``encode``.
+    allocation), ``features``, ``preprocess``, ``encode``; and, when frames are read in a helper
+    process (:mod:`exporter.isolation`), ``timeout`` (over ``--file-timeout``), ``crash`` (the
+    reader process died) and ``unexpected`` (a bug, reported from the helper).
+
+    ``error_type`` is the dead letter's ``error_type``: this class's name, or the original
+    exception's when the error was raised in the helper process (with its ``traceback`` text).
     """
 
-    def __init__(self, stage: str, message: str):
+    def __init__(self, stage: str, message: str, error_type: str | None = None,
+                 traceback: str | None = None):
         super().__init__(message)
         self.stage = stage
+        self.error_type = error_type or type(self).__name__
+        self.traceback = traceback
 
 
 @dataclass

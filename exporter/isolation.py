@@ -188,10 +188,7 @@ def _context():
         if "forkserver" not in multiprocessing.get_all_start_methods():
             return multiprocessing.get_context("spawn")
         context = multiprocessing.get_context("forkserver")
-        from multiprocessing import forkserver
-
-        if forkserver._forkserver._forkserver_pid is None:  # preload only before it starts
-            context.set_forkserver_preload(list(PRELOAD))
+        context.set_forkserver_preload(list(PRELOAD))  # used when the server starts, else moot
         return context
 
 
@@ -212,9 +209,9 @@ def decode_answer(answer: bytes) -> dict[str, Any]:
     (length,) = _LENGTH.unpack_from(answer)
     header = json.loads(answer[_LENGTH.size:_LENGTH.size + length])
     if not header.get("ok"):
-        error = FrameError(str(header["stage"]), str(header["message"]))
-        error.error_type = str(header["error_type"])
-        raise error
+        raise FrameError(str(header["stage"]), str(header["message"]),
+                         error_type=str(header["error_type"]),
+                         traceback=header.get("traceback"))
     out: dict[str, Any] = {"source": _source_from_json(header["source"])}
     if "sha256" in header:
         out["sha256"] = str(header["sha256"])
@@ -264,10 +261,10 @@ def answer_request(request: dict[str, Any], extract) -> bytes:
         if request.get("sha256"):
             arrays["sha256"] = extract.file_sha256(path)
     except FrameError as exc:
-        return encode_failure(exc.stage, getattr(exc, "error_type", type(exc).__name__), str(exc))
+        return encode_failure(exc.stage, exc.error_type, str(exc))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as the file's dead letter
-        message = f"{exc}\n{traceback.format_exc(limit=4)}"
-        return encode_failure("unexpected", type(exc).__name__, message)
+        return encode_failure("unexpected", type(exc).__name__, str(exc) or repr(exc),
+                              traceback.format_exc(limit=4))
     return encode_success(arrays)
 
 
@@ -283,9 +280,12 @@ def encode_success(arrays: dict[str, Any]) -> bytes:
     return b"".join([_LENGTH.pack(len(encoded)), encoded, *(a.tobytes() for a in parts.values())])
 
 
-def encode_failure(stage: str, error_type: str, message: str) -> bytes:
-    encoded = json.dumps({"ok": False, "stage": stage, "error_type": error_type,
-                          "message": message}).encode("utf-8")
+def encode_failure(stage: str, error_type: str, message: str,
+                   trace: str | None = None) -> bytes:
+    failure = {"ok": False, "stage": stage, "error_type": error_type, "message": message}
+    if trace:
+        failure["traceback"] = trace
+    encoded = json.dumps(failure).encode("utf-8")
     return _LENGTH.pack(len(encoded)) + encoded
 
 

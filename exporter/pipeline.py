@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 from exporter.discovery import FrameRef
 from exporter.extract import ExportSpec, ExtractedFrame, extract
 from exporter.frame import FrameError
+from exporter.isolation import HelperUnavailable, close_thread_helper
 from exporter.scaler import ScalerCombineFn
 from exporter.shards import WriteShardsDoFn, destination
 
@@ -33,16 +34,22 @@ log = logging.getLogger("skyshard.export")
 
 
 def dead_letter(ref: FrameRef, stage: str, error: BaseException) -> dict:
-    """One ``errors.jsonl`` line: which input, where it failed, and why."""
-    return {"path": ref.path, "key": ref.key, "class": ref.class_name, "stage": stage,
-            "error_type": type(error).__name__, "message": str(error) or repr(error)}
+    """One ``errors.jsonl`` line: which input, where it failed, and why (plus ``traceback`` for
+    a bug reported from the reader's helper process)."""
+    letter = {"path": ref.path, "key": ref.key, "class": ref.class_name, "stage": stage,
+              "error_type": getattr(error, "error_type", None) or type(error).__name__,
+              "message": str(error) or repr(error)}
+    if getattr(error, "traceback", None):
+        letter["traceback"] = error.traceback
+    return letter
 
 
 class ExtractDoFn(beam.DoFn):
     """FrameRef -> ExtractedFrame, or a dead letter on the ``dead_letters`` output.
 
     Any exception from one file becomes that file's dead letter: one bad frame never kills the
-    job. Logs progress every ``log_every`` frames per worker.
+    job. Only a helper process that cannot start at all (a machine problem, not a file's) fails
+    the bundle. Logs progress every ``log_every`` frames per worker.
     """
 
     def __init__(self, spec: ExportSpec, total: int, log_every: int = 100):
@@ -59,6 +66,8 @@ class ExtractDoFn(beam.DoFn):
     def process(self, ref: FrameRef):
         try:
             record = extract(ref, self.spec)
+        except HelperUnavailable:
+            raise
         except FrameError as exc:
             self.failures.inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, dead_letter(ref, exc.stage, exc))
@@ -75,6 +84,9 @@ class ExtractDoFn(beam.DoFn):
             rate = self._done / max(time.monotonic() - self._started, 1e-9)
             log.info("worker: %d frames processed (%.1f frames/s; %d in the export)",
                      self._done, rate, self.total)
+
+    def teardown(self):
+        close_thread_helper()
 
 
 def route(record: ExtractedFrame) -> tuple[str, bytes]:

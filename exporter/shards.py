@@ -3,15 +3,16 @@
 Inside the Beam job, :class:`WriteShardsDoFn` streams each record into an open temporary file
 per destination (``train/<class>``, ``val``, ``test`` or ``score``) and starts a new file when
 the current one reaches the size target; at the end of a bundle it closes its files and emits one
-small metadata dict per file. Only after the whole job has succeeded does :func:`finalize_shards`
-rename the temporary files to their TFDS-like final names, so a killed export never leaves a file
-under a final name that the manifest does not describe.
+small metadata dict per file. Only after the whole job has succeeded does the driver give the
+temporary files their TFDS-like final names (:func:`plan_shards`, then :func:`rename_shards`),
+so a killed export never leaves a file under a final name that a manifest describes wrongly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from skyshard import schema
 from skyshard.tfrecord import open_shard, write_record
 
 INCOMPLETE_DIR = ".incomplete"
+
+#: Test hook: seconds to sleep after each shard rename, so tests can kill the driver between
+#: the renames and the manifest. Never set outside tests.
+FINALIZE_PAUSE_ENV = "SKYSHARD_TEST_FINALIZE_PAUSE"
 
 
 def destination(split: str, class_name: str | None) -> str:
@@ -91,12 +96,13 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def finalize_shards(out_dir: str, written: list[dict], compress: bool) -> dict[str, list[dict]]:
-    """Rename temporary shards to final names; return manifest shard entries per split.
+def plan_shards(written: list[dict], compress: bool) -> list[dict]:
+    """Final names and manifest entries of the temporary shards in ``written`` (the job's shard
+    metadata); reads each shard once for its sha256 and renames nothing.
 
     Shards of one destination are ordered by content hash, so the numbering does not depend on
-    which worker finished first. Entries: ``path`` (relative to OUT), ``class`` (train only),
-    ``records``, ``bytes``, ``sha256``.
+    which worker finished first. Each item: ``tmp_path``, ``split`` and ``entry`` (``path``
+    relative to OUT, ``class`` for train only, ``records``, ``bytes``, ``sha256``).
     """
     suffix = ".gz" if compress else ""
     by_dest: dict[str, list[dict]] = {}
@@ -104,18 +110,31 @@ def finalize_shards(out_dir: str, written: list[dict], compress: bool) -> dict[s
         if meta["records"]:
             meta = {**meta, "sha256": sha256_of(meta["tmp_path"])}
             by_dest.setdefault(meta["destination"], []).append(meta)
-    entries: dict[str, list[dict]] = {}
+    planned = []
     for dest in sorted(by_dest):
         metas = sorted(by_dest[dest], key=lambda m: m["sha256"])
         split, _, class_name = dest.partition("/")
-        (Path(out_dir) / dest).mkdir(parents=True, exist_ok=True)
         for index, meta in enumerate(metas):
             name = schema.shard_name(split, index, len(metas), class_name or None, suffix)
-            relative = f"{dest}/{name}"
-            os.replace(meta["tmp_path"], os.path.join(out_dir, relative))
-            entry = {"path": relative, "class": class_name or None, "records": meta["records"],
-                     "bytes": meta["bytes"], "sha256": meta["sha256"]}
+            entry = {"path": f"{dest}/{name}", "class": class_name or None,
+                     "records": meta["records"], "bytes": meta["bytes"], "sha256": meta["sha256"]}
             if not class_name:
                 del entry["class"]
-            entries.setdefault(split, []).append(entry)
+            planned.append({"tmp_path": meta["tmp_path"], "split": split, "entry": entry})
+    return planned
+
+
+def rename_shards(out_dir: str, planned: list[dict]) -> dict[str, list[dict]]:
+    """Give the planned shards their final names under ``out_dir``; returns the manifest's
+    shard entries per split."""
+    entries: dict[str, list[dict]] = {}
+    pause = float(os.environ.get(FINALIZE_PAUSE_ENV) or 0)
+    for item in planned:
+        final = Path(out_dir) / item["entry"]["path"]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(item["tmp_path"], final)
+        entries.setdefault(item["split"], []).append(item["entry"])
+        if pause:
+            time.sleep(pause)
     return entries
+

@@ -1,0 +1,374 @@
+"""Accuracy ablation: train named variants of the default recipe on a sample export, several seeds
+each, within a time budget, and tabulate what each measure really gives.
+
+    python -m bench.ablate --export EXPORT --variants base,no_gating,simple_gap --seeds 3 \\
+        --budget-minutes 40 --out bench/results/ablation.json --markdown bench/ACCURACY.md
+
+Each variant is a dict of dotted config overrides on ``trainer/default.toml`` (see
+:data:`VARIANTS`; ``--set KEY=VALUE`` adds overrides to every variant, e.g. fewer epochs). Every
+(variant, seed) trains in a fresh run folder under ``--scratch``, in its own process, so the peak
+RSS in its ``run.json`` is that run's alone. The trained model is then scored on the test split
+twice: as exported, and with **headers stripped** (every header-group feature NaN and every header
+confidence 0: what a TIFF or a header-less FITS looks like). The table: macro-F1 mean ± std over
+seeds (normal and stripped), per-class F1 of the hard pairs (bias vs darks, deep sky vs spectra),
+training seconds and peak RSS. When the budget is spent no new run starts; the table says which
+runs were skipped.
+
+A variant that needs another image size names it (``"image_size": 224``); give that export with
+``--export-size 224=DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+#: Classes whose F1 the table shows: the hard pairs.
+HARD_CLASSES = ("bias", "darks", "deep_sky", "spectrum_dados")
+
+#: Named variants: overrides on the default recipe, and an optional image size.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "no_gating": {"features.confidence_gating": False},
+    "no_header_dropout": {"features.header_dropout": 0.0},
+    "no_header": {"features.header": False},
+    "no_pixel": {"features.pixel": False},
+    "no_domain": {"features.domain": False},
+    "no_pixel_domain": {"features.pixel": False, "features.domain": False},
+    "simple_gap": {"model.name": "simple_cnn", "model.head": "gap"},
+    "simple_flatten": {"model.name": "simple_cnn", "model.head": "flatten"},
+    "class_weights": {"train.class_weights": "balanced", "data.balance_power": 1.0},
+    "focal": {"train.loss": "focal", "train.focal_alpha": "balanced"},
+    "natural_sampling": {"data.balance_power": 1.0},
+    "smoothing_0": {"train.label_smoothing": 0.0},
+    "smoothing_0.1": {"train.label_smoothing": 0.1},
+    "cosine_restarts": {"train.schedule": "cosine_restarts"},
+    "constant_lr": {"train.schedule": "constant"},
+    "no_weight_decay": {"train.weight_decay": 0.0},
+    "no_augment": {"augment.enabled": False},
+    "randaugment": {"augment.randaugment": True},
+    "mixup": {"augment.mixup": True},
+    "cutmix": {"augment.cutmix": True},
+    "batch32_accum4": {"train.gradient_accumulation_steps": 4},
+    "batch32": {"train.batch_size": 32},
+    "size224": {"image_size": 224},
+    "size350": {"image_size": 350},
+    "resnet50v2": {"model.name": "resnet50v2"},
+    "efficientnetv2b0": {"model.name": "efficientnetv2b0"},
+}
+
+#: Overrides that make ``--quick`` a seconds-long smoke run.
+QUICK_OVERRIDES = {"train.epochs": 1, "train.steps_per_epoch": 2, "train.tensorboard": False,
+                   "train.patience": 0, "model.filters": [4, 8], "model.image_units": 8,
+                   "model.feature_units": 8}
+
+
+# -- headers stripped ---------------------------------------------------------------------------
+
+def header_indices(manifest: Mapping[str, Any]) -> list[int]:
+    """Columns of the manifest's ``feature_groups["header"]``."""
+    header = set((manifest.get("feature_groups") or {}).get("header", []))
+    return [i for i, name in enumerate(manifest["feature_names"]) if name in header]
+
+
+def strip_headers(manifest: Mapping[str, Any]):
+    """A ``tf.data`` map: header-group features -> NaN, all confidences -> 0 (a batch)."""
+    import tensorflow as tf
+
+    from skyshard import schema
+
+    n_features = len(manifest["feature_names"])
+    mask = [i in set(header_indices(manifest)) for i in range(n_features)]
+    header_mask = tf.constant(mask)
+
+    def strip(batch: dict) -> dict:
+        features = batch[schema.FEATURES]
+        blank = tf.fill(tf.shape(features), tf.constant(float("nan"), features.dtype))
+        out = dict(batch)
+        out[schema.FEATURES] = tf.where(header_mask[tf.newaxis, :], blank, features)
+        out[schema.CONFIDENCES] = tf.zeros_like(batch[schema.CONFIDENCES])
+        return out
+
+    return strip
+
+
+def score_split(model, export_dir: str | Path, manifest: Mapping[str, Any], split: str,
+                stripped: bool) -> dict[str, Any]:
+    """Macro-F1, accuracy, per-class F1 and the confusion matrix of ``model`` on ``split``."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from skyshard import schema
+    from trainer.data import eval_dataset
+    from trainer.records import model_inputs
+
+    ds = eval_dataset(export_dir, manifest, split)
+    if stripped:
+        ds = ds.map(strip_headers(manifest))
+    truth, predicted = [], []
+    for batch in ds:
+        probs = model(model_inputs(batch), training=False)
+        truth.append(batch[schema.LABEL].numpy())
+        predicted.append(np.argmax(np.asarray(probs), axis=-1))
+    y, p = np.concatenate(truth), np.concatenate(predicted)
+    labels = list(range(len(manifest["classes"])))
+    per_class = f1_score(y, p, labels=labels, average=None, zero_division=0)
+    return {"macro_f1": float(f1_score(y, p, labels=labels, average="macro", zero_division=0)),
+            "accuracy": float(accuracy_score(y, p)),
+            "per_class_f1": {c: round(float(f), 4)
+                             for c, f in zip(manifest["classes"], per_class)},
+            "confusion_matrix": confusion_matrix(y, p, labels=labels).tolist(), "n": int(len(y))}
+
+
+# -- one run (in its own process) ---------------------------------------------------------------
+
+def run_one(export_dir: str, run_dir: str, overrides: Mapping[str, Any], result_path: str
+            ) -> dict[str, Any]:
+    """Train ``overrides`` on ``export_dir`` into ``run_dir``; score test normal and stripped."""
+    import keras
+
+    from skyshard.manifest import load_manifest
+    from trainer.config import load_config
+    from trainer.model_io import MODEL_FILE
+    from trainer.train import train
+
+    config = load_config(overrides=dict(overrides))
+    record = train(export_dir, run_dir, config, echo=lambda line: print(line, flush=True))
+    manifest = load_manifest(export_dir)
+    model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, safe_mode=True)
+    result = {
+        "status": record["status"], "epochs": record["epochs_completed"],
+        "best_epoch": record["best_epoch"], "train_seconds": record["seconds"],
+        "peak_rss_mb": record["peak_rss_mb"], "params": record["model"]["params"],
+        "val_macro_f1": (record.get("best") or {}).get("val_f1_macro"),
+        "test": score_split(model, export_dir, manifest, "test", stripped=False),
+        "test_stripped": score_split(model, export_dir, manifest, "test", stripped=True),
+    }
+    Path(result_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return mean, math.sqrt(var)
+
+
+def summarise(variant: str, spec: Mapping[str, Any], runs: Sequence[Mapping[str, Any]],
+              planned: int) -> dict[str, Any]:
+    done = [r for r in runs if "test" in r]
+    row: dict[str, Any] = {"variant": variant, "overrides": dict(spec), "seeds_planned": planned,
+                           "seeds_done": len(done),
+                           "failed": [r.get("error") for r in runs if "error" in r]}
+    for key in ("test", "test_stripped"):
+        m, s = mean_std([r[key]["macro_f1"] for r in done])
+        row[f"{key}_macro_f1_mean"], row[f"{key}_macro_f1_std"] = m, s
+    row["per_class_f1"] = {c: mean_std([r["test"]["per_class_f1"].get(c, math.nan)
+                                        for r in done])[0] for c in HARD_CLASSES}
+    row["per_class_f1_stripped"] = {c: mean_std([r["test_stripped"]["per_class_f1"].get(
+        c, math.nan) for r in done])[0] for c in HARD_CLASSES}
+    row["train_seconds_mean"] = mean_std([r["train_seconds"] for r in done])[0]
+    row["peak_rss_mb_max"] = max((r["peak_rss_mb"] for r in done), default=math.nan)
+    row["epochs_mean"] = mean_std([r["epochs"] for r in done])[0]
+    return row
+
+
+def _f(value: float, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:.{digits}f}"
+
+
+def markdown_table(report: Mapping[str, Any]) -> str:
+    short = {"bias": "bias", "darks": "darks", "deep_sky": "deep sky",
+             "spectrum_dados": "spectra"}
+    head = ("| variant | seeds | macro-F1 test | macro-F1 headers stripped | "
+            + " | ".join(f"F1 {short[c]}" for c in HARD_CLASSES)
+            + " | F1 stripped bias/darks/deep/spec | epochs | train s | peak RSS MB |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for row in report["rows"]:
+        if not row["seeds_done"]:
+            lines.append(f"| {row['variant']} | 0/{row['seeds_planned']} | not run"
+                         + " |" * (head.count("|") - 4))
+            continue
+        stripped = "/".join(_f(row["per_class_f1_stripped"][c], 2) for c in HARD_CLASSES)
+        lines.append(
+            f"| {row['variant']} | {row['seeds_done']}/{row['seeds_planned']} | "
+            f"{_f(row['test_macro_f1_mean'])} ± {_f(row['test_macro_f1_std'])} | "
+            f"{_f(row['test_stripped_macro_f1_mean'])} ± "
+            f"{_f(row['test_stripped_macro_f1_std'])} | "
+            + " | ".join(_f(row["per_class_f1"][c], 2) for c in HARD_CLASSES)
+            + f" | {stripped} | {_f(row['epochs_mean'], 1)} | {_f(row['train_seconds_mean'], 0)}"
+            f" | {_f(row['peak_rss_mb_max'], 0)} |")
+    notes = [f"Export: `{report['export']}` ({report['export_summary']}); "
+             f"common overrides: `{json.dumps(report['common_overrides'])}`; seeds "
+             f"{report['seeds']}; budget {report['budget_minutes']} min, used "
+             f"{report['elapsed_minutes']:.1f} min."]
+    if report["skipped"]:
+        notes.append("Budget spent before: " + ", ".join(
+            f"{s['variant']} seed {s['seed']}" for s in report["skipped"]) + ".")
+    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+
+
+# -- driver -------------------------------------------------------------------------------------
+
+def resolve_variants(names: Sequence[str], extra: Mapping[str, Any] | None = None
+                     ) -> dict[str, dict[str, Any]]:
+    known = {**VARIANTS, **(extra or {})}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(known)}")
+    return {n: dict(known[n]) for n in names}
+
+
+def export_summary(export_dir: str | Path) -> str:
+    from skyshard.manifest import load_manifest
+
+    manifest = load_manifest(export_dir)
+    counts = {s: sum(int(e["records"]) for e in manifest["splits"][s].get("shards", []))
+              for s in ("train", "val", "test")}
+    return (f"{len(manifest['classes'])} classes, image {manifest['image_size']}, "
+            f"train/val/test {counts['train']}/{counts['val']}/{counts['test']}")
+
+
+def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
+           budget_minutes: float, scratch: Path, common: Mapping[str, Any],
+           exports_by_size: Mapping[int, str], out: Path | None = None,
+           markdown: Path | None = None, echo=print) -> dict[str, Any]:
+    """Run every (variant, seed), seed-major (every variant's first seed before any second one,
+    so a spent budget still leaves each variant measured), and write the report."""
+    started = time.monotonic()
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    skipped = []
+    scratch.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for seed in seeds:
+        for name, spec in variants.items():
+            elapsed = (time.monotonic() - started) / 60
+            if elapsed >= budget_minutes:
+                skipped.append({"variant": name, "seed": seed})
+                continue
+            overrides = {k: v for k, v in spec.items() if k != "image_size"}
+            overrides = {**common, **overrides, "train.seed": int(seed)}
+            size = spec.get("image_size")
+            export = exports_by_size.get(int(size)) if size else export_dir
+            if export is None:
+                runs[name].append({"seed": seed, "error": f"no export of image size {size} "
+                                   "(--export-size SIZE=DIR)"})
+                continue
+            run_dir = scratch / f"{stamp}-{name}-s{seed}"
+            result_path = run_dir.with_suffix(".result.json")
+            echo(f"[{elapsed:5.1f} min] {name} seed {seed}: {json.dumps(overrides)}")
+            log_path = run_dir.with_suffix(".log")
+            with open(log_path, "w", encoding="utf-8") as log:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "bench.ablate", "--worker", "--export", export,
+                     "--run", str(run_dir), "--overrides", json.dumps(overrides),
+                     "--result", str(result_path)],
+                    stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+            if proc.returncode != 0 or not result_path.is_file():
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-400:]
+                runs[name].append({"seed": seed, "error": f"exit {proc.returncode}: {tail}"})
+                echo(f"    failed (exit {proc.returncode}); log {log_path}")
+            else:
+                result = {"seed": seed, "run_dir": str(run_dir),
+                          **json.loads(result_path.read_text(encoding="utf-8"))}
+                runs[name].append(result)
+                echo(f"    test macro-F1 {result['test']['macro_f1']:.3f}, headers stripped "
+                     f"{result['test_stripped']['macro_f1']:.3f}, {result['epochs']} epochs, "
+                     f"{result['train_seconds']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
+            report = _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common,
+                             started)
+            _write(report, out, markdown)
+    report = _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, started)
+    _write(report, out, markdown)
+    if skipped:
+        echo(f"time budget of {budget_minutes} min spent: {len(skipped)} run(s) not started")
+    return report
+
+
+def _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, started):
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "export": str(export_dir), "export_summary": export_summary(export_dir),
+        "seeds": list(seeds), "budget_minutes": budget_minutes,
+        "elapsed_minutes": (time.monotonic() - started) / 60,
+        "common_overrides": dict(common), "skipped": list(skipped),
+        "rows": [summarise(name, variants[name], runs[name], len(seeds)) for name in variants],
+        "runs": runs,
+    }
+
+
+def _write(report, out: Path | None, markdown: Path | None) -> None:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(report, indent=1, allow_nan=True), encoding="utf-8")
+        tmp.replace(out)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(markdown_table(report), encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ablate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--export", required=True, help="labelled export folder")
+    parser.add_argument("--variants", default="base",
+                        help=f"comma-separated, from: {','.join(VARIANTS)}")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (1..N)")
+    parser.add_argument("--budget-minutes", type=float, default=60.0,
+                        help="start no run after this many minutes")
+    parser.add_argument("--set", dest="assignments", action="append", default=[],
+                        help="KEY=VALUE override for every variant (repeatable)")
+    parser.add_argument("--export-size", action="append", default=[],
+                        help="SIZE=DIR: the export for variants with image_size SIZE")
+    parser.add_argument("--scratch", default="/tmp/skyshard-ablate",
+                        help="run folders are created here")
+    parser.add_argument("--out", default=None, help="JSON report")
+    parser.add_argument("--markdown", default=None, help="markdown table")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: 1 epoch of 2 steps, tiny model")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    parser.add_argument("--overrides", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        run_one(args.export, args.run, json.loads(args.overrides), args.result)
+        return 0
+    from trainer.config import parse_assignment
+
+    common = {**(QUICK_OVERRIDES if args.quick else {}),
+              **dict(parse_assignment(a) for a in args.assignments)}
+    exports_by_size = {}
+    for item in args.export_size:
+        size, _, folder = item.partition("=")
+        exports_by_size[int(size)] = folder
+    variants = resolve_variants([v.strip() for v in args.variants.split(",") if v.strip()])
+    report = ablate(args.export, variants, list(range(1, args.seeds + 1)), args.budget_minutes,
+                    Path(args.scratch), common, exports_by_size,
+                    Path(args.out) if args.out else None,
+                    Path(args.markdown) if args.markdown else None)
+    print(markdown_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
