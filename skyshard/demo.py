@@ -15,6 +15,8 @@ from pathlib import Path
 
 from skyshard.memory import peak_rss_mb
 
+DEMO_MARKER = ".skyshard-demo"
+
 #: The demo's training recipe: the default configuration with fewer epochs.
 DEMO_TRAIN_OVERRIDES = {
     "train.epochs": 12,
@@ -33,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image channel size for the demo export (default 128)")
     parser.add_argument("--epochs", type=int, default=DEMO_TRAIN_OVERRIDES["train.epochs"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete an earlier demo in WORKDIR first (only a folder the demo "
+                             "made)")
 
 
 def night_accuracy(predictions_csv: Path, labels_csv: Path) -> tuple[int, int]:
@@ -61,11 +65,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from skyshard.sample import write_sample_tree
 
     work = Path(args.workdir)
-    if args.fresh and work.exists():
-        shutil.rmtree(work)
+    marker = work / DEMO_MARKER
     if work.exists() and any(work.iterdir()):
-        print(f"skyshard demo: {work} is not empty; pass --fresh to start over", flush=True)
-        return 2
+        if not marker.exists():
+            print(f"skyshard demo: {work} is not empty and was not made by the demo; "
+                  "choose another WORKDIR", flush=True)
+            return 2
+        if not args.fresh:
+            print(f"skyshard demo: {work} holds an earlier demo; pass --fresh to start over",
+                  flush=True)
+            return 2
+        shutil.rmtree(work)  # only a folder the demo itself made (it holds the marker)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text("made by skyshard demo; `skyshard demo --fresh` may delete this folder\n")
     frames, export_dir, run_dir = work / "frames", work / "export", work / "run"
     night, scored = work / "night", work / "scored"
     times: dict[str, float] = {}

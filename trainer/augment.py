@@ -148,3 +148,44 @@ def _mix_pairs(layer, inputs, labels, eligible):
     out[schema.FEATURES] = blend(inputs[schema.FEATURES])
     out[schema.CONFIDENCES] = blend(inputs[schema.CONFIDENCES])
     return out, tf.cast(mixed_labels, labels.dtype)
+
+
+def header_columns(manifest: Mapping[str, Any]) -> list[int]:
+    """Feature columns of the manifest's ``feature_groups["header"]`` (none without groups)."""
+    header = set((manifest.get("feature_groups") or {}).get("header", []))
+    return [i for i, name in enumerate(manifest["feature_names"]) if name in header]
+
+
+def blank_headers(inputs: dict[str, tf.Tensor], drop: tf.Tensor, header_mask: tf.Tensor
+                  ) -> dict[str, tf.Tensor]:
+    """Frames where ``drop`` ([B] bool) look header-less: header-group features NaN, every
+    confidence 0 (what a TIFF or a FITS without keywords exports as)."""
+    features = inputs[schema.FEATURES]
+    blank = drop[:, tf.newaxis] & header_mask[tf.newaxis, :]
+    out = dict(inputs)
+    out[schema.FEATURES] = tf.where(blank, tf.constant(float("nan"), features.dtype), features)
+    out[schema.CONFIDENCES] = tf.where(drop[:, tf.newaxis],
+                                       tf.zeros_like(inputs[schema.CONFIDENCES]),
+                                       inputs[schema.CONFIDENCES])
+    return out
+
+
+def make_header_dropout(manifest: Mapping[str, Any], rate: float):
+    """``drop(inputs, labels)`` on a train batch: each frame loses its whole header with
+    probability ``rate`` (see :func:`blank_headers`); ``None`` when ``rate`` is 0 or the export
+    has no header group.
+
+    Real archives hold TIFFs and header-less or wrongly labelled FITS; without this the model
+    learns to lean on ``IMAGETYP`` and is lost when it is missing.
+    """
+    columns = header_columns(manifest)
+    if rate <= 0 or not columns:
+        return None
+    n_features = len(manifest["feature_names"])
+    header_mask = tf.constant([i in set(columns) for i in range(n_features)])
+
+    def drop(inputs: dict[str, tf.Tensor], labels: tf.Tensor):
+        draws = tf.random.uniform([tf.shape(labels)[0]])
+        return blank_headers(inputs, draws < rate, header_mask), labels
+
+    return drop

@@ -3,7 +3,8 @@
 Train: one stream per class (interleave over that class's shard files, a shuffle buffer sized
 in bytes, repeat, per-class augmentation), merged by ``sample_from_datasets`` with weights
 ``count ** balance_power`` (0 = uniform = balanced batches, 1 = natural frequencies), then
-batched, optionally MixUp/CutMix-ed, and prefetched. No ``filter`` and no re-reading: the export
+batched, header-dropped (``features.header_dropout``: a frame's header features blanked and its
+confidences zeroed with that probability), optionally MixUp/CutMix-ed, and prefetched. No ``filter`` and no re-reading: the export
 writes train shards per class for exactly this. Validation and evaluation read the mixed
 shards sequentially, never augmented.
 
@@ -22,7 +23,8 @@ import tensorflow as tf
 
 from skyshard import schema
 from skyshard.manifest import ManifestError, shard_entries, shard_paths
-from trainer.augment import is_identity, make_batch_mixer, make_record_augmenter, policy_for
+from trainer.augment import (is_identity, make_batch_mixer, make_header_dropout,
+                             make_record_augmenter, policy_for)
 from trainer.records import MODEL_INPUTS, make_parser, make_single_parser
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -199,6 +201,9 @@ def train_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: M
         streams, weights=list(weights.values()), seed=seed, rerandomize_each_iteration=True)
     ds = ds.batch(int(config["train"]["batch_size"]), drop_remainder=True)
     ds = ds.map(to_model_example(len(manifest["classes"])), num_parallel_calls=AUTOTUNE)
+    dropout = make_header_dropout(manifest, float(config["features"]["header_dropout"]))
+    if dropout is not None:
+        ds = ds.map(dropout, num_parallel_calls=AUTOTUNE)
     mixer = make_batch_mixer(config["augment"], manifest["classes"])
     if mixer is not None:
         ds = ds.map(mixer, num_parallel_calls=AUTOTUNE)

@@ -116,3 +116,27 @@ class ConfidenceGate(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "groups": self.groups, "n_groups": self.n_groups,
                 "a_init": self.a_init, "b_init": self.b_init}
+
+
+@keras.saving.register_keras_serializable(package="skyshard")
+class SoftClip(keras.layers.Layer):
+    """``limit * tanh(x / limit)``: standardised features keep their order and stay within
+    ``±limit``.
+
+    Raw header and pixel quantities are heavy-tailed (an exposure of hours, a gain of 2000 from a
+    camera the train split never saw): after standard scaling one value can sit hundreds of
+    standard deviations out and swamp every other input of the dense layer. Near zero the layer
+    is the identity (slope 1), so ordinary values pass unchanged.
+    """
+
+    def __init__(self, limit: float = 5.0, **kwargs):
+        super().__init__(**kwargs)
+        self.limit = float(limit)
+        if self.limit <= 0:
+            raise ValueError(f"limit must be positive, got {limit}")
+
+    def call(self, inputs):
+        return self.limit * ops.tanh(inputs / self.limit)
+
+    def get_config(self):
+        return {**super().get_config(), "limit": self.limit}

@@ -18,7 +18,8 @@ from keras import layers
 
 from skyshard import schema
 from trainer.config import ConfigError
-from trainer.layers import Cast, ConfidenceGate, ImputeMissing, MissingIndicator, SelectFeatures
+from trainer.layers import (Cast, ConfidenceGate, ImputeMissing, MissingIndicator, SelectFeatures,
+                            SoftClip)
 
 IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
 
@@ -95,11 +96,14 @@ def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
 
 def feature_branch(features, confidences, manifest: Mapping[str, Any],
                    features_config: Mapping[str, Any]):
-    """Scaled, selected, imputed and gated features, their missing indicators and the
-    confidences, concatenated."""
+    """Scaled, selected, soft-clipped (``features.clip``), imputed and gated features, their
+    missing indicators and the confidences, concatenated."""
     indices, gate_groups = feature_plan(manifest, features_config)
     scaled = scaler_layer(manifest)(features)
     selected = SelectFeatures(indices, name="select_features")(scaled)
+    limit = float(features_config["clip"])
+    if limit > 0:  # NaN passes tanh unchanged, so the missing indicator below still sees it
+        selected = SoftClip(limit, name="feature_clip")(selected)
     missing = MissingIndicator(name="missing_indicator")(selected)
     values = ImputeMissing(0.0, name="impute_missing")(selected)
     if any(g >= 0 for g in gate_groups):
