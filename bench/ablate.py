@@ -26,7 +26,9 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -38,7 +40,12 @@ HARD_CLASSES = ("bias", "darks", "deep_sky", "spectrum_dados")
 VARIANTS: dict[str, dict[str, Any]] = {
     "base": {},
     "no_gating": {"features.confidence_gating": False},
+    "no_clip": {"features.clip": 0.0},
+    "norm_group": {"model.norm": "group"},
+    "early_stop_f1": {"train.monitor": "val_f1_macro", "train.patience": 8},
+    "epochs_30": {"train.epochs": 30},
     "no_header_dropout": {"features.header_dropout": 0.0},
+    "header_dropout_0.5": {"features.header_dropout": 0.5},
     "no_header": {"features.header": False},
     "no_pixel": {"features.pixel": False},
     "no_domain": {"features.domain": False},
@@ -63,6 +70,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "size350": {"image_size": 350},
     "resnet50v2": {"model.name": "resnet50v2"},
     "efficientnetv2b0": {"model.name": "efficientnetv2b0"},
+    "wide": {"model.filters": [32, 64, 128]},
 }
 
 #: Overrides that make ``--quick`` a seconds-long smoke run.
@@ -245,58 +253,76 @@ def export_summary(export_dir: str | Path) -> str:
 def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
            budget_minutes: float, scratch: Path, common: Mapping[str, Any],
            exports_by_size: Mapping[int, str], out: Path | None = None,
-           markdown: Path | None = None, echo=print) -> dict[str, Any]:
+           markdown: Path | None = None, echo=print, jobs: int = 1) -> dict[str, Any]:
     """Run every (variant, seed), seed-major (every variant's first seed before any second one,
-    so a spent budget still leaves each variant measured), and write the report."""
+    so a spent budget still leaves each variant measured), ``jobs`` at a time, and write the
+    report after every finished run. No run starts once ``budget_minutes`` have passed."""
     started = time.monotonic()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
-    skipped = []
+    skipped: list[dict[str, Any]] = []
     scratch.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for seed in seeds:
-        for name, spec in variants.items():
-            elapsed = (time.monotonic() - started) / 60
-            if elapsed >= budget_minutes:
+    queue = [(name, seed) for seed in seeds for name in variants]
+    lock = threading.Lock()
+
+    def one(name: str, seed: int) -> None:
+        elapsed = (time.monotonic() - started) / 60
+        if elapsed >= budget_minutes:
+            with lock:
                 skipped.append({"variant": name, "seed": seed})
-                continue
-            overrides = {k: v for k, v in spec.items() if k != "image_size"}
-            overrides = {**common, **overrides, "train.seed": int(seed)}
-            size = spec.get("image_size")
-            export = exports_by_size.get(int(size)) if size else export_dir
-            if export is None:
+            return
+        spec = variants[name]
+        overrides = {**common, **{k: v for k, v in spec.items() if k != "image_size"},
+                     "train.seed": int(seed)}
+        size = spec.get("image_size")
+        export = exports_by_size.get(int(size)) if size else export_dir
+        if export is None:
+            with lock:
                 runs[name].append({"seed": seed, "error": f"no export of image size {size} "
                                    "(--export-size SIZE=DIR)"})
-                continue
-            run_dir = scratch / f"{stamp}-{name}-s{seed}"
-            result_path = run_dir.with_suffix(".result.json")
-            echo(f"[{elapsed:5.1f} min] {name} seed {seed}: {json.dumps(overrides)}")
-            log_path = run_dir.with_suffix(".log")
-            with open(log_path, "w", encoding="utf-8") as log:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "bench.ablate", "--worker", "--export", export,
-                     "--run", str(run_dir), "--overrides", json.dumps(overrides),
-                     "--result", str(result_path)],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
-                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-            if proc.returncode != 0 or not result_path.is_file():
-                tail = log_path.read_text(encoding="utf-8", errors="replace")[-400:]
-                runs[name].append({"seed": seed, "error": f"exit {proc.returncode}: {tail}"})
-                echo(f"    failed (exit {proc.returncode}); log {log_path}")
+            return
+        run_dir = scratch / f"{stamp}-{name}-s{seed}"
+        echo(f"[{elapsed:5.1f} min] {name} seed {seed}: {json.dumps(overrides)}")
+        result = _train_and_score(export, run_dir, overrides)
+        result["seed"] = seed
+        with lock:
+            runs[name].append(result)
+            if "error" in result:
+                echo(f"    {name} seed {seed} failed: {result['error'][-200:]}")
             else:
-                result = {"seed": seed, "run_dir": str(run_dir),
-                          **json.loads(result_path.read_text(encoding="utf-8"))}
-                runs[name].append(result)
-                echo(f"    test macro-F1 {result['test']['macro_f1']:.3f}, headers stripped "
-                     f"{result['test_stripped']['macro_f1']:.3f}, {result['epochs']} epochs, "
-                     f"{result['train_seconds']:.0f} s, peak RSS {result['peak_rss_mb']:.0f} MB")
-            report = _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common,
-                             started)
-            _write(report, out, markdown)
+                echo(f"    {name} seed {seed}: test macro-F1 {result['test']['macro_f1']:.3f}, "
+                     f"headers stripped {result['test_stripped']['macro_f1']:.3f}, "
+                     f"{result['epochs']} epochs, {result['train_seconds']:.0f} s, "
+                     f"peak RSS {result['peak_rss_mb']:.0f} MB")
+            _write(_report(export_dir, variants, seeds, runs, skipped, budget_minutes, common,
+                           started), out, markdown)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        for future in [pool.submit(one, name, seed) for name, seed in queue]:
+            future.result()
     report = _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, started)
     _write(report, out, markdown)
     if skipped:
         echo(f"time budget of {budget_minutes} min spent: {len(skipped)} run(s) not started")
     return report
+
+
+def _train_and_score(export: str, run_dir: Path, overrides: Mapping[str, Any]
+                     ) -> dict[str, Any]:
+    """:func:`run_one` in a fresh process (its own peak RSS); the result, or ``error``."""
+    result_path = run_dir.parent / f"{run_dir.name}.result.json"  # names may hold dots
+    log_path = run_dir.parent / f"{run_dir.name}.log"
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.ablate", "--worker", "--export", str(export),
+             "--run", str(run_dir), "--overrides", json.dumps(overrides),
+             "--result", str(result_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if proc.returncode != 0 or not result_path.is_file():
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-400:]
+        return {"error": f"exit {proc.returncode} (log {log_path}): {tail}"}
+    return {"run_dir": str(run_dir), **json.loads(result_path.read_text(encoding="utf-8"))}
 
 
 def _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, started):
@@ -335,6 +361,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="KEY=VALUE override for every variant (repeatable)")
     parser.add_argument("--export-size", action="append", default=[],
                         help="SIZE=DIR: the export for variants with image_size SIZE")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (each in its own process; train seconds then "
+                             "include the contention)")
     parser.add_argument("--scratch", default="/tmp/skyshard-ablate",
                         help="run folders are created here")
     parser.add_argument("--out", default=None, help="JSON report")
@@ -365,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = ablate(args.export, variants, list(range(1, args.seeds + 1)), args.budget_minutes,
                     Path(args.scratch), common, exports_by_size,
                     Path(args.out) if args.out else None,
-                    Path(args.markdown) if args.markdown else None)
+                    Path(args.markdown) if args.markdown else None, jobs=args.jobs)
     print(markdown_table(report))
     return 0
 

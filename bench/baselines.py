@@ -178,7 +178,9 @@ def seed_generator(items: list[tuple[str, int]]) -> Callable[[], Iterator[tuple]
                 continue
             f, c = seed_features(data, header)
             image = seed_normalise(data).astype(np.float16)[..., np.newaxis]
-            yield image, f.astype(np.float16), c.astype(np.float16), np.int32(label)
+            with np.errstate(over="ignore"):  # the seed's float16 features overflow above 65504
+                f = f.astype(np.float16)
+            yield image, f, c.astype(np.float16), np.int32(label)
     return gen_fn
 
 

@@ -107,6 +107,8 @@ TIFF_TAG_VALUES: dict[int, tuple[int, ...]] = {
 
 KINDS = ("bit_flips", "truncate", "insert_bytes", "card_edit", "remove_end", "tiff_tag",
          "zero_block")
+FITS_KINDS = tuple(k for k in KINDS if k != "tiff_tag")
+TIFF_KINDS = tuple(k for k in KINDS if k not in ("card_edit", "remove_end"))
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,8 @@ class RandomChooser(Chooser):
 
 
 def choose_mutation(choose: Chooser, data: bytes, kind: str | None = None) -> Mutation:
-    """A mutation of ``data`` (a seed file's bytes) of ``kind`` (or a chosen one)."""
-    kind = kind or choose.element(KINDS)
+    """A mutation of ``data`` (a seed file's bytes) of ``kind`` (or one that fits the format)."""
+    kind = kind or choose.element(TIFF_KINDS if data[:2] in (b"II", b"MM") else FITS_KINDS)
     inner = is_gzip(data) and choose.integer(0, 9) < 7
     body = gzip.decompress(data) if inner else data
     size = max(len(body), 1)
@@ -339,7 +341,14 @@ def seed_files(work: Path, per_class: int, seed: int, real_frames: Path | None) 
 
 def _child(path: str, conn, memory_mb: int, image_size: int, max_pixels: int) -> None:
     """One input in a fresh process: cap the address space, classify, report."""
+    import logging
+    import warnings
+
     import psutil
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("astropy").setLevel(logging.ERROR)
+    logging.getLogger("tifffile").setLevel(logging.ERROR)
 
     start = psutil.Process().memory_info()
     limit = start.vms + memory_mb * 1024 * 1024

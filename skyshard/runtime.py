@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 
 
 def quiet_tensorflow() -> None:
@@ -23,6 +24,12 @@ def configure_logging(verbose: bool = False) -> None:
         force=True,
     )
     logging.getLogger().addFilter(_drop_beam_import_noise)
+    if not verbose:
+        # Odd headers in real archives make astropy warn per card; what matters about a file is
+        # whether it becomes a record or a dead letter (with the reason), not these warnings.
+        from astropy.utils.exceptions import AstropyWarning
+
+        warnings.filterwarnings("ignore", category=AstropyWarning)
     for noisy in ("apache_beam", "absl", "tensorflow", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

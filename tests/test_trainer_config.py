@@ -104,3 +104,22 @@ def test_readme_section_shows_the_default_config_verbatim():
 
     doc = (Path(__file__).resolve().parents[1] / "docs" / "readme" / "train.md").read_text()
     assert DEFAULT_CONFIG_PATH.read_text() in doc
+
+
+def test_balanced_class_weights_are_sklearns_corrected_for_the_sampler():
+    from trainer.optim import class_weights
+
+    config = load_config(overrides={"train.class_weights": "balanced"})
+    counts = [10, 30, 60]
+    natural = class_weights(config, [0.1, 0.3, 0.6], counts)
+    assert [round(natural[i], 6) for i in range(3)] == [round(100 / (3 * n), 6) for n in counts]
+    balanced = class_weights(config, [1 / 3] * 3, counts)
+    assert all(abs(w - 1.0) < 1e-9 for w in balanced.values())
+
+
+@pytest.mark.parametrize("key,value", [("features.header_dropout", 1.0),
+                                       ("features.header_dropout", -0.1),
+                                       ("features.clip", -1.0), ("model.norm", "layer")])
+def test_new_switches_are_validated(key, value):
+    with pytest.raises(ConfigError):
+        load_config(overrides={key: value})

@@ -175,3 +175,36 @@ def test_kfold_pools_train_and_val_and_holds_out_one_fold(imbalanced_export):
     assert sum(counts.values()) == 66 + 15 - held_out
     batch = next(iter(data.train_dataset(export, manifest, config, counts=counts)))
     assert batch[1].shape == (8, 3)
+
+
+def test_header_dropout_blanks_whole_headers_of_some_frames(imbalanced_export):
+    export, manifest = imbalanced_export
+    header = augment.header_columns(manifest)
+    assert header
+    config = load_config(overrides={"features.header_dropout": 0.5, "augment.enabled": False,
+                                    "train.seed": 3})
+    dropped = kept = 0
+    for inputs, _ in data.train_dataset(export, manifest, config).take(30).as_numpy_iterator():
+        blank = ~inputs["confidences"].any(axis=1)
+        blanked_headers = np.isnan(inputs["features"][:, header]).all(axis=1)
+        assert np.all(blanked_headers[blank])
+        dropped += int(blank.sum())
+        kept += int((~blank).sum())
+    assert 0.3 < dropped / (dropped + kept) < 0.7
+
+
+def test_header_dropout_off_or_without_header_group_is_no_map(imbalanced_export):
+    _, manifest = imbalanced_export
+    assert augment.make_header_dropout(manifest, 0.0) is None
+    no_groups = {**manifest, "feature_groups": {}}
+    assert augment.make_header_dropout(no_groups, 0.3) is None
+
+
+def test_validation_keeps_headers_when_training_drops_them(imbalanced_export):
+    export, manifest = imbalanced_export
+    config = load_config(overrides={"features.header_dropout": 0.9})
+    for inputs, _ in data.val_dataset(export, manifest, config).as_numpy_iterator():
+        original = next(data.eval_dataset(export, manifest, "val").as_numpy_iterator())
+        np.testing.assert_array_equal(inputs["confidences"], original["confidences"][
+            :len(inputs["confidences"])])
+        break

@@ -149,3 +149,49 @@ def test_model_inputs_and_dtypes_follow_the_record_contract(export, saved_model)
     assert dtypes == {schema.IMAGE: "float16", schema.FEATURES: "float32",
                       schema.CONFIDENCES: "float32"}
     assert all(w.dtype == "float32" for w in model.weights)
+
+
+def test_soft_clip_bounds_heavy_tails_keeps_order_and_nan():
+    from trainer.layers import SoftClip
+
+    layer = SoftClip(5.0)
+    x = np.array([[-1e6, -3.0, 0.0, 0.1, 4.0, 916.7, np.nan]], np.float32)
+    out = np.asarray(layer(x))
+    finite = out[0, :-1]
+    assert np.all(np.abs(finite) <= 5.0) and np.all(np.diff(finite) > 0)
+    assert abs(finite[3] - 0.1) < 1e-3 and np.isnan(out[0, -1])
+    assert SoftClip.from_config(layer.get_config()).limit == 5.0
+
+
+def test_feature_clip_is_in_the_model_and_switchable(export):
+    _, manifest = export
+    names = {layer.name for layer in build_model(load_config(overrides=TINY), manifest).layers}
+    assert "feature_clip" in names
+    off = build_model(load_config(overrides={**TINY, "features.clip": 0.0}), manifest)
+    assert "feature_clip" not in {layer.name for layer in off.layers}
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+@pytest.mark.parametrize("name", ["separable", "simple_cnn"])
+def test_cnn_normalisation_is_configurable_and_reloads(export, norm, name, tmp_path):
+    _, manifest = export
+    model = build_model(load_config(overrides={**TINY, "model.name": name,
+                                               "model.norm": norm}), manifest)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    wanted = "GroupNormalization" if norm == "group" else "BatchNormalization"
+    unwanted = "BatchNormalization" if norm == "group" else "GroupNormalization"
+    assert wanted in kinds and unwanted not in kinds
+    model.save(tmp_path / "m.keras")
+    reloaded = load_model(tmp_path / "m.keras")
+    inputs = _inputs(manifest)
+    np.testing.assert_allclose(model.predict(inputs, verbose=0),
+                               reloaded.predict(inputs, verbose=0), atol=1e-5)
+
+
+def test_group_norm_prediction_does_not_depend_on_the_batch(export):
+    _, manifest = export
+    model = build_model(load_config(overrides={**TINY, "model.norm": "group"}), manifest)
+    inputs = _inputs(manifest, n=6)
+    together = np.asarray(model(inputs, training=True))
+    alone = np.asarray(model({k: v[:1] for k, v in inputs.items()}, training=True))
+    np.testing.assert_allclose(together[:1], alone, atol=1e-5)

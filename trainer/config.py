@@ -119,6 +119,8 @@ def validate(config: Mapping[str, Any]) -> None:
     _check_choice("train.monitor", train["monitor"], MONITORS)
     _check_choice("model.name", model["name"], MODELS)
     _check_choice("model.head", model["head"], ("gap", "flatten"))
+    _check_choice("model.norm", model["norm"], ("batch", "group"))
+    _check_int("model.norm_groups", model["norm_groups"], minimum=1)
     _check_choice("data.cache", data["cache"], ("none", "disk"))
     if train["loss"] == "focal" and train["class_weights"] != "none":
         raise ConfigError(
@@ -137,6 +139,11 @@ def validate(config: Mapping[str, Any]) -> None:
     if not 0.0 <= float(train["label_smoothing"]) < 1.0:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got "
                           f"{train['label_smoothing']}")
+    if not 0.0 <= float(config["features"]["header_dropout"]) < 1.0:
+        raise ConfigError(f"features.header_dropout must be in [0, 1), got "
+                          f"{config['features']['header_dropout']}")
+    if float(config["features"]["clip"]) < 0:
+        raise ConfigError("features.clip must be >= 0 (0: no clipping)")
     if float(train["learning_rate"]) <= 0:
         raise ConfigError("train.learning_rate must be positive")
     if float(config["memory"]["ram_budget_gb"]) <= 0:

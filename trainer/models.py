@@ -118,40 +118,64 @@ def feature_branch(features, confidences, manifest: Mapping[str, Any],
 
 def image_branch(name: str, image, model_config: Mapping[str, Any]):
     """``[B,S,S,1]`` float32 -> ``[B, D]`` embedding, by the configured architecture."""
+    norm = normalization(model_config)
     if name == "separable":
-        return separable_cnn(image, model_config["filters"],
-                             float(model_config["batchnorm_momentum"]))
+        return separable_cnn(image, model_config["filters"], norm)
     if name == "simple_cnn":
-        return simple_cnn(image, model_config["filters"], model_config["head"],
-                          float(model_config["batchnorm_momentum"]))
+        return simple_cnn(image, model_config["filters"], model_config["head"], norm)
     if name in ("resnet50v2", "efficientnetv2b0"):
         return backbone(name, image, model_config)
     raise ConfigError(f"model.name must be one of {list(IMAGE_BRANCHES)}, got {name!r}")
 
 
-def separable_cnn(x, filters, momentum: float = 0.9):
+NORMALIZATIONS = ("batch", "group")
+
+
+def normalization(model_config: Mapping[str, Any]):
+    """``make(channels, name) -> layer``: the configured normalisation of the CNN branches.
+
+    ``batch``: BatchNormalization (``model.batchnorm_momentum``). ``group``: GroupNormalization
+    with ``model.norm_groups`` groups (fewer when the channels do not divide), which normalises
+    each frame on its own: independent of the batch size, and the same in training and
+    inference, so batches of 8 mixed classes (whose levels differ by orders of magnitude) do not
+    make the statistics jump.
+    """
+    kind = model_config["norm"]
+    if kind == "batch":
+        momentum = float(model_config["batchnorm_momentum"])
+        return lambda channels, name: layers.BatchNormalization(momentum=momentum, name=name)
+    if kind == "group":
+        wanted = int(model_config["norm_groups"])
+        return lambda channels, name: layers.GroupNormalization(
+            groups=math.gcd(wanted, int(channels)), name=name)
+    raise ConfigError(f"model.norm must be one of {list(NORMALIZATIONS)}, got {kind!r}")
+
+
+def separable_cnn(x, filters, norm=None):
     """Compact MobileNet-like CNN: a strided stem, then per stage two depthwise-separable
     convolutions and a 2x2 max pool; global average pooling."""
+    norm = norm or normalization({"norm": "batch", "batchnorm_momentum": 0.9})
     x = layers.Conv2D(filters[0], 3, strides=2, padding="same", use_bias=False,
                       name="stem_conv")(x)
-    x = layers.BatchNormalization(momentum=momentum, name="stem_bn")(x)
+    x = norm(filters[0], "stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, width in enumerate(filters):
         for block in range(2):
             prefix = f"stage{stage}_sep{block}"
             x = layers.SeparableConv2D(width, 3, padding="same", use_bias=False,
                                        name=f"{prefix}_conv")(x)
-            x = layers.BatchNormalization(momentum=momentum, name=f"{prefix}_bn")(x)
+            x = norm(width, f"{prefix}_bn")(x)
             x = layers.ReLU(name=f"{prefix}_relu")(x)
         x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
     return layers.GlobalAveragePooling2D(name="image_gap")(x)
 
 
-def simple_cnn(x, filters, head: str = "gap", momentum: float = 0.9):
+def simple_cnn(x, filters, head: str = "gap", norm=None):
     """The seed plan's CNN: Conv2D/BatchNorm/MaxPool stages, then ``gap`` or ``flatten``."""
+    norm = norm or normalization({"norm": "batch", "batchnorm_momentum": 0.9})
     for stage, width in enumerate(filters):
         x = layers.Conv2D(width, 3, activation="relu", padding="same", name=f"conv{stage}")(x)
-        x = layers.BatchNormalization(momentum=momentum, name=f"bn{stage}")(x)
+        x = norm(width, f"bn{stage}")(x)
         if stage < len(filters) - 1:
             x = layers.MaxPooling2D(2, name=f"pool{stage}")(x)
     if head == "flatten":

@@ -66,12 +66,42 @@ def per_class_vector(value: Any, name: str, sample_probabilities: Sequence[float
     return [float(value)] * k
 
 
-def class_weights(config: Mapping[str, Any], sample_probabilities: Sequence[float]
-                  ) -> dict[int, float] | None:
-    """``model.fit(class_weight=...)``, or ``None`` when ``train.class_weights = "none"``."""
+def sampled_class_weights(counts: Sequence[int], sample_probabilities: Sequence[float]
+                          ) -> list[float]:
+    """scikit-learn's ``compute_class_weight("balanced")`` on the train labels, corrected for
+    what the sampler draws: ``w_c * (n_c / N) / p_c``.
+
+    With natural sampling (``p_c = n_c / N``) these are exactly sklearn's weights
+    ``N / (K n_c)``; with balanced sampling (``p_c = 1 / K``) they are all 1, since the sampler
+    already balanced the classes. Classes without train records get 1.
+    """
+    import numpy as np
+    from sklearn.utils.class_weight import compute_class_weight
+
+    counts = [int(n) for n in counts]
+    present = [i for i, n in enumerate(counts) if n > 0]
+    labels = np.repeat(np.array(present), [counts[i] for i in present])
+    sklearn_weights = compute_class_weight("balanced", classes=np.array(present), y=labels)
+    total = float(sum(counts))
+    weights = [1.0] * len(counts)
+    for i, w in zip(present, sklearn_weights):
+        p = sample_probabilities[i]
+        weights[i] = float(w) * (counts[i] / total) / p if p > 0 else 1.0
+    return weights
+
+
+def class_weights(config: Mapping[str, Any], sample_probabilities: Sequence[float],
+                  counts: Sequence[int] | None = None) -> dict[int, float] | None:
+    """``model.fit(class_weight=...)``, or ``None`` when ``train.class_weights = "none"``.
+
+    ``"balanced"`` with the train ``counts`` is :func:`sampled_class_weights`
+    (``compute_class_weight``); without counts, ``1 / (K p_c)``, the same numbers.
+    """
     value = config["train"]["class_weights"]
     if value == "none":
         return None
+    if value == "balanced" and counts is not None:
+        return dict(enumerate(sampled_class_weights(counts, sample_probabilities)))
     vector = per_class_vector(value, "train.class_weights", sample_probabilities)
     return dict(enumerate(vector))
 

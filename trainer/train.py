@@ -193,7 +193,8 @@ def _plan(export_dir: Path, manifest: Mapping[str, Any], config: Mapping[str, An
     probabilities = data.sampling_weights(counts, config["data"]["balance_power"])
     per_class = [probabilities.get(name, 0.0) for name in manifest["classes"]]
     steps = data.steps_per_epoch(manifest, config, counts)
-    weights = class_weights(config, per_class)
+    weights = class_weights(config, per_class,
+                            [counts.get(name, 0) for name in manifest["classes"]])
     summary = {
         "train_records_per_class": counts,
         "class_probabilities": {k: round(v, 6) for k, v in probabilities.items()},

@@ -1,0 +1,218 @@
+"""Measure 1: export throughput against the bare read loop and the original loader.
+
+Each export is the ``skyshard export`` command in a fresh process, on Beam's DirectRunner in
+``multi_processing`` mode with 1 and 2 workers, over N and 8N frames. Beam's start-up is taken
+out by difference: the **marginal rate** is ``(8N - N) / (t(8N) - t(N))`` and the start-up is
+``t(N) - N / marginal rate``. The bare read loop and the original loader time their own loops
+(no interpreter start-up in their figures). Per core: frames/s divided by the workers used.
+
+Where the time goes is measured in this process, stage by stage, on the N frames
+(:func:`stage_profile`), with the same functions ``exporter.extract.measure_frame`` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.measure import Measured, run_measured
+from bench.workspace import Workspace, bench_command, skyshard_command, tree_bytes
+
+_MB = 1 << 20
+
+
+def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
+               image_size: int) -> dict[str, Any]:
+    """One measured ``skyshard export`` into a fresh folder; the measurement plus what the
+    export reports about itself (manifest ``stats``, counts, shard bytes)."""
+    out = workspace.scratch(workspace.export(frames, workers, image_size).name)
+    command = skyshard_command(
+        "export", tree, out, "--image-size", image_size,
+        "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}")
+    measured = run_measured(command, log_path=workspace.log(f"export-{frames}-w{workers}"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    shards = [entry for split in manifest["splits"].values() for entry in split["shards"]]
+    shard_bytes = sum((out / entry["path"]).stat().st_size for entry in shards)
+    records = sum(int(entry["records"]) for entry in shards)
+    return {
+        "frames": frames, "workers": workers, "out": str(out),
+        "records": records, "dead_letters": manifest["errors"]["count"],
+        "input_bytes": tree_bytes(tree), "shard_bytes": shard_bytes,
+        "record_bytes": shard_bytes / records if records else math.nan,
+        "measured": measured.to_dict(),
+        "self_reported": {"seconds": manifest["stats"]["seconds"],
+                          "peak_rss_mb": manifest["stats"].get("peak_rss_mb")},
+    }
+
+
+def run_baseline(workspace: Workspace, mode: str, tree: Path, per_class: int | None,
+                 label: str, image_size: int) -> dict[str, Any]:
+    """``python -m bench.baselines MODE TREE`` in a fresh process: its own loop figures plus
+    the kernel's and the sampler's peak RSS."""
+    summary = workspace.logs / f"{label}.json"
+    args = [mode, tree, "--json", summary, "--size", image_size]
+    if per_class is not None:
+        args += ["--per-class", per_class]
+    measured = run_measured(bench_command("baselines", *args), log_path=workspace.log(label))
+    result = json.loads(summary.read_text())
+    result["measured"] = measured.to_dict()
+    return result
+
+
+def rate_summary(small: dict, large: dict) -> dict[str, float]:
+    """Gross and marginal (start-up excluded) rates of an export measured at N and 8N."""
+    t_small, t_large = small["measured"]["wall_s"], large["measured"]["wall_s"]
+    n_small, n_large = small["records"], large["records"]
+    marginal = (n_large - n_small) / (t_large - t_small) if t_large > t_small else math.nan
+    bytes_marginal = ((large["input_bytes"] - small["input_bytes"]) / (t_large - t_small)
+                      if t_large > t_small else math.nan)
+    cpu_per_frame = ((large["measured"]["cpu_s"] - small["measured"]["cpu_s"])
+                     / (n_large - n_small))
+    return {
+        "frames_per_s_gross": n_large / t_large,
+        "mb_per_s_gross": large["input_bytes"] / _MB / t_large,
+        "frames_per_s": marginal,
+        "mb_per_s": bytes_marginal / _MB,
+        "startup_s": t_small - n_small / marginal if marginal > 0 else math.nan,
+        "cpu_s_per_frame": cpu_per_frame,
+        "frames_per_cpu_s": 1.0 / cpu_per_frame if cpu_per_frame > 0 else math.nan,
+        "cores_used": large["measured"]["cores_used"],
+    }
+
+
+def loop_rates(result: dict) -> dict[str, float]:
+    """Rates of a self-timed loop (bare read or original loader), single process."""
+    return {
+        "frames_per_s": result["frames"] / result["seconds"],
+        "mb_per_s": result["bytes"] / _MB / result["seconds"],
+        "cpu_s_per_frame": result["cpu_s"] / result["frames"],
+        "frames_per_cpu_s": result["frames"] / result["cpu_s"],
+        "cores_used": result["cpu_s"] / result["seconds"],
+    }
+
+
+def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict[str, Any]:
+    """Milliseconds per frame of each stage of one frame's export, in this process.
+
+    Stages: ``sha256`` (hash of the file), ``read`` (``read_frame``), ``header_features``,
+    ``pixel_features``, ``domain_features``, ``preprocess`` (stretch + resize), ``encode``
+    (``tf.train.Example`` bytes). Frames that fail are skipped.
+    """
+    import numpy as np
+
+    from exporter.discovery import discover
+    from exporter.domain_features import domain_features
+    from exporter.extract import file_sha256
+    from exporter.frame import FrameError
+    from exporter.headers import header_features
+    from exporter.pixel_stats import pixel_features
+    from exporter.preprocessing import preprocess_image
+    from exporter.readers import read_frame
+    from skyshard.example_proto import encode_example
+
+    refs, _ = discover(tree, labelled=True)
+    refs = sorted(refs, key=lambda r: r.path)[:limit]
+    totals: dict[str, float] = {}
+    done = 0
+
+    def timed(stage, fn, *args):
+        started = time.perf_counter()
+        value = fn(*args)
+        totals[stage] = totals.get(stage, 0.0) + time.perf_counter() - started
+        return value
+
+    cpu = time.process_time()
+    for ref in refs:
+        try:
+            sha = timed("sha256", file_sha256, ref.path)
+            frame = timed("read", read_frame, ref.path)
+            _, confidences = timed("header_features", header_features, frame.header)
+            pixels = timed("pixel_features", pixel_features, frame)
+            timed("domain_features", domain_features, frame)
+            image = timed("preprocess", preprocess_image, frame.data, image_size)
+        except FrameError:
+            continue
+        features = np.array(list(pixels.values()), dtype=np.float32)
+        timed("encode", encode_example, {"image": image.astype(np.float16).tobytes(),
+                                         "features": features, "confidences": confidences,
+                                         "label": 0, "key": ref.key, "sha256": sha})
+        done += 1
+    total = sum(totals.values())
+    return {
+        "frames": done,
+        "ms_per_frame": {stage: 1000 * seconds / done for stage, seconds in totals.items()},
+        "total_ms_per_frame": 1000 * total / done,
+        "cpu_ms_per_frame": 1000 * (time.process_time() - cpu) / done,
+        "share": {stage: seconds / total for stage, seconds in totals.items()},
+    }
+
+
+def measure_export(workspace: Workspace, trees: dict[str, Path], frames: dict[str, int],
+                   workers: tuple[int, ...], image_size: int,
+                   original_8n: dict[str, Any]) -> dict[str, Any]:
+    """Measure 1 as a dict: the runs, the rates and the ratios the targets are about.
+
+    ``original_8n``: the original loader's run over the 8N frames (from :mod:`bench.memory`),
+    whose self-timed loop gives its throughput. The bare read runs before and after the exports
+    (the faster counts: it is the machine's limit)."""
+    bare_before = run_baseline(workspace, "bare-read", trees["8N"], None, "bare-read-1",
+                               image_size)
+    exports = {}
+    for w in workers:
+        for size in ("N", "8N"):
+            exports[f"{size}-w{w}"] = run_export(workspace, trees[size], frames[size], w,
+                                                 image_size)
+    bare_after = run_baseline(workspace, "bare-read", trees["8N"], None, "bare-read-2",
+                              image_size)
+
+    bare_runs = [loop_rates(bare_before), loop_rates(bare_after)]
+    bare = max(bare_runs, key=lambda r: r["frames_per_s"])
+    rates = {f"w{w}": rate_summary(exports[f"N-w{w}"], exports[f"8N-w{w}"]) for w in workers}
+    for w in workers:
+        rate = rates[f"w{w}"]
+        rate["frames_per_s_per_core"] = rate["frames_per_s"] / w
+        rate["ratio_to_bare_read_per_core"] = rate["frames_per_s_per_core"] / bare["frames_per_s"]
+        rate["cpu_ratio_to_bare_read"] = rate["frames_per_cpu_s"] / bare["frames_per_cpu_s"]
+    scaling = (rates[f"w{max(workers)}"]["frames_per_s"]
+               / rates[f"w{min(workers)}"]["frames_per_s"] if len(workers) > 1 else math.nan)
+    original = loop_rates(original_8n)
+    original["ratio_to_bare_read"] = original["frames_per_s"] / bare["frames_per_s"]
+    original["frames"] = original_8n["frames"]
+    return {
+        "frames": frames,
+        "input_mb": {k: tree_bytes(v) / _MB for k, v in trees.items()},
+        "bare_read": {"runs": [bare_before, bare_after], "rates": bare_runs, "best": bare},
+        "original_loader": original,
+        "exports": exports,
+        "rates": rates,
+        "worker_scaling": scaling,
+        "stages": stage_profile(trees["N"], image_size),
+    }
+
+
+def export_targets(result: dict) -> list[dict]:
+    """The two export targets with their measured ratios."""
+    rates = result["rates"]
+    per_core = min(r["ratio_to_bare_read_per_core"] for r in rates.values())
+    out = [target("export per core >= 0.5 x bare read-and-decode", per_core, 0.5,
+                  note=f"CPU-time ratio {min(r['cpu_ratio_to_bare_read'] for r in rates.values()):.3f}")]
+    if not math.isnan(result["worker_scaling"]):
+        cores = [r["cores_used"] for r in rates.values()]
+        out.append(target("2 workers >= 1.6 x 1 worker", result["worker_scaling"], 1.6,
+                          note="cores used " + " / ".join(f"{c:.2f}" for c in cores)))
+    return out
+
+
+def target(name: str, value: float, threshold: float, *, note: str = "",
+           below: bool = False) -> dict:
+    """One target line: met when ``value >= threshold`` (``<=`` with ``below``)."""
+    met = (value <= threshold) if below else (value >= threshold)
+    return {"target": name, "value": value, "threshold": threshold,
+            "met": bool(met and not math.isnan(value)), "note": note}
+
+
+def stats_line(measured: Measured) -> str:
+    return f"{measured.wall_s:.1f} s wall, {measured.cpu_s:.1f} s CPU, peak {measured.peak_mb:.0f} MB"

@@ -1,0 +1,166 @@
+"""Measure 2: the trainer's input pipeline against the seed's sketch and the model's appetite.
+
+Three rates in examples per second, side by side in one process:
+
+* **stream**: ``trainer.data.train_dataset`` (the trainer's own builder, default configuration:
+  per-class interleave, byte-budgeted shuffle, per-class augmentation, class-balanced
+  ``sample_from_datasets``, batch 8, prefetch) over an export, iterated without a model, after
+  a few warm-up batches;
+* **from_generator**: the seed plan's ``Dataset.from_generator`` sketch
+  (:func:`bench.baselines.seed_dataset`) reading the same frames' FITS/TIFF files on the fly,
+  one full pass (its ``shuffle(1024)`` fills before the first batch, so a pass is the unit);
+* **model**: the default model's ``train_on_batch`` at batch 8 on one fixed in-memory batch
+  (nothing to wait for): how fast training can consume examples at all.
+
+And the check that matters: the same model trained with ``model.fit`` on the stream, whose rate
+must equal the model's own (the stream never being what limits training).
+
+Run as ``python -m bench.pipeline EXPORT TREE --json OUT`` (a fresh TensorFlow process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _timed_batches(iterator, batches: int) -> tuple[int, float, float]:
+    """Pull ``batches`` batches; ``(examples, wall s, CPU s)``."""
+    examples = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(batches):
+        inputs, _labels = next(iterator)
+        examples += int(inputs["image"].shape[0])
+    return examples, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def stream_rate(export_dir: Path, manifest: dict, config: dict, warm: int,
+                batches: int) -> dict[str, float]:
+    """Examples/s of the trainer's train stream without a model."""
+    from trainer.data import train_dataset
+
+    iterator = iter(train_dataset(export_dir, manifest, config))
+    _timed_batches(iterator, warm)
+    examples, wall, cpu = _timed_batches(iterator, batches)
+    return {"examples": examples, "seconds": wall, "cpu_s": cpu,
+            "examples_per_s": examples / wall}
+
+
+def generator_rate(tree: Path, image_size: int, batch_size: int) -> dict[str, float]:
+    """Examples/s of one full pass of the seed's ``from_generator`` sketch over ``tree``."""
+    from bench.baselines import list_frames, seed_dataset
+
+    items = list_frames(tree)
+    dataset = seed_dataset(items, size=image_size, batch_size=batch_size)
+    examples = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for image, _features, _confidences, _label in dataset:
+        examples += int(image.shape[0])
+    seconds = time.perf_counter() - wall
+    return {"examples": examples, "seconds": seconds, "cpu_s": time.process_time() - cpu,
+            "examples_per_s": examples / seconds}
+
+
+def compiled_model(config: dict, manifest: dict, steps_per_epoch: int):
+    """The model as ``skyshard train`` builds and compiles it (optimiser, loss, metrics)."""
+    from trainer.data import class_counts, sampling_weights
+    from trainer.models import build_model
+    from trainer.optim import make_loss, make_metrics, make_optimizer
+
+    weights = sampling_weights(class_counts(manifest, "train"), config["data"]["balance_power"])
+    probabilities = [weights.get(name, 0.0) for name in manifest["classes"]]
+    model = build_model(config, manifest)
+    model.compile(optimizer=make_optimizer(config, steps_per_epoch),
+                  loss=make_loss(config, probabilities),
+                  metrics=make_metrics(len(manifest["classes"])))
+    return model
+
+
+def model_rate(model, batch, warm: int, steps: int) -> dict[str, float]:
+    """Examples/s of ``train_on_batch`` on one fixed batch (after ``warm`` steps)."""
+    inputs, labels = batch
+    for _ in range(warm):
+        model.train_on_batch(inputs, labels)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        model.train_on_batch(inputs, labels)
+    seconds = time.perf_counter() - wall
+    examples = steps * int(inputs["image"].shape[0])
+    return {"examples": examples, "seconds": seconds, "cpu_s": time.process_time() - cpu,
+            "examples_per_s": examples / seconds, "ms_per_step": 1000 * seconds / steps}
+
+
+def fit_rate(model, dataset, steps: int) -> dict[str, float]:
+    """Examples/s of ``model.fit`` fed by the stream (a short warm-up fit first)."""
+    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    seconds = time.perf_counter() - wall
+    batch = int(next(iter(dataset))[0]["image"].shape[0])
+    return {"examples": steps * batch, "seconds": seconds, "cpu_s": time.process_time() - cpu,
+            "examples_per_s": steps * batch / seconds, "ms_per_step": 1000 * seconds / steps}
+
+
+def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
+                     model_steps: int) -> dict[str, Any]:
+    """Measure 2 as a dict (rates and the two target ratios)."""
+    from skyshard.manifest import load_manifest
+    from trainer.config import load_config
+    from trainer.data import steps_per_epoch, train_dataset
+
+    manifest = load_manifest(export_dir)
+    config = load_config()
+    batch_size = int(config["train"]["batch_size"])
+    stream = stream_rate(export_dir, manifest, config, warm, batches)
+    generator = generator_rate(tree, int(manifest["image_size"]), batch_size)
+    dataset = train_dataset(export_dir, manifest, config)
+    model = compiled_model(config, manifest, steps_per_epoch(manifest, config))
+    consumption = model_rate(model, next(iter(dataset)), warm=3, steps=model_steps)
+    fit = fit_rate(model, dataset, model_steps)
+    return {
+        "export": str(export_dir), "image_size": int(manifest["image_size"]),
+        "batch_size": batch_size, "model": config["model"]["name"],
+        "params": int(model.count_params()),
+        "stream": stream, "from_generator": generator, "model_consumption": consumption,
+        "fit_with_stream": fit,
+        "stream_over_generator": stream["examples_per_s"] / generator["examples_per_s"],
+        "stream_over_model": stream["examples_per_s"] / consumption["examples_per_s"],
+        "fit_over_model": fit["examples_per_s"] / consumption["examples_per_s"],
+    }
+
+
+def pipeline_targets(result: dict) -> list[dict]:
+    from bench.export_bench import target
+
+    return [
+        target("tf.data stream >= 5 x from_generator", result["stream_over_generator"], 5.0),
+        target("tf.data stream >= 5 x model consumption", result["stream_over_model"], 5.0,
+               note=f"fit on the stream runs at {result['fit_over_model']:.2f} x the "
+                    "model's own rate"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline")
+    parser.add_argument("export", type=Path)
+    parser.add_argument("tree", type=Path, help="the sample tree the export was made from")
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--warm", type=int, default=10)
+    parser.add_argument("--batches", type=int, default=200)
+    parser.add_argument("--model-steps", type=int, default=20)
+    args = parser.parse_args(argv)
+    from skyshard.runtime import quiet_tensorflow
+
+    quiet_tensorflow()
+    result = measure_pipeline(args.export, args.tree, warm=args.warm, batches=args.batches,
+                              model_steps=args.model_steps)
+    args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

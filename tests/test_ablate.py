@@ -1,0 +1,83 @@
+"""The accuracy ablation (bench/ablate.py): one quick variant on a tiny synthetic export, the
+headers-stripped evaluation, and the table's structure."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthetic_export import write_synthetic_export
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
+from bench import ablate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return write_synthetic_export(tmp_path_factory.mktemp("ablate") / "export", image_size=16,
+                                  per_class={"train": 4, "val": 2, "test": 2})
+
+
+def test_strip_headers_blanks_header_features_and_zeroes_confidences(export):
+    from skyshard.manifest import load_manifest
+    from trainer.data import eval_dataset
+
+    manifest = load_manifest(export)
+    header = ablate.header_indices(manifest)
+    assert header and len(header) < len(manifest["feature_names"])
+    batch = next(iter(eval_dataset(export, manifest, "test").map(
+        ablate.strip_headers(manifest))))
+    features = batch["features"].numpy()
+    assert np.isnan(features[:, header]).all()
+    others = [i for i in range(features.shape[1]) if i not in header]
+    original = next(iter(eval_dataset(export, manifest, "test")))["features"].numpy()
+    np.testing.assert_array_equal(np.isnan(features[:, others]), np.isnan(original[:, others]))
+    assert not batch["confidences"].numpy().any()
+
+
+def test_quick_ablation_writes_json_and_table(export, tmp_path):
+    out, markdown = tmp_path / "ablation.json", tmp_path / "ACCURACY.md"
+    assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "1",
+                        "--quick", "--budget-minutes", "5", "--scratch", str(tmp_path / "runs"),
+                        "--out", str(out), "--markdown", str(markdown)]) == 0
+    report = json.loads(out.read_text())
+    (row,) = report["rows"]
+    assert row["variant"] == "base" and row["seeds_done"] == 1 and not row["failed"]
+    for key in ("test_macro_f1_mean", "test_stripped_macro_f1_mean", "train_seconds_mean",
+                "peak_rss_mb_max"):
+        assert math.isfinite(row[key]), key
+    assert set(row["per_class_f1"]) == set(ablate.HARD_CLASSES)
+    (run,) = report["runs"]["base"]
+    assert run["test"]["n"] == run["test_stripped"]["n"] == 12
+    table = markdown.read_text()
+    header, rule, line = table.splitlines()[:3]
+    assert "macro-F1 headers stripped" in header and "peak RSS" in header
+    assert header.count("|") == rule.count("|") == line.count("|")
+    assert line.startswith("| base | 1/1 |")
+
+
+def test_budget_spent_starts_no_run_and_says_so(export, tmp_path):
+    lines = []
+    report = ablate.ablate(str(export), ablate.resolve_variants(["base", "no_gating"]), [1],
+                           0.0, tmp_path / "runs", ablate.QUICK_OVERRIDES, {}, echo=lines.append)
+    assert [s["variant"] for s in report["skipped"]] == ["base", "no_gating"]
+    assert all(row["seeds_done"] == 0 for row in report["rows"])
+    assert "not run" in ablate.markdown_table(report)
+    assert any("budget" in line for line in lines)
+
+
+def test_every_variant_is_a_valid_configuration():
+    from trainer.config import load_config
+
+    for name, spec in ablate.VARIANTS.items():
+        load_config(overrides={k: v for k, v in spec.items() if k != "image_size"})
+
+
+def test_unknown_variant_is_an_error():
+    with pytest.raises(SystemExit):
+        ablate.resolve_variants(["nope"])

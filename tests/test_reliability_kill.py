@@ -1,0 +1,183 @@
+"""Crash-safe export: ``skyshard export`` killed with SIGKILL at several moments.
+
+After every kill, OUT holds either no ``manifest.json`` (consumers then say the export did not
+finish) or a manifest whose every shard exists with its sha256 and record count; no reader helper
+process outlives the killed export; and a rerun into the same OUT completes with the same records
+(key -> bytes) as an uninterrupted export. The kills form one chain per OUT, so each kill also
+tests a rerun into what the previous one left:
+
+1. at 0.5 s (start-up, discovery);
+2. while the job writes temporary shards under ``.incomplete/``;
+3. in the driver's finalize step, between shard renames (``SKYSHARD_TEST_FINALIZE_PAUSE``);
+then a complete rerun, and a plain rerun into the finished OUT (refused, naming --overwrite);
+4. ``--overwrite`` killed during its job: the old export must still be whole;
+5. ``--overwrite`` killed between its renames: no manifest, and a plain rerun completes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from export_helpers import read_export
+from exporter.isolation import TEST_HOOK_ENV
+from exporter.shards import FINALIZE_PAUSE_ENV, INCOMPLETE_DIR
+from skyshard.manifest import ManifestError, load_manifest, verify_shards
+from skyshard.tfrecord import read_records
+
+pytestmark = pytest.mark.slow
+
+OPTIONS = ["--image-size", "32", "--folds", "3"]
+SKYSHARD = [sys.executable, "-m", "skyshard.cli"]
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory) -> Path:
+    from skyshard.sample import write_sample_tree
+
+    root = tmp_path_factory.mktemp("kill-frames")
+    write_sample_tree(root, per_class=2, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(frames, tmp_path_factory) -> dict[str, bytes]:
+    """Records of an uninterrupted export with the CLI's options, key -> record bytes."""
+    from exporter.export import run_export
+    from exporter.extract import ExportSpec
+
+    out = tmp_path_factory.mktemp("reference") / "out"
+    run_export(frames, out, spec=ExportSpec(classes=[], image_size=32, folds=3), command="ref")
+    return records_of(out)
+
+
+def records_of(out: Path) -> dict[str, bytes]:
+    return {key: record["_bytes"] for key, record in read_export(out).items()}
+
+
+def start_export(frames: Path, out: Path, *extra: str, env: dict[str, str] | None = None):
+    return subprocess.Popen([*SKYSHARD, "export", str(frames), str(out), *OPTIONS, *extra],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def run_export_cli(frames: Path, out: Path, *extra: str) -> None:
+    process = start_export(frames, out, *extra)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 0, err[-2000:]
+
+
+def wait_for(condition, process, limit: float = 120.0) -> None:
+    """Poll ``condition()`` every 20 ms until true; fail if the export ends or time runs out."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if process.poll() is not None:
+            pytest.fail(f"the export ended (rc {process.returncode}) before the kill moment: "
+                        f"{process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the kill moment never came")
+        time.sleep(0.02)
+
+
+def kill_now(process) -> None:
+    """SIGKILL the export; then every helper it started must be gone within a few seconds."""
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    deadline = time.monotonic() + 10
+    while (alive := [p for p in descendants if running(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, f"processes outlived the killed export: {alive}"
+
+
+def running(process: psutil.Process) -> bool:
+    """Alive and not a zombie (an orphan's parent may be slow to reap it)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def assert_consistent(out: Path) -> bool:
+    """No manifest, or one whose shards all exist with their sha256 and record counts.
+    Returns whether a manifest exists."""
+    try:
+        manifest = load_manifest(out)
+    except ManifestError as exc:
+        assert "did not finish" in str(exc)
+        return False
+    verify_shards(out, manifest)
+    for split, info in manifest["splits"].items():
+        counted = 0
+        for shard in info["shards"]:
+            records = sum(1 for _ in read_records(str(out / shard["path"])))
+            assert records == shard["records"], shard["path"]
+            counted += records
+        assert counted == info["count"], split
+    return True
+
+
+def any_file(folder: Path) -> bool:
+    return folder.is_dir() and any(p.is_file() for p in folder.rglob("*"))
+
+
+def test_killed_exports_leave_no_false_manifest_and_reruns_complete(frames, reference,
+                                                                    tmp_path):
+    out = tmp_path / "out"
+
+    process = start_export(frames, out)  # 1. start-up
+    time.sleep(0.5)
+    kill_now(process)
+    assert not assert_consistent(out)
+
+    # 2. during the job, temporary shards being written (each file slowed a little, so the
+    # job is still running when the first shard appears)
+    process = start_export(frames, out, env={TEST_HOOK_ENV: "*=sleep:0.2"})
+    wait_for(lambda: any_file(out / INCOMPLETE_DIR / "shards"), process)
+    kill_now(process)
+    assert not assert_consistent(out)
+    assert not any_file(out / "train"), "a shard got its final name before the job ended"
+
+    process = start_export(frames, out, env={FINALIZE_PAUSE_ENV: "0.5"})  # 3. finalize
+    wait_for(lambda: any_file(out / "train"), process)
+    kill_now(process)
+    assert not assert_consistent(out), "a manifest was written before the last rename"
+
+    run_export_cli(frames, out)  # an uninterrupted rerun into what the kills left
+    assert assert_consistent(out)
+    assert records_of(out) == reference
+    assert not (out / INCOMPLETE_DIR).exists()
+
+    finished = (out / "manifest.json").read_bytes()
+    process = start_export(frames, out)  # a finished OUT is never replaced silently
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 2 and "--overwrite" in err
+    assert (out / "manifest.json").read_bytes() == finished
+
+    # 4. --overwrite, killed during its job: the old export stays whole
+    process = start_export(frames, out, "--overwrite", env={TEST_HOOK_ENV: "*=sleep:0.2"})
+    wait_for(lambda: any_file(out / INCOMPLETE_DIR / "shards"), process)
+    kill_now(process)
+    assert (out / "manifest.json").read_bytes() == finished
+    assert assert_consistent(out) and records_of(out) == reference
+
+    # 5. --overwrite, killed between its renames: the old export is gone, no manifest
+    process = start_export(frames, out, "--overwrite", env={FINALIZE_PAUSE_ENV: "0.5"})
+    wait_for(lambda: not (out / "manifest.json").exists() and any_file(out / "train"), process)
+    kill_now(process)
+    assert not assert_consistent(out)
+
+    run_export_cli(frames, out)  # no manifest: a plain rerun completes, no --overwrite needed
+    assert assert_consistent(out) and records_of(out) == reference
