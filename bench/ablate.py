@@ -205,10 +205,13 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             + " | ".join(f"F1 {short[c]}" for c in HARD_CLASSES)
             + " | F1 stripped bias/darks/deep/spec | epochs | train s | peak RSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    skipped = {s["variant"] for s in report["skipped"]}
     for row in report["rows"]:
         if not row["seeds_done"]:
-            lines.append(f"| {row['variant']} | 0/{row['seeds_planned']} | not run"
-                         + " |" * (head.count("|") - 4))
+            why = ("not run: budget spent" if row["variant"] in skipped
+                   else "failed" if row["failed"] else "pending")
+            lines.append(f"| {row['variant']} | 0/{row['seeds_planned']} | {why}"
+                         + " |" * (head.count("|") - 3))
             continue
         stripped = "/".join(_f(row["per_class_f1_stripped"][c], 2) for c in HARD_CLASSES)
         lines.append(
@@ -348,10 +351,27 @@ def _write(report, out: Path | None, markdown: Path | None) -> None:
         markdown.write_text(markdown_table(report), encoding="utf-8")
 
 
+def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One report from several ablation runs on the same export (e.g. a 3-seed run of the main
+    variants and a 1-seed run of the rest, run side by side): rows and runs concatenated in
+    order, budgets and skipped runs added up."""
+    first = reports[0]
+    merged = {**first, "rows": [], "runs": {}, "skipped": [], "budget_minutes": 0.0,
+              "elapsed_minutes": 0.0, "seeds": sorted({s for r in reports for s in r["seeds"]}),
+              "merged_from": len(reports)}
+    for report in reports:
+        merged["rows"].extend(report["rows"])
+        merged["runs"].update(report["runs"])
+        merged["skipped"].extend(report["skipped"])
+        merged["budget_minutes"] = max(merged["budget_minutes"], report["budget_minutes"])
+        merged["elapsed_minutes"] = max(merged["elapsed_minutes"], report["elapsed_minutes"])
+    return merged
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--export", required=True, help="labelled export folder")
+    parser.add_argument("--export", help="labelled export folder")
     parser.add_argument("--variants", default="base",
                         help=f"comma-separated, from: {','.join(VARIANTS)}")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per variant (1..N)")
@@ -370,6 +390,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", default=None, help="markdown table")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 epoch of 2 steps, tiny model")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="no training: merge earlier reports into --out / --markdown")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
@@ -382,6 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         run_one(args.export, args.run, json.loads(args.overrides), args.result)
         return 0
+    if args.merge:
+        report = merge_reports([json.loads(Path(p).read_text(encoding="utf-8"))
+                                for p in args.merge])
+        _write(report, Path(args.out) if args.out else None,
+               Path(args.markdown) if args.markdown else None)
+        print(markdown_table(report))
+        return 0
+    if not args.export:
+        raise SystemExit("--export is required (or --merge)")
     from trainer.config import parse_assignment
 
     common = {**(QUICK_OVERRIDES if args.quick else {}),

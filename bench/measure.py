@@ -7,9 +7,16 @@ observers watch it:
 * the **kernel's high-water mark**: ``os.wait4`` returns the child's ``rusage`` once it exits;
   its ``ru_maxrss`` is the peak RSS of the largest single process among the child and the
   descendants it waited for (exact, no sampling);
-* a **psutil sampler** that sums the RSS of the whole process tree every ``interval`` seconds
-  (Beam's multi-processing workers and the exporter's reader helpers are descendants, and they
-  are alive at the same time, so their sum is what the machine must hold).
+* a **sampler** that sums the memory of the whole process tree (Beam's multi-processing
+  workers and the exporter's reader helpers are descendants, alive at the same time): the RSS
+  sum every ``interval`` seconds (psutil; what skyshard's own ``RssMonitor`` reports), and the
+  **PSS** sum (proportional set size, ``/proc/PID/smaps_rollup``) every ``pss_interval``
+  seconds. An RSS sum counts every shared page once per process that maps it: libraries
+  preloaded by a forkserver, and the whole parent for the instant between a ``fork`` and its
+  ``exec``, so it overstates a tree; PSS splits shared pages between their users and adds up to
+  what the tree really holds.
+
+``peak_mb``, the figure the comparisons use, is the larger of the kernel's mark and the PSS sum.
 
 CPU time is the larger of the kernel's (user + system of the child and its waited-for
 descendants) and the sampler's (last CPU time seen per process, summed), so processes that are
@@ -45,7 +52,9 @@ class Measured:
     cpu_s: float
     peak_rss_mb: float
     peak_tree_rss_mb: float
+    peak_tree_pss_mb: float
     processes_seen: int
+    processes: list[dict] = field(default_factory=list)
     log_tail: str = ""
     loadavg_before: float = 0.0
     loadavg_after: float = 0.0
@@ -56,14 +65,15 @@ class Measured:
 
     @property
     def peak_mb(self) -> float:
-        """The figure used for comparisons: the larger of the two observers."""
-        return max(self.peak_rss_mb, self.peak_tree_rss_mb)
+        """The figure used for comparisons: the larger of the kernel's high-water mark of the
+        largest process and the sampled PSS sum of the tree."""
+        return max(self.peak_rss_mb, self.peak_tree_pss_mb)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["cores_used"] = round(self.cores_used, 2)
         out["peak_mb"] = round(self.peak_mb, 1)
-        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_rss_mb"):
+        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_rss_mb", "peak_tree_pss_mb"):
             out[key] = round(out[key], 3 if key.endswith("_s") else 1)
         return out
 
@@ -72,14 +82,38 @@ class CommandFailed(RuntimeError):
     """A measured command exited with a non-zero status; carries its log tail."""
 
 
+def pss_bytes(pid: int) -> int | None:
+    """Proportional set size of one process (None where the kernel does not say)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 @dataclass
 class _TreeSampler:
-    """Samples the RSS sum and per-process CPU time of a process tree on a thread."""
+    """Samples the RSS and PSS sums and per-process CPU time of a process tree on a thread."""
 
     root_pid: int
     interval: float
+    pss_interval: float
     peak_bytes: int = 0
+    peak_pss_bytes: int = 0
     cpu_by_pid: dict[int, float] = field(default_factory=dict)
+    rss_by_pid: dict[int, int] = field(default_factory=dict)
+    label_by_pid: dict[int, str] = field(default_factory=dict)
+
+    def processes(self) -> list[dict]:
+        """Per process: a label, its peak RSS (MiB) and CPU seconds, largest first."""
+        rows = [{"pid": pid, "label": self.label_by_pid.get(pid, "?"),
+                 "peak_rss_mb": round(self.rss_by_pid.get(pid, 0) / _MB, 1),
+                 "cpu_s": round(self.cpu_by_pid.get(pid, 0.0), 2)}
+                for pid in self.cpu_by_pid]
+        return sorted(rows, key=lambda r: -r["peak_rss_mb"])
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -97,31 +131,60 @@ class _TreeSampler:
             root = psutil.Process(self.root_pid)
         except psutil.Error:
             return
+        every = max(1, round(self.pss_interval / self.interval))
+        count = 0
         while not self._stop.is_set():
-            self.sample(root)
+            self.sample(root, with_pss=count % every == 0)
+            count += 1
             self._stop.wait(self.interval)
 
-    def sample(self, root: psutil.Process) -> None:
+    def sample(self, root: psutil.Process, with_pss: bool) -> None:
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
+        if with_pss:
+            sizes = [pss_bytes(proc.pid) for proc in tree]
+            self.peak_pss_bytes = max(self.peak_pss_bytes, sum(s for s in sizes if s))
         total = 0
         for proc in tree:
             try:
                 with proc.oneshot():
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
                     times = proc.cpu_times()
-                self.cpu_by_pid[proc.pid] = max(self.cpu_by_pid.get(proc.pid, 0.0),
-                                                times.user + times.system)
+                if proc.pid not in self.label_by_pid:
+                    self.label_by_pid[proc.pid] = process_label(proc, proc.pid == self.root_pid)
             except psutil.Error:
                 continue
+            total += rss
+            self.rss_by_pid[proc.pid] = max(self.rss_by_pid.get(proc.pid, 0), rss)
+            self.cpu_by_pid[proc.pid] = max(self.cpu_by_pid.get(proc.pid, 0.0),
+                                            times.user + times.system)
         self.peak_bytes = max(self.peak_bytes, total)
+
+
+def process_label(proc: psutil.Process, is_root: bool) -> str:
+    """What a process of a measured tree is: ``command``, ``beam worker``, ``reader helper``
+    (the exporter's forkserver and the helpers forked from it), or its program name."""
+    if is_root:
+        return "command"
+    try:
+        cmdline = " ".join(proc.cmdline())
+    except psutil.Error:
+        return "?"
+    if "sdk_worker_main" in cmdline:
+        return "beam worker"
+    if "forkserver" in cmdline:
+        return "reader helper"
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    return Path(cmdline.split(" ")[0]).name if cmdline else "?"
 
 
 def run_measured(command: list[str], *, log_path: Path | None = None,
                  env: dict[str, str] | None = None, interval: float = 0.1,
-                 timeout_s: float | None = None, check: bool = True) -> Measured:
+                 pss_interval: float = 1.0, timeout_s: float | None = None,
+                 check: bool = True) -> Measured:
     """Run ``command`` in a new session and measure it (see the module docstring).
 
     Output (stdout and stderr) goes to ``log_path`` (or is discarded); its tail is kept.
@@ -134,7 +197,7 @@ def run_measured(command: list[str], *, log_path: Path | None = None,
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
-        sampler = _TreeSampler(proc.pid, interval)
+        sampler = _TreeSampler(proc.pid, interval, pss_interval)
         sampler.start()
         killer = _group_killer(proc.pid, timeout_s)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -153,7 +216,8 @@ def run_measured(command: list[str], *, log_path: Path | None = None,
         cpu_s=max(kernel_cpu, sum(sampler.cpu_by_pid.values())),
         peak_rss_mb=usage.ru_maxrss * _maxrss_unit() / _MB,
         peak_tree_rss_mb=sampler.peak_bytes / _MB,
-        processes_seen=len(sampler.cpu_by_pid), log_tail=tail,
+        peak_tree_pss_mb=sampler.peak_pss_bytes / _MB,
+        processes_seen=len(sampler.cpu_by_pid), processes=sampler.processes(), log_tail=tail,
         loadavg_before=round(load_before, 2), loadavg_after=round(os.getloadavg()[0], 2))
     if check and proc.returncode != 0:
         raise CommandFailed(f"{' '.join(measured.command)} exited with {proc.returncode}:\n{tail}")

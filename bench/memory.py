@@ -142,9 +142,10 @@ def _pair(make) -> dict[str, dict]:
 
 
 def measure_memory(workspace: Workspace, exports: dict[str, dict], original: dict[str, dict],
-                   epochs: int) -> dict[str, Any]:
+                   epochs: int, small_buffer: bool = True) -> dict[str, Any]:
     """Measure 3 as a dict. ``exports``: measure 1's export runs (``N-w1``, ``8N-w1``, ...);
-    ``original``: :func:`original_loader_runs`."""
+    ``original``: :func:`original_loader_runs`; ``small_buffer``: also train with a
+    :data:`SMALL_SHUFFLE_MB` shuffle budget."""
     record_bytes = exports["8N-w1"]["record_bytes"]
     paths = {size: Path(exports[f"{size}-w1"]["out"]) for size in ("N", "8N")}
     commands: dict[str, dict[str, dict]] = {}
@@ -155,11 +156,12 @@ def measure_memory(workspace: Workspace, exports: dict[str, dict], original: dic
             "frames": run["records"], "measured": run["measured"],
             "self_reported_mb": run["self_reported"]["peak_rss_mb"]}
     train_default = _pair(lambda size: train_run(workspace, paths[size], size, epochs))
-    small_buffer = (f"data.shuffle_buffer_mb={SMALL_SHUFFLE_MB}",)
     commands["train"] = train_default
-    commands[f"train (shuffle buffer {SMALL_SHUFFLE_MB} MB)"] = _pair(
-        lambda size: train_run(workspace, paths[size], f"{size}-smallbuffer", epochs,
-                               small_buffer))
+    if small_buffer:
+        setting = (f"data.shuffle_buffer_mb={SMALL_SHUFFLE_MB}",)
+        commands[f"train (shuffle buffer {SMALL_SHUFFLE_MB} MB)"] = _pair(
+            lambda size: train_run(workspace, paths[size], f"{size}-smallbuffer", epochs,
+                                   setting))
     if "run" in train_default["8N"]:
         model_run = Path(train_default["8N"]["run"])
         commands["evaluate"] = _pair(

@@ -13,7 +13,9 @@ Three rates in examples per second, side by side in one process:
   (nothing to wait for): how fast training can consume examples at all.
 
 And the check that matters: the same model trained with ``model.fit`` on the stream, whose rate
-must equal the model's own (the stream never being what limits training).
+must equal the model's own (the stream never being what limits training). The two alternate
+over a few rounds and the best round of each counts, so that a burst of other load on the
+shared machine does not pass for a slow input pipeline.
 
 Run as ``python -m bench.pipeline EXPORT TREE --json OUT`` (a fresh TensorFlow process).
 """
@@ -94,9 +96,10 @@ def model_rate(model, batch, warm: int, steps: int) -> dict[str, float]:
             "examples_per_s": examples / seconds, "ms_per_step": 1000 * seconds / steps}
 
 
-def fit_rate(model, dataset, steps: int) -> dict[str, float]:
-    """Examples/s of ``model.fit`` fed by the stream (a short warm-up fit first)."""
-    model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
+def fit_rate(model, dataset, steps: int, warm: int = 0) -> dict[str, float]:
+    """Examples/s of ``model.fit`` fed by the stream (after a ``warm``-step fit)."""
+    if warm:
+        model.fit(dataset, steps_per_epoch=warm, epochs=1, verbose=0)
     wall, cpu = time.perf_counter(), time.process_time()
     model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
     seconds = time.perf_counter() - wall
@@ -105,9 +108,19 @@ def fit_rate(model, dataset, steps: int) -> dict[str, float]:
             "examples_per_s": steps * batch / seconds, "ms_per_step": 1000 * seconds / steps}
 
 
+def best_of(rounds: list[dict]) -> dict:
+    """The fastest of several rounds (a shared machine only ever slows a round down), with
+    every round's rate kept."""
+    best = dict(max(rounds, key=lambda r: r["examples_per_s"]))
+    best["rounds_examples_per_s"] = [r["examples_per_s"] for r in rounds]
+    return best
+
+
 def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
-                     model_steps: int) -> dict[str, Any]:
-    """Measure 2 as a dict (rates and the two target ratios)."""
+                     model_steps: int, rounds: int = 3) -> dict[str, Any]:
+    """Measure 2 as a dict (rates and the two target ratios). The model's own rate and
+    ``fit`` on the stream alternate for ``rounds`` rounds of ``model_steps`` steps each; the
+    best round of each counts."""
     from skyshard.manifest import load_manifest
     from trainer.config import load_config
     from trainer.data import steps_per_epoch, train_dataset
@@ -119,8 +132,12 @@ def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
     generator = generator_rate(tree, int(manifest["image_size"]), batch_size)
     dataset = train_dataset(export_dir, manifest, config)
     model = compiled_model(config, manifest, steps_per_epoch(manifest, config))
-    consumption = model_rate(model, next(iter(dataset)), warm=3, steps=model_steps)
-    fit = fit_rate(model, dataset, model_steps)
+    batch = next(iter(dataset))
+    own, fed = [], []
+    for i in range(rounds):
+        own.append(model_rate(model, batch, warm=3 if i == 0 else 0, steps=model_steps))
+        fed.append(fit_rate(model, dataset, model_steps, warm=2 if i == 0 else 0))
+    consumption, fit = best_of(own), best_of(fed)
     return {
         "export": str(export_dir), "image_size": int(manifest["image_size"]),
         "batch_size": batch_size, "model": config["model"]["name"],
@@ -152,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warm", type=int, default=10)
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--model-steps", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     from skyshard.runtime import quiet_tensorflow
 
     quiet_tensorflow()
     result = measure_pipeline(args.export, args.tree, warm=args.warm, batches=args.batches,
-                              model_steps=args.model_steps)
+                              model_steps=args.model_steps, rounds=args.rounds)
     args.json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
 

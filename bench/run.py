@@ -43,9 +43,11 @@ class Plan:
     workers: tuple[int, ...]
     original_multiples: tuple[int, ...]
     train_epochs: int
+    train_small_buffer: bool        # also train with a 1 MB shuffle budget (see bench.memory)
     pipeline_warm: int
     pipeline_batches: int
-    model_steps: int
+    model_steps: int                # per round; the model's rate and fit alternate
+    pipeline_rounds: int
     cost_models: tuple[str, ...]
     cost_sizes: tuple[int, ...]
     cost_warm: int
@@ -60,14 +62,16 @@ class Plan:
 
 
 FULL = Plan(quick=False, per_class=16, scale=8, image_size=224, workers=(1, 2),
-            original_multiples=(1, 2, 4, 8), train_epochs=1, pipeline_warm=10,
-            pipeline_batches=200, model_steps=20,
+            original_multiples=(1, 2, 4, 8), train_epochs=1, train_small_buffer=True,
+            pipeline_warm=10, pipeline_batches=200, model_steps=12, pipeline_rounds=3,
             cost_models=("separable", "simple_cnn", "resnet50v2"), cost_sizes=(128, 224, 350),
             cost_warm=2, cost_budget_s=6.0, cost_min_steps=2, cost_max_steps=20)
 QUICK = Plan(quick=True, per_class=1, scale=8, image_size=64, workers=(1, 2),
-             original_multiples=(1, 8), train_epochs=1, pipeline_warm=2, pipeline_batches=10,
-             model_steps=3, cost_models=("separable",), cost_sizes=(64,), cost_warm=1,
-             cost_budget_s=0.5, cost_min_steps=1, cost_max_steps=2)
+             original_multiples=(1, 8), train_epochs=1, train_small_buffer=False,
+             pipeline_warm=2, pipeline_batches=10, model_steps=3, pipeline_rounds=1,
+             cost_models=("separable",),
+             cost_sizes=(64,), cost_warm=1, cost_budget_s=0.5, cost_min_steps=1,
+             cost_max_steps=2)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -138,11 +142,12 @@ def run_all(plan: Plan, workdir: Path, out: Path, results_md: Path, command: str
     export_8n = Path(export["exports"]["8N-w1"]["out"])
     pipeline = step("input pipeline", run_tensorflow_section, workspace, "pipeline",
                     [export_8n, trees["8N"], "--warm", plan.pipeline_warm,
-                     "--batches", plan.pipeline_batches, "--model-steps", plan.model_steps],
+                     "--batches", plan.pipeline_batches, "--model-steps", plan.model_steps,
+                     "--rounds", plan.pipeline_rounds],
                     "pipeline")
     write_json(out / "pipeline.json", pipeline)
     memory = step("memory", measure_memory, workspace, export["exports"], original,
-                  plan.train_epochs)
+                  plan.train_epochs, plan.train_small_buffer)
     write_json(out / "memory.json", memory)
     cost = step("training cost", run_tensorflow_section, workspace, "cost",
                 [export_8n, "--models", *plan.cost_models, "--sizes", *plan.cost_sizes,

@@ -143,6 +143,9 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     if out_dir == input_dir or input_dir in out_dir.parents:
         # Inside INPUT, the shards would be found as input (a class folder) next time.
         raise ExportError("OUT must not be inside INPUT")
+    if out_dir in input_dir.parents:
+        # Clearing or replacing OUT could then delete the frames being exported.
+        raise ExportError("INPUT must not be inside OUT")
     layout = feature_layout()
     if like is not None:
         check_like(like, layout)

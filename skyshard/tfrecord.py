@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from typing import BinaryIO, Iterator
 
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
+
+#: Largest record length believed: a corrupted length must not make a reader allocate gigabytes
+#: (a record is one frame: ~100 KB at 224 px, 2 MB at 1024 px).
+MAX_RECORD_BYTES = 1 << 28
 
 
 class TFRecordCorruptError(IOError):
@@ -44,25 +49,40 @@ def open_shard(path: str, mode: str = "rb") -> BinaryIO:
 def read_records(path: str) -> Iterator[bytes]:
     """Yield the records of one TFRecord file, checking both CRCs of each.
 
-    Raises :class:`TFRecordCorruptError` naming ``path`` on a truncated or corrupted record.
+    Raises :class:`TFRecordCorruptError` naming ``path`` on a truncated or corrupted record, an
+    implausible record length, or a damaged GZIP stream.
     """
-    with open_shard(path) as stream:
-        index = 0
-        while True:
-            header = stream.read(12)
-            if not header:
-                return
-            if len(header) < 12:
-                raise TFRecordCorruptError(f"{path}: truncated record header at record {index}")
-            length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
-            if _masked_crc(length_bytes) != crc:
-                raise TFRecordCorruptError(f"{path}: length CRC mismatch at record {index}")
-            (length,) = struct.unpack("<Q", length_bytes)
-            data = stream.read(length)
-            footer = stream.read(4)
-            if len(data) < length or len(footer) < 4:
-                raise TFRecordCorruptError(f"{path}: truncated record {index}")
-            if _masked_crc(data) != struct.unpack("<I", footer)[0]:
-                raise TFRecordCorruptError(f"{path}: data CRC mismatch at record {index}")
-            yield data
-            index += 1
+    index = 0
+    try:
+        with open_shard(path) as stream:
+            while (data := _next_record(stream, path, index)) is not None:
+                yield data
+                index += 1
+    except TFRecordCorruptError:
+        raise
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise TFRecordCorruptError(f"{path}: damaged GZIP stream at record {index}: "
+                                   f"{exc}") from exc
+
+
+def _next_record(stream: BinaryIO, path: str, index: int) -> bytes | None:
+    """The next record's data, or None at a clean end of file."""
+    header = stream.read(12)
+    if not header:
+        return None
+    if len(header) < 12:
+        raise TFRecordCorruptError(f"{path}: truncated record header at record {index}")
+    length_bytes, crc = header[:8], struct.unpack("<I", header[8:])[0]
+    if _masked_crc(length_bytes) != crc:
+        raise TFRecordCorruptError(f"{path}: length CRC mismatch at record {index}")
+    (length,) = struct.unpack("<Q", length_bytes)
+    if length > MAX_RECORD_BYTES:
+        raise TFRecordCorruptError(f"{path}: implausible record length {length} at record "
+                                   f"{index}")
+    data = stream.read(length)
+    footer = stream.read(4)
+    if len(data) < length or len(footer) < 4:
+        raise TFRecordCorruptError(f"{path}: truncated record {index}")
+    if _masked_crc(data) != struct.unpack("<I", footer)[0]:
+        raise TFRecordCorruptError(f"{path}: data CRC mismatch at record {index}")
+    return data

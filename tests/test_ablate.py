@@ -67,7 +67,9 @@ def test_budget_spent_starts_no_run_and_says_so(export, tmp_path):
                            0.0, tmp_path / "runs", ablate.QUICK_OVERRIDES, {}, echo=lines.append)
     assert [s["variant"] for s in report["skipped"]] == ["base", "no_gating"]
     assert all(row["seeds_done"] == 0 for row in report["rows"])
-    assert "not run" in ablate.markdown_table(report)
+    table = ablate.markdown_table(report).splitlines()
+    assert all("not run: budget spent" in line for line in table[2:4])
+    assert all(line.count("|") == table[0].count("|") for line in table[1:4])
     assert any("budget" in line for line in lines)
 
 

@@ -1,0 +1,116 @@
+"""``make bench-quick`` end to end: every measurement runs and writes well-formed results.
+
+Only the structure and the sanity of the figures are checked (present, positive, finite), never
+a timing or a target: the machine is shared and the quick sizes are far too small for the
+ratios to mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench.run import main
+
+SECTIONS = ("summary", "export", "pipeline", "memory", "cost")
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    out, results_md = root / "results", root / "RESULTS.md"
+    assert main(["--quick", "--workdir", str(root / "work"), "--out", str(out),
+                 "--results-md", str(results_md)]) == 0
+    data = {name: json.loads((out / f"{name}.json").read_text()) for name in SECTIONS}
+    return data, results_md.read_text()
+
+
+@pytest.mark.slow
+def test_summary_names_the_command_machine_and_targets(quick_results):
+    data, _ = quick_results
+    summary = data["summary"]
+    assert "bench.run --quick" in summary["command"]
+    assert summary["plan"]["quick"] is True
+    assert summary["machine"]["logical_cpus"] >= 1
+    assert positive(summary["total_s"])
+    names = [t["target"] for t in summary["targets"]]
+    assert any("bare read" in n for n in names) and any("from_generator" in n for n in names)
+    assert any(n.startswith("train") for n in names) and any(n.startswith("score") for n in names)
+    for t in summary["targets"]:
+        assert isinstance(t["met"], bool) and math.isfinite(t["threshold"])
+
+
+@pytest.mark.slow
+def test_export_section_has_every_run_and_rate(quick_results):
+    export = quick_results[0]["export"]
+    assert set(export["exports"]) == {"N-w1", "8N-w1", "N-w2", "8N-w2"}
+    for run in export["exports"].values():
+        assert run["records"] == run["frames"] and run["dead_letters"] == 0
+        assert positive(run["record_bytes"])
+        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_pss_mb"):
+            assert positive(run["measured"][key]), key
+        assert positive(run["self_reported"]["peak_rss_mb"])
+    best = export["bare_read"]["best"]
+    assert positive(best["frames_per_s"]) and positive(best["mb_per_s"])
+    assert positive(export["original_loader"]["frames_per_s"])
+    for rate in export["rates"].values():
+        assert positive(rate["frames_per_s_gross"]) and positive(rate["cpu_s_per_frame"])
+    stages = export["stages"]
+    assert {"read", "pixel_features", "domain_features", "preprocess"} <= set(
+        stages["ms_per_frame"])
+    assert all(positive(ms) for ms in stages["ms_per_frame"].values())
+
+
+@pytest.mark.slow
+def test_pipeline_section_has_the_three_rates(quick_results):
+    pipeline = quick_results[0]["pipeline"]
+    for name in ("stream", "from_generator", "model_consumption", "fit_with_stream"):
+        assert positive(pipeline[name]["examples_per_s"]), name
+        assert pipeline[name]["examples"] > 0
+    for ratio in ("stream_over_generator", "stream_over_model", "fit_over_model"):
+        assert positive(pipeline[ratio])
+
+
+@pytest.mark.slow
+def test_memory_section_covers_every_command_and_the_fit(quick_results):
+    memory = quick_results[0]["memory"]
+    expected = {"export (1 worker)", "export (2 workers)", "train", "evaluate", "score",
+                "original loader"}
+    assert expected <= set(memory["commands"])
+    for name in expected:
+        for size in ("N", "8N"):
+            run = memory["commands"][name][size]
+            assert "error" not in run, run.get("error")
+            assert positive(run["measured"]["peak_mb"]) and run["frames"] > 0
+        growth = memory["growth"][name]
+        assert math.isfinite(growth["per_frame_kb"]) and positive(growth["quarter_record_kb"])
+    fit = memory["original_loader_fit"]
+    assert fit["points"] >= 2 and math.isfinite(fit["intercept_mb"])
+    assert positive(memory["record_bytes"])
+
+
+@pytest.mark.slow
+def test_cost_section_has_one_sane_row_per_configuration(quick_results):
+    cost = quick_results[0]["cost"]
+    assert [(r["model"], r["image_size"]) for r in cost["rows"]] == [("separable", 64)]
+    for row in cost["rows"]:
+        for key in ("ms_per_step", "ms_per_image", "params", "flops_per_image",
+                    "profiler_flops_per_image", "first_step_s"):
+            assert positive(row[key]), key
+        assert row["steps"] >= 1
+
+
+@pytest.mark.slow
+def test_results_markdown_has_every_table(quick_results):
+    _, markdown = quick_results
+    assert "bench.run --quick" in markdown
+    for heading in ("## Targets", "## 1. Export throughput", "## 2. Input pipeline",
+                    "## 3. Peak RSS", "## 4. Training cost"):
+        assert heading in markdown
+    assert "n/a" not in markdown.split("## 4. Training cost")[1]
