@@ -83,27 +83,25 @@ QUICK_OVERRIDES = {"train.epochs": 1, "train.steps_per_epoch": 2, "train.tensorb
 
 def header_indices(manifest: Mapping[str, Any]) -> list[int]:
     """Columns of the manifest's ``feature_groups["header"]``."""
-    header = set((manifest.get("feature_groups") or {}).get("header", []))
-    return [i for i, name in enumerate(manifest["feature_names"]) if name in header]
+    from trainer.augment import header_columns
+
+    return header_columns(manifest)
 
 
 def strip_headers(manifest: Mapping[str, Any]):
-    """A ``tf.data`` map: header-group features -> NaN, all confidences -> 0 (a batch)."""
+    """A ``tf.data`` map over parsed batches: every frame header-less (header-group features
+    NaN, all confidences 0), as the trainer's header dropout does to some train frames."""
     import tensorflow as tf
 
     from skyshard import schema
+    from trainer.augment import blank_headers
 
-    n_features = len(manifest["feature_names"])
-    mask = [i in set(header_indices(manifest)) for i in range(n_features)]
-    header_mask = tf.constant(mask)
+    columns = set(header_indices(manifest))
+    header_mask = tf.constant([i in columns for i in range(len(manifest["feature_names"]))])
 
     def strip(batch: dict) -> dict:
-        features = batch[schema.FEATURES]
-        blank = tf.fill(tf.shape(features), tf.constant(float("nan"), features.dtype))
-        out = dict(batch)
-        out[schema.FEATURES] = tf.where(header_mask[tf.newaxis, :], blank, features)
-        out[schema.CONFIDENCES] = tf.zeros_like(batch[schema.CONFIDENCES])
-        return out
+        every = tf.ones_like(batch[schema.LABEL], dtype=tf.bool)
+        return blank_headers(batch, every, header_mask)
 
     return strip
 
@@ -214,18 +212,22 @@ def markdown_table(report: Mapping[str, Any]) -> str:
                          + " |" * (head.count("|") - 3))
             continue
         stripped = "/".join(_f(row["per_class_f1_stripped"][c], 2) for c in HARD_CLASSES)
+        def spread(key: str) -> str:  # no ± for a single seed
+            std = f" ± {_f(row[key + '_std'])}" if row["seeds_done"] > 1 else ""
+            return _f(row[key + "_mean"]) + std
+
         lines.append(
             f"| {row['variant']} | {row['seeds_done']}/{row['seeds_planned']} | "
-            f"{_f(row['test_macro_f1_mean'])} ± {_f(row['test_macro_f1_std'])} | "
-            f"{_f(row['test_stripped_macro_f1_mean'])} ± "
-            f"{_f(row['test_stripped_macro_f1_std'])} | "
+            f"{spread('test_macro_f1')} | {spread('test_stripped_macro_f1')} | "
             + " | ".join(_f(row["per_class_f1"][c], 2) for c in HARD_CLASSES)
             + f" | {stripped} | {_f(row['epochs_mean'], 1)} | {_f(row['train_seconds_mean'], 0)}"
             f" | {_f(row['peak_rss_mb_max'], 0)} |")
+    merged = (f" (merged from {report['merged_from']} reports; budgets and time added up)"
+              if report.get("merged_from") else "")
     notes = [f"Export: `{report['export']}` ({report['export_summary']}); "
              f"common overrides: `{json.dumps(report['common_overrides'])}`; seeds "
              f"{report['seeds']}; budget {report['budget_minutes']} min, used "
-             f"{report['elapsed_minutes']:.1f} min."]
+             f"{report['elapsed_minutes']:.1f} min{merged}."]
     if report["skipped"]:
         notes.append("Budget spent before: " + ", ".join(
             f"{s['variant']} seed {s['seed']}" for s in report["skipped"]) + ".")
@@ -353,19 +355,40 @@ def _write(report, out: Path | None, markdown: Path | None) -> None:
 
 def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One report from several ablation runs on the same export (e.g. a 3-seed run of the main
-    variants and a 1-seed run of the rest, run side by side): rows and runs concatenated in
-    order, budgets and skipped runs added up."""
+    variants and a 1-seed run of the rest, run side by side, then the runs a spent budget
+    skipped): the runs of a variant are pooled and its row recomputed; a run skipped in one
+    report but done in another is no longer listed as skipped. A report whose common overrides
+    differ from the first report's labels its variants with them (``resnet50v2
+    [train.epochs=3]``): those rows are not like for like."""
     first = reports[0]
-    merged = {**first, "rows": [], "runs": {}, "skipped": [], "budget_minutes": 0.0,
-              "elapsed_minutes": 0.0, "seeds": sorted({s for r in reports for s in r["seeds"]}),
-              "merged_from": len(reports)}
+    base_common = first["common_overrides"]
+    runs: dict[str, list] = {}
+    specs: dict[str, Mapping[str, Any]] = {}
+    planned_done: dict[str, int] = {}  # seeds planned in the reports where the variant ran
+    planned_any: dict[str, int] = {}
+    skipped = []
     for report in reports:
-        merged["rows"].extend(report["rows"])
-        merged["runs"].update(report["runs"])
-        merged["skipped"].extend(report["skipped"])
-        merged["budget_minutes"] = max(merged["budget_minutes"], report["budget_minutes"])
-        merged["elapsed_minutes"] = max(merged["elapsed_minutes"], report["elapsed_minutes"])
-    return merged
+        extra = {k: v for k, v in report["common_overrides"].items()
+                 if base_common.get(k) != v}
+        label = " [" + ", ".join(f"{k}={v}" for k, v in extra.items()) + "]" if extra else ""
+        for row in report["rows"]:
+            name = row["variant"] + label
+            specs.setdefault(name, row["overrides"])
+            runs.setdefault(name, []).extend(report["runs"].get(row["variant"], []))
+            planned_any.setdefault(name, row["seeds_planned"])
+            if row["seeds_done"]:
+                planned_done[name] = planned_done.get(name, 0) + row["seeds_planned"]
+        skipped.extend({**s, "variant": s["variant"] + label} for s in report["skipped"])
+    done_names = {name for name, rs in runs.items() if any("test" in r for r in rs)}
+    skipped = [s for s in skipped if s["variant"] not in done_names]
+    planned = {name: planned_done.get(name, planned_any[name]) for name in runs}
+    return {**first, "rows": [summarise(name, specs[name], runs[name], planned[name])
+                              for name in runs],
+            "runs": runs, "skipped": skipped,
+            "seeds": sorted({s for r in reports for s in r["seeds"]}),
+            "budget_minutes": sum(r["budget_minutes"] for r in reports),
+            "elapsed_minutes": sum(r["elapsed_minutes"] for r in reports),
+            "merged_from": len(reports)}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -105,8 +105,8 @@ TIFF_TAG_VALUES: dict[int, tuple[int, ...]] = {
     339: (0, 1, 2, 3, 4, 99),                       # SampleFormat
 }
 
-KINDS = ("bit_flips", "truncate", "insert_bytes", "card_edit", "remove_end", "tiff_tag",
-         "zero_block")
+KINDS = ("bit_flips", "header_bit_flips", "truncate", "insert_bytes", "card_edit", "remove_end",
+         "tiff_tag", "zero_block", "combo")
 FITS_KINDS = tuple(k for k in KINDS if k != "tiff_tag")
 TIFF_KINDS = tuple(k for k in KINDS if k not in ("card_edit", "remove_end"))
 
@@ -149,9 +149,18 @@ def choose_mutation(choose: Chooser, data: bytes, kind: str | None = None) -> Mu
     inner = is_gzip(data) and choose.integer(0, 9) < 7
     body = gzip.decompress(data) if inner else data
     size = max(len(body), 1)
+    if kind == "combo":
+        parts = tuple(choose_mutation(choose, body, choose.element(
+            tuple(k for k in KINDS if k != "combo"))) for _ in range(choose.integer(2, 3)))
+        return Mutation(kind, parts, inner)
     if kind == "bit_flips":
         count = choose.integer(1, 16)
         params = tuple(choose.integer(0, size * 8 - 1) for _ in range(count))
+    elif kind == "header_bit_flips":  # where the structure is: FITS headers, TIFF header + IFD
+        ranges = _header_ranges(body)
+        params = tuple(8 * start + choose.integer(0, 8 * (end - start) - 1)
+                       for start, end in (choose.element(ranges)
+                                          for _ in range(choose.integer(1, 8))))
     elif kind == "truncate":
         params = (choose.integer(0, size - 1),)
     elif kind == "insert_bytes":
@@ -182,7 +191,11 @@ def apply_mutation(data: bytes, mutation: Mutation) -> bytes:
 
 def _apply(data: bytes, mutation: Mutation) -> bytes:
     kind, params = mutation.kind, mutation.params
-    if kind == "bit_flips":
+    if kind == "combo":
+        for part in params:
+            data = _apply(data, part)
+        return data
+    if kind in ("bit_flips", "header_bit_flips"):
         return flip_bits(data, params)
     if kind == "truncate":
         return data[:params[0]]
@@ -196,9 +209,25 @@ def _apply(data: bytes, mutation: Mutation) -> bytes:
     if kind == "tiff_tag":
         return set_tiff_tag(data, *params)
     if kind == "zero_block":
-        start, length = params
+        start, length = params  # in a combo, an earlier truncation may have cut the range
+        start = min(start, len(data))
         return data[:start] + bytes(min(length, len(data) - start)) + data[start + length:]
     raise ValueError(f"unknown mutation kind {kind!r}")
+
+
+def _header_ranges(data: bytes) -> list[tuple[int, int]]:
+    """Byte ranges that hold the structure: a TIFF's 8-byte header and first IFD, or the first
+    FITS header plus the next two blocks (an extension's header in ``.fz`` files)."""
+    if data[:2] in (b"II", b"MM") and len(data) >= 8:
+        order = "<" if data[:2] == b"II" else ">"
+        ifd = struct.unpack(order + "I", data[4:8])[0]
+        if ifd + 2 <= len(data):
+            count = struct.unpack(order + "H", data[ifd:ifd + 2])[0]
+            return [(0, 8), (ifd, min(len(data), ifd + 2 + 12 * count))]
+        return [(0, 8)]
+    ends = _card_offsets(data, "END")
+    first = (ends[0] // BLOCK + 1) * BLOCK if ends else BLOCK
+    return [(0, max(1, min(len(data), first + 2 * BLOCK)))]
 
 
 def is_gzip(data: bytes) -> bool:

@@ -9,14 +9,14 @@ observers watch it:
   descendants it waited for (exact, no sampling);
 * a **sampler** that sums the memory of the whole process tree (Beam's multi-processing
   workers and the exporter's reader helpers are descendants, alive at the same time): the RSS
-  sum every ``interval`` seconds (psutil; what skyshard's own ``RssMonitor`` reports), and the
-  **PSS** sum (proportional set size, ``/proc/PID/smaps_rollup``) every ``pss_interval``
-  seconds. An RSS sum counts every shared page once per process that maps it: libraries
-  preloaded by a forkserver, and the whole parent for the instant between a ``fork`` and its
-  ``exec``, so it overstates a tree; PSS splits shared pages between their users and adds up to
-  what the tree really holds.
-
-``peak_mb``, the figure the comparisons use, is the larger of the kernel's mark and the PSS sum.
+  sum every ``interval`` seconds (psutil; what skyshard's own ``RssMonitor`` reports) and, every
+  ``smaps_interval`` seconds, the sum of each process's **private** memory (USS:
+  ``Private_Clean + Private_Dirty`` of ``/proc/PID/smaps_rollup``), kept as a time series too.
+  An RSS sum counts every shared page once per process that maps it (libraries preloaded by a
+  forkserver, a parent's whole heap between a ``fork`` and its ``exec``), so it overstates a
+  tree; private memory is what a command's own data occupies, the part that could grow with
+  the number of frames, and unlike PSS it does not move when other users' processes map the
+  same libraries.
 
 CPU time is the larger of the kernel's (user + system of the child and its waited-for
 descendants) and the sampler's (last CPU time seen per process, summed), so processes that are
@@ -52,9 +52,10 @@ class Measured:
     cpu_s: float
     peak_rss_mb: float
     peak_tree_rss_mb: float
-    peak_tree_pss_mb: float
+    peak_tree_uss_mb: float
     processes_seen: int
     processes: list[dict] = field(default_factory=list)
+    series: list[list[float]] = field(default_factory=list)  # [seconds, tree RSS, tree USS]
     log_tail: str = ""
     loadavg_before: float = 0.0
     loadavg_after: float = 0.0
@@ -65,15 +66,15 @@ class Measured:
 
     @property
     def peak_mb(self) -> float:
-        """The figure used for comparisons: the larger of the kernel's high-water mark of the
-        largest process and the sampled PSS sum of the tree."""
-        return max(self.peak_rss_mb, self.peak_tree_pss_mb)
+        """The larger of the kernel's high-water mark of the largest process and the sampled
+        private-memory sum of the tree."""
+        return max(self.peak_rss_mb, self.peak_tree_uss_mb)
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["cores_used"] = round(self.cores_used, 2)
         out["peak_mb"] = round(self.peak_mb, 1)
-        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_rss_mb", "peak_tree_pss_mb"):
+        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_rss_mb", "peak_tree_uss_mb"):
             out[key] = round(out[key], 3 if key.endswith("_s") else 1)
         return out
 
@@ -82,30 +83,33 @@ class CommandFailed(RuntimeError):
     """A measured command exited with a non-zero status; carries its log tail."""
 
 
-def pss_bytes(pid: int) -> int | None:
-    """Proportional set size of one process (None where the kernel does not say)."""
+def private_bytes(pid: int) -> int | None:
+    """Private (unshared) memory of one process, USS (None where the kernel does not say)."""
+    total = None
     try:
         with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as stream:
             for line in stream:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total = (total or 0) + int(line.split()[1]) * 1024
     except (OSError, ValueError):
         return None
-    return None
+    return total
 
 
 @dataclass
 class _TreeSampler:
-    """Samples the RSS and PSS sums and per-process CPU time of a process tree on a thread."""
+    """Samples the RSS and private-memory sums and per-process CPU time of a process tree on a
+    thread."""
 
     root_pid: int
     interval: float
-    pss_interval: float
+    smaps_interval: float
     peak_bytes: int = 0
-    peak_pss_bytes: int = 0
+    peak_private_bytes: int = 0
     cpu_by_pid: dict[int, float] = field(default_factory=dict)
     rss_by_pid: dict[int, int] = field(default_factory=dict)
     label_by_pid: dict[int, str] = field(default_factory=dict)
+    series: list[list[float]] = field(default_factory=list)
 
     def processes(self) -> list[dict]:
         """Per process: a label, its peak RSS (MiB) and CPU seconds, largest first."""
@@ -131,21 +135,23 @@ class _TreeSampler:
             root = psutil.Process(self.root_pid)
         except psutil.Error:
             return
-        every = max(1, round(self.pss_interval / self.interval))
+        every = max(1, round(self.smaps_interval / self.interval))
         count = 0
+        started = time.perf_counter()
         while not self._stop.is_set():
-            self.sample(root, with_pss=count % every == 0)
+            self.sample(root, started if count % every == 0 else None)
             count += 1
             self._stop.wait(self.interval)
 
-    def sample(self, root: psutil.Process, with_pss: bool) -> None:
+    def sample(self, root: psutil.Process, series_start: float | None) -> None:
         try:
             tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return
-        if with_pss:
-            sizes = [pss_bytes(proc.pid) for proc in tree]
-            self.peak_pss_bytes = max(self.peak_pss_bytes, sum(s for s in sizes if s))
+        private = None
+        if series_start is not None:
+            private = sum(size for size in map(private_bytes, (p.pid for p in tree)) if size)
+            self.peak_private_bytes = max(self.peak_private_bytes, private)
         total = 0
         for proc in tree:
             try:
@@ -161,6 +167,9 @@ class _TreeSampler:
             self.cpu_by_pid[proc.pid] = max(self.cpu_by_pid.get(proc.pid, 0.0),
                                             times.user + times.system)
         self.peak_bytes = max(self.peak_bytes, total)
+        if private is not None:
+            self.series.append([round(time.perf_counter() - series_start, 2),
+                                round(total / _MB, 1), round(private / _MB, 1)])
 
 
 def process_label(proc: psutil.Process, is_root: bool) -> str:
@@ -183,7 +192,7 @@ def process_label(proc: psutil.Process, is_root: bool) -> str:
 
 def run_measured(command: list[str], *, log_path: Path | None = None,
                  env: dict[str, str] | None = None, interval: float = 0.1,
-                 pss_interval: float = 1.0, timeout_s: float | None = None,
+                 smaps_interval: float = 0.5, timeout_s: float | None = None,
                  check: bool = True) -> Measured:
     """Run ``command`` in a new session and measure it (see the module docstring).
 
@@ -197,7 +206,7 @@ def run_measured(command: list[str], *, log_path: Path | None = None,
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                 env=env, start_new_session=True)
-        sampler = _TreeSampler(proc.pid, interval, pss_interval)
+        sampler = _TreeSampler(proc.pid, interval, smaps_interval)
         sampler.start()
         killer = _group_killer(proc.pid, timeout_s)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -216,8 +225,9 @@ def run_measured(command: list[str], *, log_path: Path | None = None,
         cpu_s=max(kernel_cpu, sum(sampler.cpu_by_pid.values())),
         peak_rss_mb=usage.ru_maxrss * _maxrss_unit() / _MB,
         peak_tree_rss_mb=sampler.peak_bytes / _MB,
-        peak_tree_pss_mb=sampler.peak_pss_bytes / _MB,
-        processes_seen=len(sampler.cpu_by_pid), processes=sampler.processes(), log_tail=tail,
+        peak_tree_uss_mb=sampler.peak_private_bytes / _MB,
+        processes_seen=len(sampler.cpu_by_pid), processes=sampler.processes(),
+        series=sampler.series, log_tail=tail,
         loadavg_before=round(load_before, 2), loadavg_after=round(os.getloadavg()[0], 2))
     if check and proc.returncode != 0:
         raise CommandFailed(f"{' '.join(measured.command)} exited with {proc.returncode}:\n{tail}")

@@ -1,22 +1,27 @@
 """Measure 3: peak RSS of export, train, evaluate and score at N and 8N frames, next to the
 original loader's, and the frame count at which the original loader passes 18 GB.
 
-Every figure is one command in a fresh process (:func:`bench.measure.run_measured`: the kernel's
-high-water mark and the sampled sum over the process tree), cross-checked with the peak the
-command reports about itself (``manifest.json`` ``stats.peak_rss_mb``, ``run.json``
-``peak_rss_mb``, ``metrics.json`` / ``score.json`` ``peak_rss_mb``).
+Every figure is one command in a fresh process (:func:`bench.measure.run_measured`): the peak is
+the larger of the kernel's high-water mark (largest process) and the sampled sum of private
+memory over the process tree, cross-checked with the peak the command reports about itself
+(``manifest.json`` ``stats.peak_rss_mb``, ``run.json`` ``peak_rss_mb``, ``metrics.json`` /
+``score.json`` ``peak_rss_mb``).
 
 **Flat** means: the peak grows by less than a quarter of one record per added frame, where a
 record is the export's mean record size on disk (image, features, framing) and "frames" are the
 records the command read (export: input frames; train: train + val records; evaluate: the
 evaluated split; score: the records scored).
 
-The trainer's shuffle buffers are a fixed byte budget (``data.shuffle_buffer_mb``, 64 MB by
-default, for all class streams together): they fill up with the first ~100 records per class
-and stay at that size after. Between N and 8N frames of a small benchmark they are still
-filling, so training is measured twice: with the default budget (growth = buffer fill, computed
-here as :func:`shuffle_fill_mb`), and with a 1 MB budget that is already full at N, which shows
-what grows besides the configured buffer.
+Fixed-size working sets take a while to fill, and at benchmark sizes they may still be filling
+at N: the trainer's shuffle buffers (a byte budget, ``data.shuffle_buffer_mb``, 64 MB by default
+for all class streams; ~100 records per class), the allocator pools that batches of 64 images
+leave behind in evaluate and score. So two more figures separate warm-up from growth:
+
+* the **steady state** of the 8N run: how much its private memory still rose in the last third
+  of its wall time, per frame of a third of its frames (:func:`late_growth_mb`);
+* training once more with a 1 MB shuffle budget, which is full already at N
+  (:data:`SMALL_SHUFFLE_MB`), and how much the default buffers fill between N and 8N
+  (:func:`shuffle_fill_mb`).
 """
 
 from __future__ import annotations
@@ -107,8 +112,24 @@ def score_run(workspace: Workspace, run: Path, export: Path, label: str) -> dict
             "self_reported_mb": summary.get("peak_rss_mb")}
 
 
+def late_growth_mb(series: list[list[float]]) -> float:
+    """How much a run's private memory rose in its last third of wall time: the peak of the
+    last third minus the peak before it (0 when it did not rise). Series rows are
+    ``[seconds, tree RSS MB, tree private MB]``."""
+    if len(series) < 3:
+        return math.nan
+    cut = series[-1][0] * 2 / 3
+    early = [row[2] for row in series if row[0] <= cut]
+    late = [row[2] for row in series if row[0] > cut]
+    if not early or not late:
+        return math.nan
+    return max(0.0, max(late) - max(early))
+
+
 def growth(small: dict, large: dict, record_bytes: float) -> dict[str, float]:
-    """Peak growth from ``small`` to ``large`` per added frame, against a quarter record."""
+    """Peak growth from ``small`` to ``large`` per added frame, against a quarter record; and
+    the steady-state growth inside the large run (its last third of wall time, per frame of a
+    third of its frames: at least that many frames were processed in that time)."""
     added = large["frames"] - small["frames"]
     delta_mb = large["measured"]["peak_mb"] - small["measured"]["peak_mb"]
     per_frame_kb = delta_mb * 1024 / added if added > 0 else math.nan
@@ -116,9 +137,15 @@ def growth(small: dict, large: dict, record_bytes: float) -> dict[str, float]:
     reported = [small.get("self_reported_mb"), large.get("self_reported_mb")]
     reported_kb = ((reported[1] - reported[0]) * 1024 / added
                    if added > 0 and None not in reported else math.nan)
+    kernel_kb = ((large["measured"]["peak_rss_mb"] - small["measured"]["peak_rss_mb"]) * 1024
+                 / added if added > 0 else math.nan)
+    late_mb = late_growth_mb(large["measured"].get("series", []))
     return {"frames_added": added, "delta_mb": delta_mb, "per_frame_kb": per_frame_kb,
-            "self_reported_per_frame_kb": reported_kb, "quarter_record_kb": quarter_kb,
-            "flat": bool(per_frame_kb < quarter_kb)}
+            "kernel_per_frame_kb": kernel_kb, "self_reported_per_frame_kb": reported_kb,
+            "quarter_record_kb": quarter_kb, "flat": bool(per_frame_kb < quarter_kb),
+            "late_growth_mb": late_mb,
+            "late_per_frame_kb": late_mb * 1024 / (large["frames"] / 3) if large["frames"]
+            else math.nan}
 
 
 def shuffle_fill_mb(small: dict, large: dict, record_bytes: float) -> float:
@@ -196,7 +223,8 @@ def memory_targets(result: dict) -> list[dict]:
     for name, g in result["growth"].items():
         if name == "original loader":
             continue
-        note = f"{g['delta_mb']:+.1f} MB over {g['frames_added']} frames"
+        note = (f"{g['delta_mb']:+.1f} MB over {g['frames_added']} frames; steady state in the "
+                f"8N run: {g['late_per_frame_kb']:.1f} KB/frame")
         if "shuffle_fill_mb" in g:
             note += f"; shuffle buffers filling: {g['shuffle_fill_mb']:+.1f} MB of it"
         out.append(target(f"{name}: peak RSS growth per frame < 1/4 record "

@@ -184,7 +184,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "/tmp/skyshard-bench[-quick]")
     parser.add_argument("--out", type=Path, default=None, help="folder for the JSON results")
     parser.add_argument("--results-md", type=Path, default=None, help="the tables (Markdown)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: rewrite the tables from the JSON in --out")
     return parser.parse_args(argv)
+
+
+def render_only(out: Path, results_md: Path) -> None:
+    """Rewrite ``results_md`` from the JSON results of an earlier run in ``out``."""
+    from bench.report import render
+
+    data = {name: json.loads((out / f"{name}.json").read_text())
+            for name in ("summary", "export", "pipeline", "memory", "cost")}
+    results_md.write_text(render(data["summary"], data["export"], data["pipeline"],
+                                 data["memory"], data["cost"], out, results_md),
+                          encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "bench" / "results" / ("quick" if args.quick else "")
     results_md = args.results_md or (out / "RESULTS.md" if args.quick
                                      else ROOT / "bench" / "RESULTS.md")
+    if args.render_only:
+        render_only(out, results_md)
+        print(f"[bench] rewrote {results_md} from {out}")
+        return 0
     command = shlex.join([".venv/bin/python", "-m", "bench.run",
                           *(sys.argv[1:] if argv is None else argv)])
     summary = run_all(plan, workdir, out, results_md, command)

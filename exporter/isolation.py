@@ -3,37 +3,46 @@
 A reader stuck in C code (astropy's decompression, tifffile, a hung network mount) cannot be
 interrupted from another thread of the same process. So, when the export spec sets a time limit,
 :func:`measure_isolated` hands the frame to a helper process that can be killed: if no answer
-comes within the limit, the helper is killed (SIGKILL), the file becomes ``FrameError`` of stage
-``timeout`` and the next file gets a fresh helper. A helper that dies while reading (a segfault
-or abort in a decoder, the kernel's OOM killer) makes the file a ``FrameError`` of stage
+comes within the limit, the helper is killed (SIGKILL), the file becomes a ``FrameError`` of
+stage ``timeout`` and the next file gets a fresh helper. A helper that dies while reading (a
+segfault or abort in a decoder, the kernel's OOM killer) makes the file a ``FrameError`` of stage
 ``crash``. Either way the job goes on.
 
-Each thread owns one helper (Beam runs a DoFn instance on one thread at a time). Helpers are
-started from a ``forkserver`` that has imported the readers already, so a (re)start costs
-milliseconds and nothing is ever forked from Beam's multi-threaded workers; ``spawn`` is used
-where there is no forkserver. A helper exits when its owner closes the pipe, and within a
-second when the owning process dies (``kill -9`` included), so none is left behind.
+Helpers are plain child processes (``python -m exporter.isolation OWNER_PID``) talking over
+their stdin and stdout: nothing of the parent is re-imported in them (scripts calling
+:func:`exporter.extract.frame_arrays` need no ``if __name__ == "__main__"`` guard) and nothing
+is forked from Beam's multi-threaded workers. They live in a process-wide pool: a thread borrows
+an idle helper (or starts one, which costs the readers' imports, about two seconds) and returns
+it after the file, so a long-lived process (a Beam worker, a test session, a notebook) starts one
+helper per concurrently reading thread, once. A helper exits when its pipe closes, and within a
+second of its owner's death (``kill -9`` included), so none is left behind.
 
 The wire format is data only, never pickle: the helper reads hostile bytes, so whatever it
-answers must not be able to run code in the parent. Request: JSON (path, export spec). Answer:
-a 4-byte JSON length, the JSON header (``ok``, array shapes and dtypes, ``source``; or
-``stage``/``error_type``/``message``), then the raw array bytes. The arrays are computed by the
-same :func:`exporter.extract.measure_frame` as in-process, so the records are byte-identical.
+answers must not be able to run code in the parent. Each message is a 4-byte length and a
+payload. Request: JSON (path, export spec). Answer: a 4-byte JSON length, a JSON header (``ok``,
+array shapes, ``source``, ``sha256``; or ``stage``, ``error_type``, ``message``), then the raw
+bytes of the arrays. The arrays come from the same :func:`exporter.extract.measure_frame` as
+in-process, so records are byte-identical either way.
 """
 
 from __future__ import annotations
 
+import atexit
 import fnmatch
 import json
 import logging
-import multiprocessing
 import os
+import select
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 import traceback
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,17 +53,17 @@ log = logging.getLogger("skyshard.export")
 #: Seconds a new helper may take to import the readers and say it is ready.
 STARTUP_TIMEOUT = 300.0
 
+#: Seconds to wait for a killed helper to be gone before abandoning it.
+KILL_WAIT = 10.0
+
 #: Test hook, read by the helper only: ``GLOB=ACTION[;GLOB=ACTION...]`` where GLOB matches a
 #: file's base name and ACTION is ``sleep:SECONDS`` (a reader that hangs) or ``abort`` (a reader
 #: that crashes). Never set outside tests.
 TEST_HOOK_ENV = "SKYSHARD_TEST_READ_HOOK"
 
-#: Modules the forkserver imports once, so that helpers start without importing anything.
-PRELOAD = ("exporter.extract", "exporter.readers", "exporter.headers", "exporter.pixel_stats",
-           "exporter.domain_features", "exporter.preprocessing", "astropy.io.fits", "tifffile")
-
 _ARRAY_DTYPES = {"image": "float16", "features": "float32", "confidences": "float32"}
 _LENGTH = struct.Struct("<I")
+_READY = b"ready"
 
 
 class HelperUnavailable(RuntimeError):
@@ -65,59 +74,75 @@ class HelperUnavailable(RuntimeError):
 
 
 def measure_isolated(path: str, spec, with_sha256: bool = False) -> dict[str, Any]:
-    """:func:`exporter.extract.measure_frame` of ``path`` in this thread's helper process,
-    limited to ``spec.file_timeout`` seconds. Returns the same dict; raises :class:`FrameError`
-    (stages of the reader and features, plus ``timeout`` and ``crash``)."""
-    helper = _thread_helper()
+    """:func:`exporter.extract.measure_frame` of ``path`` (plus its sha256 when asked) in a
+    helper process, limited to ``spec.file_timeout`` seconds. Returns the same dict; raises
+    :class:`FrameError` (the reader's stages, plus ``timeout`` and ``crash``)."""
     request = {"path": os.fspath(path), "spec": spec.to_dict(), "sha256": with_sha256}
     hook = os.environ.get(TEST_HOOK_ENV)
     if hook:
         request["test_hook"] = hook
-    answer = helper.ask(json.dumps(request).encode("utf-8"), float(spec.file_timeout))
+    with borrowed_helper() as helper:
+        answer = helper.ask(json.dumps(request).encode("utf-8"), float(spec.file_timeout))
     return decode_answer(answer)
 
 
-def close_thread_helper() -> None:
-    """Stop this thread's helper, if any (it is restarted on the next use)."""
-    helper = getattr(_local, "helper", None)
-    if helper is not None:
+_pool_lock = threading.Lock()
+_idle: list["FrameHelper"] = []
+
+
+@contextmanager
+def borrowed_helper() -> Iterator["FrameHelper"]:
+    """An idle helper from the pool (or a new one) for the duration of one request."""
+    with _pool_lock:
+        helper = _idle.pop() if _idle else None
+    helper = helper or FrameHelper()
+    try:
+        yield helper
+    finally:
+        with _pool_lock:
+            _idle.append(helper)
+
+
+def close_helpers() -> None:
+    """Stop every idle helper (they are started again when needed)."""
+    with _pool_lock:
+        helpers = list(_idle)
+        _idle.clear()
+    for helper in helpers:
         helper.close()
-        del _local.helper
 
 
-_local = threading.local()
-
-
-def _thread_helper() -> "FrameHelper":
-    helper = getattr(_local, "helper", None)
-    if helper is None:
-        helper = _local.helper = FrameHelper()
-    return helper
+atexit.register(close_helpers)
 
 
 class FrameHelper:
-    """One helper process and the pipe to it; restarted after a timeout or a crash."""
+    """One helper process and the pipes to it; restarted after a timeout or a crash."""
 
     def __init__(self):
-        self._process = None
-        self._conn = None
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
 
     def ask(self, request: bytes, timeout: float) -> bytes:
-        """Send one request and wait up to ``timeout`` seconds for the answer's bytes."""
-        self._ensure_running()
-        try:
-            self._conn.send_bytes(request)
-        except OSError:  # died while idle (e.g. its owner thread's process was forked): retry
+        """Send one request and wait up to ``timeout`` seconds for the whole answer."""
+        if self._process is None or self._process.poll() is not None:
             self._stop()
-            self._ensure_running()
-            self._conn.send_bytes(request)
-        if not self._conn.poll(timeout):
+            self._start()
+        try:
+            _write_message(self._process.stdin.fileno(), request)
+        except OSError:  # killed from outside while idle: start a new one and retry once
+            self._stop()
+            self._start()
+            _write_message(self._process.stdin.fileno(), request)
+        try:
+            return _read_message(self._process.stdout.fileno(), time.monotonic() + timeout)
+        except TimeoutError:
             self._stop()
             raise FrameError("timeout", f"reading the file took longer than {timeout:g} s "
-                                        "(--file-timeout); its reader was stopped")
-        try:
-            return self._conn.recv_bytes()
-        except (EOFError, OSError):
+                                        "(--file-timeout); its reader was stopped") from None
+        except EOFError:
             code = self._stop()
             raise FrameError("crash", f"the reader process died while reading the file "
                                       f"({_describe_exit(code)})") from None
@@ -126,70 +151,57 @@ class FrameHelper:
         """Close the pipe (the helper then exits by itself) and reap the process."""
         self._stop(graceful=True)
 
-    def __del__(self):  # a thread's helper is released when the thread ends
-        try:
-            self._stop(graceful=True)
-        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to clean
-            pass
-
-    def _ensure_running(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            return
-        self._stop()
-        self._start()
-
     def _start(self) -> None:
-        context = _context()
-        if multiprocessing.current_process().daemon:
-            raise HelperUnavailable("a daemonic process cannot start the reader helper; set "
-                                    "--file-timeout 0 to read in-process")
-        parent_conn, child_conn = context.Pipe(duplex=True)
-        process = context.Process(target=helper_main, args=(child_conn, os.getpid()),
-                                  name="skyshard-reader", daemon=True)
+        command = [sys.executable, "-m", "exporter.isolation", str(os.getpid())]
         try:
-            process.start()
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       bufsize=0, env=_helper_environment())
         except OSError as exc:
             raise HelperUnavailable(f"cannot start the reader helper process: {exc}") from exc
-        child_conn.close()
-        if not parent_conn.poll(STARTUP_TIMEOUT):
-            process.kill()
-            process.join()
-            raise HelperUnavailable(f"the reader helper did not start in {STARTUP_TIMEOUT:g} s")
+        self._process = process
         try:
-            parent_conn.recv_bytes()
-        except (EOFError, OSError) as exc:
-            process.join()
-            raise HelperUnavailable(
-                f"the reader helper exited at start ({_describe_exit(process.exitcode)})") from exc
-        self._process, self._conn = process, parent_conn
+            ready = _read_message(process.stdout.fileno(), time.monotonic() + STARTUP_TIMEOUT)
+        except (TimeoutError, EOFError):
+            code = self._stop()
+            raise HelperUnavailable(f"the reader helper did not start "
+                                    f"({_describe_exit(code)})") from None
+        if ready != _READY:
+            self._stop()
+            raise HelperUnavailable("the reader helper answered nonsense at start")
 
     def _stop(self, graceful: bool = False) -> int | None:
-        """End the helper (politely: close the pipe; else SIGKILL); returns its exit code."""
-        process, conn = self._process, self._conn
-        self._process = self._conn = None
-        if conn is not None:
-            conn.close()
+        """End the helper (politely: close its input; else SIGKILL); returns its exit code."""
+        process, self._process = self._process, None
         if process is None:
             return None
+        process.stdin.close()
         if graceful:
-            process.join(timeout=2)
-        if process.is_alive():
+            _wait(process, 2.0)
+        if process.poll() is None:
             process.kill()
-        process.join()
-        return process.exitcode
+        # A reader stuck in uninterruptible kernel I/O dies only when the I/O returns: abandon
+        # it to the kernel rather than block the export.
+        if not _wait(process, KILL_WAIT):
+            log.warning("reader process %s does not die (stuck in the kernel?); abandoned",
+                        process.pid)
+        process.stdout.close()
+        return process.returncode
 
 
-_context_lock = threading.Lock()
+def _wait(process: subprocess.Popen, seconds: float) -> bool:
+    try:
+        process.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
-def _context():
-    """The forkserver context with the readers preloaded (spawn where there is none)."""
-    with _context_lock:
-        if "forkserver" not in multiprocessing.get_all_start_methods():
-            return multiprocessing.get_context("spawn")
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(PRELOAD))  # used when the server starts, else moot
-        return context
+def _helper_environment() -> dict[str, str]:
+    """The parent's environment, with this skyshard's source first on the module path (so the
+    helper runs the same code even from an uninstalled checkout)."""
+    source = str(Path(__file__).resolve().parents[1])
+    paths = [source, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _describe_exit(code: int | None) -> str:
@@ -201,9 +213,39 @@ def _describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def _write_message(fd: int, payload: bytes) -> None:
+    data = memoryview(_LENGTH.pack(len(payload)) + payload)
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _read_message(fd: int, deadline: float | None = None) -> bytes:
+    """One length-prefixed message; TimeoutError past ``deadline`` (monotonic), EOFError when
+    the other side is gone."""
+    (length,) = _LENGTH.unpack(_read_exact(fd, _LENGTH.size, deadline))
+    return _read_exact(fd, length, deadline)
+
+
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes:
+    buffer = bytearray()
+    poller = select.poll() if deadline is not None else None
+    if poller is not None:
+        poller.register(fd, select.POLLIN)
+    while len(buffer) < size:
+        if poller is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not poller.poll(remaining * 1000):
+                raise TimeoutError
+        chunk = os.read(fd, min(size - len(buffer), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buffer += chunk
+    return bytes(buffer)
+
+
 def decode_answer(answer: bytes) -> dict[str, Any]:
     """The helper's answer as :func:`measure_frame`'s dict; a reported failure is re-raised as
-    :class:`FrameError` with the helper's stage, and the original error type kept."""
+    :class:`FrameError` with the helper's stage and the original error type."""
     if len(answer) < _LENGTH.size:
         raise FrameError("crash", "the reader process sent a malformed answer")
     (length,) = _LENGTH.unpack_from(answer)
@@ -218,12 +260,12 @@ def decode_answer(answer: bytes) -> dict[str, Any]:
     offset = _LENGTH.size + length
     for name, dtype in _ARRAY_DTYPES.items():
         shape = tuple(int(n) for n in header["shapes"][name])
-        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if offset + size > len(answer):
+        count = int(np.prod(shape))
+        if offset + count * np.dtype(dtype).itemsize > len(answer):
             raise FrameError("crash", "the reader process sent a truncated answer")
-        out[name] = np.frombuffer(answer, dtype=dtype, count=int(np.prod(shape)),
+        out[name] = np.frombuffer(answer, dtype=dtype, count=count,
                                   offset=offset).reshape(shape).copy()
-        offset += size
+        offset += count * np.dtype(dtype).itemsize
     return out
 
 
@@ -237,18 +279,28 @@ def _source_from_json(source: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ helper side
 
 
-def helper_main(conn, owner_pid: int) -> None:
+def main(argv: list[str]) -> int:
     """The helper process: answer requests until the pipe closes or the owner dies."""
+    owner_pid = int(argv[0])
+    requests, answers = os.dup(0), os.dup(1)
+    # Stray prints of any library must not corrupt the answers: fd 1 becomes stderr.
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     _exit_when_owner_dies(owner_pid)
-    from exporter import extract  # preloaded by the forkserver: free
+    from exporter import extract
 
-    conn.send_bytes(b"ready")
+    _write_message(answers, _READY)
     while True:
         try:
-            request = json.loads(conn.recv_bytes())
-        except (EOFError, OSError):
-            return
-        conn.send_bytes(answer_request(request, extract))
+            request = json.loads(_read_message(requests))
+        except EOFError:  # the owner closed the pipe, or is gone
+            return 0
+        answer = answer_request(request, extract)
+        try:
+            _write_message(answers, answer)
+        except OSError:  # the owner died while this file was read
+            return 0
 
 
 def answer_request(request: dict[str, Any], extract) -> bytes:
@@ -297,17 +349,13 @@ def _plain(value):
 
 
 def _exit_when_owner_dies(owner_pid: int) -> None:
-    """Exit within a second of the owner's death, even while a read hangs: the pipe's EOF only
-    reaches an idle helper."""
+    """Exit within a second of the owner's death, even while a read hangs (the pipe's EOF only
+    reaches an idle helper)."""
     def watch():
         while True:
             time.sleep(1.0)
-            try:
-                os.kill(owner_pid, 0)
-            except ProcessLookupError:
+            if os.getppid() != owner_pid:  # re-parented: the owner is gone
                 os._exit(0)
-            except PermissionError:  # alive, owned by someone else (cannot happen, but alive)
-                pass
 
     threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
@@ -325,3 +373,7 @@ def _apply_test_hook(hook: str | None, path: str) -> None:
             time.sleep(float(action.split(":", 1)[1]))
         elif action == "abort":
             os.abort()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -25,7 +25,7 @@ from apache_beam.metrics import Metrics
 from exporter.discovery import FrameRef
 from exporter.extract import ExportSpec, ExtractedFrame, extract
 from exporter.frame import FrameError
-from exporter.isolation import HelperUnavailable, close_thread_helper
+from exporter.isolation import HelperUnavailable
 from exporter.scaler import ScalerCombineFn
 from exporter.shards import WriteShardsDoFn, destination
 
@@ -84,9 +84,6 @@ class ExtractDoFn(beam.DoFn):
             rate = self._done / max(time.monotonic() - self._started, 1e-9)
             log.info("worker: %d frames processed (%.1f frames/s; %d in the export)",
                      self._done, rate, self.total)
-
-    def teardown(self):
-        close_thread_helper()
 
 
 def route(record: ExtractedFrame) -> tuple[str, bytes]:

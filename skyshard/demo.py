@@ -1,6 +1,6 @@
 """``skyshard demo [WORKDIR]``: the whole job on the embedded sample, in a few minutes.
 
-sample frames -> export (Beam) -> train (a small recipe for 2 CPU cores) -> evaluate on the test
+sample frames -> export (Beam, 128 px) -> train (the shipped recipe) -> evaluate on the test
 split -> score a fresh, unlabelled "night" of frames, and compare with its truth file. Each step
 is the same function the corresponding command calls; the demo only chooses small settings.
 """
@@ -17,11 +17,6 @@ from skyshard.memory import peak_rss_mb
 
 DEMO_MARKER = ".skyshard-demo"
 
-#: The demo's training recipe: the default configuration with fewer epochs.
-DEMO_TRAIN_OVERRIDES = {
-    "train.epochs": 12,
-    "train.patience": 5,
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames per class in the unlabelled night to score (default 10)")
     parser.add_argument("--image-size", type=int, default=128,
                         help="image channel size for the demo export (default 128)")
-    parser.add_argument("--epochs", type=int, default=DEMO_TRAIN_OVERRIDES["train.epochs"])
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: the shipped recipe's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fresh", action="store_true",
                         help="delete an earlier demo in WORKDIR first (only a folder the demo "
@@ -99,7 +95,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.config import load_config
     from trainer.train import train
 
-    overrides = {**DEMO_TRAIN_OVERRIDES, "train.epochs": args.epochs}
+    overrides = {"train.epochs": args.epochs} if args.epochs else {}
     record = train(export_dir, run_dir, load_config(overrides=overrides))
     times["train"] = time.monotonic() - t
 

@@ -83,3 +83,28 @@ def test_every_variant_is_a_valid_configuration():
 def test_unknown_variant_is_an_error():
     with pytest.raises(SystemExit):
         ablate.resolve_variants(["nope"])
+
+
+def _fake_report(variant, seeds_done, common, skipped=()):
+    runs = [{"seed": s, "test": {"macro_f1": 0.9, "per_class_f1": {}},
+             "test_stripped": {"macro_f1": 0.8, "per_class_f1": {}}, "train_seconds": 10.0,
+             "peak_rss_mb": 500.0, "epochs": 2} for s in range(1, seeds_done + 1)]
+    rows = [ablate.summarise(variant, {}, runs, 3)]
+    rows += [ablate.summarise(name, {}, [], 1) for name in skipped]
+    return {"export": "e", "export_summary": "s", "seeds": [1, 2, 3], "budget_minutes": 1.0,
+            "elapsed_minutes": 1.0, "common_overrides": common, "rows": rows,
+            "runs": {variant: runs, **{name: [] for name in skipped}},
+            "skipped": [{"variant": name, "seed": 1} for name in skipped]}
+
+
+def test_merge_pools_reports_and_labels_unlike_common_overrides():
+    merged = ablate.merge_reports([
+        _fake_report("base", 2, {}, skipped=["cutmix"]),
+        _fake_report("cutmix", 1, {}),
+        _fake_report("resnet50v2", 1, {"train.epochs": 3})])
+    rows = {row["variant"]: row for row in merged["rows"]}
+    assert rows["base"]["seeds_done"] == 2 and rows["base"]["seeds_planned"] == 3
+    assert rows["cutmix"]["seeds_done"] == 1 and not merged["skipped"]
+    assert "resnet50v2 [train.epochs=3]" in rows
+    table = ablate.markdown_table(merged)
+    assert "merged from 3 reports" in table and "not run" not in table

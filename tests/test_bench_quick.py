@@ -53,7 +53,7 @@ def test_export_section_has_every_run_and_rate(quick_results):
     for run in export["exports"].values():
         assert run["records"] == run["frames"] and run["dead_letters"] == 0
         assert positive(run["record_bytes"])
-        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_pss_mb"):
+        for key in ("wall_s", "cpu_s", "peak_rss_mb", "peak_tree_uss_mb"):
             assert positive(run["measured"][key]), key
         assert positive(run["self_reported"]["peak_rss_mb"])
     best = export["bare_read"]["best"]

@@ -88,9 +88,9 @@ def wait_for(condition, process, limit: float = 120.0) -> None:
 
 
 def kill_now(process) -> None:
-    """SIGKILL the export; then every process it started (reader helpers, their forkserver and
-    resource tracker) must be gone soon after: a helper notices its owner's death within a
-    second, the others then exit (slowly on a loaded machine, hence the generous bound)."""
+    """SIGKILL the export; then every process it started (the reader helpers) must be gone soon
+    after: a helper notices its owner's death within a second and exits (slowly on a loaded
+    machine, hence the generous bound)."""
     try:
         descendants = psutil.Process(process.pid).children(recursive=True)
     except psutil.NoSuchProcess:

@@ -18,7 +18,7 @@ import pytest
 from export_helpers import read_export
 from exporter.extract import ExportSpec, frame_arrays
 from exporter.frame import FrameError
-from exporter.isolation import TEST_HOOK_ENV, close_thread_helper
+from exporter.isolation import TEST_HOOK_ENV, close_helpers
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyWarning")
 
@@ -96,7 +96,7 @@ def test_crashing_reader_is_a_dead_letter_and_the_next_file_is_read(tree, monkey
 def test_closed_helper_is_restarted_on_demand(tree):
     good = [p for p in frames_of(tree) if "broken" not in str(p)][0]
     first = frame_arrays(str(good), spec(60))
-    close_thread_helper()
+    close_helpers()
     second = frame_arrays(str(good), spec(60))
     assert first["image"].tobytes() == second["image"].tobytes()
 

@@ -4,9 +4,9 @@ Train: one stream per class (interleave over that class's shard files, a shuffle
 in bytes, repeat, per-class augmentation), merged by ``sample_from_datasets`` with weights
 ``count ** balance_power`` (0 = uniform = balanced batches, 1 = natural frequencies), then
 batched, header-dropped (``features.header_dropout``: a frame's header features blanked and its
-confidences zeroed with that probability), optionally MixUp/CutMix-ed, and prefetched. No ``filter`` and no re-reading: the export
-writes train shards per class for exactly this. Validation and evaluation read the mixed
-shards sequentially, never augmented.
+confidences zeroed with that probability), optionally MixUp/CutMix-ed, and prefetched. No
+``filter`` and no re-reading: the export writes train shards per class for exactly this.
+Validation and evaluation read the mixed shards sequentially, never augmented.
 
 With ``data.fold = K`` (k-fold on the records' ``fold`` field) train and val are pooled; each
 class stream then filters its class and the folds != K out of the pooled shards, and
