@@ -140,12 +140,15 @@ def growth(small: dict, large: dict, record_bytes: float) -> dict[str, float]:
     kernel_kb = ((large["measured"]["peak_rss_mb"] - small["measured"]["peak_rss_mb"]) * 1024
                  / added if added > 0 else math.nan)
     late_mb = late_growth_mb(large["measured"].get("series", []))
+    spreads = [max(r["repeats_peak_mb"]) - min(r["repeats_peak_mb"]) for r in (small, large)
+               if len(r.get("repeats_peak_mb", [])) > 1]
+    noise_mb = max(spreads) if spreads else math.nan
+    late_kb = late_mb * 1024 / (large["frames"] / 3) if large["frames"] else math.nan
     return {"frames_added": added, "delta_mb": delta_mb, "per_frame_kb": per_frame_kb,
             "kernel_per_frame_kb": kernel_kb, "self_reported_per_frame_kb": reported_kb,
             "quarter_record_kb": quarter_kb, "flat": bool(per_frame_kb < quarter_kb),
-            "late_growth_mb": late_mb,
-            "late_per_frame_kb": late_mb * 1024 / (large["frames"] / 3) if large["frames"]
-            else math.nan}
+            "late_growth_mb": late_mb, "late_per_frame_kb": late_kb, "noise_mb": noise_mb,
+            "noise_per_frame_kb": noise_mb * 1024 / added if added > 0 else math.nan}
 
 
 def shuffle_fill_mb(small: dict, large: dict, record_bytes: float) -> float:
@@ -157,22 +160,32 @@ def shuffle_fill_mb(small: dict, large: dict, record_bytes: float) -> float:
     return (held(large) - held(small)) * record_bytes / (1 << 20)
 
 
-def _pair(make) -> dict[str, dict]:
-    """``make(size)`` for N and 8N; a command that fails is recorded as ``{"error": ...}``."""
+def _pair(make, repeats: int = 1) -> dict[str, dict]:
+    """``make(size)`` for N and 8N, ``repeats`` times each; the run with the lowest peak
+    stands for its size (a shared machine and a memory allocator only ever add to a peak), with
+    every repeat's peak kept in ``repeats_peak_mb``. A command that fails is recorded as
+    ``{"error": ...}``."""
     out = {}
     for size in ("N", "8N"):
+        runs = []
         try:
-            out[size] = make(size)
+            for _ in range(repeats):
+                runs.append(make(size))
         except CommandFailed as exc:
             out[size] = {"error": str(exc)[-1500:]}
+            continue
+        best = dict(min(runs, key=lambda r: r["measured"]["peak_mb"]))
+        best["repeats_peak_mb"] = [r["measured"]["peak_mb"] for r in runs]
+        out[size] = best
     return out
 
 
 def measure_memory(workspace: Workspace, exports: dict[str, dict], original: dict[str, dict],
-                   epochs: int, small_buffer: bool = True) -> dict[str, Any]:
+                   epochs: int, small_buffer: bool = True, repeats: int = 1) -> dict[str, Any]:
     """Measure 3 as a dict. ``exports``: measure 1's export runs (``N-w1``, ``8N-w1``, ...);
     ``original``: :func:`original_loader_runs`; ``small_buffer``: also train with a
-    :data:`SMALL_SHUFFLE_MB` shuffle budget."""
+    :data:`SMALL_SHUFFLE_MB` shuffle budget; ``repeats``: runs of each TensorFlow command per
+    size (their spread is the noise floor of the flatness test)."""
     record_bytes = exports["8N-w1"]["record_bytes"]
     paths = {size: Path(exports[f"{size}-w1"]["out"]) for size in ("N", "8N")}
     commands: dict[str, dict[str, dict]] = {}
@@ -182,18 +195,19 @@ def measure_memory(workspace: Workspace, exports: dict[str, dict], original: dic
         commands.setdefault(name, {})[size] = {
             "frames": run["records"], "measured": run["measured"],
             "self_reported_mb": run["self_reported"]["peak_rss_mb"]}
-    train_default = _pair(lambda size: train_run(workspace, paths[size], size, epochs))
+    train_default = _pair(lambda size: train_run(workspace, paths[size], size, epochs), repeats)
     commands["train"] = train_default
     if small_buffer:
         setting = (f"data.shuffle_buffer_mb={SMALL_SHUFFLE_MB}",)
         commands[f"train (shuffle buffer {SMALL_SHUFFLE_MB} MB)"] = _pair(
             lambda size: train_run(workspace, paths[size], f"{size}-smallbuffer", epochs,
-                                   setting))
+                                   setting), repeats)
     if "run" in train_default["8N"]:
         model_run = Path(train_default["8N"]["run"])
         commands["evaluate"] = _pair(
-            lambda size: evaluate_run(workspace, model_run, paths[size], size, "train"))
-        commands["score"] = _pair(lambda size: score_run(workspace, model_run, paths[size], size))
+            lambda size: evaluate_run(workspace, model_run, paths[size], size, "train"), repeats)
+        commands["score"] = _pair(
+            lambda size: score_run(workspace, model_run, paths[size], size), repeats)
     commands["original loader"] = {size: {"frames": original[size]["frames"],
                                           "measured": original[size]["measured"],
                                           "self_reported_mb": original[size]["peak_rss_mb"]}
@@ -207,7 +221,8 @@ def measure_memory(workspace: Workspace, exports: dict[str, dict], original: dic
     labels = sorted(original, key=lambda k: original[k]["frames"])
     fit = linear_fit([original[k]["frames"] for k in labels],
                      [original[k]["measured"]["peak_mb"] for k in labels])
-    return {"record_bytes": record_bytes, "commands": commands, "growth": growths,
+    return {"record_bytes": record_bytes, "repeats": repeats, "commands": commands,
+            "growth": growths,
             "original_loader_points": {k: {"frames": original[k]["frames"],
                                            "peak_mb": original[k]["measured"]["peak_mb"],
                                            "arrays_mb": original[k]["arrays_mb"]}
@@ -225,6 +240,8 @@ def memory_targets(result: dict) -> list[dict]:
             continue
         note = (f"{g['delta_mb']:+.1f} MB over {g['frames_added']} frames; steady state in the "
                 f"8N run: {g['late_per_frame_kb']:.1f} KB/frame")
+        if math.isfinite(g.get("noise_mb", math.nan)):
+            note += f"; repeats differ by up to {g['noise_mb']:.0f} MB"
         if "shuffle_fill_mb" in g:
             note += f"; shuffle buffers filling: {g['shuffle_fill_mb']:+.1f} MB of it"
         out.append(target(f"{name}: peak RSS growth per frame < 1/4 record "

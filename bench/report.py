@@ -80,7 +80,7 @@ def export_section(export: dict) -> str:
              fmt(1000 * original["cpu_s_per_frame"]), fmt(original["cores_used"], 2)]]
     for key, rate in export["rates"].items():
         workers = int(key[1:])
-        rows.append([f"`skyshard export`, DirectRunner multi_processing", f"{workers}",
+        rows.append(["`skyshard export`, DirectRunner multi_processing", f"{workers}",
                      fmt(rate["frames_per_s"]), fmt(rate["mb_per_s"]),
                      fmt(rate["frames_per_s_per_core"]),
                      fmt(rate["ratio_to_bare_read_per_core"], 3), fmt(rate["startup_s"]),
@@ -88,6 +88,10 @@ def export_section(export: dict) -> str:
     main = table(["loop", "workers", "frames/s", "MB/s", "frames/s per core",
                   "x bare read per core", "start-up s", "CPU ms/frame", "cores used"], rows,
                  "llrrrrrrr")
+    work_rows = [[f"{int(key[1:])}", fmt(rate["ratio_to_frame_work_per_core"], 2),
+                  fmt(rate["critical_cpu_s"])] for key, rate in export["rates"].items()]
+    work_table = table(["workers", "x per-frame work per core", "critical CPU s (8N)"],
+                       work_rows)
     runs = []
     for key, run in export["exports"].items():
         m = run["measured"]
@@ -117,6 +121,16 @@ in wall time.
 {main}
 
 {runs_table}
+
+Against its own per-frame work (reading, measuring, preprocessing and encoding one frame in one
+process: {fmt(export['frame_work_frames_per_s'])} frames/s per core, the stage table below), the
+export runs at the rate in the first column; the rest is what Beam, the reader helper processes
+and the shard writing cost. *Critical CPU s* is the least wall time the 8N run's work needs on
+two idle cores (its busiest process's CPU time, or the tree's CPU time / 2 if more): their ratio
+estimates the 2-worker speed-up on an idle 2-core machine,
+**{fmt(export.get('idle_scaling_estimate'), 2)} x**.
+
+{work_table}
 
 Where one frame's export time goes: the stages `exporter.extract.measure_frame` runs (plus the
 file's sha256 and the record's encoding), timed one by one in one process over the
@@ -163,7 +177,7 @@ def memory_section(memory: dict) -> str:
         if g is None:
             error = next((r["error"] for r in runs.values() if "error" in r), "")
             rows.append([name, "failed: " + error.strip().splitlines()[-1][:80] if error
-                         else "failed"] + [""] * 8)
+                         else "failed"] + [""] * 9)
             continue
         small, large = runs["N"], runs["8N"]
         reported = (f"{fmt(small.get('self_reported_mb'), 0)} / "
@@ -173,7 +187,7 @@ def memory_section(memory: dict) -> str:
         rows.append([name, f"{small['frames']} -> {large['frames']}",
                      fmt(small["measured"]["peak_mb"], 0), fmt(large["measured"]["peak_mb"], 0),
                      fmt(g["per_frame_kb"]), verdict, fmt(g["kernel_per_frame_kb"]),
-                     fmt(g["late_per_frame_kb"]), reported,
+                     fmt(g["late_per_frame_kb"]), fmt(g.get("noise_mb"), 0), reported,
                      f"{fmt(large['measured']['peak_tree_rss_mb'], 0)}"])
     fit = memory["original_loader_fit"]
     points = table(["original loader", "frames", "peak RSS MB", "its arrays MB"],
@@ -203,13 +217,16 @@ for the multi-process export it overstates what the tree holds.
 Growth is per added frame the command read; a record is {fmt(memory['record_bytes'] / 1024)} KB
 on disk, so flat means < {fmt(quarter_kb)} KB per frame. *Kernel* is the same growth from the
 kernel's mark alone; *steady state* is how much the 8N run's private memory still rose in the
-last third of its wall time, per frame of a third of its frames. Train runs one epoch; evaluate
+last third of its wall time, per frame of a third of its frames. Train, evaluate and score run
+{memory.get('repeats', 1)} times at each size and the lowest peak counts; *repeats differ* is the
+largest spread of peaks between repeats of one size: the noise floor of the growth column
+(divide by the frames added). Train runs one epoch; evaluate
 reads the train split (the largest) and score the whole export, both with the 8N run's
 model.{train_note}
 
 {table(["command", "frames", "peak MB at N", "peak MB at 8N", "growth KB/frame", "",
-        "kernel KB/frame", "steady state KB/frame", "self-reported MB (N / 8N)",
-        "RSS sum MB at 8N"], rows, "lrrrrlrrrr")}
+        "kernel KB/frame", "steady state KB/frame", "repeats differ MB",
+        "self-reported MB (N / 8N)", "RSS sum MB at 8N"], rows, "lrrrrlrrrrr")}
 
 {verdict}
 

@@ -44,6 +44,7 @@ class Plan:
     original_multiples: tuple[int, ...]
     train_epochs: int
     train_small_buffer: bool        # also train with a 1 MB shuffle budget (see bench.memory)
+    memory_repeats: int             # runs per size of train, evaluate and score
     pipeline_warm: int
     pipeline_batches: int
     model_steps: int                # per round; the model's rate and fit alternate
@@ -63,15 +64,15 @@ class Plan:
 
 FULL = Plan(quick=False, per_class=16, scale=8, image_size=224, workers=(1, 2),
             original_multiples=(1, 2, 4, 8), train_epochs=1, train_small_buffer=True,
-            pipeline_warm=10, pipeline_batches=200, model_steps=12, pipeline_rounds=3,
-            cost_models=("separable", "simple_cnn", "resnet50v2"), cost_sizes=(128, 224, 350),
-            cost_warm=2, cost_budget_s=6.0, cost_min_steps=2, cost_max_steps=20)
+            memory_repeats=2, pipeline_warm=10, pipeline_batches=200, model_steps=12,
+            pipeline_rounds=3, cost_models=("separable", "simple_cnn", "resnet50v2"),
+            cost_sizes=(128, 224, 350), cost_warm=2, cost_budget_s=6.0, cost_min_steps=2,
+            cost_max_steps=20)
 QUICK = Plan(quick=True, per_class=1, scale=8, image_size=64, workers=(1, 2),
              original_multiples=(1, 8), train_epochs=1, train_small_buffer=False,
-             pipeline_warm=2, pipeline_batches=10, model_steps=3, pipeline_rounds=1,
-             cost_models=("separable",),
-             cost_sizes=(64,), cost_warm=1, cost_budget_s=0.5, cost_min_steps=1,
-             cost_max_steps=2)
+             memory_repeats=1, pipeline_warm=2, pipeline_batches=10, model_steps=3,
+             pipeline_rounds=1, cost_models=("separable",), cost_sizes=(64,), cost_warm=1,
+             cost_budget_s=0.5, cost_min_steps=1, cost_max_steps=2)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -108,7 +109,6 @@ def run_tensorflow_section(workspace, module: str, args: list, label: str) -> di
 def run_all(plan: Plan, workdir: Path, out: Path, results_md: Path, command: str) -> dict:
     """Every measurement of ``plan``; writes the JSON files and RESULTS.md, returns the
     summary."""
-    from bench.cost import measure_cost  # noqa: F401 - fail early if a section cannot import
     from bench.export_bench import export_targets, measure_export
     from bench.measure import machine_facts
     from bench.memory import measure_memory, memory_targets, original_loader_runs
@@ -147,7 +147,7 @@ def run_all(plan: Plan, workdir: Path, out: Path, results_md: Path, command: str
                     "pipeline")
     write_json(out / "pipeline.json", pipeline)
     memory = step("memory", measure_memory, workspace, export["exports"], original,
-                  plan.train_epochs, plan.train_small_buffer)
+                  plan.train_epochs, plan.train_small_buffer, plan.memory_repeats)
     write_json(out / "memory.json", memory)
     cost = step("training cost", run_tensorflow_section, workspace, "cost",
                 [export_8n, "--models", *plan.cost_models, "--sizes", *plan.cost_sizes,
@@ -190,11 +190,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def render_only(out: Path, results_md: Path) -> None:
-    """Rewrite ``results_md`` from the JSON results of an earlier run in ``out``."""
+    """Rewrite ``results_md`` (and the derived figures and targets of ``summary.json``) from
+    the JSON results of an earlier run in ``out``."""
+    from bench.export_bench import derive, export_targets
+    from bench.memory import memory_targets
+    from bench.pipeline import pipeline_targets
     from bench.report import render
 
     data = {name: json.loads((out / f"{name}.json").read_text())
             for name in ("summary", "export", "pipeline", "memory", "cost")}
+    derive(data["export"])
+    data["summary"]["targets"] = (export_targets(data["export"])
+                                  + pipeline_targets(data["pipeline"])
+                                  + memory_targets(data["memory"]))
+    write_json(out / "export.json", data["export"])
+    write_json(out / "summary.json", data["summary"])
     results_md.write_text(render(data["summary"], data["export"], data["pipeline"],
                                  data["memory"], data["cost"], out, results_md),
                           encoding="utf-8")

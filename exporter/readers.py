@@ -48,6 +48,9 @@ _TIFF_TEXT_LIMIT = 1024
 
 _MAGIC_COMPRESSION = {b"\x1f\x8b": "gzip", b"BZ": "bzip2", b"PK": "zip"}
 
+#: HDUs searched for an image before a FITS file is given up (multi-extension cameras have tens).
+MAX_HDUS = 1000
+
 
 def frame_kind(path: str | os.PathLike) -> str:
     """``'fits'`` or ``'tiff'``, decided from the file name's extension (any case).
@@ -187,7 +190,9 @@ def _first_image_hdu(hdul) -> tuple[int, Any, tuple[int, ...]]:
     from astropy.io import fits
 
     found_one_dimensional = False
+    previous_location = -1
     for index, hdu in enumerate(hdul):
+        previous_location = _check_hdu_advances(hdu, index, previous_location)
         if isinstance(hdu, fits.GroupsHDU) or not isinstance(
                 hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             continue
@@ -198,6 +203,25 @@ def _first_image_hdu(hdul) -> tuple[int, Any, tuple[int, ...]]:
     if found_one_dimensional:
         raise FrameError("read", "only a 1-D image (NAXIS=1): not a frame")
     raise FrameError("read", "no image data: no HDU holds a non-empty image of 2 or more axes")
+
+
+def _check_hdu_advances(hdu, index: int, previous_location: int) -> int:
+    """The byte where ``hdu``'s header starts; refuses (stage ``read``) an HDU that does not
+    start after the previous one, or one past :data:`MAX_HDUS`.
+
+    astropy can re-read the same HDU forever: a gzip file whose primary header says
+    ``SIMPLE = F`` becomes a non-standard HDU of negative size, and every next HDU is that one
+    again (an endless loop that also grows the HDU list without bound).
+    """
+    if index >= MAX_HDUS:
+        raise FrameError("read", f"no image among the first {MAX_HDUS} HDUs")
+    location = getattr(hdu, "_header_offset", None)  # on every astropy HDU, public or not
+    if location is None:
+        return previous_location
+    if location <= previous_location:
+        raise FrameError("read", f"malformed FITS: HDU {index} starts at byte {location}, not "
+                                 f"after the previous HDU (byte {previous_location})")
+    return location
 
 
 def _header_shape(header) -> tuple[int, ...]:

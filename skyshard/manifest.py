@@ -108,3 +108,22 @@ def check_compatible(expected: dict, manifest: dict, what: str = "export") -> No
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) < 120 else text[:117] + "..."
+
+
+def find_corrupt_record(export_dir: str | Path, manifest: dict,
+                        splits: Iterable[str] | None = None) -> str | None:
+    """Read every record of ``splits`` with its CRCs checked; return the first problem
+    (naming the shard) or ``None``. For turning a reader's bare "corrupted record" error into
+    one that names the file; reads sequentially, one record at a time."""
+    from skyshard.tfrecord import TFRecordCorruptError, read_records
+
+    root = Path(export_dir)
+    for split in splits or manifest["splits"]:
+        for entry in shard_entries(manifest, split):
+            try:
+                for _ in read_records(str(root / entry["path"])):
+                    pass
+            except (TFRecordCorruptError, OSError, EOFError) as exc:
+                return str(exc) if str(root / entry["path"]) in str(exc) else \
+                    f"{root / entry['path']}: {exc}"
+    return None

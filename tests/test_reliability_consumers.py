@@ -145,9 +145,6 @@ def test_crc_error_behind_a_matching_sha256_names_the_shard(world, tmp_path, cap
     assert rc == 2 and "CRC mismatch" in err and str(shards[consumer]) in err, err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gap for trainer/: tf.data reports a TFRecord CRC error as DataLossError 'corrupted record "
-    "at N' without the file name, and `skyshard train` does not catch it (traceback, rc 1)"))
 def test_trainer_names_the_shard_of_a_crc_error(world, tmp_path, capsys):
     shards, commands = damage_each(world, tmp_path, flip_record_byte_and_fix_sha)
     try:

@@ -126,3 +126,24 @@ def test_mutations_reach_the_header_parser(seeds):
     assert fits.getheader(BytesIO(edited))["NAXIS1"] == 100000
     end_card = b"END" + b" " * 77
     assert fuzz.remove_end(content, 0).count(end_card) == content.count(end_card) - 1
+
+
+def test_gzip_fits_that_astropy_would_reread_forever_is_a_dead_letter(tmp_path):
+    """Found by the campaign: ``SIMPLE = F`` in a gzip FITS made astropy return the same
+    non-standard HDU again and again (a hang with a growing HDU list)."""
+    import gzip
+    from io import BytesIO
+
+    import numpy as np
+    from astropy.io import fits
+
+    from exporter.frame import FrameError
+    from exporter.readers import read_frame
+
+    buffer = BytesIO()
+    fits.PrimaryHDU(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64)).writeto(buffer)
+    path = tmp_path / "simple_false.fits.gz"
+    path.write_bytes(gzip.compress(fuzz.set_card(buffer.getvalue(), "SIMPLE", "F")))
+    with pytest.raises(FrameError) as caught:
+        run_limited(30, read_frame, path)
+    assert caught.value.stage == "read"

@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from skyshard import __version__
 from skyshard.jsonio import sha256_file, write_json_atomic
-from skyshard.manifest import ManifestError, load_manifest, manifest_path, verify_shards
+from skyshard.manifest import (ManifestError, ShardIntegrityError, find_corrupt_record,
+                               load_manifest, manifest_path, verify_shards)
 from skyshard.memory import RssMonitor
 from trainer import data
 from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
@@ -126,6 +127,12 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     history = read_history(run_dir / HISTORY_FILE)
     _update_record(record, history, config, monitor, started, previous)
     _finish(record, history, failure, model, config, manifest, run_dir)
+    if isinstance(failure, tf.errors.DataLossError):
+        # tf.data says "corrupted record at N" without the file: find and name it.
+        problem = find_corrupt_record(export_dir, manifest, splits)
+        raise ShardIntegrityError(
+            f"shard corrupted: {problem or failure.message}; re-export or restore the file"
+        ) from failure
     if failure is not None:
         raise failure
     echo(_summary(record, run_dir))
