@@ -10,7 +10,7 @@ well formed). An unknown (NaN) value never fires a rule: missing evidence is no 
 the model.
 
 Rules are plain data: a TOML file with one ``[[rule]]`` table per rule (see
-:data:`DEFAULT_RULES` and ``docs/readme/evaluate-score.md``).
+:data:`DEFAULT_RULES` and ``docs/evaluation.md``).
 """
 
 from __future__ import annotations

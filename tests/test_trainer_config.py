@@ -102,7 +102,7 @@ def test_readme_section_shows_the_default_config_verbatim():
 
     from trainer.config import DEFAULT_CONFIG_PATH
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "readme" / "train.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
     assert DEFAULT_CONFIG_PATH.read_text() in doc
 
 
