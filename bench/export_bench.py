@@ -23,6 +23,10 @@ from bench.workspace import Workspace, bench_command, skyshard_command, tree_byt
 
 _MB = 1 << 20
 
+#: The stages of one frame's export, in the order they run (see :func:`stage_profile`).
+STAGES = ("read", "sha256", "encode", "preprocess", "header_features", "pixel_features",
+          "domain_features")
+
 
 def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
                image_size: int) -> dict[str, Any]:
@@ -146,10 +150,8 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
         done += 1
     total = sum(cpu_s.values())
     ms = {stage: 1000 * seconds / done for stage, seconds in cpu_s.items()}
-    order = ["read", "sha256", "encode", "preprocess", "header_features", "pixel_features",
-             "domain_features"]
     ceiling, spent = {}, 0.0
-    for stage in order:
+    for stage in STAGES:
         spent += ms.get(stage, 0.0)
         ceiling[stage] = ms["read"] / spent if spent else math.nan
     return {

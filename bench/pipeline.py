@@ -13,9 +13,9 @@ Three rates in examples per second, side by side in one process:
   (nothing to wait for): how fast training can consume examples at all.
 
 And the check that matters: the same model trained with ``model.fit`` on the stream, whose rate
-must equal the model's own (the stream never being what limits training). The two alternate
-over a few rounds and the best round of each counts, so that a burst of other load on the
-shared machine does not pass for a slow input pipeline.
+must equal the model's own (the stream never being what limits training). The stream, the model
+and ``fit`` alternate over a few rounds and the best round of each counts, so that a burst of
+other load on the shared machine does not pass for a slow pipeline or a slow model.
 
 Run as ``python -m bench.pipeline EXPORT TREE --json OUT`` (a fresh TensorFlow process).
 """
@@ -118,9 +118,10 @@ def best_of(rounds: list[dict]) -> dict:
 
 def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
                      model_steps: int, rounds: int = 3) -> dict[str, Any]:
-    """Measure 2 as a dict (rates and the two target ratios). The model's own rate and
-    ``fit`` on the stream alternate for ``rounds`` rounds of ``model_steps`` steps each; the
-    best round of each counts."""
+    """Measure 2 as a dict (rates and the two target ratios). The stream without a model, the
+    model's own rate and ``fit`` on the stream alternate for ``rounds`` rounds (``batches``
+    batches, ``model_steps`` steps each); the best round of each counts. The seed's
+    ``from_generator`` pipeline makes one full pass."""
     from skyshard.manifest import load_manifest
     from trainer.config import load_config
     from trainer.data import steps_per_epoch, train_dataset
@@ -128,20 +129,20 @@ def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
     manifest = load_manifest(export_dir)
     config = load_config()
     batch_size = int(config["train"]["batch_size"])
-    stream = stream_rate(export_dir, manifest, config, warm, batches)
     generator = generator_rate(tree, int(manifest["image_size"]), batch_size)
     dataset = train_dataset(export_dir, manifest, config)
     model = compiled_model(config, manifest, steps_per_epoch(manifest, config))
     batch = next(iter(dataset))
-    own, fed = [], []
+    streams, own, fed = [], [], []
     for i in range(rounds):
+        streams.append(stream_rate(export_dir, manifest, config, warm, batches))
         own.append(model_rate(model, batch, warm=3 if i == 0 else 0, steps=model_steps))
         fed.append(fit_rate(model, dataset, model_steps, warm=2 if i == 0 else 0))
-    consumption, fit = best_of(own), best_of(fed)
+    stream, consumption, fit = best_of(streams), best_of(own), best_of(fed)
     return {
         "export": str(export_dir), "image_size": int(manifest["image_size"]),
         "batch_size": batch_size, "model": config["model"]["name"],
-        "params": int(model.count_params()),
+        "params": int(model.count_params()), "rounds": rounds,
         "stream": stream, "from_generator": generator, "model_consumption": consumption,
         "fit_with_stream": fit,
         "stream_over_generator": stream["examples_per_s"] / generator["examples_per_s"],

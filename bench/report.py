@@ -10,6 +10,22 @@ import math
 import os
 from pathlib import Path
 
+from bench.export_bench import STAGES
+
+
+def run_order(key: str) -> tuple:
+    """``N-w1`` before ``N-w2`` before ``8N-w1``: size, then workers."""
+    size, workers = key.split("-")
+    return (len(size), size, int(workers[1:]))
+
+
+def command_order(name: str) -> tuple:
+    """Export runs, train runs, evaluate, score, then the original loader."""
+    for rank, prefix in enumerate(("export", "train", "evaluate", "score", "original")):
+        if name.startswith(prefix):
+            return (rank, name)
+    return (len(name), name)
+
 
 def fmt(value, digits: int = 1) -> str:
     """A number for a table: fixed digits, thousands separators, ``n/a`` when missing."""
@@ -37,6 +53,11 @@ def header_section(summary: dict, export: dict, out: Path, results_md: Path) -> 
     plan = summary["plan"]
     frames = plan["frames"]
     rel = os.path.relpath(out, results_md.parent)
+    durations = summary.get("durations_s", {})
+    cached = ""
+    if durations.get("sample 8N", 0) < 5:
+        cached = ("The sample trees were already in the work folder from an earlier run; writing "
+                  "them adds about a minute on an idle machine.\n\n")
     return f"""# skyshard benchmark results
 
 Produced by `{summary['command']}` (`make {'bench-quick' if plan['quick'] else 'bench'}`) on
@@ -51,7 +72,7 @@ measured command under `{summary['workdir']}/logs/`.
 measured side by side in this run**, and every rate also has a CPU-time figure (frames per
 CPU-second, or the cores a command actually got), which the other load bends far less.
 
-**Inputs.** `skyshard sample --seed {plan['seed']}` trees: N = {frames['N']} frames
+{cached}**Inputs.** `skyshard sample --seed {plan['seed']}` trees: N = {frames['N']} frames
 ({fmt(export['input_mb']['N'])} MB) and 8N = {frames['8N']} frames
 ({fmt(export['input_mb']['8N'])} MB) of the six classes, in every format the sample writes
 (16/8-bit and float FITS, colour cubes, `.fits.gz`, tile-compressed `.fz`, 8/16-bit TIFF),
@@ -93,7 +114,8 @@ def export_section(export: dict) -> str:
     work_table = table(["workers", "x per-frame work per core", "critical CPU s (8N)"],
                        work_rows)
     runs = []
-    for key, run in export["exports"].items():
+    for key in sorted(export["exports"], key=run_order):
+        run = export["exports"][key]
         m = run["measured"]
         runs.append([key, fmt(run["records"]), fmt(m["wall_s"]), fmt(m["cpu_s"]),
                      fmt(run["self_reported"]["seconds"]), fmt(run["records"] / m["wall_s"]),
@@ -103,8 +125,9 @@ def export_section(export: dict) -> str:
     stages = export["stages"]
     stage_rows = [[stage, fmt(stages["cpu_ms_per_frame"][stage]),
                    fmt(stages["wall_ms_per_frame"][stage]),
-                   f"{100 * stages['share'][stage]:.0f} %", fmt(ceiling, 3)]
-                  for stage, ceiling in stages["ceiling_ratio"].items()]
+                   f"{100 * stages['share'][stage]:.0f} %",
+                   fmt(stages["ceiling_ratio"][stage], 3)]
+                  for stage in STAGES if stage in stages["cpu_ms_per_frame"]]
     stage_rows.append(["**total**", fmt(stages["total_cpu_ms_per_frame"]),
                        fmt(sum(stages["wall_ms_per_frame"].values())), "100 %", ""])
     scaling = export["worker_scaling"]
@@ -164,7 +187,10 @@ def pipeline_section(pipeline: dict) -> str:
     return f"""## 2. Input pipeline
 
 {pipeline['image_size']} px records of the 8N export, batch {pipeline['batch_size']}; one
-TensorFlow process, the three rates one after the other.
+TensorFlow process. The seed's `from_generator` sketch makes one full pass over the 8N files
+(its `shuffle(1024)` fills before the first batch); the trainer's stream, the model's own rate
+(`train_on_batch` on one fixed batch) and `model.fit` on the stream then alternate for
+{pipeline.get('rounds', 1)} rounds and each one's best round counts.
 
 {table(["pipeline", "examples/s", "x from_generator", "x model", "examples timed"], rows)}
 """
@@ -172,7 +198,8 @@ TensorFlow process, the three rates one after the other.
 
 def memory_section(memory: dict) -> str:
     rows = []
-    for name, runs in memory["commands"].items():
+    for name in sorted(memory["commands"], key=command_order):
+        runs = memory["commands"][name]
         g = memory["growth"].get(name)
         if g is None:
             error = next((r["error"] for r in runs.values() if "error" in r), "")
@@ -192,7 +219,8 @@ def memory_section(memory: dict) -> str:
     fit = memory["original_loader_fit"]
     points = table(["original loader", "frames", "peak RSS MB", "its arrays MB"],
                    [[k, fmt(p["frames"]), fmt(p["peak_mb"], 0), fmt(p["arrays_mb"], 0)]
-                    for k, p in memory["original_loader_points"].items()])
+                    for k, p in sorted(memory["original_loader_points"].items(),
+                                       key=lambda item: item[1]["frames"])])
     growing = [name for name, g in memory["growth"].items()
                if name != "original loader" and not g["flat"]]
     verdict = ("None of the skyshard commands grows with the number of frames." if not growing
@@ -248,7 +276,9 @@ def cost_section(cost: dict) -> str:
 
 `train_on_batch` at batch {cost['batch']} on one fixed batch, the model built and compiled as
 `skyshard train` does; warm-up steps first (the first one traces the graph: *first step s*),
-then the timed steps. FLOPs are forward, per image: {cost['flops_method']}.
+then the timed steps. FLOPs are forward, per image: {cost['flops_method']}. *CPU ms/step*
+includes the time TensorFlow's thread pools spend spinning while they wait for work, so on a
+busy machine it rises with the wall time instead of staying put.
 
 {table(["model", "image", "parameters", "GFLOPs/image", "profiler GFLOPs", "ms/step",
         "ms/image", "CPU ms/step", "steps timed", "first step s"], rows)}

@@ -79,7 +79,7 @@ def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (a ``.tmp`` sibling renamed into place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n",
+    tmp.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n",
                    encoding="utf-8")
     os.replace(tmp, path)
 

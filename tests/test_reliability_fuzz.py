@@ -81,10 +81,15 @@ def fuzz_format(name: str) -> str:
     return ".fits"
 
 
+class Hang(BaseException):
+    """Raised by the alarm: a BaseException, so no library's ``except Exception`` (nor the
+    reader's own) can swallow it and carry on looping."""
+
+
 def run_limited(seconds: float, function, *args):
     """``function(*args)``, failing instead of hanging after ``seconds`` (SIGALRM)."""
     def expire(signum, frame):
-        raise TimeoutError(f"reading took more than {seconds} s: a hang")
+        raise Hang(f"reading took more than {seconds} s: a hang")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

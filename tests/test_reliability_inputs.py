@@ -32,11 +32,15 @@ PRODUCT = ("skyshard", "exporter", "trainer", "evaluation")
 NOBODY = 65534
 
 
+class Hang(BaseException):
+    """Raised by the alarm; a BaseException, so no ``except Exception`` can swallow it."""
+
+
 @contextmanager
 def deadline(seconds: float):
     """Fail instead of hanging: SIGALRM interrupts the test's Python code after ``seconds``."""
     def expire(signum, frame):
-        raise TimeoutError(f"did not finish within {seconds} s (a hang)")
+        raise Hang(f"did not finish within {seconds} s (a hang)")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)
