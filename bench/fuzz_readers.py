@@ -47,7 +47,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_FRAMES = Path(os.environ.get("SKYSHARD_REAL_FRAMES", REPO.parent / "shared" / "real-frames"))

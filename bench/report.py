@@ -145,10 +145,10 @@ in wall time.
 
 {runs_table}
 
-Against its own per-frame work (reading, measuring, preprocessing and encoding one frame in one
-process: {fmt(export['frame_work_frames_per_s'])} frames/s per core, the stage table below), the
-export runs at the rate in the first column; the rest is what Beam, the reader helper processes
-and the shard writing cost. *Critical CPU s* is the least wall time the 8N run's work needs on
+The export's own per-frame work (reading, measuring, preprocessing and encoding one frame in
+one process, the stage table below) runs at {fmt(export['frame_work_frames_per_s'])} frames/s per
+core; the first column below is the export's rate per core as a fraction of it, the rest being
+what Beam, the reader helper processes and the shard writing cost. *Critical CPU s* is the least wall time the 8N run's work needs on
 two idle cores (its busiest process's CPU time, or the tree's CPU time / 2 if more): their ratio
 estimates the 2-worker speed-up on an idle 2-core machine,
 **{fmt(export.get('idle_scaling_estimate'), 2)} x**.

@@ -24,6 +24,7 @@ from export_helpers import export_tree
 from skyshard.cli import main
 from skyshard.jsonio import read_json, sha256_file, write_json_atomic
 from skyshard.manifest import load_manifest
+from test_reliability_inputs import hostile_frames, state
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyWarning")]
@@ -32,7 +33,7 @@ TINY = {"train.epochs": 1, "train.steps_per_epoch": 2, "model.filters": [8],
         "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
         "train.batch_size": 4}
 TINY_ARGS = [arg for key, value in TINY.items()
-             for arg in ("--set", f"{key}={str(value).lower() if isinstance(value, bool) else value}")]
+             for arg in ("--set", f"{key}={'false' if value is False else value}")]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,6 @@ def world(tmp_path_factory):
     night = root / "night"
     write_sample_tree(night, per_class=1, seed=1, unlabeled=True)
     write_bad_files(night / "broken")
-    from test_reliability_inputs import hostile_frames
     hostile_frames(night / "odd")
     like = load_like(str(export / "manifest.json"))
     night_export = export_tree(night, root / "night-export", labelled=False, like=like).out_dir
@@ -64,10 +64,9 @@ def private_copy(folder: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(folder, tmp_path / folder.name))
 
 
-def shard_of(export_dir: Path, split: str) -> tuple[Path, int]:
-    """The first shard of ``split`` and its index in the manifest's list."""
-    entry = load_manifest(export_dir)["splits"][split]["shards"][0]
-    return export_dir / entry["path"], 0
+def shard_of(export_dir: Path, split: str) -> Path:
+    """The first shard of ``split``."""
+    return export_dir / load_manifest(export_dir)["splits"][split]["shards"][0]["path"]
 
 
 def consumer_commands(world, export_copy: Path, night_copy: Path, tmp_path: Path):
@@ -80,15 +79,15 @@ def consumer_commands(world, export_copy: Path, night_copy: Path, tmp_path: Path
     }
 
 
-def damage_each(world, tmp_path, damage) -> dict[str, Path]:
-    """Copies of both exports with ``damage(shard, export_dir)`` applied to the shard each
-    consumer reads first (train: a train shard; evaluate: a test shard; score: a score shard).
-    Returns consumer -> damaged shard, and leaves the commands in ``tmp_path``."""
+def damage_each(world, tmp_path, damage) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """Copies of both exports with ``damage(shard, export_dir)`` applied to a shard each
+    consumer reads (train: a train shard; evaluate: a test shard; score: a score shard).
+    Returns consumer -> damaged shard, and consumer -> its command on the copies."""
     export_copy = private_copy(world["export"], tmp_path)
     night_copy = private_copy(world["night_export"], tmp_path)
-    targets = {"train": shard_of(export_copy, "train")[0],
-               "evaluate": shard_of(export_copy, "test")[0],
-               "score": shard_of(night_copy, "score")[0]}
+    targets = {"train": shard_of(export_copy, "train"),
+               "evaluate": shard_of(export_copy, "test"),
+               "score": shard_of(night_copy, "score")}
     for consumer, shard in targets.items():
         damage(shard, night_copy if consumer == "score" else export_copy)
     return targets, consumer_commands(world, export_copy, night_copy, tmp_path)
@@ -155,8 +154,6 @@ def test_trainer_names_the_shard_of_a_crc_error(world, tmp_path, capsys):
 
 
 def test_raw_folder_scoring_changes_no_input(world, tmp_path, capsys):
-    from test_reliability_inputs import state
-
     night = private_copy(world["night"], tmp_path)
     before = state(night)
     rc, err = run_cli(["score", str(world["run"]), str(night), "--out", str(tmp_path / "out"),

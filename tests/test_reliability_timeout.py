@@ -9,7 +9,6 @@ the helper process obeys (``GLOB=sleep:SECONDS`` or ``GLOB=abort``).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
