@@ -29,6 +29,7 @@ failures with the mutation that caused them (rerun one with ``--only N``).
 
 from __future__ import annotations
 
+import abc
 import argparse
 import gzip
 import json
@@ -124,12 +125,13 @@ class Mutation:
         return f"{self.kind}{'(inner)' if self.inner else ''}{self.params}"
 
 
-class Chooser:
+class Chooser(abc.ABC):
     """Where a mutation's choices come from: a seeded ``random.Random`` (the campaign) or
     hypothesis's ``data.draw`` (the test suite, which then shrinks failures)."""
 
+    @abc.abstractmethod
     def integer(self, low: int, high: int) -> int:
-        raise NotImplementedError
+        """A whole number in ``[low, high]``."""
 
     def element(self, items: Sequence):
         return items[self.integer(0, len(items) - 1)]
