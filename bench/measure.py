@@ -183,7 +183,7 @@ def process_label(proc: psutil.Process, is_root: bool) -> str:
         return "?"
     if "sdk_worker_main" in cmdline:
         return "beam worker"
-    if "forkserver" in cmdline:
+    if "exporter.isolation" in cmdline:
         return "reader helper"
     if "resource_tracker" in cmdline:
         return "resource tracker"
