@@ -1,17 +1,27 @@
-"""Callbacks of a training run: memory guard, resumable early stopping, per-epoch report, and
-the CSV history that stays continuous across restarts."""
+"""Callbacks of a training run: memory guard, resumable early stopping, per-epoch report,
+crash-safe backups and best checkpoints, and the CSV history that stays continuous across
+restarts."""
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
 
+from skyshard.jsonio import sha256_file
 from skyshard.memory import RssMonitor
+
+#: Test hook: seconds to sleep after each file a backup or best checkpoint puts in place, so
+#: tests can kill the trainer in the middle of a backup. Never set outside tests.
+BACKUP_PAUSE_ENV = "SKYSHARD_TEST_BACKUP_PAUSE"
 
 
 class MemoryBudgetExceeded(RuntimeError):
@@ -167,6 +177,247 @@ def _fmt(value: Any) -> str:
     return f"{number:.3g}" if abs(number) < 1e-3 and number else f"{number:.4f}"
 
 
+class BackupUnusable(ValueError):
+    """A backup cannot be restored: a file is missing, unreadable, or its weights are not the
+    ones its metadata names (torn by a kill, truncated, or from another backup)."""
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' ``BackupAndRestore`` (one backup per epoch, the previous kept as ``*.bkp``) made
+    safe against a kill at any moment.
+
+    Keras rewrites ``latest.weights.h5`` and ``training_metadata.json`` in place, so a kill
+    mid-write leaves a truncated file. Here every file is written beside its target, fsynced
+    and renamed over it; the metadata names the sha256 of its weights (so weights and metadata
+    of two different backups are told apart) and of the best checkpoint at that epoch; and the
+    previous backup is replaced only by a whole one. :meth:`restore` loads the newest usable
+    backup, or reports that none is usable and leaves training to start at epoch 1.
+    """
+
+    def __init__(self, backup_dir: str | Path, best_path: str | Path | None = None,
+                 echo: Callable[[str], None] = print):
+        super().__init__(str(backup_dir), save_freq="epoch", double_checkpoint=True,
+                         delete_checkpoint=False)
+        self.best_path = Path(best_path) if best_path is not None else None
+        self.echo = echo
+        self.restored_epoch: int | None = None
+
+    def _slots(self) -> tuple[tuple[str, Path, Path], ...]:
+        """(name, weights, metadata) of the latest and the previous backup, newest first."""
+        return (("latest backup", Path(self._weights_path),
+                 Path(self._training_metadata_path)),
+                ("previous backup", Path(self._prev_weights_path),
+                 Path(self._prev_training_metadata_path)))
+
+    def on_train_begin(self, logs=None):
+        if self.restored_epoch is None:  # not restored before fit()
+            self.restore()
+
+    def restore(self, max_epoch: int | None = None) -> int:
+        """Load the newest usable backup into the model (weights, optimizer state, epoch).
+
+        ``max_epoch``: skip backups of more epochs than that (the history must cover them).
+        Returns the number of completed epochs restored; 0 when no backup is usable, with the
+        model as built and a printed message when some backup existed but was unusable.
+        """
+        _remove_temporaries(Path(self.backup_dir))
+        problems: list[str] = []
+        snapshot = None
+        (_, latest_weights, latest_metadata), *_ = self._slots()
+        for name, weights, metadata in self._slots():
+            if not (weights.exists() or metadata.exists()):
+                continue
+            try:
+                meta = _check_backup(weights, metadata, max_epoch)
+                if weights != latest_weights:
+                    # Keras loads only "*.weights.h5": the previous backup becomes the latest
+                    # (metadata last, so the latest pair is never whole with mixed halves).
+                    latest_metadata.unlink(missing_ok=True)
+                    copy_atomic(weights, latest_weights)
+                    copy_atomic(metadata, latest_metadata)
+                if snapshot is None:
+                    _build_optimizer(self.model)
+                    snapshot = _snapshot(self.model)
+                self.model.load_weights(str(latest_weights))
+            except (BackupUnusable, OSError, ValueError, KeyError) as exc:
+                problems.append(f"{name}: {exc}")
+                continue
+            if problems:
+                self.echo(f"{self.backup_dir}: {'; '.join(problems)}; resuming from the "
+                          f"{name} after epoch {meta['epoch']}")
+            return self._restored(meta)
+        if snapshot is not None:
+            _reset(self.model, snapshot)  # a failed load may have assigned some variables
+        if problems:
+            self.echo(f"{self.backup_dir}: no usable backup ({'; '.join(problems)}); "
+                      "training restarts from epoch 1")
+        return self._restored({"epoch": 0, "best_sha256": None})
+
+    def _restored(self, meta: Mapping[str, Any]) -> int:
+        self.restored_epoch = int(meta["epoch"])
+        self.model._initial_epoch = self.restored_epoch
+        self._current_epoch = self.restored_epoch
+        self._restore_best(meta)
+        return self.restored_epoch
+
+    def _restore_best(self, meta: Mapping[str, Any]) -> None:
+        """Put back the best checkpoint the restored backup saw: the epochs after it are
+        trained again, so a best file they wrote is no longer part of the history."""
+        if self.best_path is None or "best_sha256" not in meta:  # Keras' own metadata
+            return
+        expected, best = meta["best_sha256"], self.best_path
+        spare = previous_copy(best)
+        for candidate in (best, spare):
+            if expected and candidate.is_file() and sha256_file(candidate) == expected:
+                os.replace(candidate, best)  # a no-op when the best file is the one
+                return
+        best.unlink(missing_ok=True)
+        spare.unlink(missing_ok=True)
+        if expected:
+            self.echo(f"{best}: not the best checkpoint of the restored epochs (that one is "
+                      "lost); removed, the next improvement is saved again")
+
+    def _save_model(self):
+        """Back up after an epoch: keep the latest backup as the previous one (only when it is
+        whole), then put new weights and metadata in place, each atomically."""
+        folder = Path(self.backup_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (_, weights, metadata), (_, old_weights, old_metadata) = self._slots()
+        if _usable(weights, metadata):
+            copy_atomic(weights, old_weights)
+            copy_atomic(metadata, old_metadata)
+        partial = temporary_name(weights)
+        self.model.save_weights(str(partial), overwrite=True)
+        weights_sha = sha256_file(partial)
+        put_in_place(partial, weights)
+        best = self.best_path
+        meta = {"epoch": self._current_epoch, "batch": self._last_batch_seen,
+                "weights_sha256": weights_sha,
+                "best_sha256": sha256_file(best) if best and best.is_file() else None}
+        partial = temporary_name(metadata)
+        partial.write_text(json.dumps(meta), encoding="utf-8")
+        put_in_place(partial, metadata)
+
+
+class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """``ModelCheckpoint`` for one weights file (``save_weights_only``, a name without
+    placeholders) that writes beside it and renames over it, keeping the file it replaces as
+    ``*.bkp``: a kill never leaves a truncated checkpoint, and :class:`AtomicBackupAndRestore`
+    can go back to the best of the epochs it restores."""
+
+    def _get_file_path(self, epoch, batch, logs):
+        return str(temporary_name(Path(self.filepath)))
+
+    def _save_model(self, epoch, batch, logs):
+        super()._save_model(epoch, batch, logs)
+        partial, target = Path(self._get_file_path(epoch, batch, logs)), Path(self.filepath)
+        if partial.exists():  # saved: this epoch improved
+            if target.is_file():
+                copy_atomic(target, previous_copy(target))
+            put_in_place(partial, target)
+
+
+def previous_copy(path: Path) -> Path:
+    """Where the file that ``path`` replaced is kept (Keras' ``.bkp`` naming)."""
+    return path.with_name(f"{path.name}.bkp")
+
+
+def temporary_name(target: Path) -> Path:
+    """A hidden name beside ``target`` for its next version (same folder, so the rename is
+    atomic); keeps a ``.weights.h5`` suffix, which Keras requires."""
+    suffix = ".weights.h5" if target.name.endswith(".weights.h5") else target.suffix
+    stem = target.name[:len(target.name) - len(suffix)] if suffix else target.name
+    return target.with_name(f".{stem}.{os.getpid()}.tmp{suffix}")
+
+
+def put_in_place(partial: Path, target: Path) -> None:
+    """fsync ``partial``, rename it over ``target``, fsync the folder: a kill or crash leaves
+    the old or the new ``target``, never part of one."""
+    with open(partial, "rb") as stream:
+        os.fsync(stream.fileno())
+    os.replace(partial, target)
+    _fsync_folder(target.parent)
+    pause = float(os.environ.get(BACKUP_PAUSE_ENV) or 0)
+    if pause:
+        time.sleep(pause)
+
+
+def copy_atomic(source: Path, target: Path) -> None:
+    """Copy ``source`` over ``target`` via a temporary file (see :func:`put_in_place`)."""
+    partial = temporary_name(target)
+    shutil.copyfile(source, partial)
+    put_in_place(partial, target)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # platforms that cannot open a folder (Windows)
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Remove temporary files a killed session left (``.NAME.PID.tmp…``)."""
+    if folder.is_dir():
+        for stale in folder.glob(".*.tmp*"):
+            stale.unlink(missing_ok=True)
+
+
+def _check_backup(weights: Path, metadata: Path, max_epoch: int | None) -> dict[str, Any]:
+    """The metadata of a whole backup (its epoch, the sha256 of its weights and best
+    checkpoint); raises :class:`BackupUnusable` saying why not."""
+    try:
+        meta = json.loads(metadata.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BackupUnusable(f"{metadata.name} is missing") from None
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise BackupUnusable(f"{metadata.name} is unreadable ({exc})") from None
+    epoch = meta.get("epoch") if isinstance(meta, dict) else None
+    if type(epoch) is not int or epoch < 0:
+        raise BackupUnusable(f"{metadata.name} holds no epoch")
+    if not weights.is_file():
+        raise BackupUnusable(f"{weights.name} is missing")
+    expected = meta.get("weights_sha256")  # absent in metadata Keras wrote
+    if expected is not None and sha256_file(weights) != expected:
+        raise BackupUnusable(f"{weights.name} is not the file {metadata.name} names "
+                             "(torn or truncated)")
+    if max_epoch is not None and epoch > max_epoch:
+        raise BackupUnusable(f"it is after epoch {epoch}, but history.csv holds only "
+                             f"{max_epoch} complete epoch(s)")
+    return meta
+
+
+def _usable(weights: Path, metadata: Path) -> bool:
+    try:
+        _check_backup(weights, metadata, None)
+    except BackupUnusable:
+        return False
+    return True
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    """Optimizer variables must exist before weights with optimizer state are loaded."""
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+
+
+def _snapshot(model: keras.Model) -> list:
+    return [v.numpy() for v in _state(model)]
+
+
+def _reset(model: keras.Model, snapshot: list) -> None:
+    for variable, value in zip(_state(model), snapshot):
+        variable.assign(value)
+
+
+def _state(model: keras.Model) -> list:
+    return [*model.weights, *(model.optimizer.variables if model.optimizer else [])]
+
+
 def read_history(path: str | Path) -> dict[str, list[float | None]]:
     """The ``CSVLogger`` file as Keras's ``History.history``: metric -> one value per epoch.
 
@@ -183,6 +434,62 @@ def read_history(path: str | Path) -> dict[str, list[float | None]]:
                 rows[int(row["epoch"])] = row
     names = sorted({name for row in rows.values() for name in row if name and name != "epoch"})
     return {name: [_number(rows[e].get(name)) for e in sorted(rows)] for name in names}
+
+
+def complete_epochs(path: str | Path) -> int:
+    """How many epochs, from the first on, ``history.csv`` holds a complete row for."""
+    _, rows = _history_rows(Path(path))
+    epochs = 0
+    while epochs in rows:
+        epochs += 1
+    return epochs
+
+
+def rewind_history(path: str | Path, epochs: int) -> list[int]:
+    """Keep the rows of the first ``epochs`` epochs (the last row of each) and drop the rest:
+    the epochs after a restored backup are trained again and logged anew. The file is rewritten
+    atomically (removed when no row is left). Returns the dropped epochs, 1-based."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.stem}.*.tmp{path.suffix}"):  # a killed rewind's
+        stale.unlink(missing_ok=True)
+    fieldnames, rows = _history_rows(path)
+    dropped = sorted(e + 1 for e in rows if e >= epochs)
+    kept = [rows[e] for e in sorted(rows) if e < epochs]
+    if not kept:
+        path.unlink(missing_ok=True)
+        return dropped
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fieldnames)  # the CSVLogger's dialect
+    writer.writeheader()
+    writer.writerows(kept)
+    if text.getvalue() != _read_raw(path):
+        partial = temporary_name(path)
+        partial.write_text(text.getvalue(), encoding="utf-8", newline="")
+        put_in_place(partial, path)
+    return dropped
+
+
+def _history_rows(path: Path) -> tuple[list[str], dict[int, dict[str, str]]]:
+    """Header and complete rows of ``history.csv`` (epoch -> its last row); a last line a kill
+    cut short, repeated headers and rows with missing cells are left out."""
+    if not path.is_file():
+        return [], {}
+    text = _read_raw(path)
+    if not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: dict[int, dict[str, str]] = {}
+    for row in reader:
+        epoch = (row.get("epoch") or "").strip()
+        if epoch.isdigit() and None not in row.values() and None not in row:
+            rows[int(epoch)] = row
+    return list(reader.fieldnames or []), rows
+
+
+def _read_raw(path: Path) -> str:
+    """The file's text with its line endings as written (the CSV dialect's ``\\r\\n``)."""
+    with open(path, encoding="utf-8", newline="") as stream:
+        return stream.read()
 
 
 def _number(text: str | None) -> float | None:

@@ -5,7 +5,10 @@ Order of work: verify the shards the run reads against the manifest's sha256; pr
 ``resume``, reopen) the run folder; build the streams and the model; fit under an RSS monitor;
 then export the best epoch's weights as an inference-only ``model.keras`` and write
 ``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
-far it got; ``--resume`` continues from the last completed epoch (``BackupAndRestore``).
+far it got; ``--resume`` continues from the last completed epoch (``AtomicBackupAndRestore``:
+backups written atomically, a torn or unreadable one replaced by the one before it), and
+``history.csv`` is cut back to the epochs the restored backup covers, so the history stays
+continuous however the run was killed.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from skyshard.manifest import (ManifestError, ShardIntegrityError, find_corrupt_
                                load_manifest, manifest_path, verify_shards)
 from skyshard.memory import RssMonitor
 from trainer import data
-from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
-                               MemoryGuard, ResumableEarlyStopping, best_epoch, read_history)
+from trainer.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochReport,
+                               EpochScalars, LearningRateLog, MemoryBudgetExceeded, MemoryGuard,
+                               ResumableEarlyStopping, best_epoch, complete_epochs, read_history,
+                               rewind_history)
 from trainer.config import ConfigError, dump_toml, get_dotted, resume_differences
 from trainer.model_io import MODEL_FILE, RUN_FILE, read_run
 from trainer.models import build_model, feature_plan
@@ -82,14 +87,19 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     previous = _open_run_dir(run_dir, resume)
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
+        if _nothing_left(previous, config):
+            echo(f"{run_dir}: already {previous['status']} after "
+                 f"{previous['epochs_completed']} epoch(s); nothing to resume")
+            return previous
     record = _new_record(export_dir, manifest, manifest_sha, config, previous)
-    (run_dir / CONFIG_FILE).write_text(dump_toml(config), encoding="utf-8")
-    if previous is not None and _nothing_left(previous, config):
-        echo(f"{run_dir}: already {previous['status']} after "
-             f"{previous['epochs_completed']} epoch(s); nothing to resume")
-        return previous
+    budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
+    monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
     record["status"] = "running"
+    _update_record(record, read_history(run_dir / HISTORY_FILE), config, monitor, started,
+                   previous)
+    # run.json first: a folder holding anything else is then always resumable.
     write_json_atomic(run_dir / RUN_FILE, record)
+    (run_dir / CONFIG_FILE).write_text(dump_toml(config), encoding="utf-8")
 
     keras.utils.set_random_seed(int(config["train"]["seed"]))
     plan = _plan(export_dir, manifest, config)
@@ -102,16 +112,20 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     model = _compiled_model(config, manifest, plan)
     record["model"] = {"name": config["model"]["name"], "params": int(model.count_params())}
 
-    budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
-    monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
+    backup = AtomicBackupAndRestore(run_dir / CHECKPOINT_DIR,
+                                    best_path=run_dir / CHECKPOINT_DIR / BEST_WEIGHTS, echo=echo)
+    if previous is not None:
+        _restore(run_dir, model, backup, echo)
     past = read_history(run_dir / HISTORY_FILE)
+    _update_record(record, past, config, monitor, started, previous)
+    write_json_atomic(run_dir / RUN_FILE, record)
 
     def on_epoch(epoch: int, logs: Mapping[str, Any]) -> None:
         history = read_history(run_dir / HISTORY_FILE)
         _update_record(record, history, config, monitor, started, previous)
         write_json_atomic(run_dir / RUN_FILE, record)
 
-    callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record)
+    callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record, backup)
     echo(_start_line(record, plan, config, resume and bool(past)))
     failure: BaseException | None = None
     with monitor:
@@ -180,6 +194,22 @@ def _nothing_left(previous: Mapping[str, Any], config: Mapping[str, Any]) -> boo
     return same or previous["epochs_completed"] >= int(config["train"]["epochs"])
 
 
+def _restore(run_dir: Path, model: keras.Model, backup: AtomicBackupAndRestore,
+             echo: Callable[[str], None]) -> int:
+    """Load the newest usable backup no later than the history reaches, then cut
+    ``history.csv`` back to its epochs: the ones after it are trained and logged again.
+    Returns the number of epochs restored."""
+    history = run_dir / HISTORY_FILE
+    backup.set_model(model)
+    epochs = backup.restore(max_epoch=complete_epochs(history))
+    dropped = rewind_history(history, epochs)
+    if dropped:
+        shown = (f"{dropped[0]}" if len(dropped) == 1 else f"{dropped[0]}-{dropped[-1]}")
+        echo(f"{history}: epoch(s) {shown} are not covered by the restored backup (after "
+             f"epoch {epochs}); they are trained again")
+    return epochs
+
+
 def _cache_dir(run_dir: Path, config: Mapping[str, Any]) -> Path | None:
     if config["data"]["cache"] != "disk":
         return None
@@ -232,7 +262,8 @@ def _compiled_model(config, manifest, plan) -> keras.Model:
     return model
 
 
-def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo, record):
+def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo, record,
+               backup: AtomicBackupAndRestore):
     train = config["train"]
     metric = train["monitor"]
     mode = "min" if "loss" in metric else "max"
@@ -245,7 +276,7 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
         LearningRateLog(),
         MemoryGuard(monitor, MEMORY_HINT),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
-        keras.callbacks.ModelCheckpoint(
+        AtomicModelCheckpoint(
             str(checkpoints / BEST_WEIGHTS), monitor=metric, mode=mode, save_best_only=True,
             save_weights_only=True, initial_value_threshold=threshold),
     ]
@@ -255,9 +286,8 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
     if train["tensorboard"]:
         callbacks.append(EpochScalars(run_dir / TENSORBOARD_DIR))
     # Last: the backup marks an epoch complete only after its row is logged and its best
-    # weights are saved; BackupAndRestore restores epoch, weights and optimizer state.
-    callbacks.append(keras.callbacks.BackupAndRestore(
-        str(checkpoints), save_freq="epoch", double_checkpoint=True, delete_checkpoint=False))
+    # weights are saved; it restores epoch, weights, optimizer state and the best checkpoint.
+    callbacks.append(backup)
     callbacks.append(EpochReport(int(train["epochs"]), monitor,
                                  best_of=lambda: record.get("best_epoch"), on_epoch=on_epoch,
                                  echo=echo))
@@ -280,10 +310,13 @@ def _finish(record, history, failure, model, config, manifest, run_dir: Path) ->
 def _save_best_model(model: keras.Model, config, manifest, run_dir: Path, record) -> None:
     """Write the best epoch's weights as an uncompiled inference model, atomically."""
     best = run_dir / CHECKPOINT_DIR / BEST_WEIGHTS
-    if best.is_file():
-        model.load_weights(best)
-    else:
+    if not best.is_file():
         record["note"] = "no best checkpoint (monitor never improved); saved the last weights"
+    else:
+        try:
+            model.load_weights(best)
+        except (OSError, ValueError) as exc:  # a checkpoint damaged outside the trainer
+            record["note"] = f"best checkpoint unreadable ({exc}); saved the last weights"
     inference = build_model(config, manifest)
     inference.set_weights(model.get_weights())
     partial = run_dir / f".{MODEL_FILE}.partial.keras"
