@@ -64,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prep.add_argument("--denoise", action="store_true", help="3x3 median denoise first")
     prep.add_argument("--background", action="store_true", help="subtract a smooth background")
     prep.add_argument("--clahe", action="store_true", help="adaptive histogram equalisation")
+    parser.add_argument("--ignore-file-names", action="store_true",
+                        help="do not read frame type, exposure, temperature, gain and binning "
+                             "from file names (by default they stand in, at half confidence, "
+                             "where a header lacks them)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished export in OUT")
 
@@ -79,6 +83,9 @@ def build_spec(args: argparse.Namespace, like: dict | None):
             spec.max_pixels = args.max_pixels
         if args.file_timeout is not None:
             spec.file_timeout = args.file_timeout
+        if args.ignore_file_names and spec.file_names:
+            raise SystemExit("--ignore-file-names: the --like export reads file names; "
+                             "its records would not match")
         return spec
     options = PreprocessOptions()
     for name in ("stretch", "resize"):
@@ -95,7 +102,8 @@ def build_spec(args: argparse.Namespace, like: dict | None):
                       max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
                       labelled=not args.unlabelled,
                       file_timeout=(DEFAULT_FILE_TIMEOUT if args.file_timeout is None
-                                    else args.file_timeout))
+                                    else args.file_timeout),
+                      file_names=not args.ignore_file_names)
 
 
 def load_like(value: str | None) -> dict | None:

@@ -63,6 +63,8 @@ class ExportSpec:
     labelled: bool = True
     #: Seconds one file may take to read and measure (in a helper process); 0 = no limit.
     file_timeout: float = DEFAULT_FILE_TIMEOUT
+    #: Read frame type, exposure and sensor settings from file names where headers lack them.
+    file_names: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -92,6 +94,8 @@ class ExportSpec:
             max_pixels=int(manifest.get("max_pixels", DEFAULT_MAX_PIXELS)),
             labelled=labelled,
             file_timeout=float(manifest.get("file_timeout", DEFAULT_FILE_TIMEOUT)),
+            # Exports made before file names were read did not read them.
+            file_names=bool(manifest.get("file_names_as_metadata", False)),
         )
 
 
@@ -157,7 +161,8 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
 
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
-        header_values, confidences = header_features(frame.header)
+        header_values, confidences = header_features(
+            frame.header, os.path.basename(path) if spec.file_names else None)
         pixel_values = pixel_features(frame)
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")

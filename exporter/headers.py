@@ -181,17 +181,24 @@ def header_feature_group(name: str) -> str:
     return _GROUP_OF_FEATURE[name]
 
 
-def header_features(header: Mapping) -> tuple[dict[str, float], np.ndarray]:
+def header_features(header: Mapping, file_name: str | None = None
+                    ) -> tuple[dict[str, float], np.ndarray]:
     """Raw header features by name (NaN = unknown) and the four group confidences.
 
-    ``header``: keyword -> value (any case, any value type). Returns ``(features, confidences)``
-    with ``features`` keyed by every name in :data:`HEADER_FEATURE_NAMES` and ``confidences`` a
-    float32 array ``[frame_type, exposure, sensor, optics]`` with values in [0, 1].
+    ``header``: keyword -> value (any case, any value type). ``file_name``: the frame's file
+    name; what it spells out (:func:`file_name_cards`) stands in for the frame-type, exposure
+    and sensor groups when the header has none of their cards, at
+    :data:`FILE_NAME_CONFIDENCE` times the confidence the same cards would earn. Returns
+    ``(features, confidences)`` with ``features`` keyed by every name in
+    :data:`HEADER_FEATURE_NAMES` and ``confidences`` a float32 array ``[frame_type, exposure,
+    sensor, optics]`` with values in [0, 1].
     """
     cards = _normalised(header)
-    exposure, exposure_confidence = _exposure_group(cards)
-    frame_type, frame_type_confidence = _frame_type_group(cards, exposure["exposure_s"])
-    sensor, sensor_confidence = _sensor_group(cards)
+    named = {**file_name_cards(file_name), **cards} if file_name else cards
+    exposure, exposure_confidence = _with_fallback(_exposure_group, cards, named)
+    frame_type, frame_type_confidence = _with_fallback(_frame_type_group, cards, named,
+                                                       exposure["exposure_s"])
+    sensor, sensor_confidence = _with_fallback(_sensor_group, cards, named)
     optics, optics_confidence = _optics_group(cards)
     features = {**frame_type, **exposure, **sensor, **optics}
     features = {name: _finite_or_nan(features[name]) for name in HEADER_FEATURE_NAMES}
@@ -619,3 +626,105 @@ def _has_solar_hint(cards: Mapping[str, Any]) -> bool:
         words.update(_words(_text(cards.get(keyword)) or ""))
     ctype = (_text(cards.get("CTYPE1")) or "").upper()
     return bool(words & SOLAR_INSTRUMENT_WORDS) or ctype.startswith(SOLAR_CTYPE_PREFIXES)
+
+
+# ------------------------------------------------------------------ 5. the file name as a header
+
+#: Confidence factor of a group read from the file name rather than from header cards.
+FILE_NAME_CONFIDENCE = 0.5
+
+#: Frame-type words trusted in a file name: a narrower vocabulary than in cards, because in file
+#: names OFFSET, SKY, LAMP, STD or OBJECT often name something else ("gain100_offset_30").
+_NAME_TYPE_WORDS = {
+    **dict.fromkeys(("LIGHT", "LIGHTS", "LIGHTFRAME", "SCIENCE"), "light"),
+    **dict.fromkeys(("DARK", "DARKS", "DARKFRAME", "DARKFLAT", "FLATDARK"), "dark"),
+    **dict.fromkeys(("FLAT", "FLATS", "FLATFIELD", "SKYFLAT", "DOMEFLAT", "LAMPFLAT", "TWILIGHT",
+                     "TWIFLAT"), "flat"),
+    **dict.fromkeys(("BIAS", "BIASES", "ZERO", "ZEROS"), "bias"),
+    **dict.fromkeys(("ARC", "ARCS", "ARCLAMP", "THAR", "COMP"), "arc"),
+}
+#: Astro Photography Tool starts names with one letter and a frame number ("D_0012_...").
+_APT_TYPE_LETTERS = {"L": "light", "D": "dark", "F": "flat", "B": "bias"}
+#: Frame-type stems a file-name word may start with ("Bias0001", "darks-30s", "Light001").
+_NAME_TYPE_STEMS = (("BIAS", "bias"), ("DARK", "dark"), ("FLAT", "flat"), ("LIGHT", "light"),
+                    ("ZERO", "bias"))
+
+_SEPARATOR = r"(?:^|(?<=[_\s.]))"
+_END = r"(?=$|[_\-\s.])"
+#: An exposure with its unit: "180.00s", "15sec", "30_secs", "0.005779s", "2min"; SharpCap's
+#: underscore decimals ("0_00025_secs") for sub-second exposures.
+_NAME_EXPOSURE = re.compile(
+    r"(?<![0-9a-z.])(0_\d+|\d+(?:\.\d+)?)_?(s|sec|secs|second|seconds|ms|msec|us|min|mins)"
+    r"(?![a-z])")
+#: A sensor temperature in Celsius: "_-10.1C_", "__24C", "-20c.fits".
+_NAME_TEMPERATURE = re.compile(_SEPARATOR + r"-?([-+]?\d{1,3}(?:\.\d+)?)c" + _END)
+_NAME_GAIN = re.compile(_SEPARATOR + r"gain[_=-]?(\d{1,4})" + _END)
+_NAME_BINNING = re.compile(_SEPARATOR + r"(?:bin[_=-]?(\d)(?:x(\d))?|(\d)x(\d))" + _END)
+
+
+def file_name_cards(file_name: str | None) -> dict[str, str]:
+    """Header cards that a file name spells out, the way capture programs name frames.
+
+    N.I.N.A. (``2022-01-15_22-57-06_BIAS_0.00s_0086.fits``), ASIAIR/ASIStudio
+    (``Dark_180.0s_Bin1_1600MM_gain180_20170919-192056_-10.1C_0047.fit``), SharpCap
+    (``Bias_0_00025_secs_2016-05-11T23-45-22_010.fits``), APT (``B_0012_ISO200_0s__13C.tiff``),
+    IRAF-style archives (``zero001.fits``, ``b11_domeflat.fits``) and hand-made names alike.
+    Returns upper-case keyword -> text: ``IMAGETYP`` (a frame-type word), ``OBJECT`` (the name
+    without its extension, for target hints such as Moon or Jupiter), ``EXPTIME`` (with its
+    unit), ``CCD-TEMP`` (Celsius), ``GAIN``, ``XBINNING``/``YBINNING``; only those found. The
+    name is data only: never opened, resolved or evaluated.
+    """
+    if not file_name:
+        return {}
+    stem = re.sub(r"(\.(fits?|fts|fz|gz|bz2|tiff?|xisf|cr2|nef))+$", "", str(file_name)[:_TEXT_LIMIT],
+                  flags=re.IGNORECASE)
+    cards = {"OBJECT": stem}
+    frame_type = _name_frame_type(stem)
+    if frame_type is not None:
+        cards["IMAGETYP"] = frame_type.upper()
+    lower = stem.lower()
+    exposure = _NAME_EXPOSURE.search(lower)
+    if exposure:
+        number = exposure.group(1).replace("0_", "0.", 1) if exposure.group(1).startswith(
+            "0_") else exposure.group(1)
+        cards["EXPTIME"] = f"{number} {exposure.group(2)}"
+    temperature = _NAME_TEMPERATURE.search(lower)
+    if temperature:
+        sign = "-" if lower[temperature.start():temperature.start(1)].endswith("-") else ""
+        cards["CCD-TEMP"] = sign + temperature.group(1).lstrip("+")
+    gain = _NAME_GAIN.search(lower)
+    if gain:
+        cards["GAIN"] = gain.group(1)
+    binning = _NAME_BINNING.search(lower)
+    if binning:
+        x = binning.group(1) or binning.group(3)
+        y = binning.group(2) or binning.group(4) or x
+        cards["XBINNING"], cards["YBINNING"] = x, y
+    return cards
+
+
+def _name_frame_type(stem: str) -> str | None:
+    """The frame type a file name states (priority as in cards when it states several)."""
+    words = _words(stem)
+    if len(words) >= 2 and words[0] in _APT_TYPE_LETTERS and words[1].isdigit():
+        return _APT_TYPE_LETTERS[words[0]]
+    kinds = set()
+    for word in words:
+        if word in _NAME_TYPE_WORDS:
+            kinds.add(_NAME_TYPE_WORDS[word])
+            continue
+        kinds.update(kind for prefix, kind in _NAME_TYPE_STEMS if word.startswith(prefix))
+    return next((kind for kind in _FRAME_TYPE_PRIORITY if kind in kinds), None)
+
+
+def _with_fallback(group, cards: Mapping[str, Any], named: Mapping[str, Any], *args
+                   ) -> tuple[dict[str, float], float]:
+    """``group(cards, *args)``; when the cards give it nothing (confidence 0) and the file name
+    does, the group read from the cards merged with the file name's, at reduced confidence."""
+    features, confidence = group(cards, *args)
+    if confidence > 0 or named is cards:
+        return features, confidence
+    named_features, named_confidence = group(named, *args)
+    if named_confidence <= 0:
+        return features, confidence
+    return named_features, FILE_NAME_CONFIDENCE * named_confidence

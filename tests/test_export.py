@@ -43,6 +43,7 @@ def test_layout_and_manifest(export, sample_tree):
     assert len(manifest["scaler"]["mean"]) == len(manifest["feature_names"])
     assert manifest["confidence_names"] == list(schema.CONFIDENCE_NAMES)
     assert manifest["errors"]["count"] == 0 and (out / "errors.jsonl").exists()
+    assert manifest["file_names_as_metadata"] is True
     total = sum(manifest["splits"][s]["count"] for s in ("train", "val", "test"))
     assert total == 36
     for split, info in manifest["splits"].items():
@@ -203,6 +204,7 @@ def test_like_exports_compatibly_and_rejects_unknown_classes(export, sample_tree
     assert list(manifest["splits"]) == ["score"] and manifest["splits"]["score"]["count"] == 12
     assert manifest["feature_names"] == export.manifest["feature_names"]
     assert manifest["classes"] == export.manifest["classes"]
+    assert manifest["file_names_as_metadata"] == export.manifest["file_names_as_metadata"]
     assert all(int(r[schema.LABEL][0]) == -1 for r in read_export(scored.out_dir).values())
 
     labelled = tmp_path / "labelled"
@@ -232,3 +234,22 @@ def test_portable_runner_and_multiprocess_give_the_same_records(sample_tree, tmp
         assert sorted(other) == sorted(reference), name
         for key, record in reference.items():
             assert other[key]["_bytes"] == record["_bytes"], (name, key)
+
+
+def test_file_names_fill_in_for_missing_headers_unless_ignored(tmp_path):
+    """A TIFF has no header cards: its capture program's file name says what it is."""
+    import tifffile
+
+    from exporter.extract import ExportSpec, feature_layout, measure_frame
+
+    path = tmp_path / "Dark_180.0s_Bin1_gain120_-10.0C_0001.tif"
+    tifffile.imwrite(path, np.random.default_rng(0).integers(300, 400, (64, 64), np.uint16))
+    names = feature_layout()["feature_names"]
+    read = measure_frame(str(path), ExportSpec(classes=[], image_size=32))
+    ignored = measure_frame(str(path), ExportSpec(classes=[], image_size=32, file_names=False))
+    assert read["features"][names.index("frame_type_dark")] == 1
+    assert read["features"][names.index("exposure_s")] == 180
+    assert read["confidences"][0] > 0 and read["confidences"][1] > 0
+    assert np.isnan(ignored["features"][names.index("frame_type_dark")])
+    assert not ignored["confidences"].any()
+    assert np.array_equal(read["image"], ignored["image"])

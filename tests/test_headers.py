@@ -10,9 +10,9 @@ from astropy.io import fits
 from astropy.io.fits.card import Undefined
 
 from conftest import real_frame_files
-from exporter.headers import (FRAME_TYPE_KEYWORDS, FRAME_TYPES, HEADER_FEATURE_GROUPS,
-                              HEADER_FEATURE_NAMES, classify_frame_type, header_feature_group,
-                              header_features)
+from exporter.headers import (FILE_NAME_CONFIDENCE, FRAME_TYPE_KEYWORDS, FRAME_TYPES,
+                              HEADER_FEATURE_GROUPS, HEADER_FEATURE_NAMES, classify_frame_type,
+                              file_name_cards, header_feature_group, header_features)
 from exporter.readers import read_frame
 from skyshard.schema import CONFIDENCE_NAMES
 
@@ -374,3 +374,54 @@ def test_real_frame_headers(real_frames_dir):
     ids, _ = results["rascal__int20180101_01355922.fits.fz"]
     assert ids["sensor_temp_c"] == pytest.approx(151.063 - 273.15)  # CCDTEMP in Kelvin
     assert ids["has_spectro_keywords"] == 1 and ids["dark_time_s"] == pytest.approx(600.2, 1e-3)
+
+
+# ------------------------------------------------------------------- file names as metadata
+
+@pytest.mark.parametrize("name, cards", [
+    # N.I.N.A.
+    ("2022-01-15_22-57-06_BIAS_0.00s_0086.fits", {"IMAGETYP": "BIAS", "EXPTIME": "0.00 s"}),
+    # ASIAIR / ASIStudio
+    ("Dark_180.0s_Bin1_1600MM_gain180_20170919-192056_-10.1C_0047.fit",
+     {"IMAGETYP": "DARK", "EXPTIME": "180.0 s", "CCD-TEMP": "-10.1", "GAIN": "180",
+      "XBINNING": "1", "YBINNING": "1"}),
+    # SharpCap, underscore decimals
+    ("Bias_0_00025_secs_2016-05-11T23-45-22_010.fits.fz",
+     {"IMAGETYP": "BIAS", "EXPTIME": "0.00025 secs"}),
+    # Astro Photography Tool: one letter and a frame number first
+    ("D_0012_ISO200_300s__13C.tiff", {"IMAGETYP": "DARK", "EXPTIME": "300 s", "CCD-TEMP": "13"}),
+    ("M74_15sec_2x2_L_frame78.fits.gz", {"EXPTIME": "15 sec", "XBINNING": "2",
+                                         "YBINNING": "2"}),
+    ("zero001.fits", {"IMAGETYP": "BIAS"}),
+    ("b11_domeflat.fits.gz", {"IMAGETYP": "FLAT"}),
+    ("v_a_20180810_13_1_0_1_arc.fits.gz", {"IMAGETYP": "ARC"}),
+    ("Twilight_03.fits", {"IMAGETYP": "FLAT"}),
+    ("FlatDark_2s_003.fits", {"IMAGETYP": "DARK", "EXPTIME": "2 s"}),
+])
+def test_file_name_cards_read_capture_program_conventions(name, cards):
+    found = file_name_cards(name)
+    assert name.startswith(found.pop("OBJECT") + ".")
+    assert found == cards
+
+
+@pytest.mark.parametrize("name", ["r3015.fits", "M42_gain100_offset_30_001.fits", "img.tif",
+                                  "Arcturus_0001.fits", "NGC7000_Ha.fits"])
+def test_file_names_without_a_frame_type_do_not_invent_one(name):
+    assert "IMAGETYP" not in file_name_cards(name)
+
+
+def test_file_name_stands_in_at_half_confidence_only_where_the_header_is_silent():
+    name = "Dark_180.0s_Bin1_gain180_-10.1C_0047.tiff"
+    features, confidences = header_features({}, name)
+    assert frame_type_of(features) == "dark" and features["exposure_s"] == 180.0
+    assert features["sensor_temp_c"] == pytest.approx(-10.1)
+    full = header_features({"IMAGETYP": "Dark", "EXPTIME": 180.0})[1]
+    assert confidences[FRAME_TYPE] == pytest.approx(FILE_NAME_CONFIDENCE * full[FRAME_TYPE])
+    assert confidences[EXPOSURE] == pytest.approx(FILE_NAME_CONFIDENCE * full[EXPOSURE])
+    assert confidences[OPTICS] == 0
+    # The header wins wherever it says something.
+    features, confidences = header_features({"IMAGETYP": "LIGHT", "EXPTIME": 10.0}, name)
+    assert frame_type_of(features) == "light" and features["exposure_s"] == 10.0
+    assert confidences[FRAME_TYPE] == 1 and confidences[EXPOSURE] == 1
+    # Without a name, or with an uninformative one, nothing changes.
+    assert np.array_equal(header_features({})[1], header_features({}, "r3015.fits")[1])
