@@ -27,7 +27,7 @@ from skimage.transform import resize as sk_resize
 
 from exporter.frame import RawFrame
 from exporter.pixel_stats import (as_image, block_medians, grid_sample, native_tiles,
-                                  pixel_noise, sigma_log)
+                                  pixel_noise, quantum, sigma_log)
 from exporter.preprocessing import block_mean, finite_filled
 
 #: Full-resolution pixels searched for stars, and the side of one search tile.
@@ -38,6 +38,10 @@ DETECT_SIGMA = 5.0
 #: Half-size (pixels) of the cutout in which a peak is measured; stars wider than ~2x this are
 #: not measured as stars.
 CUTOUT_RADIUS = 8
+#: A local maximum whose 8 neighbours hold on average at least this share of its value is
+#: spread (a star, a disk's texture); below :data:`SINGLE_PIXEL_SHARE` it is a single pixel.
+SPREAD_SHARE = 0.2
+SINGLE_PIXEL_SHARE = 0.08
 #: At most this many of the brightest peaks are measured (per frame, split over the tiles).
 MAX_MEASURED_PEAKS = 100
 #: Long side (pixels) of the binned image used for spectral and disk metrics.
@@ -52,10 +56,14 @@ MAX_LINE_WIDTH = 0.03
 DOMAIN_FEATURE_NAMES: tuple[str, ...] = (
     # point sources
     "star_count_log10", "star_density_log10", "peak_density_log10", "point_source_fraction",
-    "star_fwhm", "star_roundness", "peak_sharpness",
+    "star_fwhm", "star_roundness", "peak_sharpness", "spread_peaks_per_mpx_log",
+    "single_pixel_peaks_per_mpx_log",
     # slit spectra
     "row_concentration", "col_concentration", "dispersion_axis", "emission_lines",
     "absorption_lines", "elongation",
+    # slit spectra, in either orientation
+    "concentration_max", "concentration_min", "line_repeat", "line_depth_log10", "line_skew",
+    "line_contrast_log10", "lit_band_fraction", "lit_band_fraction_across",
     # planetary disk
     "disk_area_fraction", "disk_circularity", "disk_edge_sharpness", "disk_contrast_sigma_log",
 )
@@ -76,18 +84,22 @@ def tile_background(tile: np.ndarray, cell: int = 32) -> np.ndarray:
     return sk_resize(cells, tile.shape, order=1, mode="edge", anti_aliasing=False)
 
 
-def detect_peaks(tile: np.ndarray, max_peaks: int) -> tuple[np.ndarray, np.ndarray, int]:
+def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Local maxima above :data:`DETECT_SIGMA` in a background-subtracted tile.
 
     ``tile``: finite ADU values. The tile is smoothed with a 1-pixel Gaussian before detection,
     which favours star-sized peaks over single noisy pixels. Returns the background-subtracted
     tile, the ``(y, x)`` of at most ``max_peaks`` brightest peaks (an ``(n, 2)`` int array) and
     the number of peaks found. Peaks within :data:`CUTOUT_RADIUS` of the border are skipped.
+    The threshold is never below ``step``, the value lattice's step: in 8-bit data the noise
+    hides under one step and quantisation plateaus must not become peaks.
     """
     sub = tile - tile_background(tile)
     smooth = ndimage.gaussian_filter(sub, 1.0)
     noise = float(mad_std(smooth[::2, ::2]))
     threshold = DETECT_SIGMA * noise if math.isfinite(noise) else math.inf
+    threshold = max(threshold, step)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = find_peaks(smooth, threshold, box_size=5, border_width=CUTOUT_RADIUS)
@@ -147,16 +159,17 @@ def is_star(fwhm: float, roundness: float) -> bool:
     return math.isfinite(fwhm) and fwhm >= 1.5 and math.isfinite(roundness) and roundness >= 0.4
 
 
-def star_features(data: np.ndarray) -> dict[str, float]:
+def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
     """Star count and density, peak density, point-source fraction, median FWHM (pixels),
-    roundness and peak sharpness, from full-resolution tiles of ``data`` (ADU)."""
-    out = dict.fromkeys(DOMAIN_FEATURE_NAMES[:7], math.nan)
+    roundness and peak sharpness, from full-resolution tiles of ``data`` (ADU); ``step``: the
+    value lattice's step (:func:`~exporter.pixel_stats.quantum`)."""
+    out = dict.fromkeys(DOMAIN_FEATURE_NAMES[:9], math.nan)
     tiles = [t for t in native_tiles(data, STAR_TILE_PIXELS, STAR_TILE_SIDE)
              if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
     if not tiles:
         return out
     per_tile = max(1, MAX_MEASURED_PEAKS // len(tiles))
-    searched = peaks = 0
+    searched = peaks = spread = single = 0
     stars = 0.0
     fwhms, roundness, sharpness = [], [], []
     for tile in tiles:
@@ -165,7 +178,10 @@ def star_features(data: np.ndarray) -> dict[str, float]:
             continue
         tile = np.where(finite, tile, np.median(tile[finite]))
         searched += (tile.shape[0] - 2 * CUTOUT_RADIUS) * (tile.shape[1] - 2 * CUTOUT_RADIUS)
-        sub, yx, found = detect_peaks(tile, per_tile)
+        sub, yx, found = detect_peaks(tile, per_tile, step)
+        shares = peak_neighbour_shares(sub, step)
+        spread += int(np.count_nonzero(shares >= SPREAD_SHARE))
+        single += int(np.count_nonzero(np.abs(shares) < SINGLE_PIXEL_SHARE))
         peaks += found
         measured = [measure_peak(sub, y, x) for y, x in yx]
         tile_stars = [m for m in measured if is_star(m[0], m[1])]
@@ -184,7 +200,32 @@ def star_features(data: np.ndarray) -> dict[str, float]:
     out["star_fwhm"] = float(np.median(fwhms)) if fwhms else math.nan
     out["star_roundness"] = float(np.median(roundness)) if roundness else math.nan
     out["peak_sharpness"] = float(np.median(sharpness)) if sharpness else math.nan
+    out["spread_peaks_per_mpx_log"] = math.log10(1.0 + spread / searched * 1e6)
+    out["single_pixel_peaks_per_mpx_log"] = math.log10(1.0 + single / searched * 1e6)
     return out
+
+
+def peak_neighbour_shares(sub: np.ndarray, step: float = 0.0) -> np.ndarray:
+    """For every local maximum (3x3) of a background-subtracted tile more than
+    :data:`DETECT_SIGMA` noise sigmas up (unsmoothed, so single pixels count too): the mean of
+    its 8 neighbours over its own value. A star's PSF lends its neighbours light (>=
+    :data:`SPREAD_SHARE`), a hot pixel or a cosmic-ray hit does not (within
+    ±:data:`SINGLE_PIXEL_SHARE`; strongly negative shares are bumps on a badly fitted
+    background, neither).
+    The noise is the sample's ``mad_std``, never below the quantisation noise of ``step``."""
+    sample = sub[::3, ::3]
+    noise = max(float(mad_std(sample)), step / math.sqrt(12.0))
+    if not (math.isfinite(noise) and noise > 0):
+        return np.empty(0)
+    inner = sub[1:-1, 1:-1]
+    peak = ndimage.maximum_filter(sub, size=3, mode="nearest")[1:-1, 1:-1]
+    ys, xs = np.nonzero((inner == peak) & (inner > DETECT_SIGMA * noise))
+    if ys.size == 0:
+        return np.empty(0)
+    ys, xs = ys + 1, xs + 1
+    neighbours = sum(sub[ys + dy, xs + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                     if dy or dx) / 8.0
+    return neighbours / sub[ys, xs]
 
 
 # --------------------------------------------------------------------------- slit spectra
@@ -352,6 +393,67 @@ def spectral_features(reduced: np.ndarray) -> dict[str, float]:
             "absorption_lines": float(absorption), "elongation": elongation(reduced)}
 
 
+def lit_rows(image: np.ndarray) -> np.ndarray:
+    """Indices of the rows of ``image`` lit above half-way between their 10th percentile and
+    their maximum (the slit's extent when the spectrum runs along x)."""
+    profile = image.mean(axis=1)
+    low, high = float(np.percentile(profile, 10)), float(profile.max())
+    return np.flatnonzero(profile > low + 0.5 * (high - low))
+
+
+def line_profile_features(image: np.ndarray, noise: float) -> dict[str, float]:
+    """Narrow structure along x of the lit rows of ``image`` (binned, despiked, ADU), assuming
+    the spectrum runs along x. ``repeat``: correlation of the high-passed profiles of the even
+    and the odd lit rows (arc, sky and absorption lines span the slit, so they repeat; noise and
+    stars do not); ``depth``: their scatter over the continuum level; ``skew``: > 0 for emission
+    lines, < 0 for absorption; ``contrast``: scatter in units of the noise of the mean profile;
+    ``band``: share of rows lit."""
+    out = {"repeat": math.nan, "depth": math.nan, "skew": math.nan, "contrast": math.nan,
+           "band": math.nan}
+    if min(image.shape) < 8:
+        return out
+    rows = lit_rows(image)
+    out["band"] = rows.size / image.shape[0]
+    if rows.size < 2:
+        return out
+    lit = image[rows]
+    window = max(9, (image.shape[1] // 16) | 1)
+
+    def high_pass(profile: np.ndarray) -> np.ndarray:
+        return profile - ndimage.median_filter(profile, size=window, mode="nearest")
+
+    even, odd = high_pass(lit[0::2].mean(axis=0)), high_pass(lit[1::2].mean(axis=0))
+    if even.std() > 0 and odd.std() > 0:
+        out["repeat"] = float(np.corrcoef(even, odd)[0, 1])
+    mean = high_pass(lit.mean(axis=0))
+    scatter = float(mean.std())
+    level = float(np.median(lit) - np.percentile(image, 1))
+    out["depth"] = math.log10(scatter / level + 1e-6) if level > 0 else math.nan
+    if scatter > 0:
+        out["skew"] = float(np.mean(((mean - mean.mean()) / scatter) ** 3))
+    if math.isfinite(noise) and noise > 0:
+        out["contrast"] = math.log10(1 + scatter / (noise / math.sqrt(rows.size)))
+    return out
+
+
+def slit_features(reduced: np.ndarray, row_conc: float, col_conc: float) -> dict[str, float]:
+    """Slit-spectrum measures that do not depend on which way the spectrum runs: the larger and
+    smaller of the row and column concentrations, and :func:`line_profile_features` along the
+    axis whose lines repeat better across the slit (``lit_band_fraction_across``: the share lit
+    along the other axis)."""
+    image = despike(reduced)
+    noise = pixel_noise([image])
+    along_x = line_profile_features(image, noise)
+    along_y = line_profile_features(image.T, noise)
+    key = lambda measures: -2.0 if math.isnan(measures["repeat"]) else measures["repeat"]
+    best, other = (along_x, along_y) if key(along_x) >= key(along_y) else (along_y, along_x)
+    return {"concentration_max": float(np.fmax(row_conc, col_conc)),
+            "concentration_min": float(np.fmin(row_conc, col_conc)),
+            "line_repeat": best["repeat"], "line_depth_log10": best["depth"],
+            "line_skew": best["skew"], "line_contrast_log10": best["contrast"],
+            "lit_band_fraction": best["band"], "lit_band_fraction_across": other["band"]}
+
+
 # --------------------------------------------------------------------------- planetary disk
 
 def disk_features(reduced: np.ndarray) -> dict[str, float]:
@@ -419,9 +521,11 @@ def domain_features(frame: RawFrame) -> dict[str, float]:
     if not np.isfinite(grid_sample(data)).any():
         return dict.fromkeys(DOMAIN_FEATURE_NAMES, math.nan)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
-        features = star_features(data)
+        features = star_features(data, quantum(data))
         reduced = reduced_image(data)
         features.update(spectral_features(reduced))
+        features.update(slit_features(reduced, features["row_concentration"],
+                                      features["col_concentration"]))
         features.update(disk_features(reduced))
     return {name: _finite(features[name]) for name in DOMAIN_FEATURE_NAMES}
 

@@ -33,10 +33,11 @@ def feature_layout() -> dict[str, Any]:
     from exporter.domain_features import DOMAIN_FEATURE_NAMES
     from exporter.headers import HEADER_FEATURE_NAMES, header_feature_group
     from exporter.pixel_stats import PIXEL_FEATURE_NAMES
+    from exporter.sensor_features import SENSOR_FEATURE_NAMES
 
     groups = {
         "header": list(HEADER_FEATURE_NAMES),
-        "pixel": list(PIXEL_FEATURE_NAMES),
+        "pixel": list(PIXEL_FEATURE_NAMES) + list(SENSOR_FEATURE_NAMES),
         "domain": list(DOMAIN_FEATURE_NAMES),
     }
     names = [name for group in groups.values() for name in group]
@@ -158,15 +159,18 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     from exporter.headers import header_features
     from exporter.pixel_stats import pixel_features
     from exporter.readers import read_frame
+    from exporter.sensor_features import recover_adu, sensor_features
 
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
+        frame = recover_adu(frame)
         header_values, confidences = header_features(
             frame.header, os.path.basename(path) if spec.file_names else None)
         pixel_values = pixel_features(frame)
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")
-        values = {**header_values, **pixel_values, **domain_features(frame)}
+        values = {**header_values, **pixel_values, **sensor_features(frame),
+                  **domain_features(frame)}
     except FrameError:
         raise
     except Exception as exc:  # a feature bug must become a dead letter, not a dead job

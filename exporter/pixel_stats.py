@@ -38,6 +38,11 @@ TILE_PIXELS = 192 * 1024
 #: Side of one native tile in pixels (smaller when the frame is).
 TILE_SIDE = 128
 
+#: Values taken from the frame (evenly strided) to find its value lattice (:func:`quantum`).
+LATTICE_SAMPLE = 64 * 1024
+#: Share of sampled values that must sit on the lattice for it to count.
+LATTICE_SHARE = 0.99
+
 #: Largest number of pixel differences used for the pixel-noise estimate.
 NOISE_SAMPLES = 128 * 1024
 #: Largest number of pixels given to sigma clipping (clipped statistics converge long before).
@@ -230,9 +235,33 @@ def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
     return _finite_float(np.std(kept) / math.sqrt(2.0)) if kept.size else math.nan
 
 
+def lattice_sample(data: np.ndarray) -> np.ndarray:
+    """Finite values of an evenly strided sample of ``data`` (float64, at most
+    :data:`LATTICE_SAMPLE`)."""
+    values = grid_sample(data, LATTICE_SAMPLE).ravel()
+    return values[np.isfinite(values)]
+
+
 def quantum(data: np.ndarray) -> float:
-    """Smallest meaningful step of the stored values: 1 ADU for integers, 0 for floats."""
-    return 1.0 if np.issubdtype(data.dtype, np.integer) else 0.0
+    """The step between the values a frame can hold: 1 for plain integer ADU, 4 or 16 for 14- or
+    12-bit ADU shifted into 16-bit words, 256 for 8-bit data in 16-bit words (also when stored
+    as integer-valued floats), 0 for floats off any integer lattice.
+
+    The greatest common divisor of the sampled values' distances to their minimum, when at least
+    :data:`LATTICE_SHARE` of them are integers; a constant frame has step 1. Noise estimates and
+    thresholds never go below it: a ``mad_std`` of integers can be 0.
+    """
+    values = lattice_sample(data)
+    if values.size < 16:
+        return 1.0 if np.issubdtype(data.dtype, np.integer) else 0.0
+    rounded = np.round(values)
+    if np.mean(np.abs(values - rounded) < 1e-3) < LATTICE_SHARE:
+        return 0.0
+    # The maximum is left out: drivers clip saturated pixels to 0xFFFF, off a shifted lattice.
+    below = rounded[rounded < rounded.max()]
+    offsets = np.abs(below - rounded.min()).astype(np.int64)
+    step = int(np.gcd.reduce(offsets)) if offsets.any() else 1
+    return float(max(1, step))
 
 
 # --------------------------------------------------------------------------- data range
@@ -561,7 +590,8 @@ def _pixel_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
     grid = grid_sample(data)
     values = grid[np.isfinite(grid)]
     tiles = native_tiles(data)
-    noise = pixel_noise(tiles, quantum(data))
+    step = quantum(data)
+    noise = pixel_noise(tiles, step)
     if values.size:
         pct = dict(zip(_PERCENTILE_NAMES, (float(p) for p in np.percentile(values, PERCENTILES))))
     else:
@@ -575,6 +605,6 @@ def _pixel_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
     features.update(level_features(levels, rng.full_scale, noise))
     features.update(distribution_features(values, pct, rng, noise, levels["mad_std"]))
     features["nonfinite_fraction"] = 1.0 - values.size / grid.size
-    features.update(outlier_features(tiles, values, pct, noise, quantum(data), levels))
+    features.update(outlier_features(tiles, values, pct, noise, step, levels))
     features.update(structure_features(grid, pct["p50"], noise))
     return features

@@ -1,4 +1,5 @@
-"""Pixel statistics (exporter.pixel_stats) and domain features (exporter.domain_features).
+"""Pixel statistics (exporter.pixel_stats), sensor signatures (exporter.sensor_features) and
+domain features (exporter.domain_features).
 
 Frames are simulated with numpy: a bias, a short dark with hot pixels, a vignetted flat, a star
 field, a planet on black, slit spectra (trace and arc lines). The real archive frames in
@@ -18,6 +19,7 @@ from exporter.frame import FrameError, RawFrame
 from exporter.pixel_stats import (PIXEL_FEATURE_NAMES, SCALE_INVARIANT_FEATURES,
                                   pixel_features)
 from exporter.preprocessing import preprocess_image
+from exporter.sensor_features import SENSOR_FEATURE_NAMES, recover_adu, sensor_features
 
 FULL_SCALE_16 = 65535.0
 
@@ -104,7 +106,7 @@ def arc_spectrum(rng, shape=(240, 960), n_lines=20) -> np.ndarray:
 
 
 def all_features(frame: RawFrame) -> dict[str, float]:
-    return {**pixel_features(frame), **domain_features(frame)}
+    return {**pixel_features(frame), **sensor_features(frame), **domain_features(frame)}
 
 
 def assert_finite_or_nan(features: dict[str, float]) -> None:
@@ -326,7 +328,8 @@ def test_degenerate_frames_give_finite_or_nan_features(name):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not even a warning
         features = all_features(make_frame(data, full_scale=math.nan))
-    assert list(features) == list(PIXEL_FEATURE_NAMES + DOMAIN_FEATURE_NAMES)
+    assert list(features) == list(PIXEL_FEATURE_NAMES + SENSOR_FEATURE_NAMES
+                                  + DOMAIN_FEATURE_NAMES)
     assert_finite_or_nan(features)
     assert features["width"] == data.shape[1] and features["height"] == data.shape[0]
 
@@ -393,3 +396,75 @@ def test_real_frames(real_frames_dir):
         assert np.mean(axis_found["spectrum"]) >= 0.8
     if "deep_sky" in axis_found:
         assert np.mean(axis_found["deep_sky"]) <= 0.2
+
+
+# --------------------------------------------------------------------------- sensor signatures
+
+def test_value_lattice_of_shifted_and_8_bit_data(rng):
+    from exporter.pixel_stats import quantum
+
+    native = np.clip(rng.normal(256, 6, (200, 300)), 0, 4095).astype(np.uint16)
+    assert quantum(native) == 1
+    assert quantum(native * 16) == 16                         # 12-bit ADC in 16-bit words
+    shifted = (native * 16).astype(np.uint16)
+    shifted[0, :5] = 65535                                     # driver-clipped saturation
+    assert quantum(shifted) == 16
+    assert quantum((native // 16).astype(np.uint16) * 256) == 256  # 8-bit mode in 16-bit words
+    assert quantum(native.astype(np.float32)) == 1             # ADU written as floats
+    assert quantum(rng.normal(0, 1, (50, 50))) == 0            # continuous floats
+    features = sensor_features(make_frame(native * 16))
+    assert features["quantum_log2"] == 4
+    assert features["native_noise_log10"] == pytest.approx(
+        sensor_features(make_frame(native))["native_noise_log10"], abs=0.05)
+
+
+def test_normalised_floats_are_scaled_back_to_adu(rng):
+    for scale, level in ((65535.0, 300.0), (255.0, 40.0)):
+        adu = np.round(rng.normal(level, 5.0, (300, 400)))
+        stored = (adu / scale).astype(np.float32)
+        frame = recover_adu(make_frame(stored, full_scale=math.nan, bits=32))
+        assert frame.source["full_scale"] == scale
+        assert frame.source["adu_recovered"] == "normalised"
+        np.testing.assert_allclose(frame.data, adu, atol=0.02)
+    continuous = make_frame(rng.uniform(0, 1, (80, 80)).astype(np.float32), full_scale=math.nan)
+    assert recover_adu(continuous) is continuous
+    known = make_frame(adu)
+    assert recover_adu(known) is known
+
+
+def test_hot_pixels_and_cosmic_rays_make_the_tails_one_sided(rng):
+    quiet = sensor_features(make_frame(bias(rng)))
+    hot = sensor_features(make_frame(dark(rng, hot_fraction=3e-4)))
+    assert abs(quiet["tail_asym5"]) < 0.5 and quiet["pos10_per_mpx_log"] < 1.5
+    assert hot["tail_asym10"] > 1.0 and hot["pos10_per_mpx_log"] > 2.0
+
+
+def test_a_glowing_corner_stands_out_of_the_border(rng):
+    y, x = np.indices((400, 600))
+    glow = 60.0 * np.exp(-np.hypot(y, x - 599) / 40.0)     # amplifier in the top-right corner
+    glowing = sensor_features(make_frame(as_uint16(rng.normal(320.0 + glow, 5.0))))
+    plain = sensor_features(make_frame(dark(rng, shape=(400, 600), hot_fraction=0)))
+    vignetted = sensor_features(make_frame(flat(rng, shape=(400, 600))))
+    assert glowing["border_max_sigma_log"] > plain["border_max_sigma_log"] + 0.5
+    assert glowing["border_asym_sigma_log"] > 1.0 > plain["border_asym_sigma_log"]
+    assert vignetted["border_min_sigma_log"] < -1.0
+
+
+def test_stars_spread_their_light_and_hot_pixels_do_not(rng):
+    stars = domain_features(make_frame(star_field(rng), full_scale=math.nan))
+    hot = domain_features(make_frame(dark(rng, shape=(384, 384), hot_fraction=5e-4)))
+    assert stars["spread_peaks_per_mpx_log"] > 2.5 > hot["spread_peaks_per_mpx_log"]
+    assert hot["single_pixel_peaks_per_mpx_log"] > 2.0
+    assert hot["single_pixel_peaks_per_mpx_log"] > stars["single_pixel_peaks_per_mpx_log"]
+
+
+def test_slit_line_measures_do_not_depend_on_orientation(rng):
+    arc = arc_spectrum(rng)
+    along_x = domain_features(make_frame(arc, full_scale=math.nan))
+    along_y = domain_features(make_frame(arc.T.copy(), full_scale=math.nan))
+    noise = domain_features(make_frame(rng.normal(500.0, 6.0, arc.shape), full_scale=math.nan))
+    assert along_x["line_repeat"] > 0.9 and along_y["line_repeat"] > 0.9
+    for name in ("line_repeat", "line_skew", "lit_band_fraction", "concentration_max"):
+        assert along_x[name] == pytest.approx(along_y[name], rel=0.1, abs=0.05), name
+    assert along_x["line_skew"] > 1.0                          # emission lines
+    assert along_x["line_contrast_log10"] > noise["line_contrast_log10"] + 1.0
