@@ -108,10 +108,12 @@ def strip_headers(manifest: Mapping[str, Any]):
 
 def score_split(model, export_dir: str | Path, manifest: Mapping[str, Any], split: str,
                 stripped: bool) -> dict[str, Any]:
-    """Macro-F1, accuracy, per-class F1 and the confusion matrix of ``model`` on ``split``."""
+    """Macro-F1, accuracy, per-class F1 and the confusion matrix of ``model`` on ``split``;
+    ``rules``: the macro-F1 and per-class F1 after the shipped post-processing rules, which
+    ``skyshard score`` and ``evaluate`` apply by default (the answer a user gets)."""
     import numpy as np
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+    from evaluation.rules import RuleSet, default_rules
     from skyshard import schema
     from trainer.data import eval_dataset
     from trainer.records import model_inputs
@@ -119,18 +121,30 @@ def score_split(model, export_dir: str | Path, manifest: Mapping[str, Any], spli
     ds = eval_dataset(export_dir, manifest, split)
     if stripped:
         ds = ds.map(strip_headers(manifest))
-    truth, predicted = [], []
+    truth, probs, features, confidences = [], [], [], []
     for batch in ds:
-        probs = model(model_inputs(batch), training=False)
+        probs.append(np.asarray(model(model_inputs(batch), training=False)))
         truth.append(batch[schema.LABEL].numpy())
-        predicted.append(np.argmax(np.asarray(probs), axis=-1))
-    y, p = np.concatenate(truth), np.concatenate(predicted)
-    labels = list(range(len(manifest["classes"])))
+        features.append(batch[schema.FEATURES].numpy())
+        confidences.append(batch[schema.CONFIDENCES].numpy())
+    y, probs = np.concatenate(truth), np.concatenate(probs)
+    rules = RuleSet(default_rules(), manifest["classes"], manifest["feature_names"],
+                    manifest["confidence_names"], strict=False)
+    with_rules, _ = rules.apply(probs, np.concatenate(features), np.concatenate(confidences))
+    result = _f1_summary(y, np.argmax(probs, axis=-1), manifest["classes"])
+    ruled = _f1_summary(y, with_rules, manifest["classes"])
+    result["rules"] = {"macro_f1": ruled["macro_f1"], "per_class_f1": ruled["per_class_f1"]}
+    return result
+
+
+def _f1_summary(y, p, classes: Sequence[str]) -> dict[str, Any]:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    labels = list(range(len(classes)))
     per_class = f1_score(y, p, labels=labels, average=None, zero_division=0)
     return {"macro_f1": float(f1_score(y, p, labels=labels, average="macro", zero_division=0)),
             "accuracy": float(accuracy_score(y, p)),
-            "per_class_f1": {c: round(float(f), 4)
-                             for c, f in zip(manifest["classes"], per_class)},
+            "per_class_f1": {c: round(float(f), 4) for c, f in zip(classes, per_class)},
             "confusion_matrix": confusion_matrix(y, p, labels=labels).tolist(), "n": int(len(y))}
 
 
@@ -181,6 +195,9 @@ def summarise(variant: str, spec: Mapping[str, Any], runs: Sequence[Mapping[str,
     for key in ("test", "test_stripped"):
         m, s = mean_std([r[key]["macro_f1"] for r in done])
         row[f"{key}_macro_f1_mean"], row[f"{key}_macro_f1_std"] = m, s
+        ruled = [r[key]["rules"]["macro_f1"] for r in done if "rules" in r[key]]
+        m, s = mean_std(ruled) if len(ruled) == len(done) else (math.nan, math.nan)
+        row[f"{key}_rules_macro_f1_mean"], row[f"{key}_rules_macro_f1_std"] = m, s
     row["per_class_f1"] = {c: mean_std([r["test"]["per_class_f1"].get(c, math.nan)
                                         for r in done])[0] for c in HARD_CLASSES}
     row["per_class_f1_stripped"] = {c: mean_std([r["test_stripped"]["per_class_f1"].get(
@@ -200,6 +217,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     short = {"bias": "bias", "darks": "darks", "deep_sky": "deep sky",
              "spectrum_dados": "spectra"}
     head = ("| variant | seeds | macro-F1 test | macro-F1 headers stripped | "
+            "test, with rules | stripped, with rules | "
             + " | ".join(f"F1 {short[c]}" for c in HARD_CLASSES)
             + " | F1 stripped bias/darks/deep/spec | epochs | train s | peak RSS MB |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -219,6 +237,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
         lines.append(
             f"| {row['variant']} | {row['seeds_done']}/{row['seeds_planned']} | "
             f"{spread('test_macro_f1')} | {spread('test_stripped_macro_f1')} | "
+            f"{spread('test_rules_macro_f1')} | {spread('test_stripped_rules_macro_f1')} | "
             + " | ".join(_f(row["per_class_f1"][c], 2) for c in HARD_CLASSES)
             + f" | {stripped} | {_f(row['epochs_mean'], 1)} | {_f(row['train_seconds_mean'], 0)}"
             f" | {_f(row['peak_rss_mb_max'], 0)} |")

@@ -60,15 +60,19 @@ def recover_adu(frame: RawFrame) -> RawFrame:
     Stackers and converters (Siril, PixInsight, some TIFF exporters) divide 16- or 8-bit ADU by
     65535 or 255; the values then sit on a lattice of 1/65535 or 1/255. When they do (at least
     :data:`LATTICE_SHARE` of a sample), the frame comes back multiplied by that scale with
-    ``source['full_scale']`` set and ``source['adu_recovered']`` = ``'normalised'``. Integer
-    frames, frames whose reader knew the full scale, and other floats are returned unchanged.
+    ``source['full_scale']`` set and ``source['adu_recovered']`` = ``'normalised'``. Floats
+    holding integer ADU get the full scale of the integer type that holds them (255 or 65535;
+    ``'integer_valued'``). Integer frames, frames whose reader knew the full scale, and other
+    floats are returned unchanged.
     """
     data = frame.data
     if not np.issubdtype(data.dtype, np.floating) or _known(frame.source.get("full_scale")):
         return frame
     values = lattice_sample(data)
-    if values.size < 16 or values.min() < 0 or values.max() > 1:
+    if values.size < 16 or values.min() < 0:
         return frame
+    if values.max() > 1:
+        return _integer_valued(frame, values)
     for scale in NORMALISED_SCALES:
         scaled = values * scale
         if np.mean(np.abs(scaled - np.round(scaled)) < 0.02) >= LATTICE_SHARE:
@@ -76,6 +80,17 @@ def recover_adu(frame: RawFrame) -> RawFrame:
             return replace(frame, data=np.asarray(data, np.float32) * np.float32(scale),
                            source=source)
     return frame
+
+
+def _integer_valued(frame: RawFrame, values: np.ndarray) -> RawFrame:
+    """ADU written as floats (integer values up to 65535): the full scale of the integer type
+    that holds them, 255 or 65535, so that relative levels mean what they mean for the same
+    camera's integer files."""
+    if values.max() > 65535 or np.mean(np.abs(values - np.round(values)) < 1e-3) < LATTICE_SHARE:
+        return frame
+    scale = 255.0 if values.max() <= 255 else 65535.0
+    return replace(frame, source={**frame.source, "full_scale": scale,
+                                  "adu_recovered": "integer_valued"})
 
 
 def _known(value) -> bool:

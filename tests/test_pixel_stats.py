@@ -426,6 +426,9 @@ def test_normalised_floats_are_scaled_back_to_adu(rng):
         assert frame.source["full_scale"] == scale
         assert frame.source["adu_recovered"] == "normalised"
         np.testing.assert_allclose(frame.data, adu, atol=0.02)
+    as_floats = recover_adu(make_frame(bias(rng).astype(np.float32), full_scale=math.nan))
+    assert as_floats.source["full_scale"] == 65535.0
+    assert as_floats.source["adu_recovered"] == "integer_valued"
     continuous = make_frame(rng.uniform(0, 1, (80, 80)).astype(np.float32), full_scale=math.nan)
     assert recover_adu(continuous) is continuous
     known = make_frame(adu)
