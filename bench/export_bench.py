@@ -25,7 +25,7 @@ _MB = 1 << 20
 
 #: The stages of one frame's export, in the order they run (see :func:`stage_profile`).
 STAGES = ("read", "sha256", "encode", "preprocess", "header_features", "pixel_features",
-          "domain_features")
+          "sensor_features", "domain_features")
 
 
 def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
@@ -37,16 +37,22 @@ def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
         "export", tree, out, "--image-size", image_size,
         "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}")
     measured = run_measured(command, log_path=workspace.log(f"export-{frames}-w{workers}"))
-    manifest = json.loads((out / "manifest.json").read_text())
+    return export_facts(out, frames, workers) | {
+        "input_bytes": tree_bytes(tree), "measured": measured.to_dict()}
+
+
+def export_facts(out: Path, frames: int, workers: int) -> dict[str, Any]:
+    """What a finished export folder says about itself: records, dead letters, shard bytes per
+    record, its own timing and peak (manifest ``stats``)."""
+    manifest = json.loads((Path(out) / "manifest.json").read_text())
     shards = [entry for split in manifest["splits"].values() for entry in split["shards"]]
-    shard_bytes = sum((out / entry["path"]).stat().st_size for entry in shards)
+    shard_bytes = sum((Path(out) / entry["path"]).stat().st_size for entry in shards)
     records = sum(int(entry["records"]) for entry in shards)
     return {
-        "frames": frames, "workers": workers, "out": str(out),
-        "records": records, "dead_letters": manifest["errors"]["count"],
-        "input_bytes": tree_bytes(tree), "shard_bytes": shard_bytes,
+        "frames": frames, "workers": workers, "out": str(out), "image_size":
+        manifest.get("image_size"), "records": records,
+        "dead_letters": manifest["errors"]["count"], "shard_bytes": shard_bytes,
         "record_bytes": shard_bytes / records if records else math.nan,
-        "measured": measured.to_dict(),
         "self_reported": {"seconds": manifest["stats"]["seconds"],
                           "peak_rss_mb": manifest["stats"].get("peak_rss_mb")},
     }
@@ -102,8 +108,9 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     """Milliseconds per frame of each stage of one frame's export, in this process, in CPU time
     (robust to other load on the machine) and wall time.
 
-    Stages: ``sha256`` (hash of the file), ``read`` (``read_frame``), ``header_features``,
-    ``pixel_features``, ``domain_features``, ``preprocess`` (stretch + resize), ``encode``
+    Stages: ``sha256`` (hash of the file), ``read`` (``read_frame``, then ``recover_adu``),
+    ``header_features`` (header and file name), ``pixel_features``, ``sensor_features``,
+    ``domain_features``, ``preprocess`` (stretch + resize), ``encode``
     (``tf.train.Example`` bytes). Frames that fail are skipped. ``ceiling_ratio``: what the
     export-to-bare-read ratio would be if a stage (and everything after it in the list) cost
     nothing, from ``read`` alone up to the whole frame.
@@ -118,6 +125,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     from exporter.pixel_stats import pixel_features
     from exporter.preprocessing import preprocess_image
     from exporter.readers import read_frame
+    from exporter.sensor_features import recover_adu, sensor_features
     from skyshard.example_proto import encode_example
 
     refs, _ = discover(tree, labelled=True)
@@ -136,9 +144,11 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     for ref in refs:
         try:
             sha = timed("sha256", file_sha256, ref.path)
-            frame = timed("read", read_frame, ref.path)
-            _, confidences = timed("header_features", header_features, frame.header)
+            frame = timed("read", lambda path: recover_adu(read_frame(path)), ref.path)
+            _, confidences = timed("header_features", header_features, frame.header,
+                                   Path(ref.path).name)
             pixels = timed("pixel_features", pixel_features, frame)
+            timed("sensor_features", sensor_features, frame)
             timed("domain_features", domain_features, frame)
             image = timed("preprocess", preprocess_image, frame.data, image_size)
         except FrameError:

@@ -54,7 +54,7 @@ FINISHED = ("completed", "early_stopped")
 
 EXPORT_FIELDS = ("schema_version", "classes", "image_size", "image_dtype", "feature_names",
                  "confidence_names", "preprocessing", "feature_groups",
-                 "feature_confidence_group", "scaler", "max_pixels")
+                 "feature_confidence_group", "scaler", "max_pixels", "file_names_as_metadata")
 
 MEMORY_HINT = ("Lower train.batch_size, the export's --image-size or data.shuffle_buffer_mb, or "
                "raise --ram-budget-gb; `skyshard train ... --resume` continues from the last "
