@@ -649,6 +649,7 @@ _APT_TYPE_LETTERS = {"L": "light", "D": "dark", "F": "flat", "B": "bias"}
 _NAME_TYPE_STEMS = (("BIAS", "bias"), ("DARK", "dark"), ("FLAT", "flat"), ("LIGHT", "light"),
                     ("ZERO", "bias"))
 
+_NAME_EXTENSIONS = re.compile(r"(\.(fits?|fts|fz|gz|bz2|tiff?|xisf|cr2|nef))+$", re.IGNORECASE)
 _SEPARATOR = r"(?:^|(?<=[_\s.]))"
 _END = r"(?=$|[_\-\s.])"
 #: An exposure with its unit: "180.00s", "15sec", "30_secs", "0.005779s", "2min"; SharpCap's
@@ -676,8 +677,7 @@ def file_name_cards(file_name: str | None) -> dict[str, str]:
     """
     if not file_name:
         return {}
-    stem = re.sub(r"(\.(fits?|fts|fz|gz|bz2|tiff?|xisf|cr2|nef))+$", "", str(file_name)[:_TEXT_LIMIT],
-                  flags=re.IGNORECASE)
+    stem = _NAME_EXTENSIONS.sub("", str(file_name)[:_TEXT_LIMIT])
     cards = {"OBJECT": stem}
     frame_type = _name_frame_type(stem)
     if frame_type is not None:
