@@ -105,14 +105,14 @@ def test_export_dead_letters_a_hanging_file_and_exports_the_rest(tree, inline_ex
     slow = [p for p in frames_of(tree) if "broken" not in str(p)][0]
     crash = [p for p in frames_of(tree) if "broken" not in str(p)][1]
     monkeypatch.setenv(TEST_HOOK_ENV, f"{slow.name}=sleep:120;{crash.name}=abort")
-    result = export_tree(tree, tmp_path / "out", file_timeout=2)
+    result = export_tree(tree, tmp_path / "out", file_timeout=8)
     letters = {json.loads(line)["key"]: json.loads(line)
                for line in (result.out_dir / "errors.jsonl").read_text().splitlines()}
     slow_key, crash_key = (p.relative_to(tree).as_posix() for p in (slow, crash))
     assert letters[slow_key]["stage"] == "timeout"
     assert letters[crash_key]["stage"] == "crash"
     assert result.manifest["errors"]["by_stage"]["timeout"] == 1
-    assert result.manifest["file_timeout"] == 2
+    assert result.manifest["file_timeout"] == 8
     reference = read_export(inline_export.out_dir)
     records = read_export(result.out_dir)
     assert sorted(records) == sorted(set(reference) - {slow_key, crash_key})
@@ -123,7 +123,8 @@ def test_export_dead_letters_a_hanging_file_and_exports_the_rest(tree, inline_ex
 
 
 def test_raw_folder_scoring_dead_letters_a_hanging_file(tree, monkeypatch):
-    """Scoring a raw folder reads frames through the same time-limited path."""
+    """Scoring a raw folder reads frames through the same time-limited path (with a limit the
+    good frames meet even on a loaded machine, where starting the reader helper takes seconds)."""
     from evaluation.batches import frame_records
     from exporter.discovery import discover
 
@@ -131,7 +132,7 @@ def test_raw_folder_scoring_dead_letters_a_hanging_file(tree, monkeypatch):
     slow = refs[0]
     monkeypatch.setenv(TEST_HOOK_ENV, f"{Path(slow.path).name}=sleep:120")
     letters: list[dict] = []
-    records = list(frame_records(refs[:3], spec(1.5), letters))
+    records = list(frame_records(refs[:3], spec(8), letters))
     assert [r["key"] for r in records] == [r.key for r in refs[1:3]]
     assert [(l["key"], l["stage"]) for l in letters] == [(slow.key, "timeout")]
 
