@@ -196,67 +196,148 @@ TensorFlow process. The seed's `from_generator` sketch makes one full pass over 
 """
 
 
+def _verdict_cell(name: str, g: dict) -> str:
+    if name == "original loader":
+        return "reference"
+    return "flat" if g["verdict"] == "flat" else f"**{g['verdict']}**"
+
+
+def _peaks_cell(run: dict) -> str:
+    peaks = run.get("repeats_peak_mb") or [run["measured"]["peak_mb"]]
+    return ", ".join(fmt(p, 0) for p in peaks)
+
+
 def memory_section(memory: dict) -> str:
-    rows = []
+    from bench.memory import LIVE_SET, SIZES, WARM, target_commands
+
+    rows, repeat_rows = [], []
+    targets = set(target_commands(memory))
+    growths = memory["growth"]
     for name in sorted(memory["commands"], key=command_order):
         runs = memory["commands"][name]
-        g = memory["growth"].get(name)
-        if g is None:
+        if not any(g.get("command", name) == name for g in growths.values()):
             error = next((r["error"] for r in runs.values() if "error" in r), "")
             rows.append([name, "failed: " + error.strip().splitlines()[-1][:80] if error
                          else "failed"] + [""] * 9)
-            continue
-        small, large = runs["N"], runs["8N"]
+        sizes = [size for size in SIZES if size in runs]
+        if any(len(runs[size].get("repeats_peak_mb") or []) > 1 for size in sizes):
+            walls = [w for size in sizes for w in runs[size].get("repeats_wall_s", [])]
+            repeat_rows.append([name] + [_peaks_cell(runs[size]) if size in runs
+                                         and "measured" in runs[size] else ""
+                                         for size in SIZES]
+                               + [f"{fmt(min(walls), 0)} to {fmt(max(walls), 0)}"
+                                  if walls else "n/a"])
+    for name in sorted(growths, key=command_order):
+        g = growths[name]
+        runs = memory["commands"][g.get("command", name)]
+        small, large = (runs[size] for size in g.get("sizes", ["N", "8N"]))
         reported = (f"{fmt(small.get('self_reported_mb'), 0)} / "
                     f"{fmt(large.get('self_reported_mb'), 0)}")
-        verdict = "reference" if name == "original loader" else ("flat" if g["flat"]
-                                                                 else "**grows**")
-        rows.append([name, f"{small['frames']} -> {large['frames']}",
-                     fmt(small["measured"]["peak_mb"], 0), fmt(large["measured"]["peak_mb"], 0),
-                     fmt(g["per_frame_kb"]), verdict, fmt(g["kernel_per_frame_kb"]),
-                     fmt(g["late_per_frame_kb"]), fmt(g.get("noise_mb"), 0), reported,
-                     f"{fmt(large['measured']['peak_tree_rss_mb'], 0)}"])
+        low, high = g.get("spread_kb", [math.nan, math.nan])
+        median = g.get("median_peak_mb", [small["measured"]["peak_mb"],
+                                          large["measured"]["peak_mb"]])
+        label = f"**{name}**" if name in targets else name
+        rows.append([label, f"{small['frames']} -> {large['frames']}", fmt(median[0], 0),
+                     fmt(median[1], 0), fmt(g["per_frame_kb"]),
+                     f"{fmt(low)} to {fmt(high)}", _verdict_cell(name, g),
+                     fmt(g.get("noise_mb"), 0), fmt(g["kernel_per_frame_kb"]),
+                     fmt(g["late_per_frame_kb"]), reported])
     fit = memory["original_loader_fit"]
     points = table(["original loader", "frames", "peak RSS MB", "its arrays MB"],
                    [[k, fmt(p["frames"]), fmt(p["peak_mb"], 0), fmt(p["arrays_mb"], 0)]
                     for k, p in sorted(memory["original_loader_points"].items(),
                                        key=lambda item: item[1]["frames"])])
-    growing = [name for name, g in memory["growth"].items()
-               if name != "original loader" and not g["flat"]]
-    verdict = ("None of the skyshard commands grows with the number of frames." if not growing
-               else "Growing by more than a quarter record per frame from N to 8N: "
-               + ", ".join(growing) + "; compare their steady-state column.")
+    missed = {name: memory["growth"][name]["verdict"]
+              for name in sorted(targets, key=command_order)
+              if memory["growth"][name]["verdict"] != "flat"}
+    verdict = ("Every target row is flat: its whole repeat spread is below a quarter record "
+               "per frame." if not missed else
+               "Target rows not shown flat: " + ", ".join(f"{n} ({v})"
+                                                          for n, v in missed.items()) + ".")
     quarter_kb = memory["record_bytes"] / 4096
+    env = memory.get("env", {}).get("measured") or {}
+    live_env = memory.get("env", {}).get(LIVE_SET)
+    env_text = (" ".join(f"`{k}={v}`" for k, v in env.items())
+                + " (as `docker/Dockerfile` sets it)" if env else "the inherited environment")
+    repeats = memory.get("repeats", 1)
+    times = "once" if repeats == 1 else f"{repeats} times"
+    small_mb = memory.get("small_shuffle_mb")
     train_note = ""
-    if "train" in memory["growth"] and "shuffle_fill_mb" in memory["growth"]["train"]:
-        train_note = (f" Between N and 8N the trainer's default shuffle buffers take in "
-                      f"{fmt(memory['growth']['train']['shuffle_fill_mb'])} MB more records.")
+    if small_mb:
+        train_note = (f" The train target trains with `--set data.shuffle_buffer_mb={small_mb}` "
+                      f"(2 records per class stream, full at N); *train* is the default 64 MB "
+                      f"budget, ~100 records per class, which fills until ~920 frames")
+        fill = memory["growth"].get("train", {}).get("shuffle_fill_mb")
+        if fill is not None:
+            train_note += f": between N and 8N its buffers take in {fmt(fill)} MB more records"
+        train_note += "."
+    warm_note = ""
+    if memory.get("warm_times"):
+        warm_note = f"""
+
+Train (small shuffle budget), evaluate and score also run at **40N**: the 8N export with every
+shard named {memory['warm_times']} times in its manifest (the same records read
+{memory['warm_times']} times; no new export). Their N-to-8N growth is mostly glibc's heap
+warming up: N is 2 to 3 batches of 64 in evaluate and score and ~20 steps in train, and how
+much of the heap is resident at a batch's peak varies from batch to batch until dozens of
+batches have run, so their targets are the rows *{WARM}*, whose smaller size is warm already."""
+    live_note = ""
+    if live_env:
+        extra = " ".join(f"`{k}={v}`" for k, v in live_env.items() if k not in env)
+        live_note = f"""
+
+Rows marked *{LIVE_SET}* run the same commands with {extra} on top: glibc then maps every block
+of 1 MiB or more separately and unmaps it when freed, instead of keeping it in its heap once its
+dynamic mmap threshold has risen, so RSS follows the memory actually in use. A leak shows in
+these rows as much as in the others; allocator retention does not. They are a diagnostic, not
+a shipped setting (the trainer's wall time about doubles)."""
+    run = memory.get("run") or {}
+    rerun = ""
+    if run.get("date"):
+        rerun = (f"\n\nThis section was measured on its own by `{run['command']}` on "
+                 f"{run['date']} in {run['seconds'] / 60:.1f} min (1-minute load average "
+                 f"{run['loadavg_start'][0]} at the start, {run['loadavg_end'][0]} at the end); "
+                 + (f"the exports of N and 8N were reused, with the export rows of "
+                    f"`{run['export_rows_from']}`." if run.get("export_rows_from") else
+                    "the exports of N and 8N were reused (not measured again: no export rows)."
+                    if run.get("exports_reused") else
+                    "the 1-worker exports were run afresh for it."))
+    repeat_table = ""
+    if repeat_rows:
+        repeat_table = ("\n\nEvery repeat's peak (MB, in the order run; the sizes alternate):"
+                        "\n\n" + table(["command", *SIZES, "wall s"], repeat_rows,
+                                         "l" * (len(SIZES) + 2)))
     return f"""## 3. Peak RSS
 
 Each figure is one command in a fresh process. *Peak* is the larger of the kernel's high-water
 mark (`wait4` rusage: the largest single process among the command and its waited-for
 descendants) and the sum of private memory (USS, `/proc/PID/smaps_rollup`, sampled every 0.5 s)
 over the process tree: Beam workers and the exporter's reader helpers are descendants, alive at
-once. The last column is the RSS sum over the tree (0.1 s samples), which is also what each
-command reports about itself (*self-reported*: manifest `stats.peak_rss_mb`, `run.json`,
-`metrics.json`, `score.json`): it counts pages shared between processes once per process, so
-for the multi-process export it overstates what the tree holds.
+once. *Self-reported* is what each command reports about itself (manifest `stats.peak_rss_mb`,
+`run.json`, `metrics.json`, `score.json`): an RSS sum over its process tree, which counts pages
+shared between processes once per process, so for the multi-process export it overstates what
+the tree holds.{rerun}
 
 Growth is per added frame the command read; a record is {fmt(memory['record_bytes'] / 1024)} KB
-on disk, so flat means < {fmt(quarter_kb)} KB per frame. *Kernel* is the same growth from the
-kernel's mark alone; *steady state* is how much the 8N run's private memory still rose in the
-last third of its wall time, per frame of a third of its frames. Train, evaluate and score run
-{memory.get('repeats', 1)} times at each size and the lowest peak counts; *repeats differ* is the
-largest spread of peaks between repeats of one size: the noise floor of the growth column
-(divide by the frames added). Train runs one epoch; evaluate
-reads the train split (the largest) and score the whole export, both with the 8N run's
-model.{train_note}
+on disk, so flat means < {fmt(quarter_kb)} KB per frame. Train, evaluate and score run with
+{env_text}, {times} at each size, the sizes alternating;
+the **median** peak of each size counts. *Spread* is the lowest and the highest growth of the
+repeat pairs (each run of the smaller size with the larger size's run measured right after
+it): the verdict is *flat* when
+the whole spread is below a quarter record, *grows* when all of it is at or above,
+*unresolved* when it straddles the threshold (the exports and the original loader run once per
+size: their spread is one point). *Repeats differ* is the largest spread of peaks
+between repeats of one size. *Kernel* is the growth of the kernel's mark alone; *steady state*
+is how much the larger run's private memory still rose in the last third of its wall time, per
+frame of a third of its frames. Train runs {memory.get('epochs', 1)} epoch; evaluate reads the
+train split (the largest) and score the whole export, both with the default-budget 8N run's
+model. Rows in **bold** are the targets.{train_note}{warm_note}{live_note}
 
-{table(["command", "frames", "peak MB at N", "peak MB at 8N", "growth KB/frame", "",
-        "kernel KB/frame", "steady state KB/frame", "repeats differ MB",
-        "self-reported MB (N / 8N)", "RSS sum MB at 8N"], rows, "lrrrrlrrrrr")}
+{table(["command", "frames", "peak MB, fewer", "peak MB, more", "growth KB/frame",
+        "spread KB/frame", "", "repeats differ MB", "kernel KB/frame", "steady state KB/frame",
+        "self-reported MB (fewer / more)"], rows, "lrrrrrlrrrr")}
 
-{verdict}
+{verdict}{repeat_table}
 
 The original loader's peak is a straight line in the frames it holds:
 **peak = {fmt(fit['intercept_mb'], 0)} MB + {fmt(fit['slope_kb_per_frame'], 0)} KB x frames**
@@ -265,6 +346,14 @@ The original loader's peak is a straight line in the frames it holds:
 
 {points}
 """
+
+
+def memory_only_markdown(memory: dict, targets: list[dict], frames: dict) -> str:
+    """The memory tables alone (``--only memory`` without the other measurements' results)."""
+    run = memory.get("run", {})
+    return (f"# skyshard benchmark: peak RSS only\n\nProduced by `{run.get('command', '')}` on "
+            f"{run.get('date', '')}; N = {frames['N']} frames, 8N = {frames['8N']}.\n\n"
+            + targets_section({"targets": targets}) + "\n" + memory_section(memory))
 
 
 def cost_section(cost: dict) -> str:
@@ -288,14 +377,20 @@ busy machine it rises with the wall time instead of staying put.
 #: Hand-written analysis of the missed targets (profile, cause, before/after of the fixes),
 #: appended to RESULTS.md when present. It refers to the run it was written from.
 FINDINGS = Path(__file__).with_name("FINDINGS.md")
+#: The accuracy ablation's tables (``python -m bench.ablate --markdown``, written by hand from
+#: its runs), appended to RESULTS.md as its accuracy section when present.
+ACCURACY = Path(__file__).with_name("ACCURACY.md")
 
 
 def render(summary: dict, export: dict, pipeline: dict, memory: dict, cost: dict, out: Path,
-           results_md: Path, findings: Path = FINDINGS) -> str:
-    """The whole of RESULTS.md (plus :data:`FINDINGS` for a full run, when present)."""
+           results_md: Path, findings: Path = FINDINGS, accuracy: Path = ACCURACY) -> str:
+    """The whole of RESULTS.md (plus :data:`FINDINGS` and :data:`ACCURACY` for a full run, when
+    present)."""
     parts = [header_section(summary, export, out, results_md), targets_section(summary),
              export_section(export), pipeline_section(pipeline), memory_section(memory),
              cost_section(cost)]
     if findings.is_file() and not summary["plan"]["quick"]:
         parts.append(findings.read_text(encoding="utf-8"))
+    if accuracy.is_file() and not summary["plan"]["quick"]:
+        parts.append(accuracy.read_text(encoding="utf-8"))
     return "\n".join(parts)

@@ -22,8 +22,13 @@ def positive(value) -> bool:
 
 
 @pytest.fixture(scope="module")
-def quick_results(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
+def quick_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def quick_results(quick_root):
+    root = quick_root
     out, results_md = root / "results", root / "RESULTS.md"
     assert main(["--quick", "--workdir", str(root / "work"), "--out", str(out),
                  "--results-md", str(results_md)]) == 0
@@ -114,3 +119,28 @@ def test_results_markdown_has_every_table(quick_results):
                     "## 3. Peak RSS", "## 4. Training cost"):
         assert heading in markdown
     assert "n/a" not in markdown.split("## 4. Training cost")[1]
+
+
+@pytest.mark.slow
+def test_memory_only_reuses_the_exports_and_rewrites_the_tables(quick_results, quick_root):
+    out, results_md = quick_root / "results", quick_root / "RESULTS.md"
+    exports_before = json.loads((out / "export.json").read_text())["exports"]
+    assert main(["--quick", "--only", "memory", "--workdir", str(quick_root / "work"),
+                 "--out", str(out), "--results-md", str(results_md)]) == 0
+    memory = json.loads((out / "memory.json").read_text())
+    assert set(memory["run"]["exports_reused"]) == {"N", "8N"}
+    assert {"export (1 worker)", "export (2 workers)"} <= set(memory["commands"])
+    assert json.loads((out / "export.json").read_text())["exports"] == exports_before
+    assert memory["env"]["measured"] == {"MALLOC_ARENA_MAX": "2"}
+    for name in ("train", "evaluate", "score"):
+        for size in ("N", "8N"):
+            run = memory["commands"][name][size]
+            assert "error" not in run, run.get("error")
+            assert run["measured"]["env"] == {"MALLOC_ARENA_MAX": "2"}
+            assert positive(run["measured"]["peak_mb"])
+        growth = memory["growth"][name]
+        assert growth["verdict"] in {"flat", "grows", "unresolved"}
+        low, high = growth["spread_kb"]
+        assert low <= growth["per_frame_kb"] <= high
+    markdown = results_md.read_text()
+    assert "measured on its own by" in markdown and "## 1. Export throughput" in markdown
