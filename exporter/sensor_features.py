@@ -29,7 +29,6 @@ from dataclasses import replace
 
 import numpy as np
 from astropy.stats import mad_std
-from scipy import ndimage
 
 from exporter.frame import RawFrame
 from exporter.pixel_stats import (LATTICE_SHARE, as_image, block_medians, grid_sample,
