@@ -320,18 +320,17 @@ the tree holds.{rerun}
 
 Growth is per added frame the command read; a record is {fmt(memory['record_bytes'] / 1024)} KB
 on disk, so flat means < {fmt(quarter_kb)} KB per frame. Train, evaluate and score run with
-{env_text}, {times} at each size, the sizes alternating;
-the **median** peak of each size counts. *Spread* is the lowest and the highest growth of the
-repeat pairs (each run of the smaller size with the larger size's run measured right after
-it): the verdict is *flat* when
-the whole spread is below a quarter record, *grows* when all of it is at or above,
-*unresolved* when it straddles the threshold (the exports and the original loader run once per
-size: their spread is one point). *Repeats differ* is the largest spread of peaks
-between repeats of one size. *Kernel* is the growth of the kernel's mark alone; *steady state*
-is how much the larger run's private memory still rose in the last third of its wall time, per
-frame of a third of its frames. Train runs {memory.get('epochs', 1)} epoch; evaluate reads the
-train split (the largest) and score the whole export, both with the default-budget 8N run's
-model. Rows in **bold** are the targets.{train_note}{warm_note}{live_note}
+{env_text}, {times} at each size, the sizes
+alternating; the **median** peak of each size counts. *Spread* is the lowest and the highest
+growth of the repeat pairs (each run of the smaller size with the larger size's run measured
+right after it): the verdict is *flat* when the whole spread is below a quarter record, *grows*
+when all of it is at or above, *unresolved* when it straddles the threshold (the exports and
+the original loader run once per size: their spread is one point). *Repeats differ* is the
+largest spread of peaks between repeats of one size. *Kernel* is the growth of the kernel's
+mark alone; *steady state* is how much the larger run's private memory still rose in the last
+third of its wall time, per frame of a third of its frames. Train runs
+{memory.get('epochs', 1)} epoch; evaluate reads the train split (the largest) and score the
+whole export, both with the default-budget 8N run's model. Rows in **bold** are the targets.{train_note}{warm_note}{live_note}
 
 {table(["command", "frames", "peak MB, fewer", "peak MB, more", "growth KB/frame",
         "spread KB/frame", "", "repeats differ MB", "kernel KB/frame", "steady state KB/frame",
