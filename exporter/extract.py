@@ -30,6 +30,7 @@ DEFAULT_FILE_TIMEOUT = 120.0
 def feature_layout() -> dict[str, Any]:
     """The feature vector this code produces: names in order, groups, and the header
     confidence group of each header feature (consumed by the trainer's gating layer)."""
+    from exporter.cfa import CFA_FEATURE_NAMES
     from exporter.domain_features import DOMAIN_FEATURE_NAMES
     from exporter.headers import HEADER_FEATURE_NAMES, header_feature_group
     from exporter.pixel_stats import PIXEL_FEATURE_NAMES
@@ -37,7 +38,7 @@ def feature_layout() -> dict[str, Any]:
 
     groups = {
         "header": list(HEADER_FEATURE_NAMES),
-        "pixel": list(PIXEL_FEATURE_NAMES) + list(SENSOR_FEATURE_NAMES),
+        "pixel": list(PIXEL_FEATURE_NAMES) + list(SENSOR_FEATURE_NAMES) + list(CFA_FEATURE_NAMES),
         "domain": list(DOMAIN_FEATURE_NAMES),
     }
     names = [name for group in groups.values() for name in group]
@@ -155,6 +156,7 @@ def frame_arrays(path: str, spec: ExportSpec, with_sha256: bool = False) -> dict
 
 def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     """:func:`frame_arrays` in this process, without a time limit and without the sha256."""
+    from exporter.cfa import equalise_cfa
     from exporter.domain_features import domain_features
     from exporter.headers import header_features
     from exporter.pixel_stats import pixel_features
@@ -164,12 +166,15 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
         frame = recover_adu(frame)
+        # A raw colour frame's 2x2 mosaic taken out: every feature and the image then see it
+        # as a mono sensor would (exporter/cfa.py).
+        frame, cfa_values = equalise_cfa(frame)
         header_values, confidences = header_features(
             frame.header, os.path.basename(path) if spec.file_names else None)
         pixel_values = pixel_features(frame)
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")
-        values = {**header_values, **pixel_values, **sensor_features(frame),
+        values = {**header_values, **pixel_values, **sensor_features(frame), **cfa_values,
                   **domain_features(frame)}
     except FrameError:
         raise

@@ -1,0 +1,273 @@
+"""Raw colour (CFA, Bayer) frames: find the 2x2 colour mosaic and take it out before measuring.
+
+A one-shot colour camera (DSLR, colour CMOS astro camera) writes its raw frame as one plane in
+which neighbouring pixels sit behind different colour filters (R G / G B). Wherever light falls
+on the sensor, the four positions of the 2x2 cell answer with different gains: orange sky glow
+makes the red pixels brighter than the blue, a flat lamp does the same, a planet's disk is a
+chequerboard. Statistics made for a mono sensor read that mosaic as pixel-to-pixel noise, as
+outliers against the 3x3 median (thousands of "hot pixels"), and as texture (spread peaks,
+stars). In the dark (bias, darks) all four positions read the same offset, and there is no
+mosaic to see.
+
+What is done, without any header (``BAYERPAT`` is often missing, and TIFFs have none):
+
+* the frame is sampled in **2x2 superpixels** over the whole frame; each of the four
+  positions ``c`` is fitted against the superpixel mean ``L`` as ``c = a_c + b_c L`` (least
+  squares, two rounds with outliers such as hot pixels and cosmic rays dropped). A mono sensor
+  gives ``a_c = 0, b_c = 1``; a colour mosaic gives the filters' relative gains ``b_c`` and,
+  for a uniform coloured background (sky glow), the level offsets ``a_c``;
+* when the fitted positions differ by more than :data:`EQUALISE_SIGMA` of the pixel noise at
+  the background level, or their gains by more than :data:`MIN_GAIN_DIFFERENCE` (and visibly at
+  the bright end), and the difference has a Bayer mosaic's shape
+  (the two green positions on one diagonal alike, :func:`is_bayer_like`), the frame is
+  **equalised**: every pixel of
+  position ``c`` becomes ``(x - a_c) / b_c``, back on the frame's value lattice and in its
+  dtype, clipped pixels untouched. The pixel, sensor and domain features and the image are then
+  measured on a frame that looks like a mono sensor's (what a 2x2-superpixel or per-colour
+  measurement would give, at full resolution). Darks and biases of colour cameras have no
+  mosaic and stay as they are.
+
+Features (all header-free, in the ``pixel`` group):
+
+* ``cfa_checker_sigma_log``: the chequerboard term of the fitted positions at the background
+  (median) level, ((c00 + c11 - c01 - c10) / 2: green against red and blue in an RGGB or BGGR
+  mosaic) in units of the pixel noise, as ``log10(1 + |x|)``: coloured sky glow on a raw frame;
+  ~0 for mono sensors and for every frame without light. (The same term at the bright end, or
+  row/column parity terms, were left out: on mono frames they measure how sharp structure
+  such as stars and spectral lines falls on even and odd pixels, not colour);
+* ``cfa_lag_ratio_log10``: log10 of the neighbour-difference noise at lag 1 over that at lag 2
+  (same filter colour), on a contiguous crop: ~0 for a mono sensor's white noise, > 0 for a
+  raw mosaic, < 0 for demosaiced or binned (spatially correlated) data;
+* ``cfa_equalised``: 1 when the frame was equalised, else 0.
+
+Cost: one strided sample (at most :data:`SUPERPIXELS` superpixels), one contiguous crop, and
+for equalised frames one pass over the frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+from astropy.stats import mad_std
+
+from exporter.frame import RawFrame
+from exporter.pixel_stats import as_image, quantum, sigma_log
+
+#: 2x2 superpixels sampled over the whole frame for the fit.
+SUPERPIXELS = 128 * 128
+#: Side of the contiguous central crop for the noise and lag statistics.
+CROP_SIDE = 256
+#: Equalise when the four positions differ by more than this many pixel-noise sigmas.
+EQUALISE_SIGMA = 0.5
+#: Fitted gains outside this range are not a colour mosaic (dead position, broken fit).
+GAIN_RANGE = (0.1, 10.0)
+#: Below this correlation of neighbouring superpixels (no structure above the noise) only the
+#: levels of the four positions are matched, not their gains.
+MIN_SIGNAL_CORRELATION = 0.2
+#: Fitted gains must differ from 1 by more than this to count as colour filters.
+MIN_GAIN_DIFFERENCE = 0.1
+#: The positions on the green diagonal may differ by this share of the pattern's amplitude.
+DIAGONAL_TOLERANCE = 0.5
+#: Percentiles of the superpixel level at which the mosaic is compared: background, bright end.
+LEVEL_PERCENTILES = (50.0, 99.5)
+
+CFA_FEATURE_NAMES: tuple[str, ...] = (
+    "cfa_checker_sigma_log", "cfa_lag_ratio_log10", "cfa_equalised",
+)
+
+
+def superpixel_sample(data: np.ndarray, max_superpixels: int = SUPERPIXELS) -> np.ndarray:
+    """Evenly strided 2x2 superpixels with their four neighbours: float64 array ``(20, n)``, the
+    four positions (0, 0), (0, 1), (1, 0), (1, 1) of the frame's own 2x2 grid in one superpixel,
+    then the same four in the superpixel to its left, right, above and below; sets with a
+    non-finite value are dropped. Empty ``(20, 0)`` for frames smaller than 6x6."""
+    height, width = data.shape
+    if height < 6 or width < 6:
+        return np.empty((20, 0))
+    cells = (height // 2 - 2) * (width // 2 - 2)
+    stride = 2 * max(1, math.ceil(math.sqrt(cells / max_superpixels)))
+    ys = np.arange(2, height - 3, stride)
+    xs = np.arange(2, width - 3, stride)
+    planes = []
+    for oy, ox in ((0, 0), (0, -2), (0, 2), (-2, 0), (2, 0)):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                planes.append(np.asarray(data[np.ix_(ys + oy + dy, xs + ox + dx)],
+                                         np.float64).ravel())
+    planes = np.stack(planes)
+    return planes[:, np.isfinite(planes).all(axis=0)]
+
+
+def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Offsets ``a`` and gains ``b`` (each shape ``(4,)``) of ``c = a_c + b_c L``, ``L`` the
+    superpixel mean, from ``planes`` (:func:`superpixel_sample`).
+
+    The gains are instrumental-variable slopes, ``cov(c, Z) / cov(L, Z)`` with ``Z`` the mean of
+    the four neighbouring superpixels: their noise is independent of the superpixel's, so pixel noise
+    (which differs between colours: shot noise) does not bias them, while anything smoother
+    than two pixels (sky gradients, vignetting, a disk, a star) carries the colour. Where
+    ``L`` and ``Z`` hardly correlate (a uniform background: nothing but noise) the gains are 1
+    and only the levels are matched. A second round drops superpixels more than 5 robust sigmas
+    off the first fit (hot pixels, cosmic rays, clipped channels). ``None`` when ``L`` does not
+    vary."""
+    level, neighbour = planes[:4].mean(axis=0), planes[4:].mean(axis=0)
+    keep = np.ones(level.size, bool)
+    fit = None
+    for _ in range(2):
+        lv, z, own = level[keep], neighbour[keep], planes[:4, keep]
+        lc, zc = lv - lv.mean(), z - z.mean()
+        var_l, var_z, cov = float(lc @ lc), float(zc @ zc), float(lc @ zc)
+        if lv.size < 16 or not var_l > 0:
+            return fit
+        if var_z > 0 and cov / math.sqrt(var_l * var_z) >= MIN_SIGNAL_CORRELATION:
+            gains = (own - own.mean(axis=1, keepdims=True)) @ zc / cov
+        else:
+            gains = np.ones(4)
+        offsets = own.mean(axis=1) - gains * lv.mean()
+        fit = offsets, gains
+        residual = np.abs(planes[:4] - offsets[:, None] - gains[:, None] * level[None, :]
+                          ).max(axis=0)
+        spread = float(mad_std(residual))
+        if not spread > 0:
+            break
+        keep = residual <= np.median(residual) + 5.0 * spread
+    return fit
+
+
+def lag_noise(crop: np.ndarray) -> tuple[float, float]:
+    """Neighbour-difference noise (``mad_std / sqrt 2``, horizontal and vertical pooled) of a
+    contiguous crop at lag 1 (different filter colours in a mosaic) and lag 2 (same colour)."""
+    def noise(lag: int) -> float:
+        diffs = [crop[:, lag:] - crop[:, :-lag], crop[lag:, :] - crop[:-lag, :]]
+        values = np.concatenate([d.ravel() for d in diffs if d.size])
+        return float(mad_std(values)) / math.sqrt(2.0) if values.size else math.nan
+
+    return noise(1), noise(2)
+
+
+def central_crop(data: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
+    """A contiguous, even-aligned central crop of at most ``side`` x ``side`` pixels, float64,
+    non-finite values replaced by the crop's median (NaN crop when nothing is finite)."""
+    height, width = data.shape
+    h, w = min(height, side), min(width, side)
+    y0, x0 = (height - h) // 2 // 2 * 2, (width - w) // 2 // 2 * 2
+    crop = np.array(data[y0:y0 + h, x0:x0 + w], dtype=np.float64)
+    finite = np.isfinite(crop)
+    if not finite.all():
+        crop = np.where(finite, crop, np.median(crop[finite]) if finite.any() else np.nan)
+    return crop
+
+
+def is_bayer_like(deviation: np.ndarray) -> bool:
+    """Whether the four positions' deviations from the superpixel mean (order (0, 0), (0, 1),
+    (1, 0), (1, 1)) have a Bayer mosaic's shape: the two green filters of a 2x2 cell sit on
+    one diagonal and answer alike, so the positions of one diagonal differ by at most
+    :data:`DIAGONAL_TOLERANCE` of the pattern's amplitude. A pattern of whole rows or columns
+    (two-amplifier read-out, or a sharp trace or line that happens to fall on even rows) has
+    both diagonals unequal and is left alone."""
+    d = np.asarray(deviation, float)
+    diagonals = abs(d[0] - d[3]), abs(d[1] - d[2])
+    checker = abs(d[0] + d[3] - d[1] - d[2]) / 2.0
+    amplitude = max(*diagonals, checker)
+    return amplitude > 0 and min(diagonals) <= DIAGONAL_TOLERANCE * amplitude
+
+
+def cfa_analysis(data: np.ndarray) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
+    """The CFA features of ``data`` (2-D, ADU) and the fit to equalise with (``None`` when
+    the frame shows no mosaic)."""
+    out = dict.fromkeys(CFA_FEATURE_NAMES, math.nan)
+    out["cfa_equalised"] = 0.0
+    if min(data.shape) < 4:
+        return out, None
+    crop = central_crop(data)
+    step = quantum(data)
+    noise = math.nan
+    if min(crop.shape) >= 4 and np.isfinite(crop).all():
+        lag1, lag2 = lag_noise(crop)
+        floor = max(step / math.sqrt(12.0), 1e-12)
+        out["cfa_lag_ratio_log10"] = math.log10(max(lag1, floor) / max(lag2, floor))
+        if lag2 > floor:
+            noise = lag2
+        else:  # mostly constant (clipped, masked): the plain spread of same-colour differences
+            spread = float(np.std(crop[:, 2:] - crop[:, :-2])) / math.sqrt(2.0)
+            noise = spread if spread > floor else math.nan
+    planes = superpixel_sample(data)
+    fit = fit_positions(planes) if planes.shape[1] >= 16 else None
+    if fit is None or not (math.isfinite(noise) and noise > 0):
+        return out, None
+    offsets, gains = fit
+    level = planes[:4].mean(axis=0)
+    background, bright = (float(v) for v in np.percentile(level, LEVEL_PERCENTILES))
+    at = {name: offsets + gains * value - value
+          for name, value in (("background", background), ("bright", bright))}
+    background_deviation = at["background"]
+    checker = 0.5 * (background_deviation[0] + background_deviation[3]
+                     - background_deviation[1] - background_deviation[2])
+    out["cfa_checker_sigma_log"] = abs(sigma_log(checker, noise))
+    if not (np.all(gains > GAIN_RANGE[0]) and np.all(gains < GAIN_RANGE[1])
+            and np.all(np.isfinite(offsets))):
+        return out, None
+    # A coloured background (sky glow): the levels differ by more than a fraction of the noise.
+    background_mosaic = (float(np.abs(at["background"]).max()) > EQUALISE_SIGMA * noise
+                         and is_bayer_like(at["background"]))
+    # Coloured light above it (a flat, a disk, a spectrum): the gains differ by more than
+    # MIN_GAIN_DIFFERENCE (colour filters: tens of per cent; the sampling of sharp structure
+    # by the four positions: a few per cent), visibly above the noise at the bright end.
+    excess = gains - 1.0
+    bright_mosaic = (float(np.abs(excess).max()) > MIN_GAIN_DIFFERENCE
+                     and float(np.abs(excess).max()) * (bright - background)
+                     > EQUALISE_SIGMA * noise and is_bayer_like(excess))
+    if background_mosaic or bright_mosaic:
+        return out, fit
+    return out, None
+
+
+def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """``data`` with each 2x2 position ``c`` mapped to ``(x - a_c) / b_c``: back on the frame's
+    value lattice (its :func:`~exporter.pixel_stats.quantum` step from its minimum), within its
+    finite range, in its dtype (float32 for floats); pixels at the frame's maximum (clipped)
+    and non-finite pixels kept."""
+    step = quantum(data)
+    source = np.asarray(data)
+    finite = np.isfinite(source) if np.issubdtype(source.dtype, np.floating) else None
+    values = source[finite] if finite is not None else source
+    low, high = float(values.min()), float(values.max())
+    out = np.array(source, dtype=np.float32)
+    for index, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+        view = out[dy::2, dx::2]
+        clipped = view >= high
+        mapped = (view - np.float32(offsets[index])) / np.float32(gains[index])
+        view[...] = np.where(clipped, view, mapped)
+    if step > 0:
+        out = np.float32(low) + np.round((out - np.float32(low)) / np.float32(step)) * np.float32(step)
+    with np.errstate(invalid="ignore"):
+        out = np.clip(out, low, high)
+    if np.issubdtype(source.dtype, np.integer):
+        return out.astype(source.dtype)
+    return out.astype(np.float32)
+
+
+def equalise_cfa(frame: RawFrame) -> tuple[RawFrame, dict[str, float]]:
+    """``frame`` with its colour mosaic taken out (see the module doc; unchanged when it shows
+    none) and its CFA features, keyed and ordered as :data:`CFA_FEATURE_NAMES`, each finite or
+    NaN. ``source['cfa_equalised']`` records the fit when the frame was equalised."""
+    data = as_image(frame.data)
+    if data.dtype == np.bool_ or not np.issubdtype(data.dtype, np.number):
+        return frame, {**dict.fromkeys(CFA_FEATURE_NAMES, math.nan), "cfa_equalised": 0.0}
+    with np.errstate(all="ignore"):
+        features, fit = cfa_analysis(data)
+        if fit is not None:
+            offsets, gains = fit
+            frame = replace(frame, data=equalise(data, offsets, gains),
+                            source={**frame.source, "cfa_equalised": {
+                                "offsets": [round(float(v), 4) for v in offsets],
+                                "gains": [round(float(v), 5) for v in gains]}})
+            features["cfa_equalised"] = 1.0
+    return frame, {name: _finite(features[name]) for name in CFA_FEATURE_NAMES}
+
+
+def _finite(value) -> float:
+    value = float(value)
+    return value if math.isfinite(value) else math.nan
