@@ -12,15 +12,15 @@ mosaic to see.
 What is done, without any header (``BAYERPAT`` is often missing, and TIFFs have none):
 
 * the frame is sampled in **2x2 superpixels** over the whole frame; each of the four
-  positions ``c`` is fitted against the superpixel mean ``L`` as ``c = a_c + b_c L`` (least
-  squares, two rounds with outliers such as hot pixels and cosmic rays dropped). A mono sensor
+  positions ``c`` is fitted against the superpixel mean ``L`` as ``c = a_c + b_c L``
+  (:func:`fit_positions`: instrumental-variable gains, so the colours' different shot noise
+  does not bias them; outliers such as hot pixels dropped in a second round). A mono sensor
   gives ``a_c = 0, b_c = 1``; a colour mosaic gives the filters' relative gains ``b_c`` and,
   for a uniform coloured background (sky glow), the level offsets ``a_c``;
 * when the fitted positions differ by more than :data:`EQUALISE_SIGMA` of the pixel noise at
-  the background level, or their gains by more than :data:`MIN_GAIN_DIFFERENCE` (and visibly at
-  the bright end), and the difference has a Bayer mosaic's shape
-  (the two green positions on one diagonal alike, :func:`is_bayer_like`), the frame is
-  **equalised**: every pixel of
+  the background level, or their gains by more than :data:`MIN_GAIN_DIFFERENCE` (and visibly
+  at the bright end), and the difference has a Bayer mosaic's shape (the two green positions
+  on one diagonal alike, :func:`is_bayer_like`), the frame is **equalised**: every pixel of
   position ``c`` becomes ``(x - a_c) / b_c``, back on the frame's value lattice and in its
   dtype, clipped pixels untouched. The pixel, sensor and domain features and the image are then
   measured on a frame that looks like a mono sensor's (what a 2x2-superpixel or per-colour
@@ -32,12 +32,10 @@ Features (all header-free, in the ``pixel`` group):
 * ``cfa_checker_sigma_log``: the chequerboard term of the fitted positions at the background
   (median) level, ((c00 + c11 - c01 - c10) / 2: green against red and blue in an RGGB or BGGR
   mosaic) in units of the pixel noise, as ``log10(1 + |x|)``: coloured sky glow on a raw frame;
-  ~0 for mono sensors and for every frame without light. (The same term at the bright end, or
-  row/column parity terms, were left out: on mono frames they measure how sharp structure
-  such as stars and spectral lines falls on even and odd pixels, not colour);
-* ``cfa_lag_ratio_log10``: log10 of the neighbour-difference noise at lag 1 over that at lag 2
-  (same filter colour), on a contiguous crop: ~0 for a mono sensor's white noise, > 0 for a
-  raw mosaic, < 0 for demosaiced or binned (spatially correlated) data;
+  ~0 for mono sensors and for every frame without light. (The same term at the bright end,
+  row/column parity terms and the lag-1 / lag-2 noise ratio were left out: on mono frames they
+  measure how stars and lines fall on even and odd pixels, or whether a frame was resampled,
+  not colour; see docs/features.md);
 * ``cfa_equalised``: 1 when the frame was equalised, else 0.
 
 Cost: one strided sample (at most :data:`SUPERPIXELS` superpixels), one contiguous crop, and
@@ -57,7 +55,7 @@ from exporter.pixel_stats import as_image, quantum, sigma_log
 
 #: 2x2 superpixels sampled over the whole frame for the fit.
 SUPERPIXELS = 128 * 128
-#: Side of the contiguous central crop for the noise and lag statistics.
+#: Side of the contiguous central crop for the noise estimate.
 CROP_SIDE = 256
 #: Equalise when the four positions differ by more than this many pixel-noise sigmas.
 EQUALISE_SIGMA = 0.5
@@ -73,9 +71,7 @@ DIAGONAL_TOLERANCE = 0.5
 #: Percentiles of the superpixel level at which the mosaic is compared: background, bright end.
 LEVEL_PERCENTILES = (50.0, 99.5)
 
-CFA_FEATURE_NAMES: tuple[str, ...] = (
-    "cfa_checker_sigma_log", "cfa_lag_ratio_log10", "cfa_equalised",
-)
+CFA_FEATURE_NAMES: tuple[str, ...] = ("cfa_checker_sigma_log", "cfa_equalised")
 
 
 def superpixel_sample(data: np.ndarray, max_superpixels: int = SUPERPIXELS) -> np.ndarray:
@@ -118,11 +114,13 @@ def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     for _ in range(2):
         lv, z, own = level[keep], neighbour[keep], planes[:4, keep]
         lc, zc = lv - lv.mean(), z - z.mean()
-        var_l, var_z, cov = float(lc @ lc), float(zc @ zc), float(lc @ zc)
+        # Element-wise products, not BLAS: a threaded BLAS spins for these small vectors.
+        var_l, var_z = float(np.sum(lc * lc)), float(np.sum(zc * zc))
+        cov = float(np.sum(lc * zc))
         if lv.size < 16 or not var_l > 0:
             return fit
         if var_z > 0 and cov / math.sqrt(var_l * var_z) >= MIN_SIGNAL_CORRELATION:
-            gains = (own - own.mean(axis=1, keepdims=True)) @ zc / cov
+            gains = np.sum((own - own.mean(axis=1, keepdims=True)) * zc, axis=1) / cov
         else:
             gains = np.ones(4)
         offsets = own.mean(axis=1) - gains * lv.mean()
@@ -136,15 +134,12 @@ def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return fit
 
 
-def lag_noise(crop: np.ndarray) -> tuple[float, float]:
-    """Neighbour-difference noise (``mad_std / sqrt 2``, horizontal and vertical pooled) of a
-    contiguous crop at lag 1 (different filter colours in a mosaic) and lag 2 (same colour)."""
-    def noise(lag: int) -> float:
-        diffs = [crop[:, lag:] - crop[:, :-lag], crop[lag:, :] - crop[:-lag, :]]
-        values = np.concatenate([d.ravel() for d in diffs if d.size])
-        return float(mad_std(values)) / math.sqrt(2.0) if values.size else math.nan
-
-    return noise(1), noise(2)
+def same_colour_noise(crop: np.ndarray) -> float:
+    """Pixel noise of a contiguous crop from differences at lag 2 (the same filter colour in a
+    mosaic), horizontal and vertical pooled: ``mad_std / sqrt 2``; NaN for an empty crop."""
+    diffs = [crop[:, 2:] - crop[:, :-2], crop[2:, :] - crop[:-2, :]]
+    values = np.concatenate([d.ravel() for d in diffs if d.size])
+    return float(mad_std(values)) / math.sqrt(2.0) if values.size else math.nan
 
 
 def central_crop(data: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
@@ -174,20 +169,20 @@ def is_bayer_like(deviation: np.ndarray) -> bool:
     return amplitude > 0 and min(diagonals) <= DIAGONAL_TOLERANCE * amplitude
 
 
-def cfa_analysis(data: np.ndarray) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
+def cfa_analysis(data: np.ndarray, step: float | None = None
+                 ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
     """The CFA features of ``data`` (2-D, ADU) and the fit to equalise with (``None`` when
-    the frame shows no mosaic)."""
+    the frame shows no mosaic); ``step``: its value lattice (default: computed)."""
     out = dict.fromkeys(CFA_FEATURE_NAMES, math.nan)
     out["cfa_equalised"] = 0.0
     if min(data.shape) < 4:
         return out, None
     crop = central_crop(data)
-    step = quantum(data)
+    step = quantum(data) if step is None else step
     noise = math.nan
     if min(crop.shape) >= 4 and np.isfinite(crop).all():
-        lag1, lag2 = lag_noise(crop)
+        lag2 = same_colour_noise(crop)
         floor = max(step / math.sqrt(12.0), 1e-12)
-        out["cfa_lag_ratio_log10"] = math.log10(max(lag1, floor) / max(lag2, floor))
         if lag2 > floor:
             noise = lag2
         else:  # mostly constant (clipped, masked): the plain spread of same-colour differences
@@ -224,29 +219,33 @@ def cfa_analysis(data: np.ndarray) -> tuple[dict[str, float], tuple[np.ndarray, 
     return out, None
 
 
-def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray) -> np.ndarray:
+def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray,
+             step: float | None = None) -> np.ndarray:
     """``data`` with each 2x2 position ``c`` mapped to ``(x - a_c) / b_c``: back on the frame's
-    value lattice (its :func:`~exporter.pixel_stats.quantum` step from its minimum), within its
-    finite range, in its dtype (float32 for floats); pixels at the frame's maximum (clipped)
-    and non-finite pixels kept."""
-    step = quantum(data)
+    value lattice (``step``, by default its :func:`~exporter.pixel_stats.quantum`, from its
+    minimum), within its finite range, in its dtype (float32 for floats); pixels at the frame's
+    maximum (clipped) and non-finite pixels kept. One float32 copy of the frame, worked on in
+    place."""
+    step = quantum(data) if step is None else step
     source = np.asarray(data)
-    finite = np.isfinite(source) if np.issubdtype(source.dtype, np.floating) else None
-    values = source[finite] if finite is not None else source
-    low, high = float(values.min()), float(values.max())
-    out = np.array(source, dtype=np.float32)
+    out = source.astype(np.float32)
+    low, high = float(np.nanmin(out)), float(np.nanmax(out))
     for index, (dy, dx) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
         view = out[dy::2, dx::2]
         clipped = view >= high
-        mapped = (view - np.float32(offsets[index])) / np.float32(gains[index])
-        view[...] = np.where(clipped, view, mapped)
+        view -= np.float32(offsets[index])
+        view *= np.float32(1.0 / gains[index])
+        view[clipped] = high
     if step > 0:
-        out = np.float32(low) + np.round((out - np.float32(low)) / np.float32(step)) * np.float32(step)
-    with np.errstate(invalid="ignore"):
-        out = np.clip(out, low, high)
+        out -= np.float32(low)
+        out *= np.float32(1.0 / step)
+        np.rint(out, out=out)
+        out *= np.float32(step)
+        out += np.float32(low)
+    np.clip(out, low, high, out=out)
     if np.issubdtype(source.dtype, np.integer):
         return out.astype(source.dtype)
-    return out.astype(np.float32)
+    return out
 
 
 def equalise_cfa(frame: RawFrame) -> tuple[RawFrame, dict[str, float]]:
@@ -257,10 +256,11 @@ def equalise_cfa(frame: RawFrame) -> tuple[RawFrame, dict[str, float]]:
     if data.dtype == np.bool_ or not np.issubdtype(data.dtype, np.number):
         return frame, {**dict.fromkeys(CFA_FEATURE_NAMES, math.nan), "cfa_equalised": 0.0}
     with np.errstate(all="ignore"):
-        features, fit = cfa_analysis(data)
+        step = quantum(data)
+        features, fit = cfa_analysis(data, step)
         if fit is not None:
             offsets, gains = fit
-            frame = replace(frame, data=equalise(data, offsets, gains),
+            frame = replace(frame, data=equalise(data, offsets, gains, step),
                             source={**frame.source, "cfa_equalised": {
                                 "offsets": [round(float(v), 4) for v in offsets],
                                 "gains": [round(float(v), 5) for v in gains]}})
