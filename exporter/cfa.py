@@ -100,12 +100,12 @@ def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Offsets ``a`` and gains ``b`` (each shape ``(4,)``) of ``c = a_c + b_c L``, ``L`` the
     superpixel mean, from ``planes`` (:func:`superpixel_sample`).
 
-    The gains are instrumental-variable slopes, ``cov(c, Z) / cov(L, Z)`` with ``Z`` the mean of
-    the four neighbouring superpixels: their noise is independent of the superpixel's, so pixel noise
-    (which differs between colours: shot noise) does not bias them, while anything smoother
-    than two pixels (sky gradients, vignetting, a disk, a star) carries the colour. Where
-    ``L`` and ``Z`` hardly correlate (a uniform background: nothing but noise) the gains are 1
-    and only the levels are matched. A second round drops superpixels more than 5 robust sigmas
+    The gains are instrumental-variable slopes, ``cov(c, Z) / cov(L, Z)`` with ``Z`` the mean
+    of the four neighbouring superpixels: their noise is independent of the superpixel's, so
+    pixel noise (which differs between colours: shot noise) does not bias them, while anything
+    smoother than two pixels (sky gradients, vignetting, a disk, a star) carries the colour.
+    Where ``L`` and ``Z`` hardly correlate (a uniform background: nothing but noise) the gains
+    are 1 and only the levels are matched. A second round drops superpixels more than 5 robust sigmas
     off the first fit (hot pixels, cosmic rays, clipped channels). ``None`` when ``L`` does not
     vary."""
     level, neighbour = planes[:4].mean(axis=0), planes[4:].mean(axis=0)
