@@ -17,7 +17,7 @@ from exporter.extract import feature_layout
 from exporter.frame import RawFrame
 from exporter.sensor_features import sensor_features
 
-from tests.test_pixel_stats import DEGENERATE, as_uint16, flat, planet, star_field
+from test_pixel_stats import DEGENERATE, as_uint16, flat, planet, star_field
 
 #: Filter gains of the 2x2 positions (0, 0) R, (0, 1) G, (1, 0) G, (1, 1) B.
 RGGB = (0.55, 1.0, 1.0, 0.45)
