@@ -106,8 +106,8 @@ def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     smoother than two pixels (sky gradients, vignetting, a disk, a star) carries the colour.
     Where ``L`` and ``Z`` hardly correlate (a uniform background: nothing but noise) the gains
     are 1 and only the levels are matched. A second round drops superpixels more than 5 robust
-    sigmas off the first fit (hot pixels, cosmic rays, clipped channels). ``None`` when ``L`` does not
-    vary."""
+    sigmas off the first fit (hot pixels, cosmic rays, clipped channels). ``None`` when ``L``
+    does not vary."""
     level, neighbour = planes[:4].mean(axis=0), planes[4:].mean(axis=0)
     keep = np.ones(level.size, bool)
     fit = None
