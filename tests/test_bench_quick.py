@@ -144,3 +144,17 @@ def test_memory_only_reuses_the_exports_and_rewrites_the_tables(quick_results, q
         assert low <= growth["per_frame_kb"] <= high
     markdown = results_md.read_text()
     assert "measured on its own by" in markdown and "## 1. Export throughput" in markdown
+
+
+@pytest.mark.slow
+def test_export_alone_renders_its_own_tables(quick_results):
+    from bench.export_bench import export_targets
+    from bench.report import export_only_markdown
+
+    export = dict(quick_results[0]["export"])
+    export["run"] = {"command": "python -m bench.run --only export", "date": "2026-01-01",
+                     "seconds": 60.0, "loadavg_start": [1.0], "loadavg_end": [2.0]}
+    markdown = export_only_markdown(export, export_targets(export))
+    assert "## Targets" in markdown and "bare read-and-decode" in markdown
+    assert "measured on its own by `python -m bench.run --only export`" in markdown
+    assert "## 3. Peak RSS" not in markdown
