@@ -182,6 +182,8 @@ def measure_export(workspace: Workspace, trees: dict[str, Path], frames: dict[st
     ``original_8n``: the original loader's run over the 8N frames (from :mod:`bench.memory`),
     whose self-timed loop gives its throughput. The bare read runs before and after the exports
     (the faster counts: it is the machine's limit)."""
+    from bench.camera_frames import camera_profile
+
     bare_before = run_baseline(workspace, "bare-read", trees["8N"], None, "bare-read-1",
                                image_size)
     exports = {}
@@ -214,6 +216,7 @@ def measure_export(workspace: Workspace, trees: dict[str, Path], frames: dict[st
         "rates": rates,
         "worker_scaling": scaling,
         "stages": stage_profile(trees["N"], image_size),
+        "camera_size": camera_profile(workspace.root / "camera-frames", trees["N"], image_size),
     })
 
 

@@ -70,6 +70,9 @@ def test_export_section_has_every_run_and_rate(quick_results):
     assert {"read", "pixel_features", "domain_features", "preprocess"} <= set(
         stages["cpu_ms_per_frame"])
     assert all(positive(ms) for ms in stages["cpu_ms_per_frame"].values())
+    camera = export["camera_size"]
+    assert camera["frames"] >= 1 and camera["shape"] == [4176, 6248]
+    assert positive(camera["bare_read_cpu_ms"]) and 0 < camera["ratio"] < 1
 
 
 @pytest.mark.slow
