@@ -26,8 +26,8 @@ from skimage.measure import perimeter
 from skimage.transform import resize as sk_resize
 
 from exporter.frame import RawFrame
-from exporter.pixel_stats import (as_image, block_medians, grid_sample, native_tiles,
-                                  pixel_noise, quantum, sigma_log)
+from exporter.pixel_stats import (FrameSamples, as_image, block_medians, frame_samples,
+                                  native_tiles, pixel_noise, sigma_log)
 from exporter.preprocessing import block_mean, finite_filled
 
 #: Full-resolution pixels searched for stars, and the side of one search tile.
@@ -176,7 +176,8 @@ def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
         finite = np.isfinite(tile)
         if not finite.any():
             continue
-        tile = np.where(finite, tile, np.median(tile[finite]))
+        if not finite.all():
+            tile = np.where(finite, tile, np.median(tile[finite]))
         searched += (tile.shape[0] - 2 * CUTOUT_RADIUS) * (tile.shape[1] - 2 * CUTOUT_RADIUS)
         sub, yx, found = detect_peaks(tile, per_tile, step)
         shares = peak_neighbour_shares(sub, step)
@@ -505,7 +506,7 @@ def disk_features(reduced: np.ndarray) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- public API
 
-def domain_features(frame: RawFrame) -> dict[str, float]:
+def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
     """Star, spectral and disk features of one frame, keyed and ordered as
     :data:`DOMAIN_FEATURE_NAMES`.
 
@@ -513,15 +514,17 @@ def domain_features(frame: RawFrame) -> dict[str, float]:
     ``star_fwhm`` is in full-resolution pixels; ``dispersion_axis`` is 1 when the spectrum runs
     along x (numpy axis 1, across columns), 0 along y, NaN when the frame shows no spectrum-like
     structure. Raises :class:`~exporter.frame.FrameError` (stage ``features``) only when
-    ``data`` is not a non-empty 2-D numeric array.
+    ``data`` is not a non-empty 2-D numeric array. ``samples``: the frame's
+    :class:`~exporter.pixel_stats.FrameSamples` when shared with the other feature modules.
     """
     data = as_image(frame.data)
     if data.dtype == np.bool_:
         data = data.astype(np.float32)
-    if not np.isfinite(grid_sample(data)).any():
+    samples = frame_samples(data, samples)
+    if not np.isfinite(samples.grid).any():
         return dict.fromkeys(DOMAIN_FEATURE_NAMES, math.nan)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
-        features = star_features(data, quantum(data))
+        features = star_features(data, samples.step)
         reduced = reduced_image(data)
         features.update(spectral_features(reduced))
         features.update(slit_features(reduced, features["row_concentration"],

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
@@ -136,6 +137,12 @@ def _finite_float(value) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def mad_std_about(values: np.ndarray, median: float) -> float:
+    """``astropy.stats.mad_std(values)`` when ``median`` is ``np.median(values)``, without
+    computing that median again: ``1.4826 * median(|values - median|)``."""
+    return float(np.median(np.abs(values - median))) * 1.482602218505602
+
+
 # --------------------------------------------------------------------------- sampling
 
 def as_image(data: np.ndarray, stage: str = "features") -> np.ndarray:
@@ -226,11 +233,13 @@ def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
     if not diffs:
         return math.nan
     d = np.concatenate(diffs)
-    d = d[np.isfinite(d)][::max(1, math.ceil(d.size / max_samples))]
+    stride = max(1, math.ceil(d.size / max_samples))
+    finite = np.isfinite(d)
+    d = (d if finite.all() else d[finite])[::stride]
     if d.size == 0:
         return math.nan
     centre = float(np.median(d))
-    scale = max(float(mad_std(d)), step)
+    scale = max(mad_std_about(d, centre), step)
     kept = d[np.abs(d - centre) <= 5.0 * scale]
     return _finite_float(np.std(kept) / math.sqrt(2.0)) if kept.size else math.nan
 
@@ -262,6 +271,53 @@ def quantum(data: np.ndarray) -> float:
     offsets = np.abs(below - rounded.min()).astype(np.int64)
     step = int(np.gcd.reduce(offsets)) if offsets.any() else 1
     return float(max(1, step))
+
+
+class FrameSamples:
+    """What several feature modules take from the same frame, computed once per frame on first
+    use and shared (:func:`exporter.extract.measure_frame` passes one to
+    :func:`pixel_features`, :func:`~exporter.sensor_features.sensor_features` and
+    :func:`~exporter.domain_features.domain_features`). The arrays are read-only; each value is
+    exactly what the function named computes from ``data``.
+    """
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    @cached_property
+    def step(self) -> float:
+        """:func:`quantum` of the frame."""
+        return quantum(self.data)
+
+    @cached_property
+    def grid(self) -> np.ndarray:
+        """:func:`grid_sample` (:data:`GRID_PIXELS`)."""
+        return _read_only(grid_sample(self.data))
+
+    @cached_property
+    def tiles(self) -> list[np.ndarray]:
+        """:func:`native_tiles` (:data:`TILE_PIXELS`, :data:`TILE_SIDE`)."""
+        return [_read_only(tile) for tile in native_tiles(self.data)]
+
+    @cached_property
+    def tile_levels(self) -> list[float]:
+        """Median of the finite pixels of each of :attr:`tiles` (NaN for a tile with none)."""
+        levels = []
+        for tile in self.tiles:
+            finite = np.isfinite(tile)
+            levels.append(float(np.median(tile if finite.all() else tile[finite]))
+                          if finite.any() else math.nan)
+        return levels
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def frame_samples(data: np.ndarray, samples: FrameSamples | None) -> FrameSamples:
+    """``samples`` when given (shared by the caller), else a new :class:`FrameSamples`."""
+    return samples if samples is not None else FrameSamples(data)
 
 
 # --------------------------------------------------------------------------- data range
@@ -379,7 +435,7 @@ def robust_levels(values: np.ndarray, median: float) -> dict[str, float]:
         warnings.simplefilter("ignore")  # astropy warns on constant or tiny inputs
         thinned = values[::max(1, math.ceil(values.size / CLIP_PIXELS))]
         clipped = sigma_clipped_stats(thinned, sigma=3.0, maxiters=5)
-    spread = mad_std(values)
+    spread = mad_std_about(values, median)  # = astropy mad_std, reusing the known median
     stats = (median, np.mean(values), np.std(values), spread, *clipped, values.min(),
              values.max())
     return {key: _finite_float(value) for key, value in zip(keys, stats)}
@@ -435,7 +491,8 @@ def distribution_features(values: np.ndarray, pct: dict[str, float], rng: DataRa
     return out
 
 
-def count_isolated_outliers(tile: np.ndarray, noise: float, step: float) -> tuple[int, int, int]:
+def count_isolated_outliers(tile: np.ndarray, noise: float, step: float,
+                            level: float | None = None) -> tuple[int, int, int]:
     """Isolated hot and cold pixels in one tile: ``(hot, cold, finite pixels examined)``.
 
     A pixel is an outlier when it deviates from the tile median by more than
@@ -443,14 +500,18 @@ def count_isolated_outliers(tile: np.ndarray, noise: float, step: float) -> tupl
     also deviates from the median of its 3x3 neighbourhood by that much and by more than half
     its deviation from the tile median. A star core fails the second test (its neighbours are
     bright too; a FWHM 3 px star keeps only ~30 % of its peak above the 3x3 median), a hot pixel
-    or a cosmic-ray hit passes it.
+    or a cosmic-ray hit passes it. ``level``: the median of the tile's finite pixels when known.
     """
     finite = np.isfinite(tile)
     n_finite = int(np.count_nonzero(finite))
     if n_finite == 0 or not math.isfinite(noise):
         return 0, 0, n_finite
-    level = float(np.median(tile[finite]))
-    tile = np.where(finite, tile, level)
+    if n_finite < tile.size:
+        if level is None:
+            level = float(np.median(tile[finite]))
+        tile = np.where(finite, tile, level)
+    elif level is None:
+        level = float(np.median(tile))
     threshold = OUTLIER_SIGMA * max(noise, step)
     padded = np.pad(tile, 1, mode="edge")
     counts = []
@@ -472,14 +533,16 @@ def count_isolated_outliers(tile: np.ndarray, noise: float, step: float) -> tupl
 
 
 def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str, float],
-                     noise: float, step: float, levels: dict[str, float]) -> dict[str, float]:
+                     noise: float, step: float, levels: dict[str, float],
+                     tile_levels: list[float] | None = None) -> dict[str, float]:
     """Hot and cold pixel fractions in the native tiles (log10, floored at 1 ppm); fractions of
     the sample brighter than the clipped median + 5 clipped std (stars, disks) and near the
-    floor (black sky)."""
+    floor (black sky). ``tile_levels``: the tiles' medians when known."""
     nan = math.nan
     hot = cold = examined = 0
-    for tile in tiles:
-        n_hot, n_cold, n = count_isolated_outliers(tile, noise, step)
+    for i, tile in enumerate(tiles):
+        n_hot, n_cold, n = count_isolated_outliers(
+            tile, noise, step, tile_levels[i] if tile_levels is not None else None)
         hot, cold, examined = hot + n_hot, cold + n_cold, examined + n
     valid = examined > 0 and math.isfinite(noise)
     out = {
@@ -572,25 +635,29 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
 
 # --------------------------------------------------------------------------- public API
 
-def pixel_features(frame: RawFrame) -> dict[str, float]:
+def pixel_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
     """Raw-ADU statistics of one frame, keyed and ordered as :data:`PIXEL_FEATURE_NAMES`.
 
     ``frame.data``: 2-D array in ADU (never modified). Uses ``frame.source`` keys ``full_scale``,
     ``bits``, ``planes`` and ``saturation_hint`` when present (header ``SATURATE``/``SATLEVEL``
     otherwise). Returns floats, each finite or NaN. Raises :class:`FrameError` (stage
-    ``features``) only when ``data`` is not a non-empty 2-D numeric array.
+    ``features``) only when ``data`` is not a non-empty 2-D numeric array. ``samples``: the
+    frame's :class:`FrameSamples` when the caller shares them with the other feature modules.
     """
     data = as_image(frame.data)
+    samples = frame_samples(data, samples)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
-        features = _pixel_features(frame, data)
+        features = _pixel_features(frame, data, samples)
     return {name: _finite_float(features[name]) for name in PIXEL_FEATURE_NAMES}
 
 
-def _pixel_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
-    grid = grid_sample(data)
-    values = grid[np.isfinite(grid)]
-    tiles = native_tiles(data)
-    step = quantum(data)
+def _pixel_features(frame: RawFrame, data: np.ndarray, samples: FrameSamples
+                    ) -> dict[str, float]:
+    grid = samples.grid
+    finite = np.isfinite(grid)
+    values = grid.ravel() if finite.all() else grid[finite]
+    tiles = samples.tiles
+    step = samples.step
     noise = pixel_noise(tiles, step)
     if values.size:
         pct = dict(zip(_PERCENTILE_NAMES, (float(p) for p in np.percentile(values, PERCENTILES))))
@@ -605,6 +672,7 @@ def _pixel_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
     features.update(level_features(levels, rng.full_scale, noise))
     features.update(distribution_features(values, pct, rng, noise, levels["mad_std"]))
     features["nonfinite_fraction"] = 1.0 - values.size / grid.size
-    features.update(outlier_features(tiles, values, pct, noise, step, levels))
+    features.update(outlier_features(tiles, values, pct, noise, step, levels,
+                                     samples.tile_levels))
     features.update(structure_features(grid, pct["p50"], noise))
     return features
