@@ -16,11 +16,9 @@ Every value is finite or NaN (NaN: not measurable on this frame, e.g. FWHM witho
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from astropy.stats import mad_std
-from photutils.detection import find_peaks
 from scipy import ndimage, signal
 from skimage.measure import perimeter
 from skimage.transform import resize as sk_resize
@@ -100,14 +98,51 @@ def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
     noise = float(mad_std(smooth[::2, ::2]))
     threshold = DETECT_SIGMA * noise if math.isfinite(noise) else math.inf
     threshold = max(threshold, step)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = find_peaks(smooth, threshold, box_size=5, border_width=CUTOUT_RADIUS)
-    if table is None or len(table) == 0:
+    ys, xs = find_peaks(smooth, threshold)
+    if ys.size == 0:
         return sub, np.empty((0, 2), int), 0
-    order = np.argsort(-np.asarray(table["peak_value"]))
-    yx = np.column_stack([np.asarray(table["y_peak"]), np.asarray(table["x_peak"])])[order]
-    return sub, yx[:max_peaks].astype(int), len(table)
+    order = np.argsort(-smooth[ys, xs])
+    yx = np.column_stack([ys, xs])[order]
+    return sub, yx[:max_peaks].astype(int), len(ys)
+
+
+def find_peaks(image: np.ndarray, threshold: float, box_size: int = 5,
+               border_width: int = CUTOUT_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` of the local maxima of a finite ``image``: pixels equal to the maximum of the
+    ``box_size`` square around them and above ``threshold``, at least ``border_width`` pixels
+    from the border, in row-major order; none in a constant image.
+
+    The same peaks, in the same order, as ``photutils.detection.find_peaks(image, threshold,
+    box_size=box_size, border_width=border_width)`` (its ``y_peak`` and ``x_peak``) for
+    ``border_width >= box_size // 2``, without building its table: the box around a pixel so
+    far from the border never reaches past it.
+    """
+    radius, b = box_size // 2, border_width
+    height, width = image.shape
+    if b < radius or min(height, width) <= 2 * b or np.all(image == image.flat[0]):
+        if b < radius:
+            raise ValueError("border_width must be at least box_size // 2")
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    inner = image[b:height - b, b:width - b]
+    local = box_max(image[b - radius:height - b + radius, b - radius:width - b + radius],
+                    radius)
+    ys, xs = np.nonzero((inner == local) & (inner > threshold))
+    return ys + b, xs + b
+
+
+def box_max(image: np.ndarray, radius: int) -> np.ndarray:
+    """Maximum over the ``2 radius + 1`` square around each pixel of ``image`` at least
+    ``radius`` pixels from its border (shape smaller by ``2 radius`` on both axes): equal to
+    ``scipy.ndimage.maximum_filter(image, 2 radius + 1)`` there, whatever its mode."""
+    n = 2 * radius
+    height, width = image.shape
+    rows = image[:height - n]
+    for k in range(1, n + 1):
+        rows = np.maximum(rows, image[k:height - n + k])
+    out = rows[:, :width - n]
+    for k in range(1, n + 1):
+        out = np.maximum(out, rows[:, k:width - n + k])
+    return out
 
 
 def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
@@ -219,7 +254,7 @@ def peak_neighbour_shares(sub: np.ndarray, step: float = 0.0) -> np.ndarray:
     if not (math.isfinite(noise) and noise > 0):
         return np.empty(0)
     inner = sub[1:-1, 1:-1]
-    peak = ndimage.maximum_filter(sub, size=3, mode="nearest")[1:-1, 1:-1]
+    peak = box_max(sub, 1)  # = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
     ys, xs = np.nonzero((inner == peak) & (inner > DETECT_SIGMA * noise))
     if ys.size == 0:
         return np.empty(0)
@@ -245,11 +280,36 @@ def median3(image: np.ndarray, axis: int) -> np.ndarray:
     Equal to ``scipy.ndimage.median_filter(image, size=3 along axis, mode="mirror")``, written
     with element-wise min/max because that is 3-5x faster on a 512 x 512 image.
     """
-    padded = np.pad(image, [(1, 1) if ax == axis else (0, 0) for ax in range(image.ndim)],
-                    mode="reflect")
-    n = image.shape[axis]
-    a, b, c = (np.take(padded, np.arange(k, k + n), axis=axis) for k in range(3))
+    a, b, c = _shifted(image, axis, 1)
     return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+
+def median5(image: np.ndarray, axis: int) -> np.ndarray:
+    """Running median of 5 pixels along ``axis`` (mirrored edges) of a finite image (at least
+    3 pixels along ``axis``).
+
+    Equal to ``scipy.ndimage.median_filter(image, size=5 along axis, mode="mirror")``, with
+    element-wise min/max (the middle two of four neighbours, then the median of three): ~10x
+    faster on a 512 x 512 image.
+    """
+    a, b, c, d, e = _shifted(image, axis, 2)
+    lo = np.maximum(np.minimum(a, b), np.minimum(d, e))  # of a, b, d, e: the middle two
+    hi = np.minimum(np.maximum(a, b), np.maximum(d, e))
+    return np.maximum(np.minimum(lo, hi), np.minimum(np.maximum(lo, hi), c))
+
+
+def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
+    """The ``2 radius + 1`` views of ``image`` mirrored at its edges (``numpy.pad`` "reflect",
+    scipy's "mirror") and shifted by ``-radius .. radius`` pixels along ``axis``."""
+    padded = np.pad(image, [(radius, radius) if ax == axis else (0, 0)
+                            for ax in range(image.ndim)], mode="reflect")
+    n = image.shape[axis]
+    index = [slice(None)] * image.ndim
+    views = []
+    for k in range(2 * radius + 1):
+        index[axis] = slice(k, k + n)
+        views.append(padded[tuple(index)])
+    return views
 
 
 def despike(image: np.ndarray) -> np.ndarray:
@@ -271,6 +331,8 @@ def collapse(image: np.ndarray, axis: int) -> np.ndarray:
     """
     window = min(5, image.shape[axis])
     window -= 1 - window % 2
+    if window == 5 and image.ndim == 2:
+        return median5(image, axis).mean(axis=axis)
     size = (1, window) if axis == 1 else (window, 1)
     return ndimage.median_filter(image, size=size, mode="mirror").mean(axis=axis)
 
