@@ -45,9 +45,9 @@ LATTICE_SAMPLE = 64 * 1024
 LATTICE_SHARE = 0.99
 
 #: Largest number of pixel differences used for the pixel-noise estimate.
-NOISE_SAMPLES = 128 * 1024
+NOISE_SAMPLES = 32 * 1024
 #: Largest number of pixels given to sigma clipping (clipped statistics converge long before).
-CLIP_PIXELS = 64 * 1024
+CLIP_PIXELS = 16 * 1024
 
 #: Outlier threshold in units of the pixel noise (hot/cold pixels).
 OUTLIER_SIGMA = 5.0
