@@ -298,7 +298,9 @@ def median3(image: np.ndarray, axis: int) -> np.ndarray:
     with element-wise min/max because that is 3-5x faster on a 512 x 512 image.
     """
     a, b, c = _shifted(image, axis, 1)
-    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    np.minimum(high, c, out=high)
+    return np.maximum(low, high, out=low)
 
 
 def median5(image: np.ndarray, axis: int) -> np.ndarray:
@@ -312,7 +314,9 @@ def median5(image: np.ndarray, axis: int) -> np.ndarray:
     a, b, c, d, e = _shifted(image, axis, 2)
     lo = np.maximum(np.minimum(a, b), np.minimum(d, e))  # of a, b, d, e: the middle two
     hi = np.minimum(np.maximum(a, b), np.maximum(d, e))
-    return np.maximum(np.minimum(lo, hi), np.minimum(np.maximum(lo, hi), c))
+    low, high = np.minimum(lo, hi), np.maximum(lo, hi, out=lo)
+    np.minimum(high, c, out=high)
+    return np.maximum(low, high, out=low)
 
 
 def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
