@@ -162,6 +162,10 @@ def box_max(image: np.ndarray, radius: int) -> np.ndarray:
     return out
 
 
+#: ``scipy.ndimage.label``'s default connectivity in 2-D (4-connected), made once.
+_CROSS = ndimage.generate_binary_structure(2, 1)
+
+
 def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
     """FWHM (pixels), roundness and sharpness of the source peaking near ``(y, x)``.
 
@@ -174,16 +178,17 @@ def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
     """
     r = CUTOUT_RADIUS
     cut = sub[y - r:y + r + 1, x - r:x + r + 1]
-    edge = np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]])
-    cut = cut - np.median(edge)
-    cy, cx = np.unravel_index(np.argmax(cut[r - 1:r + 2, r - 1:r + 2]), (3, 3))
+    edge = np.sort(np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]]))
+    half = edge.size // 2  # the median of the edge, as np.median computes it, without its overhead
+    cut = cut - (edge[half] if edge.size % 2 else (edge[half - 1] + edge[half]) / 2)
+    cy, cx = divmod(int(np.argmax(cut[r - 1:r + 2, r - 1:r + 2])), 3)
     cy, cx = cy + r - 1, cx + r - 1
     peak = float(cut[cy, cx])
     if not peak > 0:
         return math.nan, math.nan, math.nan
     core = cut[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3].sum()
     sharpness = peak / core if core > 0 else math.nan
-    labels, _ = ndimage.label(cut >= 0.5 * peak)
+    labels, _ = ndimage.label(cut >= 0.5 * peak, structure=_CROSS)
     region = labels == labels[cy, cx]
     if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
         return math.nan, math.nan, sharpness
