@@ -578,6 +578,18 @@ def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str,
     return out
 
 
+def median_last_axis(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=-1)`` of a finite array, with one selection instead of numpy's two
+    (and its NaN check): the same values, ~25 % faster on the grid sample's rows and cells."""
+    n = a.shape[-1]
+    half = n // 2
+    part = np.partition(a, half, axis=-1)
+    if n % 2:
+        return part[..., half]
+    # The lower middle value is the largest of those the selection put before the upper one.
+    return (part[..., :half].max(axis=-1) + part[..., half]) / 2
+
+
 def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.ndarray:
     """Median of each cell of an (at most) ``cells`` x ``cells`` partition of ``image``.
 
@@ -588,7 +600,8 @@ def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.nd
     ny, nx = max(1, min(cy, image.shape[0])), max(1, min(cx, image.shape[1]))
     by, bx = image.shape[0] // ny, image.shape[1] // nx
     blocks = image[:ny * by, :nx * bx].reshape(ny, by, nx, bx).transpose(0, 2, 1, 3)
-    return np.median(blocks.reshape(ny, nx, by * bx), axis=2)
+    blocks = blocks.reshape(ny, nx, by * bx)
+    return median_last_axis(blocks) if np.isfinite(blocks).all() else np.median(blocks, axis=2)
 
 
 def _profile_structure(medians: np.ndarray, n_averaged: int, noise: float) -> tuple[float, float]:
@@ -622,9 +635,9 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
     finite = np.isfinite(grid)
     if not finite.all():
         grid = np.where(finite, grid, level)
-    row_total, row_band = _profile_structure(np.median(grid, axis=1), grid.shape[1], noise)
-    # The same medians as along axis 0, faster on rows in memory order.
-    col_total, col_band = _profile_structure(np.median(np.ascontiguousarray(grid.T), axis=1),
+    row_total, row_band = _profile_structure(median_last_axis(grid), grid.shape[1], noise)
+    # The medians along axis 0, faster on rows in memory order.
+    col_total, col_band = _profile_structure(median_last_axis(np.ascontiguousarray(grid.T)),
                                              grid.shape[0], noise)
     out.update(row_structure_sigma_log=row_total, col_structure_sigma_log=col_total,
                row_banding_sigma_log=row_band, col_banding_sigma_log=col_band,
