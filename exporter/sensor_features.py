@@ -33,7 +33,7 @@ from exporter.frame import RawFrame
 from exporter.pixel_stats import (LATTICE_SHARE, FrameSamples, as_image, block_medians,
                                   frame_samples, grid_sample, lattice_sample, mad_std_about,
                                   sigma_log, slog10)
-from exporter.pixel_stats import quantum as value_step
+from exporter.pixel_stats import quantum as value_step  # noqa: F401 (the name the docs use)
 
 #: Full scales a [0, 1]-normalised float frame may have been divided by: 8-bit first, because
 #: 8-bit data over 255 also sits on the 16-bit lattice (as multiples of 257).
