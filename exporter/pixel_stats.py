@@ -229,7 +229,7 @@ def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
         return math.nan
     total = sum(tile.size - tile.shape[1 - axis] for tile, axis in pieces)
     stride = max(1, math.ceil(total / max_samples))
-    if all(np.max(np.abs(tile)) < 1e300 for tile in tiles):
+    if all(_differences_finite(tile) for tile in tiles):
         # Every difference is finite: take only the ones kept below.
         d = _strided_differences(pieces, stride)
     else:
@@ -241,6 +241,13 @@ def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
     scale = max(mad_std_about(d, centre), step)
     kept = d[np.abs(d - centre) <= 5.0 * scale]
     return _finite_float(np.std(kept) / math.sqrt(2.0)) if kept.size else math.nan
+
+
+def _differences_finite(tile: np.ndarray) -> bool:
+    """True when no difference of two pixels of ``tile`` can be NaN or overflow to inf."""
+    if tile.size == 0 or not np.issubdtype(tile.dtype, np.floating):
+        return True
+    return bool(np.max(np.abs(tile)) <= np.finfo(tile.dtype).max / 2)
 
 
 def _strided_differences(pieces: list[tuple[np.ndarray, int]], stride: int) -> np.ndarray:
