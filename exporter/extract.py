@@ -157,7 +157,7 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     """:func:`frame_arrays` in this process, without a time limit and without the sha256."""
     from exporter.domain_features import domain_features
     from exporter.headers import header_features
-    from exporter.pixel_stats import pixel_features
+    from exporter.pixel_stats import FrameSamples, pixel_features
     from exporter.readers import read_frame
     from exporter.sensor_features import recover_adu, sensor_features
 
@@ -166,11 +166,12 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
         frame = recover_adu(frame)
         header_values, confidences = header_features(
             frame.header, os.path.basename(path) if spec.file_names else None)
-        pixel_values = pixel_features(frame)
+        samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
+        pixel_values = pixel_features(frame, samples)
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")
-        values = {**header_values, **pixel_values, **sensor_features(frame),
-                  **domain_features(frame)}
+        values = {**header_values, **pixel_values, **sensor_features(frame, samples),
+                  **domain_features(frame, samples)}
     except FrameError:
         raise
     except Exception as exc:  # a feature bug must become a dead letter, not a dead job
