@@ -122,7 +122,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     from exporter.extract import file_sha256
     from exporter.frame import FrameError
     from exporter.headers import header_features
-    from exporter.pixel_stats import pixel_features
+    from exporter.pixel_stats import FrameSamples, pixel_features
     from exporter.preprocessing import preprocess_image
     from exporter.readers import read_frame
     from exporter.sensor_features import recover_adu, sensor_features
@@ -147,9 +147,12 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
             frame = timed("read", lambda path: recover_adu(read_frame(path)), ref.path)
             _, confidences = timed("header_features", header_features, frame.header,
                                    Path(ref.path).name)
-            pixels = timed("pixel_features", pixel_features, frame)
-            timed("sensor_features", sensor_features, frame)
-            timed("domain_features", domain_features, frame)
+            # Shared by the three feature stages as in measure_frame (its quantum, grid sample
+            # and tiles are timed in the stage that first uses them: pixel_features).
+            samples = FrameSamples(frame.data)
+            pixels = timed("pixel_features", pixel_features, frame, samples)
+            timed("sensor_features", sensor_features, frame, samples)
+            timed("domain_features", domain_features, frame, samples)
             image = timed("preprocess", preprocess_image, frame.data, image_size)
         except FrameError:
             continue
@@ -182,6 +185,8 @@ def measure_export(workspace: Workspace, trees: dict[str, Path], frames: dict[st
     ``original_8n``: the original loader's run over the 8N frames (from :mod:`bench.memory`),
     whose self-timed loop gives its throughput. The bare read runs before and after the exports
     (the faster counts: it is the machine's limit)."""
+    from bench.camera_frames import camera_profile
+
     bare_before = run_baseline(workspace, "bare-read", trees["8N"], None, "bare-read-1",
                                image_size)
     exports = {}
@@ -214,6 +219,7 @@ def measure_export(workspace: Workspace, trees: dict[str, Path], frames: dict[st
         "rates": rates,
         "worker_scaling": scaling,
         "stages": stage_profile(trees["N"], image_size),
+        "camera_size": camera_profile(workspace.root / "camera-frames", trees["N"], image_size),
     })
 
 

@@ -89,6 +89,13 @@ def targets_section(summary: dict) -> str:
                                     "lrrll") + "\n"
 
 
+def measured_alone(run: dict) -> str:
+    """The sentence opening a section measured by a ``--only`` run of its own."""
+    return (f"\n\nThis section was measured on its own by `{run['command']}` on "
+            f"{run['date']} in {run['seconds'] / 60:.1f} min (1-minute load average "
+            f"{run['loadavg_start'][0]} at the start, {run['loadavg_end'][0]} at the end)")
+
+
 def export_section(export: dict) -> str:
     bare = export["bare_read"]["best"]
     original = export["original_loader"]
@@ -131,7 +138,10 @@ def export_section(export: dict) -> str:
     stage_rows.append(["**total**", fmt(stages["total_cpu_ms_per_frame"]),
                        fmt(sum(stages["wall_ms_per_frame"].values())), "100 %", ""])
     scaling = export["worker_scaling"]
-    return f"""## 1. Export throughput
+    run = export.get("run") or {}
+    alone = (measured_alone(run) + ", against the bare read and the original loader run "
+             "again beside it.") if run.get("date") else ""
+    return f"""## 1. Export throughput{alone}
 
 Rates of the exports are **marginal**: (8N - N) frames over the difference of the two runs'
 wall times, so Beam's start-up (column *start-up s*, per run) is not in them; the bare read and
@@ -163,6 +173,30 @@ could reach: read / (their CPU ms summed). The `preprocess` row is an export wit
 features; the last row is the whole frame.
 
 {table(["stage", "CPU ms/frame", "wall ms/frame", "share", "ceiling"], stage_rows)}
+{camera_size_section(export.get("camera_size") or {})}"""
+
+
+def camera_size_section(camera: dict) -> str:
+    """The stage profile at camera size (:mod:`bench.camera_frames`), beside the sample's."""
+    if not camera.get("frames"):
+        return ""
+    stages = camera["stages"]
+    rows = [[stage, fmt(stages["cpu_ms_per_frame"][stage])]
+            for stage in STAGES if stage in stages["cpu_ms_per_frame"]]
+    rows.append(["**total**", fmt(stages["total_cpu_ms_per_frame"])])
+    rows.append(["bare read-and-decode (`read_frame`, every pixel touched)",
+                 fmt(camera["bare_read_cpu_ms"])])
+    height, width = camera["shape"]
+    return f"""
+**At camera size.** The sample's frames are 0.1 to 0.5 megapixels; a deep-sky camera writes
+16 to 60. Reading scales with the pixels, the features mostly do not (they read bounded
+samples, tiles and a binned copy). The same stages over {camera['frames']} frames of
+{width} x {height} pixels ({fmt(camera['mb_per_frame'])} MB each, an IMX571 sensor: the first
+16-bit FITS frame of each class of N tiled to the full sensor, `bench/camera_frames.py`), CPU ms
+per frame; the bare read's best of 3 loops over the same files. Their ratio, the ceiling of the
+export's rate per core against a bare read at this size: **{fmt(camera['ratio'], 3)} x**.
+
+{table(["stage", "CPU ms/frame"], rows)}
 """
 
 
@@ -294,9 +328,7 @@ a shipped setting (the trainer's wall time about doubles)."""
     run = memory.get("run") or {}
     rerun = ""
     if run.get("date"):
-        rerun = (f"\n\nThis section was measured on its own by `{run['command']}` on "
-                 f"{run['date']} in {run['seconds'] / 60:.1f} min (1-minute load average "
-                 f"{run['loadavg_start'][0]} at the start, {run['loadavg_end'][0]} at the end); "
+        rerun = (measured_alone(run) + "; "
                  + (f"the exports of N and 8N were reused, with the export rows of "
                     f"`{run['export_rows_from']}`." if run.get("export_rows_from") else
                     "the exports of N and 8N were reused (not measured again: no export rows)."
@@ -353,6 +385,14 @@ def memory_only_markdown(memory: dict, targets: list[dict], frames: dict) -> str
     return (f"# skyshard benchmark: peak RSS only\n\nProduced by `{run.get('command', '')}` on "
             f"{run.get('date', '')}; N = {frames['N']} frames, 8N = {frames['8N']}.\n\n"
             + targets_section({"targets": targets}) + "\n" + memory_section(memory))
+
+
+def export_only_markdown(export: dict, targets: list[dict]) -> str:
+    """The export tables alone (``--only export`` without the other measurements' results)."""
+    frames = export["frames"]
+    return (f"# skyshard benchmark: export throughput only\n\nN = {frames['N']} frames, "
+            f"8N = {frames['8N']}.\n\n" + targets_section({"targets": targets}) + "\n"
+            + export_section(export))
 
 
 def cost_section(cost: dict) -> str:

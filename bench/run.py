@@ -198,9 +198,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-md", type=Path, default=None, help="the tables (Markdown)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: rewrite the tables from the JSON in --out")
-    parser.add_argument("--only", choices=["memory"], default=None,
-                        help="run one measurement alone: 'memory' (measure 3), reusing the "
-                             "sample trees and exports already in --workdir")
+    parser.add_argument("--only", choices=["memory", "export"], default=None,
+                        help="run one measurement alone, reusing the sample trees already in "
+                             "--workdir: 'memory' (measure 3, also reusing the exports) or "
+                             "'export' (measure 1, e.g. after a change to the per-frame work); "
+                             "the other sections of RESULTS.md are kept")
     return parser.parse_args(argv)
 
 
@@ -295,6 +297,49 @@ def run_memory_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     return memory
 
 
+def run_export_only(plan: Plan, workdir: Path, out: Path, results_md: Path | None,
+                    command: str) -> dict:
+    """Measure 1 alone (``--only export``): the bare read, the original loader over 8N, the
+    exports with every worker count, the stage profile. Writes ``export.json`` and, when ``out``
+    holds the other measurements of a run of the same plan, updates ``summary.json``'s targets
+    and rewrites ``results_md`` whole; otherwise writes the export tables alone to
+    ``results_md`` (default ``out/RESULTS-export.md``)."""
+    from bench.export_bench import export_targets, measure_export, run_baseline
+    from bench.measure import machine_facts
+    from bench.report import export_only_markdown
+    from bench.workspace import Workspace, ensure_sample_tree
+
+    started = time.perf_counter()
+    workspace = Workspace(workdir)
+    workspace.logs.mkdir(parents=True, exist_ok=True)
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    trees = {size: ensure_sample_tree(workspace, plan.per_class * (1 if size == "N" else
+                                                                   plan.scale), plan.seed)
+             for size in ("N", "8N")}
+    label = f"{plan.scale}N"
+    original_8n = run_baseline(workspace, "load-all", trees["8N"], plan.per_class * plan.scale,
+                               f"original-{label}", plan.image_size)
+    export = measure_export(workspace, trees, plan.frames, plan.workers, plan.image_size,
+                            original_8n)
+    export["run"] = {"command": command,
+                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "seconds": round(time.perf_counter() - started, 1),
+                     "workdir": str(workdir), "loadavg_start": load_start,
+                     "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+                     "machine": machine_facts()}
+    write_json(out / "export.json", export)
+    names = ("summary", "pipeline", "memory", "cost")
+    if all((out / f"{name}.json").is_file() for name in names):
+        summary = json.loads((out / "summary.json").read_text())
+        if (summary["plan"]["quick"] == plan.quick
+                and summary["plan"]["frames"] == plan.frames):
+            render_only(out, results_md or default_results_md(plan, out))
+            return export
+    target = results_md or out / "RESULTS-export.md"
+    target.write_text(export_only_markdown(export, export_targets(export)), encoding="utf-8")
+    return export
+
+
 def default_results_md(plan: Plan, out: Path) -> Path:
     return out / "RESULTS.md" if plan.quick else ROOT / "bench" / "RESULTS.md"
 
@@ -338,6 +383,14 @@ def main(argv: list[str] | None = None) -> int:
             low, high = g["spread_kb"]
             print(f"[bench]   {name}: {g['per_frame_kb']:+.1f} KB/frame (spread {low:+.1f} to "
                   f"{high:+.1f}; quarter record {g['quarter_record_kb']:.1f}): {g['verdict']}")
+        return 0
+    if args.only == "export":
+        export = run_export_only(plan, workdir, out, args.results_md, command)
+        print(f"[bench] export done in {export['run']['seconds']:.0f} s: {out / 'export.json'}")
+        for key, rate in export["rates"].items():
+            print(f"[bench]   {key}: {rate['frames_per_s']:.1f} frames/s, "
+                  f"{rate['ratio_to_bare_read_per_core']:.3f} x bare read per core, "
+                  f"{1000 * rate['cpu_s_per_frame']:.1f} CPU ms/frame")
         return 0
     results_md = args.results_md or default_results_md(plan, out)
     if args.render_only:

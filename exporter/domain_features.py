@@ -16,18 +16,15 @@ Every value is finite or NaN (NaN: not measurable on this frame, e.g. FWHM witho
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 from astropy.stats import mad_std
-from photutils.detection import find_peaks
 from scipy import ndimage, signal
 from skimage.measure import perimeter
-from skimage.transform import resize as sk_resize
 
 from exporter.frame import RawFrame
-from exporter.pixel_stats import (as_image, block_medians, grid_sample, native_tiles,
-                                  pixel_noise, quantum, sigma_log)
+from exporter.pixel_stats import (FrameSamples, as_image, block_medians, frame_samples,
+                                  native_tiles, pixel_noise, sigma_log)
 from exporter.preprocessing import block_mean, finite_filled
 
 #: Full-resolution pixels searched for stars, and the side of one search tile.
@@ -81,7 +78,25 @@ def tile_background(tile: np.ndarray, cell: int = 32) -> np.ndarray:
     cells = block_medians(tile, (max(1, tile.shape[0] // cell), max(1, tile.shape[1] // cell)))
     if min(cells.shape) >= 3:
         cells = ndimage.median_filter(cells, size=3, mode="nearest")
-    return sk_resize(cells, tile.shape, order=1, mode="edge", anti_aliasing=False)
+    return bilinear_resize(cells, tile.shape)
+
+
+def bilinear_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``image`` resized to ``shape`` by bilinear interpolation between pixel centres, edges
+    held (what ``skimage.transform.resize(image, shape, order=1, mode="edge",
+    anti_aliasing=False)`` computes, to rounding, ~3x faster), one axis after the other."""
+    out = image
+    for axis, size in enumerate(shape):
+        n = image.shape[axis]
+        x = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+        low = np.minimum(x.astype(np.intp), n - 1)
+        high = np.minimum(low + 1, n - 1)
+        frac = x - low
+        if axis == 0:
+            out = out[low] * (1 - frac)[:, None] + out[high] * frac[:, None]
+        else:
+            out = out[:, low] * (1 - frac) + out[:, high] * frac
+    return np.clip(out, image.min(), image.max())
 
 
 def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
@@ -100,14 +115,55 @@ def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
     noise = float(mad_std(smooth[::2, ::2]))
     threshold = DETECT_SIGMA * noise if math.isfinite(noise) else math.inf
     threshold = max(threshold, step)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        table = find_peaks(smooth, threshold, box_size=5, border_width=CUTOUT_RADIUS)
-    if table is None or len(table) == 0:
+    ys, xs = find_peaks(smooth, threshold)
+    if ys.size == 0:
         return sub, np.empty((0, 2), int), 0
-    order = np.argsort(-np.asarray(table["peak_value"]))
-    yx = np.column_stack([np.asarray(table["y_peak"]), np.asarray(table["x_peak"])])[order]
-    return sub, yx[:max_peaks].astype(int), len(table)
+    order = np.argsort(-smooth[ys, xs])
+    yx = np.column_stack([ys, xs])[order]
+    return sub, yx[:max_peaks].astype(int), len(ys)
+
+
+def find_peaks(image: np.ndarray, threshold: float, box_size: int = 5,
+               border_width: int = CUTOUT_RADIUS) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` of the local maxima of a finite ``image``: pixels equal to the maximum of the
+    ``box_size`` square around them and above ``threshold``, at least ``border_width`` pixels
+    from the border, in row-major order; none in a constant image.
+
+    The same peaks, in the same order, as ``photutils.detection.find_peaks(image, threshold,
+    box_size=box_size, border_width=border_width)`` (its ``y_peak`` and ``x_peak``) for
+    ``border_width >= box_size // 2``, without building its table: the box around a pixel so
+    far from the border never reaches past it.
+    """
+    radius, b = box_size // 2, border_width
+    height, width = image.shape
+    if b < radius or min(height, width) <= 2 * b or np.all(image == image.flat[0]):
+        if b < radius:
+            raise ValueError("border_width must be at least box_size // 2")
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    inner = image[b:height - b, b:width - b]
+    local = box_max(image[b - radius:height - b + radius, b - radius:width - b + radius],
+                    radius)
+    ys, xs = np.nonzero((inner == local) & (inner > threshold))
+    return ys + b, xs + b
+
+
+def box_max(image: np.ndarray, radius: int) -> np.ndarray:
+    """Maximum over the ``2 radius + 1`` square around each pixel of ``image`` at least
+    ``radius`` pixels from its border (shape smaller by ``2 radius`` on both axes): equal to
+    ``scipy.ndimage.maximum_filter(image, 2 radius + 1)`` there, whatever its mode."""
+    n = 2 * radius
+    height, width = image.shape
+    rows = image[:height - n]
+    for k in range(1, n + 1):
+        rows = np.maximum(rows, image[k:height - n + k])
+    out = rows[:, :width - n]
+    for k in range(1, n + 1):
+        out = np.maximum(out, rows[:, k:width - n + k])
+    return out
+
+
+#: ``scipy.ndimage.label``'s default connectivity in 2-D (4-connected), made once.
+_CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
@@ -122,16 +178,17 @@ def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
     """
     r = CUTOUT_RADIUS
     cut = sub[y - r:y + r + 1, x - r:x + r + 1]
-    edge = np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]])
-    cut = cut - np.median(edge)
-    cy, cx = np.unravel_index(np.argmax(cut[r - 1:r + 2, r - 1:r + 2]), (3, 3))
+    edge = np.sort(np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]]))
+    half = edge.size // 2  # the median of the edge, as np.median computes it, without its overhead
+    cut = cut - (edge[half] if edge.size % 2 else (edge[half - 1] + edge[half]) / 2)
+    cy, cx = divmod(int(np.argmax(cut[r - 1:r + 2, r - 1:r + 2])), 3)
     cy, cx = cy + r - 1, cx + r - 1
     peak = float(cut[cy, cx])
     if not peak > 0:
         return math.nan, math.nan, math.nan
     core = cut[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3].sum()
     sharpness = peak / core if core > 0 else math.nan
-    labels, _ = ndimage.label(cut >= 0.5 * peak)
+    labels, _ = ndimage.label(cut >= 0.5 * peak, structure=_CROSS)
     region = labels == labels[cy, cx]
     if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
         return math.nan, math.nan, sharpness
@@ -176,7 +233,8 @@ def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
         finite = np.isfinite(tile)
         if not finite.any():
             continue
-        tile = np.where(finite, tile, np.median(tile[finite]))
+        if not finite.all():
+            tile = np.where(finite, tile, np.median(tile[finite]))
         searched += (tile.shape[0] - 2 * CUTOUT_RADIUS) * (tile.shape[1] - 2 * CUTOUT_RADIUS)
         sub, yx, found = detect_peaks(tile, per_tile, step)
         shares = peak_neighbour_shares(sub, step)
@@ -218,7 +276,7 @@ def peak_neighbour_shares(sub: np.ndarray, step: float = 0.0) -> np.ndarray:
     if not (math.isfinite(noise) and noise > 0):
         return np.empty(0)
     inner = sub[1:-1, 1:-1]
-    peak = ndimage.maximum_filter(sub, size=3, mode="nearest")[1:-1, 1:-1]
+    peak = box_max(sub, 1)  # = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
     ys, xs = np.nonzero((inner == peak) & (inner > DETECT_SIGMA * noise))
     if ys.size == 0:
         return np.empty(0)
@@ -244,11 +302,40 @@ def median3(image: np.ndarray, axis: int) -> np.ndarray:
     Equal to ``scipy.ndimage.median_filter(image, size=3 along axis, mode="mirror")``, written
     with element-wise min/max because that is 3-5x faster on a 512 x 512 image.
     """
-    padded = np.pad(image, [(1, 1) if ax == axis else (0, 0) for ax in range(image.ndim)],
-                    mode="reflect")
+    a, b, c = _shifted(image, axis, 1)
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    np.minimum(high, c, out=high)
+    return np.maximum(low, high, out=low)
+
+
+def median5(image: np.ndarray, axis: int) -> np.ndarray:
+    """Running median of 5 pixels along ``axis`` (mirrored edges) of a finite image (at least
+    3 pixels along ``axis``).
+
+    Equal to ``scipy.ndimage.median_filter(image, size=5 along axis, mode="mirror")``, with
+    element-wise min/max (the middle two of four neighbours, then the median of three): ~10x
+    faster on a 512 x 512 image.
+    """
+    a, b, c, d, e = _shifted(image, axis, 2)
+    lo = np.maximum(np.minimum(a, b), np.minimum(d, e))  # of a, b, d, e: the middle two
+    hi = np.minimum(np.maximum(a, b), np.maximum(d, e))
+    low, high = np.minimum(lo, hi), np.maximum(lo, hi, out=lo)
+    np.minimum(high, c, out=high)
+    return np.maximum(low, high, out=low)
+
+
+def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
+    """The ``2 radius + 1`` views of ``image`` mirrored at its edges (``numpy.pad`` "reflect",
+    scipy's "mirror") and shifted by ``-radius .. radius`` pixels along ``axis``."""
+    padded = np.pad(image, [(radius, radius) if ax == axis else (0, 0)
+                            for ax in range(image.ndim)], mode="reflect")
     n = image.shape[axis]
-    a, b, c = (np.take(padded, np.arange(k, k + n), axis=axis) for k in range(3))
-    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    index = [slice(None)] * image.ndim
+    views = []
+    for k in range(2 * radius + 1):
+        index[axis] = slice(k, k + n)
+        views.append(padded[tuple(index)])
+    return views
 
 
 def despike(image: np.ndarray) -> np.ndarray:
@@ -270,6 +357,8 @@ def collapse(image: np.ndarray, axis: int) -> np.ndarray:
     """
     window = min(5, image.shape[axis])
     window -= 1 - window % 2
+    if window == 5 and image.ndim == 2:
+        return median5(image, axis).mean(axis=axis)
     size = (1, window) if axis == 1 else (window, 1)
     return ndimage.median_filter(image, size=size, mode="mirror").mean(axis=axis)
 
@@ -505,7 +594,7 @@ def disk_features(reduced: np.ndarray) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- public API
 
-def domain_features(frame: RawFrame) -> dict[str, float]:
+def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
     """Star, spectral and disk features of one frame, keyed and ordered as
     :data:`DOMAIN_FEATURE_NAMES`.
 
@@ -513,15 +602,17 @@ def domain_features(frame: RawFrame) -> dict[str, float]:
     ``star_fwhm`` is in full-resolution pixels; ``dispersion_axis`` is 1 when the spectrum runs
     along x (numpy axis 1, across columns), 0 along y, NaN when the frame shows no spectrum-like
     structure. Raises :class:`~exporter.frame.FrameError` (stage ``features``) only when
-    ``data`` is not a non-empty 2-D numeric array.
+    ``data`` is not a non-empty 2-D numeric array. ``samples``: the frame's
+    :class:`~exporter.pixel_stats.FrameSamples` when shared with the other feature modules.
     """
     data = as_image(frame.data)
     if data.dtype == np.bool_:
         data = data.astype(np.float32)
-    if not np.isfinite(grid_sample(data)).any():
+    samples = frame_samples(data, samples)
+    if not np.isfinite(samples.grid).any():
         return dict.fromkeys(DOMAIN_FEATURE_NAMES, math.nan)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
-        features = star_features(data, quantum(data))
+        features = star_features(data, samples.step)
         reduced = reduced_image(data)
         features.update(spectral_features(reduced))
         features.update(slit_features(reduced, features["row_concentration"],

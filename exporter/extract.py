@@ -159,7 +159,7 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     from exporter.cfa import equalise_cfa
     from exporter.domain_features import domain_features
     from exporter.headers import header_features
-    from exporter.pixel_stats import pixel_features
+    from exporter.pixel_stats import FrameSamples, pixel_features
     from exporter.readers import read_frame
     from exporter.sensor_features import recover_adu, sensor_features
 
@@ -171,11 +171,12 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
         frame, cfa_values = equalise_cfa(frame)
         header_values, confidences = header_features(
             frame.header, os.path.basename(path) if spec.file_names else None)
-        pixel_values = pixel_features(frame)
+        samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
+        pixel_values = pixel_features(frame, samples)
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")
-        values = {**header_values, **pixel_values, **sensor_features(frame), **cfa_values,
-                  **domain_features(frame)}
+        values = {**header_values, **pixel_values, **sensor_features(frame, samples),
+                  **cfa_values, **domain_features(frame, samples)}
     except FrameError:
         raise
     except Exception as exc:  # a feature bug must become a dead letter, not a dead job

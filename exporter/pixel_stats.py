@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
@@ -44,9 +45,9 @@ LATTICE_SAMPLE = 64 * 1024
 LATTICE_SHARE = 0.99
 
 #: Largest number of pixel differences used for the pixel-noise estimate.
-NOISE_SAMPLES = 128 * 1024
+NOISE_SAMPLES = 32 * 1024
 #: Largest number of pixels given to sigma clipping (clipped statistics converge long before).
-CLIP_PIXELS = 64 * 1024
+CLIP_PIXELS = 16 * 1024
 
 #: Outlier threshold in units of the pixel noise (hot/cold pixels).
 OUTLIER_SIGMA = 5.0
@@ -136,6 +137,12 @@ def _finite_float(value) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def mad_std_about(values: np.ndarray, median: float) -> float:
+    """``astropy.stats.mad_std(values)`` when ``median`` is ``np.median(values)``, without
+    computing that median again: ``1.4826 * median(|values - median|)``."""
+    return float(np.median(np.abs(values - median))) * 1.482602218505602
+
+
 # --------------------------------------------------------------------------- sampling
 
 def as_image(data: np.ndarray, stage: str = "features") -> np.ndarray:
@@ -217,22 +224,45 @@ def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
     integer); the clipped standard deviation does not. ``step``: the ADU quantum, a floor for the
     clipping scale. NaN when no two neighbouring finite pixels exist.
     """
-    diffs = []
-    for tile in tiles:
-        if tile.shape[1] > 1:
-            diffs.append(np.diff(tile, axis=1).ravel())
-        if tile.shape[0] > 1:
-            diffs.append(np.diff(tile, axis=0).ravel())
-    if not diffs:
+    pieces = [(tile, axis) for tile in tiles for axis in (1, 0) if tile.shape[axis] > 1]
+    if not pieces:
         return math.nan
-    d = np.concatenate(diffs)
-    d = d[np.isfinite(d)][::max(1, math.ceil(d.size / max_samples))]
+    total = sum(tile.size - tile.shape[1 - axis] for tile, axis in pieces)
+    stride = max(1, math.ceil(total / max_samples))
+    if all(_differences_finite(tile) for tile in tiles):
+        # Every difference is finite: take only the ones kept below.
+        d = _strided_differences(pieces, stride)
+    else:
+        d = np.concatenate([np.diff(tile, axis=axis).ravel() for tile, axis in pieces])
+        d = d[np.isfinite(d)][::stride]
     if d.size == 0:
         return math.nan
     centre = float(np.median(d))
-    scale = max(float(mad_std(d)), step)
+    scale = max(mad_std_about(d, centre), step)
     kept = d[np.abs(d - centre) <= 5.0 * scale]
     return _finite_float(np.std(kept) / math.sqrt(2.0)) if kept.size else math.nan
+
+
+def _differences_finite(tile: np.ndarray) -> bool:
+    """True when no difference of two pixels of ``tile`` can be NaN or overflow to inf."""
+    if tile.size == 0 or not np.issubdtype(tile.dtype, np.floating):
+        return True
+    return bool(np.max(np.abs(tile)) <= np.finfo(tile.dtype).max / 2)
+
+
+def _strided_differences(pieces: list[tuple[np.ndarray, int]], stride: int) -> np.ndarray:
+    """Every ``stride``-th element of the concatenated, flattened ``np.diff(tile, axis=axis)``
+    of ``pieces``, computing only those differences."""
+    out, offset = [], 0
+    for tile, axis in pieces:
+        height, width = tile.shape
+        cols = width - axis  # columns of the difference array: width - 1 along x, width along y
+        n = (height - (1 - axis)) * cols
+        index = np.arange((-offset) % stride, n, stride)
+        rows, columns = np.divmod(index, cols)
+        out.append(tile[rows + (1 - axis), columns + axis] - tile[rows, columns])
+        offset += n
+    return np.concatenate(out)
 
 
 def lattice_sample(data: np.ndarray) -> np.ndarray:
@@ -262,6 +292,53 @@ def quantum(data: np.ndarray) -> float:
     offsets = np.abs(below - rounded.min()).astype(np.int64)
     step = int(np.gcd.reduce(offsets)) if offsets.any() else 1
     return float(max(1, step))
+
+
+class FrameSamples:
+    """What several feature modules take from the same frame, computed once per frame on first
+    use and shared (:func:`exporter.extract.measure_frame` passes one to
+    :func:`pixel_features`, :func:`~exporter.sensor_features.sensor_features` and
+    :func:`~exporter.domain_features.domain_features`). The arrays are read-only; each value is
+    exactly what the function named computes from ``data``.
+    """
+
+    def __init__(self, data: np.ndarray):
+        self.data = data
+
+    @cached_property
+    def step(self) -> float:
+        """:func:`quantum` of the frame."""
+        return quantum(self.data)
+
+    @cached_property
+    def grid(self) -> np.ndarray:
+        """:func:`grid_sample` (:data:`GRID_PIXELS`)."""
+        return _read_only(grid_sample(self.data))
+
+    @cached_property
+    def tiles(self) -> list[np.ndarray]:
+        """:func:`native_tiles` (:data:`TILE_PIXELS`, :data:`TILE_SIDE`)."""
+        return [_read_only(tile) for tile in native_tiles(self.data)]
+
+    @cached_property
+    def tile_levels(self) -> list[float]:
+        """Median of the finite pixels of each of :attr:`tiles` (NaN for a tile with none)."""
+        levels = []
+        for tile in self.tiles:
+            finite = np.isfinite(tile)
+            levels.append(float(np.median(tile if finite.all() else tile[finite]))
+                          if finite.any() else math.nan)
+        return levels
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def frame_samples(data: np.ndarray, samples: FrameSamples | None) -> FrameSamples:
+    """``samples`` when given (shared by the caller), else a new :class:`FrameSamples`."""
+    return samples if samples is not None else FrameSamples(data)
 
 
 # --------------------------------------------------------------------------- data range
@@ -379,7 +456,7 @@ def robust_levels(values: np.ndarray, median: float) -> dict[str, float]:
         warnings.simplefilter("ignore")  # astropy warns on constant or tiny inputs
         thinned = values[::max(1, math.ceil(values.size / CLIP_PIXELS))]
         clipped = sigma_clipped_stats(thinned, sigma=3.0, maxiters=5)
-    spread = mad_std(values)
+    spread = mad_std_about(values, median)  # = astropy mad_std, reusing the known median
     stats = (median, np.mean(values), np.std(values), spread, *clipped, values.min(),
              values.max())
     return {key: _finite_float(value) for key, value in zip(keys, stats)}
@@ -435,7 +512,8 @@ def distribution_features(values: np.ndarray, pct: dict[str, float], rng: DataRa
     return out
 
 
-def count_isolated_outliers(tile: np.ndarray, noise: float, step: float) -> tuple[int, int, int]:
+def count_isolated_outliers(tile: np.ndarray, noise: float, step: float,
+                            level: float | None = None) -> tuple[int, int, int]:
     """Isolated hot and cold pixels in one tile: ``(hot, cold, finite pixels examined)``.
 
     A pixel is an outlier when it deviates from the tile median by more than
@@ -443,14 +521,18 @@ def count_isolated_outliers(tile: np.ndarray, noise: float, step: float) -> tupl
     also deviates from the median of its 3x3 neighbourhood by that much and by more than half
     its deviation from the tile median. A star core fails the second test (its neighbours are
     bright too; a FWHM 3 px star keeps only ~30 % of its peak above the 3x3 median), a hot pixel
-    or a cosmic-ray hit passes it.
+    or a cosmic-ray hit passes it. ``level``: the median of the tile's finite pixels when known.
     """
     finite = np.isfinite(tile)
     n_finite = int(np.count_nonzero(finite))
     if n_finite == 0 or not math.isfinite(noise):
         return 0, 0, n_finite
-    level = float(np.median(tile[finite]))
-    tile = np.where(finite, tile, level)
+    if n_finite < tile.size:
+        if level is None:
+            level = float(np.median(tile[finite]))
+        tile = np.where(finite, tile, level)
+    elif level is None:
+        level = float(np.median(tile))
     threshold = OUTLIER_SIGMA * max(noise, step)
     padded = np.pad(tile, 1, mode="edge")
     counts = []
@@ -472,14 +554,16 @@ def count_isolated_outliers(tile: np.ndarray, noise: float, step: float) -> tupl
 
 
 def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str, float],
-                     noise: float, step: float, levels: dict[str, float]) -> dict[str, float]:
+                     noise: float, step: float, levels: dict[str, float],
+                     tile_levels: list[float] | None = None) -> dict[str, float]:
     """Hot and cold pixel fractions in the native tiles (log10, floored at 1 ppm); fractions of
     the sample brighter than the clipped median + 5 clipped std (stars, disks) and near the
-    floor (black sky)."""
+    floor (black sky). ``tile_levels``: the tiles' medians when known."""
     nan = math.nan
     hot = cold = examined = 0
-    for tile in tiles:
-        n_hot, n_cold, n = count_isolated_outliers(tile, noise, step)
+    for i, tile in enumerate(tiles):
+        n_hot, n_cold, n = count_isolated_outliers(
+            tile, noise, step, tile_levels[i] if tile_levels is not None else None)
         hot, cold, examined = hot + n_hot, cold + n_cold, examined + n
     valid = examined > 0 and math.isfinite(noise)
     out = {
@@ -501,6 +585,18 @@ def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str,
     return out
 
 
+def median_last_axis(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=-1)`` of a finite array, with one selection instead of numpy's two
+    (and its NaN check): the same values, ~25 % faster on the grid sample's rows and cells."""
+    n = a.shape[-1]
+    half = n // 2
+    part = np.partition(a, half, axis=-1)
+    if n % 2:
+        return part[..., half]
+    # The lower middle value is the largest of those the selection put before the upper one.
+    return (part[..., :half].max(axis=-1) + part[..., half]) / 2
+
+
 def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.ndarray:
     """Median of each cell of an (at most) ``cells`` x ``cells`` partition of ``image``.
 
@@ -511,7 +607,8 @@ def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.nd
     ny, nx = max(1, min(cy, image.shape[0])), max(1, min(cx, image.shape[1]))
     by, bx = image.shape[0] // ny, image.shape[1] // nx
     blocks = image[:ny * by, :nx * bx].reshape(ny, by, nx, bx).transpose(0, 2, 1, 3)
-    return np.median(blocks.reshape(ny, nx, by * bx), axis=2)
+    blocks = blocks.reshape(ny, nx, by * bx)
+    return median_last_axis(blocks) if np.isfinite(blocks).all() else np.median(blocks, axis=2)
 
 
 def _profile_structure(medians: np.ndarray, n_averaged: int, noise: float) -> tuple[float, float]:
@@ -542,9 +639,13 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
                          "background_structure_sigma_log"), nan)
     if not math.isfinite(level):
         return out
-    grid = np.where(np.isfinite(grid), grid, level)
-    row_total, row_band = _profile_structure(np.median(grid, axis=1), grid.shape[1], noise)
-    col_total, col_band = _profile_structure(np.median(grid, axis=0), grid.shape[0], noise)
+    finite = np.isfinite(grid)
+    if not finite.all():
+        grid = np.where(finite, grid, level)
+    row_total, row_band = _profile_structure(median_last_axis(grid), grid.shape[1], noise)
+    # The medians along axis 0, faster on rows in memory order.
+    col_total, col_band = _profile_structure(median_last_axis(np.ascontiguousarray(grid.T)),
+                                             grid.shape[0], noise)
     out.update(row_structure_sigma_log=row_total, col_structure_sigma_log=col_total,
                row_banding_sigma_log=row_band, col_banding_sigma_log=col_band,
                row_col_structure_log_ratio=row_total - col_total)
@@ -572,25 +673,29 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
 
 # --------------------------------------------------------------------------- public API
 
-def pixel_features(frame: RawFrame) -> dict[str, float]:
+def pixel_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
     """Raw-ADU statistics of one frame, keyed and ordered as :data:`PIXEL_FEATURE_NAMES`.
 
     ``frame.data``: 2-D array in ADU (never modified). Uses ``frame.source`` keys ``full_scale``,
     ``bits``, ``planes`` and ``saturation_hint`` when present (header ``SATURATE``/``SATLEVEL``
     otherwise). Returns floats, each finite or NaN. Raises :class:`FrameError` (stage
-    ``features``) only when ``data`` is not a non-empty 2-D numeric array.
+    ``features``) only when ``data`` is not a non-empty 2-D numeric array. ``samples``: the
+    frame's :class:`FrameSamples` when the caller shares them with the other feature modules.
     """
     data = as_image(frame.data)
+    samples = frame_samples(data, samples)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
-        features = _pixel_features(frame, data)
+        features = _pixel_features(frame, data, samples)
     return {name: _finite_float(features[name]) for name in PIXEL_FEATURE_NAMES}
 
 
-def _pixel_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
-    grid = grid_sample(data)
-    values = grid[np.isfinite(grid)]
-    tiles = native_tiles(data)
-    step = quantum(data)
+def _pixel_features(frame: RawFrame, data: np.ndarray, samples: FrameSamples
+                    ) -> dict[str, float]:
+    grid = samples.grid
+    finite = np.isfinite(grid)
+    values = grid.ravel() if finite.all() else grid[finite]
+    tiles = samples.tiles
+    step = samples.step
     noise = pixel_noise(tiles, step)
     if values.size:
         pct = dict(zip(_PERCENTILE_NAMES, (float(p) for p in np.percentile(values, PERCENTILES))))
@@ -605,6 +710,7 @@ def _pixel_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
     features.update(level_features(levels, rng.full_scale, noise))
     features.update(distribution_features(values, pct, rng, noise, levels["mad_std"]))
     features["nonfinite_fraction"] = 1.0 - values.size / grid.size
-    features.update(outlier_features(tiles, values, pct, noise, step, levels))
+    features.update(outlier_features(tiles, values, pct, noise, step, levels,
+                                     samples.tile_levels))
     features.update(structure_features(grid, pct["p50"], noise))
     return features

@@ -28,12 +28,12 @@ import math
 from dataclasses import replace
 
 import numpy as np
-from astropy.stats import mad_std
 
 from exporter.frame import RawFrame
-from exporter.pixel_stats import (LATTICE_SHARE, as_image, block_medians, grid_sample,
-                                  lattice_sample, native_tiles, sigma_log, slog10)
-from exporter.pixel_stats import quantum as value_step
+from exporter.pixel_stats import (LATTICE_SHARE, FrameSamples, as_image, block_medians,
+                                  frame_samples, grid_sample, lattice_sample, mad_std_about,
+                                  sigma_log, slog10)
+from exporter.pixel_stats import quantum as value_step  # noqa: F401 (the name the docs use)
 
 #: Full scales a [0, 1]-normalised float frame may have been divided by: 8-bit first, because
 #: 8-bit data over 255 also sits on the 16-bit lattice (as multiples of 257).
@@ -115,9 +115,10 @@ def residual_noise(residual: np.ndarray, step: float) -> float:
     standard deviation of their central 99 %, never below the quantisation noise
     ``step / sqrt(12)`` (a ``mad_std`` of integers can be 0)."""
     sample = residual.ravel()[::max(1, residual.size // (64 * 1024))]
-    spread = np.abs(sample - np.median(sample))
+    median = np.median(sample)
+    spread = np.abs(sample - median)
     core = sample[spread <= np.percentile(spread, 99)]
-    return max(float(mad_std(sample)), float(np.std(core)) if core.size else 0.0,
+    return max(mad_std_about(sample, median), float(np.std(core)) if core.size else 0.0,
                step / math.sqrt(12.0), 1e-12)
 
 
@@ -171,29 +172,33 @@ def border_features(grid: np.ndarray, noise: float) -> dict[str, float]:
 
 # --------------------------------------------------------------------------- public API
 
-def sensor_features(frame: RawFrame) -> dict[str, float]:
+def sensor_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
     """Sensor signatures of one frame, keyed and ordered as :data:`SENSOR_FEATURE_NAMES`.
 
     ``frame.data``: 2-D array in ADU (after :func:`recover_adu`; never modified). Returns
     floats, each finite or NaN. ``quantum_log2``: log2 of :func:`value_step` (NaN for floats
     off any lattice); ``native_noise_log10``: the residual noise in steps of that lattice (the
-    camera's own ADU), signed log10(1 + x).
+    camera's own ADU), signed log10(1 + x). ``samples``: the frame's
+    :class:`~exporter.pixel_stats.FrameSamples` when shared with the other feature modules.
     """
     data = as_image(frame.data)
     if data.dtype == np.bool_:
         data = data.astype(np.float32)
+    samples = frame_samples(data, samples)
     with np.errstate(all="ignore"):
-        features = _sensor_features(data)
+        features = _sensor_features(data, samples)
     return {name: _finite(features[name]) for name in SENSOR_FEATURE_NAMES}
 
 
-def _sensor_features(data: np.ndarray) -> dict[str, float]:
-    step = value_step(data)
+def _sensor_features(data: np.ndarray, samples: FrameSamples) -> dict[str, float]:
+    step = samples.step
     tiles = []
-    for tile in native_tiles(data):
+    for tile, level in zip(samples.tiles, samples.tile_levels):
         finite = np.isfinite(tile)
-        if finite.any():
-            tiles.append(np.where(finite, tile, np.median(tile[finite])))
+        if finite.all():
+            tiles.append(tile)
+        elif finite.any():
+            tiles.append(np.where(finite, tile, level))
     features = {"quantum_log2": math.log2(step) if step > 0 else math.nan}
     residuals = [tile - median3x3(tile) for tile in tiles if min(tile.shape) >= 3]
     noise = (residual_noise(np.concatenate([r.ravel() for r in residuals]), step)

@@ -70,6 +70,9 @@ def test_export_section_has_every_run_and_rate(quick_results):
     assert {"read", "pixel_features", "domain_features", "preprocess"} <= set(
         stages["cpu_ms_per_frame"])
     assert all(positive(ms) for ms in stages["cpu_ms_per_frame"].values())
+    camera = export["camera_size"]
+    assert camera["frames"] >= 1 and camera["shape"] == [4176, 6248]
+    assert positive(camera["bare_read_cpu_ms"]) and 0 < camera["ratio"] < 1
 
 
 @pytest.mark.slow
@@ -144,3 +147,17 @@ def test_memory_only_reuses_the_exports_and_rewrites_the_tables(quick_results, q
         assert low <= growth["per_frame_kb"] <= high
     markdown = results_md.read_text()
     assert "measured on its own by" in markdown and "## 1. Export throughput" in markdown
+
+
+@pytest.mark.slow
+def test_export_alone_renders_its_own_tables(quick_results):
+    from bench.export_bench import export_targets
+    from bench.report import export_only_markdown
+
+    export = dict(quick_results[0]["export"])
+    export["run"] = {"command": "python -m bench.run --only export", "date": "2026-01-01",
+                     "seconds": 60.0, "loadavg_start": [1.0], "loadavg_end": [2.0]}
+    markdown = export_only_markdown(export, export_targets(export))
+    assert "## Targets" in markdown and "bare read-and-decode" in markdown
+    assert "measured on its own by `python -m bench.run --only export`" in markdown
+    assert "## 3. Peak RSS" not in markdown
