@@ -24,8 +24,8 @@ from bench.workspace import Workspace, bench_command, skyshard_command, tree_byt
 _MB = 1 << 20
 
 #: The stages of one frame's export, in the order they run (see :func:`stage_profile`).
-STAGES = ("read", "sha256", "encode", "preprocess", "header_features", "pixel_features",
-          "sensor_features", "domain_features")
+STAGES = ("read", "sha256", "encode", "preprocess", "header_features", "colour_mosaic",
+          "pixel_features", "sensor_features", "domain_features")
 
 
 def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
@@ -109,6 +109,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     (robust to other load on the machine) and wall time.
 
     Stages: ``sha256`` (hash of the file), ``read`` (``read_frame``, then ``recover_adu``),
+    ``colour_mosaic`` (``equalise_cfa``: a raw colour frame's 2x2 mosaic found and taken out),
     ``header_features`` (header and file name), ``pixel_features``, ``sensor_features``,
     ``domain_features``, ``preprocess`` (stretch + resize), ``encode``
     (``tf.train.Example`` bytes). Frames that fail are skipped. ``ceiling_ratio``: what the
@@ -117,6 +118,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     """
     import numpy as np
 
+    from exporter.cfa import equalise_cfa
     from exporter.discovery import discover
     from exporter.domain_features import domain_features
     from exporter.extract import file_sha256
@@ -145,6 +147,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
         try:
             sha = timed("sha256", file_sha256, ref.path)
             frame = timed("read", lambda path: recover_adu(read_frame(path)), ref.path)
+            frame, _ = timed("colour_mosaic", equalise_cfa, frame)
             _, confidences = timed("header_features", header_features, frame.header,
                                    Path(ref.path).name)
             # Shared by the three feature stages as in measure_frame (its quantum, grid sample
