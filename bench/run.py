@@ -317,6 +317,9 @@ def run_export_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
                                                                    plan.scale), plan.seed)
              for size in ("N", "8N")}
     label = f"{plan.scale}N"
+    print(f"[bench] export only: the original loader over {label}, then the bare read, the "
+          f"exports with {', '.join(map(str, plan.workers))} workers at N and {label}, the "
+          f"stage profiles", flush=True)
     original_8n = run_baseline(workspace, "load-all", trees["8N"], plan.per_class * plan.scale,
                                f"original-{label}", plan.image_size)
     export = measure_export(workspace, trees, plan.frames, plan.workers, plan.image_size,
