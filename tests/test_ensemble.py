@@ -225,3 +225,14 @@ def test_any_export_accepts_alike_exports(setup, tmp_path, capsys):
 def test_an_ensemble_cannot_be_resumed_as_a_training_run(setup, capsys):
     assert main(["train", str(setup["export"]), str(setup["ensemble"]), "--resume"]) == 2
     assert "is an ensemble" in capsys.readouterr().err
+
+
+def test_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "ensemble" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["ensemble", "--help"])
+    text = capsys.readouterr().out
+    assert "--out ENS" in text and "--any-export" in text and "--fold" in text
