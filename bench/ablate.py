@@ -16,6 +16,10 @@ runs were skipped.
 
 A variant that needs another image size names it (``"image_size": 224``); give that export with
 ``--export-size 224=DIR``.
+
+``--ensemble`` also averages each variant's seed runs with ``skyshard ensemble`` (the mean of
+their probabilities, one model) and scores that the same two ways: a second table puts the
+ensemble next to the mean of its single seeds.
 """
 
 from __future__ import annotations
@@ -176,6 +180,27 @@ def run_one(export_dir: str, run_dir: str, overrides: Mapping[str, Any], result_
     return result
 
 
+def ensemble_one(export_dir: str, run_dirs: Sequence[str], ensemble_dir: str, result_path: str
+                 ) -> dict[str, Any]:
+    """Average ``run_dirs`` into ``ensemble_dir`` (:func:`trainer.ensemble.build_ensemble`);
+    score its test split normal and stripped, like :func:`run_one`."""
+    from skyshard.manifest import load_manifest
+    from trainer.ensemble import build_ensemble
+    from trainer.model_io import load_model
+
+    record = build_ensemble(run_dirs, ensemble_dir, echo=lambda line: print(line, flush=True))
+    manifest = load_manifest(export_dir)
+    model = load_model(ensemble_dir)
+    result = {
+        "members": len(run_dirs), "ensemble_dir": str(ensemble_dir),
+        "params": record["model"]["params"], "seconds": record["seconds"],
+        "test": score_split(model, export_dir, manifest, "test", stripped=False),
+        "test_stripped": score_split(model, export_dir, manifest, "test", stripped=True),
+    }
+    Path(result_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return result
+
+
 # -- the table ----------------------------------------------------------------------------------
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -250,7 +275,32 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     if report["skipped"]:
         notes.append("Budget spent before: " + ", ".join(
             f"{s['variant']} seed {s['seed']}" for s in report["skipped"]) + ".")
-    return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    text = "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
+    if report.get("ensembles"):
+        text += "\n" + ensemble_table(report) + "\n"
+    return text
+
+
+def ensemble_table(report: Mapping[str, Any]) -> str:
+    """Each variant's mean-of-seeds ensemble next to the mean of its single seeds."""
+    rows = {row["variant"]: row for row in report["rows"]}
+    head = ("| variant: ensemble of its seeds | seeds averaged | macro-F1 test | "
+            "macro-F1 headers stripped | test, with rules | stripped, with rules | "
+            "single seeds: test / stripped (mean) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name, result in report["ensembles"].items():
+        if "error" in result:
+            lines.append(f"| {name} | – | failed" + " |" * (head.count("|") - 3))
+            continue
+        single = rows.get(name, {})
+        lines.append(
+            f"| {name} | {result['members']} | {_f(result['test']['macro_f1'])} | "
+            f"{_f(result['test_stripped']['macro_f1'])} | "
+            f"{_f(result['test']['rules']['macro_f1'])} | "
+            f"{_f(result['test_stripped']['rules']['macro_f1'])} | "
+            f"{_f(single.get('test_macro_f1_mean'))} / "
+            f"{_f(single.get('test_stripped_macro_f1_mean'))} |")
+    return "\n".join(lines)
 
 
 # -- driver -------------------------------------------------------------------------------------
@@ -277,10 +327,13 @@ def export_summary(export_dir: str | Path) -> str:
 def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Sequence[int],
            budget_minutes: float, scratch: Path, common: Mapping[str, Any],
            exports_by_size: Mapping[int, str], out: Path | None = None,
-           markdown: Path | None = None, echo=print, jobs: int = 1) -> dict[str, Any]:
+           markdown: Path | None = None, echo=print, jobs: int = 1,
+           ensemble: bool = False) -> dict[str, Any]:
     """Run every (variant, seed), seed-major (every variant's first seed before any second one,
     so a spent budget still leaves each variant measured), ``jobs`` at a time, and write the
-    report after every finished run. No run starts once ``budget_minutes`` have passed."""
+    report after every finished run. No run starts once ``budget_minutes`` have passed.
+    ``ensemble``: then average each variant's finished seeds (two or more) and score that too
+    (``report["ensembles"]``), whatever the budget: it trains nothing."""
     started = time.monotonic()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     skipped: list[dict[str, Any]] = []
@@ -298,12 +351,11 @@ def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Se
         spec = variants[name]
         overrides = {**common, **{k: v for k, v in spec.items() if k != "image_size"},
                      "train.seed": int(seed)}
-        size = spec.get("image_size")
-        export = exports_by_size.get(int(size)) if size else export_dir
+        export = _variant_export(spec, export_dir, exports_by_size)
         if export is None:
             with lock:
-                runs[name].append({"seed": seed, "error": f"no export of image size {size} "
-                                   "(--export-size SIZE=DIR)"})
+                runs[name].append({"seed": seed, "error": "no export of image size "
+                                   f"{spec['image_size']} (--export-size SIZE=DIR)"})
             return
         run_dir = scratch / f"{stamp}-{name}-s{seed}"
         echo(f"[{elapsed:5.1f} min] {name} seed {seed}: {json.dumps(overrides)}")
@@ -325,28 +377,66 @@ def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Se
         for future in [pool.submit(one, name, seed) for name, seed in queue]:
             future.result()
     report = _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, started)
+    if ensemble:
+        report["ensembles"] = ensemble_variants(
+            variants, runs, export_dir, exports_by_size, scratch, stamp, echo)
     _write(report, out, markdown)
     if skipped:
         echo(f"time budget of {budget_minutes} min spent: {len(skipped)} run(s) not started")
     return report
 
 
+def _variant_export(spec: Mapping[str, Any], export_dir: str,
+                    exports_by_size: Mapping[int, str]) -> str | None:
+    """The export a variant trains on (``None``: its image size has no export)."""
+    size = spec.get("image_size")
+    return exports_by_size.get(int(size)) if size else export_dir
+
+
+def ensemble_variants(variants, runs, export_dir, exports_by_size, scratch: Path, stamp: str,
+                      echo) -> dict[str, dict[str, Any]]:
+    """variant -> :func:`ensemble_one`'s result (or ``error``) for every variant with two or
+    more finished seeds, each in a fresh process."""
+    ensembles: dict[str, dict[str, Any]] = {}
+    for name, spec in variants.items():
+        run_dirs = [r["run_dir"] for r in runs[name] if "test" in r]
+        if len(run_dirs) < 2:
+            continue
+        folder = scratch / f"{stamp}-{name}-ensemble"
+        ensembles[name] = _worker(
+            ["--ensemble-worker", "--export", _variant_export(spec, export_dir, exports_by_size),
+             "--run", str(folder), "--members", json.dumps(run_dirs)], folder)
+        if "error" in ensembles[name]:
+            echo(f"    {name} ensemble failed: {ensembles[name]['error'][-200:]}")
+        else:
+            echo(f"    {name} ensemble of {len(run_dirs)} seeds: test macro-F1 "
+                 f"{ensembles[name]['test']['macro_f1']:.3f}, headers stripped "
+                 f"{ensembles[name]['test_stripped']['macro_f1']:.3f}")
+    return ensembles
+
+
 def _train_and_score(export: str, run_dir: Path, overrides: Mapping[str, Any]
                      ) -> dict[str, Any]:
     """:func:`run_one` in a fresh process (its own peak RSS); the result, or ``error``."""
+    result = _worker(["--worker", "--export", str(export), "--run", str(run_dir),
+                      "--overrides", json.dumps(overrides)], run_dir)
+    return result if "error" in result else {"run_dir": str(run_dir), **result}
+
+
+def _worker(arguments: Sequence[str], run_dir: Path) -> dict[str, Any]:
+    """``python -m bench.ablate ARGUMENTS --result RUN.result.json`` in a fresh process, its
+    output in ``RUN.log``; the result JSON, or ``error`` with the log's tail."""
     result_path = run_dir.parent / f"{run_dir.name}.result.json"  # names may hold dots
     log_path = run_dir.parent / f"{run_dir.name}.log"
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.ablate", "--worker", "--export", str(export),
-             "--run", str(run_dir), "--overrides", json.dumps(overrides),
-             "--result", str(result_path)],
+            [sys.executable, "-m", "bench.ablate", *arguments, "--result", str(result_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if proc.returncode != 0 or not result_path.is_file():
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-400:]
         return {"error": f"exit {proc.returncode} (log {log_path}): {tail}"}
-    return {"run_dir": str(run_dir), **json.loads(result_path.read_text(encoding="utf-8"))}
+    return json.loads(result_path.read_text(encoding="utf-8"))
 
 
 def _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, started):
@@ -404,6 +494,8 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {**first, "rows": [summarise(name, specs[name], runs[name], planned[name])
                               for name in runs],
             "runs": runs, "skipped": skipped,
+            "ensembles": {name: result for r in reports
+                          for name, result in (r.get("ensembles") or {}).items()},
             "seeds": sorted({s for r in reports for s in r["seeds"]}),
             "budget_minutes": sum(r["budget_minutes"] for r in reports),
             "elapsed_minutes": sum(r["elapsed_minutes"] for r in reports),
@@ -432,9 +524,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--markdown", default=None, help="markdown table")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: 1 epoch of 2 steps, tiny model")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also average each variant's seeds (skyshard ensemble) and score "
+                             "that: a second table, ensemble vs single seeds")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="no training: merge earlier reports into --out / --markdown")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ensemble-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--members", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     parser.add_argument("--overrides", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -445,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         run_one(args.export, args.run, json.loads(args.overrides), args.result)
+        return 0
+    if args.ensemble_worker:
+        ensemble_one(args.export, json.loads(args.members), args.run, args.result)
         return 0
     if args.merge:
         report = merge_reports([json.loads(Path(p).read_text(encoding="utf-8"))
@@ -467,7 +567,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = ablate(args.export, variants, list(range(1, args.seeds + 1)), args.budget_minutes,
                     Path(args.scratch), common, exports_by_size,
                     Path(args.out) if args.out else None,
-                    Path(args.markdown) if args.markdown else None, jobs=args.jobs)
+                    Path(args.markdown) if args.markdown else None, jobs=args.jobs,
+                    ensemble=args.ensemble)
     print(markdown_table(report))
     return 0
 

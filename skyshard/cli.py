@@ -30,6 +30,9 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "tune": ("trainer.tune_cli",
              "tune hyperparameters with Optuna: serial trials, pruning, under the RAM budget",
              False),
+    "ensemble": ("trainer.ensemble_cli",
+                 "average trained runs (k-fold or seeds) into one run: a model of their mean",
+                 False),
     "evaluate": ("evaluation.evaluate_cli",
                  "measure a trained model on an export split: metrics, plots, HTML report",
                  False),
@@ -48,6 +51,11 @@ typical night:
   skyshard train export/ run/
   skyshard evaluate run/ export/
   skyshard score run/ /data/2026-11-28/ --out scored/
+
+k-fold (or several seeds), averaged into one model:
+  skyshard train export/ runs/fold0 --fold 0      # ... up to --fold 4
+  skyshard ensemble runs/fold0 runs/fold1 runs/fold2 runs/fold3 runs/fold4 --out runs/kfold
+  skyshard evaluate runs/kfold export/
 
 'skyshard COMMAND --help' explains each command. export and score accept any Apache Beam
 pipeline option (--runner, --direct_num_workers, ...) and pass it on untouched.

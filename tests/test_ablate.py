@@ -61,6 +61,27 @@ def test_quick_ablation_writes_json_and_table(export, tmp_path):
     assert line.startswith("| base | 1/1 |")
 
 
+@pytest.mark.slow
+def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path):
+    out, markdown = tmp_path / "ablation.json", tmp_path / "ACCURACY.md"
+    assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "2",
+                        "--quick", "--budget-minutes", "5", "--scratch", str(tmp_path / "runs"),
+                        "--ensemble", "--out", str(out), "--markdown", str(markdown)]) == 0
+    report = json.loads(out.read_text())
+    result = report["ensembles"]["base"]
+    assert "error" not in result, result.get("error")
+    assert result["members"] == 2
+    assert result["test"]["n"] == result["test_stripped"]["n"] == 12
+    assert 0.0 <= result["test"]["macro_f1"] <= 1.0
+    ensemble_run = json.loads((Path(result["ensemble_dir"]) / "run.json").read_text())
+    assert [m["run"] for m in ensemble_run["ensemble"]["members"]] == \
+        [r["run_dir"] for r in report["runs"]["base"]]
+    table = markdown.read_text().splitlines()
+    at = next(i for i, line in enumerate(table) if line.startswith("| variant: ensemble"))
+    assert table[at + 2].startswith("| base | 2 |")
+    assert table[at].count("|") == table[at + 1].count("|") == table[at + 2].count("|")
+
+
 def test_budget_spent_starts_no_run_and_says_so(export, tmp_path):
     lines = []
     report = ablate.ablate(str(export), ablate.resolve_variants(["base", "no_gating"]), [1],

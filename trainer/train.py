@@ -161,7 +161,10 @@ def _open_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
     if resume:
         if not (run_dir / RUN_FILE).is_file():
             raise RunFolderError(f"--resume: {run_dir / RUN_FILE} not found; nothing to resume")
-        return read_run(run_dir)
+        previous = read_run(run_dir)
+        if previous.get("kind") == "ensemble":
+            raise RunFolderError(f"--resume: {run_dir} is an ensemble, not a training run")
+        return previous
     if existing:
         raise RunFolderError(
             f"{run_dir} already holds a run; choose a new folder, or pass --resume to "

@@ -1,0 +1,238 @@
+"""``skyshard ensemble``: two k-fold runs of a tiny export averaged into one run folder that
+reloads with ``safe_mode=True``, equals the members' mean, and that ``evaluate`` and ``score``
+(local and Beam, export and raw folder) use unchanged; incompatible members are refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export_helpers import export_tree
+from skyshard import schema
+from skyshard.cli import main
+from skyshard.jsonio import read_json, write_json_atomic
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
+        "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
+        "train.batch_size": 4}
+
+#: Fresh interpreter: keras.saving.load_model(safe_mode=True) with only the skyshard layers
+#: registered; prints the probabilities of the saved inputs.
+PREDICT_IN_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+import keras
+import trainer.layers
+model = keras.saving.load_model(sys.argv[1], safe_mode=True, compile=False)
+inputs = np.load(sys.argv[2])
+print(json.dumps(model.predict_on_batch({k: inputs[k] for k in inputs.files}).tolist()))
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """An export of sample frames (16 px, 3 folds), runs trained on folds 0 and 1, and their
+    ensemble made through the CLI."""
+    from skyshard.sample import write_sample_tree
+    from trainer.config import load_config
+    from trainer.train import train
+
+    root = tmp_path_factory.mktemp("ensemble")
+    frames = root / "frames"
+    write_sample_tree(frames, per_class=4, seed=0)
+    export = export_tree(frames, root / "export", image_size=16).out_dir
+    runs = []
+    for fold in (0, 1):
+        run = root / f"fold{fold}"
+        train(export, run, load_config(overrides={**TINY, "data.fold": fold,
+                                                  "train.seed": fold}), echo=lambda line: None)
+        runs.append(run)
+    ensemble = root / "kfold"
+    assert main(["ensemble", *map(str, runs), "--out", str(ensemble)]) == 0
+    return {"root": root, "frames": frames, "export": export, "runs": runs,
+            "ensemble": ensemble}
+
+
+def _test_inputs(export, n=8):
+    """A batch of the test split's model inputs, with one row of NaN features."""
+    from skyshard.manifest import load_manifest
+    from trainer.data import eval_dataset
+
+    batch = next(iter(eval_dataset(export, load_manifest(export), "test", batch_size=n)))
+    inputs = {k: batch[k].numpy() for k in (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)}
+    inputs[schema.FEATURES][0] = np.nan
+    return inputs
+
+
+def _members_mean(runs, inputs):
+    from trainer.model_io import load_model
+
+    return np.mean([load_model(run).predict_on_batch(inputs) for run in runs], axis=0)
+
+
+def _predictions(out: Path) -> dict[str, dict]:
+    with open(out / "predictions.csv", newline="") as stream:
+        return {row["path"]: row for row in csv.DictReader(stream)}
+
+
+def _probabilities(rows: dict[str, dict], classes) -> np.ndarray:
+    return np.array([[float(rows[p][f"p_{c}"]) for c in classes] for p in sorted(rows)])
+
+
+def test_ensemble_probabilities_are_the_members_mean(setup):
+    from trainer.model_io import load_model
+
+    inputs = _test_inputs(setup["export"])
+    ensemble = load_model(setup["ensemble"])  # safe_mode=True
+    probabilities = ensemble.predict_on_batch(inputs)
+    np.testing.assert_allclose(probabilities, _members_mean(setup["runs"], inputs), atol=1e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert [type(layer).__name__ for layer in ensemble.layers] == \
+        ["InputLayer"] * 3 + ["Functional"] * 2 + ["Average"]
+
+
+def test_saved_ensemble_is_plain_keras_and_reloads_in_a_fresh_process(setup, tmp_path):
+    model_file = setup["ensemble"] / "model.keras"
+    with zipfile.ZipFile(model_file) as archive:
+        config = archive.read("config.json").decode()
+    assert "Lambda" not in config and "pickle" not in config.lower()
+
+    inputs = _test_inputs(setup["export"])
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+           "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", PREDICT_IN_FRESH_PROCESS, str(model_file),
+                           str(tmp_path / "inputs.npz")], capture_output=True, text=True,
+                          env=env, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    fresh = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    np.testing.assert_allclose(fresh, _members_mean(setup["runs"], inputs), atol=1e-6)
+
+
+def test_run_json_lists_the_members_and_the_shared_export(setup):
+    from trainer.model_io import read_run
+
+    record = read_run(setup["ensemble"])
+    first = read_run(setup["runs"][0])
+    assert record["kind"] == "ensemble" and record["status"] == "completed"
+    assert record["export"] == first["export"]
+    members = record["ensemble"]["members"]
+    assert [m["run"] for m in members] == [str(run.resolve()) for run in setup["runs"]]
+    assert [m["fold"] for m in members] == [0, 1]
+    assert all(len(m["model_sha256"]) == 64 for m in members)
+    assert record["model"]["members"] == 2 and record["model"]["params"] > 0
+    assert record["check"]["max_abs_difference"] <= 1e-5
+    assert set(record["versions"]) >= {"python", "tensorflow", "keras", "numpy", "skyshard"}
+    assert record["command"] and record["files"]["model"] == "model.keras"
+
+
+def test_evaluate_and_score_use_the_ensemble_unchanged(setup, tmp_path, capsys):
+    from trainer.model_io import read_run
+
+    ensemble, export, frames = setup["ensemble"], setup["export"], setup["frames"]
+    classes = read_run(ensemble)["export"]["classes"]
+    assert main(["evaluate", str(ensemble), str(export), "--out", str(tmp_path / "eval"),
+                 "--batch-size", "8", "--worst", "2"]) == 0
+    metrics = read_json(tmp_path / "eval" / "metrics.json")
+    assert metrics["n"] > 0 and metrics["classes"] == classes
+
+    assert main(["score", str(ensemble), str(frames), "--out", str(tmp_path / "raw"),
+                 "--batch-size", "8"]) == 0
+    assert main(["score", str(ensemble), str(frames), "--out", str(tmp_path / "beam"),
+                 "--batch-size", "8", "--beam", "--direct_num_workers=1"]) == 0
+    assert main(["score", str(setup["runs"][0]), str(frames), "--out", str(tmp_path / "m0"),
+                 "--batch-size", "8"]) == 0
+    assert main(["score", str(setup["runs"][1]), str(frames), "--out", str(tmp_path / "m1"),
+                 "--batch-size", "8"]) == 0
+    assert "peak RSS" in capsys.readouterr().out
+    local, beam = _predictions(tmp_path / "raw"), _predictions(tmp_path / "beam")
+    assert sorted(local) == sorted(beam) and len(local) == 24
+    np.testing.assert_allclose(_probabilities(local, classes), _probabilities(beam, classes),
+                               atol=2e-6)
+    mean = (_probabilities(_predictions(tmp_path / "m0"), classes)
+            + _probabilities(_predictions(tmp_path / "m1"), classes)) / 2
+    np.testing.assert_allclose(_probabilities(local, classes), mean, atol=2e-6)
+
+
+def _copy_run(run: Path, to: Path, **export_changes) -> Path:
+    """A copy of ``run`` whose run.json's export block is changed."""
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("checkpoints", "evaluation"))
+    record = read_json(to / "run.json")
+    record["export"].update(export_changes)
+    write_json_atomic(to / "run.json", record)
+    return to
+
+
+def _refused(capsys, *argv) -> str:
+    assert main(["ensemble", *map(str, argv)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err
+
+
+def test_incompatible_members_are_refused_with_a_clear_message(setup, tmp_path, capsys):
+    run0, run1 = setup["runs"]
+    out = tmp_path / "ens"
+    other = _copy_run(run1, tmp_path / "other", manifest_sha256="0" * 64,
+                      path="/elsewhere/export")
+    err = _refused(capsys, run0, other, "--out", out)
+    assert "trained on another export" in err and "/elsewhere/export" in err
+    assert "--any-export" in err
+
+    more_classes = _copy_run(run1, tmp_path / "classes",
+                             classes=[*read_json(run1 / "run.json")["export"]["classes"], "x"])
+    assert "on 'classes'" in _refused(capsys, run0, more_classes, "--out", out)
+    bigger = _copy_run(run1, tmp_path / "size", image_size=32)
+    assert "on 'image_size'" in _refused(capsys, run0, bigger, "--out", out)
+    # --any-export forgives the manifest, never the model's inputs.
+    other_size = _copy_run(run1, tmp_path / "other_size", manifest_sha256="1" * 64,
+                           image_size=32)
+    assert "on 'image_size'" in _refused(capsys, run0, other_size, "--any-export", "--out",
+                                         out)
+
+    assert "at least two runs" in _refused(capsys, run0, "--out", out)
+    assert "listed twice" in _refused(capsys, run0, run0, "--out", out)
+    assert "itself an ensemble" in _refused(capsys, run0, setup["ensemble"], "--out", out)
+    assert "not a training run" in _refused(capsys, run0, tmp_path / "missing", "--out", out)
+    running = _copy_run(run1, tmp_path / "running")
+    record = read_json(running / "run.json")
+    write_json_atomic(running / "run.json", {**record, "status": "running"})
+    assert "not a finished run" in _refused(capsys, run0, running, "--out", out)
+    assert "already exists and is not empty" in _refused(capsys, run0, run1, "--out",
+                                                         setup["ensemble"])
+    assert not out.exists()
+
+
+def test_any_export_accepts_alike_exports(setup, tmp_path, capsys):
+    run0, run1 = setup["runs"]
+    alike = _copy_run(run1, tmp_path / "alike", manifest_sha256="2" * 64)
+    assert main(["ensemble", str(run0), str(alike), "--any-export",
+                 "--out", str(tmp_path / "ens")]) == 0
+    assert "ensemble of 2 runs (fold0: fold 0, alike: fold 1)" in capsys.readouterr().out
+    assert read_json(tmp_path / "ens" / "run.json")["ensemble"]["any_export"] is True
+
+
+def test_an_ensemble_cannot_be_resumed_as_a_training_run(setup, capsys):
+    assert main(["train", str(setup["export"]), str(setup["ensemble"]), "--resume"]) == 2
+    assert "is an ensemble" in capsys.readouterr().err
+
+
+def test_help_describes_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert "ensemble" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["ensemble", "--help"])
+    text = capsys.readouterr().out
+    assert "--out ENS" in text and "--any-export" in text and "--fold" in text

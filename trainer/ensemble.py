@@ -1,0 +1,319 @@
+"""Ensembles: several finished training runs -> one run folder whose model averages them.
+
+In: run folders written by ``skyshard train`` (``--fold 0..k-1`` of a k-fold, or several
+``--seed`` values). Out: an ensemble folder that reads like any run, so ``skyshard evaluate`` and
+``skyshard score`` (also ``--beam``) use it unchanged:
+
+- ``model.keras``: a Keras functional model with the run's three inputs (``image``,
+  ``features``, ``confidences``); each member model is nested as a sub-model (``member_0`` ...)
+  and a built-in ``Average`` layer named ``probabilities`` takes the mean of their softmax
+  outputs. No Lambda layer, no custom layer beyond the registered skyshard layers the members
+  already use: it reloads with ``keras.saving.load_model(..., safe_mode=True)``.
+- ``run.json``: ``kind: "ensemble"``, the members' shared ``export`` block (what ``evaluate``
+  and ``score`` check an export against), ``ensemble`` (method, every member's run folder,
+  model sha256, fold, seed, best epoch and validation metrics, export identity), ``model``,
+  ``versions``, ``command``, ``seconds``, ``peak_rss_mb`` and ``check`` (the saved model,
+  reloaded with ``safe_mode=True``, against the mean of the members on a probe batch).
+
+Members must be compatible: finished, not ensembles themselves, trained on the same export
+(same manifest sha256; ``any_export=True`` relaxes this to the fields a model depends on), with
+the same classes, image size, feature and confidence names and preprocessing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from skyshard import __version__, schema
+from skyshard.jsonio import sha256_file, write_json_atomic
+from skyshard.memory import RssMonitor
+from trainer.model_io import MODEL_FILE, RUN_FILE, load_model, read_run
+
+KIND = "ensemble"
+METHOD = "mean of the members' softmax probabilities"
+
+#: Run statuses whose ``model.keras`` is the run's final (best) model.
+USABLE_STATUSES = ("completed", "early_stopped", "memory_exceeded")
+
+#: Export fields every member must share: the model's inputs, outputs and preprocessing.
+MODEL_FIELDS = ("schema_version", "classes", "image_size", "feature_names", "confidence_names",
+                "preprocessing")
+
+#: Largest difference allowed between the reloaded ensemble and the members' mean.
+CHECK_TOLERANCE = 1e-5
+PROBE_ROWS = 4
+
+
+class EnsembleError(ValueError):
+    """Runs that cannot be averaged (incompatible, unfinished, too few) or an unusable output
+    folder."""
+
+
+def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
+                   any_export: bool = False,
+                   echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Average the models of ``run_dirs`` into the run folder ``out_dir``; return its run.json.
+
+    Raises :class:`EnsembleError` before writing anything when the members are incompatible or
+    ``out_dir`` already holds files.
+    """
+    started = time.monotonic()
+    out = Path(out_dir)
+    members = read_members(run_dirs)
+    check_members(members, any_export=any_export)
+    check_out_dir(out, [path for path, _ in members])
+    with RssMonitor() as rss:
+        models = load_members(members)
+        ensemble = average_models(models, members[0][1]["export"])
+        out.mkdir(parents=True, exist_ok=True)
+        save_model_atomic(ensemble, out / MODEL_FILE)
+        check = check_saved_model(out / MODEL_FILE, models, members[0][1]["export"])
+        rss.sample()
+    record = ensemble_record(members, ensemble, check, any_export,
+                             time.monotonic() - started, rss.peak_mb)
+    write_json_atomic(out / RUN_FILE, record)
+    echo(summary_line(record, out))
+    return record
+
+
+# -- the members ------------------------------------------------------------------------------
+
+def read_members(run_dirs: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """``(run folder, run.json)`` per member, in the order given; each must be a finished
+    training run (not an ensemble) with a ``model.keras``; no folder twice."""
+    if len(run_dirs) < 2:
+        raise EnsembleError(f"an ensemble needs at least two runs, got {len(run_dirs)}")
+    members, seen = [], set()
+    for run_dir in map(Path, run_dirs):
+        resolved = run_dir.resolve()
+        if resolved in seen:
+            raise EnsembleError(f"{run_dir} is listed twice")
+        seen.add(resolved)
+        members.append((run_dir, read_member(run_dir)))
+    return members
+
+
+def read_member(run_dir: Path) -> dict[str, Any]:
+    """One member's run.json, after checking it is a finished, non-ensemble training run."""
+    try:
+        run = read_run(run_dir)
+    except FileNotFoundError as exc:
+        raise EnsembleError(f"{run_dir} is not a training run: {exc}") from exc
+    if run.get("kind") == KIND:
+        raise EnsembleError(f"{run_dir} is itself an ensemble; list its member runs instead "
+                            "(every member counts once in the mean)")
+    status = run.get("status")
+    has_model = (run_dir / MODEL_FILE).is_file()
+    if status not in USABLE_STATUSES or not has_model:
+        raise EnsembleError(f"{run_dir} is not a finished run (status {status!r}, {MODEL_FILE} "
+                            f"{'present' if has_model else 'missing'}); finish it with "
+                            "`skyshard train EXPORT RUN --resume` first")
+    missing = [name for name in (*MODEL_FIELDS, "manifest_sha256")
+               if name not in (run.get("export") or {})]
+    if missing:
+        raise EnsembleError(f"{run_dir}/{RUN_FILE} lacks export field(s) {', '.join(missing)}; "
+                            "retrain with this skyshard version")
+    return run
+
+
+def check_members(members: Sequence[tuple[Path, dict[str, Any]]], *,
+                  any_export: bool = False) -> None:
+    """Raise :class:`EnsembleError` unless every member matches the first: the same export
+    (manifest sha256, unless ``any_export``) and the same model-facing export fields."""
+    first_dir, first = members[0]
+    for run_dir, run in members[1:]:
+        theirs, ours = run["export"], first["export"]
+        if not any_export and theirs["manifest_sha256"] != ours["manifest_sha256"]:
+            raise EnsembleError(
+                f"{run_dir} was trained on another export than {first_dir} "
+                f"({theirs.get('path')}, manifest sha256 {theirs['manifest_sha256'][:12]}… vs "
+                f"{ours.get('path')}, {ours['manifest_sha256'][:12]}…); ensemble runs of one "
+                "export, or pass --any-export when the exports were made alike "
+                "(`skyshard export --like`)")
+        for name in MODEL_FIELDS:
+            if theirs[name] != ours[name]:
+                raise EnsembleError(
+                    f"{run_dir} does not match {first_dir} on {name!r}: "
+                    f"{_short(theirs[name])} vs {_short(ours[name])}; "
+                    "members must share classes, image size, features and preprocessing")
+
+
+def check_out_dir(out: Path, member_dirs: Sequence[Path]) -> None:
+    """The ensemble folder must be new or empty (and so never one of the members)."""
+    if out.resolve() in {path.resolve() for path in member_dirs}:
+        raise EnsembleError(f"--out {out} is one of the member runs")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EnsembleError(f"{out} already exists and is not empty; choose a new folder")
+
+
+def load_members(members: Sequence[tuple[Path, dict[str, Any]]]) -> list:
+    """Each member's model (``safe_mode=True``), checked against its export block."""
+    models = []
+    for run_dir, run in members:
+        model = load_model(run_dir)
+        check_signature(model, run["export"], run_dir)
+        models.append(model)
+    return models
+
+
+def check_signature(model, export: dict[str, Any], run_dir: Path) -> None:
+    """Raise unless ``model`` takes the export's three inputs and returns one probability per
+    class (a model file replaced behind run.json's back)."""
+    names = {tensor.name if isinstance(tensor.name, str) else "" for tensor in model.inputs}
+    want_inputs = {schema.IMAGE, schema.FEATURES, schema.CONFIDENCES}
+    n_classes = len(export["classes"])
+    if not want_inputs <= names or tuple(model.outputs[0].shape[1:]) != (n_classes,):
+        raise EnsembleError(
+            f"{run_dir}/{MODEL_FILE} does not match its {RUN_FILE}: inputs {sorted(names)}, "
+            f"output shape {tuple(model.outputs[0].shape)}, expected {sorted(want_inputs)} and "
+            f"{n_classes} classes")
+
+
+# -- the model --------------------------------------------------------------------------------
+
+def model_inputs(export: dict[str, Any]) -> dict:
+    """Fresh ``keras.Input`` s with the trainer's names, shapes and dtypes."""
+    import keras
+
+    size = int(export["image_size"])
+    return {
+        schema.IMAGE: keras.Input((size, size, 1), dtype="float16", name=schema.IMAGE),
+        schema.FEATURES: keras.Input((len(export["feature_names"]),), dtype="float32",
+                                     name=schema.FEATURES),
+        schema.CONFIDENCES: keras.Input((len(export["confidence_names"]),), dtype="float32",
+                                        name=schema.CONFIDENCES),
+    }
+
+
+def average_models(models: Sequence, export: dict[str, Any]):
+    """A functional model: the members (renamed ``member_<i>``, frozen) on shared inputs, their
+    probabilities averaged by ``keras.layers.Average`` (output ``[B, n_classes]``)."""
+    import keras
+
+    inputs = model_inputs(export)
+    outputs = []
+    for index, model in enumerate(models):
+        model.name = f"member_{index}"  # nested models need unique names
+        model.trainable = False
+        outputs.append(model(inputs))
+    averaged = keras.layers.Average(name="probabilities", dtype="float32")(outputs)
+    return keras.Model(inputs, averaged, name=f"skyshard_ensemble_{len(models)}")
+
+
+def save_model_atomic(model, path: Path) -> None:
+    """``model.save`` to a temporary name beside ``path``, then rename over it."""
+    partial = path.with_name(f".{path.name}.partial.keras")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def probe_inputs(export: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0) -> dict:
+    """A small deterministic batch of model inputs (some features NaN) for the check."""
+    rng = np.random.default_rng(seed)
+    size, n_features = int(export["image_size"]), len(export["feature_names"])
+    features = rng.normal(0.0, 3.0, (rows, n_features)).astype(np.float32)
+    features[0, ::2] = np.nan
+    return {
+        schema.IMAGE: rng.random((rows, size, size, 1)).astype(np.float16),
+        schema.FEATURES: features,
+        schema.CONFIDENCES: rng.random((rows, len(export["confidence_names"]))
+                                       ).astype(np.float32),
+    }
+
+
+def check_saved_model(path: Path, models: Sequence, export: dict[str, Any]) -> dict[str, Any]:
+    """Reload ``path`` with ``safe_mode=True`` and compare it with the members' mean on
+    :func:`probe_inputs`; raise :class:`EnsembleError` beyond :data:`CHECK_TOLERANCE`."""
+    reloaded = load_model(path)
+    inputs = probe_inputs(export)
+    want = np.mean([np.asarray(m.predict_on_batch(inputs), np.float64) for m in models], axis=0)
+    got = np.asarray(reloaded.predict_on_batch(inputs), np.float64)
+    difference = float(np.max(np.abs(got - want)))
+    if not np.isfinite(difference) or difference > CHECK_TOLERANCE:
+        raise EnsembleError(f"the saved ensemble does not reproduce the members' mean "
+                            f"(max difference {difference:.3g}); {path} is unusable")
+    return {"probe_rows": len(want), "max_abs_difference": difference,
+            "tolerance": CHECK_TOLERANCE, "safe_mode": True}
+
+
+# -- run.json ---------------------------------------------------------------------------------
+
+def member_entry(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """What the ensemble's run.json says about one member."""
+    config = run.get("config") or {}
+    return {
+        "run": str(run_dir.resolve()),
+        "model_sha256": sha256_file(run_dir / MODEL_FILE),
+        "model": (run.get("model") or {}).get("name"),
+        "fold": config.get("data", {}).get("fold"),
+        "seed": config.get("train", {}).get("seed"),
+        "status": run.get("status"),
+        "best_epoch": run.get("best_epoch"),
+        "best": run.get("best"),
+        "export": {"path": run["export"].get("path"),
+                   "manifest_sha256": run["export"]["manifest_sha256"]},
+        "skyshard_version": run.get("skyshard_version"),
+    }
+
+
+def ensemble_record(members, model, check: dict[str, Any], any_export: bool, seconds: float,
+                    peak_rss_mb: float) -> dict[str, Any]:
+    """The ensemble's run.json: the first member's export block plus what was averaged."""
+    from trainer.train import versions
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return {
+        "skyshard_version": __version__,
+        "kind": KIND,
+        "status": "completed",
+        "created": now,
+        "updated": now,
+        "command": " ".join(sys.argv),
+        "export": dict(members[0][1]["export"]),
+        "ensemble": {
+            "method": METHOD,
+            "any_export": any_export,
+            "members": [member_entry(run_dir, run) for run_dir, run in members],
+        },
+        "model": {"name": KIND, "params": int(model.count_params()), "members": len(members)},
+        "history": {},
+        "best_epoch": None,
+        "best": None,
+        "epochs_completed": 0,
+        "check": check,
+        "seconds": round(seconds, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "versions": versions(),
+        "files": {"model": MODEL_FILE},
+    }
+
+
+def summary_line(record: dict[str, Any], out: Path) -> str:
+    """What ``skyshard ensemble`` prints."""
+    members = record["ensemble"]["members"]
+    described = ", ".join(_describe(member) for member in members)
+    return (f"ensemble of {len(members)} runs ({described}): {record['model']['params']:,} "
+            f"parameters, reload check max difference "
+            f"{record['check']['max_abs_difference']:.1e}, {record['seconds']:.1f}s\n"
+            f"model: {out / MODEL_FILE}; next: skyshard evaluate {out} EXPORT")
+
+
+def _describe(member: dict[str, Any]) -> str:
+    fold = member.get("fold")
+    where = f"fold {fold}" if isinstance(fold, int) and fold >= 0 else f"seed {member.get('seed')}"
+    return f"{Path(member['run']).name}: {where}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 100 else text[:97] + "..."
