@@ -243,7 +243,6 @@ def run_memory_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     quick one) whole; otherwise writes the memory tables alone to ``results_md`` (default
     ``out/RESULTS-memory.md``)."""
     from bench.export_bench import export_facts, run_export
-    from bench.measure import machine_facts
     from bench.memory import measure_memory, original_loader_runs
     from bench.workspace import Workspace, ensure_sample_tree
 
@@ -271,23 +270,12 @@ def run_memory_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     memory = measure_memory(workspace, exports, original, plan.train_epochs,
                             plan.train_small_buffer, plan.memory_repeats, plan.memory_live_set,
                             inputs, plan.memory_warm)
-    memory["run"] = {"command": command,
-                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "seconds": round(time.perf_counter() - started, 1),
-                     "workdir": str(workdir), "loadavg_start": load_start,
-                     "loadavg_end": [round(v, 2) for v in os.getloadavg()],
-                     "machine": machine_facts(),
-                     "exports_reused": reused,
-                     "export_rows_from": (str(out / "export.json") if reused and rows_earlier
-                                          else None)}
+    memory["run"] = run_facts(command, started, workdir, load_start) | {
+        "exports_reused": reused,
+        "export_rows_from": str(out / "export.json") if reused and rows_earlier else None}
     write_json(out / "memory.json", memory)
-    names = ("summary", "export", "pipeline", "cost")
-    if all((out / f"{name}.json").is_file() for name in names):
-        summary = json.loads((out / "summary.json").read_text())
-        if (summary["plan"]["quick"] == plan.quick
-                and summary["plan"]["frames"] == plan.frames):
-            render_only(out, results_md or default_results_md(plan, out))
-            return memory
+    if rerender_full_run(plan, out, results_md):
+        return memory
     from bench.memory import memory_targets
     from bench.report import memory_only_markdown
 
@@ -305,7 +293,6 @@ def run_export_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     and rewrites ``results_md`` whole; otherwise writes the export tables alone to
     ``results_md`` (default ``out/RESULTS-export.md``)."""
     from bench.export_bench import export_targets, measure_export, run_baseline
-    from bench.measure import machine_facts
     from bench.report import export_only_markdown
     from bench.workspace import Workspace, ensure_sample_tree
 
@@ -324,23 +311,38 @@ def run_export_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
                                f"original-{label}", plan.image_size)
     export = measure_export(workspace, trees, plan.frames, plan.workers, plan.image_size,
                             original_8n)
-    export["run"] = {"command": command,
-                     "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "seconds": round(time.perf_counter() - started, 1),
-                     "workdir": str(workdir), "loadavg_start": load_start,
-                     "loadavg_end": [round(v, 2) for v in os.getloadavg()],
-                     "machine": machine_facts()}
+    export["run"] = run_facts(command, started, workdir, load_start)
     write_json(out / "export.json", export)
-    names = ("summary", "pipeline", "memory", "cost")
-    if all((out / f"{name}.json").is_file() for name in names):
-        summary = json.loads((out / "summary.json").read_text())
-        if (summary["plan"]["quick"] == plan.quick
-                and summary["plan"]["frames"] == plan.frames):
-            render_only(out, results_md or default_results_md(plan, out))
-            return export
+    if rerender_full_run(plan, out, results_md):
+        return export
     target = results_md or out / "RESULTS-export.md"
     target.write_text(export_only_markdown(export, export_targets(export)), encoding="utf-8")
     return export
+
+
+def run_facts(command: str, started: float, workdir: Path, load_start: list[float]) -> dict:
+    """What a ``--only`` run records about itself: command, date, duration, load, machine."""
+    from bench.measure import machine_facts
+
+    return {"command": command,
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "seconds": round(time.perf_counter() - started, 1),
+            "workdir": str(workdir), "loadavg_start": load_start,
+            "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+            "machine": machine_facts()}
+
+
+def rerender_full_run(plan: Plan, out: Path, results_md: Path | None) -> bool:
+    """After a ``--only`` run: when ``out`` holds every measurement of a full run of the same
+    plan, rewrite ``results_md`` (default: the plan's RESULTS.md) whole and say so."""
+    names = ("summary", "export", "pipeline", "memory", "cost")
+    if not all((out / f"{name}.json").is_file() for name in names):
+        return False
+    summary = json.loads((out / "summary.json").read_text())
+    if summary["plan"]["quick"] != plan.quick or summary["plan"]["frames"] != plan.frames:
+        return False
+    render_only(out, results_md or default_results_md(plan, out))
+    return True
 
 
 def default_results_md(plan: Plan, out: Path) -> Path:
