@@ -244,15 +244,10 @@ def run_memory_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     ``out/RESULTS-memory.md``)."""
     from bench.export_bench import export_facts, run_export
     from bench.memory import measure_memory, original_loader_runs
-    from bench.workspace import Workspace, ensure_sample_tree
 
     started = time.perf_counter()
-    workspace = Workspace(workdir)
-    workspace.logs.mkdir(parents=True, exist_ok=True)
     load_start = [round(v, 2) for v in os.getloadavg()]
-    trees = {size: ensure_sample_tree(workspace, plan.per_class * (1 if size == "N" else
-                                                                   plan.scale), plan.seed)
-             for size in ("N", "8N")}
+    workspace, trees = prepare_workspace(plan, workdir)
     exports, inputs = reusable_exports(plan, workspace, out)
     reused = {size: str(path) for size, path in inputs.items()}
     rows_earlier = bool(exports)
@@ -294,15 +289,10 @@ def run_export_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     ``results_md`` (default ``out/RESULTS-export.md``)."""
     from bench.export_bench import export_targets, measure_export, run_baseline
     from bench.report import export_only_markdown
-    from bench.workspace import Workspace, ensure_sample_tree
 
     started = time.perf_counter()
-    workspace = Workspace(workdir)
-    workspace.logs.mkdir(parents=True, exist_ok=True)
     load_start = [round(v, 2) for v in os.getloadavg()]
-    trees = {size: ensure_sample_tree(workspace, plan.per_class * (1 if size == "N" else
-                                                                   plan.scale), plan.seed)
-             for size in ("N", "8N")}
+    workspace, trees = prepare_workspace(plan, workdir)
     label = f"{plan.scale}N"
     print(f"[bench] export only: the original loader over {label}, then the bare read, the "
           f"exports with {', '.join(map(str, plan.workers))} workers at N and {label}, the "
@@ -318,6 +308,19 @@ def run_export_only(plan: Plan, workdir: Path, out: Path, results_md: Path | Non
     target = results_md or out / "RESULTS-export.md"
     target.write_text(export_only_markdown(export, export_targets(export)), encoding="utf-8")
     return export
+
+
+def prepare_workspace(plan: Plan, workdir: Path):
+    """The work folder of a ``--only`` run and its sample trees of N and 8N (written if
+    missing): ``(workspace, {"N": tree, "8N": tree})``."""
+    from bench.workspace import Workspace, ensure_sample_tree
+
+    workspace = Workspace(workdir)
+    workspace.logs.mkdir(parents=True, exist_ok=True)
+    trees = {size: ensure_sample_tree(workspace, plan.per_class * (1 if size == "N" else
+                                                                   plan.scale), plan.seed)
+             for size in ("N", "8N")}
+    return workspace, trees
 
 
 def run_facts(command: str, started: float, workdir: Path, load_start: list[float]) -> dict:
