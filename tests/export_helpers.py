@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from skyshard import schema
 from skyshard.example_proto import decode_example
 from skyshard.manifest import load_manifest
 from skyshard.tfrecord import read_records
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def json_from_fresh_process(script: str, *args, timeout: float = 180):
+    """Run ``python -c script ARGS`` in a fresh interpreter (quiet TensorFlow, this checkout on
+    the path) and return the JSON of its last line of output; fails the test on a non-zero exit."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
+           "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def export_tree(input_dir, out_dir, *, image_size=32, beam_args=None, labelled=True, like=None,

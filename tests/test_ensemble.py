@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -16,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export_helpers import export_tree
+from export_helpers import export_tree, json_from_fresh_process
 from skyshard import schema
 from skyshard.cli import main
 from skyshard.jsonio import read_json, write_json_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
         "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
         "train.batch_size": 4}
@@ -109,13 +106,8 @@ def test_saved_ensemble_is_plain_keras_and_reloads_in_a_fresh_process(setup, tmp
 
     inputs = _test_inputs(setup["export"])
     np.savez(tmp_path / "inputs.npz", **inputs)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
-           "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", PREDICT_IN_FRESH_PROCESS, str(model_file),
-                           str(tmp_path / "inputs.npz")], capture_output=True, text=True,
-                          env=env, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    fresh = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
+    fresh = np.array(json_from_fresh_process(PREDICT_IN_FRESH_PROCESS, model_file,
+                                             tmp_path / "inputs.npz"))
     np.testing.assert_allclose(fresh, _members_mean(setup["runs"], inputs), atol=1e-6)
 
 

@@ -15,6 +15,7 @@ keras = pytest.importorskip("keras")
 
 from skyshard import schema  # noqa: E402
 from skyshard.manifest import ShardIntegrityError, load_manifest  # noqa: E402
+from export_helpers import json_from_fresh_process  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer import cli  # noqa: E402
 from trainer.callbacks import (MemoryBudgetExceeded, ResumableEarlyStopping,  # noqa: E402
@@ -68,13 +69,8 @@ def _sample_inputs(export, n=6):
 
 def _predict_in_fresh_process(run_dir, inputs, tmp_path):
     np.savez(tmp_path / "inputs.npz", **inputs)
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
-           "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", PREDICT_IN_FRESH_PROCESS, str(run_dir),
-                           str(tmp_path / "inputs.npz")], capture_output=True, text=True,
-                          env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_from_fresh_process(PREDICT_IN_FRESH_PROCESS, run_dir, tmp_path / "inputs.npz",
+                                   timeout=120)
 
 
 @pytest.mark.slow
