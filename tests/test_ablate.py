@@ -54,9 +54,17 @@ def test_quick_ablation_writes_json_and_table(export, tmp_path):
     assert set(row["per_class_f1"]) == set(ablate.HARD_CLASSES)
     (run,) = report["runs"]["base"]
     assert run["test"]["n"] == run["test_stripped"]["n"] == 12
+    assert run["val"]["n"] == run["val_stripped"]["n"] == 12
+    for key in ablate.SCORES:
+        assert 0 <= run[key]["errors"] <= 12
+        assert run[key]["errors"] == ablate.errors({"confusion_matrix":
+                                                    run[key]["confusion_matrix"]})
+    assert row["errors_val_test"] == run["val"]["errors"] + run["test"]["errors"]
+    assert math.isfinite(row["val_stripped_macro_f1_mean"])
     table = markdown.read_text()
     header, rule, line = table.splitlines()[:3]
     assert "macro-F1 headers stripped" in header and "peak RSS" in header
+    assert "macro-F1 val" in header and "errors val+test" in header
     assert header.count("|") == rule.count("|") == line.count("|")
     assert line.startswith("| base | 1/1 |")
 
@@ -72,6 +80,7 @@ def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path)
     assert "error" not in result, result.get("error")
     assert result["members"] == 2
     assert result["test"]["n"] == result["test_stripped"]["n"] == 12
+    assert result["val"]["n"] == result["val_stripped"]["n"] == 12
     assert 0.0 <= result["test"]["macro_f1"] <= 1.0
     ensemble_run = json.loads((Path(result["ensemble_dir"]) / "run.json").read_text())
     assert [m["run"] for m in ensemble_run["ensemble"]["members"]] == \
@@ -129,3 +138,8 @@ def test_merge_pools_reports_and_labels_unlike_common_overrides():
     assert "resnet50v2 [train.epochs=3]" in rows
     table = ablate.markdown_table(merged)
     assert "merged from 3 reports" in table and "not run" not in table
+    # reports from before validation was scored: no val figures, no errors, no crash
+    assert math.isnan(rows["base"]["val_macro_f1_mean"])
+    assert math.isnan(rows["base"]["errors_val_test"])
+    base_line = next(line for line in table.splitlines() if line.startswith("| base |"))
+    assert "| – | – | – / – |" in base_line
