@@ -52,7 +52,7 @@ _FRAME_TYPE_PRIORITY = ("bias", "dark", "flat", "arc", "light")
 #: Keywords naming the target, searched for calibration and solar-system words.
 OBJECT_KEYWORDS = ("OBJECT", "OBJNAME", "TARGNAME")
 
-OBJECT_HINTS = ("bias", "dark", "flat", "arc", "sun", "moon", "planet")
+OBJECT_HINTS = ("bias", "dark", "flat", "arc", "sun", "moon", "planet", "catalogue")
 _OBJECT_HINT_WORDS = {
     "bias": {"BIAS", "BIASES", "ZERO", "ZEROS"},
     "dark": {"DARK", "DARKS"},
@@ -67,6 +67,14 @@ _OBJECT_HINT_WORDS = {
 }
 #: Word stems that mark a calibration target even inside longer words ("Bias_001", "Flat3").
 _OBJECT_HINT_STEMS = {"bias": "BIAS", "dark": "DARK", "flat": "FLAT"}
+#: A deep-sky catalogue designation ("M 42", "M57", "NGC4631", "IC_434", "Sh2-129", "Abell 21"),
+#: the way capture programs write a sequence's target into OBJECT and the file name. Messier
+#: numbers stop at 110 ("M_300" is not one); single-letter catalogues other than Messier
+#: (Barnard "B", Caldwell "C") are left out: they collide with filter and telescope names.
+_CATALOGUE_DESIGNATION = re.compile(
+    r"(?<![A-Z0-9])(?:M[\s_-]?0*(?P<messier>\d{1,3})"
+    r"|(?:NGC|IC|UGC|PGC|HCG|ARP|ABELL|LDN|LBN|VDB|SH[\s_-]?2|BARNARD|COLLINDER|MELOTTE"
+    r"|TRUMPLER|CED|RCW|GUM)[\s_-]*\d{1,6})(?![0-9A-Z])")
 
 EXPOSURE_KEYWORDS = ("EXPTIME", "EXPOSURE", "EXP_TIME", "EXPOSURE_TIME", "ITIME")
 #: Elapsed time is at least the exposure: used only when no exposure keyword is present.
@@ -188,7 +196,8 @@ def header_features(header: Mapping, file_name: str | None = None
     ``header``: keyword -> value (any case, any value type). ``file_name``: the frame's file
     name; what it spells out (:func:`file_name_cards`) stands in for the frame-type, exposure
     and sensor groups when the header has none of their cards, at
-    :data:`FILE_NAME_CONFIDENCE` times the confidence the same cards would earn. Returns
+    :data:`FILE_NAME_CONFIDENCE` times the confidence the same cards would earn, and for the
+    target hints when the header names no target. Returns
     ``(features, confidences)`` with ``features`` keyed by every name in
     :data:`HEADER_FEATURE_NAMES` and ``confidences`` a float32 array ``[frame_type, exposure,
     sensor, optics]`` with values in [0, 1].
@@ -198,6 +207,8 @@ def header_features(header: Mapping, file_name: str | None = None
     exposure, exposure_confidence = _with_fallback(_exposure_group, cards, named)
     frame_type, frame_type_confidence = _with_fallback(_frame_type_group, cards, named,
                                                        exposure["exposure_s"])
+    if named is not cards and not any(keyword in cards for keyword in OBJECT_KEYWORDS):
+        frame_type.update(_hint_features(_object_hints(named)))  # the target from the name
     sensor, sensor_confidence = _with_fallback(_sensor_group, cards, named)
     optics, optics_confidence = _optics_group(cards)
     features = {**frame_type, **exposure, **sensor, **optics}
@@ -350,9 +361,23 @@ def object_hints(value: Any) -> set[str] | None:
     hints = {hint for hint, vocabulary in _OBJECT_HINT_WORDS.items() if words & vocabulary}
     hints |= {hint for hint, stem in _OBJECT_HINT_STEMS.items()
               if any(stem in word for word in words)}
+    if _names_catalogue_object(text):
+        hints.add("catalogue")
     if "arc" in hints and words & {"MERCURY", "MERKUR"} == words & _OBJECT_HINT_WORDS["planet"]:
         hints.discard("planet")  # a mercury lamp, not the planet
     return hints
+
+
+def _names_catalogue_object(text: str) -> bool:
+    """Whether ``text`` holds a deep-sky catalogue designation (:data:`_CATALOGUE_DESIGNATION`)."""
+    return any(match["messier"] is None or 1 <= int(match["messier"]) <= 110
+               for match in _CATALOGUE_DESIGNATION.finditer(text.upper()))
+
+
+def _hint_features(hints: set[str] | None) -> dict[str, float]:
+    """``object_hint_<hint>`` for every :data:`OBJECT_HINTS` entry: 0/1, NaN without a target."""
+    return {f"object_hint_{hint}": math.nan if hints is None else float(hint in hints)
+            for hint in OBJECT_HINTS}
 
 
 def _frame_type_group(cards: Mapping[str, Any],
@@ -361,22 +386,26 @@ def _frame_type_group(cards: Mapping[str, Any],
 
     Confidence: 1 for a recognised type (0.5 for text outside the vocabulary), divided by
     ``1 + n`` for ``n`` contradictions: type keywords disagreeing, a target name naming another
-    calibration type, or an exposure the type cannot have.
+    calibration type, or an exposure the type cannot have. A dark of zero length is a bias by
+    definition (Lick Kast biases are written ``OBSTYPE = 'DARK'``, ``EXPTIME = 0``): it is read
+    as a bias, the rewording counting as one contradiction.
     """
     types = [classify_frame_type(cards[keyword])
              for keyword in FRAME_TYPE_KEYWORDS if keyword in cards]
     recognised = [kind for kind in types if kind != "unknown"]
     frame_type = recognised[0] if recognised else ("unknown" if types else None)
+    zero_length_dark = frame_type == "dark" and exposure_s == 0
+    if zero_length_dark:
+        frame_type = "bias"
     hints = _object_hints(cards)
     features = {f"frame_type_{kind}": math.nan if frame_type is None else float(kind == frame_type)
                 for kind in FRAME_TYPES}
-    features.update({f"object_hint_{hint}": math.nan if hints is None else float(hint in hints)
-                     for hint in OBJECT_HINTS})
+    features.update(_hint_features(hints))
     if frame_type is None:
         return features, 0.0
     base = 1.0 if recognised else 0.5
     contradictions = _frame_type_contradictions(frame_type, recognised, hints or set(), exposure_s)
-    return features, base / (1 + contradictions)
+    return features, base / (1 + contradictions + int(zero_length_dark))
 
 
 def _object_hints(cards: Mapping[str, Any]) -> set[str] | None:

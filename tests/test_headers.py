@@ -11,8 +11,9 @@ from astropy.io.fits.card import Undefined
 
 from conftest import real_frame_files
 from exporter.headers import (FILE_NAME_CONFIDENCE, FRAME_TYPE_KEYWORDS, FRAME_TYPES,
-                              HEADER_FEATURE_GROUPS, HEADER_FEATURE_NAMES, classify_frame_type,
-                              file_name_cards, header_feature_group, header_features)
+                              HEADER_FEATURE_GROUPS, HEADER_FEATURE_NAMES, OBJECT_HINTS,
+                              classify_frame_type, file_name_cards, header_feature_group,
+                              header_features)
 from exporter.readers import read_frame
 from skyshard.schema import CONFIDENCE_NAMES
 
@@ -129,13 +130,16 @@ def test_first_recognised_keyword_wins_and_disagreement_lowers_confidence():
     assert frame_type_of(features) == "light" and confidences[FRAME_TYPE] == 0.5
 
 
-def test_kast_bias_contradiction():
+def test_a_zero_length_dark_is_a_bias():
     """Lick Kast biases: OBSTYPE=DARK, OBJECT=Bias, EXPTIME=0."""
     features, confidences = header_features({"OBSTYPE": "DARK", "OBJECT": "Bias",
                                              "EXPTIME": 0})
-    assert frame_type_of(features) == "dark" and features["object_hint_bias"] == 1.0
-    assert 0 < confidences[FRAME_TYPE] < 0.5
+    assert frame_type_of(features) == "bias" and features["object_hint_bias"] == 1.0
+    assert confidences[FRAME_TYPE] == 0.5  # the keyword said DARK: one contradiction
     assert confidences[EXPOSURE] == 1.0
+    dark, _ = header_features({"OBSTYPE": "DARK", "EXPTIME": 0.001})
+    unknown_length, _ = header_features({"OBSTYPE": "DARK", "EXPTIME": "N/A"})
+    assert frame_type_of(dark) == frame_type_of(unknown_length) == "dark"
 
 
 @pytest.mark.parametrize("frame_type", ["DARK", "LIGHT", "FLAT"])
@@ -162,13 +166,31 @@ def test_object_agreeing_with_type_is_no_contradiction():
     ("Arcs", {"arc"}), ("Arc CuAr+CuNe", {"arc"}), ("WAVE", {"arc"}), ("Neon lamp", {"arc"}),
     ("ARC: Xe for LHS6328", {"arc"}), ("Sun", {"sun"}), ("Moon", {"moon"}),
     ("Jupiter", {"planet"}), ("saturn_2024", {"planet"}), ("Mercury lamp", {"arc"}),
-    ("Mercury transit", {"planet"}), ("M 42", set()), ("??", set()),
+    ("Mercury transit", {"planet"}), ("??", set()),
+    # deep-sky catalogue designations, as capture programs write a sequence's target
+    ("M 42", {"catalogue"}), ("m51  B  600s", {"catalogue"}), ("NGC4631", {"catalogue"}),
+    ("IC_434", {"catalogue"}), ("Sh2-129", {"catalogue"}), ("Abell 21", {"catalogue"}),
+    ("ARC: Ne for M 57", {"arc", "catalogue"}),
+    # not one: Messier stops at 110; camera models, transients, stars, quasars
+    ("M111", set()), ("ASI2600MM", set()), ("QHY268M", set()), ("AT 2019mtw", set()),
+    ("LHS6328", set()), ("HE 0435-1223", set()), ("HD 12345", set()),
 ])
 def test_object_hints(target, hints):
     features, _ = header_features({"OBJECT": target})
     found = {name[len("object_hint_"):] for name, value in features.items()
              if name.startswith("object_hint_") and value == 1}
     assert found == hints
+
+
+def test_target_hints_come_from_the_file_name_when_the_header_names_no_target():
+    name = "Light_M57_900.0s_Bin1_224MC_gain93_20230204-204115_14.4C_0032.fit"
+    features, confidences = header_features({"IMAGETYP": "Light Frame"}, name)
+    assert features["object_hint_catalogue"] == 1 and features["object_hint_planet"] == 0
+    assert confidences[FRAME_TYPE] == 1.0  # the type still comes from the header
+    named, _ = header_features({"IMAGETYP": "LIGHT", "OBJECT": "Jupiter"}, name)
+    assert named["object_hint_planet"] == 1 and named["object_hint_catalogue"] == 0
+    plain, _ = header_features({"IMAGETYP": "LIGHT"}, "frame_0001.fits")
+    assert not any(plain[f"object_hint_{hint}"] for hint in OBJECT_HINTS)
 
 
 def test_object_hints_are_nan_without_object():
@@ -357,7 +379,8 @@ def test_real_frame_headers(real_frames_dir):
     for bias in ("PypeIt__b21.fits.gz", "PypeIt__b22.fits.gz", "PypeIt__b23.fits.gz"):
         features, confidences = results[bias]
         assert features["object_hint_bias"] == 1 and features["exposure_s"] == 0
-        assert confidences[FRAME_TYPE] < 0.5  # OBSTYPE=DARK contradicted twice
+        assert frame_type_of(features) == "bias"  # OBSTYPE=DARK of zero length
+        assert confidences[FRAME_TYPE] == 0.5
     dome, dome_confidence = results["PypeIt__b11_domeflat.fits.gz"]
     assert dome["object_hint_flat"] == 1 and dome_confidence[FRAME_TYPE] < 1
     arcs, _ = results["PypeIt__b1_arcs.fits.gz"]
