@@ -45,6 +45,10 @@ DEFAULT_RULES: tuple[dict, ...] = (
      "require": {"confidence": {"exposure": 1.0}},
      "description": "a bias is a zero-length exposure; a well-formed exposure header above 1 s "
                     "contradicts it"},
+    {"name": "solar_system_long_exposure", "class": "planetary", "feature": "exposure_s",
+     "max": 300.0, "require": {"confidence": {"exposure": 1.0}},
+     "description": "the Sun, the Moon and the planets are captured in exposures of milliseconds "
+                    "to seconds; a well-formed exposure header above 5 minutes contradicts it"},
 )
 
 

@@ -168,6 +168,21 @@ def test_rule_requirements_and_chains():
     assert applied == ["dark_bright+bias_long", "", "dark_bright"]
 
 
+def test_default_rules_send_a_long_exposed_planetary_guess_to_the_next_class():
+    rules = RuleSet(load_rules(None)[0], CLASSES, FEATURES, CONFIDENCE_NAMES, strict=True)
+    planetary = CLASSES.index("planetary")
+    probs = np.full((3, len(CLASSES)), 0.05)
+    probs[:, planetary], probs[:, CLASSES.index("deep_sky")] = 0.6, 0.2
+    # median_rel, saturated_fraction, range_known, exposure_s
+    features = np.array([[0.1, 0, 1, 900], [0.1, 0, 1, 0.02], [0.1, 0, 1, 900]], np.float32)
+    confidences = np.array([[1, 1, 1, 1], [1, 1, 1, 1], [1, 0.5, 1, 1]], np.float32)
+    final, applied = rules.apply(probs, features, confidences)
+    # 900 s from a well-formed header: not the Sun, Moon or a planet; 20 ms is; an exposure
+    # read from the file name (confidence 0.5) is not trusted enough to overrule the model
+    assert [CLASSES[i] for i in final] == ["deep_sky", "planetary", "planetary"]
+    assert applied == ["solar_system_long_exposure", "", ""]
+
+
 def test_when_every_class_is_rejected_the_model_answer_stands():
     rules = RuleSet([Rule.from_dict({"name": f"r{c}", "class": c, "feature": "median_rel",
                                      "max": 0.1}) for c in CLASSES],
