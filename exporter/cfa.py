@@ -51,6 +51,7 @@ from dataclasses import replace
 import numpy as np
 from astropy.stats import mad_std
 
+from exporter.counted import value_counts
 from exporter.frame import RawFrame
 from exporter.pixel_stats import (FrameSamples, as_image, frame_samples, mad_std_about, quantum,
                                   sigma_log)
@@ -72,10 +73,6 @@ MIN_GAIN_DIFFERENCE = 0.1
 DIAGONAL_TOLERANCE = 0.5
 #: Percentiles of the superpixel level at which the mosaic is compared: background, bright end.
 LEVEL_PERCENTILES = (50.0, 99.5)
-#: Integer differences spanning at most this many values have their ``mad_std`` counted.
-MAX_COUNTED_RANGE = 1 << 18
-#: ``astropy.stats.mad_std``'s factor from the median absolute deviation to a Gaussian sigma.
-MAD_TO_STD = 1.482602218505602
 
 CFA_FEATURE_NAMES: tuple[str, ...] = ("cfa_checker_sigma_log", "cfa_equalised")
 
@@ -171,10 +168,10 @@ def same_colour_noise(crop: np.ndarray) -> float:
     values = np.concatenate([d.ravel() for d in diffs if d.size])
     if not values.size:
         return math.nan
-    spread = counted_mad_std(values) if whole is not None else None
-    if spread is None:
-        spread = float(mad_std(values.astype(np.float64, copy=False)))
-    return spread / math.sqrt(2.0)
+    counts = value_counts(values, integers=True) if whole is not None else None
+    if counts is not None:  # astropy's mad_std to the last bit, counted instead of sorted
+        return counts.mad_std() / math.sqrt(2.0)
+    return float(mad_std(values.astype(np.float64, copy=False))) / math.sqrt(2.0)
 
 
 def integer_values(crop: np.ndarray) -> np.ndarray | None:
@@ -184,34 +181,6 @@ def integer_values(crop: np.ndarray) -> np.ndarray | None:
         return None
     whole = crop.astype(np.int64)
     return whole if np.array_equal(whole, crop) else None
-
-
-def counted_mad_std(values: np.ndarray, max_range: int = MAX_COUNTED_RANGE) -> float | None:
-    """``astropy.stats.mad_std`` of integer ``values`` (1-D, not empty), to the last bit, from
-    their counts instead of two partial sorts; ``None`` when they span more than ``max_range``.
-
-    With ``t`` twice the median (an integer: the mean of the middle pair is a half-integer at
-    most), the doubled deviations ``|2 v - t|`` are integers too, and the MAD is a quarter of
-    twice their median: every step is exact in float64."""
-    low = int(values.min())
-    span = int(values.max()) - low
-    if span > max_range:
-        return None
-    counts = np.bincount(values - low, minlength=span + 1)
-    twice_median = twice_median_of_counts(counts)
-    present = np.flatnonzero(counts)
-    deviations = np.abs(2 * present - twice_median)
-    twice_mad = twice_median_of_counts(np.bincount(deviations, weights=counts[present]))
-    return twice_mad / 4.0 * MAD_TO_STD
-
-
-def twice_median_of_counts(counts: np.ndarray) -> int:
-    """Twice the median of the values ``0, 1, ...`` occurring ``counts`` times (not all zero),
-    as :func:`numpy.median` takes it: the middle value, or the mean of the middle pair."""
-    cumulative = np.cumsum(counts)
-    total = int(cumulative[-1])
-    lower, upper = np.searchsorted(cumulative, [(total - 1) // 2, total // 2], side="right")
-    return int(lower) + int(upper)
 
 
 def central_crop(data: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:

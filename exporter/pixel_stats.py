@@ -30,6 +30,7 @@ from functools import cached_property
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
 
+from exporter.counted import ValueCounts, value_counts
 from exporter.frame import FrameError, RawFrame
 
 #: Largest number of pixels in the strided grid sample.
@@ -326,9 +327,21 @@ class FrameSamples:
         levels = []
         for tile in self.tiles:
             finite = np.isfinite(tile)
-            levels.append(float(np.median(tile if finite.all() else tile[finite]))
-                          if finite.any() else math.nan)
+            values = tile.ravel() if finite.all() else tile[finite]
+            counts = self.counts(values)
+            levels.append(math.nan if values.size == 0 else counts.median() if counts
+                          else float(np.median(values)))
         return levels
+
+    def counts(self, values: np.ndarray) -> ValueCounts | None:
+        """:func:`~exporter.counted.value_counts` of finite ``values`` sampled from this frame
+        when they are integers (an integer frame, or floats on an integer lattice), else
+        ``None``: their median, percentiles and ``mad_std`` are then numpy's selections."""
+        if values.size == 0:
+            return None
+        if np.issubdtype(self.data.dtype, np.integer):
+            return value_counts(values, integers=True)
+        return value_counts(values) if self.step > 0 else None
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -440,10 +453,12 @@ def stored_dtype(frame: RawFrame, data: np.ndarray) -> np.dtype:
         return data.dtype
 
 
-def robust_levels(values: np.ndarray, median: float) -> dict[str, float]:
+def robust_levels(values: np.ndarray, median: float, spread: float | None = None
+                  ) -> dict[str, float]:
     """Level and spread of finite sample values, all in ADU (NaN when there are none).
 
-    ``median``: of ``values``, already known from the percentiles. Keys: ``median``, ``mean``,
+    ``median``: of ``values``, already known from the percentiles; ``spread``: their astropy
+    ``mad_std`` when already known (counted). Keys: ``median``, ``mean``,
     ``std``, ``mad_std`` (astropy), ``clipped_mean``, ``clipped_median``,
     ``clipped_std`` (astropy 3-sigma clipping on at most :data:`CLIP_PIXELS` evenly spaced
     values), ``min``, ``max``.
@@ -456,7 +471,8 @@ def robust_levels(values: np.ndarray, median: float) -> dict[str, float]:
         warnings.simplefilter("ignore")  # astropy warns on constant or tiny inputs
         thinned = values[::max(1, math.ceil(values.size / CLIP_PIXELS))]
         clipped = sigma_clipped_stats(thinned, sigma=3.0, maxiters=5)
-    spread = mad_std_about(values, median)  # = astropy mad_std, reusing the known median
+    if spread is None:
+        spread = mad_std_about(values, median)  # = astropy mad_std, reusing the known median
     stats = (median, np.mean(values), np.std(values), spread, *clipped, values.min(),
              values.max())
     return {key: _finite_float(value) for key, value in zip(keys, stats)}
@@ -697,11 +713,13 @@ def _pixel_features(frame: RawFrame, data: np.ndarray, samples: FrameSamples
     tiles = samples.tiles
     step = samples.step
     noise = pixel_noise(tiles, step)
+    counts = samples.counts(values)  # integer ADU: order statistics counted, not sorted
     if values.size:
-        pct = dict(zip(_PERCENTILE_NAMES, (float(p) for p in np.percentile(values, PERCENTILES))))
+        pct = dict(zip(_PERCENTILE_NAMES, (float(p) for p in (
+            counts.percentiles(PERCENTILES) if counts else np.percentile(values, PERCENTILES)))))
     else:
         pct = dict.fromkeys(_PERCENTILE_NAMES, math.nan)
-    levels = robust_levels(values, pct["p50"])
+    levels = robust_levels(values, pct["p50"], counts.mad_std() if counts else None)
     rng = data_range(frame, values, pct)
 
     features = geometry_features(frame, data)

@@ -227,20 +227,6 @@ def test_fit_positions_equals_the_first_fit(rng):
     assert C.fit_positions(flat) is None and _fit_positions_reference(flat) is None
 
 
-def test_counted_mad_std_equals_astropy(rng):
-    from astropy.stats import mad_std
-
-    for trial in range(200):
-        size = int(rng.integers(1, 3000))
-        centre, sigma = float(rng.integers(-500, 500)), float(rng.choice([0.3, 3, 300]))
-        values = np.round(rng.normal(centre, sigma, size)).astype(np.int64)
-        if trial % 3 == 0:
-            values[rng.random(size) < 0.3] = values[0]  # ties around the middle
-        assert C.counted_mad_std(values) == float(mad_std(values.astype(np.float64)))
-    assert C.counted_mad_std(np.array([0, 1 << 20])) is None  # too wide to count
-    assert C.counted_mad_std(np.array([5])) == 0.0
-
-
 def test_same_colour_noise_equals_mad_std_of_differences(rng):
     from astropy.stats import mad_std
 
@@ -264,3 +250,44 @@ def test_colour_mosaic_shares_the_frame_quantum(rng):
         assert shared_features == alone_features
         assert np.array_equal(shared.data, alone.data)
         assert (shared.data is frame.data) == (alone.data is frame.data)
+
+
+# ------------------------------------------------------------ counted order statistics
+
+def _integer_samples(rng):
+    """Integer samples of every size parity, with ties, negative values and a single value."""
+    for trial in range(150):
+        size = int(rng.integers(1, 5000))
+        centre, sigma = float(rng.integers(-500, 500)), float(rng.choice([0.3, 3, 300, 20000]))
+        values = np.round(rng.normal(centre, sigma, size))
+        if trial % 3 == 0:
+            values[rng.random(size) < 0.3] = values[0]  # ties around the middle
+        yield values
+    yield np.array([7.0])
+    yield np.array([0.0, 65535.0])
+
+
+def test_counted_statistics_equal_numpy_and_astropy(rng):
+    from astropy.stats import mad_std
+
+    from exporter.counted import value_counts
+
+    for values in _integer_samples(rng):
+        counts = value_counts(values)
+        assert counts is not None
+        assert np.array_equal(counts.percentiles(P.PERCENTILES),
+                              np.percentile(values, P.PERCENTILES))
+        assert np.array_equal(counts.percentiles((0.0, 100.0, 50.0)),
+                              np.percentile(values, (0.0, 100.0, 50.0)))
+        assert counts.median() == np.median(values)
+        assert counts.mad_std() == float(mad_std(values))
+        assert value_counts(values.astype(np.int64), integers=True).mad_std() == counts.mad_std()
+
+
+def test_values_that_are_not_counted(rng):
+    from exporter.counted import value_counts
+
+    assert value_counts(np.array([0.0, 0.5, 2.0])) is None  # not integers
+    assert value_counts(np.array([0.0, float(1 << 20)])) is None  # too wide
+    assert value_counts(np.array([0.0, 2.0 ** 60])) is None  # beyond exact integers
+    assert value_counts(np.array([-3.0, 4.0])).median() == 0.5
