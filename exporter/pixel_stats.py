@@ -603,14 +603,35 @@ def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str,
 
 def median_last_axis(a: np.ndarray) -> np.ndarray:
     """``np.median(a, axis=-1)`` of a finite array, with one selection instead of numpy's two
-    (and its NaN check): the same values, ~25 % faster on the grid sample's rows and cells."""
+    (and its NaN check), in 32-bit integers when ``a`` holds float64 integers
+    (:func:`narrowed`): the same values, several times faster on the grid sample's rows and
+    cells. float64 for integer input."""
+    a = narrowed(a)
     n = a.shape[-1]
     half = n // 2
     part = np.partition(a, half, axis=-1)
+    middle = part[..., half]
+    if np.issubdtype(a.dtype, np.integer):
+        middle = middle.astype(np.float64)
     if n % 2:
-        return part[..., half]
+        return middle
     # The lower middle value is the largest of those the selection put before the upper one.
-    return (part[..., :half].max(axis=-1) + part[..., half]) / 2
+    return (part[..., :half].max(axis=-1) + middle) / 2
+
+
+def narrowed(a: np.ndarray) -> np.ndarray:
+    """``a`` as int32 when it is float64 and every value is an integer within int32's range
+    (the same numbers: integer ADU sampled into float64), else ``a`` itself. numpy selects
+    32-bit integers with SIMD sorting networks, 5-10x faster than float64."""
+    if a.dtype != np.float64 or a.size == 0:
+        return a
+    head = a[(0,) * (a.ndim - 1)][:64]
+    if not np.array_equal(head, np.rint(head)):  # floats off the integers: no need to look on
+        return a
+    if not (-2.0 ** 31 <= float(a.min()) and float(a.max()) < 2.0 ** 31):  # NaN fails too
+        return a
+    whole = a.astype(np.int32)
+    return whole if np.array_equal(whole, a) else a
 
 
 def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.ndarray:
@@ -622,9 +643,11 @@ def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.nd
     cy, cx = (cells, cells) if isinstance(cells, int) else cells
     ny, nx = max(1, min(cy, image.shape[0])), max(1, min(cx, image.shape[1]))
     by, bx = image.shape[0] // ny, image.shape[1] // nx
-    blocks = image[:ny * by, :nx * bx].reshape(ny, by, nx, bx).transpose(0, 2, 1, 3)
-    blocks = blocks.reshape(ny, nx, by * bx)
-    return median_last_axis(blocks) if np.isfinite(blocks).all() else np.median(blocks, axis=2)
+    image = narrowed(image[:ny * by, :nx * bx])  # integer ADU: cells copied as int32
+    blocks = image.reshape(ny, by, nx, bx).transpose(0, 2, 1, 3).reshape(ny, nx, by * bx)
+    if np.issubdtype(blocks.dtype, np.integer) or np.isfinite(blocks).all():
+        return median_last_axis(blocks)
+    return np.median(blocks, axis=2)
 
 
 def _profile_structure(medians: np.ndarray, n_averaged: int, noise: float) -> tuple[float, float]:
@@ -658,6 +681,7 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
     finite = np.isfinite(grid)
     if not finite.all():
         grid = np.where(finite, grid, level)
+    grid = narrowed(grid)  # integer ADU: every median below selected in int32
     row_total, row_band = _profile_structure(median_last_axis(grid), grid.shape[1], noise)
     # The medians along axis 0, faster on rows in memory order.
     col_total, col_band = _profile_structure(median_last_axis(np.ascontiguousarray(grid.T)),

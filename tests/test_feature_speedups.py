@@ -74,6 +74,24 @@ def test_median_last_axis_equals_numpy(rng):
             assert np.array_equal(P.median_last_axis(values), np.median(values, axis=-1))
 
 
+def test_integer_selections_only_where_exact(rng):
+    """float64 samples of integer ADU are selected as int32, the same numbers; anything else
+    (fractions past the first values, NaN, beyond int32) stays float64."""
+    whole = np.round(rng.normal(1000, 300, (64, 200)))
+    assert P.narrowed(whole).dtype == np.int32
+    assert np.array_equal(P.narrowed(whole), whole)
+    for spoiled in (0.5, np.nan, 2.0 ** 31, -2.0 ** 31 - 1):
+        bad = whole.copy()
+        bad[40, 150] = spoiled
+        assert P.narrowed(bad) is bad
+    assert P.narrowed(whole.astype(np.float32)).dtype == np.float32  # only float64 narrowed
+    for image in (whole, whole[:, 3:], np.round(rng.normal(0, 5, (33, 65)))):
+        by, bx = image.shape[0] // 4, image.shape[1] // 4
+        cells = image[:4 * by, :4 * bx].reshape(4, by, 4, bx).transpose(0, 2, 1, 3)
+        assert np.array_equal(P.block_medians(image, 4), np.median(cells.reshape(4, 4, -1), 2))
+        assert P.block_medians(image, 4).dtype == np.float64
+
+
 def test_block_medians_keep_nan_semantics(rng):
     image = rng.normal(size=(64, 64))
     image[3, 5] = np.nan
