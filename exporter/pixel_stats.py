@@ -238,8 +238,9 @@ def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
         d = d[np.isfinite(d)][::stride]
     if d.size == 0:
         return math.nan
-    centre = float(np.median(d))
-    scale = max(mad_std_about(d, centre), step)
+    counts = value_counts(d) if step > 0 else None  # integer ADU: counted, not sorted
+    centre = counts.median() if counts else float(np.median(d))
+    scale = max(counts.mad_std() if counts else mad_std_about(d, centre), step)
     kept = d[np.abs(d - centre) <= 5.0 * scale]
     return _finite_float(np.std(kept) / math.sqrt(2.0)) if kept.size else math.nan
 
@@ -563,7 +564,7 @@ def count_isolated_outliers(tile: np.ndarray, noise: float, step: float,
         y, x = np.unravel_index(candidates, tile.shape)
         window = np.stack([padded[y + 1 + dy, x + 1 + dx]
                            for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=1)
-        residual = sign * (tile[y, x] - np.median(window, axis=1))
+        residual = sign * (tile[y, x] - median_last_axis(window))
         isolated = (residual > threshold) & (residual > 0.5 * excess[y, x])
         counts.append(int(np.count_nonzero(isolated)) * thin)
     return counts[0], counts[1], n_finite
