@@ -147,12 +147,14 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
         try:
             sha = timed("sha256", file_sha256, ref.path)
             frame = timed("read", lambda path: recover_adu(read_frame(path)), ref.path)
-            frame, _ = timed("colour_mosaic", equalise_cfa, frame)
+            # Shared by the colour mosaic and the three feature stages as in measure_frame (its
+            # quantum is timed in colour_mosaic, the grid sample and tiles in pixel_features).
+            samples = FrameSamples(frame.data)
+            frame, _ = timed("colour_mosaic", equalise_cfa, frame, samples)
+            if frame.data is not samples.data:
+                samples = FrameSamples(frame.data)
             _, confidences = timed("header_features", header_features, frame.header,
                                    Path(ref.path).name)
-            # Shared by the three feature stages as in measure_frame (its quantum, grid sample
-            # and tiles are timed in the stage that first uses them: pixel_features).
-            samples = FrameSamples(frame.data)
             pixels = timed("pixel_features", pixel_features, frame, samples)
             timed("sensor_features", sensor_features, frame, samples)
             timed("domain_features", domain_features, frame, samples)

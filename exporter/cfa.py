@@ -38,8 +38,9 @@ Features (all header-free, in the ``pixel`` group):
   not colour; see docs/features.md);
 * ``cfa_equalised``: 1 when the frame was equalised, else 0.
 
-Cost: one strided sample (at most :data:`SUPERPIXELS` superpixels), one contiguous crop, and
-for equalised frames one pass over the frame.
+Cost: one strided sample (at most :data:`SUPERPIXELS` superpixels), one contiguous crop (its
+same-colour differences counted, not sorted, when they are integers), and for equalised frames
+one pass over the frame; the frame's quantum is shared with the feature modules.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ from dataclasses import replace
 import numpy as np
 from astropy.stats import mad_std
 
+from exporter.counted import value_counts
 from exporter.frame import RawFrame
-from exporter.pixel_stats import as_image, quantum, sigma_log
+from exporter.pixel_stats import (FrameSamples, as_image, frame_samples, mad_std_about, quantum,
+                                  sigma_log)
 
 #: 2x2 superpixels sampled over the whole frame for the fit.
 SUPERPIXELS = 128 * 128
@@ -84,16 +87,23 @@ def superpixel_sample(data: np.ndarray, max_superpixels: int = SUPERPIXELS) -> n
         return np.empty((20, 0))
     cells = (height // 2 - 2) * (width // 2 - 2)
     stride = 2 * max(1, math.ceil(math.sqrt(cells / max_superpixels)))
-    ys = np.arange(2, height - 3, stride)
-    xs = np.arange(2, width - 3, stride)
-    planes = []
+    rows, columns = len(range(2, height - 3, stride)), len(range(2, width - 3, stride))
+    planes = np.empty((20, rows, columns))
+    index = 0
+    # Every plane is a strided view of the frame (superpixel origins 2, 2 + stride, ...),
+    # written straight into the float64 stack: no index arrays, no intermediate copies.
     for oy, ox in ((0, 0), (0, -2), (0, 2), (-2, 0), (2, 0)):
         for dy in (0, 1):
             for dx in (0, 1):
-                planes.append(np.asarray(data[np.ix_(ys + oy + dy, xs + ox + dx)],
-                                         np.float64).ravel())
-    planes = np.stack(planes)
-    return planes[:, np.isfinite(planes).all(axis=0)]
+                y0, x0 = 2 + oy + dy, 2 + ox + dx
+                planes[index] = data[y0:y0 + (rows - 1) * stride + 1:stride,
+                                     x0:x0 + (columns - 1) * stride + 1:stride]
+                index += 1
+    planes = planes.reshape(20, rows * columns)
+    if np.issubdtype(data.dtype, np.integer):
+        return planes
+    finite = np.isfinite(planes).all(axis=0)
+    return planes if finite.all() else planes[:, finite]
 
 
 def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -109,37 +119,68 @@ def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     sigmas off the first fit (hot pixels, cosmic rays, clipped channels). ``None`` when ``L``
     does not vary."""
     level, neighbour = planes[:4].mean(axis=0), planes[4:].mean(axis=0)
-    keep = np.ones(level.size, bool)
+    keep = None  # first round: every superpixel, without copying them
     fit = None
     for _ in range(2):
-        lv, z, own = level[keep], neighbour[keep], planes[:4, keep]
+        if keep is None:
+            lv, z, own = level, neighbour, planes[:4]
+        else:
+            lv, z, own = level[keep], neighbour[keep], planes[:4, keep]
         lc, zc = lv - lv.mean(), z - z.mean()
         # Element-wise products, not BLAS: a threaded BLAS spins for these small vectors.
         var_l, var_z = float(np.sum(lc * lc)), float(np.sum(zc * zc))
         cov = float(np.sum(lc * zc))
         if lv.size < 16 or not var_l > 0:
             return fit
+        own_mean = own.mean(axis=1)
         if var_z > 0 and cov / math.sqrt(var_l * var_z) >= MIN_SIGNAL_CORRELATION:
-            gains = np.sum((own - own.mean(axis=1, keepdims=True)) * zc, axis=1) / cov
+            gains = np.sum((own - own_mean[:, None]) * zc, axis=1) / cov
         else:
             gains = np.ones(4)
-        offsets = own.mean(axis=1) - gains * lv.mean()
+        offsets = own_mean - gains * lv.mean()
         fit = offsets, gains
-        residual = np.abs(planes[:4] - offsets[:, None] - gains[:, None] * level[None, :]
-                          ).max(axis=0)
-        spread = float(mad_std(residual))
+        residual = fit_residual(planes[:4], level, offsets, gains)
+        middle = float(np.median(residual))
+        spread = mad_std_about(residual, middle)
         if not spread > 0:
             break
-        keep = residual <= np.median(residual) + 5.0 * spread
+        keep = residual <= middle + 5.0 * spread
     return fit
+
+
+def fit_residual(own: np.ndarray, level: np.ndarray, offsets: np.ndarray,
+                 gains: np.ndarray) -> np.ndarray:
+    """Largest absolute residual of the four positions ``own`` (``(4, n)``) against the fit
+    ``offsets + gains * level``, per superpixel (``(n,)``); one ``(4, n)`` work array."""
+    work = own - offsets[:, None]
+    work -= gains[:, None] * level[None, :]
+    np.abs(work, out=work)
+    return work.max(axis=0)
 
 
 def same_colour_noise(crop: np.ndarray) -> float:
     """Pixel noise of a contiguous crop from differences at lag 2 (the same filter colour in a
-    mosaic), horizontal and vertical pooled: ``mad_std / sqrt 2``; NaN for an empty crop."""
-    diffs = [crop[:, 2:] - crop[:, :-2], crop[2:, :] - crop[:-2, :]]
+    mosaic), horizontal and vertical pooled: ``mad_std / sqrt 2``; NaN for an empty crop.
+    ``crop``: finite float64 (:func:`central_crop`)."""
+    whole = integer_values(crop)
+    source = crop if whole is None else whole
+    diffs = [source[:, 2:] - source[:, :-2], source[2:, :] - source[:-2, :]]
     values = np.concatenate([d.ravel() for d in diffs if d.size])
-    return float(mad_std(values)) / math.sqrt(2.0) if values.size else math.nan
+    if not values.size:
+        return math.nan
+    counts = value_counts(values, integers=True) if whole is not None else None
+    if counts is not None:  # astropy's mad_std to the last bit, counted instead of sorted
+        return counts.mad_std() / math.sqrt(2.0)
+    return float(mad_std(values.astype(np.float64, copy=False))) / math.sqrt(2.0)
+
+
+def integer_values(crop: np.ndarray) -> np.ndarray | None:
+    """``crop`` as int64 when every value is an integer (ADU of integer frames, integer-valued
+    floats) small enough for exact differences, else ``None``."""
+    if crop.size == 0 or not float(np.abs(crop).max()) < 2.0 ** 52:
+        return None
+    whole = crop.astype(np.int64)
+    return whole if np.array_equal(whole, crop) else None
 
 
 def central_crop(data: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
@@ -248,15 +289,20 @@ def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray,
     return out
 
 
-def equalise_cfa(frame: RawFrame) -> tuple[RawFrame, dict[str, float]]:
+def equalise_cfa(frame: RawFrame, samples: FrameSamples | None = None
+                 ) -> tuple[RawFrame, dict[str, float]]:
     """``frame`` with its colour mosaic taken out (see the module doc; unchanged when it shows
     none) and its CFA features, keyed and ordered as :data:`CFA_FEATURE_NAMES`, each finite or
-    NaN. ``source['cfa_equalised']`` records the fit when the frame was equalised."""
+    NaN. ``source['cfa_equalised']`` records the fit when the frame was equalised.
+
+    ``samples``: the :class:`~exporter.pixel_stats.FrameSamples` of ``frame.data`` when the
+    caller shares them (their quantum is used, and then left for the feature modules); an
+    equalised frame comes back with new data, which needs samples of its own."""
     data = as_image(frame.data)
     if data.dtype == np.bool_ or not np.issubdtype(data.dtype, np.number):
         return frame, {**dict.fromkeys(CFA_FEATURE_NAMES, math.nan), "cfa_equalised": 0.0}
     with np.errstate(all="ignore"):
-        step = quantum(data)
+        step = frame_samples(frame.data, samples).step
         features, fit = cfa_analysis(data, step)
         if fit is not None:
             offsets, gains = fit

@@ -166,12 +166,14 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
         frame = recover_adu(frame)
+        samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
         # A raw colour frame's 2x2 mosaic taken out: every feature and the image then see it
         # as a mono sensor would (exporter/cfa.py).
-        frame, cfa_values = equalise_cfa(frame)
+        frame, cfa_values = equalise_cfa(frame, samples)
+        if frame.data is not samples.data:  # equalised: new pixels, new samples
+            samples = FrameSamples(frame.data)
         header_values, confidences = header_features(
             frame.header, os.path.basename(path) if spec.file_names else None)
-        samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
         pixel_values = pixel_features(frame, samples)
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")

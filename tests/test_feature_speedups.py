@@ -1,6 +1,7 @@
 """The cheaper computations of the feature modules give what the library calls they replace
 gave (issue 6): running medians, local-maximum search, medians of finite samples, sampled pixel
-differences, the star search's background, and samples shared across the feature modules.
+differences, the star search's background, samples shared across the feature modules, and the
+colour-mosaic search's superpixel sample, fit and same-colour noise.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from exporter import cfa as C
 from exporter import domain_features as D
 from exporter import pixel_stats as P
 from exporter import sensor_features as S
@@ -67,9 +69,27 @@ def test_box_max_equals_maximum_filter(rng):
 
 
 def test_median_last_axis_equals_numpy(rng):
-    for shape in [(512, 64), (4, 4, 1024), (3, 3, 441), (5, 7), (6, 1)]:
+    for shape in [(512, 64), (4, 4, 1024), (3, 3, 441), (5, 7), (6, 1), (300, 9)]:
         for values in (np.round(rng.normal(1000, 10, shape)), rng.normal(0, 1, shape)):
             assert np.array_equal(P.median_last_axis(values), np.median(values, axis=-1))
+
+
+def test_integer_selections_only_where_exact(rng):
+    """float64 samples of integer ADU are selected as int32, the same numbers; anything else
+    (fractions past the first values, NaN, beyond int32) stays float64."""
+    whole = np.round(rng.normal(1000, 300, (64, 200)))
+    assert P.narrowed(whole).dtype == np.int32
+    assert np.array_equal(P.narrowed(whole), whole)
+    for spoiled in (0.5, np.nan, 2.0 ** 31, -2.0 ** 31 - 1):
+        bad = whole.copy()
+        bad[40, 150] = spoiled
+        assert P.narrowed(bad) is bad
+    assert P.narrowed(whole.astype(np.float32)).dtype == np.float32  # only float64 narrowed
+    for image in (whole, whole[:, 3:], np.round(rng.normal(0, 5, (33, 65)))):
+        by, bx = image.shape[0] // 4, image.shape[1] // 4
+        cells = image[:4 * by, :4 * bx].reshape(4, by, 4, bx).transpose(0, 2, 1, 3)
+        assert np.array_equal(P.block_medians(image, 4), np.median(cells.reshape(4, 4, -1), 2))
+        assert P.block_medians(image, 4).dtype == np.float64
 
 
 def test_block_medians_keep_nan_semantics(rng):
@@ -144,3 +164,148 @@ def test_shared_samples_give_the_same_features(rng):
         assert shared[name] == alone[name] or (math.isnan(shared[name])
                                                and math.isnan(alone[name])), name
     assert not samples.grid.flags.writeable and not samples.tiles[0].flags.writeable
+
+
+# ------------------------------------------------------------------ colour mosaic (exporter.cfa)
+
+def _superpixel_sample_reference(data, max_superpixels=C.SUPERPIXELS):
+    """The sample as first written: index arrays, one float64 copy per plane, stacked."""
+    height, width = data.shape
+    cells = (height // 2 - 2) * (width // 2 - 2)
+    stride = 2 * max(1, math.ceil(math.sqrt(cells / max_superpixels)))
+    ys, xs = np.arange(2, height - 3, stride), np.arange(2, width - 3, stride)
+    planes = np.stack([np.asarray(data[np.ix_(ys + oy + dy, xs + ox + dx)], np.float64).ravel()
+                       for oy, ox in ((0, 0), (0, -2), (0, 2), (-2, 0), (2, 0))
+                       for dy in (0, 1) for dx in (0, 1)])
+    return planes[:, np.isfinite(planes).all(axis=0)]
+
+
+def _fit_positions_reference(planes):
+    """The fit as first written (astropy's ``mad_std``, copies in every round)."""
+    from astropy.stats import mad_std
+
+    level, neighbour = planes[:4].mean(axis=0), planes[4:].mean(axis=0)
+    keep, fit = np.ones(level.size, bool), None
+    for _ in range(2):
+        lv, z, own = level[keep], neighbour[keep], planes[:4, keep]
+        lc, zc = lv - lv.mean(), z - z.mean()
+        var_l, var_z, cov = float(np.sum(lc * lc)), float(np.sum(zc * zc)), float(np.sum(lc * zc))
+        if lv.size < 16 or not var_l > 0:
+            return fit
+        if var_z > 0 and cov / math.sqrt(var_l * var_z) >= C.MIN_SIGNAL_CORRELATION:
+            gains = np.sum((own - own.mean(axis=1, keepdims=True)) * zc, axis=1) / cov
+        else:
+            gains = np.ones(4)
+        offsets = own.mean(axis=1) - gains * lv.mean()
+        fit = offsets, gains
+        residual = np.abs(planes[:4] - offsets[:, None] - gains[:, None] * level[None, :]
+                          ).max(axis=0)
+        spread = float(mad_std(residual))
+        if not spread > 0:
+            break
+        keep = residual <= np.median(residual) + 5.0 * spread
+    return fit
+
+
+def _mosaic_frames(rng):
+    """Integer and float frames with and without a colour mosaic, NaN, odd shapes."""
+    y, x = np.indices((203, 311))
+    light = 3000.0 * np.exp(-((y - 90) ** 2 + (x - 170) ** 2) / 2000.0) + 400.0
+    gains = np.ones((203, 311))
+    gains[0::2, 0::2], gains[1::2, 1::2] = 0.55, 0.45
+    raw = rng.poisson(light * gains) + rng.normal(300, 5, light.shape)
+    frames = [np.clip(np.round(raw), 0, 65535).astype(np.uint16),
+              np.clip(np.round(rng.normal(300, 5, (120, 97))), 0, None).astype(np.int16),
+              (raw / 65535).astype(np.float32), np.round(raw).astype(np.float64)]
+    holed = raw.copy()
+    holed[rng.random(raw.shape) < 0.01] = np.nan
+    frames.append(holed)
+    frames.append(np.round(rng.normal(300, 5, (4000, 1300))).astype(np.uint16))  # strided
+    return frames
+
+
+def test_superpixel_sample_equals_index_arrays(rng):
+    for data in _mosaic_frames(rng) + [np.zeros((6, 9), np.uint8), np.ones((7, 6))]:
+        for max_superpixels in (C.SUPERPIXELS, 500, 7):
+            got = C.superpixel_sample(data, max_superpixels)
+            assert np.array_equal(got, _superpixel_sample_reference(data, max_superpixels))
+            assert got.dtype == np.float64
+    assert C.superpixel_sample(np.ones((5, 40))).shape == (20, 0)
+
+
+def test_fit_positions_equals_the_first_fit(rng):
+    """The same fit up to the last bits (the first round now sums the superpixels in place
+    instead of in a copy with another memory layout)."""
+    for data in _mosaic_frames(rng):
+        planes = C.superpixel_sample(data)
+        got, expected = C.fit_positions(planes), _fit_positions_reference(planes)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-9)
+    flat = np.full((20, 50), 7.0)
+    assert C.fit_positions(flat) is None and _fit_positions_reference(flat) is None
+
+
+def test_same_colour_noise_equals_mad_std_of_differences(rng):
+    from astropy.stats import mad_std
+
+    for data in _mosaic_frames(rng)[:4] + [rng.normal(0, 1, (64, 64)), np.full((8, 8), 3.0),
+                                            np.array([[0.0, 2.0 ** 60, 1.0, 5.0]] * 4)]:
+        crop = C.central_crop(data)
+        diffs = np.concatenate([(crop[:, 2:] - crop[:, :-2]).ravel(),
+                                (crop[2:, :] - crop[:-2, :]).ravel()])
+        assert C.same_colour_noise(crop) == float(mad_std(diffs)) / math.sqrt(2.0)
+
+
+def test_colour_mosaic_shares_the_frame_quantum(rng):
+    """With the frame's samples passed in, ``equalise_cfa`` takes its quantum from them (left
+    for the feature modules) and gives what it gives alone."""
+    for data in _mosaic_frames(rng)[:3]:
+        frame = RawFrame(data, {}, {"full_scale": 65535.0, "bits": 16, "planes": 1})
+        samples = P.FrameSamples(frame.data)
+        shared, shared_features = C.equalise_cfa(frame, samples)
+        alone, alone_features = C.equalise_cfa(frame)
+        assert "step" in samples.__dict__  # computed once, cached for the features
+        assert shared_features == alone_features
+        assert np.array_equal(shared.data, alone.data)
+        assert (shared.data is frame.data) == (alone.data is frame.data)
+
+
+# ------------------------------------------------------------ counted order statistics
+
+def _integer_samples(rng):
+    """Integer samples of every size parity, with ties, negative values and a single value."""
+    for trial in range(150):
+        size = int(rng.integers(1, 5000))
+        centre, sigma = float(rng.integers(-500, 500)), float(rng.choice([0.3, 3, 300, 20000]))
+        values = np.round(rng.normal(centre, sigma, size))
+        if trial % 3 == 0:
+            values[rng.random(size) < 0.3] = values[0]  # ties around the middle
+        yield values
+    yield np.array([7.0])
+    yield np.array([0.0, 65535.0])
+
+
+def test_counted_statistics_equal_numpy_and_astropy(rng):
+    from astropy.stats import mad_std
+
+    from exporter.counted import value_counts
+
+    for values in _integer_samples(rng):
+        counts = value_counts(values)
+        assert counts is not None
+        assert np.array_equal(counts.percentiles(P.PERCENTILES),
+                              np.percentile(values, P.PERCENTILES))
+        assert np.array_equal(counts.percentiles((0.0, 100.0, 50.0)),
+                              np.percentile(values, (0.0, 100.0, 50.0)))
+        assert counts.median() == np.median(values)
+        assert counts.mad_std() == float(mad_std(values))
+        assert value_counts(values.astype(np.int64), integers=True).mad_std() == counts.mad_std()
+
+
+def test_values_that_are_not_counted(rng):
+    from exporter.counted import value_counts
+
+    assert value_counts(np.array([0.0, 0.5, 2.0])) is None  # not integers
+    assert value_counts(np.array([0.0, float(1 << 20)])) is None  # too wide
+    assert value_counts(np.array([0.0, 2.0 ** 60])) is None  # beyond exact integers
+    assert value_counts(np.array([-3.0, 4.0])).median() == 0.5
