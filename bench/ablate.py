@@ -14,8 +14,8 @@ seeds (normal and stripped), per-class F1 of the hard pairs (bias vs darks, deep
 training seconds and peak RSS. The validation split is scored the same two ways: it also picks
 each run's best epoch, so it is a slightly optimistic second sample, but with the test split it
 doubles the frames a variant is judged on; the table adds every seed's errors on both splits
-(one test frame is ~0.013 of macro-F1 on a 6 x 100 sample: counts resolve what means cannot). When the budget is spent no new run starts; the table says which
-runs were skipped.
+(one test frame is ~0.013 of macro-F1 on a 6 x 100 sample: counts resolve what means cannot).
+When the budget is spent no new run starts; the table says which runs were skipped.
 
 A variant that needs another image size names it (``"image_size": 224``); give that export with
 ``--export-size 224=DIR``.
