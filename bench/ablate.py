@@ -80,6 +80,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "resnet50v2": {"model.name": "resnet50v2"},
     "efficientnetv2b0": {"model.name": "efficientnetv2b0"},
     "wide": {"model.filters": [32, 64, 128]},
+    # Start the image branch from a `skyshard pretrain` encoder (--encoder DIR).
+    "pretrained": {"model.encoder": None},
+    "pretrained_frozen": {"model.encoder": None, "model.train_encoder": False},
 }
 
 #: Overrides that make ``--quick`` a seconds-long smoke run.
@@ -343,13 +346,21 @@ def ensemble_table(report: Mapping[str, Any]) -> str:
 
 # -- driver -------------------------------------------------------------------------------------
 
-def resolve_variants(names: Sequence[str], extra: Mapping[str, Any] | None = None
-                     ) -> dict[str, dict[str, Any]]:
+def resolve_variants(names: Sequence[str], extra: Mapping[str, Any] | None = None,
+                     encoder: str | None = None) -> dict[str, dict[str, Any]]:
+    """The named variants' overrides; ``encoder`` fills the pretrained variants'
+    ``model.encoder`` (a ``skyshard pretrain`` folder)."""
     known = {**VARIANTS, **(extra or {})}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(known)}")
-    return {n: dict(known[n]) for n in names}
+    variants = {n: dict(known[n]) for n in names}
+    for name, spec in variants.items():
+        if "model.encoder" in spec and spec["model.encoder"] is None:
+            if not encoder:
+                raise SystemExit(f"variant {name!r} needs --encoder DIR (skyshard pretrain)")
+            spec["model.encoder"] = str(Path(encoder).resolve())
+    return variants
 
 
 def export_summary(export_dir: str | Path) -> str:
@@ -554,6 +565,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="start no run after this many minutes")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         help="KEY=VALUE override for every variant (repeatable)")
+    parser.add_argument("--encoder", metavar="DIR",
+                        help="a `skyshard pretrain` folder for the pretrained* variants")
     parser.add_argument("--export-size", action="append", default=[],
                         help="SIZE=DIR: the export for variants with image_size SIZE")
     parser.add_argument("--jobs", type=int, default=1,
@@ -604,7 +617,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for item in args.export_size:
         size, _, folder = item.partition("=")
         exports_by_size[int(size)] = folder
-    variants = resolve_variants([v.strip() for v in args.variants.split(",") if v.strip()])
+    variants = resolve_variants([v.strip() for v in args.variants.split(",") if v.strip()],
+                                encoder=args.encoder)
     report = ablate(args.export, variants, list(range(1, args.seeds + 1)), args.budget_minutes,
                     Path(args.scratch), common, exports_by_size,
                     Path(args.out) if args.out else None,

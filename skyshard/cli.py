@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "train": ("trainer.cli",
               "train a class-balanced Keras model from an export, streaming, under a RAM budget",
               False),
+    "pretrain": ("trainer.pretrain_cli",
+                 "self-supervised pretraining (SimCLR) of the image branch on unlabelled frames",
+                 False),
     "tune": ("trainer.tune_cli",
              "tune hyperparameters with Optuna: serial trials, pruning, under the RAM budget",
              False),
@@ -51,6 +54,11 @@ typical night:
   skyshard train export/ run/
   skyshard evaluate run/ export/
   skyshard score run/ /data/2026-11-28/ --out scored/
+
+your unlabelled frames teach the image branch first (SimCLR):
+  skyshard export archive/ archive-export/ --unlabeled --like export/manifest.json
+  skyshard pretrain export/ archive-export/ encoder/
+  skyshard train export/ run/ --set model.encoder=encoder/
 
 k-fold (or several seeds), averaged into one model:
   skyshard train export/ runs/fold0 --fold 0      # ... up to --fold 4

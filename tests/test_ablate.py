@@ -106,13 +106,22 @@ def test_budget_spent_starts_no_run_and_says_so(export, tmp_path):
 def test_every_variant_is_a_valid_configuration():
     from trainer.config import load_config
 
-    for name, spec in ablate.VARIANTS.items():
+    for name, spec in ablate.resolve_variants(list(ablate.VARIANTS), encoder="enc").items():
         load_config(overrides={k: v for k, v in spec.items() if k != "image_size"})
 
 
 def test_unknown_variant_is_an_error():
     with pytest.raises(SystemExit):
         ablate.resolve_variants(["nope"])
+
+
+def test_pretrained_variants_need_and_get_the_encoder(tmp_path):
+    with pytest.raises(SystemExit, match="--encoder"):
+        ablate.resolve_variants(["base", "pretrained"])
+    variants = ablate.resolve_variants(["base", "pretrained_frozen"], encoder=str(tmp_path))
+    assert variants["pretrained_frozen"]["model.encoder"] == str(tmp_path.resolve())
+    assert variants["pretrained_frozen"]["model.train_encoder"] is False
+    assert "model.encoder" not in variants["base"]
 
 
 def _fake_report(variant, seeds_done, common, skipped=()):

@@ -150,7 +150,27 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ConfigError("memory.ram_budget_gb must be positive")
     if not model["filters"] or not all(isinstance(f, int) and f > 0 for f in model["filters"]):
         raise ConfigError(f"model.filters must be positive integers, got {model['filters']}")
+    if not isinstance(model["encoder"], str):
+        raise ConfigError(f"model.encoder must be a folder path or \"\", got {model['encoder']!r}")
     _validate_policies(config["augment"])
+    _validate_pretrain(config["pretrain"], config["augment"])
+
+
+def _validate_pretrain(pretrain: Mapping[str, Any], augment: Mapping[str, Any]) -> None:
+    for key in ("epochs", "batch_size", "projection_units"):
+        _check_int(f"pretrain.{key}", pretrain[key], minimum=1)
+    if pretrain["batch_size"] < 2:
+        raise ConfigError("pretrain.batch_size must be >= 2: the other pairs are the negatives")
+    for key in ("learning_rate", "temperature"):
+        if not _positive_number(pretrain[key]):
+            raise ConfigError(f"pretrain.{key} must be a positive number, got {pretrain[key]!r}")
+    if pretrain["policy"] not in augment["policies"]:
+        raise ConfigError(f"pretrain.policy names {pretrain['policy']!r}; defined policies: "
+                          f"{sorted(augment['policies'])}")
+    if (not isinstance(pretrain["splits"], list) or not pretrain["splits"]
+            or not all(isinstance(s, str) for s in pretrain["splits"])):
+        raise ConfigError(f"pretrain.splits must be a list of split names, got "
+                          f"{pretrain['splits']!r}")
 
 
 def _validate_policies(augment: Mapping[str, Any]) -> None:

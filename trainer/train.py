@@ -83,6 +83,9 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
          f"train/val shards of {export_dir} against the manifest's sha256")
     verify_shards(export_dir, manifest, splits)
     manifest_sha = sha256_file(manifest_path(export_dir))
+    if config["model"]["encoder"]:
+        from trainer.pretrain import checked_encoder
+        checked_encoder(config, manifest)
 
     previous = _open_run_dir(run_dir, resume)
     if previous is not None:
@@ -109,8 +112,10 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
                                   cache_dir=cache_dir)
     val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
                               cache_dir=cache_dir)
-    model = _compiled_model(config, manifest, plan)
+    model, encoder = _compiled_model(config, manifest, plan)
     record["model"] = {"name": config["model"]["name"], "params": int(model.count_params())}
+    if encoder:
+        record["model"]["encoder"] = encoder
 
     backup = AtomicBackupAndRestore(run_dir / CHECKPOINT_DIR,
                                     best_path=run_dir / CHECKPOINT_DIR / BEST_WEIGHTS, echo=echo)
@@ -257,12 +262,18 @@ def _plan(export_dir: Path, manifest: Mapping[str, Any], config: Mapping[str, An
             "class_weight": weights, "val_records": val_records, "summary": summary}
 
 
-def _compiled_model(config, manifest, plan) -> keras.Model:
+def _compiled_model(config, manifest, plan) -> tuple[keras.Model, dict[str, Any] | None]:
+    """The compiled model and, when it starts from a pretrained encoder, what run.json says of
+    that encoder."""
     model = build_model(config, manifest)
+    encoder = None
+    if config["model"]["encoder"]:
+        from trainer.pretrain import initialise_from_encoder
+        encoder = initialise_from_encoder(model, config, manifest)
     model.compile(optimizer=make_optimizer(config, plan["steps_per_epoch"]),
                   loss=make_loss(config, plan["probabilities"]),
                   metrics=make_metrics(len(manifest["classes"])))
-    return model
+    return model, encoder
 
 
 def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo, record,

@@ -1,0 +1,335 @@
+"""Self-supervised pretraining of the image branch on your own frames (SimCLR), labels unused.
+
+An astronomer labels a few hundred frames but has tens of thousands more. ``skyshard pretrain``
+teaches the image branch what frames look like from all of them: two randomly augmented views
+of each frame (crop, rotation, flips, brightness, contrast, noise: ``[augment.policies]``,
+``pretrain.policy``) must embed close to each other and far from the other frames of the batch
+(the NT-Xent loss of SimCLR, Chen et al. 2020). ``skyshard train --set model.encoder=OUT`` then
+starts the classifier's image branch from these weights instead of from random ones.
+
+In: one or more export folders (labelled exports contribute the splits named in
+``pretrain.splits``, by default ``train``, so validation and test frames stay unseen; an
+unlabelled export, ``skyshard export --unlabeled --like``, contributes its ``score`` split).
+All must share the image size and preprocessing. Out: a folder with ``encoder.keras`` (image
+``float16 [B,S,S,1]`` -> embedding; loads with ``safe_mode=True``), ``pretrain.json`` (config,
+exports and their manifest sha256, history, peak RSS, seconds, versions) and
+``pretrain_curves.png``. Streaming and bounded like training: an interleaved, byte-budgeted
+shuffle of the shards, nothing held in memory, the RSS watched against ``memory.ram_budget_gb``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from skyshard import __version__, schema
+from skyshard.jsonio import read_json, sha256_file, write_json_atomic
+from skyshard.manifest import ManifestError, load_manifest, manifest_path, shard_paths, verify_shards
+from skyshard.memory import RssMonitor
+from trainer import data
+from trainer.augment import NO_AUGMENTATION, make_image_augmenter
+from trainer.callbacks import MemoryBudgetExceeded
+from trainer.config import ConfigError
+from trainer.layers import Cast
+from trainer.models import image_branch
+from trainer.plots import plot_history
+from trainer.records import decode_image
+
+ENCODER_FILE = "encoder.keras"
+PRETRAIN_FILE = "pretrain.json"
+CURVES_FILE = "pretrain_curves.png"
+
+#: What an encoder must share with the model it initialises (``[model]`` keys).
+ARCHITECTURE_KEYS = ("name", "filters", "head", "norm", "norm_groups")
+#: What the frames it learned from must share with the training export (manifest fields).
+IMAGE_FIELDS = ("image_size", "image_dtype", "preprocessing")
+
+
+# -- the frames ---------------------------------------------------------------------------------
+
+def pretraining_shards(exports: Sequence[tuple[Path, Mapping[str, Any]]],
+                       splits: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Shard paths of ``splits`` in every export (a split an export lacks is skipped), and a
+    per-export summary for ``pretrain.json``. Raises ``ManifestError`` when nothing is left."""
+    paths: list[str] = []
+    summary = []
+    for export_dir, manifest in exports:
+        used = [s for s in splits if s in manifest["splits"]]
+        records = sum(int(manifest["splits"][s].get("count", 0)) for s in used)
+        for split in used:
+            paths.extend(shard_paths(export_dir, manifest, split))
+        summary.append({"path": str(export_dir.resolve()),
+                        "manifest_sha256": sha256_file(manifest_path(export_dir)),
+                        "splits": used, "records": records})
+    if not paths:
+        raise ManifestError(f"no shards of the splits {list(splits)} in "
+                            f"{[str(e) for e, _ in exports]}")
+    return paths, summary
+
+
+def check_same_images(exports: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
+    """All exports must hold the same kind of image (size, dtype, preprocessing)."""
+    first_dir, first = exports[0]
+    for export_dir, manifest in exports[1:]:
+        for field in IMAGE_FIELDS:
+            if manifest.get(field) != first.get(field):
+                raise ManifestError(
+                    f"{export_dir} and {first_dir} differ in {field!r} ({manifest.get(field)!r} "
+                    f"vs {first.get(field)!r}); pretrain on exports of the same image kind "
+                    "(skyshard export --like)")
+
+
+def view_pairs(paths: Sequence[str], image_size: int, config: Mapping[str, Any]
+               ) -> tf.data.Dataset:
+    """An endless stream of ``(view_a, view_b)`` float16 batches ``[B,S,S,1]``: two independent
+    augmentations of the same frames."""
+    pretrain = config["pretrain"]
+    seed = int(config["train"]["seed"])
+    record_bytes = image_size * image_size * 2 + 512
+    buffer = max(2, int(float(config["data"]["shuffle_buffer_mb"]) * (1 << 20) // record_bytes))
+    spec = {schema.IMAGE: tf.io.FixedLenFeature([], tf.string)}
+    augment = make_image_augmenter(view_policy(config), config["augment"])
+
+    def two_views(serialised):
+        image = decode_image(tf.io.parse_single_example(serialised, spec)[schema.IMAGE],
+                             image_size)
+        return augment(image), augment(image)
+
+    ds = data.interleaved_records(list(paths), int(config["data"]["cycle_length"]), seed)
+    ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(two_views, num_parallel_calls=data.AUTOTUNE, deterministic=False)
+    ds = ds.batch(int(pretrain["batch_size"]), drop_remainder=True)
+    return ds.prefetch(data.AUTOTUNE).with_options(data.dataset_options(config))
+
+
+def view_policy(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``[augment.policies]`` entry named by ``pretrain.policy`` (validated in config)."""
+    policy = {**NO_AUGMENTATION, **config["augment"]["policies"][config["pretrain"]["policy"]]}
+    policy["randaugment"] = bool(policy["randaugment"] and config["augment"]["randaugment"])
+    return policy
+
+
+# -- the networks and the loss ------------------------------------------------------------------
+
+def build_encoder(model_config: Mapping[str, Any], image_size: int) -> keras.Model:
+    """The classifier's image branch alone: ``image`` float16 ``[B,S,S,1]`` -> ``[B, D]``.
+
+    Layer names are the classifier's (``trainer.models.image_branch``), which is how
+    :func:`initialise_from_encoder` finds where each weight belongs."""
+    image = keras.Input((image_size, image_size, 1), dtype="float16", name=schema.IMAGE)
+    x = Cast("float32", name="image_float32")(image)
+    return keras.Model(image, image_branch(model_config["name"], x, model_config),
+                       name="encoder")
+
+
+def build_projector(units: int, width: int) -> keras.Sequential:
+    """SimCLR's projection head (used for the loss only, then discarded)."""
+    return keras.Sequential([layers.Dense(width, activation="relu", name="projection_hidden"),
+                             layers.Dense(units, name="projection")], name="projector")
+
+
+def nt_xent(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float) -> tuple[tf.Tensor, tf.Tensor]:
+    """SimCLR's normalised temperature-scaled cross-entropy over a batch of ``N`` pairs, and the
+    share of frames whose most similar other view is their own pair (``pair_accuracy``).
+
+    Each of the ``2N`` views must pick its partner among the other ``2N - 1`` by cosine
+    similarity / ``temperature``."""
+    z = tf.math.l2_normalize(tf.concat([z_a, z_b], axis=0), axis=1)
+    n = tf.shape(z_a)[0]
+    logits = tf.matmul(z, z, transpose_b=True) / temperature
+    logits -= 1e9 * tf.eye(2 * n, dtype=logits.dtype)  # a view is not its own partner
+    partner = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(partner, logits))
+    hits = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), partner),
+                   tf.float32)
+    return loss, tf.reduce_mean(hits)
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Mapping[str, Any],
+             *, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Pretrain an encoder per ``config`` and return the ``pretrain.json`` record.
+
+    Raises ``ManifestError`` / ``ShardIntegrityError`` for unusable exports (checked before any
+    work), ``ConfigError`` for a bad configuration or an occupied ``out_dir``,
+    ``MemoryBudgetExceeded`` when the RSS passes ``memory.ram_budget_gb``.
+    """
+    started = time.monotonic()
+    out_dir = Path(out_dir)
+    exports = [(Path(e), load_manifest(e)) for e in export_dirs]
+    check_same_images(exports)
+    splits = list(config["pretrain"]["splits"])
+    for export_dir, manifest in exports:
+        verify_shards(export_dir, manifest, [s for s in splits if s in manifest["splits"]])
+    paths, summary = pretraining_shards(exports, splits)
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ConfigError(f"{out_dir} is not empty; choose a new folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    pre = config["pretrain"]
+    keras.utils.set_random_seed(int(config["train"]["seed"]))
+    image_size = int(exports[0][1]["image_size"])
+    records = sum(e["records"] for e in summary)
+    batch_size = int(pre["batch_size"])
+    steps = max(1, records // batch_size)
+    epochs = int(pre["epochs"])
+    encoder = build_encoder(config["model"], image_size)
+    projector = build_projector(int(pre["projection_units"]), int(config["model"]["image_units"]))
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=keras.optimizers.schedules.CosineDecay(
+            float(pre["learning_rate"]), decay_steps=epochs * steps, alpha=0.01),
+        weight_decay=float(pre["weight_decay"]))
+    temperature = float(pre["temperature"])
+
+    @tf.function
+    def step(view_a, view_b):
+        with tf.GradientTape() as tape:
+            z_a = projector(encoder(view_a, training=True), training=True)
+            z_b = projector(encoder(view_b, training=True), training=True)
+            loss, accuracy = nt_xent(z_a, z_b, temperature)
+        variables = encoder.trainable_variables + projector.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss, accuracy
+
+    record = _new_record(config, exports, summary, image_size, encoder)
+    budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
+    monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
+    history: dict[str, list[float]] = {"loss": [], "pair_accuracy": []}
+    echo(f"pretraining {config['model']['name']} encoder ({encoder.count_params():,} "
+         f"parameters) on {records} frames of {len(exports)} export(s): {epochs} epochs x "
+         f"{steps} steps of {batch_size} pairs")
+    pairs = iter(view_pairs(paths, image_size, config))
+    with monitor:
+        for epoch in range(1, epochs + 1):
+            tick = time.monotonic()
+            losses, accuracies = [], []
+            for _ in range(steps):
+                loss, accuracy = step(*next(pairs))
+                losses.append(float(loss))
+                accuracies.append(float(accuracy))
+                if monitor.exceeded_mb is not None:
+                    raise MemoryBudgetExceeded(
+                        f"memory budget exceeded: pretraining's RSS reached "
+                        f"{monitor.exceeded_mb:.0f} MB in epoch {epoch}, above the budget of "
+                        f"{budget_mb:.0f} MB (--ram-budget-gb). Lower pretrain.batch_size or "
+                        "data.shuffle_buffer_mb.")
+            history["loss"].append(float(np.mean(losses)))
+            history["pair_accuracy"].append(float(np.mean(accuracies)))
+            echo(f"epoch {epoch}/{epochs}: loss {history['loss'][-1]:.4f}, pair accuracy "
+                 f"{history['pair_accuracy'][-1]:.3f} ({time.monotonic() - tick:.1f}s, RSS "
+                 f"{monitor.sample():.0f} MB)")
+    _save_encoder(encoder, out_dir)
+    record.update(status="completed", history=history, epochs_completed=epochs,
+                  peak_rss_mb=round(monitor.peak_mb, 1),
+                  seconds=round(time.monotonic() - started, 2), updated=_now())
+    write_json_atomic(out_dir / PRETRAIN_FILE, record)
+    plot_history({"loss": history["loss"], "accuracy": history["pair_accuracy"]},
+                 out_dir / CURVES_FILE, title=f"{out_dir.name}: contrastive pretraining "
+                 "(accuracy = pair found)")
+    echo(f"completed: {epochs} epoch(s) in {record['seconds']:.1f}s, peak RSS "
+         f"{record['peak_rss_mb']:.0f} MB; final loss {history['loss'][-1]:.4f}\n"
+         f"encoder: {out_dir / ENCODER_FILE}  (skyshard train EXPORT RUN --set "
+         f"model.encoder={out_dir})")
+    return record
+
+
+def _save_encoder(encoder: keras.Model, out_dir: Path) -> None:
+    partial = out_dir / f".{ENCODER_FILE}.partial.keras"
+    encoder.save(partial)
+    os.replace(partial, out_dir / ENCODER_FILE)
+
+
+def _new_record(config, exports, summary, image_size, encoder) -> dict[str, Any]:
+    from trainer.train import versions
+
+    first = exports[0][1]
+    return {
+        "kind": "pretrain", "skyshard_version": __version__, "status": "running",
+        "created": _now(), "command": " ".join(sys.argv),
+        "method": "SimCLR (NT-Xent), two augmented views per frame, labels unused",
+        "config": {"pretrain": config["pretrain"], "model": config["model"],
+                   "policy": view_policy(config), "seed": int(config["train"]["seed"])},
+        "architecture": {key: config["model"][key] for key in ARCHITECTURE_KEYS},
+        "image": {field: first.get(field) for field in IMAGE_FIELDS},
+        "exports": summary, "params": int(encoder.count_params()),
+        "files": {"encoder": ENCODER_FILE, "curves": CURVES_FILE},
+        "versions": versions(),
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- using an encoder ---------------------------------------------------------------------------
+
+def encoder_path(path: str | Path) -> Path:
+    """``OUT/encoder.keras`` for a pretrain folder, the path itself for a ``.keras`` file."""
+    path = Path(path)
+    return path / ENCODER_FILE if path.is_dir() else path
+
+
+def read_encoder_record(path: str | Path) -> dict[str, Any]:
+    """The ``pretrain.json`` beside an encoder; ``ConfigError`` when there is none."""
+    record_path = encoder_path(path).parent / PRETRAIN_FILE
+    if not record_path.is_file():
+        raise ConfigError(f"model.encoder: {record_path} not found (give the folder "
+                          "`skyshard pretrain` wrote)")
+    return read_json(record_path)
+
+
+def check_encoder_fits(record: Mapping[str, Any], model_config: Mapping[str, Any],
+                       manifest: Mapping[str, Any]) -> None:
+    """An encoder fits a run when its architecture and the images it learned from match."""
+    arch = record["architecture"]
+    wrong = [f"model.{key} ({arch.get(key)!r} in the encoder, {model_config[key]!r} here)"
+             for key in ARCHITECTURE_KEYS if arch.get(key) != model_config[key]]
+    wrong += [f"the export's {field} ({record['image'].get(field)!r} in the encoder's exports, "
+              f"{manifest.get(field)!r} here)"
+              for field in IMAGE_FIELDS if record["image"].get(field) != manifest.get(field)]
+    if wrong:
+        raise ConfigError("model.encoder does not fit this run: " + "; ".join(wrong))
+
+
+def checked_encoder(config: Mapping[str, Any], manifest: Mapping[str, Any]
+                    ) -> tuple[Path, dict[str, Any]]:
+    """``model.encoder``'s file and ``pretrain.json``, after checking it fits the run
+    (``ConfigError`` otherwise): cheap, so a run can refuse a wrong encoder before it starts."""
+    path = encoder_path(config["model"]["encoder"])
+    if not path.is_file():
+        raise ConfigError(f"model.encoder: no such file {str(path)!r}")
+    record = read_encoder_record(path)
+    check_encoder_fits(record, config["model"], manifest)
+    return path, record
+
+
+def initialise_from_encoder(model: keras.Model, config: Mapping[str, Any],
+                            manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy a pretrained encoder's weights into ``model``'s image branch (layers of the same
+    name); freeze them when ``model.train_encoder`` is false. Returns what run.json records."""
+    path, record = checked_encoder(config, manifest)
+    encoder = keras.saving.load_model(path, safe_mode=True, compile=False)
+    copied = 0
+    for layer in encoder.layers:
+        if not layer.weights:
+            continue
+        target = model.get_layer(layer.name)
+        target.set_weights(layer.get_weights())
+        target.trainable = bool(config["model"]["train_encoder"])
+        copied += 1
+    return {"path": str(path.resolve()), "sha256": sha256_file(path), "layers": copied,
+            "trained": bool(config["model"]["train_encoder"]),
+            "pretrain": {"records": sum(e["records"] for e in record["exports"]),
+                         "epochs": record.get("epochs_completed"),
+                         "final_loss": (record.get("history", {}).get("loss") or [None])[-1],
+                         "skyshard_version": record.get("skyshard_version")}}

@@ -1,0 +1,74 @@
+"""``skyshard pretrain EXPORT [EXPORT ...] OUT [--epochs N] [--config FILE.toml] [--set K=V]``
+
+Import-light: TensorFlow is imported inside :func:`run`, so ``skyshard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from trainer.config import MODELS, ConfigError, load_config, parse_assignment
+
+EPILOG = """\
+examples:
+  skyshard export night/ night-export/ --unlabeled --like export/manifest.json
+  skyshard pretrain export/ night-export/ encoder/          # train split + every night frame
+  skyshard train export/ run/ --set model.encoder=encoder/  # the image branch starts from it
+
+Labels are never read: any export can teach the encoder, the more frames the better. From a
+labelled export only pretrain.splits are read (default: train), so validation and test frames
+stay unseen. The encoder has the [model] architecture of the config; train with the same one.
+Settings: the [pretrain] table of trainer/default.toml (skyshard train --print-config).
+"""
+
+#: flag dest -> dotted config key
+FLAG_KEYS = {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
+             "model": "model.name", "seed": "train.seed", "ram_budget_gb": "memory.ram_budget_gb"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    parser.add_argument("paths", nargs="+", metavar="EXPORT ... OUT",
+                        help="one or more export folders, then the folder to create")
+    parser.add_argument("--config", metavar="FILE.toml",
+                        help="TOML file overriding any subset of the defaults")
+    parser.add_argument("--epochs", type=int, metavar="N", help="pretrain.epochs (default 30)")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="pretrain.batch_size: pairs per step (default 32)")
+    parser.add_argument("--model", choices=MODELS, help="model.name (default separable)")
+    parser.add_argument("--seed", type=int, metavar="N", help="train.seed (default 42)")
+    parser.add_argument("--set", dest="assignments", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="any config key, e.g. --set pretrain.temperature=0.5 (repeatable)")
+    parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
+                        help="stop when the RSS passes this (default 18)")
+
+
+def run(args: argparse.Namespace, extra: list[str]) -> int:
+    if len(args.paths) < 2:
+        print("skyshard pretrain: give at least one EXPORT and the OUT folder", file=sys.stderr)
+        return 2
+    *exports, out = args.paths
+    overrides = dict(parse_assignment(text) for text in args.assignments)
+    overrides.update({key: getattr(args, dest) for dest, key in FLAG_KEYS.items()
+                      if getattr(args, dest, None) is not None})
+    try:
+        config = load_config(args.config, overrides)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"skyshard pretrain: {exc}", file=sys.stderr)
+        return 2
+
+    from skyshard.manifest import ManifestError, ShardIntegrityError
+    from trainer.callbacks import MemoryBudgetExceeded
+    from trainer.pretrain import pretrain
+
+    try:
+        pretrain(exports, out, config, echo=lambda line: print(line, flush=True))
+    except (ShardIntegrityError, ManifestError, ConfigError) as exc:
+        print(f"skyshard pretrain: {exc}", file=sys.stderr)
+        return 2
+    except MemoryBudgetExceeded as exc:
+        print(f"skyshard pretrain: {exc}", file=sys.stderr)
+        return 3
+    return 0
