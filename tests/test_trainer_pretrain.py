@@ -21,7 +21,7 @@ from trainer.pretrain import ENCODER_FILE, PRETRAIN_FILE, nt_xent, pretrain  # n
 from trainer.train import train  # noqa: E402
 
 TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units": 16,
-        "train.epochs": 1, "train.steps_per_epoch": 3, "train.tensorboard": False,
+        "train.epochs": 1, "train.steps_per_epoch": 3,
         "pretrain.epochs": 2, "pretrain.batch_size": 8, "data.shuffle_buffer_mb": 1,
         "memory.sample_seconds": 0.1}
 PER_CLASS = {"train": 6, "val": 3, "test": 3}
@@ -70,6 +70,7 @@ def test_pretraining_writes_a_safe_encoder_and_its_record(export, encoder_dir):
     assert record["image"]["image_size"] == manifest["image_size"]
     assert record["peak_rss_mb"] > 0 and record["versions"]["tensorflow"]
     assert (encoder_dir / "pretrain_curves.png").stat().st_size > 0
+    assert list((encoder_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
     encoder = keras.saving.load_model(encoder_dir / ENCODER_FILE, safe_mode=True)
     size = manifest["image_size"]
     embedding = encoder(np.zeros((2, size, size, 1), np.float16))

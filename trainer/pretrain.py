@@ -13,7 +13,7 @@ unlabelled export, ``skyshard export --unlabeled --like``, contributes its ``sco
 All must share the image size and preprocessing. Out: a folder with ``encoder.keras`` (image
 ``float16 [B,S,S,1]`` -> embedding; loads with ``safe_mode=True``), ``pretrain.json`` (config,
 exports and their manifest sha256, history, peak RSS, seconds, versions) and
-``pretrain_curves.png``. Streaming and bounded like training: an interleaved, byte-budgeted
+``pretrain_curves.png`` (and ``tensorboard/`` with ``train.tensorboard``). Streaming and bounded like training: an interleaved, byte-budgeted
 shuffle of the shards, nothing held in memory, the RSS watched against ``memory.ram_budget_gb``.
 """
 
@@ -37,7 +37,7 @@ from skyshard.manifest import ManifestError, load_manifest, manifest_path, shard
 from skyshard.memory import RssMonitor
 from trainer import data
 from trainer.augment import NO_AUGMENTATION, make_image_augmenter
-from trainer.callbacks import MemoryBudgetExceeded
+from trainer.callbacks import EpochScalars, MemoryBudgetExceeded
 from trainer.config import ConfigError
 from trainer.layers import Cast
 from trainer.models import image_branch
@@ -47,6 +47,7 @@ from trainer.records import decode_image
 ENCODER_FILE = "encoder.keras"
 PRETRAIN_FILE = "pretrain.json"
 CURVES_FILE = "pretrain_curves.png"
+TENSORBOARD_DIR = "tensorboard"
 
 #: What an encoder must share with the model it initialises (``[model]`` keys).
 ARCHITECTURE_KEYS = ("name", "filters", "head", "norm", "norm_groups")
@@ -209,6 +210,8 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
          f"parameters) on {records} frames of {len(exports)} export(s): {epochs} epochs x "
          f"{steps} steps of {batch_size} pairs")
     pairs = iter(view_pairs(paths, image_size, config))
+    scalars = (EpochScalars(out_dir / TENSORBOARD_DIR) if config["train"]["tensorboard"]
+               else None)
     with monitor:
         for epoch in range(1, epochs + 1):
             tick = time.monotonic()
@@ -225,9 +228,15 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
                         "data.shuffle_buffer_mb.")
             history["loss"].append(float(np.mean(losses)))
             history["pair_accuracy"].append(float(np.mean(accuracies)))
+            if scalars is not None:
+                scalars.on_epoch_end(epoch - 1, {
+                    "loss": history["loss"][-1], "pair_accuracy": history["pair_accuracy"][-1],
+                    "learning_rate": float(optimizer.learning_rate)})
             echo(f"epoch {epoch}/{epochs}: loss {history['loss'][-1]:.4f}, pair accuracy "
                  f"{history['pair_accuracy'][-1]:.3f} ({time.monotonic() - tick:.1f}s, RSS "
                  f"{monitor.sample():.0f} MB)")
+    if scalars is not None:
+        scalars.on_train_end()
     _save_encoder(encoder, out_dir)
     record.update(status="completed", history=history, epochs_completed=epochs,
                   peak_rss_mb=round(monitor.peak_mb, 1),
@@ -262,7 +271,8 @@ def _new_record(config, exports, summary, image_size, encoder) -> dict[str, Any]
         "architecture": {key: config["model"][key] for key in ARCHITECTURE_KEYS},
         "image": {field: first.get(field) for field in IMAGE_FIELDS},
         "exports": summary, "params": int(encoder.count_params()),
-        "files": {"encoder": ENCODER_FILE, "curves": CURVES_FILE},
+        "files": {"encoder": ENCODER_FILE, "curves": CURVES_FILE,
+                  "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
         "versions": versions(),
     }
 
