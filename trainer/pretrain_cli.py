@@ -29,8 +29,10 @@ FLAG_KEYS = {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("paths", nargs="+", metavar="EXPORT ... OUT",
-                        help="one or more export folders, then the folder to create")
+    parser.add_argument("exports", nargs="+", metavar="EXPORT",
+                        help="export folders whose frames teach the encoder (labels unused)")
+    parser.add_argument("out", metavar="OUT", help="folder to create: encoder.keras, "
+                        "pretrain.json, pretrain_curves.png, tensorboard/")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="TOML file overriding any subset of the defaults")
     parser.add_argument("--epochs", type=int, metavar="N", help="pretrain.epochs (default 30)")
@@ -46,10 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
-    if len(args.paths) < 2:
-        print("skyshard pretrain: give at least one EXPORT and the OUT folder", file=sys.stderr)
-        return 2
-    *exports, out = args.paths
     overrides = dict(parse_assignment(text) for text in args.assignments)
     overrides.update({key: getattr(args, dest) for dest, key in FLAG_KEYS.items()
                       if getattr(args, dest, None) is not None})
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from trainer.pretrain import pretrain
 
     try:
-        pretrain(exports, out, config, echo=lambda line: print(line, flush=True))
+        pretrain(args.exports, args.out, config, echo=lambda line: print(line, flush=True))
     except (ShardIntegrityError, ManifestError, ConfigError) as exc:
         print(f"skyshard pretrain: {exc}", file=sys.stderr)
         return 2
