@@ -139,3 +139,14 @@ def test_the_command_line_explains_itself_and_refuses_bad_settings(export, tmp_p
                           "--set", "pretrain.batch_size=1"]) == 2
     assert "pretrain.batch_size" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_passing_the_memory_budget_stops_pretraining_and_says_so(export, tmp_path):
+    from trainer.callbacks import MemoryBudgetExceeded
+
+    with pytest.raises(MemoryBudgetExceeded, match="pretrain.batch_size"):
+        pretrain([export], tmp_path / "out", tiny_config(**{"memory.ram_budget_gb": 0.05}),
+                 echo=_silent)
+    record = json.loads((tmp_path / "out" / PRETRAIN_FILE).read_text())
+    assert record["status"] == "memory_exceeded" and "MemoryBudgetExceeded" in record["error"]
+    assert not (tmp_path / "out" / ENCODER_FILE).exists()

@@ -190,53 +190,33 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
         learning_rate=keras.optimizers.schedules.CosineDecay(
             float(pre["learning_rate"]), decay_steps=epochs * steps, alpha=0.01),
         weight_decay=float(pre["weight_decay"]))
-    temperature = float(pre["temperature"])
-
-    @tf.function
-    def step(view_a, view_b):
-        with tf.GradientTape() as tape:
-            z_a = projector(encoder(view_a, training=True), training=True)
-            z_b = projector(encoder(view_b, training=True), training=True)
-            loss, accuracy = nt_xent(z_a, z_b, temperature)
-        variables = encoder.trainable_variables + projector.trainable_variables
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss, accuracy
+    step = contrastive_step(encoder, projector, optimizer, float(pre["temperature"]))
 
     record = _new_record(config, exports, summary, image_size, encoder)
+    write_json_atomic(out_dir / PRETRAIN_FILE, record)  # a failed run still says what it was
     budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
     monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
-    history: dict[str, list[float]] = {"loss": [], "pair_accuracy": []}
+    scalars = (EpochScalars(out_dir / TENSORBOARD_DIR) if config["train"]["tensorboard"]
+               else None)
     echo(f"pretraining {config['model']['name']} encoder ({encoder.count_params():,} "
          f"parameters) on {records} frames of {len(exports)} export(s): {epochs} epochs x "
          f"{steps} steps of {batch_size} pairs")
-    pairs = iter(view_pairs(paths, image_size, config))
-    scalars = (EpochScalars(out_dir / TENSORBOARD_DIR) if config["train"]["tensorboard"]
-               else None)
-    with monitor:
-        for epoch in range(1, epochs + 1):
-            tick = time.monotonic()
-            losses, accuracies = [], []
-            for _ in range(steps):
-                loss, accuracy = step(*next(pairs))
-                losses.append(float(loss))
-                accuracies.append(float(accuracy))
-                if monitor.exceeded_mb is not None:
-                    raise MemoryBudgetExceeded(
-                        f"memory budget exceeded: pretraining's RSS reached "
-                        f"{monitor.exceeded_mb:.0f} MB in epoch {epoch}, above the budget of "
-                        f"{budget_mb:.0f} MB (--ram-budget-gb). Lower pretrain.batch_size or "
-                        "data.shuffle_buffer_mb.")
-            history["loss"].append(float(np.mean(losses)))
-            history["pair_accuracy"].append(float(np.mean(accuracies)))
-            if scalars is not None:
-                scalars.on_epoch_end(epoch - 1, {
-                    "loss": history["loss"][-1], "pair_accuracy": history["pair_accuracy"][-1],
-                    "learning_rate": float(optimizer.learning_rate)})
-            echo(f"epoch {epoch}/{epochs}: loss {history['loss'][-1]:.4f}, pair accuracy "
-                 f"{history['pair_accuracy'][-1]:.3f} ({time.monotonic() - tick:.1f}s, RSS "
-                 f"{monitor.sample():.0f} MB)")
-    if scalars is not None:
-        scalars.on_train_end()
+    history: dict[str, list[float]] = {"loss": [], "pair_accuracy": []}
+    try:
+        with monitor:
+            _fit(step, iter(view_pairs(paths, image_size, config)), epochs, steps, history,
+                 monitor, scalars, lambda: float(optimizer.learning_rate), echo)
+    except (Exception, KeyboardInterrupt) as exc:
+        status = "memory_exceeded" if isinstance(exc, MemoryBudgetExceeded) else "interrupted"
+        record.update(status=status, error=f"{type(exc).__name__}: {exc}", history=history,
+                      epochs_completed=len(history["loss"]), updated=_now(),
+                      peak_rss_mb=round(monitor.peak_mb, 1),
+                      seconds=round(time.monotonic() - started, 2))
+        write_json_atomic(out_dir / PRETRAIN_FILE, record)
+        raise
+    finally:
+        if scalars is not None:
+            scalars.on_train_end()
     _save_encoder(encoder, out_dir)
     record.update(status="completed", history=history, epochs_completed=epochs,
                   peak_rss_mb=round(monitor.peak_mb, 1),
@@ -250,6 +230,52 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
          f"encoder: {out_dir / ENCODER_FILE}  (skyshard train EXPORT RUN --set "
          f"model.encoder={out_dir})")
     return record
+
+
+def contrastive_step(encoder: keras.Model, projector: keras.Model, optimizer,
+                     temperature: float):
+    """``step(view_a, view_b) -> (loss, pair_accuracy)``: one SimCLR update of encoder and
+    projector on a batch of view pairs (a compiled ``tf.function``)."""
+    @tf.function
+    def step(view_a, view_b):
+        with tf.GradientTape() as tape:
+            z_a = projector(encoder(view_a, training=True), training=True)
+            z_b = projector(encoder(view_b, training=True), training=True)
+            loss, accuracy = nt_xent(z_a, z_b, temperature)
+        variables = encoder.trainable_variables + projector.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss, accuracy
+
+    return step
+
+
+def _fit(step, pairs, epochs: int, steps: int, history: dict[str, list[float]],
+         monitor: RssMonitor, scalars: EpochScalars | None, learning_rate: Callable[[], float],
+         echo: Callable[[str], None]) -> None:
+    """The epochs: ``steps`` updates each, the means appended to ``history``, one progress
+    line and TensorBoard scalars per epoch; stops at the budget (``MemoryBudgetExceeded``)."""
+    for epoch in range(1, epochs + 1):
+        tick = time.monotonic()
+        losses, accuracies = [], []
+        for _ in range(steps):
+            loss, accuracy = step(*next(pairs))
+            losses.append(float(loss))
+            accuracies.append(float(accuracy))
+            if monitor.exceeded_mb is not None:
+                raise MemoryBudgetExceeded(
+                    f"memory budget exceeded: pretraining's RSS reached "
+                    f"{monitor.exceeded_mb:.0f} MB in epoch {epoch}, above the budget of "
+                    f"{monitor.budget_mb:.0f} MB (--ram-budget-gb). Lower pretrain.batch_size "
+                    "or data.shuffle_buffer_mb.")
+        history["loss"].append(float(np.mean(losses)))
+        history["pair_accuracy"].append(float(np.mean(accuracies)))
+        if scalars is not None:
+            scalars.on_epoch_end(epoch - 1, {"loss": history["loss"][-1],
+                                             "pair_accuracy": history["pair_accuracy"][-1],
+                                             "learning_rate": learning_rate()})
+        echo(f"epoch {epoch}/{epochs}: loss {history['loss'][-1]:.4f}, pair accuracy "
+             f"{history['pair_accuracy'][-1]:.3f} ({time.monotonic() - tick:.1f}s, RSS "
+             f"{monitor.sample():.0f} MB)")
 
 
 def _save_encoder(encoder: keras.Model, out_dir: Path) -> None:
