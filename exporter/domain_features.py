@@ -136,15 +136,53 @@ def find_peaks(image: np.ndarray, threshold: float, box_size: int = 5,
     """
     radius, b = box_size // 2, border_width
     height, width = image.shape
-    if b < radius or min(height, width) <= 2 * b or np.all(image == image.flat[0]):
+    if b < radius or min(height, width) <= 2 * b:
         if b < radius:
             raise ValueError("border_width must be at least box_size // 2")
         return np.empty(0, np.intp), np.empty(0, np.intp)
+    ys, xs = local_maxima(image, radius, threshold, b)
+    # A constant image has no peaks; in one, every inner pixel would be a "maximum".
+    if ys.size and ys.size == (height - 2 * b) * (width - 2 * b) \
+            and np.all(image == image.flat[0]):
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return ys, xs
+
+
+#: :func:`local_maxima` compares only the pixels above the threshold with their neighbours
+#: when at most this share of the pixels is above it (else it filters the whole image).
+CANDIDATE_SHARE = 1 / 16
+
+
+def local_maxima(image: np.ndarray, radius: int, threshold: float, border: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` of the pixels of ``image`` at least ``border >= radius`` pixels from its
+    border that are above ``threshold`` and equal to the maximum of the ``2 radius + 1`` square
+    around them, in row-major order: ``np.nonzero((inner == box_max(...)) & (inner >
+    threshold))`` shifted by ``border``, the same pixels. When few pixels are above the
+    threshold (stars on a sky), only those are compared with their neighbours."""
+    height, width = image.shape
+    b, r = border, radius
     inner = image[b:height - b, b:width - b]
-    local = box_max(image[b - radius:height - b + radius, b - radius:width - b + radius],
-                    radius)
-    ys, xs = np.nonzero((inner == local) & (inner > threshold))
-    return ys + b, xs + b
+    above = inner > threshold
+    ys, xs = np.nonzero(above)
+    if ys.size > CANDIDATE_SHARE * inner.size or not image.flags.c_contiguous:
+        local = box_max(image[b - r:height - b + r, b - r:width - b + r], r)
+        ys, xs = np.nonzero(above & (inner == local))
+        return ys + b, xs + b
+    ys += b
+    xs += b
+    if ys.size == 0:
+        return ys, xs
+    flat = image.ravel()
+    index = ys * width + xs
+    centre = flat[index]
+    best = centre.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy or dx:
+                np.maximum(best, flat[index + (dy * width + dx)], out=best)
+    keep = centre == best  # NaN among the neighbours: not a maximum, as in box_max
+    return ys[keep], xs[keep]
 
 
 def box_max(image: np.ndarray, radius: int) -> np.ndarray:
@@ -271,16 +309,13 @@ def peak_neighbour_shares(sub: np.ndarray, step: float = 0.0) -> np.ndarray:
     ±:data:`SINGLE_PIXEL_SHARE`; strongly negative shares are bumps on a badly fitted
     background, neither).
     The noise is the sample's ``mad_std``, never below the quantisation noise of ``step``."""
-    sample = sub[::3, ::3]
-    noise = max(float(mad_std(sample)), step / math.sqrt(12.0))
+    noise = max(float(mad_std(sub[::3, ::3])), step / math.sqrt(12.0))
     if not (math.isfinite(noise) and noise > 0):
         return np.empty(0)
-    inner = sub[1:-1, 1:-1]
-    peak = box_max(sub, 1)  # = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
-    ys, xs = np.nonzero((inner == peak) & (inner > DETECT_SIGMA * noise))
+    # = np.nonzero((inner == ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]) & (inner > ...)) + 1
+    ys, xs = local_maxima(sub, 1, DETECT_SIGMA * noise, 1)
     if ys.size == 0:
         return np.empty(0)
-    ys, xs = ys + 1, xs + 1
     neighbours = sum(sub[ys + dy, xs + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                      if dy or dx) / 8.0
     return neighbours / sub[ys, xs]

@@ -309,3 +309,71 @@ def test_values_that_are_not_counted(rng):
     assert value_counts(np.array([0.0, float(1 << 20)])) is None  # too wide
     assert value_counts(np.array([0.0, 2.0 ** 60])) is None  # beyond exact integers
     assert value_counts(np.array([-3.0, 4.0])).median() == 0.5
+
+
+def _local_maxima_reference(image, radius, threshold, border):
+    """The full-image search that :func:`D.local_maxima` replaces."""
+    h, w = image.shape
+    b, r = border, radius
+    inner = image[b:h - b, b:w - b]
+    local = D.box_max(image[b - r:h - b + r, b - r:w - b + r], r)
+    ys, xs = np.nonzero((inner == local) & (inner > threshold))
+    return ys + b, xs + b
+
+
+def test_local_maxima_equal_the_full_search(rng):
+    """Only the pixels above the threshold compared with their neighbours: the same maxima in
+    the same order, with plateaus (ties), NaN, and few or many pixels above the threshold."""
+    for trial in range(60):
+        shape = (int(rng.integers(20, 80)), int(rng.integers(20, 80)))
+        image = ndimage.gaussian_filter(rng.normal(size=shape), trial % 3 * 0.5)
+        if trial % 4 == 0:
+            image = np.round(image * 2)  # plateaus
+        if trial % 7 == 0:
+            image[rng.random(shape) < 0.01] = np.nan
+        if trial % 9 == 0:
+            image = np.asfortranarray(image)  # not C-contiguous: the full search
+        radius = (1, 2)[trial % 2]
+        border = radius + int(rng.integers(0, 9))
+        for threshold in (-np.inf, -1.0, 0.0, 1.0, 2.5, np.inf):
+            ys, xs = D.local_maxima(image, radius, threshold, border)
+            ry, rx = _local_maxima_reference(image, radius, threshold, border)
+            assert np.array_equal(ys, ry) and np.array_equal(xs, rx)
+    image = np.full((30, 30), 2.0)
+    assert D.find_peaks(image, 1.0)[0].size == 0  # constant: no peak, above the threshold too
+    image[15, 15] = 3.0
+    assert D.find_peaks(image, 2.5)[0].tolist() == [15]
+    assert D.find_peaks(image, 1.0)[0].size == 14 * 14 - 24  # the plateau away from the bump
+
+
+def _neighbour_shares_reference(sub, step):
+    """:func:`D.peak_neighbour_shares` before it used :func:`D.local_maxima`."""
+    from astropy.stats import mad_std
+
+    noise = max(float(mad_std(sub[::3, ::3])), step / math.sqrt(12.0))
+    if not (math.isfinite(noise) and noise > 0):
+        return np.empty(0)
+    inner = sub[1:-1, 1:-1]
+    peak = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
+    ys, xs = np.nonzero((inner == peak) & (inner > D.DETECT_SIGMA * noise))
+    if ys.size == 0:
+        return np.empty(0)
+    ys, xs = ys + 1, xs + 1
+    neighbours = sum(sub[ys + dy, xs + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                     if dy or dx) / 8.0
+    return neighbours / sub[ys, xs]
+
+
+def test_peak_neighbour_shares_unchanged(rng):
+    for trial in range(20):
+        sub = rng.normal(size=(64, 96))
+        for _ in range(int(rng.integers(0, 30))):  # stars and hot pixels
+            y, x = int(rng.integers(2, 62)), int(rng.integers(2, 94))
+            sub[y, x] += rng.uniform(5, 50)
+            if trial % 2:
+                sub[y - 1:y + 2, x - 1:x + 2] += rng.uniform(1, 10)
+        if trial % 5 == 0:
+            sub = np.round(sub)
+        step = float(trial % 3)
+        assert np.array_equal(D.peak_neighbour_shares(sub, step),
+                              _neighbour_shares_reference(sub, step))
