@@ -85,18 +85,23 @@ def bilinear_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``image`` resized to ``shape`` by bilinear interpolation between pixel centres, edges
     held (what ``skimage.transform.resize(image, shape, order=1, mode="edge",
     anti_aliasing=False)`` computes, to rounding, ~3x faster), one axis after the other."""
-    out = image
+    out = image.astype(np.float64, copy=False)  # what the weights made of any input before
     for axis, size in enumerate(shape):
         n = image.shape[axis]
         x = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
         low = np.minimum(x.astype(np.intp), n - 1)
         high = np.minimum(low + 1, n - 1)
         frac = x - low
+        # out[low] * (1 - frac) + out[high] * frac, in place (the same operations)
         if axis == 0:
-            out = out[low] * (1 - frac)[:, None] + out[high] * frac[:, None]
+            left, right, weight = out[low], out[high], frac[:, None]
         else:
-            out = out[:, low] * (1 - frac) + out[:, high] * frac
-    return np.clip(out, image.min(), image.max())
+            left, right, weight = np.take(out, low, axis=1), np.take(out, high, axis=1), frac
+        left *= 1 - weight
+        right *= weight
+        left += right
+        out = left
+    return np.clip(out, image.min(), image.max(), out=out)
 
 
 def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
@@ -110,7 +115,8 @@ def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
     The threshold is never below ``step``, the value lattice's step: in 8-bit data the noise
     hides under one step and quantisation plateaus must not become peaks.
     """
-    sub = tile - tile_background(tile)
+    sub = tile_background(tile)
+    np.subtract(tile, sub, out=sub)  # tile - background
     smooth = ndimage.gaussian_filter(sub, 1.0)
     noise = float(mad_std(smooth[::2, ::2]))
     threshold = DETECT_SIGMA * noise if math.isfinite(noise) else math.inf

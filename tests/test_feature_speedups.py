@@ -377,3 +377,36 @@ def test_peak_neighbour_shares_unchanged(rng):
         step = float(trial % 3)
         assert np.array_equal(D.peak_neighbour_shares(sub, step),
                               _neighbour_shares_reference(sub, step))
+
+
+def _bilinear_reference(image, shape):
+    """:func:`D.bilinear_resize` before it worked in place."""
+    out = image
+    for axis, size in enumerate(shape):
+        n = image.shape[axis]
+        x = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+        low = np.minimum(x.astype(np.intp), n - 1)
+        high = np.minimum(low + 1, n - 1)
+        frac = x - low
+        if axis == 0:
+            out = out[low] * (1 - frac)[:, None] + out[high] * frac[:, None]
+        else:
+            out = out[:, low] * (1 - frac) + out[:, high] * frac
+    return np.clip(out, image.min(), image.max())
+
+
+def test_bilinear_resize_in_place_unchanged(rng):
+    for shape_in, shape_out in [((8, 8), (256, 256)), ((3, 5), (100, 170)), ((1, 8), (21, 256)),
+                                ((8, 1), (256, 7)), ((4, 4), (128, 128)), ((16, 7), (512, 230))]:
+        cells = rng.normal(1000, 30, shape_in)
+        before = cells.copy()
+        assert np.array_equal(D.bilinear_resize(cells, shape_out),
+                              _bilinear_reference(cells, shape_out))
+        assert np.array_equal(cells, before)  # the input is not touched
+    for cells in (rng.normal(0, 1, (5, 6)).astype(np.float32), rng.integers(0, 99, (5, 6))):
+        got = D.bilinear_resize(cells, (40, 33))
+        assert got.dtype == np.float64 and np.array_equal(got, _bilinear_reference(cells, (40, 33)))
+    tile = np.round(rng.normal(500, 10, (200, 260)))
+    tile[50, 60] += 300
+    sub, yx, found = D.detect_peaks(tile, 10)
+    assert np.array_equal(sub, tile - D.tile_background(tile))
