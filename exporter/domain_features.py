@@ -531,13 +531,15 @@ def lit_rows(image: np.ndarray) -> np.ndarray:
     return np.flatnonzero(profile > low + 0.5 * (high - low))
 
 
-def line_profile_features(image: np.ndarray, noise: float) -> dict[str, float]:
+def line_profile_features(image: np.ndarray, noise: float, floor: float | None = None
+                          ) -> dict[str, float]:
     """Narrow structure along x of the lit rows of ``image`` (binned, despiked, ADU), assuming
     the spectrum runs along x. ``repeat``: correlation of the high-passed profiles of the even
     and the odd lit rows (arc, sky and absorption lines span the slit, so they repeat; noise and
     stars do not); ``depth``: their scatter over the continuum level; ``skew``: > 0 for emission
     lines, < 0 for absorption; ``contrast``: scatter in units of the noise of the mean profile;
-    ``band``: share of rows lit."""
+    ``band``: share of rows lit. ``floor``: ``np.percentile(image, 1)`` when known (the same
+    for ``image.T``)."""
     out = {"repeat": math.nan, "depth": math.nan, "skew": math.nan, "contrast": math.nan,
            "band": math.nan}
     if min(image.shape) < 8:
@@ -557,7 +559,9 @@ def line_profile_features(image: np.ndarray, noise: float) -> dict[str, float]:
         out["repeat"] = float(np.corrcoef(even, odd)[0, 1])
     mean = high_pass(lit.mean(axis=0))
     scatter = float(mean.std())
-    level = float(np.median(lit) - np.percentile(image, 1))
+    if floor is None:
+        floor = np.percentile(image, 1)
+    level = float(np.median(lit) - floor)
     out["depth"] = math.log10(scatter / level + 1e-6) if level > 0 else math.nan
     if scatter > 0:
         out["skew"] = float(np.mean(((mean - mean.mean()) / scatter) ** 3))
@@ -573,8 +577,10 @@ def slit_features(reduced: np.ndarray, row_conc: float, col_conc: float) -> dict
     along the other axis)."""
     image = despike(reduced)
     noise = pixel_noise([image])
-    along_x = line_profile_features(image, noise)
-    along_y = line_profile_features(image.T, noise)
+    # The 1st percentile of the pixels, whatever their order: taken once for both orientations.
+    floor = np.percentile(image, 1) if min(image.shape) >= 8 else None
+    along_x = line_profile_features(image, noise, floor)
+    along_y = line_profile_features(image.T, noise, floor)
     key = lambda measures: -2.0 if math.isnan(measures["repeat"]) else measures["repeat"]
     best, other = (along_x, along_y) if key(along_x) >= key(along_y) else (along_y, along_x)
     return {"concentration_max": float(np.fmax(row_conc, col_conc)),

@@ -410,3 +410,22 @@ def test_bilinear_resize_in_place_unchanged(rng):
     tile[50, 60] += 300
     sub, yx, found = D.detect_peaks(tile, 10)
     assert np.array_equal(sub, tile - D.tile_background(tile))
+
+
+def test_slit_floor_taken_once_is_the_same(rng):
+    """The 1st percentile of a frame and of its transpose are the same number, so slit_features
+    takes it once; with it given, line_profile_features gives what it gives alone."""
+    for trial in range(12):
+        shape = (int(rng.integers(8, 90)), int(rng.integers(8, 90)))
+        image = rng.normal(100, 10, shape)
+        if trial % 2:
+            image = np.round(image)
+        image[:, int(rng.integers(0, shape[1]))] += 50  # a line
+        floor = np.percentile(image, 1)
+        assert floor == np.percentile(image.T, 1)
+        for view in (image, image.T):
+            alone = D.line_profile_features(view, 3.0)
+            given = D.line_profile_features(view, 3.0, floor)
+            assert alone.keys() == given.keys()
+            assert all(alone[k] == given[k] or (math.isnan(alone[k]) and math.isnan(given[k]))
+                       for k in alone)
