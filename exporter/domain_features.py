@@ -368,15 +368,32 @@ def median5(image: np.ndarray, axis: int) -> np.ndarray:
 def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
     """The ``2 radius + 1`` views of ``image`` mirrored at its edges (``numpy.pad`` "reflect",
     scipy's "mirror") and shifted by ``-radius .. radius`` pixels along ``axis``."""
-    padded = np.pad(image, [(radius, radius) if ax == axis else (0, 0)
-                            for ax in range(image.ndim)], mode="reflect")
     n = image.shape[axis]
+    padded = _reflect_padded(image, axis, radius)
     index = [slice(None)] * image.ndim
     views = []
     for k in range(2 * radius + 1):
         index[axis] = slice(k, k + n)
         views.append(padded[tuple(index)])
     return views
+
+
+def _reflect_padded(image: np.ndarray, axis: int, radius: int) -> np.ndarray:
+    """``numpy.pad(image, radius along axis, mode="reflect")``: the same array, written by three
+    slice copies instead of numpy.pad's general machinery (most of a small tile's median)."""
+    n = image.shape[axis]
+    if n <= radius:  # reflected more than once: numpy.pad's business
+        return np.pad(image, [(radius, radius) if ax == axis else (0, 0)
+                              for ax in range(image.ndim)], mode="reflect")
+    shape = list(image.shape)
+    shape[axis] = n + 2 * radius
+    padded = np.empty(shape, image.dtype)
+    inner, outer = np.moveaxis(image, axis, 0), np.moveaxis(padded, axis, 0)
+    outer[radius:radius + n] = inner
+    outer[:radius] = inner[radius:0:-1]  # (... c b | a b c ...)
+    outer[radius + n:] = inner[n - 2:n - 2 - radius:-1] if n - 2 - radius >= 0 \
+        else inner[n - 2::-1][:radius]
+    return padded
 
 
 def despike(image: np.ndarray) -> np.ndarray:

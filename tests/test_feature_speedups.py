@@ -26,7 +26,7 @@ def rng():
 
 
 def test_running_medians_equal_scipy(rng):
-    for shape in [(64, 64), (5, 7), (7, 5), (3, 9), (40, 17)]:
+    for shape in [(64, 64), (5, 7), (7, 5), (3, 9), (40, 17), (2, 6), (6, 2), (4, 4)]:
         image = rng.normal(size=shape)
         image[rng.random(shape) < 0.3] = 0.5  # ties
         for axis in (0, 1):
@@ -429,3 +429,24 @@ def test_slit_floor_taken_once_is_the_same(rng):
             assert alone.keys() == given.keys()
             assert all(alone[k] == given[k] or (math.isnan(alone[k]) and math.isnan(given[k]))
                        for k in alone)
+
+
+def test_reflect_padding_equals_numpy_pad(rng):
+    """The running medians' mirrored edges written by slice copies: numpy.pad's array."""
+    for n in range(1, 9):
+        for axis in (0, 1):
+            for radius in (1, 2, 3):
+                for dtype in (np.float64, np.float32, np.int32, np.uint16):
+                    shape = (n, 5) if axis == 0 else (5, n)
+                    image = (rng.normal(size=shape) * 100).astype(dtype)
+                    for view in (image, image[::-1, ::2], image.T.copy().T):
+                        expected = np.pad(view, [(radius, radius) if ax == axis else (0, 0)
+                                                 for ax in range(2)], mode="reflect")
+                        got = D._reflect_padded(view, axis, radius)
+                        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    image = rng.normal(size=(4, 5, 6))
+    image[1, 2, 3] = np.nan
+    for axis in range(3):
+        assert np.array_equal(D._reflect_padded(image, axis, 2), np.pad(
+            image, [(2, 2) if ax == axis else (0, 0) for ax in range(3)], mode="reflect"),
+            equal_nan=True)
