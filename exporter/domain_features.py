@@ -24,7 +24,8 @@ from skimage.measure import perimeter
 
 from exporter.frame import RawFrame
 from exporter.pixel_stats import (FrameSamples, as_image, block_medians, frame_samples,
-                                  native_tiles, pixel_noise, sigma_log)
+                                  native_tiles, pixel_noise, sigma_log,
+                                  tile_slices)
 from exporter.preprocessing import block_mean, finite_filled
 
 #: Full-resolution pixels searched for stars, and the side of one search tile.
@@ -260,13 +261,23 @@ def is_star(fwhm: float, roundness: float) -> bool:
     return math.isfinite(fwhm) and fwhm >= 1.5 and math.isfinite(roundness) and roundness >= 0.4
 
 
+def star_tiles(data: np.ndarray) -> list[np.ndarray]:
+    """The full-resolution tiles searched for stars: float64 copies
+    (:func:`~exporter.pixel_stats.native_tiles`), or int32 copies of integer ADU that int32
+    holds exactly (8- and 16-bit, int32 frames): the same numbers, which the star search
+    selects as int32 anyway, without a float64 copy to check and narrow."""
+    if data.dtype.kind in "iu" and np.can_cast(data.dtype, np.int32):
+        return [np.array(data[sl], dtype=np.int32)
+                for sl in tile_slices(data.shape, STAR_TILE_PIXELS, STAR_TILE_SIDE)]
+    return native_tiles(data, STAR_TILE_PIXELS, STAR_TILE_SIDE)
+
+
 def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
     """Star count and density, peak density, point-source fraction, median FWHM (pixels),
     roundness and peak sharpness, from full-resolution tiles of ``data`` (ADU); ``step``: the
     value lattice's step (:func:`~exporter.pixel_stats.quantum`)."""
     out = dict.fromkeys(DOMAIN_FEATURE_NAMES[:9], math.nan)
-    tiles = [t for t in native_tiles(data, STAR_TILE_PIXELS, STAR_TILE_SIDE)
-             if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
+    tiles = [t for t in star_tiles(data) if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
     if not tiles:
         return out
     per_tile = max(1, MAX_MEASURED_PEAKS // len(tiles))
@@ -274,11 +285,12 @@ def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
     stars = 0.0
     fwhms, roundness, sharpness = [], [], []
     for tile in tiles:
-        finite = np.isfinite(tile)
-        if not finite.any():
-            continue
-        if not finite.all():
-            tile = np.where(finite, tile, np.median(tile[finite]))
+        if tile.dtype.kind == "f":
+            finite = np.isfinite(tile)
+            if not finite.any():
+                continue
+            if not finite.all():
+                tile = np.where(finite, tile, np.median(tile[finite]))
         searched += (tile.shape[0] - 2 * CUTOUT_RADIUS) * (tile.shape[1] - 2 * CUTOUT_RADIUS)
         sub, yx, found = detect_peaks(tile, per_tile, step)
         shares = peak_neighbour_shares(sub, step)

@@ -450,3 +450,25 @@ def test_reflect_padding_equals_numpy_pad(rng):
         assert np.array_equal(D._reflect_padded(image, axis, 2), np.pad(
             image, [(2, 2) if ax == axis else (0, 0) for ax in range(3)], mode="reflect"),
             equal_nan=True)
+
+
+def test_integer_star_tiles_give_the_same_stars(rng):
+    """Integer frames are searched in int32 tiles, float frames in float64 tiles: the same
+    numbers, the same star features."""
+    sky = rng.normal(800, 12, (700, 900))
+    yy, xx = np.mgrid[:700, :900]
+    for _ in range(60):
+        y, x = rng.uniform(0, 700), rng.uniform(0, 900)
+        sky += rng.uniform(100, 3000) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 4.5)
+    sky[rng.integers(0, 700, 50), rng.integers(0, 900, 50)] = 9000  # hot pixels
+    for dtype in (np.uint16, np.int16, np.int32, np.uint8):
+        data = np.clip(np.round(sky / (40 if dtype == np.uint8 else 1)), 0,
+                       np.iinfo(dtype).max).astype(dtype)
+        tiles = D.star_tiles(data)
+        assert all(t.dtype == np.int32 for t in tiles)
+        assert all(np.array_equal(t, f) for t, f in zip(tiles, P.native_tiles(
+            data, D.STAR_TILE_PIXELS, D.STAR_TILE_SIDE)))
+        ints, floats = D.star_features(data, 1.0), D.star_features(data.astype(np.float64), 1.0)
+        assert ints == floats or all(
+            ints[k] == floats[k] or (math.isnan(ints[k]) and math.isnan(floats[k])) for k in ints)
+    assert D.star_tiles(np.zeros((50, 50), np.uint32))[0].dtype == np.float64  # may not fit
