@@ -472,3 +472,64 @@ def test_integer_star_tiles_give_the_same_stars(rng):
         assert ints == floats or all(
             ints[k] == floats[k] or (math.isnan(ints[k]) and math.isnan(floats[k])) for k in ints)
     assert D.star_tiles(np.zeros((50, 50), np.uint32))[0].dtype == np.float64  # may not fit
+
+
+def _measure_peak_reference(sub, y, x):
+    """:func:`D.measure_peak` as it was before the peaks were measured together."""
+    r = D.CUTOUT_RADIUS
+    cut = sub[y - r:y + r + 1, x - r:x + r + 1]
+    edge = np.sort(np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]]))
+    half = edge.size // 2
+    cut = cut - (edge[half] if edge.size % 2 else (edge[half - 1] + edge[half]) / 2)
+    cy, cx = divmod(int(np.argmax(cut[r - 1:r + 2, r - 1:r + 2])), 3)
+    cy, cx = cy + r - 1, cx + r - 1
+    peak = float(cut[cy, cx])
+    if not peak > 0:
+        return math.nan, math.nan, math.nan
+    core = cut[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3].sum()
+    sharpness = peak / core if core > 0 else math.nan
+    labels, _ = ndimage.label(cut >= 0.5 * peak, structure=ndimage.generate_binary_structure(2, 1))
+    region = labels == labels[cy, cx]
+    if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
+        return math.nan, math.nan, sharpness
+    area = int(np.count_nonzero(region))
+    fwhm = 2.0 * math.sqrt(area / math.pi)
+    ys, xs = np.nonzero(region)
+    weights = cut[ys, xs]
+    total = float(weights.sum())
+    if area < 2 or total <= 0:
+        return fwhm, math.nan, sharpness
+    dy, dx = ys - weights @ ys / total, xs - weights @ xs / total
+    cyy, cxx, cxy = weights @ (dy * dy) / total, weights @ (dx * dx) / total, \
+        weights @ (dy * dx) / total
+    low, high = np.linalg.eigvalsh(np.array([[cyy, cxy], [cxy, cxx]]))
+    roundness = math.sqrt(max(low, 0.0) / high) if high > 0 else math.nan
+    return fwhm, roundness, sharpness
+
+
+def test_peaks_measured_together_as_one_by_one(rng):
+    """Stars, blends, hot pixels, tracks, extended blobs (regions touching the cutout border),
+    dips (no positive peak) and plateaus: measure_peaks gives measure_peak's values."""
+    yy, xx = np.mgrid[:160, :200]
+    for trial in range(8):
+        sub = rng.normal(0, 5, (160, 200))
+        for _ in range(25):
+            y, x, width = rng.uniform(0, 160), rng.uniform(0, 200), rng.uniform(0.5, 6)
+            sub += rng.uniform(-30, 400) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2)
+                                                  / (2 * width ** 2))
+        sub[rng.integers(0, 160, 20), rng.integers(0, 200, 20)] += 500  # hot pixels
+        sub[40, 30:60] += 200  # a track
+        if trial % 2:
+            sub = np.round(sub)  # ties
+        r = D.CUTOUT_RADIUS
+        yx = np.column_stack([rng.integers(r, 160 - r, 60), rng.integers(r, 200 - r, 60)])
+        _, found, _ = D.detect_peaks(sub + 1000.0, 60)
+        for points in (yx, found, yx[:1], yx[:0]):
+            expected = [_measure_peak_reference(sub, y, x) for y, x in points]
+            assert D.measure_peaks(sub, points) == expected or all(
+                all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(p, q))
+                for p, q in zip(D.measure_peaks(sub, points), expected))
+            assert len(D.measure_peaks(sub, points)) == len(expected)
+            assert [D.measure_peak(sub, y, x) for y, x in points[:5]] == expected[:5] or all(
+                all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(p, q))
+                for p, q in zip([D.measure_peak(sub, y, x) for y, x in points[:5]], expected))
