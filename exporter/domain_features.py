@@ -24,7 +24,8 @@ from skimage.measure import perimeter
 
 from exporter.frame import RawFrame
 from exporter.pixel_stats import (FrameSamples, as_image, block_medians, frame_samples,
-                                  native_tiles, pixel_noise, sigma_log)
+                                  native_tiles, pixel_noise, sigma_log,
+                                  tile_slices)
 from exporter.preprocessing import block_mean, finite_filled
 
 #: Full-resolution pixels searched for stars, and the side of one search tile.
@@ -85,18 +86,23 @@ def bilinear_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """``image`` resized to ``shape`` by bilinear interpolation between pixel centres, edges
     held (what ``skimage.transform.resize(image, shape, order=1, mode="edge",
     anti_aliasing=False)`` computes, to rounding, ~3x faster), one axis after the other."""
-    out = image
+    out = image.astype(np.float64, copy=False)  # what the weights made of any input before
     for axis, size in enumerate(shape):
         n = image.shape[axis]
         x = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
         low = np.minimum(x.astype(np.intp), n - 1)
         high = np.minimum(low + 1, n - 1)
         frac = x - low
+        # out[low] * (1 - frac) + out[high] * frac, in place (the same operations)
         if axis == 0:
-            out = out[low] * (1 - frac)[:, None] + out[high] * frac[:, None]
+            left, right, weight = out[low], out[high], frac[:, None]
         else:
-            out = out[:, low] * (1 - frac) + out[:, high] * frac
-    return np.clip(out, image.min(), image.max())
+            left, right, weight = np.take(out, low, axis=1), np.take(out, high, axis=1), frac
+        left *= 1 - weight
+        right *= weight
+        left += right
+        out = left
+    return np.clip(out, image.min(), image.max(), out=out)
 
 
 def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
@@ -110,7 +116,8 @@ def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
     The threshold is never below ``step``, the value lattice's step: in 8-bit data the noise
     hides under one step and quantisation plateaus must not become peaks.
     """
-    sub = tile - tile_background(tile)
+    sub = tile_background(tile)
+    np.subtract(tile, sub, out=sub)  # tile - background
     smooth = ndimage.gaussian_filter(sub, 1.0)
     noise = float(mad_std(smooth[::2, ::2]))
     threshold = DETECT_SIGMA * noise if math.isfinite(noise) else math.inf
@@ -136,15 +143,53 @@ def find_peaks(image: np.ndarray, threshold: float, box_size: int = 5,
     """
     radius, b = box_size // 2, border_width
     height, width = image.shape
-    if b < radius or min(height, width) <= 2 * b or np.all(image == image.flat[0]):
+    if b < radius or min(height, width) <= 2 * b:
         if b < radius:
             raise ValueError("border_width must be at least box_size // 2")
         return np.empty(0, np.intp), np.empty(0, np.intp)
+    ys, xs = local_maxima(image, radius, threshold, b)
+    # A constant image has no peaks; in one, every inner pixel would be a "maximum".
+    if ys.size and ys.size == (height - 2 * b) * (width - 2 * b) \
+            and np.all(image == image.flat[0]):
+        return np.empty(0, np.intp), np.empty(0, np.intp)
+    return ys, xs
+
+
+#: :func:`local_maxima` compares only the pixels above the threshold with their neighbours
+#: when at most this share of the pixels is above it (else it filters the whole image).
+CANDIDATE_SHARE = 1 / 16
+
+
+def local_maxima(image: np.ndarray, radius: int, threshold: float, border: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, x)`` of the pixels of ``image`` at least ``border >= radius`` pixels from its
+    border that are above ``threshold`` and equal to the maximum of the ``2 radius + 1`` square
+    around them, in row-major order: ``np.nonzero((inner == box_max(...)) & (inner >
+    threshold))`` shifted by ``border``, the same pixels. When few pixels are above the
+    threshold (stars on a sky), only those are compared with their neighbours."""
+    height, width = image.shape
+    b, r = border, radius
     inner = image[b:height - b, b:width - b]
-    local = box_max(image[b - radius:height - b + radius, b - radius:width - b + radius],
-                    radius)
-    ys, xs = np.nonzero((inner == local) & (inner > threshold))
-    return ys + b, xs + b
+    above = inner > threshold
+    ys, xs = np.nonzero(above)
+    if ys.size > CANDIDATE_SHARE * inner.size or not image.flags.c_contiguous:
+        local = box_max(image[b - r:height - b + r, b - r:width - b + r], r)
+        ys, xs = np.nonzero(above & (inner == local))
+        return ys + b, xs + b
+    ys += b
+    xs += b
+    if ys.size == 0:
+        return ys, xs
+    flat = image.ravel()
+    index = ys * width + xs
+    centre = flat[index]
+    best = centre.copy()
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            if dy or dx:
+                np.maximum(best, flat[index + (dy * width + dx)], out=best)
+    keep = centre == best  # NaN among the neighbours: not a maximum, as in box_max
+    return ys[keep], xs[keep]
 
 
 def box_max(image: np.ndarray, radius: int) -> np.ndarray:
@@ -192,7 +237,13 @@ def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
     region = labels == labels[cy, cx]
     if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
         return math.nan, math.nan, sharpness
-    area = int(np.count_nonzero(region))
+    return _region_shape(cut, region, int(np.count_nonzero(region)), sharpness)
+
+
+def _region_shape(cut: np.ndarray, region: np.ndarray, area: int, sharpness: float
+                  ) -> tuple[float, float, float]:
+    """:func:`measure_peak`'s FWHM and roundness of the half-maximum ``region`` (of ``area``
+    pixels, not touching the cutout's border) of ``cut``, and ``sharpness`` passed through."""
     fwhm = 2.0 * math.sqrt(area / math.pi)
     ys, xs = np.nonzero(region)
     weights = cut[ys, xs]
@@ -207,6 +258,51 @@ def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
     return fwhm, roundness, sharpness
 
 
+#: 4-connectivity inside each cutout of a stack and none across cutouts.
+_STACKED_CROSS = np.stack([np.zeros_like(_CROSS), _CROSS, np.zeros_like(_CROSS)])
+
+
+def measure_peaks(sub: np.ndarray, yx: np.ndarray) -> list[tuple[float, float, float]]:
+    """``[measure_peak(sub, y, x) for y, x in yx]``, the same values: the cutouts, their edge
+    medians, the peak pixels, the half-maximum regions and their areas for all peaks at once
+    (one sort, one labelling), the sums and moments peak by peak as before."""
+    r = CUTOUT_RADIUS
+    count = len(yx)
+    height, width = sub.shape
+    if count < 2 or yx.min() < r or yx[:, 0].max() >= height - r or yx[:, 1].max() >= width - r:
+        return [measure_peak(sub, y, x) for y, x in yx]
+    offsets = np.arange(-r, r + 1)
+    cuts = sub[(yx[:, 0, None] + offsets)[:, :, None], (yx[:, 1, None] + offsets)[:, None, :]]
+    edge = np.sort(np.concatenate([cuts[:, 0], cuts[:, -1], cuts[:, 1:-1, 0], cuts[:, 1:-1, -1]],
+                                  axis=1), axis=1)
+    half = edge.shape[1] // 2
+    cuts -= (edge[:, half] if edge.shape[1] % 2
+             else (edge[:, half - 1] + edge[:, half]) / 2)[:, None, None]
+    index = np.argmax(cuts[:, r - 1:r + 2, r - 1:r + 2].reshape(count, 9), axis=1)
+    cys, cxs = index // 3 + (r - 1), index % 3 + (r - 1)
+    which = np.arange(count)
+    peaks = cuts[which, cys, cxs]
+    labels, _ = ndimage.label(cuts >= 0.5 * peaks[:, None, None], structure=_STACKED_CROSS)
+    regions = labels == labels[which, cys, cxs][:, None, None]
+    touching = (regions[:, 0].any(axis=1) | regions[:, -1].any(axis=1)
+                | regions[:, :, 0].any(axis=1) | regions[:, :, -1].any(axis=1))
+    areas = np.count_nonzero(regions, axis=(1, 2))
+    out = []
+    for k in range(count):
+        peak = float(peaks[k])
+        if not peak > 0:
+            out.append((math.nan, math.nan, math.nan))
+            continue
+        cut, cy, cx = cuts[k], int(cys[k]), int(cxs[k])
+        core = cut[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3].sum()
+        sharpness = peak / core if core > 0 else math.nan
+        if touching[k]:
+            out.append((math.nan, math.nan, sharpness))
+        else:
+            out.append(_region_shape(cut, regions[k], int(areas[k]), sharpness))
+    return out
+
+
 def is_star(fwhm: float, roundness: float) -> bool:
     """A resolved, roughly round point source: FWHM >= 1.5 px and roundness >= 0.4.
 
@@ -216,13 +312,23 @@ def is_star(fwhm: float, roundness: float) -> bool:
     return math.isfinite(fwhm) and fwhm >= 1.5 and math.isfinite(roundness) and roundness >= 0.4
 
 
+def star_tiles(data: np.ndarray) -> list[np.ndarray]:
+    """The full-resolution tiles searched for stars: float64 copies
+    (:func:`~exporter.pixel_stats.native_tiles`), or int32 copies of integer ADU that int32
+    holds exactly (8- and 16-bit, int32 frames): the same numbers, which the star search
+    selects as int32 anyway, without a float64 copy to check and narrow."""
+    if data.dtype.kind in "iu" and np.can_cast(data.dtype, np.int32):
+        return [np.array(data[sl], dtype=np.int32)
+                for sl in tile_slices(data.shape, STAR_TILE_PIXELS, STAR_TILE_SIDE)]
+    return native_tiles(data, STAR_TILE_PIXELS, STAR_TILE_SIDE)
+
+
 def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
     """Star count and density, peak density, point-source fraction, median FWHM (pixels),
     roundness and peak sharpness, from full-resolution tiles of ``data`` (ADU); ``step``: the
     value lattice's step (:func:`~exporter.pixel_stats.quantum`)."""
     out = dict.fromkeys(DOMAIN_FEATURE_NAMES[:9], math.nan)
-    tiles = [t for t in native_tiles(data, STAR_TILE_PIXELS, STAR_TILE_SIDE)
-             if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
+    tiles = [t for t in star_tiles(data) if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
     if not tiles:
         return out
     per_tile = max(1, MAX_MEASURED_PEAKS // len(tiles))
@@ -230,18 +336,19 @@ def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
     stars = 0.0
     fwhms, roundness, sharpness = [], [], []
     for tile in tiles:
-        finite = np.isfinite(tile)
-        if not finite.any():
-            continue
-        if not finite.all():
-            tile = np.where(finite, tile, np.median(tile[finite]))
+        if tile.dtype.kind == "f":
+            finite = np.isfinite(tile)
+            if not finite.any():
+                continue
+            if not finite.all():
+                tile = np.where(finite, tile, np.median(tile[finite]))
         searched += (tile.shape[0] - 2 * CUTOUT_RADIUS) * (tile.shape[1] - 2 * CUTOUT_RADIUS)
         sub, yx, found = detect_peaks(tile, per_tile, step)
         shares = peak_neighbour_shares(sub, step)
         spread += int(np.count_nonzero(shares >= SPREAD_SHARE))
         single += int(np.count_nonzero(np.abs(shares) < SINGLE_PIXEL_SHARE))
         peaks += found
-        measured = [measure_peak(sub, y, x) for y, x in yx]
+        measured = measure_peaks(sub, yx)
         tile_stars = [m for m in measured if is_star(m[0], m[1])]
         if measured:
             stars += found * len(tile_stars) / len(measured)  # extrapolate to unmeasured peaks
@@ -271,16 +378,13 @@ def peak_neighbour_shares(sub: np.ndarray, step: float = 0.0) -> np.ndarray:
     ±:data:`SINGLE_PIXEL_SHARE`; strongly negative shares are bumps on a badly fitted
     background, neither).
     The noise is the sample's ``mad_std``, never below the quantisation noise of ``step``."""
-    sample = sub[::3, ::3]
-    noise = max(float(mad_std(sample)), step / math.sqrt(12.0))
+    noise = max(float(mad_std(sub[::3, ::3])), step / math.sqrt(12.0))
     if not (math.isfinite(noise) and noise > 0):
         return np.empty(0)
-    inner = sub[1:-1, 1:-1]
-    peak = box_max(sub, 1)  # = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
-    ys, xs = np.nonzero((inner == peak) & (inner > DETECT_SIGMA * noise))
+    # = np.nonzero((inner == ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]) & (inner > ...)) + 1
+    ys, xs = local_maxima(sub, 1, DETECT_SIGMA * noise, 1)
     if ys.size == 0:
         return np.empty(0)
-    ys, xs = ys + 1, xs + 1
     neighbours = sum(sub[ys + dy, xs + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
                      if dy or dx) / 8.0
     return neighbours / sub[ys, xs]
@@ -327,15 +431,32 @@ def median5(image: np.ndarray, axis: int) -> np.ndarray:
 def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
     """The ``2 radius + 1`` views of ``image`` mirrored at its edges (``numpy.pad`` "reflect",
     scipy's "mirror") and shifted by ``-radius .. radius`` pixels along ``axis``."""
-    padded = np.pad(image, [(radius, radius) if ax == axis else (0, 0)
-                            for ax in range(image.ndim)], mode="reflect")
     n = image.shape[axis]
+    padded = _reflect_padded(image, axis, radius)
     index = [slice(None)] * image.ndim
     views = []
     for k in range(2 * radius + 1):
         index[axis] = slice(k, k + n)
         views.append(padded[tuple(index)])
     return views
+
+
+def _reflect_padded(image: np.ndarray, axis: int, radius: int) -> np.ndarray:
+    """``numpy.pad(image, radius along axis, mode="reflect")``: the same array, written by three
+    slice copies instead of numpy.pad's general machinery (most of a small tile's median)."""
+    n = image.shape[axis]
+    if n <= radius:  # reflected more than once: numpy.pad's business
+        return np.pad(image, [(radius, radius) if ax == axis else (0, 0)
+                              for ax in range(image.ndim)], mode="reflect")
+    shape = list(image.shape)
+    shape[axis] = n + 2 * radius
+    padded = np.empty(shape, image.dtype)
+    inner, outer = np.moveaxis(image, axis, 0), np.moveaxis(padded, axis, 0)
+    outer[radius:radius + n] = inner
+    outer[:radius] = inner[radius:0:-1]  # (... c b | a b c ...)
+    outer[radius + n:] = inner[n - 2:n - 2 - radius:-1] if n - 2 - radius >= 0 \
+        else inner[n - 2::-1][:radius]
+    return padded
 
 
 def despike(image: np.ndarray) -> np.ndarray:
@@ -490,13 +611,15 @@ def lit_rows(image: np.ndarray) -> np.ndarray:
     return np.flatnonzero(profile > low + 0.5 * (high - low))
 
 
-def line_profile_features(image: np.ndarray, noise: float) -> dict[str, float]:
+def line_profile_features(image: np.ndarray, noise: float, floor: float | None = None
+                          ) -> dict[str, float]:
     """Narrow structure along x of the lit rows of ``image`` (binned, despiked, ADU), assuming
     the spectrum runs along x. ``repeat``: correlation of the high-passed profiles of the even
     and the odd lit rows (arc, sky and absorption lines span the slit, so they repeat; noise and
     stars do not); ``depth``: their scatter over the continuum level; ``skew``: > 0 for emission
     lines, < 0 for absorption; ``contrast``: scatter in units of the noise of the mean profile;
-    ``band``: share of rows lit."""
+    ``band``: share of rows lit. ``floor``: ``np.percentile(image, 1)`` when known (the same
+    for ``image.T``)."""
     out = {"repeat": math.nan, "depth": math.nan, "skew": math.nan, "contrast": math.nan,
            "band": math.nan}
     if min(image.shape) < 8:
@@ -516,7 +639,9 @@ def line_profile_features(image: np.ndarray, noise: float) -> dict[str, float]:
         out["repeat"] = float(np.corrcoef(even, odd)[0, 1])
     mean = high_pass(lit.mean(axis=0))
     scatter = float(mean.std())
-    level = float(np.median(lit) - np.percentile(image, 1))
+    if floor is None:
+        floor = np.percentile(image, 1)
+    level = float(np.median(lit) - floor)
     out["depth"] = math.log10(scatter / level + 1e-6) if level > 0 else math.nan
     if scatter > 0:
         out["skew"] = float(np.mean(((mean - mean.mean()) / scatter) ** 3))
@@ -532,8 +657,10 @@ def slit_features(reduced: np.ndarray, row_conc: float, col_conc: float) -> dict
     along the other axis)."""
     image = despike(reduced)
     noise = pixel_noise([image])
-    along_x = line_profile_features(image, noise)
-    along_y = line_profile_features(image.T, noise)
+    # The 1st percentile of the pixels, whatever their order: taken once for both orientations.
+    floor = np.percentile(image, 1) if min(image.shape) >= 8 else None
+    along_x = line_profile_features(image, noise, floor)
+    along_y = line_profile_features(image.T, noise, floor)
     key = lambda measures: -2.0 if math.isnan(measures["repeat"]) else measures["repeat"]
     best, other = (along_x, along_y) if key(along_x) >= key(along_y) else (along_y, along_x)
     return {"concentration_max": float(np.fmax(row_conc, col_conc)),

@@ -26,7 +26,7 @@ def rng():
 
 
 def test_running_medians_equal_scipy(rng):
-    for shape in [(64, 64), (5, 7), (7, 5), (3, 9), (40, 17)]:
+    for shape in [(64, 64), (5, 7), (7, 5), (3, 9), (40, 17), (2, 6), (6, 2), (4, 4)]:
         image = rng.normal(size=shape)
         image[rng.random(shape) < 0.3] = 0.5  # ties
         for axis in (0, 1):
@@ -309,3 +309,227 @@ def test_values_that_are_not_counted(rng):
     assert value_counts(np.array([0.0, float(1 << 20)])) is None  # too wide
     assert value_counts(np.array([0.0, 2.0 ** 60])) is None  # beyond exact integers
     assert value_counts(np.array([-3.0, 4.0])).median() == 0.5
+
+
+def _local_maxima_reference(image, radius, threshold, border):
+    """The full-image search that :func:`D.local_maxima` replaces."""
+    h, w = image.shape
+    b, r = border, radius
+    inner = image[b:h - b, b:w - b]
+    local = D.box_max(image[b - r:h - b + r, b - r:w - b + r], r)
+    ys, xs = np.nonzero((inner == local) & (inner > threshold))
+    return ys + b, xs + b
+
+
+def test_local_maxima_equal_the_full_search(rng):
+    """Only the pixels above the threshold compared with their neighbours: the same maxima in
+    the same order, with plateaus (ties), NaN, and few or many pixels above the threshold."""
+    for trial in range(60):
+        shape = (int(rng.integers(20, 80)), int(rng.integers(20, 80)))
+        image = ndimage.gaussian_filter(rng.normal(size=shape), trial % 3 * 0.5)
+        if trial % 4 == 0:
+            image = np.round(image * 2)  # plateaus
+        if trial % 7 == 0:
+            image[rng.random(shape) < 0.01] = np.nan
+        if trial % 9 == 0:
+            image = np.asfortranarray(image)  # not C-contiguous: the full search
+        radius = (1, 2)[trial % 2]
+        border = radius + int(rng.integers(0, 9))
+        for threshold in (-np.inf, -1.0, 0.0, 1.0, 2.5, np.inf):
+            ys, xs = D.local_maxima(image, radius, threshold, border)
+            ry, rx = _local_maxima_reference(image, radius, threshold, border)
+            assert np.array_equal(ys, ry) and np.array_equal(xs, rx)
+    image = np.full((30, 30), 2.0)
+    assert D.find_peaks(image, 1.0)[0].size == 0  # constant: no peak, above the threshold too
+    image[15, 15] = 3.0
+    assert D.find_peaks(image, 2.5)[0].tolist() == [15]
+    assert D.find_peaks(image, 1.0)[0].size == 14 * 14 - 24  # the plateau away from the bump
+
+
+def _neighbour_shares_reference(sub, step):
+    """:func:`D.peak_neighbour_shares` before it used :func:`D.local_maxima`."""
+    from astropy.stats import mad_std
+
+    noise = max(float(mad_std(sub[::3, ::3])), step / math.sqrt(12.0))
+    if not (math.isfinite(noise) and noise > 0):
+        return np.empty(0)
+    inner = sub[1:-1, 1:-1]
+    peak = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
+    ys, xs = np.nonzero((inner == peak) & (inner > D.DETECT_SIGMA * noise))
+    if ys.size == 0:
+        return np.empty(0)
+    ys, xs = ys + 1, xs + 1
+    neighbours = sum(sub[ys + dy, xs + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                     if dy or dx) / 8.0
+    return neighbours / sub[ys, xs]
+
+
+def test_peak_neighbour_shares_unchanged(rng):
+    for trial in range(20):
+        sub = rng.normal(size=(64, 96))
+        for _ in range(int(rng.integers(0, 30))):  # stars and hot pixels
+            y, x = int(rng.integers(2, 62)), int(rng.integers(2, 94))
+            sub[y, x] += rng.uniform(5, 50)
+            if trial % 2:
+                sub[y - 1:y + 2, x - 1:x + 2] += rng.uniform(1, 10)
+        if trial % 5 == 0:
+            sub = np.round(sub)
+        step = float(trial % 3)
+        assert np.array_equal(D.peak_neighbour_shares(sub, step),
+                              _neighbour_shares_reference(sub, step))
+
+
+def _bilinear_reference(image, shape):
+    """:func:`D.bilinear_resize` before it worked in place."""
+    out = image
+    for axis, size in enumerate(shape):
+        n = image.shape[axis]
+        x = np.clip((np.arange(size) + 0.5) * (n / size) - 0.5, 0, n - 1)
+        low = np.minimum(x.astype(np.intp), n - 1)
+        high = np.minimum(low + 1, n - 1)
+        frac = x - low
+        if axis == 0:
+            out = out[low] * (1 - frac)[:, None] + out[high] * frac[:, None]
+        else:
+            out = out[:, low] * (1 - frac) + out[:, high] * frac
+    return np.clip(out, image.min(), image.max())
+
+
+def test_bilinear_resize_in_place_unchanged(rng):
+    for shape_in, shape_out in [((8, 8), (256, 256)), ((3, 5), (100, 170)), ((1, 8), (21, 256)),
+                                ((8, 1), (256, 7)), ((4, 4), (128, 128)), ((16, 7), (512, 230))]:
+        cells = rng.normal(1000, 30, shape_in)
+        before = cells.copy()
+        assert np.array_equal(D.bilinear_resize(cells, shape_out),
+                              _bilinear_reference(cells, shape_out))
+        assert np.array_equal(cells, before)  # the input is not touched
+    for cells in (rng.normal(0, 1, (5, 6)).astype(np.float32), rng.integers(0, 99, (5, 6))):
+        got = D.bilinear_resize(cells, (40, 33))
+        assert got.dtype == np.float64 and np.array_equal(got, _bilinear_reference(cells, (40, 33)))
+    tile = np.round(rng.normal(500, 10, (200, 260)))
+    tile[50, 60] += 300
+    sub, yx, found = D.detect_peaks(tile, 10)
+    assert np.array_equal(sub, tile - D.tile_background(tile))
+
+
+def test_slit_floor_taken_once_is_the_same(rng):
+    """The 1st percentile of a frame and of its transpose are the same number, so slit_features
+    takes it once; with it given, line_profile_features gives what it gives alone."""
+    for trial in range(12):
+        shape = (int(rng.integers(8, 90)), int(rng.integers(8, 90)))
+        image = rng.normal(100, 10, shape)
+        if trial % 2:
+            image = np.round(image)
+        image[:, int(rng.integers(0, shape[1]))] += 50  # a line
+        floor = np.percentile(image, 1)
+        assert floor == np.percentile(image.T, 1)
+        for view in (image, image.T):
+            alone = D.line_profile_features(view, 3.0)
+            given = D.line_profile_features(view, 3.0, floor)
+            assert alone.keys() == given.keys()
+            assert all(alone[k] == given[k] or (math.isnan(alone[k]) and math.isnan(given[k]))
+                       for k in alone)
+
+
+def test_reflect_padding_equals_numpy_pad(rng):
+    """The running medians' mirrored edges written by slice copies: numpy.pad's array."""
+    for n in range(1, 9):
+        for axis in (0, 1):
+            for radius in (1, 2, 3):
+                for dtype in (np.float64, np.float32, np.int32, np.uint16):
+                    shape = (n, 5) if axis == 0 else (5, n)
+                    image = (rng.normal(size=shape) * 100).astype(dtype)
+                    for view in (image, image[::-1, ::2], image.T.copy().T):
+                        expected = np.pad(view, [(radius, radius) if ax == axis else (0, 0)
+                                                 for ax in range(2)], mode="reflect")
+                        got = D._reflect_padded(view, axis, radius)
+                        assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    image = rng.normal(size=(4, 5, 6))
+    image[1, 2, 3] = np.nan
+    for axis in range(3):
+        assert np.array_equal(D._reflect_padded(image, axis, 2), np.pad(
+            image, [(2, 2) if ax == axis else (0, 0) for ax in range(3)], mode="reflect"),
+            equal_nan=True)
+
+
+def test_integer_star_tiles_give_the_same_stars(rng):
+    """Integer frames are searched in int32 tiles, float frames in float64 tiles: the same
+    numbers, the same star features."""
+    sky = rng.normal(800, 12, (700, 900))
+    yy, xx = np.mgrid[:700, :900]
+    for _ in range(60):
+        y, x = rng.uniform(0, 700), rng.uniform(0, 900)
+        sky += rng.uniform(100, 3000) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / 4.5)
+    sky[rng.integers(0, 700, 50), rng.integers(0, 900, 50)] = 9000  # hot pixels
+    for dtype in (np.uint16, np.int16, np.int32, np.uint8):
+        data = np.clip(np.round(sky / (40 if dtype == np.uint8 else 1)), 0,
+                       np.iinfo(dtype).max).astype(dtype)
+        tiles = D.star_tiles(data)
+        assert all(t.dtype == np.int32 for t in tiles)
+        assert all(np.array_equal(t, f) for t, f in zip(tiles, P.native_tiles(
+            data, D.STAR_TILE_PIXELS, D.STAR_TILE_SIDE)))
+        ints, floats = D.star_features(data, 1.0), D.star_features(data.astype(np.float64), 1.0)
+        assert ints == floats or all(
+            ints[k] == floats[k] or (math.isnan(ints[k]) and math.isnan(floats[k])) for k in ints)
+    assert D.star_tiles(np.zeros((50, 50), np.uint32))[0].dtype == np.float64  # may not fit
+
+
+def _measure_peak_reference(sub, y, x):
+    """:func:`D.measure_peak` as it was before the peaks were measured together."""
+    r = D.CUTOUT_RADIUS
+    cut = sub[y - r:y + r + 1, x - r:x + r + 1]
+    edge = np.sort(np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]]))
+    half = edge.size // 2
+    cut = cut - (edge[half] if edge.size % 2 else (edge[half - 1] + edge[half]) / 2)
+    cy, cx = divmod(int(np.argmax(cut[r - 1:r + 2, r - 1:r + 2])), 3)
+    cy, cx = cy + r - 1, cx + r - 1
+    peak = float(cut[cy, cx])
+    if not peak > 0:
+        return math.nan, math.nan, math.nan
+    core = cut[max(cy - 2, 0):cy + 3, max(cx - 2, 0):cx + 3].sum()
+    sharpness = peak / core if core > 0 else math.nan
+    labels, _ = ndimage.label(cut >= 0.5 * peak, structure=ndimage.generate_binary_structure(2, 1))
+    region = labels == labels[cy, cx]
+    if region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any():
+        return math.nan, math.nan, sharpness
+    area = int(np.count_nonzero(region))
+    fwhm = 2.0 * math.sqrt(area / math.pi)
+    ys, xs = np.nonzero(region)
+    weights = cut[ys, xs]
+    total = float(weights.sum())
+    if area < 2 or total <= 0:
+        return fwhm, math.nan, sharpness
+    dy, dx = ys - weights @ ys / total, xs - weights @ xs / total
+    cyy, cxx, cxy = weights @ (dy * dy) / total, weights @ (dx * dx) / total, \
+        weights @ (dy * dx) / total
+    low, high = np.linalg.eigvalsh(np.array([[cyy, cxy], [cxy, cxx]]))
+    roundness = math.sqrt(max(low, 0.0) / high) if high > 0 else math.nan
+    return fwhm, roundness, sharpness
+
+
+def test_peaks_measured_together_as_one_by_one(rng):
+    """Stars, blends, hot pixels, tracks, extended blobs (regions touching the cutout border),
+    dips (no positive peak) and plateaus: measure_peaks gives measure_peak's values."""
+    yy, xx = np.mgrid[:160, :200]
+    for trial in range(8):
+        sub = rng.normal(0, 5, (160, 200))
+        for _ in range(25):
+            y, x, width = rng.uniform(0, 160), rng.uniform(0, 200), rng.uniform(0.5, 6)
+            sub += rng.uniform(-30, 400) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2)
+                                                  / (2 * width ** 2))
+        sub[rng.integers(0, 160, 20), rng.integers(0, 200, 20)] += 500  # hot pixels
+        sub[40, 30:60] += 200  # a track
+        if trial % 2:
+            sub = np.round(sub)  # ties
+        r = D.CUTOUT_RADIUS
+        yx = np.column_stack([rng.integers(r, 160 - r, 60), rng.integers(r, 200 - r, 60)])
+        _, found, _ = D.detect_peaks(sub + 1000.0, 60)
+        for points in (yx, found, yx[:1], yx[:0]):
+            expected = [_measure_peak_reference(sub, y, x) for y, x in points]
+            assert D.measure_peaks(sub, points) == expected or all(
+                all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(p, q))
+                for p, q in zip(D.measure_peaks(sub, points), expected))
+            assert len(D.measure_peaks(sub, points)) == len(expected)
+            assert [D.measure_peak(sub, y, x) for y, x in points[:5]] == expected[:5] or all(
+                all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(p, q))
+                for p, q in zip([D.measure_peak(sub, y, x) for y, x in points[:5]], expected))
