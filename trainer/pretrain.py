@@ -12,9 +12,10 @@ In: one or more export folders (labelled exports contribute the splits named in
 unlabelled export, ``skyshard export --unlabeled --like``, contributes its ``score`` split).
 All must share the image size and preprocessing. Out: a folder with ``encoder.keras`` (image
 ``float16 [B,S,S,1]`` -> embedding; loads with ``safe_mode=True``), ``pretrain.json`` (config,
-exports and their manifest sha256, history, peak RSS, seconds, versions) and
-``pretrain_curves.png`` (and ``tensorboard/`` with ``train.tensorboard``). Streaming and bounded like training: an interleaved, byte-budgeted
-shuffle of the shards, nothing held in memory, the RSS watched against ``memory.ram_budget_gb``.
+exports and their manifest sha256, history, peak RSS, seconds, versions),
+``pretrain_curves.png`` and ``tensorboard/`` (with ``train.tensorboard``). Streaming and bounded
+like training: an interleaved, byte-budgeted shuffle of the shards, nothing held in memory, the
+RSS watched against ``memory.ram_budget_gb``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from keras import layers
 
 from skyshard import __version__, schema
 from skyshard.jsonio import read_json, sha256_file, write_json_atomic
-from skyshard.manifest import ManifestError, load_manifest, manifest_path, shard_paths, verify_shards
+from skyshard.manifest import (ManifestError, load_manifest, manifest_path, shard_paths,
+                               verify_shards)
 from skyshard.memory import RssMonitor
 from trainer import data
 from trainer.augment import NO_AUGMENTATION, make_image_augmenter
