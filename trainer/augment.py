@@ -27,7 +27,14 @@ def policy_for(class_name: str, augment_config: Mapping[str, Any]) -> dict[str, 
     everything off when augmentation is disabled."""
     if not augment_config["enabled"]:
         return dict(NO_AUGMENTATION)
-    name = augment_config["classes"].get(class_name, augment_config["default_policy"])
+    return named_policy(augment_config["classes"].get(class_name,
+                                                      augment_config["default_policy"]),
+                        augment_config)
+
+
+def named_policy(name: str, augment_config: Mapping[str, Any]) -> dict[str, Any]:
+    """``[augment.policies.NAME]`` over :data:`NO_AUGMENTATION`; RandAugment only when the
+    policy allows it and ``augment.randaugment`` is on."""
     policy = {**NO_AUGMENTATION, **augment_config["policies"][name]}
     policy["randaugment"] = bool(policy["randaugment"] and augment_config["randaugment"])
     return policy

@@ -38,7 +38,7 @@ from skyshard.manifest import (ManifestError, load_manifest, manifest_path, shar
                                verify_shards)
 from skyshard.memory import RssMonitor
 from trainer import data
-from trainer.augment import NO_AUGMENTATION, make_image_augmenter
+from trainer.augment import make_image_augmenter, named_policy
 from trainer.callbacks import EpochScalars, MemoryBudgetExceeded
 from trainer.config import ConfigError
 from trainer.layers import Cast
@@ -91,14 +91,12 @@ def check_same_images(exports: Sequence[tuple[Path, Mapping[str, Any]]]) -> None
                     "(skyshard export --like)")
 
 
-def view_pairs(paths: Sequence[str], image_size: int, config: Mapping[str, Any]
+def view_pairs(paths: Sequence[str], manifest: Mapping[str, Any], config: Mapping[str, Any]
                ) -> tf.data.Dataset:
     """An endless stream of ``(view_a, view_b)`` float16 batches ``[B,S,S,1]``: two independent
-    augmentations of the same frames."""
-    pretrain = config["pretrain"]
+    augmentations (``pretrain.policy``) of the same frames."""
     seed = int(config["train"]["seed"])
-    record_bytes = image_size * image_size * 2 + 512
-    buffer = max(2, int(float(config["data"]["shuffle_buffer_mb"]) * (1 << 20) // record_bytes))
+    image_size = int(manifest["image_size"])
     spec = {schema.IMAGE: tf.io.FixedLenFeature([], tf.string)}
     augment = make_image_augmenter(view_policy(config), config["augment"])
 
@@ -108,17 +106,17 @@ def view_pairs(paths: Sequence[str], image_size: int, config: Mapping[str, Any]
         return augment(image), augment(image)
 
     ds = data.interleaved_records(list(paths), int(config["data"]["cycle_length"]), seed)
-    ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.shuffle(data.shuffle_buffer_records(manifest, config, n_streams=1), seed=seed,
+                    reshuffle_each_iteration=True).repeat()
     ds = ds.map(two_views, num_parallel_calls=data.AUTOTUNE, deterministic=False)
-    ds = ds.batch(int(pretrain["batch_size"]), drop_remainder=True)
+    ds = ds.batch(int(config["pretrain"]["batch_size"]), drop_remainder=True)
     return ds.prefetch(data.AUTOTUNE).with_options(data.dataset_options(config))
 
 
 def view_policy(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``[augment.policies]`` entry named by ``pretrain.policy`` (validated in config)."""
-    policy = {**NO_AUGMENTATION, **config["augment"]["policies"][config["pretrain"]["policy"]]}
-    policy["randaugment"] = bool(policy["randaugment"] and config["augment"]["randaugment"])
-    return policy
+    """The ``[augment.policies]`` entry named by ``pretrain.policy`` (validated in config); it
+    applies whatever ``augment.enabled`` says, since the views are what pretraining learns from."""
+    return named_policy(config["pretrain"]["policy"], config["augment"])
 
 
 # -- the networks and the loss ------------------------------------------------------------------
@@ -194,7 +192,7 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
         weight_decay=float(pre["weight_decay"]))
     step = contrastive_step(encoder, projector, optimizer, float(pre["temperature"]))
 
-    record = _new_record(config, exports, summary, image_size, encoder)
+    record = _new_record(config, exports, summary, encoder)
     write_json_atomic(out_dir / PRETRAIN_FILE, record)  # a failed run still says what it was
     budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
     monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
@@ -206,7 +204,7 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
     history: dict[str, list[float]] = {"loss": [], "pair_accuracy": []}
     try:
         with monitor:
-            _fit(step, iter(view_pairs(paths, image_size, config)), epochs, steps, history,
+            _fit(step, iter(view_pairs(paths, exports[0][1], config)), epochs, steps, history,
                  monitor, scalars, lambda: float(optimizer.learning_rate), echo)
     except (Exception, KeyboardInterrupt) as exc:
         status = "memory_exceeded" if isinstance(exc, MemoryBudgetExceeded) else "interrupted"
@@ -286,7 +284,7 @@ def _save_encoder(encoder: keras.Model, out_dir: Path) -> None:
     os.replace(partial, out_dir / ENCODER_FILE)
 
 
-def _new_record(config, exports, summary, image_size, encoder) -> dict[str, Any]:
+def _new_record(config, exports, summary, encoder) -> dict[str, Any]:
     from trainer.train import versions
 
     first = exports[0][1]
