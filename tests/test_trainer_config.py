@@ -97,6 +97,14 @@ def test_resume_allows_only_epochs_patience_and_memory_changes():
     assert resume_differences(saved, other) == ["train.batch_size"]
 
 
+def test_a_run_saved_before_new_keys_existed_still_resumes():
+    older = load_config()
+    del older["pretrain"], older["model"]["encoder"], older["model"]["train_encoder"]
+    assert resume_differences(older, load_config()) == []
+    assert resume_differences(older, load_config(overrides={"model.encoder": "enc"})) == [
+        "model.encoder"]
+
+
 def test_readme_section_shows_the_default_config_verbatim():
     from pathlib import Path
 

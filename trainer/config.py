@@ -216,7 +216,11 @@ def _positive_number(value: Any) -> bool:
 
 
 def resume_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """Dotted keys where ``wanted`` differs from ``saved``, other than :data:`RESUMABLE_CHANGES`."""
+    """Dotted keys where ``wanted`` differs from ``saved``, other than :data:`RESUMABLE_CHANGES`.
+
+    Keys the saved configuration lacks (added to skyshard after the run started) count at their
+    default, so a run started by an older version resumes unless one of them is changed."""
+    saved = merge(default_config(), saved)
     return [key for key in _diff(saved, wanted) if key not in RESUMABLE_CHANGES]
 
 
