@@ -7,6 +7,7 @@ also stop itself when it passes a budget (the trainer's ``--ram-budget-gb``).
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 import threading
@@ -15,6 +16,8 @@ from typing import Callable
 import psutil
 
 _MB = 1024 * 1024
+#: glibc's ``mallopt`` parameter for the mmap threshold (``M_MMAP_THRESHOLD`` in malloc.h).
+_M_MMAP_THRESHOLD = -3
 
 
 def peak_rss_mb(include_children: bool = True) -> float:
@@ -26,16 +29,63 @@ def peak_rss_mb(include_children: bool = True) -> float:
 
 
 def current_rss_mb(include_children: bool = True) -> float:
-    """Current RSS of this process and its live children (Beam multi-process workers) in MiB."""
+    """Resident memory of this process and its live children (Beam workers, reader helpers), MiB.
+
+    Alone, a process's RSS. With children, a plain sum of RSS would count the pages the
+    processes share (the interpreter, numpy, astropy, Beam: the same library files, and what a
+    forked child has not yet written) once per process. The tree's figure is instead every
+    process's private memory (USS, from ``/proc/PID/smaps_rollup``) plus the largest shared
+    part of any one of them: what the tree holds when the others' shared pages are among the
+    largest's (the same libraries, copy-on-write pages of one parent). Where private memory
+    cannot be read, a process counts with its whole RSS.
+    """
     proc = psutil.Process()
-    total = proc.memory_info().rss
-    if include_children:
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-    return total / _MB
+    children = proc.children(recursive=True) if include_children else []
+    if not children:
+        return proc.memory_info().rss / _MB
+    private = largest_shared = 0
+    for member in (proc, *children):
+        try:
+            resident, own = _resident_and_private(member)
+        except psutil.Error:  # a child that ended between the listing and the reading
+            continue
+        private += own
+        largest_shared = max(largest_shared, resident - own)
+    return (private + largest_shared) / _MB
+
+
+def _resident_and_private(proc: psutil.Process) -> tuple[int, int]:
+    """(RSS, USS) of one process in bytes; USS is the RSS where it cannot be read."""
+    try:
+        full = proc.memory_full_info()
+    except psutil.AccessDenied:
+        resident = proc.memory_info().rss
+        return resident, resident
+    return full.rss, getattr(full, "uss", full.rss)
+
+
+def return_large_blocks_to_the_kernel(threshold_bytes: int = 1 << 20) -> bool:
+    """Have glibc serve every block of ``threshold_bytes`` or more with its own mmap, so that
+    freeing it gives the memory back at once. Returns whether the setting took effect.
+
+    By default glibc raises this threshold after the first large block is freed (up to 32 MiB)
+    and from then on serves such blocks, a batch's activations in batched inference, from its
+    heap, where how much of a freed block stays resident varies from batch to batch: the peak
+    of a long run is then its worst batch. A fixed threshold keeps the peak at what is really
+    in use, the same in every run (``bench/FINDINGS.md``, "Flat peak RSS"). For batched
+    evaluation and scoring, not training: training's many per-step temporaries would then each
+    cost fresh page faults. Only on glibc (``mallopt`` is process-wide); elsewhere it changes
+    nothing and returns False.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded in this process
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)) == 1
 
 
 class RssMonitor:
