@@ -346,9 +346,9 @@ mark (`wait4` rusage: the largest single process among the command and its waite
 descendants) and the sum of private memory (USS, `/proc/PID/smaps_rollup`, sampled every 0.5 s)
 over the process tree: Beam workers and the exporter's reader helpers are descendants, alive at
 once. *Self-reported* is what each command reports about itself (manifest `stats.peak_rss_mb`,
-`run.json`, `metrics.json`, `score.json`): an RSS sum over its process tree, which counts pages
-shared between processes once per process, so for the multi-process export it overstates what
-the tree holds.{rerun}
+`run.json`, `metrics.json`, `score.json`): its RSS, and for a process tree (the export's
+workers and reader helpers) each process's private memory plus the largest shared part of any
+one of them, so that the libraries every process maps count once.{rerun}
 
 Growth is per added frame the command read; a record is {fmt(memory['record_bytes'] / 1024)} KB
 on disk, so flat means < {fmt(quarter_kb)} KB per frame. Train, evaluate and score run with
