@@ -47,13 +47,11 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from evaluation.model import RunError
     from evaluation.rules import RulesError
     from skyshard.manifest import ManifestError, ShardIntegrityError
-    from skyshard.memory import return_large_blocks_to_the_kernel
     from skyshard.tfrecord import TFRecordCorruptError
 
     try:
         if args.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
-        return_large_blocks_to_the_kernel()  # batched inference: a flat, repeatable peak
         result = evaluate(args.run, args.export, split=args.split, out_dir=args.out,
                           batch_size=args.batch_size, rules_path=args.rules,
                           use_rules=not args.no_rules, worst_n=args.worst,

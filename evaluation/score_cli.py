@@ -51,7 +51,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from evaluation.score import ScoreError, score, summary_lines
     from evaluation.sort_into import SortError
     from skyshard.manifest import ManifestError, ShardIntegrityError
-    from skyshard.memory import return_large_blocks_to_the_kernel
     from skyshard.tfrecord import TFRecordCorruptError
 
     if extra and not args.beam:
@@ -61,7 +60,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         if args.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
-        return_large_blocks_to_the_kernel()  # batched inference: a flat, repeatable peak
         result = score(args.run, args.input, args.out, batch_size=args.batch_size,
                        low_confidence=args.low_confidence, rules_path=args.rules,
                        use_rules=not args.no_rules, sort_into=args.sort_into, mode=args.mode,

@@ -7,7 +7,6 @@ also stop itself when it passes a budget (the trainer's ``--ram-budget-gb``).
 
 from __future__ import annotations
 
-import ctypes
 import resource
 import sys
 import threading
@@ -16,8 +15,6 @@ from typing import Callable
 import psutil
 
 _MB = 1024 * 1024
-#: glibc's ``mallopt`` parameter for the mmap threshold (``M_MMAP_THRESHOLD`` in malloc.h).
-_M_MMAP_THRESHOLD = -3
 
 
 def peak_rss_mb(include_children: bool = True) -> float:
@@ -62,30 +59,6 @@ def _resident_and_private(proc: psutil.Process) -> tuple[int, int]:
         resident = proc.memory_info().rss
         return resident, resident
     return full.rss, getattr(full, "uss", full.rss)
-
-
-def return_large_blocks_to_the_kernel(threshold_bytes: int = 1 << 20) -> bool:
-    """Have glibc serve every block of ``threshold_bytes`` or more with its own mmap, so that
-    freeing it gives the memory back at once. Returns whether the setting took effect.
-
-    By default glibc raises this threshold after the first large block is freed (up to 32 MiB)
-    and from then on serves such blocks, a batch's activations in batched inference, from its
-    heap, where how much of a freed block stays resident varies from batch to batch: the peak
-    of a long run is then its worst batch. A fixed threshold keeps the peak at what is really
-    in use, the same in every run (``bench/FINDINGS.md``, "Flat peak RSS"). For batched
-    evaluation and scoring, not training: training's many per-step temporaries would then each
-    cost fresh page faults. Only on glibc (``mallopt`` is process-wide); elsewhere it changes
-    nothing and returns False.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded in this process
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    return mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)) == 1
 
 
 class RssMonitor:
