@@ -49,3 +49,19 @@ def test_children_add_their_own_memory_but_not_the_pages_they_share():
     finally:
         child.stdin.close()
         child.wait(timeout=30)
+
+
+def test_the_cheap_tree_reading_agrees_with_the_kernels_private_count():
+    # What current_rss_mb reads (statm) against USS from smaps_rollup, for a spawned child.
+    from bench.tree_memory import read_tree
+
+    child = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        sample = read_tree([psutil.Process(), psutil.Process(child.pid)])
+        assert sample["statm_mb"] == pytest.approx(sample["uss_mb"], rel=0.05)
+        assert sample["rss_sum_mb"] > sample["statm_mb"] + 5
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
