@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
+# Two pytest processes (pytest-xdist), each test file whole on one of them: the suite is mostly
+# single-threaded TensorFlow and Beam startups, so two cores take half the time.
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
