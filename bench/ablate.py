@@ -559,8 +559,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--variants", default="base",
                         help=f"comma-separated, from: {','.join(VARIANTS)}")
     parser.add_argument("--seeds", type=int, default=5,
-                        help="seeds per variant (1..N); one test frame moves macro-F1 by about "
+                        help="seeds per variant (1..N, see --first-seed); one test frame moves macro-F1 by about "
                              "the spread of 3 seeds, so 5 is the default")
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds are FIRST .. FIRST+SEEDS-1 (default 1): more seeds for a "
+                             "report already made, to --merge with it")
     parser.add_argument("--budget-minutes", type=float, default=60.0,
                         help="start no run after this many minutes")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
@@ -619,7 +622,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         exports_by_size[int(size)] = folder
     variants = resolve_variants([v.strip() for v in args.variants.split(",") if v.strip()],
                                 encoder=args.encoder)
-    report = ablate(args.export, variants, list(range(1, args.seeds + 1)), args.budget_minutes,
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    report = ablate(args.export, variants, seeds, args.budget_minutes,
                     Path(args.scratch), common, exports_by_size,
                     Path(args.out) if args.out else None,
                     Path(args.markdown) if args.markdown else None, jobs=args.jobs,

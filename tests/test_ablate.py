@@ -43,9 +43,11 @@ def test_strip_headers_blanks_header_features_and_zeroes_confidences(export):
 def test_quick_ablation_writes_json_and_table(export, tmp_path):
     out, markdown = tmp_path / "ablation.json", tmp_path / "ACCURACY.md"
     assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "1",
-                        "--quick", "--budget-minutes", "5", "--scratch", str(tmp_path / "runs"),
+                        "--first-seed", "3", "--quick", "--budget-minutes", "5",
+                        "--scratch", str(tmp_path / "runs"),
                         "--out", str(out), "--markdown", str(markdown)]) == 0
     report = json.loads(out.read_text())
+    assert report["seeds"] == [3]
     (row,) = report["rows"]
     assert row["variant"] == "base" and row["seeds_done"] == 1 and not row["failed"]
     for key in ("test_macro_f1_mean", "test_stripped_macro_f1_mean", "train_seconds_mean",
