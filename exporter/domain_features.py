@@ -21,11 +21,11 @@ import numpy as np
 from astropy.stats import mad_std
 from scipy import ndimage, signal
 from skimage.measure import perimeter
+from skimage.transform import hough_line
 
 from exporter.frame import RawFrame
 from exporter.pixel_stats import (FrameSamples, as_image, block_medians, frame_samples,
-                                  native_tiles, pixel_noise, sigma_log,
-                                  tile_slices)
+                                  pixel_noise, sigma_log, tile_slices)
 from exporter.preprocessing import block_mean, finite_filled
 
 #: Full-resolution pixels searched for stars, and the side of one search tile.
@@ -50,6 +50,19 @@ DISK_SIDE = 256
 LINE_SIGMA = 6.0
 #: Line peaks must be narrower (at half prominence) than this fraction of the profile.
 MAX_LINE_WIDTH = 0.03
+#: Straight-line search: structures narrower than the top-hat's side (binned pixels) count,
+#: pixels more than :data:`STRAIGHT_SIGMA` noise sigmas up vote, at most
+#: :data:`STRAIGHT_MAX_SHARE` of the pixels (the brightest), over angles in
+#: :data:`STRAIGHT_STEP_DEG` steps. The line counts when its pixels fill at least
+#: :data:`STRAIGHT_MIN_FILL` of its chord across the frame and :data:`STRAIGHT_MIN_PIXELS`.
+STRAIGHT_TOPHAT = 5
+STRAIGHT_SIGMA = 5.0
+STRAIGHT_MAX_SHARE = 0.05
+STRAIGHT_STEP_DEG = 0.5
+STRAIGHT_MIN_FILL = 0.3
+STRAIGHT_MIN_PIXELS = 16
+#: Stars closer than this many binned pixels to the line are on it, not beside it.
+STRAIGHT_MARGIN = 4.0
 
 DOMAIN_FEATURE_NAMES: tuple[str, ...] = (
     # point sources
@@ -64,6 +77,9 @@ DOMAIN_FEATURE_NAMES: tuple[str, ...] = (
     "line_contrast_log10", "lit_band_fraction", "lit_band_fraction_across",
     # planetary disk
     "disk_area_fraction", "disk_circularity", "disk_edge_sharpness", "disk_contrast_sigma_log",
+    # the brightest straight line: a slit's trace or lines (axis-aligned, no stars beside) or
+    # a satellite trail (any angle, across a star field)
+    "line_axis_offset_deg", "line_flank_stars_log",
 )
 
 
@@ -312,30 +328,32 @@ def is_star(fwhm: float, roundness: float) -> bool:
     return math.isfinite(fwhm) and fwhm >= 1.5 and math.isfinite(roundness) and roundness >= 0.4
 
 
-def star_tiles(data: np.ndarray) -> list[np.ndarray]:
-    """The full-resolution tiles searched for stars: float64 copies
-    (:func:`~exporter.pixel_stats.native_tiles`), or int32 copies of integer ADU that int32
-    holds exactly (8- and 16-bit, int32 frames): the same numbers, which the star search
+def star_tiles(data: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """The full-resolution tiles searched for stars, with where they lie in ``data``: float64
+    copies (as :func:`~exporter.pixel_stats.native_tiles`), or int32 copies of integer ADU that
+    int32 holds exactly (8- and 16-bit, int32 frames): the same numbers, which the star search
     selects as int32 anyway, without a float64 copy to check and narrow."""
-    if data.dtype.kind in "iu" and np.can_cast(data.dtype, np.int32):
-        return [np.array(data[sl], dtype=np.int32)
-                for sl in tile_slices(data.shape, STAR_TILE_PIXELS, STAR_TILE_SIDE)]
-    return native_tiles(data, STAR_TILE_PIXELS, STAR_TILE_SIDE)
+    dtype = np.int32 if data.dtype.kind in "iu" and np.can_cast(data.dtype, np.int32) \
+        else np.float64
+    return [(sl, np.array(data[sl], dtype=dtype))
+            for sl in tile_slices(data.shape, STAR_TILE_PIXELS, STAR_TILE_SIDE)]
 
 
-def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
+def star_features(data: np.ndarray, step: float = 0.0,
+                  positions: list[tuple[float, float]] | None = None) -> dict[str, float]:
     """Star count and density, peak density, point-source fraction, median FWHM (pixels),
     roundness and peak sharpness, from full-resolution tiles of ``data`` (ADU); ``step``: the
-    value lattice's step (:func:`~exporter.pixel_stats.quantum`)."""
+    value lattice's step (:func:`~exporter.pixel_stats.quantum`). ``positions``, when given,
+    receives the frame ``(y, x)`` of every measured peak that is a star."""
     out = dict.fromkeys(DOMAIN_FEATURE_NAMES[:9], math.nan)
-    tiles = [t for t in star_tiles(data) if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
+    tiles = [(sl, t) for sl, t in star_tiles(data) if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
     if not tiles:
         return out
     per_tile = max(1, MAX_MEASURED_PEAKS // len(tiles))
     searched = peaks = spread = single = 0
     stars = 0.0
     fwhms, roundness, sharpness = [], [], []
-    for tile in tiles:
+    for sl, tile in tiles:
         if tile.dtype.kind == "f":
             finite = np.isfinite(tile)
             if not finite.any():
@@ -350,6 +368,9 @@ def star_features(data: np.ndarray, step: float = 0.0) -> dict[str, float]:
         peaks += found
         measured = measure_peaks(sub, yx)
         tile_stars = [m for m in measured if is_star(m[0], m[1])]
+        if positions is not None:
+            positions += [(sl[0].start + float(y), sl[1].start + float(x))
+                          for (y, x), m in zip(yx, measured) if is_star(m[0], m[1])]
         if measured:
             stars += found * len(tile_stars) / len(measured)  # extrapolate to unmeasured peaks
         fwhms += [m[0] for m in tile_stars]
@@ -719,6 +740,99 @@ def disk_features(reduced: np.ndarray) -> dict[str, float]:
     return out
 
 
+# --------------------------------------------------------------------------- straight lines
+
+def chord_length(shape: tuple[int, int], theta: float, rho: float) -> float:
+    """Length (pixels) of the line ``x cos(theta) + y sin(theta) = rho`` inside an image of
+    ``shape`` (pixel centres at integer coordinates, as :func:`skimage.transform.hough_line`)."""
+    height, width = shape
+    cos, sin = math.cos(theta), math.sin(theta)
+    x0, y0 = rho * cos, rho * sin
+    low, high = -math.inf, math.inf
+    for start, direction, size in ((x0, -sin, width), (y0, cos, height)):
+        if abs(direction) < 1e-12:
+            if not -0.5 <= start <= size - 0.5:
+                return 0.0
+            continue
+        a, b = (-0.5 - start) / direction, (size - 0.5 - start) / direction
+        low, high = max(low, min(a, b)), min(high, max(a, b))
+    return max(0.0, high - low)
+
+
+def straight_line(reduced: np.ndarray) -> tuple[float, float, float] | None:
+    """The brightest straight line of the binned frame ``reduced`` (ADU): ``(theta, rho,
+    fill)`` in :func:`skimage.transform.hough_line`'s convention, or None when no line fills at
+    least :data:`STRAIGHT_MIN_FILL` of its chord.
+
+    Narrow structure (a white top-hat of side :data:`STRAIGHT_TOPHAT`: traces, arc and sky
+    lines, trails, stars; not nebulae, disks or vignetting) more than :data:`STRAIGHT_SIGMA`
+    noise sigmas up votes in a Hough transform; ``fill`` is the vote of the best line over its
+    chord across the frame. A line must also fill several times the share of pixels that vote,
+    so a dense texture does not make one by chance.
+    """
+    if min(reduced.shape) < STRAIGHT_TOPHAT + 2:
+        return None
+    image = np.asarray(reduced, dtype=np.float32)
+    tophat = image - ndimage.grey_opening(image, size=STRAIGHT_TOPHAT, mode="nearest")
+    sample = tophat[::2, ::2]
+    centre = float(np.median(sample))
+    noise = float(mad_std(sample))
+    if not (math.isfinite(noise) and noise > 0):
+        positive = tophat[tophat > centre]
+        noise = float(np.median(positive - centre)) if positive.size else 0.0
+    if not noise > 0:
+        return None
+    threshold = max(centre + STRAIGHT_SIGMA * noise,
+                    float(np.quantile(tophat, 1.0 - STRAIGHT_MAX_SHARE)))
+    mask = tophat > threshold
+    voting = int(np.count_nonzero(mask))
+    if voting < STRAIGHT_MIN_PIXELS:
+        return None
+    angles = np.deg2rad(np.arange(-90.0, 90.0, STRAIGHT_STEP_DEG))
+    votes, thetas, rhos = hough_line(mask, theta=angles)
+    index = np.unravel_index(int(np.argmax(votes)), votes.shape)
+    best = float(votes[index])
+    theta, rho = float(thetas[index[1]]), float(rhos[index[0]])
+    chord = chord_length(mask.shape, theta, rho)
+    fill = min(1.0, best / chord) if chord > 0 else 0.0
+    share = voting / mask.size
+    if best < STRAIGHT_MIN_PIXELS or fill < max(STRAIGHT_MIN_FILL, 4.0 * share):
+        return None
+    return theta, rho, fill
+
+
+def straight_line_features(reduced: np.ndarray, shape: tuple[int, int],
+                           stars: list[tuple[float, float]]) -> dict[str, float]:
+    """Where the brightest straight line (:func:`straight_line`) runs, and what lies beside it.
+
+    ``line_axis_offset_deg``: its angle to the nearest detector axis (0..45 degrees; a slit
+    spectrum's trace and lines lie within a few degrees of one, a satellite or aircraft trail
+    at any angle). ``line_flank_stars_log``: log10(1 + the smaller number of ``stars``
+    (full-resolution ``(y, x)``, the measured stars of :func:`star_features`) on either side of
+    it, more than :data:`STRAIGHT_MARGIN` binned pixels away): a trail crosses a star field,
+    a trace sits in a frame without stars. Both NaN without a line. ``shape``: the
+    full-resolution frame's, which :func:`reduced_image` binned to ``reduced``.
+    """
+    out = {"line_axis_offset_deg": math.nan, "line_flank_stars_log": math.nan}
+    line = straight_line(reduced)
+    if line is None:
+        return out
+    theta, rho, _ = line
+    degrees = abs(math.degrees(theta)) % 90.0
+    out["line_axis_offset_deg"] = min(degrees, 90.0 - degrees)
+    # block_mean's binning: factor f per axis, a centred crop of the remainder
+    (fy, y0), (fx, x0) = [(full // binned, (full - binned * (full // binned)) // 2)
+                          for full, binned in zip(shape, reduced.shape)]
+    sides = [0, 0]
+    for y, x in stars:
+        by, bx = (y - y0 - (fy - 1) / 2) / fy, (x - x0 - (fx - 1) / 2) / fx
+        distance = bx * math.cos(theta) + by * math.sin(theta) - rho
+        if abs(distance) > STRAIGHT_MARGIN:
+            sides[distance > 0] += 1
+    out["line_flank_stars_log"] = math.log10(1.0 + min(sides))
+    return out
+
+
 # --------------------------------------------------------------------------- public API
 
 def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
@@ -739,12 +853,14 @@ def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dic
     if not np.isfinite(samples.grid).any():
         return dict.fromkeys(DOMAIN_FEATURE_NAMES, math.nan)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
-        features = star_features(data, samples.step)
+        stars: list[tuple[float, float]] = []
+        features = star_features(data, samples.step, stars)
         reduced = reduced_image(data)
         features.update(spectral_features(reduced))
         features.update(slit_features(reduced, features["row_concentration"],
                                       features["col_concentration"]))
         features.update(disk_features(reduced))
+        features.update(straight_line_features(reduced, data.shape, stars))
     return {name: _finite(features[name]) for name in DOMAIN_FEATURE_NAMES}
 
 

@@ -379,7 +379,7 @@ def test_real_frames(real_frames_dir):
 
     paths = real_frame_files(real_frames_dir)
     assert paths
-    axis_found = {}
+    axis_found, line_found = {}, {}
     for path in paths:
         frame = read_real_frame(path)
         features = all_features(frame)
@@ -391,11 +391,22 @@ def test_real_frames(real_frames_dir):
         assert image.max() > image.min(), path.name
         axis_found.setdefault(path.parent.name, []).append(
             not math.isnan(features["dispersion_axis"]))
+        line_found.setdefault(path.parent.name, []).append(
+            not math.isnan(features["line_axis_offset_deg"]))
+        if path.parent.name == "spectrum" and line_found["spectrum"][-1]:
+            # a spectrograph's trace and lines run within a few degrees of a detector axis
+            assert features["line_axis_offset_deg"] <= 5.0, path.name
+            assert features["line_flank_stars_log"] < 1.0, path.name
     # Slit spectra show a dispersion axis; deep-sky frames almost never do.
     if "spectrum" in axis_found:
         assert np.mean(axis_found["spectrum"]) >= 0.8
     if "deep_sky" in axis_found:
         assert np.mean(axis_found["deep_sky"]) <= 0.2
+    # and a straight line; the real deep-sky frames have no trail
+    if "spectrum" in line_found:
+        assert np.mean(line_found["spectrum"]) >= 0.8
+    if "deep_sky" in line_found:
+        assert np.mean(line_found["deep_sky"]) <= 0.2
 
 
 # --------------------------------------------------------------------------- sensor signatures
@@ -471,3 +482,53 @@ def test_slit_line_measures_do_not_depend_on_orientation(rng):
         assert along_x[name] == pytest.approx(along_y[name], rel=0.1, abs=0.05), name
     assert along_x["line_skew"] > 1.0                          # emission lines
     assert along_x["line_contrast_log10"] > noise["line_contrast_log10"] + 1.0
+
+
+# --------------------------------------------------------------------------- straight lines
+
+def trail(shape, angle_deg, through, peak=600.0, fwhm=3.0) -> np.ndarray:
+    """A satellite trail: a straight line of constant brightness ``peak`` ADU and Gaussian
+    profile across, at ``angle_deg`` to the x axis, through the point ``through`` (y, x)."""
+    y, x = np.indices(shape)
+    angle = math.radians(angle_deg)
+    distance = (y - through[0]) * math.cos(angle) - (x - through[1]) * math.sin(angle)
+    sigma = fwhm / (2 * math.sqrt(2 * math.log(2)))
+    return peak * np.exp(-distance ** 2 / (2 * sigma ** 2))
+
+
+def test_a_trail_across_stars_is_tilted_and_flanked_by_stars(rng):
+    """A trail at 30 degrees across a star field: far from the detector axes, stars on both
+    sides; a slit spectrum's trace and arc lines: along an axis, no star beside."""
+    field = star_field(rng, (384, 512), n_stars=150)
+    trailed = domain_features(make_frame(field + trail(field.shape, 30.0, (192, 256)),
+                                         full_scale=math.nan))
+    assert trailed["line_axis_offset_deg"] == pytest.approx(30.0, abs=1.5)
+    assert trailed["line_flank_stars_log"] > 1.0          # > 9 stars on the sparser side
+    # a trail almost along x (1 degree) is still flanked by stars
+    flat_trail = domain_features(make_frame(field + trail(field.shape, 1.0, (150, 256)),
+                                            full_scale=math.nan))
+    assert flat_trail["line_axis_offset_deg"] < 2.0
+    assert flat_trail["line_flank_stars_log"] > 1.0
+    for spectrum in (trace_spectrum(rng), trace_spectrum(rng).T.copy(), arc_spectrum(rng)):
+        features = domain_features(make_frame(spectrum, full_scale=math.nan))
+        assert features["line_axis_offset_deg"] <= 1.0
+        assert features["line_flank_stars_log"] == 0.0
+
+
+def test_no_straight_line_in_stars_noise_or_a_flat(rng):
+    for image in (star_field(rng), rng.normal(500.0, 6.0, (300, 400)), flat(rng),
+                  DEGENERATE["constant"], DEGENERATE["zeros_3x3"], DEGENERATE["row_1xN"]):
+        features = domain_features(make_frame(image, full_scale=math.nan))
+        assert math.isnan(features["line_axis_offset_deg"])
+        assert math.isnan(features["line_flank_stars_log"])
+
+
+def test_chord_length_of_lines_through_a_frame():
+    from exporter.domain_features import chord_length
+
+    assert chord_length((100, 200), 0.0, 50.0) == pytest.approx(100.0)        # x = 50
+    assert chord_length((100, 200), math.pi / 2, 30.0) == pytest.approx(200.0)  # y = 30
+    assert chord_length((100, 100), math.pi / 4, 0.0) == pytest.approx(0.0, abs=1.5)
+    assert chord_length((100, 100), -math.pi / 4, 0.0) == pytest.approx(100 * math.sqrt(2),
+                                                                        rel=0.02)
+    assert chord_length((100, 200), 0.0, 500.0) == 0.0                         # outside
