@@ -17,11 +17,12 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from skyshard.jsonio import write_json_atomic
 
 from bench.feature_classifier import SPLITS, split_arrays
 
@@ -98,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row['model']['accuracy']:.3f}, image alone "
                   f"{row['image_alone']['accuracy']:.3f}, features alone "
                   f"{row['features_alone']['accuracy']:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json_atomic(args.out, report)
     return 0
 
 

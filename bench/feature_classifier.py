@@ -15,11 +15,12 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from skyshard.jsonio import write_json_atomic
 
 SPLITS = [(split, stripped) for split in ("val", "test") for stripped in (False, True)]
 
@@ -101,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
               f"wrong) | runs {np.mean(row['runs']['macro_f1']):.3f} ({row['runs']['errors']}) | "
               f"mean of both {np.mean(row['mean_with_each_run']['macro_f1']):.3f} "
               f"({row['mean_with_each_run']['errors']})")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json_atomic(args.out, report)
     return 0
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from skyshard.jsonio import write_json_atomic
 
 from bench.feature_classifier import SPLITS, run_probabilities, split_arrays
 
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{np.mean(scores):.3f} ± {np.std(scores):.3f}, errors "
               f"{sum(r['errors_shared'] for r in row['runs'].values())}; most often wrong: "
               + ", ".join(f"{k} ({n})" for k, n in often.most_common(3)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json_atomic(args.out, report)  # NaN (a split without shared frames) as null
     return 0
 
 
