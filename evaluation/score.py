@@ -65,6 +65,7 @@ class ScoreInput:
     root: Path
     manifest: dict | None = None    # export input
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
+    rejected: list = field(default_factory=list)  # folder input: exporter.discovery.Rejected
     spec: object = None             # folder input: exporter.extract.ExportSpec
 
     @property
@@ -114,9 +115,10 @@ def open_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     from exporter.discovery import discover
 
     spec = spec_from_run(info)
-    refs, _ = discover(root, labelled=False)
-    log.info("input is a folder: %d frame file(s) under %s", len(refs), root)
-    return ScoreInput("folder", root, refs=refs, spec=spec)
+    refs, rejected = discover(root, labelled=False)
+    log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
+             len(refs), root, len(rejected))
+    return ScoreInput("folder", root, refs=refs, rejected=rejected, spec=spec)
 
 
 def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
@@ -215,13 +217,14 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
                            info.export["confidence_names"])
     prepare_out_dir(out, overwrite)
 
-    dead_letters: list[dict] = []
+    dead_letters = [r.dead_letter() for r in source.rejected]
     with RssMonitor() as rss:
         if beam:
             from evaluation.beam_score import score_with_beam
 
-            predictions, dead_letters = score_with_beam(
+            predictions, read_letters = score_with_beam(
                 source, Path(run_dir), info, rules, batch_size, list(beam_args or []), out)
+            dead_letters += read_letters
         else:
             model = load_model(run_dir)
             predictions = list(predict_local(model, input_records(source, dead_letters), info,

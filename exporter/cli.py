@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("input", metavar="INPUT",
                         help="folder of frames; labelled: INPUT/<class>/**/*.fits|fit|fts|fz|"
-                             "fits.gz|tif|tiff")
+                             "fits.gz|fits.bz2|tif|tiff")
     parser.add_argument("out", metavar="OUT", help="export folder to create")
     parser.add_argument("--unlabeled", "--unlabelled", dest="unlabelled", action="store_true",
                         help="any tree, no classes: one split 'score' (for `skyshard score`)")

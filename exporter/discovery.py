@@ -7,13 +7,14 @@ separators, so it is the same on every machine and every run.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from skyshard.schema import is_frame_file
+from skyshard.schema import FRAME_EXTENSIONS, is_frame_file, unread_frame_format
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,21 @@ class Rejected:
     path: str
     message: str
 
+    def dead_letter(self) -> dict:
+        """Its line of ``errors.jsonl`` (stage ``discover``)."""
+        return {"path": self.path, "key": self.key, "class": None, "stage": "discover",
+                "error_type": "Rejected", "message": self.message}
+
 
 def walk_frames(root: str | os.PathLike,
-                on_error: Callable[[OSError], None] | None = None) -> Iterable[Path]:
+                on_error: Callable[[OSError], None] | None = None,
+                on_other: Callable[[Path], None] | None = None) -> Iterable[Path]:
     """Yield frame files under ``root`` in sorted order, following directory symlinks once.
 
     Hidden files and folders (starting with ``.``) are skipped; a directory reached twice
     through symlinks (a loop) is visited only once. A folder that cannot be listed is passed to
-    ``on_error`` as the ``OSError`` (its ``filename`` is the folder) and skipped.
+    ``on_error`` as the ``OSError`` (its ``filename`` is the folder) and skipped; every other
+    file that is not a frame file to ``on_other``.
     """
     seen: set[tuple[int, int]] = set()
     for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
@@ -60,8 +68,12 @@ def walk_frames(root: str | os.PathLike,
         seen.add((stat.st_dev, stat.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and is_frame_file(name):
+            if name.startswith("."):
+                continue
+            if is_frame_file(name):
                 yield Path(dirpath) / name
+            elif on_other is not None:
+                on_other(Path(dirpath) / name)
 
 
 def discover(root: str | os.PathLike, labelled: bool = True,
@@ -71,7 +83,10 @@ def discover(root: str | os.PathLike, labelled: bool = True,
     Labelled: the class is the first folder under ``root``; files directly in ``root`` and, when
     ``classes`` is given, files in folders not among them are rejected (never silently dropped).
     Unlabelled: every frame file in the tree, ``class_name=None``. A folder that cannot be
-    listed (permissions) is rejected too, under its own path.
+    listed (permissions) is rejected too, under its own path, and so is a file in an
+    astronomical format that is not read (XISF, SER, camera raw: see
+    :data:`~skyshard.schema.UNREAD_FRAME_FORMATS`), with what to do about it. Other files
+    (previews, logs, notes) are counted by extension and named in one log line.
     Returns ``(frames, rejected)``, both sorted by key.
     """
     root = Path(root)
@@ -87,7 +102,20 @@ def discover(root: str | os.PathLike, labelled: bool = True,
         rejected.append(Rejected(key, str(folder),
                                  f"cannot list folder: {error.strerror or error}"))
 
-    for path in walk_frames(root, on_error=unlisted):
+    ignored: collections.Counter[str] = collections.Counter()
+
+    def other_file(path: Path) -> None:
+        kind = unread_frame_format(path.name)
+        if kind is None:
+            ignored[path.suffix.lower() or "(no extension)"] += 1
+            return
+        rejected.append(Rejected(path.relative_to(root).as_posix(), str(path),
+                                 f"{kind} is not read: skyshard reads FITS and TIFF "
+                                 f"({', '.join(FRAME_EXTENSIONS)}); save or convert the frame "
+                                 "as one of them (Siril, PixInsight and most capture programs "
+                                 "can)"))
+
+    for path in walk_frames(root, on_error=unlisted, on_other=other_file):
         key = path.relative_to(root).as_posix()
         parts = key.split("/")
         if not labelled:
@@ -101,6 +129,9 @@ def discover(root: str | os.PathLike, labelled: bool = True,
         else:
             frames.append(FrameRef(key, str(path), parts[0]))
     rejected.sort(key=lambda r: r.key)
+    if ignored:
+        log.info("ignored %d file(s) that are not frames under %s: %s", sum(ignored.values()),
+                 root, ", ".join(f"{n} {ext}" for ext, n in ignored.most_common(8)))
     log.debug("discovered %d frames, rejected %d under %s", len(frames), len(rejected), root)
     return frames, rejected
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exporter.discovery import FrameRef, Rejected, discover
+from exporter.discovery import FrameRef, discover
 from exporter.extract import ExportSpec, feature_layout
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
@@ -176,7 +176,7 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
         entries = rename_shards(str(out_dir), planned)
         counts = read_jsonl(f"{meta_dir}/counts*.jsonl")
         scalers = read_jsonl(f"{meta_dir}/scaler*.jsonl")
-        errors = [discover_letter(r) for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
+        errors = [r.dead_letter() for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
         errors.sort(key=lambda e: e["key"])
         with open(out_dir / schema.ERRORS_FILE, "w", encoding="utf-8") as stream:
             stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in errors)
@@ -222,11 +222,6 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
         write_json_atomic(out_dir / schema.MANIFEST_FILE, manifest)
     shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
     return ExportResult(manifest, out_dir, seconds, rss.peak_mb, errors)
-
-
-def discover_letter(rejected: Rejected) -> dict:
-    return {"path": rejected.path, "key": rejected.key, "class": None, "stage": "discover",
-            "error_type": "Rejected", "message": rejected.message}
 
 
 def _count_by(rows: list[dict], field_name: str) -> dict[str, int]:

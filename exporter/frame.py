@@ -40,7 +40,8 @@ class RawFrame:
     ``data``: 2-D array in physical units (ADU after BZERO/BSCALE), float32 or the file's own
     integer dtype; may be a read-only memmap. Never modified in place.
     ``header``: FITS-style cards, upper-case keyword -> value (``{}`` for TIFF without tags).
-    ``source``: provenance, at least ``format`` (``fits``, ``fits.gz``, ``fz``, ``tiff``),
+    ``source``: provenance, at least ``format`` (``fits``, ``fits.gz``, ``fits.bz2``, ``fz``,
+    ``tiff``),
     ``dtype`` (of the stored pixels), ``bits`` (bit depth of the stored pixels, e.g. 8, 16, 32),
     ``full_scale`` (largest representable value: 255, 65535, or NaN for float data),
     ``original_shape`` (tuple), ``planes`` (number of planes reduced into ``data``, 1 for 2-D),

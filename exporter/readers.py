@@ -32,7 +32,8 @@ import numpy as np
 from exporter.frame import DEFAULT_MAX_PIXELS, FrameError, RawFrame
 
 #: Extensions read as FITS and as TIFF, matched case-insensitively against the end of the name.
-FITS_EXTENSIONS = (".fits.gz", ".fits", ".fit", ".fts", ".fz")
+FITS_EXTENSIONS = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.bz2", ".fit.bz2", ".fts.bz2",
+                   ".fits", ".fit", ".fts", ".fz")
 TIFF_EXTENSIONS = (".tiff", ".tif")
 
 #: Rec. 709 luma weights for R, G, B: colour frames are reduced to luminance with these.
@@ -365,7 +366,7 @@ def _fits_source(hdu, index: int, shape: tuple[int, ...], scaling: _Scaling,
 def _fits_format(hdu, compression: str | None) -> str:
     if _is_tile_compressed(hdu):
         return "fz"
-    return "fits.gz" if compression == "gzip" else "fits"
+    return {"gzip": "fits.gz", "bzip2": "fits.bz2"}.get(compression, "fits")
 
 
 def _saturation_hint(header: dict[str, Any]) -> float:

@@ -22,7 +22,20 @@ SCORE_SPLIT = "score"
 UNLABELLED = -1
 
 #: File extensions that are frames, matched case-insensitively against the end of the name.
-FRAME_EXTENSIONS = (".fits.gz", ".fits", ".fit", ".fts", ".fz", ".tif", ".tiff")
+FRAME_EXTENSIONS = (".fits.gz", ".fit.gz", ".fts.gz", ".fits.bz2", ".fit.bz2", ".fts.bz2",
+                    ".fits", ".fit", ".fts", ".fz", ".tif", ".tiff")
+
+#: Astronomical frame formats that are not read, by extension (any case): such a file in the
+#: input is a dead letter that says how to make it readable, never silently passed over.
+UNREAD_FRAME_FORMATS = {
+    ".xisf": "an XISF image (PixInsight, N.I.N.A.)",
+    ".ser": "a SER video (planetary capture)",
+    ".fits.xz": "an xz-compressed FITS file", ".fit.xz": "an xz-compressed FITS file",
+    ".fits.zip": "a zip archive", ".fit.zip": "a zip archive",
+    **dict.fromkeys((".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf",
+                     ".orf", ".rw2", ".pef", ".dng", ".3fr", ".iiq", ".erf", ".kdc", ".mrw",
+                     ".x3f"), "a camera raw file"),
+}
 
 #: tf.train.Example field names.
 IMAGE = "image"
@@ -46,6 +59,16 @@ def is_frame_file(name: str) -> bool:
     """True when ``name`` ends with one of :data:`FRAME_EXTENSIONS` (any case)."""
     lower = name.lower()
     return any(lower.endswith(ext) for ext in FRAME_EXTENSIONS)
+
+
+def unread_frame_format(name: str) -> str | None:
+    """What kind of astronomical file ``name`` is when it is one that is not read
+    (:data:`UNREAD_FRAME_FORMATS`), else None."""
+    lower = name.lower()
+    for extension, kind in UNREAD_FRAME_FORMATS.items():
+        if lower.endswith(extension):
+            return kind
+    return None
 
 
 def shard_name(split: str, index: int, total: int, class_name: str | None = None,

@@ -38,6 +38,8 @@ def setup(tmp_path_factory):
     night = root / "night"
     write_sample_tree(night, per_class=1, seed=1, unlabeled=True)
     bad = write_bad_files(night / "broken")
+    (night / "broken" / "M31_0002.xisf").write_bytes(b"XISF0100" + b"\0" * 64)  # not read
+    (night / "preview.jpg").write_bytes(b"\xff\xd8\xff")  # not a frame: ignored
     like = load_like(str(export / "manifest.json"))
     night_export = export_tree(night, root / "night-export", labelled=False, like=like).out_dir
     return {"run": run, "export": export, "night": night, "bad": bad,
@@ -101,6 +103,9 @@ def test_broken_files_are_dead_lettered(setup, tmp_path):
     failed = {letter["key"]: letter for letter in letters}
     for kind in UNREADABLE:
         assert Path(bad[kind]).relative_to(night).as_posix() in failed, kind
+    assert "XISF" in failed["broken/M31_0002.xisf"]["message"]
+    assert failed["broken/M31_0002.xisf"]["stage"] == "discover"
+    assert "preview.jpg" not in failed
     for letter in letters:
         assert {"path", "key", "stage", "error_type", "message"} <= set(letter)
         assert letter["message"] and letter["stage"] != "unexpected"

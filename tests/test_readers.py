@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import math
 import os
@@ -158,6 +159,19 @@ def test_gzip_fits(tmp_path):
     np.testing.assert_array_equal(frame.data, camera)
     assert frame.source["format"] == "fits.gz"
     assert frame.header["IMAGETYP"] == "Dark Frame"
+
+
+@pytest.mark.parametrize("name, compress, label", [
+    ("dark.fit.gz", gzip.compress, "fits.gz"), ("dark.FTS.GZ", gzip.compress, "fits.gz"),
+    ("dark.fits.bz2", bz2.compress, "fits.bz2"), ("dark.fit.bz2", bz2.compress, "fits.bz2")])
+def test_gzip_and_bzip2_under_every_fits_extension(tmp_path, name, compress, label):
+    camera = RNG.integers(0, 65536, (30, 40), dtype=np.uint16)
+    plain = write_fits(tmp_path / "plain.fits", camera, IMAGETYP="Dark Frame")
+    packed = tmp_path / name
+    packed.write_bytes(compress(plain.read_bytes()))
+    frame = read_frame(packed)
+    np.testing.assert_array_equal(frame.data, camera)
+    assert frame.source["format"] == label and frame.header["IMAGETYP"] == "Dark Frame"
 
 
 def test_header_is_plain_upper_case_values(tmp_path):

@@ -326,3 +326,35 @@ def test_every_keras_model_load_is_safe_mode():
             calls.append((f"{path.relative_to(REPO)}", call))
     assert calls, "no model loading found: update this test"
     assert all("safe_mode=True" in call for _, call in calls), calls
+
+
+# ------------------------------------------------------------------------- other files in the tree
+
+def test_unread_astronomical_formats_are_dead_letters_and_other_files_are_counted(tmp_path,
+                                                                                   caplog):
+    import logging
+
+    from exporter.discovery import discover
+
+    lights = tmp_path / "deep_sky"
+    lights.mkdir()
+    (lights / "M31_0001.fits").write_bytes(b"")
+    for name in ("M31_0002.xisf", "jupiter.SER", "IMG_0042.CR2", "m31.fits.xz"):
+        (lights / name).write_bytes(b"\0" * 16)
+    for name in ("M31_0001.jpg", "session.log", "notes"):
+        (lights / name).write_text("not a frame")
+    with caplog.at_level(logging.INFO, logger="exporter.discovery"):
+        frames, rejected = discover(tmp_path)
+    assert [f.key for f in frames] == ["deep_sky/M31_0001.fits"]
+    letters = {r.key: r.dead_letter() for r in rejected}
+    assert sorted(letters) == ["deep_sky/IMG_0042.CR2", "deep_sky/M31_0002.xisf",
+                               "deep_sky/jupiter.SER", "deep_sky/m31.fits.xz"]
+    assert "XISF" in letters["deep_sky/M31_0002.xisf"]["message"]
+    assert "SER video" in letters["deep_sky/jupiter.SER"]["message"]
+    for letter in letters.values():
+        assert letter["stage"] == "discover" and "FITS and TIFF" in letter["message"]
+    # Previews, logs and notes are not frames: named once in the log, not dead letters.
+    assert "ignored 3 file(s) that are not frames" in caplog.text
+    assert ".jpg" in caplog.text and "(no extension)" in caplog.text
+    unlabelled, rejected_unlabelled = discover(tmp_path, labelled=False)
+    assert len(unlabelled) == 1 and len(rejected_unlabelled) == 4
