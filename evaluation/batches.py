@@ -16,7 +16,7 @@ import os
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -46,6 +46,14 @@ class Batch:
         """The model's three inputs."""
         return {schema.IMAGE: self.image, schema.FEATURES: self.features,
                 schema.CONFIDENCES: self.confidences}
+
+    def inputs_without_headers(self, header_columns: Sequence[int]) -> dict[str, np.ndarray]:
+        """The inputs as if no frame had a header (a TIFF, a FITS without keywords): the
+        header feature columns NaN, every confidence 0, as the trainer's header dropout does."""
+        features = self.features.copy()
+        features[:, list(header_columns)] = np.nan
+        return {schema.IMAGE: self.image, schema.FEATURES: features,
+                schema.CONFIDENCES: np.zeros_like(self.confidences)}
 
 
 def batched(records: Iterable[dict], batch_size: int, image_size: int, n_features: int,

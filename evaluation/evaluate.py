@@ -32,6 +32,7 @@ from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__
 from skyshard.jsonio import write_json_atomic
 from skyshard.manifest import ManifestError, load_manifest, verify_shards
+from skyshard.manifest import header_columns as manifest_header_columns
 from skyshard.memory import RssMonitor
 
 log = logging.getLogger("skyshard.evaluation")
@@ -90,6 +91,7 @@ class _Collected:
     ruled: list[np.ndarray] = field(default_factory=list)
     rule_names: list[str] = field(default_factory=list)
     baseline: list[np.ndarray] = field(default_factory=list)
+    stripped: list[np.ndarray] = field(default_factory=list)  # predicted, every header stripped
 
     def arrays(self, n_classes: int):
         def cat(parts, dtype, shape=(0,)):
@@ -104,6 +106,7 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
     """Run the model over ``batches`` and collect the small per-frame results; returns them and
     the most images held at once."""
     classes = info.classes
+    header_columns = manifest_header_columns(info.export)
     out = _Collected()
     max_held = 0
     for batch in batches:
@@ -114,6 +117,10 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
                 f"record {bad!r} has no label among the run's {len(classes)} classes; evaluate "
                 "needs a labelled export (use `skyshard score` for unlabelled frames)")
         probs = predict_probs(model, batch.inputs(), pad_to=batch_size, n_classes=len(classes))
+        if header_columns:
+            out.stripped.append(predict_probs(
+                model, batch.inputs_without_headers(header_columns), pad_to=batch_size,
+                n_classes=len(classes)).argmax(axis=1))
         ruled, rule_names = rules.apply(probs, batch.features, batch.confidences)
         header = baseline.predict(batch.features)
         predicted = probs.argmax(axis=1)
@@ -166,6 +173,13 @@ def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
         **classification_metrics(labels, header, classes),
         "model_vs_baseline": agreement(labels, predicted, header),
     }
+    metrics["headers_stripped"] = {"available": bool(collected.stripped)}
+    if collected.stripped:
+        stripped = np.concatenate(collected.stripped)
+        metrics["headers_stripped"].update(
+            header_features=len(manifest_header_columns(info.export)),
+            changed=int(np.sum(stripped != predicted)),
+            **classification_metrics(labels, stripped, classes))
     return metrics
 
 
@@ -275,6 +289,11 @@ def summary_lines(result: EvaluationResult) -> list[str]:
                      f"{base['macro_f1']:.3f}, coverage {base['coverage']:.3f}")
     else:
         lines.append("header-only baseline: not available (no frame-type features)")
+    stripped = m.get("headers_stripped", {})
+    if stripped.get("available"):
+        lines.append(f"every header stripped (as for TIFFs and FITS without keywords): accuracy "
+                     f"{stripped['accuracy']:.3f}, macro-F1 {stripped['macro_f1']:.3f} "
+                     f"({stripped['changed']} predictions change)")
     lines.append(f"{m['misclassified']} misclassified, {result.seconds:.1f} s, peak RSS "
                  f"{result.peak_rss_mb:.0f} MB")
     lines.append(f"report: {result.files['report']}")

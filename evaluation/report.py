@@ -43,10 +43,12 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _summary_table(metrics: dict) -> str:
     baseline = metrics.get("header_baseline") or {}
+    stripped = metrics.get("headers_stripped") or {}
     rows = [("header-only baseline (IMAGETYP/OBSTYPE)",
              baseline if baseline.get("available") else None),
             ("model", metrics),
-            ("model + rules", metrics.get("with_rules"))]
+            ("model + rules", metrics.get("with_rules")),
+            ("model, every header stripped", stripped if stripped.get("available") else None)]
     out = ["<table><tr><th class=l>predictor</th><th>accuracy</th><th>macro-F1</th>"
            "<th>coverage</th></tr>"]
     for name, block in rows:

@@ -52,6 +52,12 @@ def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def header_columns(manifest: dict) -> list[int]:
+    """Feature columns of the manifest's ``feature_groups["header"]`` (none without groups)."""
+    header = set((manifest.get("feature_groups") or {}).get("header", []))
+    return [i for i, name in enumerate(manifest["feature_names"]) if name in header]
+
+
 def shard_entries(manifest: dict, split: str, class_name: str | None = None) -> list[dict]:
     """Shard entries of ``split`` (optionally only one class's, for per-class train shards)."""
     if split not in manifest["splits"]:

@@ -122,6 +122,39 @@ def _tracking_batched(monkeypatch, live_counts):
     return alive
 
 
+def test_headers_stripped_metrics_are_the_trainers_header_blanking(trained, tmp_path, capsys):
+    """``headers_stripped``: what the model predicts for the same frames without any header
+    (header features NaN, confidences 0), exactly as the trainer's header dropout blanks them."""
+    import tensorflow as tf
+
+    from skyshard.manifest import header_columns, load_manifest
+    from trainer.augment import blank_headers
+    from trainer.data import eval_dataset
+    from trainer.model_io import load_model
+    from trainer.records import model_inputs
+
+    export, run = trained
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), str(export), "--out", str(out)]) == 0
+    assert "every header stripped" in capsys.readouterr().out
+    stripped = read_json(out / "metrics.json")["headers_stripped"]
+
+    manifest, model = load_manifest(export), load_model(run)
+    columns = header_columns(manifest)
+    mask = tf.constant([i in columns for i in range(len(manifest["feature_names"]))])
+    labels, predicted = [], []
+    for batch in eval_dataset(export, manifest, "test", batch_size=16):
+        blank = blank_headers(model_inputs(batch), tf.ones_like(batch["label"], tf.bool), mask)
+        predicted.append(model(blank, training=False).numpy().argmax(axis=1))
+        labels.append(batch["label"].numpy())
+    labels, predicted = np.concatenate(labels), np.concatenate(predicted)
+    assert columns and stripped["available"] and stripped["header_features"] == len(columns)
+    assert stripped["accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert stripped["macro_f1"] == pytest.approx(f1_score(
+        labels, predicted, labels=list(range(6)), average="macro", zero_division=0))
+    assert "every header stripped" in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize("split,n", [("val", 18), ("test", 36)])
 def test_evaluation_memory_does_not_depend_on_split_size(trained, tmp_path, monkeypatch,
                                                          split, n):

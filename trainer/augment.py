@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from skyshard import schema
+from skyshard.manifest import header_columns
 
 Policy = Mapping[str, Any]
 NO_AUGMENTATION: dict[str, Any] = {
@@ -155,12 +156,6 @@ def _mix_pairs(layer, inputs, labels, eligible):
     out[schema.FEATURES] = blend(inputs[schema.FEATURES])
     out[schema.CONFIDENCES] = blend(inputs[schema.CONFIDENCES])
     return out, tf.cast(mixed_labels, labels.dtype)
-
-
-def header_columns(manifest: Mapping[str, Any]) -> list[int]:
-    """Feature columns of the manifest's ``feature_groups["header"]`` (none without groups)."""
-    header = set((manifest.get("feature_groups") or {}).get("header", []))
-    return [i for i, name in enumerate(manifest["feature_names"]) if name in header]
 
 
 def blank_headers(inputs: dict[str, tf.Tensor], drop: tf.Tensor, header_mask: tf.Tensor
