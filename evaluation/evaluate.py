@@ -4,9 +4,9 @@ In: a run folder, an export folder, a split. Out (in ``out_dir``, default ``RUN/
 <split>``): ``metrics.json``, ``confusion_matrix.png``, ``reliability.png``,
 ``misclassified.csv``, ``rules.toml`` (the rules in effect) and a self-contained ``report.html``.
 
-The split is streamed in batches; per frame only its key, label, probabilities and the three
-small predictions (model, model + rules, header baseline) are kept, plus the images of the
-``worst_n`` most confident mistakes. Before any prediction the export must match the run
+The split is streamed in batches; per frame only its key, label, probabilities and the four
+small predictions (model, model + rules, header baseline, model with every header stripped) are
+kept, plus the images of the ``worst_n`` most confident mistakes. Before any prediction the export must match the run
 (schema, classes, image size, features, confidences, preprocessing) and its shards their sha256.
 """
 
