@@ -22,52 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-from skyshard.jsonio import write_json_atomic
-
 from bench.feature_classifier import SPLITS, split_arrays
-
-PARTS = ("model", "image_alone", "features_alone")
+from evaluation.branches import branch_split, summarise
+from skyshard.jsonio import write_json_atomic
 
 
 def branch_logits(model, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(image_part, feature_part, bias)`` of the logits of ``model`` over ``dataset``:
     ``[N, C]``, ``[N, C]`` and ``[C]``; ``softmax(image_part + feature_part + bias)`` is the
-    model's output."""
-    import keras
-
+    model's output (:mod:`evaluation.branches`)."""
     from trainer.records import model_inputs
 
-    image_embedding, feature_embedding = model.get_layer("fuse").input
-    embeddings = keras.Model(model.inputs, [image_embedding, feature_embedding])
-    kernel, bias = model.get_layer("probabilities").get_weights()
-    n_image = int(image_embedding.shape[-1])
-    image_parts, feature_parts = [], []
-    for batch in dataset:
-        h_image, h_features = (np.asarray(t) for t in embeddings(model_inputs(batch),
-                                                                 training=False))
-        image_parts.append(h_image @ kernel[:n_image])
-        feature_parts.append(h_features @ kernel[n_image:])
-    return np.concatenate(image_parts), np.concatenate(feature_parts), bias
-
-
-def summarise(image_part: np.ndarray, feature_part: np.ndarray, bias: np.ndarray,
-              labels: np.ndarray) -> dict:
-    """Logit spread per branch, and accuracy and macro-F1 of the model and of each branch
-    alone."""
-    from sklearn.metrics import f1_score
-
-    def spread(logits):
-        return float((logits - logits.mean(axis=1, keepdims=True)).std())
-
-    logits = {"model": image_part + feature_part + bias, "image_alone": image_part + bias,
-              "features_alone": feature_part + bias}
-    out = {"logit_spread": {"image": spread(image_part), "features": spread(feature_part)}}
-    for name in PARTS:
-        predicted = logits[name].argmax(axis=1)
-        out[name] = {"accuracy": float((predicted == labels).mean()),
-                     "macro_f1": float(f1_score(labels, predicted, average="macro",
-                                                zero_division=0))}
-    return out
+    split = branch_split(model)
+    if split is None:
+        raise SystemExit(f"{model.name}: not one image + feature model (an ensemble?)")
+    parts = [split.logit_parts({k: np.asarray(v) for k, v in model_inputs(batch).items()})
+             for batch in dataset]
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            split.bias)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         _, labels, _, dataset = split_arrays(args.export, manifest, split, stripped)
         name = f"{split}{', stripped' if stripped else ''}"
         for run, model in models.items():
-            row = summarise(*branch_logits(model, dataset), labels)
+            row = summarise(*branch_logits(model, dataset), labels, manifest["classes"])
             report["runs"][str(run)][name] = row
             print(f"{run.name[-24:]:24s} {name:14s} logit spread image "
                   f"{row['logit_spread']['image']:.2f} features "

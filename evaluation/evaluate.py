@@ -23,11 +23,13 @@ from typing import Iterable
 import numpy as np
 
 from evaluation.baseline import HeaderBaseline
+from evaluation.branches import branch_split
+from evaluation.branches import summarise as branch_summary
 from evaluation.batches import Batch, batched, export_records
 from evaluation.calibration import DEFAULT_BINS, reliability
 from evaluation.metrics import agreement, classification_metrics
 from evaluation.mistakes import WorstMistakes
-from evaluation.model import RunInfo, load_model, predict_probs, read_run_info
+from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read_run_info
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__
 from skyshard.jsonio import write_json_atomic
@@ -92,6 +94,9 @@ class _Collected:
     rule_names: list[str] = field(default_factory=list)
     baseline: list[np.ndarray] = field(default_factory=list)
     stripped: list[np.ndarray] = field(default_factory=list)  # predicted, every header stripped
+    image_part: list[np.ndarray] = field(default_factory=list)    # logits of each branch
+    feature_part: list[np.ndarray] = field(default_factory=list)  # (evaluation.branches)
+    branch_bias: np.ndarray | None = None
 
     def arrays(self, n_classes: int):
         def cat(parts, dtype, shape=(0,)):
@@ -107,7 +112,8 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
     the most images held at once."""
     classes = info.classes
     header_columns = manifest_header_columns(info.export)
-    out = _Collected()
+    split = branch_split(model)
+    out = _Collected(branch_bias=None if split is None else split.bias)
     max_held = 0
     for batch in batches:
         labels = batch.labels
@@ -121,6 +127,10 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
             out.stripped.append(predict_probs(
                 model, batch.inputs_without_headers(header_columns), pad_to=batch_size,
                 n_classes=len(classes)).argmax(axis=1))
+        if split is not None:
+            image_part, feature_part = split.logit_parts(pad_batch(batch.inputs(), batch_size))
+            out.image_part.append(image_part[:len(batch)])
+            out.feature_part.append(feature_part[:len(batch)])
         ruled, rule_names = rules.apply(probs, batch.features, batch.confidences)
         header = baseline.predict(batch.features)
         predicted = probs.argmax(axis=1)
@@ -173,6 +183,11 @@ def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
         **classification_metrics(labels, header, classes),
         "model_vs_baseline": agreement(labels, predicted, header),
     }
+    metrics["branches"] = {"available": False}
+    if collected.image_part:
+        metrics["branches"] = branch_summary(np.concatenate(collected.image_part),
+                                             np.concatenate(collected.feature_part),
+                                             collected.branch_bias, labels, classes)
     metrics["headers_stripped"] = {"available": bool(collected.stripped)}
     if collected.stripped:
         stripped = np.concatenate(collected.stripped)
@@ -289,6 +304,12 @@ def summary_lines(result: EvaluationResult) -> list[str]:
                      f"{base['macro_f1']:.3f}, coverage {base['coverage']:.3f}")
     else:
         lines.append("header-only baseline: not available (no frame-type features)")
+    branches = m.get("branches", {})
+    if branches.get("available"):
+        lines.append(f"image branch alone: accuracy {branches['image_alone']['accuracy']:.3f}; "
+                     f"feature branch alone: {branches['features_alone']['accuracy']:.3f} "
+                     f"(logit spread image {branches['logit_spread']['image']:.2f}, features "
+                     f"{branches['logit_spread']['features']:.2f})")
     stripped = m.get("headers_stripped", {})
     if stripped.get("available"):
         lines.append(f"every header stripped (as for TIFFs and FITS without keywords): accuracy "

@@ -72,6 +72,17 @@ def load_model(run_dir: str | Path):
     return trainer_load_model(run_dir)
 
 
+def pad_batch(inputs: dict[str, np.ndarray], pad_to: int | None) -> dict[str, np.ndarray]:
+    """A short (last) batch padded with zero rows to ``pad_to``, so a model sees one input shape
+    and compiles its predict function once; callers drop the padding rows' outputs."""
+    n = len(inputs[schema.IMAGE])
+    if not pad_to or n >= pad_to:
+        return inputs
+    return {name: np.concatenate([array, np.zeros((pad_to - n, *array.shape[1:]),
+                                                  dtype=array.dtype)])
+            for name, array in inputs.items()}
+
+
 def predict_probs(model, inputs: dict[str, np.ndarray], pad_to: int | None = None,
                   n_classes: int | None = None) -> np.ndarray:
     """Softmax probabilities ``float32 [n, C]`` for one batch of model inputs.
@@ -81,11 +92,7 @@ def predict_probs(model, inputs: dict[str, np.ndarray], pad_to: int | None = Non
     ``n_classes``: the number of outputs expected (the run's classes).
     """
     n = len(inputs[schema.IMAGE])
-    if pad_to and n < pad_to:
-        inputs = {name: np.concatenate(
-            [array, np.zeros((pad_to - n, *array.shape[1:]), dtype=array.dtype)])
-            for name, array in inputs.items()}
-    probs = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)[:n]
+    probs = np.asarray(model.predict_on_batch(pad_batch(inputs, pad_to)), dtype=np.float32)[:n]
     if probs.ndim != 2 or probs.shape[0] != n or (n_classes and probs.shape[1] != n_classes):
         raise ManifestError(f"the model returned shape {probs.shape} for a batch of {n} frames "
                             f"and {n_classes or '?'} classes")

@@ -44,11 +44,14 @@ def _fmt(value, digits: int = 3) -> str:
 def _summary_table(metrics: dict) -> str:
     baseline = metrics.get("header_baseline") or {}
     stripped = metrics.get("headers_stripped") or {}
+    branches = metrics.get("branches") or {}
     rows = [("header-only baseline (IMAGETYP/OBSTYPE)",
              baseline if baseline.get("available") else None),
             ("model", metrics),
             ("model + rules", metrics.get("with_rules")),
-            ("model, every header stripped", stripped if stripped.get("available") else None)]
+            ("model, every header stripped", stripped if stripped.get("available") else None),
+            ("image branch alone", branches.get("image_alone")),
+            ("feature branch alone", branches.get("features_alone"))]
     out = ["<table><tr><th class=l>predictor</th><th>accuracy</th><th>macro-F1</th>"
            "<th>coverage</th></tr>"]
     for name, block in rows:

@@ -15,6 +15,7 @@ from synthetic_export import write_synthetic_export
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
 from bench import branch_contributions, shared_frames  # noqa: E402
+from evaluation.branches import PARTS  # noqa: E402
 
 TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units": 16}
 
@@ -55,11 +56,13 @@ def test_branch_parts_add_up_to_the_models_probabilities(export_and_run):
 
 
 def test_summary_scores_each_branch_alone():
+    from evaluation.branches import summarise
+
     labels = np.array([0, 1, 2, 0])
     image = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 5], [0, 5, 0]], float)  # 3 of 4 right
     features = np.zeros((4, 3))  # no evidence: argmax falls to the bias
     bias = np.array([0.0, 0.0, 0.1])
-    row = branch_contributions.summarise(image, features, bias, labels)
+    row = summarise(image, features, bias, labels, ["a", "b", "c"])
     assert row["image_alone"]["accuracy"] == 0.75 and row["model"]["accuracy"] == 0.75
     assert row["features_alone"]["accuracy"] == 0.25  # class 2 every time
     assert row["logit_spread"]["features"] == 0.0 < row["logit_spread"]["image"]
@@ -73,7 +76,7 @@ def test_command_writes_every_split_for_every_run(export_and_run, tmp_path):
     rows = report["runs"][str(run)]
     assert set(rows) == {"val", "val, stripped", "test", "test, stripped"}
     for row in rows.values():
-        assert set(row) == {"logit_spread", *branch_contributions.PARTS}
+        assert set(row) == {"available", "logit_spread", *PARTS}
         assert 0.0 <= row["image_alone"]["accuracy"] <= 1.0
 
 

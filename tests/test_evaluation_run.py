@@ -155,6 +155,23 @@ def test_headers_stripped_metrics_are_the_trainers_header_blanking(trained, tmp_
     assert "every header stripped" in (out / "report.html").read_text()
 
 
+def test_branch_metrics_rebuild_the_model_and_score_each_branch_alone(trained, tmp_path):
+    """``branches``: the image and feature parts of the logits add up to the model's own
+    predictions, and each branch alone is scored like the model."""
+    export, run = trained
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run), str(export), "--out", str(out), "--batch-size", "8"]) == 0
+    metrics = read_json(out / "metrics.json")
+    branches = metrics["branches"]
+    assert branches["available"]
+    assert branches["model"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert branches["model"]["confusion_matrix"] == metrics["confusion_matrix"]
+    for part in ("image_alone", "features_alone"):
+        assert branches[part]["n"] == metrics["n"] and 0 <= branches[part]["accuracy"] <= 1
+    assert branches["logit_spread"]["image"] >= 0 and branches["logit_spread"]["features"] > 0
+    assert "image branch alone" in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize("split,n", [("val", 18), ("test", 36)])
 def test_evaluation_memory_does_not_depend_on_split_size(trained, tmp_path, monkeypatch,
                                                          split, n):
