@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     manifest, other = load_manifest(str(args.export)), load_manifest(str(args.other))
     report = {"export": str(args.export), "other": str(args.other),
               "runs": [str(r) for r in args.runs], "splits": {}}
+    shared_by_split: dict[str, set[str]] = {}
     for split, stripped in SPLITS:
         _, labels, keys, dataset = split_arrays(args.export, manifest, split, stripped)
-        shared = split_keys(args.other, other, split)
+        if split not in shared_by_split:  # the same for the stripped pass: read it once
+            shared_by_split[split] = split_keys(args.other, other, split)
+        shared = shared_by_split[split]
         predictions = {str(run): run_probabilities(run, dataset).argmax(axis=1)
                        for run in args.runs}
         name = f"{split}{', stripped' if stripped else ''}"
