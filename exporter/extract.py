@@ -33,12 +33,14 @@ def feature_layout() -> dict[str, Any]:
     from exporter.cfa import CFA_FEATURE_NAMES
     from exporter.domain_features import DOMAIN_FEATURE_NAMES
     from exporter.headers import HEADER_FEATURE_NAMES, header_feature_group
+    from exporter.overscan import OVERSCAN_FEATURE_NAMES
     from exporter.pixel_stats import PIXEL_FEATURE_NAMES
     from exporter.sensor_features import SENSOR_FEATURE_NAMES
 
     groups = {
         "header": list(HEADER_FEATURE_NAMES),
-        "pixel": list(PIXEL_FEATURE_NAMES) + list(SENSOR_FEATURE_NAMES) + list(CFA_FEATURE_NAMES),
+        "pixel": (list(PIXEL_FEATURE_NAMES) + list(SENSOR_FEATURE_NAMES)
+                  + list(CFA_FEATURE_NAMES) + list(OVERSCAN_FEATURE_NAMES)),
         "domain": list(DOMAIN_FEATURE_NAMES),
     }
     names = [name for group in groups.values() for name in group]
@@ -159,6 +161,7 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     from exporter.cfa import equalise_cfa
     from exporter.domain_features import domain_features
     from exporter.headers import header_features
+    from exporter.overscan import overscan_features, trim_to_data_section
     from exporter.pixel_stats import FrameSamples, pixel_features
     from exporter.readers import read_frame
     from exporter.sensor_features import recover_adu, sensor_features
@@ -166,7 +169,11 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
         frame = recover_adu(frame)
+        # Pre- and overscan cut off: every feature and the image see only pixels that saw
+        # light; the overscan itself is the bias reference (exporter/overscan.py).
+        frame, overscan = trim_to_data_section(frame)
         samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
+        overscan_values = overscan_features(overscan, samples)
         # A raw colour frame's 2x2 mosaic taken out: every feature and the image then see it
         # as a mono sensor would (exporter/cfa.py).
         frame, cfa_values = equalise_cfa(frame, samples)
@@ -178,7 +185,7 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
         if pixel_values.get("nonfinite_fraction") == 1.0:
             raise FrameError("features", "the frame has no finite pixel (all NaN or inf)")
         values = {**header_values, **pixel_values, **sensor_features(frame, samples),
-                  **cfa_values, **domain_features(frame, samples)}
+                  **cfa_values, **overscan_values, **domain_features(frame, samples)}
     except FrameError:
         raise
     except Exception as exc:  # a feature bug must become a dead letter, not a dead job

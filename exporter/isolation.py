@@ -271,8 +271,9 @@ def decode_answer(answer: bytes) -> dict[str, Any]:
 
 def _source_from_json(source: dict[str, Any]) -> dict[str, Any]:
     source = dict(source)
-    if isinstance(source.get("original_shape"), list):
-        source["original_shape"] = tuple(source["original_shape"])
+    for key in ("original_shape", "untrimmed_shape"):  # tuples, as the reader wrote them
+        if isinstance(source.get(key), list):
+            source[key] = tuple(source[key])
     return source
 
 

@@ -323,6 +323,11 @@ class FrameSamples:
         return [_read_only(tile) for tile in native_tiles(self.data)]
 
     @cached_property
+    def noise(self) -> float:
+        """:func:`pixel_noise` of :attr:`tiles`, never below :attr:`step`."""
+        return pixel_noise(self.tiles, self.step)
+
+    @cached_property
     def tile_levels(self) -> list[float]:
         """Median of the finite pixels of each of :attr:`tiles` (NaN for a tile with none)."""
         levels = []
@@ -737,7 +742,7 @@ def _pixel_features(frame: RawFrame, data: np.ndarray, samples: FrameSamples
     values = grid.ravel() if finite.all() else grid[finite]
     tiles = samples.tiles
     step = samples.step
-    noise = pixel_noise(tiles, step)
+    noise = samples.noise
     counts = samples.counts(values)  # integer ADU: order statistics counted, not sorted
     if values.size:
         pct = dict(zip(_PERCENTILE_NAMES, (float(p) for p in (

@@ -1,0 +1,183 @@
+"""The data section of a CCD frame, and what its overscan says about the signal in it.
+
+Observatory CCDs read out more pixels than the sensor has: the prescan and overscan, columns
+(or rows) that never saw light and hold the bias level of that very readout. Reduction
+software trims them before anything else (ccdproc's ``trim_image``, IRAF's ``ccdproc``), and
+so does skyshard: left in, a flat or a spectrum carries a dark band down one side, which the
+features and the CNN read as a lit slit, a planet's limb or a shadow.
+
+The overscan is also the one absolute reference a raw frame carries about itself. Its level is
+the bias of this readout and its pixel-to-pixel noise the read noise, whatever the camera's
+offset and gain, so the data section's signal above it, in units of that noise, and the data
+section's noise against it, tell a bias (no signal, read noise only) from a dark (a little
+charge) and from a flat or a light (much signal, shot noise well above the read noise):
+
+* ``overscan_excess_sigma_log``: ``sigma_log(median(data) - median(overscan), read noise)``;
+* ``overscan_noise_ratio_log``: ``log10(noise(data) / noise(overscan))``.
+
+Both are NaN for a frame without an overscan (every amateur CMOS camera).
+
+Sections are read from the header as IRAF writes them: ``'[x1:x2,y1:y2]'``, 1-based, inclusive,
+the column (FITS axis 1) first; a reversed range (``[2048:1,…]``, a flipped readout) names the
+same pixels. The data section is ``TRIMSEC``, else ``DATASEC``; the overscan is ``BIASSEC``,
+else the widest strip of the array beside the data section that runs along all of it. A
+section that does not fit the array (a section in unbinned pixels on a binned frame,
+``'UNKNOWN'``, a typo) is ignored, and so is a data section holding less than
+:data:`MIN_DATA_SHARE` of the array: then the frame is measured whole, as before.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from typing import Mapping
+
+import numpy as np
+
+from exporter.frame import RawFrame
+from exporter.pixel_stats import FrameSamples, pixel_noise, safe_log10, safe_ratio, sigma_log
+
+OVERSCAN_FEATURE_NAMES: tuple[str, ...] = ("overscan_excess_sigma_log", "overscan_noise_ratio_log")
+
+#: Header keywords of the data section, the first valid one wins.
+DATA_SECTION_KEYWORDS = ("TRIMSEC", "DATASEC")
+#: Header keyword of the overscan (bias) section.
+OVERSCAN_KEYWORDS = ("BIASSEC",)
+#: A data section smaller than this share of the array is not trusted (mostly a section
+#: written for another binning or readout window).
+MIN_DATA_SHARE = 0.25
+#: Narrowest overscan strip (pixels across) used for a level and a noise.
+MIN_OVERSCAN_WIDTH = 4
+#: Pixels of the overscan sampled at most (whole rows of the strip, evenly spaced).
+OVERSCAN_PIXELS = 16 * 1024
+
+_SECTION = re.compile(r"^\s*\[\s*(\d+)\s*:\s*(\d+)\s*,\s*(\d+)\s*:\s*(\d+)\s*\]\s*$")
+
+Section = tuple[slice, slice]  # (rows, columns) of the 2-D array, numpy order
+
+
+def parse_section(text, shape: tuple[int, int]) -> Section | None:
+    """The ``(rows, columns)`` slices of an IRAF section string on an array of ``shape``
+    (``(height, width)``), or None when ``text`` is not a section or does not fit the array.
+
+    >>> parse_section("[1:2048,1:350]", (350, 2112))
+    (slice(0, 350, None), slice(0, 2048, None))
+    """
+    match = _SECTION.match(text) if isinstance(text, str) else None
+    if not match:
+        return None
+    x1, x2, y1, y2 = (int(v) for v in match.groups())
+    (x1, x2), (y1, y2) = sorted((x1, x2)), sorted((y1, y2))
+    height, width = shape
+    if x1 < 1 or y1 < 1 or x2 > width or y2 > height:
+        return None
+    return slice(y1 - 1, y2), slice(x1 - 1, x2)
+
+
+def _header_section(header: Mapping, keywords: tuple[str, ...], shape: tuple[int, int]
+                    ) -> Section | None:
+    for keyword in keywords:
+        section = parse_section(header.get(keyword), shape)
+        if section is not None:
+            return section
+    return None
+
+
+def _area(section: Section) -> int:
+    rows, cols = section
+    return (rows.stop - rows.start) * (cols.stop - cols.start)
+
+
+def data_section(header: Mapping, shape: tuple[int, int]) -> Section | None:
+    """The data section from ``TRIMSEC``/``DATASEC`` when it is a trustworthy proper part of an
+    array of ``shape``; None when the whole array is data (or the header says nothing usable)."""
+    section = _header_section(header, DATA_SECTION_KEYWORDS, shape)
+    if section is None:
+        return None
+    area, whole = _area(section), shape[0] * shape[1]
+    if area >= whole or area < MIN_DATA_SHARE * whole:
+        return None
+    return section
+
+
+def _overlaps(a: Section, b: Section) -> bool:
+    return all(sa.start < sb.stop and sb.start < sa.stop for sa, sb in zip(a, b))
+
+
+def overscan_section(header: Mapping, shape: tuple[int, int], data: Section | None
+                     ) -> Section | None:
+    """The overscan: ``BIASSEC`` when it lies outside the data section, else the widest strip
+    of the array beside ``data`` that runs along all of it (prescan or overscan columns, or
+    rows); None without a data section or a strip of at least :data:`MIN_OVERSCAN_WIDTH`."""
+    if data is None:
+        return None
+    given = _header_section(header, OVERSCAN_KEYWORDS, shape)
+    if given is not None:
+        return None if _overlaps(given, data) else given
+    rows, cols = data
+    height, width = shape
+    strips = [
+        (cols.start, (rows, slice(0, cols.start))),              # prescan columns
+        (width - cols.stop, (rows, slice(cols.stop, width))),    # overscan columns
+        (rows.start, (slice(0, rows.start), cols)),              # prescan rows
+        (height - rows.stop, (slice(rows.stop, height), cols)),  # overscan rows
+    ]
+    across, strip = max(strips, key=lambda s: s[0])
+    return strip if across >= MIN_OVERSCAN_WIDTH else None
+
+
+def _strip_sample(data: np.ndarray, section: Section) -> np.ndarray:
+    """The overscan pixels as float64, trimmed of the quarter of its width nearest each edge
+    across it (where charge left behind by a bright data section trails into the first
+    columns) and thinned to whole, evenly spaced lines along it (bounded cost)."""
+    strip = data[section]
+    across_axis = 1 if strip.shape[1] <= strip.shape[0] else 0
+    width = strip.shape[across_axis]
+    margin = width // 4 if width >= 4 * MIN_OVERSCAN_WIDTH else 0
+    if margin:
+        inner = slice(margin, width - margin)
+        strip = strip[:, inner] if across_axis == 1 else strip[inner, :]
+    step = max(1, math.ceil(strip.size / OVERSCAN_PIXELS))
+    if step > 1:  # every step-th line along the strip
+        strip = strip[::step, :] if across_axis == 1 else strip[:, ::step]
+    return np.array(strip, dtype=np.float64)
+
+
+def trim_to_data_section(frame: RawFrame) -> tuple[RawFrame, np.ndarray | None]:
+    """``frame`` cut to its data section, and its overscan pixels (float64, sampled) or None.
+
+    The trimmed frame's ``data`` is a view (a memory map stays mapped); ``source`` records the
+    section as ``data_section`` (``[row0, row1, col0, col1]``, numpy order, end exclusive) and
+    ``untrimmed_shape``. A frame without a usable data section comes back unchanged.
+    """
+    data = frame.data
+    if data.ndim != 2:
+        return frame, None
+    section = data_section(frame.header, data.shape)
+    if section is None:
+        return frame, None
+    overscan = overscan_section(frame.header, data.shape, section)
+    pixels = _strip_sample(data, overscan) if overscan is not None else None
+    rows, cols = section
+    source = {**frame.source, "untrimmed_shape": tuple(data.shape),
+              "data_section": [rows.start, rows.stop, cols.start, cols.stop]}
+    return replace(frame, data=data[section], source=source), pixels
+
+
+def overscan_features(overscan: np.ndarray | None, samples: FrameSamples) -> dict[str, float]:
+    """:data:`OVERSCAN_FEATURE_NAMES` of the data section (``samples`` of the trimmed frame)
+    against its ``overscan`` pixels; NaN without an overscan or finite pixels in it."""
+    features = dict.fromkeys(OVERSCAN_FEATURE_NAMES, math.nan)
+    if overscan is None:
+        return features
+    finite = overscan[np.isfinite(overscan)]
+    grid = samples.grid[np.isfinite(samples.grid)]
+    if finite.size < 16 or grid.size == 0:
+        return features
+    read_noise = pixel_noise([overscan], samples.step)
+    excess = float(np.median(grid)) - float(np.median(finite))
+    with np.errstate(all="ignore"):
+        features["overscan_excess_sigma_log"] = sigma_log(excess, read_noise)
+        features["overscan_noise_ratio_log"] = safe_log10(safe_ratio(samples.noise, read_noise))
+    return features
