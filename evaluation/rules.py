@@ -49,6 +49,11 @@ DEFAULT_RULES: tuple[dict, ...] = (
      "max": 300.0, "require": {"confidence": {"exposure": 1.0}},
      "description": "the Sun, the Moon and the planets are captured in exposures of milliseconds "
                     "to seconds; a well-formed exposure header above 5 minutes contradicts it"},
+    {"name": "flat_long_exposure", "class": "flats", "feature": "exposure_s", "max": 600.0,
+     "require": {"confidence": {"exposure": 1.0}},
+     "description": "sky, panel and dome flats take milliseconds to a minute, narrowband and "
+                    "spectrograph lamp flats a few minutes; a well-formed exposure header above "
+                    "10 minutes contradicts it"},
 )
 
 

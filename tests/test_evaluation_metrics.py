@@ -183,6 +183,22 @@ def test_default_rules_send_a_long_exposed_planetary_guess_to_the_next_class():
     assert applied == ["solar_system_long_exposure", "", ""]
 
 
+def test_default_rules_take_a_long_exposure_past_planetary_and_flats():
+    rules = RuleSet(load_rules(None)[0], CLASSES, FEATURES, CONFIDENCE_NAMES, strict=True)
+    probs = np.full((3, len(CLASSES)), 0.02)
+    probs[:, CLASSES.index("planetary")] = 0.5
+    probs[:, CLASSES.index("flats")] = 0.3
+    probs[:, CLASSES.index("deep_sky")] = 0.1
+    # median_rel, saturated_fraction, range_known, exposure_s
+    features = np.array([[0.4, 0.01, 1, 900], [0.4, 0.01, 1, 400], [0.4, 0.01, 1, 30]],
+                        np.float32)
+    final, applied = rules.apply(probs, features, np.ones((3, 4), np.float32))
+    # 900 s: neither the Solar System nor a flat; 400 s: a (narrowband) flat may take that long
+    assert [CLASSES[i] for i in final] == ["deep_sky", "flats", "planetary"]
+    assert applied == ["solar_system_long_exposure+flat_long_exposure",
+                       "solar_system_long_exposure", ""]
+
+
 def test_when_every_class_is_rejected_the_model_answer_stands():
     rules = RuleSet([Rule.from_dict({"name": f"r{c}", "class": c, "feature": "median_rel",
                                      "max": 0.1}) for c in CLASSES],
