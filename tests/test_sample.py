@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import subprocess
 import sys
 import warnings
@@ -22,7 +23,7 @@ from skyshard.sample import (BAD_FILES, CLASSES, LABELS_FILE, UNREADABLE, Sample
                              write_sample_tree)
 from skyshard.sample.cameras import CAMERAS, draw_settings, read_out
 from skyshard.sample.headers import FRAME_TYPE_KEYS, PROGRAMS
-from skyshard.sample.writers import FAMILIES
+from skyshard.sample.writers import FAMILIES, FileFormat, fits_bytes
 from skyshard.schema import DEFAULT_CLASSES, is_frame_file
 
 TREE_PER_CLASS = 10
@@ -88,6 +89,21 @@ def test_same_seed_gives_identical_bytes_and_more_frames_keep_earlier_ones(tmp_p
     hashes_bigger = {p.relative_to(tmp_path / "c"): sha256(p) for p in bigger}
     assert all(hashes_bigger[r] == sha256(p) for r, p in zip(relative, first))
     assert not {sha256(p) for p in first} & {sha256(p) for p in other}
+
+
+@pytest.mark.parametrize("compression", ["GZIP_1", "GZIP_2", "RICE_1"])
+def test_tile_compressed_files_do_not_depend_on_the_clock(compression, monkeypatch):
+    """gzip stamps the time into every compressed tile; a sample written a second later must
+    still be the same bytes (its sha256 decides the export's split)."""
+    data = np.arange(64 * 48, dtype=np.uint16).reshape(48, 64)
+    fmt = FileFormat("fz", "fz", "uint16", ".fz", compression=compression)
+    written = []
+    for clock in (1_000_000_000.0, 1_700_000_000.0):
+        monkeypatch.setattr("time.time", lambda clock=clock: clock)
+        written.append(fits_bytes(data, fits.Header({"EXPTIME": 1.0}), fmt))
+    assert written[0] == written[1]
+    with fits.open(io.BytesIO(written[0])) as hdus:
+        assert np.array_equal(hdus[1].data, data)
 
 
 def test_every_format_and_extension_occurs_and_none_belongs_to_one_class(tree):

@@ -7,14 +7,17 @@ float (ADU, or scaled to 0..1 as Siril and PixInsight save), gzip-compressed FIT
 colour cubes (``NAXIS3 = 3``), and TIFF (8/16-bit, grey or RGB, with or without compression;
 TIFFs carry no FITS header). Files are written to a hidden temporary name and renamed into
 place, so a reader never sees half a file. Output is byte-identical for identical input:
-gzip's time stamp is fixed and tile-compression dithering is seeded.
+gzip's time stamp is fixed (in ``.fits.gz`` files and in the tiles of GZIP-compressed ``.fz``
+files) and tile-compression dithering is seeded.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +140,21 @@ def encode(adu: np.ndarray, full_scale: int, fmt: FileFormat) -> np.ndarray:
     return data
 
 
+@contextmanager
+def gzip_tiles_without_clock():
+    """astropy's GZIP_1/GZIP_2 tile codecs call ``gzip.compress``, which stamps every tile with
+    the current second: two runs of the same seed then differ in their ``.fz`` bytes, hence in
+    their sha256 and in the split the export gives them. Within this block the stamp is 0."""
+    from astropy.io.fits.hdu.compressed import _codecs
+
+    original = _codecs.gzip_compress
+    _codecs.gzip_compress = functools.partial(gzip.compress, mtime=0)
+    try:
+        yield
+    finally:
+        _codecs.gzip_compress = original
+
+
 def fits_bytes(data: np.ndarray, header: fits.Header | None, fmt: FileFormat,
                dither_seed: int = 1) -> bytes:
     """The FITS file (or tile-compressed FITS) for ``data`` with ``header``'s cards."""
@@ -154,7 +172,7 @@ def fits_bytes(data: np.ndarray, header: fits.Header | None, fmt: FileFormat,
         if fmt.rgb:
             primary.header["CTYPE3"] = ("RGB", "Colour planes R, G, B")
         hdus = fits.HDUList([primary])
-    with quiet_cards():
+    with quiet_cards(), gzip_tiles_without_clock():
         hdus.writeto(buffer, output_verify="silentfix")
     raw = buffer.getvalue()
     if fmt.container == "fits.gz":
