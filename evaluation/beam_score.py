@@ -76,6 +76,11 @@ class ReadFrameDoFn(beam.DoFn):
     def __init__(self, spec):
         self.spec = spec
 
+    def setup(self):
+        from skyshard.runtime import quiet_library_warnings
+
+        quiet_library_warnings()  # a Beam worker process did not run the command's set-up
+
     def process(self, ref):
         try:
             record = read_frame_record(ref, self.spec)

@@ -290,6 +290,9 @@ def main(argv: list[str]) -> int:
     sys.stdout = sys.stderr
     _exit_when_owner_dies(owner_pid)
     from exporter import extract
+    from skyshard.runtime import quiet_library_warnings
+
+    quiet_library_warnings()
 
     _write_message(answers, _READY)
     while True:

@@ -60,6 +60,9 @@ class ExtractDoFn(beam.DoFn):
         self.failures = Metrics.counter("skyshard", "dead_letters")
 
     def setup(self):
+        from skyshard.runtime import quiet_library_warnings
+
+        quiet_library_warnings()  # a Beam worker process did not run the command's set-up
         self._done = 0
         self._started = time.monotonic()
 

@@ -24,14 +24,30 @@ def configure_logging(verbose: bool = False) -> None:
         force=True,
     )
     logging.getLogger().addFilter(_drop_beam_import_noise)
-    if not verbose:
-        # Odd headers in real archives make astropy warn per card; what matters about a file is
-        # whether it becomes a record or a dead letter (with the reason), not these warnings.
-        from astropy.utils.exceptions import AstropyWarning
-
-        warnings.filterwarnings("ignore", category=AstropyWarning)
+    if verbose:
+        os.environ[VERBOSE_ENV] = "1"  # inherited by reader helpers and Beam worker processes
+    quiet_library_warnings()
     for noisy in ("apache_beam", "absl", "tensorflow", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+#: Set by ``--verbose``; reader helpers and Beam workers read it from their environment.
+VERBOSE_ENV = "SKYSHARD_VERBOSE"
+
+
+def quiet_library_warnings() -> None:
+    """Silence astropy's per-file warnings unless ``--verbose`` (:data:`VERBOSE_ENV`) is on.
+
+    Odd cards in real archives and truncated files make astropy warn once per card or file;
+    what matters about a file is whether it becomes a record or a dead letter with its reason,
+    and the dead letter already says that. Runs in every process that reads frames: the
+    command itself, the reader helpers (:mod:`exporter.isolation`) and Beam's workers.
+    """
+    if os.environ.get(VERBOSE_ENV) == "1":
+        return
+    from astropy.utils.exceptions import AstropyWarning
+
+    warnings.filterwarnings("ignore", category=AstropyWarning)
 
 
 def _drop_beam_import_noise(record: logging.LogRecord) -> bool:
