@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import shlex
 import sys
@@ -39,14 +40,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "from an earlier export (its folder or manifest.json)")
     parser.add_argument("--classes", help="comma-separated class folders to export, in label "
                                           "order (default: all class folders, sorted)")
-    parser.add_argument("--image-size", type=int, default=schema.DEFAULT_IMAGE_SIZE,
-                        help="side of the square image channel in pixels (default 224; "
+    # Options an export --like takes from its reference default to None: what was typed is known.
+    parser.add_argument("--image-size", type=image_size, default=None,
+                        help=f"side of the square image channel in pixels (default "
+                             f"{schema.DEFAULT_IMAGE_SIZE}, at least {schema.MIN_IMAGE_SIZE}; "
                              "350-512 for more detail)")
-    parser.add_argument("--val-fraction", type=float, default=0.15)
-    parser.add_argument("--test-fraction", type=float, default=0.15)
-    parser.add_argument("--seed", type=int, default=42, help="salt of the split hash")
-    parser.add_argument("--folds", type=int, default=5,
-                        help="k for the k-fold ids written on train+val records")
+    parser.add_argument("--val-fraction", type=float, default=None, help="(default 0.15)")
+    parser.add_argument("--test-fraction", type=float, default=None, help="(default 0.15)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="salt of the split hash (default 42)")
+    parser.add_argument("--folds", type=int, default=None,
+                        help="k for the k-fold ids written on train+val records (default 5)")
     parser.add_argument("--shard-size-mb", type=float, default=100.0,
                         help="target shard size (default 100 MB)")
     parser.add_argument("--compress", action="store_true", help="GZIP the shards")
@@ -70,22 +74,84 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "where a header lacks them)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished export in OUT")
+    parser.set_defaults(_export_options=sorted(
+        option for action in parser._actions for option in action.option_strings
+        if option.startswith("--")))
+
+
+def image_size(text: str) -> int:
+    """``--image-size`` TEXT -> int; below :data:`~skyshard.schema.MIN_IMAGE_SIZE` is refused
+    (argparse then exits with status 2 and names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < schema.MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {schema.MIN_IMAGE_SIZE} pixels (the image branch halves the "
+            f"image four times), got {value}")
+    return value
+
+
+def beam_option_names() -> set[str]:
+    """Every ``--option`` the installed Apache Beam's pipeline options define."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    seen = []
+    PipelineOptions([]).get_all_options(add_extra_args_fn=seen.append)
+    return {option for parser in seen for action in parser._actions
+            for option in action.option_strings}
+
+
+def check_beam_args(extra: list[str], known: list[str]) -> None:
+    """Refuse a mistyped skyshard option among the pass-through ``extra`` arguments.
+
+    An unknown ``--name`` equal to a skyshard option once ``_`` and ``-`` are normalised
+    (``--image_size``), or a close match of one (``--image-sise``), that is not a Beam option
+    either, raises ``ValueError`` naming the option meant. Everything else passes to Beam.
+    """
+    def norm(option: str) -> str:
+        return option.lower().replace("_", "-")
+
+    ours = {norm(option): option for option in known}
+    suspects = {}
+    for arg in extra:
+        if not arg.startswith("--") or arg == "--":
+            continue
+        name = arg.split("=", 1)[0]
+        key = norm(name)
+        if key not in ours:
+            key = next(iter(difflib.get_close_matches(key, list(ours), n=1, cutoff=0.8)), None)
+        if key is not None:
+            suspects[name] = ours[key]
+    if not suspects:
+        return
+    beam = beam_option_names()
+    for name, meant in suspects.items():
+        if name not in beam:
+            raise ValueError(f"unknown option {name}; did you mean {meant}? (options skyshard "
+                             "does not know pass to Apache Beam)")
+
+
+#: Options that decide what a record holds, as ``ExportSpec`` fields; ``--like`` takes them from
+#: its reference export.
+SPEC_OPTIONS = ("image_size", "seed", "val_fraction", "test_fraction", "folds")
 
 
 def build_spec(args: argparse.Namespace, like: dict | None):
-    from exporter.extract import DEFAULT_FILE_TIMEOUT, ExportSpec
-    from exporter.frame import DEFAULT_MAX_PIXELS
+    """The :class:`~exporter.extract.ExportSpec` of the parsed options; with ``like`` (an
+    earlier manifest) that export's spec, where options typed that contradict it raise
+    ``ValueError``."""
+    from exporter.extract import ExportSpec
     from exporter.preprocessing import PreprocessOptions
 
     if like is not None:
         spec = ExportSpec.from_manifest(like, labelled=not args.unlabelled)
+        check_like_options(args, spec)
         if args.max_pixels:
             spec.max_pixels = args.max_pixels
         if args.file_timeout is not None:
             spec.file_timeout = args.file_timeout
-        if args.ignore_file_names and spec.file_names:
-            raise SystemExit("--ignore-file-names: the --like export reads file names; "
-                             "its records would not match")
         return spec
     options = PreprocessOptions()
     for name in ("stretch", "resize"):
@@ -96,14 +162,57 @@ def build_spec(args: argparse.Namespace, like: dict | None):
     for name in ("background", "clahe"):
         if getattr(args, name):
             setattr(options, name, True)
-    return ExportSpec(classes=[], image_size=args.image_size, preprocessing=options,
-                      seed=args.seed, val_fraction=args.val_fraction,
-                      test_fraction=args.test_fraction, folds=args.folds,
-                      max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
-                      labelled=not args.unlabelled,
-                      file_timeout=(DEFAULT_FILE_TIMEOUT if args.file_timeout is None
-                                    else args.file_timeout),
-                      file_names=not args.ignore_file_names)
+    typed = {name: getattr(args, name) for name in SPEC_OPTIONS
+             if getattr(args, name) is not None}
+    if args.max_pixels:
+        typed["max_pixels"] = args.max_pixels
+    if args.file_timeout is not None:
+        typed["file_timeout"] = args.file_timeout
+    return ExportSpec(classes=[], preprocessing=options, labelled=not args.unlabelled,
+                      file_names=not args.ignore_file_names, **typed)
+
+
+def check_like_options(args: argparse.Namespace, spec) -> None:
+    """Raise ``ValueError`` naming every typed option that differs from ``spec``, the
+    ``--like`` reference's (options equal to it, and options not typed, are fine)."""
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    conflicts = [f"{flag(name)} {getattr(args, name)} (the reference has {getattr(spec, name)})"
+                 for name in SPEC_OPTIONS
+                 if getattr(args, name) is not None and getattr(args, name) != getattr(spec, name)]
+    prep = spec.preprocessing
+    conflicts += [f"--{name} {getattr(args, name)} (the reference has {getattr(prep, name)})"
+                  for name in ("stretch", "resize")
+                  if getattr(args, name) is not None and getattr(args, name) != getattr(prep, name)]
+    if args.denoise and prep.denoise != "median":
+        conflicts.append(f"--denoise (the reference has denoise {prep.denoise})")
+    conflicts += [f"--{name} (the reference has no {name})"
+                  for name in ("background", "clahe")
+                  if getattr(args, name) and not getattr(prep, name)]
+    if args.ignore_file_names and spec.file_names:
+        conflicts.append("--ignore-file-names (the reference reads file names)")
+    classes = parse_classes(args.classes)
+    if classes is not None and classes != spec.classes:
+        conflicts.append(f"--classes {','.join(classes)} "
+                         f"(the reference has {','.join(spec.classes)})")
+    if conflicts:
+        raise ValueError("--like takes these from the reference export, and they differ: "
+                         + "; ".join(conflicts) + ". Leave them out, or export without --like")
+
+
+def parse_classes(value: str | None) -> list[str] | None:
+    """``--classes`` "a, b" -> ``["a", "b"]`` (``None`` when not given); an empty or repeated
+    name raises ``ValueError``."""
+    if value is None:
+        return None
+    classes = [c.strip() for c in value.split(",")]
+    if not all(classes):
+        raise ValueError(f"--classes {value!r} has an empty class name")
+    repeated = sorted({c for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(f"--classes names {', '.join(repeated)} more than once")
+    return classes
 
 
 def load_like(value: str | None) -> dict | None:
@@ -142,12 +251,13 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from skyshard.manifest import ManifestError
 
     try:
-        validate_fractions(args.val_fraction, args.test_fraction)
+        check_beam_args(extra, args._export_options)
         if args.file_timeout is not None and args.file_timeout < 0:
             raise ValueError("--file-timeout must be 0 (no limit) or a positive number of seconds")
         like = load_like(args.like)
         spec = build_spec(args, like)
-        classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+        validate_fractions(spec.val_fraction, spec.test_fraction)
+        classes = parse_classes(args.classes)
         result = run_export(args.input, args.out, spec=spec, beam_args=extra,
                             shard_mb=args.shard_size_mb, compress=args.compress,
                             overwrite=args.overwrite, like=like, classes=classes,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exporter.discovery import FrameRef, discover
+from exporter.discovery import FrameRef, Rejected, discover
 from exporter.extract import ExportSpec, feature_layout
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
@@ -117,6 +117,53 @@ def resolve_classes(refs: list[FrameRef], like: dict | None, classes: list[str] 
     return sorted({r.class_name for r in refs if r.class_name})
 
 
+def check_out_path(out_dir: Path) -> None:
+    """Raise :class:`ExportError` when OUT, or the nearest of its folders that exists, is not
+    a folder (a file there would fail only once the export has started)."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                where = "" if path == out_dir else f" (it would be made inside {path})"
+                raise ExportError(f"OUT {out_dir}{where}: {path} is a file, not a folder; "
+                                  "choose a new OUT")
+            return
+
+
+def class_folders(input_dir: Path) -> list[str]:
+    """The folder names directly under ``input_dir`` (hidden ones left out), sorted; none when
+    it cannot be listed."""
+    try:
+        return sorted(p.name for p in input_dir.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def check_frames(input_dir: Path, refs: list[FrameRef], rejected: list[Rejected], labelled: bool,
+                 classes: list[str] | None = None) -> None:
+    """Raise :class:`ExportError` before any work when discovery found nothing to export, or
+    (labelled, ``classes`` requested) a requested class without frames; the message names the
+    folders there are. Frames of a ``--like`` export's other classes stay dead letters."""
+    folders = ", ".join(class_folders(input_dir)) or "none"
+    if not refs:
+        if not rejected:
+            raise ExportError(f"no frame files (FITS or TIFF) under {input_dir}")
+        if labelled:
+            raise ExportError(
+                f"no frame under {input_dir} is in a class folder of this export (class "
+                f"folders there: {folders}; {len(rejected)} file(s) rejected, the first "
+                f"{rejected[0].key}: {rejected[0].message}); for frames without classes, "
+                "did you mean --unlabeled?")
+        raise ExportError(f"no frame under {input_dir} can be exported ({len(rejected)} "
+                          f"file(s) rejected, the first {rejected[0].key}: {rejected[0].message})")
+    if labelled and classes:
+        found = {r.class_name for r in refs}
+        missing = [c for c in classes if c not in found]
+        if missing:
+            raise ExportError(f"no frames of class {', '.join(map(repr, missing))} under "
+                              f"{input_dir} (class folders there: {folders})")
+
+
 def check_like(like: dict, layout: dict) -> None:
     if like.get("schema_version") != schema.SCHEMA_VERSION:
         raise ExportError(f"--like manifest has schema_version {like.get('schema_version')}, "
@@ -133,7 +180,9 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     """Export ``input_dir`` into ``out_dir``; returns the manifest and run figures.
 
     ``spec.classes`` is ignored: classes come from ``like`` (an earlier manifest), ``classes``
-    or the class folders found. ``beam_args`` are Beam pipeline options, untouched.
+    or the class folders found. ``beam_args`` are Beam pipeline options, untouched. Raises
+    :class:`ExportError` before anything is written when OUT is not usable, the image size is
+    too small, no frame can be exported or a requested class has no frames.
     """
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -146,15 +195,19 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     if out_dir in input_dir.parents:
         # Clearing or replacing OUT could then delete the frames being exported.
         raise ExportError("INPUT must not be inside OUT")
+    check_out_path(out_dir)
+    if spec.image_size < schema.MIN_IMAGE_SIZE:
+        raise ExportError(f"image size must be at least {schema.MIN_IMAGE_SIZE} pixels, "
+                          f"got {spec.image_size}")
     layout = feature_layout()
     if like is not None:
         check_like(like, layout)
     allowed = like["classes"] if like is not None else classes
     refs, rejected = discover(input_dir, labelled=spec.labelled, classes=allowed)
+    check_frames(input_dir, refs, rejected, spec.labelled,
+                 classes=None if like is not None else classes)
     spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
         like["classes"] if like else classes or [])
-    if spec.labelled and not spec.classes:
-        raise ExportError(f"no class folders with frames under {input_dir}")
     prepare_out_dir(out_dir, overwrite)
     meta_dir = out_dir / INCOMPLETE_DIR / "meta"
     log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",

@@ -50,6 +50,8 @@ FOLD = "fold"
 
 IMAGE_DTYPE = "float16"
 DEFAULT_IMAGE_SIZE = 224
+#: Smallest image side an export accepts: the default image branch halves the image four times.
+MIN_IMAGE_SIZE = 16
 
 MANIFEST_FILE = "manifest.json"
 ERRORS_FILE = "errors.jsonl"

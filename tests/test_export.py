@@ -253,3 +253,76 @@ def test_file_names_fill_in_for_missing_headers_unless_ignored(tmp_path):
     assert np.isnan(ignored["features"][names.index("frame_type_dark")])
     assert not ignored["confidences"].any()
     assert np.array_equal(read["image"], ignored["image"])
+
+
+# -------------------------------------------------------------- the CLI refuses before any work
+
+def _export_cli(*args) -> int:
+    from skyshard.cli import main
+
+    return main(["export", *map(str, args)])
+
+
+def test_exports_that_would_hold_no_frames_are_refused(export, sample_tree, tmp_path, capsys):
+    """Nothing to export, a requested class without frames, a labelled export of a flat
+    folder: exit status 2, a message that says why, and no OUT."""
+    night = tmp_path / "night"
+    night.mkdir()
+    for path in sorted((sample_tree / "bias").iterdir())[:2]:
+        shutil.copy(path, night / path.name)
+    out = tmp_path / "out"
+    assert _export_cli(night, out, "--like", export.out_dir) == 2
+    assert "did you mean --unlabeled?" in capsys.readouterr().err
+    assert _export_cli(sample_tree, out, "--classes", "bias,dark,flats", "--image-size", 32) == 2
+    err = capsys.readouterr().err
+    assert "skyshard export: error: no frames of class 'dark'" in err and "darks" in err
+    (tmp_path / "empty").mkdir()
+    assert _export_cli(tmp_path / "empty", out, "--unlabeled") == 2
+    assert "no frame files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        _export_cli(sample_tree, out, "--image-size", 0)
+    assert exit_info.value.code == 2 and "--image-size: must be at least 16" in \
+        capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_like_refuses_options_that_contradict_the_reference(export, sample_tree, tmp_path,
+                                                             capsys):
+    night = tmp_path / "night"
+    night.mkdir()
+    for path in sorted((sample_tree / "flats").iterdir())[:2]:
+        shutil.copy(path, night / path.name)
+    like = ["--unlabeled", "--like", export.out_dir]
+    assert _export_cli(night, tmp_path / "out", *like, "--image-size", 128, "--stretch", "log",
+                       "--seed", 9, "--denoise") == 2
+    err = capsys.readouterr().err
+    for said in ("--image-size 128 (the reference has 32)", "--stretch log (the reference has "
+                 "asinh)", "--seed 9 (the reference has 42)", "--denoise"):
+        assert said in err
+    assert not (tmp_path / "out").exists()
+    assert _export_cli(night, tmp_path / "same", *like, "--image-size", 32, "--seed", 42) == 0
+    assert json.loads((tmp_path / "same" / "manifest.json").read_text())["image_size"] == 32
+
+
+def test_mistyped_skyshard_options_are_refused_and_beam_options_pass(sample_tree, tmp_path,
+                                                                     capsys):
+    from exporter.cli import check_beam_args
+    from skyshard.cli import build_parser
+
+    for typo in (["--image_size", "64"], ["--image-sise=64"], ["--Image_Size=64"]):
+        assert _export_cli(sample_tree, tmp_path / "out", *typo) == 2
+        name = typo[0].split("=")[0]
+        assert f"unknown option {name}; did you mean --image-size?" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    known = build_parser().parse_args(["export", "in", "out"])._export_options
+    check_beam_args(["--direct_num_workers=2", "--direct_running_mode", "multi_processing",
+                     "--runner=PortableRunner", "--my_own_pipeline_flag", "--help"], known)
+
+
+def test_an_out_that_is_a_file_is_refused(sample_tree, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("mine")
+    for out in (taken, taken / "export"):
+        assert _export_cli(sample_tree, out, "--image-size", 32) == 2
+        assert f"{taken} is a file, not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
