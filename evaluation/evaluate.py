@@ -30,12 +30,14 @@ from evaluation.calibration import DEFAULT_BINS, reliability
 from evaluation.metrics import agreement, classification_metrics
 from evaluation.mistakes import WorstMistakes
 from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read_run_info
+from evaluation.outputs import check_out_dir
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__
 from skyshard.jsonio import write_json_atomic
 from skyshard.manifest import ManifestError, load_manifest, verify_shards
 from skyshard.manifest import header_columns as manifest_header_columns
 from skyshard.memory import RssMonitor
+from skyshard.schema import SCORE_SPLIT
 
 log = logging.getLogger("skyshard.evaluation")
 
@@ -76,8 +78,11 @@ def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> dic
     check_preprocessing(info, manifest)
     for split in splits:
         if split not in manifest["splits"]:
+            hint = ""
+            if manifest.get("labelled") is False or set(manifest["splits"]) == {SCORE_SPLIT}:
+                hint = ": this is an unlabelled export, use `skyshard score` to classify it"
             raise ManifestError(f"the export has no split {split!r}; it has "
-                                f"{sorted(manifest['splits'])}")
+                                f"{sorted(manifest['splits'])}{hint}")
     checked = verify_shards(export_dir, manifest, splits)
     log.info("verified %d shard(s) of %s against the manifest", checked, ", ".join(splits))
     return manifest
@@ -231,14 +236,15 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     Raises :class:`skyshard.manifest.ManifestError` when the export does not match the run,
     :class:`skyshard.manifest.ShardIntegrityError` / :class:`skyshard.tfrecord.
     TFRecordCorruptError` (naming the file) for damaged shards, :class:`EvaluationError` for
-    unlabelled records, :class:`evaluation.rules.RulesError` for a bad rules file.
+    unlabelled records, :class:`evaluation.rules.RulesError` for a bad rules file,
+    :class:`evaluation.outputs.OutDirError` for an unusable ``out_dir`` (before any work).
     """
     started = time.monotonic()
     info = read_run_info(run_dir)
-    manifest = open_export(info, export_dir, [split])
-    out = Path(out_dir) if out_dir else default_out_dir(run_dir, split)
+    out = check_out_dir(out_dir or default_out_dir(run_dir, split))
     rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
                            info.export["confidence_names"])
+    manifest = open_export(info, export_dir, [split])
     baseline = HeaderBaseline(info.classes, info.export["feature_names"], baseline_mapping)
     worst = WorstMistakes(worst_n)
 

@@ -41,8 +41,9 @@ class RunInfo:
 
 
 def read_run_info(run_dir: str | Path) -> RunInfo:
-    """Read ``RUN/run.json`` (via :func:`trainer.model_io.read_run`) and check its export block."""
-    from trainer.model_io import read_run
+    """Read ``RUN/run.json`` (via :func:`trainer.model_io.read_run`) and check its export block
+    and that ``RUN/model.keras`` is there (checked before any input is read)."""
+    from trainer.model_io import model_path, read_run
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -51,6 +52,9 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
         run = read_run(run_dir)
     except FileNotFoundError as exc:
         raise RunError(f"{run_dir} is not a finished training run: {exc}") from exc
+    if not model_path(run_dir).is_file():
+        raise RunError(f"{run_dir} is not a finished training run: {model_path(run_dir)} not "
+                       "found (model.keras is written when training ends)")
     export = run.get("export") or {}
     missing = [name for name in ("classes", "image_size", "feature_names", "confidence_names")
                if name not in export]

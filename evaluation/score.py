@@ -27,10 +27,11 @@ import numpy as np
 from evaluation.batches import batched, export_records, frame_records
 from evaluation.evaluate import check_preprocessing
 from evaluation.model import RunInfo, load_model, predict_probs, read_run_info
+from evaluation.outputs import check_out_dir as check_writable_out
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema
 from skyshard.jsonio import write_json_atomic
-from skyshard.manifest import ManifestError, load_manifest, manifest_path, verify_shards
+from skyshard.manifest import ManifestError, is_export_folder, load_manifest, verify_shards
 from skyshard.memory import RssMonitor
 
 log = logging.getLogger("skyshard.score")
@@ -67,6 +68,14 @@ class ScoreInput:
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
     rejected: list = field(default_factory=list)  # folder input: exporter.discovery.Rejected
     spec: object = None             # folder input: exporter.extract.ExportSpec
+    other_files: int = 0            # folder input without frames: files that are not frames
+
+    def warnings(self) -> list[str]:
+        """What a caller should hear about an input that gave nothing to score."""
+        if self.kind == "folder" and not self.refs:
+            rejected = f", {len(self.rejected)} refused: see errors.jsonl" if self.rejected else ""
+            return [f"no frames found in {self.root} ({self.other_files} other files{rejected})"]
+        return []
 
     @property
     def original_root(self) -> Path | None:
@@ -98,27 +107,46 @@ def spec_from_run(info: RunInfo):
     return ExportSpec.from_manifest(info.export, labelled=False)
 
 
-def open_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
-    """Decide what INPUT is and check it against the run (export: manifest and shard sha256)."""
+def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
+    """Decide what INPUT is, cheaply: an export (manifest checked against the run) or a raw
+    folder. A folder an export wrote to but did not finish is an error, never a raw folder."""
     root = Path(input_path).resolve()
     if not root.exists():
         raise ScoreError(f"input not found: {root}")
-    if manifest_path(root).is_file():
-        manifest = load_manifest(root)
+    if is_export_folder(root):
+        manifest = load_manifest(root)  # no manifest: "… the export did not finish"
         info.check_export(manifest, what="input export")
         check_preprocessing(info, manifest)
-        checked = verify_shards(root, manifest)
-        log.info("input is an export: %d shard(s) verified", checked)
         return ScoreInput("export", root, manifest=manifest)
     if not root.is_dir():
         raise ScoreError(f"input {root} is neither a folder of frames nor an export")
-    from exporter.discovery import discover
+    return ScoreInput("folder", root, spec=spec_from_run(info))
 
-    spec = spec_from_run(info)
-    refs, rejected = discover(root, labelled=False)
+
+def survey_input(source: ScoreInput) -> None:
+    """The expensive part of opening INPUT: verify an export's shards (sha256), or list a
+    folder's frames (``refs``, ``rejected``; ``other_files`` counts files that are neither)."""
+    if source.kind == "export":
+        checked = verify_shards(source.root, source.manifest)
+        log.info("input is an export: %d shard(s) verified", checked)
+        return
+    from exporter.discovery import discover, walk_frames
+
+    source.refs, source.rejected = discover(source.root, labelled=False)
     log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
-             len(refs), root, len(rejected))
-    return ScoreInput("folder", root, refs=refs, rejected=rejected, spec=spec)
+             len(source.refs), source.root, len(source.rejected))
+    if not source.refs:
+        others: list[Path] = []
+        for _ in walk_frames(source.root, on_other=others.append):
+            pass
+        source.other_files = len(others)
+
+
+def open_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
+    """Decide what INPUT is and check it against the run (export: manifest and shard sha256)."""
+    source = locate_input(info, input_path)
+    survey_input(source)
+    return source
 
 
 def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
@@ -179,11 +207,14 @@ def write_errors(path: Path, letters: list[dict]) -> None:
     tmp.replace(path)
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if (out_dir / PREDICTIONS_FILE).exists() and not overwrite:
-        raise ScoreError(f"{out_dir} already holds {PREDICTIONS_FILE}; choose another --out or "
+def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """Resolve ``--out`` and refuse it before any work: a file, an export or run folder
+    (:func:`evaluation.outputs.check_out_dir`), or earlier predictions without ``overwrite``."""
+    out = check_writable_out(out_dir)
+    if (out / PREDICTIONS_FILE).exists() and not overwrite:
+        raise ScoreError(f"{out} already holds {PREDICTIONS_FILE}; choose another --out or "
                          "pass --overwrite")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 @dataclass
@@ -193,6 +224,11 @@ class ScoreResult:
     predictions: list[Prediction]
     errors: list[dict]
 
+    @property
+    def sort_failures(self) -> list[dict]:
+        """Frames ``--sort-into`` could not place (``path``, ``error``); empty without it."""
+        return list(self.summary.get("sort_into", {}).get("failures", []))
+
 
 def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
           batch_size: int = 64, low_confidence: float = 0.5,
@@ -200,11 +236,14 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
           sort_into: str | Path | None = None, mode: str = "link", beam: bool = False,
           beam_args: list[str] | None = None, overwrite: bool = False) -> ScoreResult:
     """Score INPUT with the run's model; see the module docstring. Unreadable frames become
-    dead letters; a mismatched export raises :class:`ManifestError`."""
+    dead letters; a mismatched or unfinished export raises :class:`ManifestError`. The cheap
+    checks (run and model, ``out_dir``, rules, what INPUT is) come before INPUT is read."""
     started = time.monotonic()
     info = read_run_info(run_dir)
-    source = open_input(info, input_path)
-    out = Path(out_dir).resolve()
+    out = check_out_dir(out_dir, overwrite)
+    rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
+                           info.export["confidence_names"])
+    source = locate_input(info, input_path)
     if source.kind == "folder" and (out == source.root or source.root in out.parents):
         raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
     if sort_into is not None:
@@ -213,9 +252,8 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
         if mode not in MODES:
             raise ScoreError(f"--mode must be one of {', '.join(MODES)}")
         check_target(sort_into, source.original_root)
-    rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
-                           info.export["confidence_names"])
-    prepare_out_dir(out, overwrite)
+    survey_input(source)
+    out.mkdir(parents=True, exist_ok=True)
 
     dead_letters = [r.dead_letter() for r in source.rejected]
     with RssMonitor() as rss:
@@ -247,6 +285,7 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     if sorted_summary is not None:
         summary["sort_into"] = {"folder": str(Path(sort_into).resolve()), "mode": mode,
                                 **sorted_summary.to_dict(), "failures": sorted_summary.failed}
+    summary["warnings"] = source.warnings()
     write_json_atomic(out / SUMMARY_FILE, summary)
     return ScoreResult(out, summary, predictions, dead_letters)
 

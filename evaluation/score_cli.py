@@ -17,7 +17,25 @@ examples:
 INPUT is a folder of FITS/TIFF frames (read and preprocessed as the run's export was) or an
 export made with `skyshard export --unlabeled --like MANIFEST`. With --beam, any option not
 listed above is an Apache Beam pipeline option, passed on untouched (DirectRunner by default).
+
+exit status: 0 scored (also a night without frames: a warning says so), 1 scored but some
+frames could not be sorted into --sort-into (the first reason is printed, all in score.json),
+2 nothing done (bad arguments, a mismatched or damaged input, an unusable --out).
 """
+
+#: Exit status when predictions were written but ``--sort-into`` could not place every frame.
+SORT_FAILED = 1
+
+
+def probability(text: str) -> float:
+    """An argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder: predictions.csv, errors.jsonl, score.json")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="frames per prediction batch (default 64)")
-    parser.add_argument("--low-confidence", type=float, default=0.5, metavar="P",
+    parser.add_argument("--low-confidence", type=probability, default=0.5, metavar="P",
                         help="flag predictions whose probability is below P (default 0.5)")
     parser.add_argument("--rules", metavar="FILE",
                         help="post-processing rules (TOML); default: the shipped rules")
@@ -48,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from evaluation.model import RunError
     from evaluation.rules import RulesError
-    from evaluation.score import ScoreError, score, summary_lines
+    from evaluation.score import SUMMARY_FILE, ScoreError, score, summary_lines
     from evaluation.sort_into import SortError
     from skyshard.manifest import ManifestError, ShardIntegrityError
     from skyshard.tfrecord import TFRecordCorruptError
@@ -68,5 +86,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             ScoreError, SortError, FileNotFoundError, ValueError) as exc:
         print(f"skyshard score: error: {exc}", file=sys.stderr)
         return 2
+    for warning in result.summary.get("warnings", []):
+        print(f"skyshard score: warning: {warning}", file=sys.stderr)
     print("\n".join(summary_lines(result)))
+    failures = result.sort_failures
+    if failures:
+        first = failures[0]
+        print(f"skyshard score: error: {len(failures)} frame(s) could not be sorted into "
+              f"{args.sort_into}; first: {first['path']}: {first['error']} (all in "
+              f"{result.out_dir / SUMMARY_FILE})", file=sys.stderr)
+        return SORT_FAILED
     return 0

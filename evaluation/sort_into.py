@@ -24,7 +24,8 @@ MODES = ("link", "hardlink", "copy")
 
 
 class SortError(ValueError):
-    """A sorting request that would be unsafe (FOLDER inside INPUT, unknown mode)."""
+    """A sorting request that would be unsafe or fail (FOLDER inside INPUT or a file, unknown
+    mode)."""
 
 
 @dataclass
@@ -40,8 +41,13 @@ class SortResult:
 
 
 def check_target(folder: str | Path, input_root: str | Path | None) -> Path:
-    """Resolve FOLDER and refuse it inside INPUT (sorted links would be scored next night)."""
+    """Resolve FOLDER and refuse it inside INPUT (sorted links would be scored next night), or
+    when it (or a folder above it) is an existing file: every frame would fail."""
     target = Path(folder).resolve()
+    for path in (target, *target.parents):
+        if path.exists() and not path.is_dir():
+            raise SortError(f"--sort-into {target} cannot be a folder: {path} is an existing "
+                            "file; choose a folder")
     if input_root is not None:
         root = Path(input_root).resolve()
         if target == root or root in target.parents:

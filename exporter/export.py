@@ -30,7 +30,7 @@ from skyshard.memory import RssMonitor
 
 log = logging.getLogger("skyshard.export")
 
-MARKER = ".skyshard-export"
+MARKER = schema.EXPORT_MARKER
 OWNED = (schema.MANIFEST_FILE, schema.ERRORS_FILE, INCOMPLETE_DIR, MARKER,
          *schema.LABELLED_SPLITS, schema.SCORE_SPLIT)
 

@@ -25,7 +25,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from skyshard import schema
 from skyshard.tfrecord import open_shard, write_record
 
-INCOMPLETE_DIR = ".incomplete"
+INCOMPLETE_DIR = schema.INCOMPLETE_DIR
 
 #: Test hook: seconds to sleep after each shard rename, so tests can kill the driver between
 #: the renames and the manifest. Never set outside tests.

@@ -99,11 +99,32 @@ def verify_shards(export_dir: str | Path, manifest: dict,
     return checked
 
 
+def is_export_folder(folder: str | Path) -> bool:
+    """True for a folder an export wrote to, finished or not (its marker, manifest or
+    ``.incomplete/``): never to be read as a folder of frames."""
+    folder = Path(folder)
+    return any((folder / name).exists() for name in (
+        schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR))
+
+
+#: Manifest fields that change the model's inputs, compared by :func:`check_compatible`.
+#: ``file_names_as_metadata`` is absent from exports made before file names were read, which did
+#: not read them: a missing value counts as ``False`` (as ``ExportSpec.from_manifest`` reads it).
+COMPATIBLE_FIELDS = ("schema_version", "classes", "image_size", "feature_names",
+                     "confidence_names", "file_names_as_metadata")
+
+
+def _compared(manifest: dict, name: str) -> Any:
+    value = manifest.get(name)
+    return bool(value) if name == "file_names_as_metadata" else value
+
+
 def check_compatible(expected: dict, manifest: dict, what: str = "export") -> None:
     """Raise :class:`ManifestError` unless ``manifest`` matches ``expected`` on the fields a model
-    depends on: classes (and order), image size, feature names, confidence names, schema."""
-    for name in ("schema_version", "classes", "image_size", "feature_names", "confidence_names"):
-        want, got = expected.get(name), manifest.get(name)
+    depends on: classes (and order), image size, feature names, confidence names, schema, and
+    whether file names were read as metadata."""
+    for name in COMPATIBLE_FIELDS:
+        want, got = _compared(expected, name), _compared(manifest, name)
         if want != got:
             raise ManifestError(
                 f"{what} does not match the model on {name!r}: model expects {_short(want)}, "

@@ -56,6 +56,11 @@ MIN_IMAGE_SIZE = 16
 MANIFEST_FILE = "manifest.json"
 ERRORS_FILE = "errors.jsonl"
 
+#: An export folder holds this marker from its start; until ``manifest.json`` is written last,
+#: its shards live under ``INCOMPLETE_DIR`` (a folder with either is an export, finished or not).
+EXPORT_MARKER = ".skyshard-export"
+INCOMPLETE_DIR = ".incomplete"
+
 
 def is_frame_file(name: str) -> bool:
     """True when ``name`` ends with one of :data:`FRAME_EXTENSIONS` (any case)."""

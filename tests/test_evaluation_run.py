@@ -214,6 +214,25 @@ def test_mismatched_export_is_a_clear_error(trained, tmp_path, capsys):
     assert "does not match the model on 'classes'" in capsys.readouterr().err
 
 
+def test_file_name_handling_is_part_of_compatibility():
+    """``--ignore-file-names`` changes the features: an error naming the field and both values.
+    A manifest or run.json without the key (made before file names were read) counts as False."""
+    from skyshard.manifest import check_compatible
+
+    base = {"schema_version": 1, "classes": ["a", "b"], "image_size": 32,
+            "feature_names": ["f"], "confidence_names": ["c"]}
+    read_names, ignored = {**base, "file_names_as_metadata": True}, {
+        **base, "file_names_as_metadata": False}
+    with pytest.raises(ManifestError, match="'file_names_as_metadata': model expects True, "
+                                            "export has False"):
+        check_compatible(read_names, ignored)
+    with pytest.raises(ManifestError, match="model expects False, export has True"):
+        check_compatible(base, read_names)
+    check_compatible(base, ignored)
+    check_compatible({**base, "file_names_as_metadata": None}, base)  # run.json of an old export
+    check_compatible(read_names, dict(read_names))
+
+
 def test_damaged_shards_are_named(trained, tmp_path):
     from evaluation.evaluate import evaluate
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -176,3 +177,146 @@ def test_evaluate_on_a_real_export_compares_with_headers_and_applies_default_rul
                                                                   DEFAULT_RULES]
     report = (tmp_path / "report.html").read_text()
     assert "header-only baseline (IMAGETYP/OBSTYPE)" in report
+
+
+def _run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    rc = main(args)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def test_out_that_is_an_export_a_run_or_a_file_is_refused_before_any_work(setup, tmp_path,
+                                                                          capsys, monkeypatch):
+    import exporter.discovery
+    import evaluation.evaluate
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the input was read before --out was checked")
+
+    monkeypatch.setattr(exporter.discovery, "discover", no_work)
+    monkeypatch.setattr(evaluation.evaluate, "open_export", no_work)
+    run, night, export = setup["run"], setup["night"], setup["export"]
+    before = _state(export)
+    afile = tmp_path / "afile"
+    afile.write_text("notes\n")
+    cases = {export: "is an export folder", run: "is a training run folder",
+             export / "train": "inside the export folder", afile: "is an existing file",
+             afile / "sub": "is a file, not a folder"}
+    for out, message in cases.items():
+        for args in (["score", str(run), str(night), "--out", str(out)],
+                     ["evaluate", str(run), str(export), "--out", str(out)]):
+            rc, _, err = _run_cli(args, capsys)
+            assert rc == 2 and message in err and "Traceback" not in err, (args, err)
+    assert _state(export) == before and afile.read_text() == "notes\n"
+    assert not (run / "predictions.csv").exists()
+
+    # The other cheap refusals come before the input is read too.
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "predictions.csv").write_text("")
+    rc, _, err = _run_cli(["score", str(run), str(night), "--out", str(tmp_path / "done")],
+                          capsys)
+    assert rc == 2 and "already holds predictions.csv" in err
+    bad_rules = tmp_path / "rules.toml"
+    bad_rules.write_text("[[rule]]\nname = 'x'\nclass = 'no_such_class'\nfeature = 'y'\n"
+                         "max = 1.0\n")
+    for args in (["score", str(run), str(night), "--out", str(tmp_path / "s")],
+                 ["evaluate", str(run), str(export), "--out", str(tmp_path / "e")]):
+        rc, _, err = _run_cli([*args, "--rules", str(bad_rules)], capsys)
+        assert rc == 2 and "no_such_class" in err, err
+    no_model = tmp_path / "no-model"
+    no_model.mkdir()
+    shutil.copy(run / "run.json", no_model / "run.json")
+    for command, source in (("score", night), ("evaluate", export)):
+        rc, _, err = _run_cli([command, str(no_model), str(source), "--out",
+                               str(tmp_path / command)], capsys)
+        assert rc == 2 and "model.keras" in err and "not a finished training run" in err, err
+
+
+def test_unfinished_export_is_an_error_not_an_empty_folder(setup, tmp_path, capsys):
+    killed = tmp_path / "ex-kill"
+    (killed / ".incomplete" / "shards").mkdir(parents=True)
+    (killed / ".skyshard-export").write_text("skyshard export folder\n")
+    (killed / ".incomplete" / "shards" / "train-00000.tfrecord").write_bytes(b"\0" * 16)
+    for marker_only in (False, True):
+        if marker_only:
+            shutil.rmtree(killed / ".incomplete")
+        rc, out, err = _run_cli(["score", str(setup["run"]), str(killed), "--out",
+                                 str(tmp_path / "out")], capsys)
+        assert rc == 2 and "manifest.json not found" in err and "did not finish" in err, err
+        assert "scored" not in out and not (tmp_path / "out").exists()
+
+
+def test_a_night_without_frames_scores_nothing_with_a_warning(setup, tmp_path, capsys):
+    empty, previews = tmp_path / "empty", tmp_path / "previews"
+    empty.mkdir()
+    previews.mkdir()
+    for name in ("a.jpg", "b.jpg", "notes.txt"):
+        (previews / name).write_bytes(b"\xff\xd8\xff")
+    for night, others in ((empty, 0), (previews, 3)):
+        out = tmp_path / f"out-{night.name}"
+        rc, stdout, err = _run_cli(["score", str(setup["run"]), str(night), "--out", str(out)],
+                                   capsys)
+        assert rc == 0, err  # an empty night is normal for a nightly job, but it is said
+        assert f"warning: no frames found in {night} ({others} other files)" in err
+        assert "scored 0 frames" in stdout
+        summary = json.loads((out / "score.json").read_text())
+        assert summary["scored"] == 0 and summary["warnings"]
+    rc, _, err = _run_cli(["score", str(setup["run"]), str(setup["night"]), "--out",
+                           str(tmp_path / "night")], capsys)
+    assert rc == 0 and "warning" not in err
+
+
+def test_sort_into_failures_exit_1_and_a_file_is_refused(setup, tmp_path, capsys):
+    run, night = setup["run"], setup["night"]
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    rc, _, err = _run_cli(["score", str(run), str(night), "--out", str(tmp_path / "a"),
+                           "--sort-into", str(afile)], capsys)
+    assert rc == 2 and "is an existing file" in err and not (tmp_path / "a").exists()
+
+    blocked = tmp_path / "blocked"  # every class folder is a file: each frame fails
+    blocked.mkdir()
+    for name in json.loads((run / "run.json").read_text())["export"]["classes"]:
+        (blocked / name).write_text("")
+    rc, _, err = _run_cli(["score", str(run), str(night), "--out", str(tmp_path / "b"),
+                           "--sort-into", str(blocked)], capsys)
+    summary = json.loads((tmp_path / "b" / "score.json").read_text())
+    failures = summary["sort_into"]["failures"]
+    assert rc == 1 and failures and summary["sort_into"]["created"] == 0
+    assert f"{len(failures)} frame(s) could not be sorted" in err
+    assert f"first: {failures[0]['path']}: {failures[0]['error']}" in err
+    assert (tmp_path / "b" / "predictions.csv").is_file()
+
+
+def test_low_confidence_must_be_a_probability(setup, tmp_path, capsys):
+    for value in ("-0.1", "1.5", "nan-ish"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["score", str(setup["run"]), str(setup["night"]), "--out", str(tmp_path),
+                  "--low-confidence", value])
+        assert exit_.value.code == 2
+        assert "--low-confidence" in capsys.readouterr().err
+
+
+def test_evaluate_an_unlabelled_export_points_to_score(setup, tmp_path, capsys):
+    rc, _, err = _run_cli(["evaluate", str(setup["run"]), str(setup["night_export"]), "--out",
+                           str(tmp_path / "out")], capsys)
+    assert rc == 2 and "no split 'test'" in err and "use `skyshard score`" in err
+
+
+def test_export_that_read_file_names_differently_is_refused(setup, tmp_path, capsys):
+    from skyshard.jsonio import read_json, write_json_atomic
+
+    run = setup["run"]
+    assert json.loads((run / "run.json").read_text())["export"]["file_names_as_metadata"] is True
+    for name, copy in (("export", tmp_path / "e-ifn"), ("night_export", tmp_path / "n-ifn")):
+        shutil.copytree(setup[name], copy)
+        manifest = read_json(copy / "manifest.json")
+        manifest["file_names_as_metadata"] = False  # as `export --ignore-file-names` writes
+        write_json_atomic(copy / "manifest.json", manifest)
+    expected = "'file_names_as_metadata': model expects True"
+    rc, _, err = _run_cli(["evaluate", str(run), str(tmp_path / "e-ifn"), "--out",
+                           str(tmp_path / "e")], capsys)
+    assert rc == 2 and expected in err and "export has False" in err, err
+    rc, _, err = _run_cli(["score", str(run), str(tmp_path / "n-ifn"), "--out",
+                           str(tmp_path / "s")], capsys)
+    assert rc == 2 and expected in err and "input export has False" in err, err
