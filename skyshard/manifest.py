@@ -25,6 +25,13 @@ def manifest_path(export_dir: str | Path) -> Path:
     return Path(export_dir) / schema.MANIFEST_FILE
 
 
+def export_folder(path: str | Path) -> Path:
+    """The export folder named by ``path``: the folder itself, or the folder of its
+    ``manifest.json`` when ``path`` is that file."""
+    path = Path(path)
+    return path.parent if path.name == schema.MANIFEST_FILE and path.is_file() else path
+
+
 def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     """Read and validate ``EXPORT/manifest.json``.
 

@@ -91,10 +91,32 @@ def test_effective_config_round_trips_through_toml():
 
 def test_resume_allows_only_epochs_patience_and_memory_changes():
     saved = load_config()
-    grown = load_config(overrides={"train.epochs": 50, "memory.ram_budget_gb": 8.0})
+    grown = load_config(overrides={"train.epochs": 50, "memory.ram_budget_gb": 8.0,
+                                   "data.shuffle_buffer_mb": 16,
+                                   "data.tfdata_ram_fraction": 0.1})
     assert resume_differences(saved, grown) == []
     other = load_config(overrides={"train.batch_size": 16})
     assert resume_differences(saved, other) == ["train.batch_size"]
+
+
+def _help(add_arguments) -> str:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return " ".join(parser.format_help().split())
+
+
+def test_help_shows_the_defaults_of_default_toml():
+    from trainer import pretrain_cli
+
+    defaults = default_config()
+    train_help = _help(cli.add_arguments)
+    assert f"train.epochs (default {defaults['train']['epochs']})" in train_help
+    assert f"train.batch_size (default {defaults['train']['batch_size']})" in train_help
+    pretrain_help = _help(pretrain_cli.add_arguments)
+    assert f"pretrain.epochs (default {defaults['pretrain']['epochs']})" in pretrain_help
+    # pretrain's --seed seeds pretraining (stored in the shared key train.seed)
+    assert "--seed N train.seed" not in pretrain_help
+    assert "random seed of pretraining" in pretrain_help
 
 
 def test_a_run_saved_before_new_keys_existed_still_resumes():

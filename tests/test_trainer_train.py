@@ -14,16 +14,16 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from skyshard import schema  # noqa: E402
-from skyshard.manifest import ShardIntegrityError, load_manifest  # noqa: E402
+from skyshard.manifest import ShardIntegrityError, export_folder, load_manifest  # noqa: E402
 from export_helpers import json_from_fresh_process  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer import cli  # noqa: E402
 from trainer.callbacks import (MemoryBudgetExceeded, ResumableEarlyStopping,  # noqa: E402
                                best_epoch, read_history)
-from trainer.config import load_config  # noqa: E402
+from trainer.config import ConfigError, load_config, resume_differences  # noqa: E402
 from trainer.model_io import load_model, read_run  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
-from trainer.train import train  # noqa: E402
+from trainer.train import MEMORY_HINT, RunFolderError, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units": 16,
@@ -189,6 +189,74 @@ def test_optional_switches_train_together(export, tmp_path):
     assert np.isfinite(record["history"]["loss"]).all()
     assert any((tmp_path / "run" / "cache").iterdir())
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def _train_cli(*argv: str) -> int:
+    parser = cli.argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args([str(a) for a in argv]), [])
+
+
+def test_the_memory_hint_offers_only_what_resume_accepts():
+    saved = tiny_config()
+    assert "data.shuffle_buffer_mb" in MEMORY_HINT and "--resume" in MEMORY_HINT
+    assert resume_differences(saved, tiny_config(**{"data.shuffle_buffer_mb": 8})) == []
+    # a smaller batch changes steps and schedule: the hint sends it to a new run folder
+    assert "train.batch_size" in MEMORY_HINT and "new run folder" in MEMORY_HINT
+    assert resume_differences(saved, tiny_config(**{"train.batch_size": 4})) == [
+        "train.batch_size"]
+
+
+def test_resume_accepts_a_smaller_shuffle_buffer_and_refuses_a_new_batch_size(
+        export, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    train(export, run_dir, tiny_config(**{"train.epochs": 1}), echo=_silent)
+
+    assert _train_cli(export, run_dir, "--resume", "--batch-size", "4") == 2
+    captured = capsys.readouterr()
+    assert "train.batch_size" in captured.err and "new run folder" in captured.err
+    assert "verifying" not in captured.out  # refused before the shards are read
+
+    assert _train_cli(export, run_dir, "--resume", "--epochs", "2",
+                      "--set", "data.shuffle_buffer_mb=0.5") == 0
+    run = read_run(run_dir)
+    assert run["status"] == "completed" and run["epochs_completed"] == 2
+    assert run["sessions"] == 2 and run["config"]["data"]["shuffle_buffer_mb"] == 0.5
+
+
+def test_an_unusable_run_folder_is_refused_before_the_shards_are_verified(export, tmp_path):
+    lines: list[str] = []
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(RunFolderError, match="is a file, not a folder"):
+        train(export, afile, tiny_config(), echo=lines.append)
+    assert _train_cli(export, afile) == 2
+
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("x")
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(export, used, tiny_config(), echo=lines.append)
+    assert not any(line.startswith("verifying") for line in lines)
+
+
+def test_the_export_may_be_named_by_its_manifest(export, tmp_path):
+    assert export_folder(export / "manifest.json") == export
+    assert export_folder(export) == export
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("x")
+    # the manifest is found (no "manifest.json/manifest.json not found"): the run folder is next
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(export / "manifest.json", used, tiny_config(), echo=_silent)
+
+
+def test_a_fold_outside_the_export_names_the_valid_range(export, tmp_path, capsys):
+    with pytest.raises(ConfigError, match="5 fold.*from 0 to 4"):
+        train(export, tmp_path / "run", tiny_config(**{"data.fold": 9}), echo=_silent)
+    assert not (tmp_path / "run").exists()
+    assert _train_cli(export, tmp_path / "run", "--fold", "9") == 2
+    assert "from 0 to 4" in capsys.readouterr().err
 
 
 def test_history_stays_continuous_across_sessions(tmp_path):

@@ -9,7 +9,7 @@ optuna = pytest.importorskip("optuna")
 from skyshard.jsonio import read_json  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer.config import ConfigError, load_config  # noqa: E402
-from trainer.tune import load_tune_config, tune  # noqa: E402
+from trainer.tune import load_tune_config, trial_config, tune  # noqa: E402
 
 
 @pytest.mark.slow
@@ -59,3 +59,31 @@ def test_tune_command_reports_a_bad_space_without_tuning(tmp_path, capsys):
                               "--tune-config", str(spec), "--ram-budget-gb", "4"])
     assert tune_cli.run(args, []) == 2
     assert "low and high" in capsys.readouterr().err
+
+
+def _tune_args(tmp_path, *extra):
+    import argparse
+
+    from trainer import tune_cli
+
+    parser = argparse.ArgumentParser()
+    tune_cli.add_arguments(parser)
+    return tune_cli, parser.parse_args([str(tmp_path / "export"), str(tmp_path / "study"),
+                                        *extra])
+
+
+@pytest.mark.parametrize("extra,epochs", [((), 10), (("--set", "train.epochs=1"), 1),
+                                          (("--epochs", "2"), 2)])
+def test_trial_epochs_come_from_the_command_line_before_tune_toml(tmp_path, monkeypatch,
+                                                                  extra, epochs):
+    seen = {}
+
+    def fake_tune(export, study, train_config, tune_config, echo):
+        seen["config"] = trial_config(train_config, tune_config, {"model.dropout": 0.2})
+
+    monkeypatch.setattr("trainer.tune.tune", fake_tune)
+    tune_cli, args = _tune_args(tmp_path, "--trials", "2", *extra)
+    assert tune_cli.run(args, []) == 0
+    assert seen["config"]["train"]["epochs"] == epochs
+    assert seen["config"]["model"]["dropout"] == 0.2
+    assert load_tune_config(epochs=3)["study"]["epochs"] == 3

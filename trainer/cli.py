@@ -9,7 +9,8 @@ import argparse
 import sys
 from typing import Any
 
-from trainer.config import MODELS, ConfigError, load_config, parse_assignment
+from trainer.config import (MODELS, ConfigError, default_config, get_dotted, load_config,
+                            parse_assignment)
 
 DESCRIPTION_EPILOG = """\
 examples:
@@ -33,29 +34,44 @@ FLAG_KEYS = {
 }
 
 
+def default_help(key: str, what: str = "", defaults: dict[str, Any] | None = None) -> str:
+    """``"train.epochs (default 40)"``: the config key, what it is, its default from
+    trainer/default.toml (so help never drifts from the defaults)."""
+    value = get_dotted(defaults or default_config(), key)
+    shown = f"{value:g}" if isinstance(value, float) else value
+    return f"{key}{': ' + what if what else ''} (default {shown})"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = DESCRIPTION_EPILOG
+    defaults = default_config()
     parser.add_argument("export", nargs="?", metavar="EXPORT",
                         help="export folder (holds manifest.json)")
     parser.add_argument("run", nargs="?", metavar="RUN",
                         help="run folder to create (or to --resume)")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="TOML file overriding any subset of the defaults")
-    parser.add_argument("--epochs", type=int, metavar="N", help="train.epochs (default 30)")
-    parser.add_argument("--batch-size", type=int, metavar="N", help="train.batch_size (default 8)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help=default_help("train.epochs", defaults=defaults))
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help=default_help("train.batch_size", defaults=defaults))
     parser.add_argument("--learning-rate", type=float, metavar="LR",
-                        help="train.learning_rate (default 1e-3)")
-    parser.add_argument("--model", choices=MODELS, help="model.name (default separable)")
-    parser.add_argument("--seed", type=int, metavar="N", help="train.seed (default 42)")
+                        help=default_help("train.learning_rate", defaults=defaults))
+    parser.add_argument("--model", choices=MODELS,
+                        help=default_help("model.name", defaults=defaults))
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help=default_help("train.seed", defaults=defaults))
     parser.add_argument("--fold", type=int, metavar="K",
                         help="k-fold: pool train+val, validate on fold K, train on the others")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="any config key, e.g. --set augment.mixup=true (repeatable)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue RUN from its last completed epoch with its saved config")
+                        help="continue RUN from its last completed epoch with its saved config "
+                             "(only the epochs, patience and memory settings may change)")
     parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
-                        help="stop when the trainer's RSS passes this (default 18)")
+                        help=default_help("memory.ram_budget_gb",
+                                          "stop when the trainer's RSS passes this", defaults))
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective configuration as TOML and exit")
 

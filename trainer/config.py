@@ -23,9 +23,13 @@ SCHEDULES = ("cosine", "cosine_restarts", "constant")
 LOSSES = ("crossentropy", "focal")
 MONITORS = ("val_f1_macro", "val_loss")
 
+#: Memory settings that leave the optimisation unchanged (same steps, schedule and model): the
+#: ways out of an exceeded memory budget that ``--resume`` accepts.
+MEMORY_KEYS = ("memory.ram_budget_gb", "memory.sample_seconds", "data.shuffle_buffer_mb",
+               "data.tfdata_ram_fraction", "data.val_batch_size")
+
 #: Keys that may change when a run is resumed; anything else would make it another run.
-RESUMABLE_CHANGES = ("train.epochs", "train.patience", "memory.ram_budget_gb",
-                     "memory.sample_seconds", "train.tensorboard")
+RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.tensorboard", *MEMORY_KEYS)
 
 
 class ConfigError(ValueError):

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.config import MODELS, ConfigError, load_config, parse_assignment
+from trainer.cli import default_help
+from trainer.config import MODELS, ConfigError, default_config, load_config, parse_assignment
 
 EPILOG = """\
 examples:
@@ -29,22 +30,29 @@ FLAG_KEYS = {"epochs": "pretrain.epochs", "batch_size": "pretrain.batch_size",
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
+    defaults = default_config()
     parser.add_argument("exports", nargs="+", metavar="EXPORT",
                         help="export folders whose frames teach the encoder (labels unused)")
     parser.add_argument("out", metavar="OUT", help="folder to create: encoder.keras, "
                         "pretrain.json, pretrain_curves.png, tensorboard/")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="TOML file overriding any subset of the defaults")
-    parser.add_argument("--epochs", type=int, metavar="N", help="pretrain.epochs (default 30)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help=default_help("pretrain.epochs", defaults=defaults))
     parser.add_argument("--batch-size", type=int, metavar="N",
-                        help="pretrain.batch_size: pairs per step (default 32)")
-    parser.add_argument("--model", choices=MODELS, help="model.name (default separable)")
-    parser.add_argument("--seed", type=int, metavar="N", help="train.seed (default 42)")
+                        help=default_help("pretrain.batch_size", "pairs per step", defaults))
+    parser.add_argument("--model", choices=MODELS,
+                        help=default_help("model.name", defaults=defaults))
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="random seed of pretraining: shuffling, views, initial weights "
+                             f"(config key train.seed, shared with train; default "
+                             f"{defaults['train']['seed']})")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="any config key, e.g. --set pretrain.temperature=0.5 (repeatable)")
     parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
-                        help="stop when the RSS passes this (default 18)")
+                        help=default_help("memory.ram_budget_gb", "stop when the RSS passes "
+                                          "this", defaults))
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:

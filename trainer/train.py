@@ -1,8 +1,9 @@
 """One training run: export -> run folder (model.keras, run.json, checkpoints/, tensorboard/,
 history.csv, training_curves.png, config.toml).
 
-Order of work: verify the shards the run reads against the manifest's sha256; prepare (or, with
-``resume``, reopen) the run folder; build the streams and the model; fit under an RSS monitor;
+Order of work: check the run folder (new, or with ``resume`` an earlier run whose saved
+configuration still holds); verify the shards the run reads against the manifest's sha256;
+create (or reopen) the run folder; build the streams and the model; fit under an RSS monitor;
 then export the best epoch's weights as an inference-only ``model.keras`` and write
 ``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
 far it got; ``--resume`` continues from the last completed epoch (``AtomicBackupAndRestore``:
@@ -27,15 +28,16 @@ import tensorflow as tf
 
 from skyshard import __version__
 from skyshard.jsonio import sha256_file, write_json_atomic
-from skyshard.manifest import (ManifestError, ShardIntegrityError, find_corrupt_record,
-                               load_manifest, manifest_path, verify_shards)
+from skyshard.manifest import (ManifestError, ShardIntegrityError, export_folder,
+                               find_corrupt_record, load_manifest, manifest_path, verify_shards)
 from skyshard.memory import RssMonitor
 from trainer import data
 from trainer.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochReport,
                                EpochScalars, LearningRateLog, MemoryBudgetExceeded, MemoryGuard,
                                ResumableEarlyStopping, best_epoch, complete_epochs, read_history,
                                rewind_history)
-from trainer.config import ConfigError, dump_toml, get_dotted, resume_differences
+from trainer.config import (MEMORY_KEYS, ConfigError, dump_toml, get_dotted,
+                            resume_differences)
 from trainer.model_io import MODEL_FILE, RUN_FILE, read_run
 from trainer.models import build_model, feature_plan
 from trainer.optim import class_weights, make_loss, make_metrics, make_optimizer
@@ -56,9 +58,10 @@ EXPORT_FIELDS = ("schema_version", "classes", "image_size", "image_dtype", "feat
                  "confidence_names", "preprocessing", "feature_groups",
                  "feature_confidence_group", "scaler", "max_pixels", "file_names_as_metadata")
 
-MEMORY_HINT = ("Lower train.batch_size, the export's --image-size or data.shuffle_buffer_mb, or "
-               "raise --ram-budget-gb; `skyshard train ... --resume` continues from the last "
-               "completed epoch.")
+MEMORY_HINT = ("`skyshard train EXPORT RUN --resume` continues from the last completed epoch with "
+               "a higher --ram-budget-gb or a lower data.shuffle_buffer_mb (e.g. --set "
+               "data.shuffle_buffer_mb=16); a smaller train.batch_size or the export's "
+               "--image-size changes the run: train it into a new run folder.")
 
 
 class RunFolderError(RuntimeError):
@@ -76,24 +79,27 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     :class:`RunFolderError` for unusable inputs.
     """
     started = time.monotonic()
-    export_dir, run_dir = Path(export_dir), Path(run_dir)
+    export_dir, run_dir = export_folder(export_dir), Path(run_dir)
     manifest = load_manifest(export_dir)
-    splits = ["train", "val"]
-    echo(f"verifying {sum(len(manifest['splits'][s].get('shards', [])) for s in splits)} "
-         f"train/val shards of {export_dir} against the manifest's sha256")
-    verify_shards(export_dir, manifest, splits)
     manifest_sha = sha256_file(manifest_path(export_dir))
-    if config["model"]["encoder"]:
-        from trainer.pretrain import checked_encoder
-        checked_encoder(config, manifest)
-
-    previous = _open_run_dir(run_dir, resume)
+    # The cheap checks first: the run folder and a resumed configuration, then the shards.
+    _check_fold(manifest, config)
+    previous = _previous_run(run_dir, resume)
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
         if _nothing_left(previous, config):
             echo(f"{run_dir}: already {previous['status']} after "
                  f"{previous['epochs_completed']} epoch(s); nothing to resume")
             return previous
+    splits = ["train", "val"]
+    echo(f"verifying {sum(len(manifest['splits'][s].get('shards', [])) for s in splits)} "
+         f"train/val shards of {export_dir} against the manifest's sha256")
+    verify_shards(export_dir, manifest, splits)
+    if config["model"]["encoder"]:
+        from trainer.pretrain import checked_encoder
+        checked_encoder(config, manifest)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
     record = _new_record(export_dir, manifest, manifest_sha, config, previous)
     budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
     monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
@@ -160,8 +166,11 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
 
 # -- run folder ---------------------------------------------------------------------------------
 
-def _open_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
-    """Create the run folder, or reopen it for ``resume``; returns the earlier run.json."""
+def _previous_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """Check that ``run_dir`` can hold this run (a new or empty folder, or with ``resume`` an
+    earlier run); returns the earlier run.json. Creates nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
     existing = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         if not (run_dir / RUN_FILE).is_file():
@@ -174,7 +183,6 @@ def _open_run_dir(run_dir: Path, resume: bool) -> dict[str, Any] | None:
         raise RunFolderError(
             f"{run_dir} already holds a run; choose a new folder, or pass --resume to "
             "continue it")
-    run_dir.mkdir(parents=True, exist_ok=True)
     return None
 
 
@@ -190,7 +198,8 @@ def _resumed_config(previous: Mapping[str, Any], wanted: Mapping[str, Any],
         raise ConfigError(
             f"--resume with a different configuration ({', '.join(changed)}): a resumed run "
             "keeps its saved configuration; only train.epochs, train.patience and the memory "
-            "budget may change")
+            f"settings ({', '.join(MEMORY_KEYS)}) may change. To train with "
+            f"{', '.join(changed)} changed, start a new run folder (without --resume)")
     return dict(wanted)
 
 
@@ -216,6 +225,18 @@ def _restore(run_dir: Path, model: keras.Model, backup: AtomicBackupAndRestore,
         echo(f"{history}: epoch(s) {shown} are not covered by the restored backup (after "
              f"epoch {epochs}); they are trained again")
     return epochs
+
+
+def _check_fold(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """``data.fold`` names one of the export's folds (``--folds`` at export time)."""
+    fold = int(config["data"]["fold"])
+    folds = manifest.get("split", {}).get("folds")
+    if not isinstance(folds, int):
+        return
+    folds = max(folds, 1)  # the exporter puts every record in fold 0 when folds <= 1
+    if fold >= folds:
+        raise ConfigError(f"--fold {fold}: the export has {folds} fold(s); choose a fold from 0 "
+                          f"to {folds - 1}")
 
 
 def _cache_dir(run_dir: Path, config: Mapping[str, Any]) -> Path | None:

@@ -28,10 +28,11 @@ JOURNAL_FILE = "study.journal"
 SUMMARY_FILE = "study.json"
 
 
-def load_tune_config(path: str | Path | None = None,
-                     trials: int | None = None) -> dict[str, Any]:
-    """``trainer/tune.toml``, overridden by the file at ``path``; ``[space]`` is replaced whole
-    when the file gives one (a search space is chosen, not merged)."""
+def load_tune_config(path: str | Path | None = None, trials: int | None = None,
+                     epochs: int | None = None) -> dict[str, Any]:
+    """``trainer/tune.toml``, overridden by the file at ``path``, then by ``trials`` and
+    ``epochs`` (given on the command line); ``[space]`` is replaced whole when the file gives
+    one (a search space is chosen, not merged)."""
     with open(DEFAULT_TUNE_PATH, "rb") as stream:
         config = tomllib.load(stream)
     if path:
@@ -43,6 +44,8 @@ def load_tune_config(path: str | Path | None = None,
             config["space"] = space
     if trials is not None:
         config["study"]["trials"] = int(trials)
+    if epochs is not None:
+        config["study"]["epochs"] = int(epochs)
     for key, spec in config["space"].items():
         if not ("choices" in spec or {"low", "high"} <= set(spec)):
             raise ConfigError(f"tune space {key!r}: give low and high, or choices")
@@ -90,8 +93,7 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
 
     def objective(trial: optuna.Trial) -> float:
         overrides = {key: suggest(trial, key, spec) for key, spec in tune_config["space"].items()}
-        overrides["train.epochs"] = int(settings["epochs"])
-        config = load_config(overrides=overrides, base=copy.deepcopy(dict(train_config)))
+        config = trial_config(train_config, tune_config, overrides)
         run_dir = study_dir / f"trial-{trial.number:03d}"
         trial.set_user_attr("run", run_dir.name)
         echo(f"trial {trial.number}: {_short(overrides)}")
@@ -119,6 +121,14 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
          f"best: trial {best['number']} ({monitor} {best['value']:.4f}) in "
          f"{study_dir / best['run']}: {_short(best['params'])}")
     return summary
+
+
+def trial_config(train_config: Mapping[str, Any], tune_config: Mapping[str, Any],
+                 sampled: Mapping[str, Any]) -> dict[str, Any]:
+    """The training configuration of one trial: ``train_config`` with the ``sampled`` values,
+    trained for the study's ``epochs`` (tune.toml's, or the command line's when given)."""
+    overrides = {**sampled, "train.epochs": int(tune_config["study"]["epochs"])}
+    return load_config(overrides=overrides, base=copy.deepcopy(dict(train_config)))
 
 
 def _study(study_dir: Path, settings: Mapping[str, Any], direction: str) -> optuna.Study:

@@ -1,5 +1,6 @@
-"""``skyshard tune EXPORT STUDY [--trials N] [--tune-config FILE.toml] [--config FILE.toml]
-[--set KEY=VALUE ...] [--ram-budget-gb 18]``: Optuna over serial training runs.
+"""``skyshard tune EXPORT STUDY [--trials N] [--epochs N] [--tune-config FILE.toml]
+[--config FILE.toml] [--set KEY=VALUE ...] [--ram-budget-gb 18]``: Optuna over serial training
+runs.
 
 Import-light like ``trainer.cli``: TensorFlow and Optuna are imported inside :func:`run`.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.cli import overrides_from_args
+from trainer.cli import default_help, overrides_from_args
 from trainer.config import ConfigError, load_config
 
 
@@ -19,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="study folder: trial-NNN/ runs, study.journal, study.json; "
                              "an existing study continues")
     parser.add_argument("--trials", type=int, help="total trials of the study (default 20)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="train.epochs of every trial (default: study.epochs of the tune "
+                             "config, 10); --set train.epochs=N does the same")
     parser.add_argument("--tune-config", metavar="FILE.toml",
                         help="study settings and search space (defaults: trainer/tune.toml)")
     parser.add_argument("--config", metavar="FILE.toml",
@@ -26,15 +30,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE", help="training config override (repeatable)")
     parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
-                        help="RSS budget of the tuning process (default 18)")
+                        help=default_help("memory.ram_budget_gb",
+                                          "RSS budget of the tuning process"))
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         from trainer.tune import load_tune_config
 
-        train_config = load_config(args.config, overrides_from_args(args))
-        tune_config = load_tune_config(args.tune_config, args.trials)
+        overrides = overrides_from_args(args)
+        train_config = load_config(args.config, overrides)
+        tune_config = load_tune_config(args.tune_config, args.trials,
+                                       epochs=overrides.get("train.epochs"))
     except (ConfigError, OSError, ValueError) as exc:
         print(f"skyshard tune: {exc}", file=sys.stderr)
         return 2
