@@ -70,6 +70,18 @@ pipeline option (--runner, --direct_num_workers, ...) and pass it on untouched.
 """
 
 
+#: What an interrupted command leaves behind, and how to go on (``train`` says it itself).
+INTERRUPTED = {
+    "export": "OUT holds no manifest.json, so nothing downstream will read it; run the same "
+              "command again to start over (it clears the leftovers)",
+    "sample": "the files written so far are whole; the same command with --overwrite writes "
+              "them again, byte for byte, and adds the rest",
+    "pretrain": "run the same command again to start over",
+}
+INTERRUPTED_DEFAULT = ("nothing finished was written (outputs are written whole, at the end); "
+                       "run the same command again")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="skyshard",
@@ -105,7 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_import_error", None):
         parser.error(f"'{args.command}' is unavailable: {args._import_error}")
     configure_logging(args.verbose)
-    return int(importlib.import_module(args._module).run(args, extra) or 0)
+    try:
+        return int(importlib.import_module(args._module).run(args, extra) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: one line that says what is left, not a traceback
+        print(f"skyshard {args.command}: interrupted; "
+              f"{INTERRUPTED.get(args.command, INTERRUPTED_DEFAULT)}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

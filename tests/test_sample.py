@@ -327,17 +327,33 @@ def test_refuses_a_non_empty_folder_unless_overwriting(tmp_path):
     assert len(paths) == 1 and (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_command_line(tmp_path):
+def test_command_line(tmp_path, capsys):
     from skyshard.cli import main
 
     out = tmp_path / "s"
     argv = ["sample", str(out), "--per-class", "1", "--seed", "4", "--classes", "bias,darks"]
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["bias", "darks"]
+    capsys.readouterr()
     assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(f"skyshard sample: error: {out} is not empty")
     assert main(argv + ["--overwrite", "--bad-files"]) == 0
     with pytest.raises(SystemExit):
         main(["sample", str(out), "--classes", "galaxies"])
+
+
+def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path, capsys, monkeypatch):
+    import skyshard.sample.cli
+    from skyshard.cli import main
+
+    def interrupted(args, extra):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skyshard.sample.cli, "run", interrupted)
+    assert main(["sample", str(tmp_path / "s")]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("skyshard sample: interrupted; ") and "--overwrite" in err
+    assert "Traceback" not in err
 
 
 def test_command_module_is_import_light():

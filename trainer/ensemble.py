@@ -304,7 +304,8 @@ def summary_line(record: dict[str, Any], out: Path) -> str:
     described = ", ".join(_describe(member) for member in members)
     return (f"ensemble of {len(members)} runs ({described}): {record['model']['params']:,} "
             f"parameters, reload check max difference "
-            f"{record['check']['max_abs_difference']:.1e}, {record['seconds']:.1f}s\n"
+            f"{record['check']['max_abs_difference']:.1e}, {record['seconds']:.1f}s, peak RSS "
+            f"{record['peak_rss_mb']:.0f} MB\n"
             f"model: {out / MODEL_FILE}; next: skyshard evaluate {out} EXPORT")
 
 

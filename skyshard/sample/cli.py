@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     """Write the sample; 0 on success, 2 when OUT is not empty (without --overwrite)."""
+    from skyshard.memory import peak_rss_mb
     from skyshard.sample.tree import SampleExistsError, write_sample_tree
 
     start = time.perf_counter()
@@ -75,8 +77,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                                   overwrite=args.overwrite, bad_files=args.bad_files,
                                   jobs=max(1, args.jobs))
     except SampleExistsError as exc:
-        LOG.error("%s", exc)
+        print(f"skyshard sample: error: {exc}", file=sys.stderr)
         return 2
-    LOG.info("wrote %d frames to %s in %.1f s", len(paths), args.out,
-             time.perf_counter() - start)
+    LOG.info("wrote %d frames to %s in %.1f s, peak RSS %.0f MB", len(paths), args.out,
+             time.perf_counter() - start, peak_rss_mb())
     return 0
