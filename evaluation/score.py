@@ -5,7 +5,8 @@ from ``skyshard export --unlabeled --like MANIFEST``) or a raw folder of frames,
 and preprocessed exactly as the run's export was (``exporter.extract.frame_arrays``). Out, in
 ``out_dir``: ``predictions.csv`` (sorted by path), ``errors.jsonl`` (inputs that could not be
 read, the export's dead-letter format), ``score.json`` (summary: counts, seconds, peak RSS) and
-``rules.toml`` (the rules in effect); optionally FOLDER/<class>/ links or copies.
+``rules.toml`` (the rules in effect); optionally FOLDER/<class>/ links or copies, with
+``sorted.csv`` saying where each frame went (:mod:`evaluation.sort_into`).
 
 Locally, frames stream through fixed-size batches (one batch of images in memory); with
 ``beam=True`` the same per-frame work runs as an Apache Beam job (:mod:`evaluation.beam_score`).
@@ -39,6 +40,7 @@ log = logging.getLogger("skyshard.score")
 PREDICTIONS_FILE = "predictions.csv"
 SUMMARY_FILE = "score.json"
 RULES_FILE = "rules.toml"
+SORTED_FILE = "sorted.csv"
 
 
 class ScoreError(ValueError):
@@ -272,22 +274,36 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
         (out / RULES_FILE).write_text(rules_to_toml(rules.rules), encoding="utf-8")
         sorted_summary = None
         if sort_into is not None:
-            from evaluation.sort_into import sort_into as sort_frames
+            from evaluation.sort_into import sort_into as sort_frames, write_record
 
             rows = [{"path": p.path, "predicted_class": info.classes[p.final_class]}
                     for p in predictions]
             sorted_summary = sort_frames(rows, sort_into, mode, source.original_root)
+            write_record(out / SORTED_FILE, sorted_summary.rows)
+        else:  # a record left by an earlier scoring into this --out would describe other frames
+            (out / SORTED_FILE).unlink(missing_ok=True)
         rss.sample()
 
     seconds = time.monotonic() - started
     summary = build_summary(info, source, out, predictions, dead_letters, low_confidence,
                             rules, seconds, rss.peak_mb, beam, beam_args, batch_size)
+    summary["warnings"] = source.warnings()
     if sorted_summary is not None:
         summary["sort_into"] = {"folder": str(Path(sort_into).resolve()), "mode": mode,
-                                **sorted_summary.to_dict(), "failures": sorted_summary.failed}
-    summary["warnings"] = source.warnings()
+                                **sorted_summary.to_dict(), "failures": sorted_summary.failed,
+                                "index": str(sorted_summary.index)}
+        summary["files"]["sorted"] = SORTED_FILE
+        summary["warnings"] += sort_warnings(sorted_summary.also_in_other_class, out)
     write_json_atomic(out / SUMMARY_FILE, summary)
     return ScoreResult(out, summary, predictions, dead_letters)
+
+
+def sort_warnings(also_in_other_class: int, out: Path) -> list[str]:
+    """The warning for frames an earlier run sorted into another class folder (kept there)."""
+    if not also_in_other_class:
+        return []
+    return [f"{also_in_other_class} frames were sorted into another class folder by an earlier "
+            f"run: see {out / SORTED_FILE} (column also_in)"]
 
 
 def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: list[Prediction],
@@ -331,7 +347,8 @@ def summary_lines(result: ScoreResult) -> list[str]:
         sorted_ = s["sort_into"]
         lines.append(f"sorted into {sorted_['folder']} ({sorted_['mode']}): {sorted_['created']} "
                      f"created ({sorted_['renamed']} renamed on a name clash), "
-                     f"{sorted_['already_present']} already there, {sorted_['failed']} failed")
+                     f"{sorted_['already_present']} already there, {sorted_['failed']} failed; "
+                     f"record: {result.out_dir / SORTED_FILE}")
     lines.append(f"{s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB; predictions: "
                  f"{result.out_dir / PREDICTIONS_FILE}")
     return lines

@@ -6,14 +6,28 @@ every entry is created exclusively (``O_EXCL`` semantics), so even a concurrent 
 clobbered. An entry that already holds the same frame (a rerun) is left as it is.
 
 Modes: ``link`` (symbolic link to the absolute original path), ``hardlink`` (same file, same
-filesystem only), ``copy`` (bytes and timestamps, as ``shutil.copy2``).
+filesystem only), ``copy`` (bytes and timestamps, as ``shutil.copy2``). An entry holds "the same
+frame" whatever mode made it: a link to the original, a hard link of it, or a copy of its bytes;
+so sorting into FOLDER in another mode adds nothing where the frame already is.
+
+FOLDER keeps an index of what skyshard put there, ``FOLDER/.skyshard-sorted.jsonl``: one JSON
+line per entry (``original`` absolute path, ``class``, ``entry`` relative to FOLDER, ``mode``,
+``time``), only ever appended; unparsable lines (a line torn by a crash, a hand edit) are
+skipped. With it a later sort recognises a frame it already filed under another class (a better
+model changed its mind): nothing is deleted or moved, the frame is placed in its new class
+folder too and its row says where else it is (``also_in``). Every frame also gets a row in the
+record :func:`write_record` writes (``OUT/sorted.csv`` of ``skyshard score``): where its entry
+is, and whether it was created, renamed on a name clash, already present, or failed.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -21,6 +35,8 @@ from skyshard.jsonio import sha256_file
 from skyshard.schema import FRAME_EXTENSIONS
 
 MODES = ("link", "hardlink", "copy")
+INDEX_FILE = ".skyshard-sorted.jsonl"
+RECORD_HEADER = ("path", "class", "entry", "status", "error", "also_in")
 
 
 class SortError(ValueError):
@@ -30,14 +46,105 @@ class SortError(ValueError):
 
 @dataclass
 class SortResult:
+    """Counts, the failures (``path``, ``error``) and one record row per frame
+    (:data:`RECORD_HEADER`); ``also_in_other_class`` counts rows whose ``also_in`` is set."""
+
     created: int = 0
     already_present: int = 0
     renamed: int = 0
+    also_in_other_class: int = 0
     failed: list[dict] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+    index: Path | None = None
 
     def to_dict(self) -> dict:
         return {"created": self.created, "already_present": self.already_present,
-                "renamed": self.renamed, "failed": len(self.failed)}
+                "renamed": self.renamed, "failed": len(self.failed),
+                "also_in_other_class": self.also_in_other_class}
+
+    def add(self, row: dict) -> None:
+        """Count one record row (see :func:`sort_one`)."""
+        self.rows.append(row)
+        if row["status"] == "failed":
+            self.failed.append({"path": row["path"], "error": row["error"]})
+        elif row["status"] == "already_present":
+            self.already_present += 1
+        else:
+            self.created += 1
+            self.renamed += row["status"] == "renamed"
+        self.also_in_other_class += bool(row["also_in"])
+
+
+@dataclass
+class SortIndex:
+    """``FOLDER/.skyshard-sorted.jsonl`` as read at the start of a sort: ``known`` maps an
+    original's absolute path to the ``(class, entry relative to FOLDER)`` pairs recorded for
+    it; :meth:`append` adds a line (and keeps ``known`` up to date)."""
+
+    folder: Path
+    known: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / INDEX_FILE
+
+    def entries(self, original: Path) -> list[tuple[str, Path]]:
+        """``(class, entry path)`` of every entry recorded for ``original``."""
+        return [(c, self.folder / e) for c, e in self.known.get(str(original), [])]
+
+    def append(self, original: Path, class_name: str, entry: Path, mode: str) -> None:
+        """Record one entry: one line, one ``write`` on an ``O_APPEND`` descriptor; a torn last
+        line left by an earlier crash is ended first, so this line stays whole."""
+        relative = entry.relative_to(self.folder).as_posix()
+        line = json.dumps({"original": str(original), "class": class_name, "entry": relative,
+                           "mode": mode, "time": datetime.now(timezone.utc).isoformat(
+                               timespec="seconds")}, sort_keys=False).encode() + b"\n"
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        self.known.setdefault(str(original), []).append((class_name, relative))
+
+
+def parse_index_line(line: bytes) -> tuple[str, str, str] | None:
+    """``(original, class, entry)`` of one index line, or None when it cannot be read."""
+    try:
+        item = json.loads(line)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    if not isinstance(item, dict):
+        return None
+    fields = (item.get("original"), item.get("class"), item.get("entry"))
+    return fields if all(isinstance(f, str) and f for f in fields) else None
+
+
+def read_index(folder: Path) -> SortIndex:
+    """FOLDER's index (empty when there is none yet); unparsable lines are skipped. Raises
+    OSError when it exists but cannot be read."""
+    index = SortIndex(folder)
+    try:
+        data = index.path.read_bytes()
+    except FileNotFoundError:
+        return index
+    for line in data.splitlines():
+        parsed = parse_index_line(line) if line.strip() else None
+        if parsed is not None:
+            original, class_name, entry = parsed
+            index.known.setdefault(original, []).append((class_name, entry))
+    return index
+
+
+def open_index(folder: Path) -> SortIndex:
+    """Create FOLDER if needed, read its index and check a line can be appended to it (so no
+    entry is created that could not be recorded); raises OSError."""
+    folder.mkdir(parents=True, exist_ok=True)
+    index = read_index(folder)
+    os.close(os.open(index.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666))
+    return index
 
 
 def check_target(folder: str | Path, input_root: str | Path | None) -> Path:
@@ -75,15 +182,17 @@ def candidates(name: str) -> Iterable[str]:
         index += 1
 
 
-def same_frame(entry: Path, source: Path, mode: str) -> bool:
-    """True when ``entry`` already is ``source`` sorted in this mode (a rerun)."""
+def same_frame(entry: Path, source: Path) -> bool:
+    """True when ``entry`` already is ``source`` sorted in any mode (a rerun, or an earlier sort
+    in another mode): a symbolic link to it, a hard link of it, or a copy of its bytes."""
     try:
-        if mode == "link":
-            return entry.is_symlink() and os.readlink(entry) == str(source)
-        if mode == "hardlink":
-            return not entry.is_symlink() and os.path.samefile(entry, source)
-        return (not entry.is_symlink() and entry.is_file()
-                and entry.stat().st_size == source.stat().st_size
+        if entry.is_symlink():
+            return os.readlink(entry) == str(source)
+        if not entry.is_file():
+            return False
+        if os.path.samefile(entry, source):
+            return True
+        return (entry.stat().st_size == source.stat().st_size
                 and sha256_file(entry) == sha256_file(source))
     except OSError:
         return False
@@ -106,16 +215,21 @@ def _create(entry: Path, source: Path, mode: str) -> None:
         shutil.copystat(source, entry)
 
 
-def place(source: str | Path, folder: Path, class_name: str, mode: str) -> tuple[Path, str]:
+def place(source: str | Path, folder: Path, class_name: str, mode: str,
+          known: Iterable[Path] = ()) -> tuple[Path, str]:
     """Put one frame into ``folder/class_name/``; returns ``(entry, "created" | "renamed" |
-    "already_present")``."""
+    "already_present")``. ``known`` are entries the index recorded for this frame and class,
+    looked at first (a renamed entry is found even when a name before it was freed)."""
     source = Path(source).resolve()
     directory = folder / class_name
+    for entry in known:
+        if entry.parent == directory and same_frame(entry, source):
+            return entry, "already_present"
     directory.mkdir(parents=True, exist_ok=True)
     for count, name in enumerate(candidates(source.name)):
         entry = directory / name
         if entry.exists() or entry.is_symlink():
-            if same_frame(entry, source, mode):
+            if same_frame(entry, source):
                 return entry, "already_present"
             continue
         try:
@@ -126,30 +240,77 @@ def place(source: str | Path, folder: Path, class_name: str, mode: str) -> tuple
     raise AssertionError("unreachable: candidate names never run out")
 
 
+def also_in(original: Path, class_name: str, recorded: list[tuple[str, Path]]) -> list[str]:
+    """Other class folders the index says ``original`` was sorted into and that still hold it."""
+    return sorted({c for c, entry in recorded
+                   if c != class_name and same_frame(entry, original)})
+
+
+def record_row(path: str, class_name: str, status: str = "failed", entry: Path | None = None,
+               error: str = "", also: Iterable[str] = ()) -> dict:
+    """One row of the record (:data:`RECORD_HEADER`)."""
+    return {"path": path, "class": class_name, "entry": "" if entry is None else str(entry),
+            "status": status, "error": error, "also_in": ";".join(also)}
+
+
+def sort_one(path: str, class_name: str, folder: Path, mode: str, index: SortIndex) -> dict:
+    """Place one frame and record a new entry in the index; returns its record row (status
+    ``failed`` with the reason instead of raising OSError)."""
+    source = Path(path)
+    if not source.is_file():
+        return record_row(path, class_name, error="original file not found")
+    original = source.resolve()
+    recorded = index.entries(original)
+    try:
+        entry, status = place(original, folder, class_name, mode,
+                              [e for c, e in recorded if c == class_name])
+    except OSError as exc:
+        return record_row(path, class_name, error=f"{type(exc).__name__}: {exc}")
+    if (class_name, entry) not in recorded:  # created now, or sorted before the index existed
+        try:
+            index.append(original, class_name, entry, mode)
+        except OSError as exc:
+            return record_row(path, class_name, entry=entry, error=(
+                f"{entry} is there but could not be recorded in {index.path}: "
+                f"{type(exc).__name__}: {exc}"))
+    return record_row(path, class_name, status, entry, also=also_in(original, class_name,
+                                                                    recorded))
+
+
 def sort_into(rows: Iterable[dict], folder: str | Path, mode: str,
               input_root: str | Path | None = None) -> SortResult:
     """Sort scored frames: each row needs ``path`` (the original) and ``predicted_class``.
 
-    A frame that cannot be placed (missing original, cross-device hard link, permissions) is
-    listed in ``failed`` with the reason; the others are still sorted.
+    A frame that cannot be placed (missing original, cross-device hard link, permissions, an
+    index that cannot be written) is listed in ``failed`` with the reason; the others are still
+    sorted. Every frame gets a record row in ``rows``, in the order given.
     """
     if mode not in MODES:
         raise SortError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     target = check_target(folder, input_root)
-    result = SortResult()
+    rows = list(rows)
+    result = SortResult(index=target / INDEX_FILE)
+    if not rows:
+        return result
+    try:
+        index = open_index(target)
+    except OSError as exc:
+        error = f"cannot keep the index {target / INDEX_FILE}: {type(exc).__name__}: {exc}"
+        for row in rows:
+            result.add(record_row(str(row["path"]), row["predicted_class"], error=error))
+        return result
     for row in rows:
-        source = Path(row["path"])
-        if not source.is_file():
-            result.failed.append({"path": str(source), "error": "original file not found"})
-            continue
-        try:
-            _, status = place(source, target, row["predicted_class"], mode)
-        except OSError as exc:
-            result.failed.append({"path": str(source), "error": f"{type(exc).__name__}: {exc}"})
-            continue
-        if status == "already_present":
-            result.already_present += 1
-        else:
-            result.created += 1
-            result.renamed += status == "renamed"
+        result.add(sort_one(str(row["path"]), row["predicted_class"], target, mode, index))
     return result
+
+
+def write_record(path: str | Path, rows: Iterable[dict]) -> None:
+    """The record (``OUT/sorted.csv``), sorted by path: one row per frame, columns
+    :data:`RECORD_HEADER`; written beside ``path`` then renamed over it, never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=RECORD_HEADER)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda r: (r["path"], r["class"])))
+    tmp.replace(path)

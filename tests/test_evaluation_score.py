@@ -140,24 +140,72 @@ def test_sort_into_copies_without_overwriting(setup, tmp_path, capsys):
             str(sorted_dir), "--mode", "copy"]
     assert main(args) == 0
     rows = _rows(tmp_path / "out")
-    placed = sorted(p for p in sorted_dir.rglob("*") if p.is_file())
+    placed = sorted(p for p in sorted_dir.rglob("*") if p.is_file() and p.parent != sorted_dir)
     assert len(placed) == len(rows)
     for row in rows.values():
         entry = sorted_dir / row["predicted_class"] / Path(row["path"]).name
         assert entry.read_bytes() == Path(row["path"]).read_bytes()
+    record = _sorted_record(tmp_path / "out")
+    assert list(record) == list(rows)  # one row per prediction, same order
+    assert {r["status"] for r in record.values()} == {"created"}
+    assert (sorted_dir / ".skyshard-sorted.jsonl").is_file()
     victim = placed[0]
     victim.write_bytes(b"edited by the astronomer")
     os.utime(victim, (1_000_000, 1_000_000))
     assert main([*args, "--overwrite"]) == 0  # a rerun: new predictions, same sorting
     assert victim.read_bytes() == b"edited by the astronomer"
     assert _state(night) == before
-    summary = json.loads((tmp_path / "out" / "score.json").read_text())["sort_into"]
+    score_json = json.loads((tmp_path / "out" / "score.json").read_text())
+    summary = score_json["sort_into"]
     assert summary["created"] == 1 and summary["renamed"] == 1
     assert summary["already_present"] == len(rows) - 1
+    assert summary["also_in_other_class"] == 0 and score_json["files"]["sorted"] == "sorted.csv"
+    renamed = [r for r in _sorted_record(tmp_path / "out").values() if r["status"] == "renamed"]
+    assert len(renamed) == 1 and Path(renamed[0]["entry"]).name != victim.name  # traceable
+    assert Path(renamed[0]["entry"]).read_bytes() == Path(renamed[0]["path"]).read_bytes()
+    assert Path(renamed[0]["entry"]).parent == victim.parent
+
+    assert main([*args[:5], "--overwrite"]) == 0  # no sorting: no stale record left behind
+    assert not (tmp_path / "out" / "sorted.csv").exists()
 
     assert main(["score", str(run), str(night), "--out", str(tmp_path / "out2"),
                  "--sort-into", str(night / "sorted")]) == 2
     assert "inside the input" in capsys.readouterr().err
+
+
+def _sorted_record(out: Path) -> dict[str, dict]:
+    with open(out / "sorted.csv", newline="") as stream:
+        return {row["path"]: row for row in csv.DictReader(stream)}
+
+
+def test_a_frame_an_earlier_model_sorted_elsewhere_is_named_and_warned(setup, tmp_path,
+                                                                      capsys):
+    from evaluation.sort_into import sort_into
+
+    run, night = setup["run"], setup["night"]
+    sorted_dir = tmp_path / "sorted"
+    args = ["score", str(run), str(night), "--out", str(tmp_path / "out"), "--sort-into",
+            str(sorted_dir)]
+    assert main(args) == 0
+    frame, first = next(iter(_sorted_record(tmp_path / "out").items()))
+    classes = json.loads((run / "run.json").read_text())["export"]["classes"]
+    other = next(c for c in classes if c != first["class"])
+    # as if an older model had called this frame `other`
+    sort_into([{"path": frame, "predicted_class": other}], sorted_dir, "link")
+    capsys.readouterr()
+
+    rc, stdout, err = _run_cli([*args[:4], str(tmp_path / "again"), *args[5:]], capsys)
+    assert rc == 0
+    record = _sorted_record(tmp_path / "again")
+    assert record[frame]["also_in"] == other and record[frame]["status"] == "already_present"
+    assert all(r["also_in"] == "" for path, r in record.items() if path != frame)
+    assert (sorted_dir / other / Path(frame).name).is_symlink()  # both kept
+    assert Path(record[frame]["entry"]).is_symlink()
+    summary = json.loads((tmp_path / "again" / "score.json").read_text())
+    assert summary["sort_into"]["also_in_other_class"] == 1
+    assert ("warning: 1 frames were sorted into another class folder by an earlier run: see "
+            f"{tmp_path / 'again' / 'sorted.csv'}") in err
+    assert summary["warnings"] and f"record: {tmp_path / 'again' / 'sorted.csv'}" in stdout
 
 
 def test_evaluate_on_a_real_export_compares_with_headers_and_applies_default_rules(setup,
