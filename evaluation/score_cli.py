@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rules", action="store_true", help="the model's answer only")
     parser.add_argument("--sort-into", metavar="FOLDER",
                         help="also file each frame under FOLDER/<predicted class>/ (originals "
-                             "are never moved or changed; nothing is overwritten)")
+                             "are never moved or changed; nothing is overwritten); where each "
+                             "went: DIR/sorted.csv")
     parser.add_argument("--mode", choices=("link", "hardlink", "copy"), default="link",
                         help="--sort-into: symbolic link (default), hard link, or copy")
     parser.add_argument("--beam", action="store_true",
