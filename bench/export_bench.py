@@ -24,8 +24,8 @@ from bench.workspace import Workspace, bench_command, skyshard_command, tree_byt
 _MB = 1 << 20
 
 #: The stages of one frame's export, in the order they run (see :func:`stage_profile`).
-STAGES = ("read", "sha256", "encode", "preprocess", "header_features", "colour_mosaic",
-          "pixel_features", "sensor_features", "domain_features")
+STAGES = ("read", "sha256", "encode", "preprocess", "header_features", "overscan",
+          "colour_mosaic", "pixel_features", "sensor_features", "domain_features")
 
 
 def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
@@ -109,6 +109,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     (robust to other load on the machine) and wall time.
 
     Stages: ``sha256`` (hash of the file), ``read`` (``read_frame``, then ``recover_adu``),
+    ``overscan`` (a CCD frame cut to its data section, its overscan measured),
     ``colour_mosaic`` (``equalise_cfa``: a raw colour frame's 2x2 mosaic found and taken out),
     ``header_features`` (header and file name), ``pixel_features``, ``sensor_features``,
     ``domain_features``, ``preprocess`` (stretch + resize), ``encode``
@@ -124,6 +125,7 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     from exporter.extract import file_sha256
     from exporter.frame import FrameError
     from exporter.headers import header_features
+    from exporter.overscan import overscan_features, trim_to_data_section
     from exporter.pixel_stats import FrameSamples, pixel_features
     from exporter.preprocessing import preprocess_image
     from exporter.readers import read_frame
@@ -147,9 +149,12 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
         try:
             sha = timed("sha256", file_sha256, ref.path)
             frame = timed("read", lambda path: recover_adu(read_frame(path)), ref.path)
-            # Shared by the colour mosaic and the three feature stages as in measure_frame (its
-            # quantum is timed in colour_mosaic, the grid sample and tiles in pixel_features).
+            frame, overscan = timed("overscan", trim_to_data_section, frame)
+            # Shared by the overscan, the colour mosaic and the three feature stages as in
+            # measure_frame (its quantum is timed in overscan, the grid sample, tiles and noise
+            # in pixel_features, except for frames with an overscan).
             samples = FrameSamples(frame.data)
+            timed("overscan", overscan_features, overscan, samples)
             frame, _ = timed("colour_mosaic", equalise_cfa, frame, samples)
             if frame.data is not samples.data:
                 samples = FrameSamples(frame.data)

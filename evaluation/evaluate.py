@@ -66,9 +66,23 @@ def check_preprocessing(info: RunInfo, manifest: dict) -> None:
     """Raise unless the export's images were made the way the run's were."""
     want, got = info.export.get("preprocessing"), manifest.get("preprocessing")
     if want is not None and got is not None and want != got:
+        differences = "; ".join(f"{key}: model expects {a!r}, export has {b!r}"
+                                for key, a, b in differing_values(want, got))
         raise ManifestError(
-            f"export does not match the model on 'preprocessing': model expects {want}, export "
-            f"has {got}. Export with `skyshard export --like` the run's manifest.")
+            f"export does not match the model on 'preprocessing' ({differences}). Export with "
+            "`skyshard export --like` the run's manifest.")
+
+
+def differing_values(want, got, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(dotted key, want's value, got's value)`` wherever two nested dicts differ (a key
+    missing on one side gives ``None`` there)."""
+    if not (isinstance(want, dict) and isinstance(got, dict)):
+        return [] if want == got else [(prefix or "value", want, got)]
+    out = []
+    for key in sorted(set(want) | set(got), key=str):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out += differing_values(want.get(key), got.get(key), name)
+    return out
 
 
 def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> dict:

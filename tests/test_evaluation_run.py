@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import weakref
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -321,3 +322,17 @@ def test_score_export_locally_and_with_beam_agree(trained, tmp_path, capsys):
     # Predictions already there are not replaced without --overwrite.
     assert main(["score", str(run), str(export), "--out", str(local)]) == 2
     assert "already holds predictions.csv" in capsys.readouterr().err
+
+
+def test_a_preprocessing_mismatch_names_the_setting_that_differs():
+    from evaluation.evaluate import check_preprocessing, differing_values
+
+    want = {"version": 1, "options": {"stretch": "asinh", "resize": "squash", "clahe": False}}
+    got = {"version": 1, "options": {"stretch": "log", "resize": "squash"}}
+    assert differing_values(want, got) == [("options.clahe", False, None),
+                                           ("options.stretch", "asinh", "log")]
+    info = SimpleNamespace(export={"preprocessing": want})
+    with pytest.raises(ManifestError, match="options.stretch: model expects 'asinh', export has "
+                                            "'log'"):
+        check_preprocessing(info, {"preprocessing": got})
+    check_preprocessing(info, {"preprocessing": dict(want)})
