@@ -66,6 +66,7 @@ class ScoreInput:
 
     kind: str                       # "export" or "folder"
     root: Path
+    only: Path | None = None        # folder input: the one frame file INPUT named
     manifest: dict | None = None    # export input
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
     rejected: list = field(default_factory=list)  # folder input: exporter.discovery.Rejected
@@ -120,9 +121,23 @@ def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
         info.check_export(manifest, what="input export")
         check_preprocessing(info, manifest)
         return ScoreInput("export", root, manifest=manifest)
+    if root.is_file():
+        return ScoreInput("folder", root.parent, spec=spec_from_run(info), only=single_frame(root))
     if not root.is_dir():
         raise ScoreError(f"input {root} is neither a folder of frames nor an export")
     return ScoreInput("folder", root, spec=spec_from_run(info))
+
+
+def single_frame(path: Path) -> Path:
+    """``path`` when it names a frame file skyshard reads, else :class:`ScoreError` saying what
+    it is (a format that is not read, or not a frame)."""
+    unread = schema.unread_frame_format(path.name)
+    if unread:
+        raise ScoreError(f"input {path} is {unread}, which skyshard does not read; convert it "
+                         "to FITS or TIFF")
+    if not schema.is_frame_file(path.name):
+        raise ScoreError(f"input {path} is not a frame file (FITS or TIFF) or a folder")
+    return path
 
 
 def survey_input(source: ScoreInput) -> None:
@@ -132,8 +147,12 @@ def survey_input(source: ScoreInput) -> None:
         checked = verify_shards(source.root, source.manifest)
         log.info("input is an export: %d shard(s) verified", checked)
         return
-    from exporter.discovery import discover, walk_frames
+    from exporter.discovery import FrameRef, discover, walk_frames
 
+    if source.only is not None:
+        source.refs = [FrameRef(key=source.only.name, path=str(source.only))]
+        log.info("input is one frame: %s", source.only)
+        return
     source.refs, source.rejected = discover(source.root, labelled=False)
     log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
              len(source.refs), source.root, len(source.rejected))

@@ -14,8 +14,8 @@ examples:
   skyshard score run/ /data/2026-11-28/ --out scored/ --beam --direct_num_workers=2 \\
       --direct_running_mode=multi_processing
 
-INPUT is a folder of FITS/TIFF frames (read and preprocessed as the run's export was) or an
-export made with `skyshard export --unlabeled --like MANIFEST`. With --beam, any option not
+INPUT is a folder of FITS/TIFF frames (read and preprocessed as the run's export was), one such
+frame file, or an export made with `skyshard export --unlabeled --like MANIFEST`. With --beam, any option not
 listed above is an Apache Beam pipeline option, passed on untouched (DirectRunner by default).
 
 exit status: 0 scored (also a night without frames: a warning says so), 1 scored but some
@@ -41,7 +41,7 @@ def probability(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json)")
-    parser.add_argument("input", metavar="INPUT", help="folder of frames, or an export folder")
+    parser.add_argument("input", metavar="INPUT", help="folder of frames, one frame file, or an export folder")
     parser.add_argument("--out", metavar="DIR", required=True,
                         help="output folder: predictions.csv, errors.jsonl, score.json")
     parser.add_argument("--batch-size", type=int, default=64,

@@ -90,6 +90,24 @@ def test_raw_folder_and_its_shards_give_the_same_predictions(setup, tmp_path, ca
     assert summary["peak_rss_mb"] > 0 and summary["seconds"] > 0
 
 
+def test_one_frame_file_scores_as_in_its_folder(setup, tmp_path, capsys):
+    run, night = setup["run"], setup["night"]
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "all")]) == 0
+    whole = _rows(tmp_path / "all")
+    frame = Path(sorted(whole)[0])
+    assert main(["score", str(run), str(frame), "--out", str(tmp_path / "one")]) == 0
+    one = _rows(tmp_path / "one")
+    assert list(one) == [str(frame)] and one[str(frame)]["key"] == frame.name
+    assert one[str(frame)]["predicted_class"] == whole[str(frame)]["predicted_class"]
+    capsys.readouterr()
+    assert main(["score", str(run), str(night / "broken" / "M31_0002.xisf"), "--out",
+                 str(tmp_path / "xisf")]) == 2
+    assert "XISF" in capsys.readouterr().err and not (tmp_path / "xisf").exists()
+    assert main(["score", str(run), str(night / "preview.jpg"), "--out",
+                 str(tmp_path / "jpg")]) == 2
+    assert "not a frame file" in capsys.readouterr().err
+
+
 def _letters(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
