@@ -117,6 +117,21 @@ def resolve_classes(refs: list[FrameRef], like: dict | None, classes: list[str] 
     return sorted({r.class_name for r in refs if r.class_name})
 
 
+def warn_empty_class_folders(input_dir: Path, classes: list[str]) -> list[str]:
+    """Log (and return) the folders directly under a labelled INPUT that hold no frame and so
+    are no class of the export: an empty ``flats/`` would otherwise vanish without a word."""
+    try:
+        folders = sorted(p.name for p in input_dir.iterdir()
+                         if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    empty = [name for name in folders if name not in classes]
+    if empty:
+        log.warning("folder(s) without frames under %s, not classes of this export: %s",
+                    input_dir, ", ".join(empty))
+    return empty
+
+
 def check_out_path(out_dir: Path) -> None:
     """Raise :class:`ExportError` when OUT, or the nearest of its folders that exists, is not
     a folder (a file there would fail only once the export has started)."""
@@ -208,6 +223,8 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                  classes=None if like is not None else classes)
     spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
         like["classes"] if like else classes or [])
+    if spec.labelled and like is None and not classes:
+        warn_empty_class_folders(Path(input_dir), spec.classes)
     prepare_out_dir(out_dir, overwrite)
     meta_dir = out_dir / INCOMPLETE_DIR / "meta"
     log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",

@@ -326,3 +326,15 @@ def test_an_out_that_is_a_file_is_refused(sample_tree, tmp_path, capsys):
         assert _export_cli(sample_tree, out, "--image-size", 32) == 2
         assert f"{taken} is a file, not a folder" in capsys.readouterr().err
     assert taken.read_text() == "mine"
+
+
+def test_a_class_folder_without_frames_is_named_not_dropped_silently(tmp_path, caplog):
+    from exporter.export import warn_empty_class_folders
+
+    for name in ("bias", "flats", ".thumbnails"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "flats" / "notes.txt").write_text("to do: take flats")
+    with caplog.at_level("WARNING", logger="skyshard"):
+        assert warn_empty_class_folders(tmp_path, ["bias"]) == ["flats"]
+    assert "flats" in caplog.text and ".thumbnails" not in caplog.text
+    assert warn_empty_class_folders(tmp_path, ["bias", "flats"]) == []
