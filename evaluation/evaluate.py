@@ -32,7 +32,7 @@ from evaluation.mistakes import WorstMistakes
 from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read_run_info
 from evaluation.outputs import check_out_dir
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
-from skyshard import __version__
+from skyshard import __version__, schema
 from skyshard.jsonio import write_json_atomic
 from skyshard.manifest import ManifestError, load_manifest, verify_shards
 from skyshard.manifest import header_columns as manifest_header_columns
@@ -237,6 +237,27 @@ def write_misclassified(path: Path, collected: _Collected, classes: list[str]) -
     return len(wrong)
 
 
+def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str | None:
+    """What the run saw of ``split`` while it trained, when ``export_dir`` is its own export:
+    ``train`` was fitted, a k-fold run pooled every ``val`` frame outside its fold; else None
+    (``test`` is never seen; another export's frames are the user's business)."""
+    from skyshard.jsonio import sha256_file
+
+    trained_on = info.export.get("manifest_sha256")
+    try:
+        same = trained_on == sha256_file(Path(export_dir) / schema.MANIFEST_FILE)
+    except OSError:
+        return None
+    fold = int(((info.run.get("config") or {}).get("data") or {}).get("fold", -1))
+    if not same or split == "test" or (split == "val" and fold < 0):
+        return None
+    if split == "train":
+        return ("the run was trained on the train split: these figures say how well it fits "
+                "its own training frames, not how it does on new ones (use --split test)")
+    return (f"the run is k-fold (fold {fold}) and trained on the val split's other folds: "
+            "these figures are optimistic (use --split test)")
+
+
 def default_out_dir(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / "evaluation" / split
 
@@ -259,6 +280,9 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
                            info.export["confidence_names"])
     manifest = open_export(info, export_dir, [split])
+    overlap = training_overlap(info, export_dir, split)
+    if overlap:
+        log.warning("%s", overlap)
     baseline = HeaderBaseline(info.classes, info.export["feature_names"], baseline_mapping)
     worst = WorstMistakes(worst_n)
 
@@ -296,6 +320,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "skyshard_version": __version__,
         "files": {name: path.name for name, path in files.items()},
+        "warnings": [overlap] if overlap else [],
     })
     html_text = render_report(metrics, confusion, calibration_png, mistakes,
                               info.export["feature_names"])
@@ -312,7 +337,7 @@ def summary_lines(result: EvaluationResult) -> list[str]:
     """What ``skyshard evaluate`` prints."""
     m = result.metrics
     ruled, base = m["with_rules"], m["header_baseline"]
-    lines = [
+    lines = [f"warning: {text}" for text in m.get("warnings", [])] + [
         f"{m['n']} frames of split {m['split']!r}: accuracy {m['accuracy']:.3f}, macro-F1 "
         f"{m['macro_f1']:.3f}, ECE {m['expected_calibration_error']:.3f}",
         f"with {len(ruled['rules'])} rule(s): accuracy {ruled['accuracy']:.3f}, macro-F1 "

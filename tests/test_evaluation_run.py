@@ -336,3 +336,20 @@ def test_a_preprocessing_mismatch_names_the_setting_that_differs():
                                             "'log'"):
         check_preprocessing(info, {"preprocessing": got})
     check_preprocessing(info, {"preprocessing": dict(want)})
+
+
+def test_scoring_frames_the_run_trained_on_is_flagged(trained, tmp_path):
+    from evaluation.evaluate import evaluate, summary_lines, training_overlap
+    from evaluation.model import read_run_info
+
+    export, run = trained
+    train_split = evaluate(run, export, split="train", out_dir=tmp_path / "train")
+    assert "trained on the train split" in train_split.metrics["warnings"][0]
+    assert summary_lines(train_split)[0].startswith("warning: the run was trained on")
+    assert evaluate(run, export, out_dir=tmp_path / "test").metrics["warnings"] == []
+    info = read_run_info(run)
+    assert training_overlap(info, export, "val") is None  # chose its epoch there, no more
+    info.run["config"]["data"]["fold"] = 2
+    assert "k-fold (fold 2)" in training_overlap(info, export, "val")
+    other = write_synthetic_export(tmp_path / "other", per_class={"train": 1, "test": 1})
+    assert training_overlap(info, other, "train") is None  # another export: not known
