@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=None, help="(default 0.15)")
     parser.add_argument("--seed", type=int, default=None,
                         help="salt of the split hash (default 42)")
-    parser.add_argument("--folds", type=int, default=None,
-                        help="k for the k-fold ids written on train+val records (default 5)")
+    parser.add_argument("--folds", type=fold_count, default=None,
+                        help="k for the k-fold ids written on train+val records (default 5, "
+                             "at least 2)")
     parser.add_argument("--shard-size-mb", type=float, default=100.0,
                         help="target shard size (default 100 MB)")
     parser.add_argument("--compress", action="store_true", help="GZIP the shards")
@@ -90,6 +91,19 @@ def image_size(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be at least {schema.MIN_IMAGE_SIZE} pixels (the image branch halves the "
             f"image four times), got {value}")
+    return value
+
+
+def fold_count(text: str) -> int:
+    """``--folds`` TEXT -> int; fewer than 2 folds leave ``train --fold`` nothing to train on."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"k-fold needs at least 2 folds (one to validate on, the rest to train on), "
+            f"got {value}")
     return value
 
 
@@ -228,13 +242,15 @@ def load_like(value: str | None) -> dict | None:
 
 def print_summary(result) -> None:
     manifest = result.manifest
-    classes = manifest["classes"] or [""]
     splits = list(manifest["splits"])
-    width = max(12, *(len(c) for c in classes))
+    # An unlabelled export (also one --like a labelled one, which knows the classes) has no
+    # per-class counts: the total alone, not a row of zeros per class.
+    classes = manifest["classes"] if manifest.get("labelled", True) else []
+    width = max([12, *(len(c) for c in classes)])
     lines = [f"{'class':<{width}} " + " ".join(f"{s:>7}" for s in splits)]
     for name in classes:
         row = [manifest["splits"][s]["counts_per_class"].get(name, 0) for s in splits]
-        lines.append(f"{name or '(unlabelled)':<{width}} " + " ".join(f"{n:>7}" for n in row))
+        lines.append(f"{name:<{width}} " + " ".join(f"{n:>7}" for n in row))
     lines.append(f"{'total':<{width}} " + " ".join(
         f"{manifest['splits'][s]['count']:>7}" for s in splits))
     n_shards = sum(len(manifest["splits"][s]["shards"]) for s in splits)

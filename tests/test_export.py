@@ -283,6 +283,9 @@ def test_exports_that_would_hold_no_frames_are_refused(export, sample_tree, tmp_
         _export_cli(sample_tree, out, "--image-size", 0)
     assert exit_info.value.code == 2 and "--image-size: must be at least 16" in \
         capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        _export_cli(sample_tree, out, "--folds", 1)
+    assert exit_info.value.code == 2 and "at least 2 folds" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -338,3 +341,18 @@ def test_a_class_folder_without_frames_is_named_not_dropped_silently(tmp_path, c
         assert warn_empty_class_folders(tmp_path, ["bias"]) == ["flats"]
     assert "flats" in caplog.text and ".thumbnails" not in caplog.text
     assert warn_empty_class_folders(tmp_path, ["bias", "flats"]) == []
+
+
+def test_the_summary_of_an_unlabelled_export_has_no_rows_of_zeros(capsys, tmp_path):
+    from types import SimpleNamespace
+
+    from exporter.cli import print_summary
+
+    manifest = {"classes": ["bias", "darks"], "labelled": False,
+                "splits": {"score": {"count": 24, "counts_per_class": {}, "shards": [{}]}},
+                "errors": {"count": 0, "path": "errors.jsonl"}}
+    print_summary(SimpleNamespace(manifest=manifest, out_dir=tmp_path, seconds=1.0,
+                                  peak_rss_mb=300.0))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["class", "score"] and lines[1].split() == ["total", "24"]
+    assert not any(line.startswith(("bias", "darks")) for line in lines)
