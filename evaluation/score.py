@@ -116,6 +116,8 @@ def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     root = Path(input_path).resolve()
     if not root.exists():
         raise ScoreError(f"input not found: {root}")
+    if root.is_file() and root.name == schema.MANIFEST_FILE:
+        root = root.parent  # EXPORT/manifest.json names its export, as for `train`
     if is_export_folder(root):
         manifest = load_manifest(root)  # no manifest: "… the export did not finish"
         info.check_export(manifest, what="input export")
@@ -232,7 +234,10 @@ def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
     """Resolve ``--out`` and refuse it before any work: a file, an export or run folder
     (:func:`evaluation.outputs.check_out_dir`), or earlier predictions without ``overwrite``."""
     out = check_writable_out(out_dir)
-    if (out / PREDICTIONS_FILE).exists() and not overwrite:
+    # score.json is written last: without it the earlier scoring was interrupted, and its
+    # files are replaced by this one's.
+    finished = (out / PREDICTIONS_FILE).exists() and (out / SUMMARY_FILE).exists()
+    if finished and not overwrite:
         raise ScoreError(f"{out} already holds {PREDICTIONS_FILE}; choose another --out or "
                          "pass --overwrite")
     return out

@@ -289,6 +289,9 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     _exit_when_owner_dies(owner_pid)
+    # Ctrl-C in a terminal reaches the whole process group: the owner reports it in one line,
+    # and this helper ends when the owner does, so it must not print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from exporter import extract
     from skyshard.runtime import quiet_library_warnings
 

@@ -107,14 +107,16 @@ def _overlaps(a: Section, b: Section) -> bool:
 
 def overscan_section(header: Mapping, shape: tuple[int, int], data: Section | None
                      ) -> Section | None:
-    """The overscan: ``BIASSEC`` when it lies outside the data section, else the widest strip
-    of the array beside ``data`` that runs along all of it (prescan or overscan columns, or
-    rows); None without a data section or a strip of at least :data:`MIN_OVERSCAN_WIDTH`."""
+    """The overscan: ``BIASSEC`` when it lies outside the data section and is at least
+    :data:`MIN_OVERSCAN_WIDTH` wide, else the widest strip of the array beside ``data`` that
+    runs along all of it (prescan or overscan columns, or rows); None without a data section
+    or such a strip."""
     if data is None:
         return None
     given = _header_section(header, OVERSCAN_KEYWORDS, shape)
-    if given is not None:
-        return None if _overlaps(given, data) else given
+    if (given is not None and not _overlaps(given, data)
+            and min(_extent(given)) >= MIN_OVERSCAN_WIDTH):
+        return given
     rows, cols = data
     height, width = shape
     strips = [
@@ -127,20 +129,37 @@ def overscan_section(header: Mapping, shape: tuple[int, int], data: Section | No
     return strip if across >= MIN_OVERSCAN_WIDTH else None
 
 
-def _strip_sample(data: np.ndarray, section: Section) -> np.ndarray:
+def _extent(section: Section) -> tuple[int, int]:
+    rows, cols = section
+    return rows.stop - rows.start, cols.stop - cols.start
+
+
+def across_axis(section: Section, data: Section) -> int:
+    """The array axis across an overscan strip: 1 for columns beside the data section (the
+    strip shares its rows), 0 for rows above or below it; by the strip's shape otherwise."""
+    (rows, cols), (data_rows, data_cols) = section, data
+    if rows.start < data_rows.stop and data_rows.start < rows.stop \
+            and not (cols.start < data_cols.stop and data_cols.start < cols.stop):
+        return 1
+    if cols.start < data_cols.stop and data_cols.start < cols.stop:
+        return 0
+    height, width = _extent(section)
+    return 1 if width <= height else 0
+
+
+def _strip_sample(data: np.ndarray, section: Section, axis: int) -> np.ndarray:
     """The overscan pixels as float64, trimmed of the quarter of its width nearest each edge
-    across it (where charge left behind by a bright data section trails into the first
-    columns) and thinned to whole, evenly spaced lines along it (bounded cost)."""
+    across it (``axis``; where charge left behind by a bright data section trails into the
+    first columns) and thinned to whole, evenly spaced lines along it (bounded cost)."""
     strip = data[section]
-    across_axis = 1 if strip.shape[1] <= strip.shape[0] else 0
-    width = strip.shape[across_axis]
+    width = strip.shape[axis]
     margin = width // 4 if width >= 4 * MIN_OVERSCAN_WIDTH else 0
     if margin:
         inner = slice(margin, width - margin)
-        strip = strip[:, inner] if across_axis == 1 else strip[inner, :]
+        strip = strip[:, inner] if axis == 1 else strip[inner, :]
     step = max(1, math.ceil(strip.size / OVERSCAN_PIXELS))
     if step > 1:  # every step-th line along the strip
-        strip = strip[::step, :] if across_axis == 1 else strip[:, ::step]
+        strip = strip[::step, :] if axis == 1 else strip[:, ::step]
     return np.array(strip, dtype=np.float64)
 
 
@@ -158,7 +177,8 @@ def trim_to_data_section(frame: RawFrame) -> tuple[RawFrame, np.ndarray | None]:
     if section is None:
         return frame, None
     overscan = overscan_section(frame.header, data.shape, section)
-    pixels = _strip_sample(data, overscan) if overscan is not None else None
+    pixels = (_strip_sample(data, overscan, across_axis(overscan, section))
+              if overscan is not None else None)
     rows, cols = section
     source = {**frame.source, "untrimmed_shape": tuple(data.shape),
               "data_section": [rows.start, rows.stop, cols.start, cols.stop]}

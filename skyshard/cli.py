@@ -77,6 +77,8 @@ INTERRUPTED = {
     "sample": "the files written so far are whole; the same command with --overwrite writes "
               "them again, byte for byte, and adds the rest",
     "pretrain": "run the same command again to start over",
+    "score": "score.json, written last, is missing, so the same command scores again into the "
+             "same --out (frames already sorted are recognised)",
 }
 INTERRUPTED_DEFAULT = ("nothing finished was written (outputs are written whole, at the end); "
                        "run the same command again")
@@ -119,10 +121,27 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return int(importlib.import_module(args._module).run(args, extra) or 0)
-    except KeyboardInterrupt:  # Ctrl-C: one line that says what is left, not a traceback
+    except (KeyboardInterrupt, RuntimeError) as exc:
+        if not interrupted(exc):
+            raise
+        # Ctrl-C: one line that says what is left, not a traceback
         print(f"skyshard {args.command}: interrupted; "
               f"{INTERRUPTED.get(args.command, INTERRUPTED_DEFAULT)}", file=sys.stderr)
         return 130
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True for Ctrl-C: a ``KeyboardInterrupt``, also as Apache Beam re-raises it from a
+    transform (a ``RuntimeError`` caused by one, or naming it when the cause was lost)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        if isinstance(exc, RuntimeError) and str(exc).startswith("KeyboardInterrupt"):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 if __name__ == "__main__":

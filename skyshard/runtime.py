@@ -24,6 +24,9 @@ def configure_logging(verbose: bool = False) -> None:
         force=True,
     )
     logging.getLogger().addFilter(_drop_beam_import_noise)
+    # Beam logs a Ctrl-C inside a transform as an error with its traceback before re-raising
+    # it; the command reports the interruption itself, in one line.
+    logging.getLogger("apache_beam.runners.common").addFilter(_drop_interrupt_report)
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # inherited by reader helpers and Beam worker processes
     quiet_library_warnings()
@@ -48,6 +51,14 @@ def quiet_library_warnings() -> None:
     from astropy.utils.exceptions import AstropyWarning
 
     warnings.filterwarnings("ignore", category=AstropyWarning)
+
+
+def _drop_interrupt_report(record: logging.LogRecord) -> bool:
+    """False for a log record that only reports a Ctrl-C (KeyboardInterrupt)."""
+    if record.exc_info and record.exc_info[0] is not None \
+            and issubclass(record.exc_info[0], KeyboardInterrupt):
+        return False
+    return not record.getMessage().startswith("KeyboardInterrupt")
 
 
 def _drop_beam_import_noise(record: logging.LogRecord) -> bool:

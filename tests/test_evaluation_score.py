@@ -108,6 +108,20 @@ def test_one_frame_file_scores_as_in_its_folder(setup, tmp_path, capsys):
     assert "not a frame file" in capsys.readouterr().err
 
 
+def test_an_interrupted_scoring_can_be_rerun_into_the_same_out(setup, tmp_path, capsys):
+    """score.json is written last: an --out holding predictions.csv without it was interrupted,
+    and the same command scores again there; a finished one needs --overwrite."""
+    run, export = setup["run"], setup["night_export"]
+    out = tmp_path / "out"
+    assert main(["score", str(run), str(export / "manifest.json"), "--out", str(out)]) == 0
+    (out / "score.json").unlink()
+    assert main(["score", str(run), str(export), "--out", str(out)]) == 0
+    assert (out / "score.json").exists()
+    capsys.readouterr()
+    assert main(["score", str(run), str(export), "--out", str(out)]) == 2
+    assert "already holds predictions.csv" in capsys.readouterr().err
+
+
 def _letters(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 

@@ -11,7 +11,7 @@ from astropy.io import fits
 
 from exporter.extract import ExportSpec, feature_layout, measure_frame
 from exporter.frame import RawFrame
-from exporter.overscan import (data_section, overscan_features, overscan_section,
+from exporter.overscan import (across_axis, data_section, overscan_features, overscan_section,
                                parse_section, trim_to_data_section)
 from exporter.pixel_stats import FrameSamples
 
@@ -69,12 +69,26 @@ def test_overscan_from_biassec_or_the_widest_strip_beside_the_data():
         (slice(4104, 4190), slice(0, 366))
     # Without BIASSEC: the rows beyond the data section (INT's WFC layout) ...
     assert overscan_section({}, shape, data) == (slice(4099, 4200), slice(0, 366))
-    # ... or the columns beyond it (Lick's Kast), and never a BIASSEC inside the data.
-    assert overscan_section({}, (350, 2112), (slice(0, 350), slice(0, 2048))) == \
-        (slice(0, 350), slice(2048, 2112))
-    assert overscan_section({"BIASSEC": "[100:200,1:350]"}, (350, 2112),
-                            (slice(0, 350), slice(0, 2048))) is None
+    # ... or the columns beyond it (Lick's Kast); a BIASSEC inside the data or too narrow to
+    # measure is passed over for that strip.
+    kast, kast_data = (350, 2112), (slice(0, 350), slice(0, 2048))
+    beside = (slice(0, 350), slice(2048, 2112))
+    assert overscan_section({}, kast, kast_data) == beside
+    assert overscan_section({"BIASSEC": "[100:200,1:350]"}, kast, kast_data) == beside
+    assert overscan_section({"BIASSEC": "[2112:2112,1:350]"}, kast, kast_data) == beside
     assert overscan_section({}, (350, 2050), (slice(0, 350), slice(0, 2048))) is None  # 2 px
+
+
+def test_the_overscan_is_sampled_across_its_columns_whatever_its_shape():
+    """A short, wide readout window: the 50 overscan columns are wider than the 10 rows are
+    tall, yet the columns are what lies across the strip (and what is trimmed at its edges)."""
+    data = np.zeros((10, 2050), np.uint16)
+    data[:, 2000:] = BIAS_LEVEL
+    frame = RawFrame(data=data, header={"DATASEC": "[1:2000,1:10]"})
+    assert across_axis((slice(0, 10), slice(2000, 2050)), (slice(0, 10), slice(0, 2000))) == 1
+    assert across_axis((slice(4099, 4200), slice(0, 366)), (slice(0, 4099), slice(0, 366))) == 0
+    _, overscan = trim_to_data_section(frame)
+    assert overscan.shape == (10, 26)  # 50 columns less a quarter (12) at each edge
 
 
 def test_trimming_is_a_view_of_the_data_and_recorded_in_the_source():

@@ -355,6 +355,37 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path, capsys, mo
     assert err.startswith("skyshard sample: interrupted; ") and "--overwrite" in err
     assert "Traceback" not in err
 
+    def beam_interrupted(args, extra):  # how Apache Beam re-raises Ctrl-C from a transform
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("KeyboardInterrupt [while running 'Extract/ParDo']") from exc
+
+    monkeypatch.setattr(skyshard.sample.cli, "run", beam_interrupted)
+    assert main(["sample", str(tmp_path / "s")]) == 130
+
+    def failed(args, extra):
+        raise RuntimeError("a real failure")
+
+    monkeypatch.setattr(skyshard.sample.cli, "run", failed)
+    with pytest.raises(RuntimeError, match="a real failure"):
+        main(["sample", str(tmp_path / "s")])
+
+
+def test_beams_own_report_of_a_ctrl_c_is_not_logged_twice():
+    import logging
+
+    from skyshard.runtime import _drop_interrupt_report
+
+    def record(message, exc=None):
+        return logging.LogRecord("apache_beam.runners.common", logging.ERROR, __file__, 1,
+                                 message, None, (type(exc), exc, None) if exc else None)
+
+    assert not _drop_interrupt_report(record("KeyboardInterrupt [while running 'Extract']"))
+    assert not _drop_interrupt_report(record("error", KeyboardInterrupt()))
+    assert _drop_interrupt_report(record("ValueError [while running 'Extract']",
+                                         ValueError("x")))
+
 
 def test_command_module_is_import_light():
     code = ("import sys, skyshard.sample.cli; "
