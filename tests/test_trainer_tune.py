@@ -38,6 +38,11 @@ def test_study_runs_serial_trials_and_continues(tmp_path):
                 echo=lines.append)
     assert [t["number"] for t in more["trials"]] == [0, 1]
 
+    # ... but not with trials of another length: they would be ranked against these
+    with pytest.raises(ConfigError, match="epochs = 1, this command asks for 2"):
+        tune(export, tmp_path / "study", train_config,
+             load_tune_config(spec, trials=3, epochs=2), echo=lines.append)
+
 
 def test_search_space_entries_need_a_range_or_choices(tmp_path):
     spec = tmp_path / "bad.toml"

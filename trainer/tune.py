@@ -90,6 +90,7 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
     monitor = train_config["train"]["monitor"]
     study = _study(study_dir, settings, "minimize" if "loss" in monitor else "maximize")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_continued(study, study_dir, {"epochs": int(settings["epochs"]), "monitor": monitor})
 
     def objective(trial: optuna.Trial) -> float:
         overrides = {key: suggest(trial, key, spec) for key, spec in tune_config["space"].items()}
@@ -121,6 +122,21 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
          f"best: trial {best['number']} ({monitor} {best['value']:.4f}) in "
          f"{study_dir / best['run']}: {_short(best['params'])}")
     return summary
+
+
+def check_continued(study: optuna.Study, study_dir: Path, terms: Mapping[str, Any]) -> None:
+    """Record ``terms`` (what makes trials comparable: epochs per trial, the monitored value)
+    on a new study; on a continued one, raise :class:`ConfigError` when they changed, since
+    trials of different lengths or goals would be ranked against each other."""
+    for key, value in terms.items():
+        recorded = study.user_attrs.get(key)
+        if recorded is None:
+            study.set_user_attr(key, value)
+        elif recorded != value:
+            raise ConfigError(
+                f"the study in {study_dir} ran its trials with {key} = {recorded!r}, this command "
+                f"asks for {value!r}: its trials would not be comparable. Continue it with the "
+                f"same setting, or start a new study folder")
 
 
 def trial_config(train_config: Mapping[str, Any], tune_config: Mapping[str, Any],
