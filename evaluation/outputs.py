@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from skyshard import schema
+from skyshard.jsonio import file_in_the_way
 from trainer.model_io import MODEL_FILE, RUN_FILE
 
 EXPORT_FILES = (schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR)
@@ -29,8 +30,11 @@ def check_out_dir(out: str | Path) -> Path:
     """Resolve ``out`` and raise :class:`OutDirError` when it is an existing regular file, an
     export folder (or inside one) or a training run folder; it may be new or any other folder."""
     out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
+    blocking = file_in_the_way(out)
+    if blocking == out:
         raise OutDirError(f"--out {out} is an existing file, not a folder; choose a folder")
+    if blocking is not None:
+        raise OutDirError(f"--out {out} cannot be made: {blocking} is a file, not a folder")
     if out.is_dir():
         found = holding(out, EXPORT_FILES)
         if found:
@@ -41,8 +45,6 @@ def check_out_dir(out: str | Path) -> Path:
             raise OutDirError(f"--out {out} is a training run folder (it holds {found}); choose "
                               "another folder, e.g. a new one inside it")
     for parent in out.parents:
-        if parent.exists() and not parent.is_dir():
-            raise OutDirError(f"--out {out} cannot be made: {parent} is a file, not a folder")
         if (parent / schema.EXPORT_MARKER).exists():
             raise OutDirError(f"--out {out} is inside the export folder {parent}; choose a folder "
                               "outside it")

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from skyshard.jsonio import sha256_file
+from skyshard.jsonio import file_in_the_way, sha256_file
 from skyshard.schema import FRAME_EXTENSIONS
 
 MODES = ("link", "hardlink", "copy")
@@ -151,10 +151,10 @@ def check_target(folder: str | Path, input_root: str | Path | None) -> Path:
     """Resolve FOLDER and refuse it inside INPUT (sorted links would be scored next night), or
     when it (or a folder above it) is an existing file: every frame would fail."""
     target = Path(folder).resolve()
-    for path in (target, *target.parents):
-        if path.exists() and not path.is_dir():
-            raise SortError(f"--sort-into {target} cannot be a folder: {path} is an existing "
-                            "file; choose a folder")
+    path = file_in_the_way(target)
+    if path is not None:
+        raise SortError(f"--sort-into {target} cannot be a folder: {path} is an existing "
+                        "file; choose a folder")
     if input_root is not None:
         root = Path(input_root).resolve()
         if target == root or root in target.parents:

@@ -80,31 +80,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if option.startswith("--")))
 
 
-def image_size(text: str) -> int:
-    """``--image-size`` TEXT -> int; below :data:`~skyshard.schema.MIN_IMAGE_SIZE` is refused
+def int_at_least(minimum: int, why: str):
+    """An argparse ``type``: TEXT -> int, refusing values below ``minimum`` with ``why``
     (argparse then exits with status 2 and names the option)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < schema.MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(
-            f"must be at least {schema.MIN_IMAGE_SIZE} pixels (the image branch halves the "
-            f"image four times), got {value}")
-    return value
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum} {why}, got {value}")
+        return value
+    return parse
 
 
-def fold_count(text: str) -> int:
-    """``--folds`` TEXT -> int; fewer than 2 folds leave ``train --fold`` nothing to train on."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(
-            f"k-fold needs at least 2 folds (one to validate on, the rest to train on), "
-            f"got {value}")
-    return value
+#: ``--image-size``: the default image branch halves the image four times.
+image_size = int_at_least(schema.MIN_IMAGE_SIZE, "pixels (the image branch halves the image "
+                                                 "four times)")
+#: ``--folds``: fewer than 2 leave ``train --fold`` nothing to train on.
+fold_count = int_at_least(2, "folds for k-fold (one to validate on, the rest to train on)")
 
 
 def beam_option_names() -> set[str]:

@@ -25,7 +25,7 @@ from exporter.extract import ExportSpec, feature_layout
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema
-from skyshard.jsonio import write_json_atomic
+from skyshard.jsonio import file_in_the_way, write_json_atomic
 from skyshard.memory import RssMonitor
 
 log = logging.getLogger("skyshard.export")
@@ -135,13 +135,11 @@ def warn_empty_class_folders(input_dir: Path, classes: list[str]) -> list[str]:
 def check_out_path(out_dir: Path) -> None:
     """Raise :class:`ExportError` when OUT, or the nearest of its folders that exists, is not
     a folder (a file there would fail only once the export has started)."""
-    for path in (out_dir, *out_dir.parents):
-        if path.exists():
-            if not path.is_dir():
-                where = "" if path == out_dir else f" (it would be made inside {path})"
-                raise ExportError(f"OUT {out_dir}{where}: {path} is a file, not a folder; "
-                                  "choose a new OUT")
-            return
+    path = file_in_the_way(out_dir)
+    if path is not None:
+        where = "" if path == out_dir else f" (it would be made inside {path})"
+        raise ExportError(f"OUT {out_dir}{where}: {path} is a file, not a folder; "
+                          "choose a new OUT")
 
 
 def class_folders(input_dir: Path) -> list[str]:

@@ -101,8 +101,12 @@ def data_section(header: Mapping, shape: tuple[int, int]) -> Section | None:
     return section
 
 
+def _spans_overlap(a: slice, b: slice) -> bool:
+    return a.start < b.stop and b.start < a.stop
+
+
 def _overlaps(a: Section, b: Section) -> bool:
-    return all(sa.start < sb.stop and sb.start < sa.stop for sa, sb in zip(a, b))
+    return all(_spans_overlap(sa, sb) for sa, sb in zip(a, b))
 
 
 def overscan_section(header: Mapping, shape: tuple[int, int], data: Section | None
@@ -138,10 +142,9 @@ def across_axis(section: Section, data: Section) -> int:
     """The array axis across an overscan strip: 1 for columns beside the data section (the
     strip shares its rows), 0 for rows above or below it; by the strip's shape otherwise."""
     (rows, cols), (data_rows, data_cols) = section, data
-    if rows.start < data_rows.stop and data_rows.start < rows.stop \
-            and not (cols.start < data_cols.stop and data_cols.start < cols.stop):
+    if _spans_overlap(rows, data_rows) and not _spans_overlap(cols, data_cols):
         return 1
-    if cols.start < data_cols.stop and data_cols.start < cols.stop:
+    if _spans_overlap(cols, data_cols):
         return 0
     height, width = _extent(section)
     return 1 if width <= height else 0

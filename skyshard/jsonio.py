@@ -1,4 +1,4 @@
-"""Small artefact helpers: atomic JSON writes and file hashes."""
+"""Small artefact helpers: atomic JSON writes, file hashes, and whether a folder can be made."""
 
 from __future__ import annotations
 
@@ -65,3 +65,12 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := stream.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_in_the_way(folder: str | os.PathLike) -> Path | None:
+    """The existing file (not folder) at ``folder`` or at the nearest of its parents that
+    exists, which would stop ``folder`` from being made or used; None when there is none."""
+    for path in (Path(folder), *Path(folder).parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
