@@ -1,6 +1,6 @@
 """Measure 1: export throughput against the bare read loop and the original loader.
 
-Each export is the ``skyshard export`` command in a fresh process, on Beam's DirectRunner in
+Each export is the ``skyshard export`` command in a fresh process, on Beam's local runner in
 ``multi_processing`` mode with 1 and 2 workers, over N and 8N frames. Beam's start-up is taken
 out by difference: the **marginal rate** is ``(8N - N) / (t(8N) - t(N))`` and the start-up is
 ``t(N) - N / marginal rate``. The bare read loop and the original loader time their own loops

@@ -108,7 +108,7 @@ def export_section(export: dict) -> str:
              fmt(1000 * original["cpu_s_per_frame"]), fmt(original["cores_used"], 2)]]
     for key, rate in export["rates"].items():
         workers = int(key[1:])
-        rows.append(["`skyshard export`, DirectRunner multi_processing", f"{workers}",
+        rows.append(["`skyshard export`, local runner multi_processing", f"{workers}",
                      fmt(rate["frames_per_s"]), fmt(rate["mb_per_s"]),
                      fmt(rate["frames_per_s_per_core"]),
                      fmt(rate["ratio_to_bare_read_per_core"], 3), fmt(rate["startup_s"]),

@@ -9,7 +9,8 @@ Shape of the job (the Reshuffle sits on the small list of inputs, before any pix
 handler for the run's ``.keras`` model (Beam's TensorFlow handlers need tensorflow-hub). Every
 per-frame step is the function the local path uses (:mod:`evaluation.batches`,
 :func:`evaluation.model.predict_probs`, :meth:`evaluation.rules.RuleSet.apply`), so both paths
-give the same predictions. Beam options pass through untouched; the DirectRunner is the default.
+give the same predictions. Beam options pass through untouched; without ``--runner`` the job runs on
+Beam's local runner (:func:`skyshard.runtime.beam_pipeline`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, PredictionResult,
                                            RunInference)
-from apache_beam.options.pipeline_options import PipelineOptions
 
 from evaluation.batches import frame_dead_letter, read_frame_record, shard_records
 from evaluation.model import RunInfo, load_model, predict_probs
 from evaluation.rules import RuleSet
 from skyshard import schema
+from skyshard.runtime import beam_pipeline
 
 DEAD_LETTERS = "dead_letters"
 MODEL_INPUTS = (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)
@@ -153,7 +154,7 @@ def score_with_beam(source, run_dir: Path, info: RunInfo, rules: RuleSet, batch_
 
     tmp_dir = out_dir / f".beam-{uuid.uuid4().hex[:8]}"
     try:
-        pipeline = beam.Pipeline(options=PipelineOptions(beam_args))
+        pipeline, _ = beam_pipeline(beam_args)
         build_scoring(pipeline, source, str(run_dir.resolve()), len(info.classes), rules,
                       batch_size, str(tmp_dir))
         pipeline.run().wait_until_finish()

@@ -16,7 +16,8 @@ examples:
 
 INPUT is a folder of FITS/TIFF frames (read and preprocessed as the run's export was), one such
 frame file, or an export made with `skyshard export --unlabeled --like MANIFEST`. With --beam, any option not
-listed above is an Apache Beam pipeline option, passed on untouched (DirectRunner by default).
+listed above is an Apache Beam pipeline option, passed on untouched (Beam's local FnApiRunner
+unless --runner is given).
 
 exit status: 0 scored (also a night without frames: a warning says so), 1 scored but some
 frames could not be sorted into --sort-into (the first reason is printed, all in score.json),
@@ -58,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("link", "hardlink", "copy"), default="link",
                         help="--sort-into: symbolic link (default), hard link, or copy")
     parser.add_argument("--beam", action="store_true",
-                        help="run the scoring as an Apache Beam job (DirectRunner unless "
-                             "--runner is given)")
+                        help="run the scoring as an Apache Beam job (Beam's local FnApiRunner "
+                             "unless --runner is given)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace predictions already in DIR")
 

@@ -23,7 +23,9 @@ examples:
       --environment_type=LOOPBACK
 
 Any option not listed above is an Apache Beam pipeline option and is passed on untouched
-(--runner, --direct_num_workers, --job_endpoint, --project, --temp_location, ...).
+(--runner, --direct_num_workers, --job_endpoint, --project, --temp_location, ...). Without
+--runner the job runs on Beam's local FnApiRunner, which downloads nothing (Beam's
+DirectRunner first tries to download its Prism runner).
 """
 
 

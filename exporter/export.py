@@ -27,6 +27,7 @@ from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema
 from skyshard.jsonio import file_in_the_way, write_json_atomic
 from skyshard.memory import RssMonitor
+from skyshard.runtime import beam_pipeline
 
 log = logging.getLogger("skyshard.export")
 
@@ -197,9 +198,6 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     :class:`ExportError` before anything is written when OUT is not usable, the image size is
     too small, no frame can be exported or a requested class has no frames.
     """
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     started = time.monotonic()
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
     if out_dir == input_dir or input_dir in out_dir.parents:
@@ -228,11 +226,10 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
              len(refs), len(spec.classes), input_dir, len(rejected))
 
-    options = PipelineOptions(list(beam_args or []))
     fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
     with RssMonitor() as rss:
         from exporter.pipeline import build_export
-        pipeline = beam.Pipeline(options=options)
+        pipeline, runner = beam_pipeline(beam_args)
         build_export(pipeline, refs, spec, str(out_dir), str(meta_dir),
                      target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
                      n_features=len(layout["feature_names"]), fit_split=fit_split)
@@ -280,7 +277,7 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             "file_names_as_metadata": spec.file_names,
             "shards": {"target_mb": shard_mb, "compression": "GZIP" if compress else None},
             "like": like.get("_path") if like else None,
-            "beam_options": list(beam_args or []),
+            "beam_options": list(beam_args or []), "beam_runner": runner,
             "stats": {"seconds": round(seconds, 2),
                       "frames_per_second": round(len(refs) / max(seconds, 1e-9), 2)},
             "versions": library_versions(),

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     write_sample_tree(frames, per_class=args.per_class, seed=args.seed)
     times["sample"] = time.monotonic() - t
 
-    t = step(f"2/5 export (Apache Beam, DirectRunner) -> {export_dir}")
+    t = step(f"2/5 export (Apache Beam, local runner) -> {export_dir}")
     spec = ExportSpec(classes=[], image_size=args.image_size, seed=42)
     exported = run_export(frames, export_dir, spec=spec, beam_args=list(extra),
                           command=f"skyshard export {frames} {export_dir} "

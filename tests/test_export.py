@@ -218,7 +218,7 @@ def test_like_exports_compatibly_and_rejects_unknown_classes(export, sample_tree
 @pytest.mark.slow
 def test_portable_runner_and_multiprocess_give_the_same_records(sample_tree, tmp_path):
     """The offline portable runner (Flink/Spark's path) and 2 worker processes produce the same
-    records, key for key and byte for byte, as the default DirectRunner."""
+    records, key for key and byte for byte, as the default local runner."""
     tree = tmp_path / "small"
     for class_dir in sorted(sample_tree.iterdir()):
         (tree / class_dir.name).mkdir(parents=True)
@@ -234,6 +234,31 @@ def test_portable_runner_and_multiprocess_give_the_same_records(sample_tree, tmp
         assert sorted(other) == sorted(reference), name
         for key, record in reference.items():
             assert other[key]["_bytes"] == record["_bytes"], (name, key)
+
+
+def test_without_a_runner_the_export_runs_locally_and_downloads_nothing(sample_tree, tmp_path,
+                                                                          monkeypatch):
+    """Beam's DirectRunner first tries the Prism runner, whose binary it downloads from the
+    internet; an export that names no runner runs on Beam's local FnApiRunner instead."""
+    from apache_beam.runners.portability import prism_runner
+
+    tried = []
+
+    def no_prism(self, *args, **kwargs):
+        tried.append(self)
+        raise RuntimeError("Prism is not to be tried")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", no_prism)
+    tree = tmp_path / "small"
+    for class_dir in sorted(sample_tree.iterdir()):
+        (tree / class_dir.name).mkdir(parents=True)
+        path = sorted(class_dir.iterdir())[0]
+        shutil.copy(path, tree / class_dir.name / path.name)
+    result = export_tree(tree, tmp_path / "out")
+    assert not tried
+    manifest = json.loads((result.out_dir / "manifest.json").read_text())
+    assert manifest["beam_runner"] == "FnApiRunner" and manifest["beam_options"] == []
+    assert len(read_export(result.out_dir)) == 6
 
 
 def test_file_names_fill_in_for_missing_headers_unless_ignored(tmp_path):
