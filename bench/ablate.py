@@ -23,6 +23,12 @@ A variant that needs another image size names it (``"image_size": 224``); give t
 ``--ensemble`` also averages each variant's seed runs with ``skyshard ensemble`` (the mean of
 their probabilities, one model) and scores that the same two ways: a second table puts the
 ensemble next to the mean of its single seeds.
+
+``--kfold K`` measures the plan's "k-fold + model averaging" instead of single runs: each
+(variant, seed) trains K runs, run k validating on the records of fold k and training on the
+other folds of train + val pooled (``data.fold = k``; the export needs ``--folds K``), and their
+average (``skyshard ensemble``) is what is scored. Every member has seen the validation split,
+so only the test split is scored; train seconds are the members' sum.
 """
 
 from __future__ import annotations
@@ -377,12 +383,13 @@ def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Se
            budget_minutes: float, scratch: Path, common: Mapping[str, Any],
            exports_by_size: Mapping[int, str], out: Path | None = None,
            markdown: Path | None = None, echo=print, jobs: int = 1,
-           ensemble: bool = False) -> dict[str, Any]:
+           ensemble: bool = False, kfold: int = 0) -> dict[str, Any]:
     """Run every (variant, seed), seed-major (every variant's first seed before any second one,
     so a spent budget still leaves each variant measured), ``jobs`` at a time, and write the
     report after every finished run. No run starts once ``budget_minutes`` have passed.
     ``ensemble``: then average each variant's finished seeds (two or more) and score that too
-    (``report["ensembles"]``), whatever the budget: it trains nothing."""
+    (``report["ensembles"]``), whatever the budget: it trains nothing. ``kfold``: each
+    (variant, seed) is a ``kfold``-member k-fold ensemble (:func:`_kfold_and_score`)."""
     started = time.monotonic()
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     skipped: list[dict[str, Any]] = []
@@ -407,17 +414,20 @@ def ablate(export_dir: str, variants: Mapping[str, Mapping[str, Any]], seeds: Se
                                    f"{spec['image_size']} (--export-size SIZE=DIR)"})
             return
         run_dir = scratch / f"{stamp}-{name}-s{seed}"
-        echo(f"[{elapsed:5.1f} min] {name} seed {seed}: {json.dumps(overrides)}")
-        result = _train_and_score(export, run_dir, overrides)
+        echo(f"[{elapsed:5.1f} min] {name} seed {seed}: {json.dumps(overrides)}"
+             + (f", {kfold}-fold ensemble" if kfold else ""))
+        result = (_kfold_and_score(export, run_dir, overrides, kfold, echo) if kfold
+                  else _train_and_score(export, run_dir, overrides))
         result["seed"] = seed
         with lock:
             runs[name].append(result)
             if "error" in result:
                 echo(f"    {name} seed {seed} failed: {result['error'][-200:]}")
             else:
+                val = (f"; val {result['val']['macro_f1']:.3f} / "
+                       f"{result['val_stripped']['macro_f1']:.3f}" if "val" in result else "")
                 echo(f"    {name} seed {seed}: test macro-F1 {result['test']['macro_f1']:.3f}, "
-                     f"headers stripped {result['test_stripped']['macro_f1']:.3f}; val "
-                     f"{result['val']['macro_f1']:.3f} / {result['val_stripped']['macro_f1']:.3f}; "
+                     f"headers stripped {result['test_stripped']['macro_f1']:.3f}{val}; "
                      f"{result['epochs']} epochs, {result['train_seconds']:.0f} s, "
                      f"peak RSS {result['peak_rss_mb']:.0f} MB")
             _write(_report(export_dir, variants, seeds, runs, skipped, budget_minutes, common,
@@ -471,6 +481,41 @@ def _train_and_score(export: str, run_dir: Path, overrides: Mapping[str, Any]
     result = _worker(["--worker", "--export", str(export), "--run", str(run_dir),
                       "--overrides", json.dumps(overrides)], run_dir)
     return result if "error" in result else {"run_dir": str(run_dir), **result}
+
+
+def _kfold_and_score(export: str, run_dir: Path, overrides: Mapping[str, Any], folds: int,
+                     echo=print) -> dict[str, Any]:
+    """Train one run per fold (``data.fold`` = 0 .. ``folds`` - 1) under ``run_dir``, average
+    them (:func:`ensemble_one`, in a fresh process) and return the ensemble's test scores like
+    :func:`run_one`'s (the validation split, trained on by every member, is left out), or
+    ``error``. ``train_seconds``: the members' sum; ``peak_rss_mb``: the largest."""
+    from skyshard.manifest import load_manifest
+
+    exported = int(load_manifest(export)["split"].get("folds") or 0)
+    if exported != folds:
+        return {"error": f"the export has {exported} folds, --kfold asks for {folds} "
+                         f"(export with --folds {folds})"}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    members = []
+    for fold in range(folds):
+        member = _train_and_score(export, run_dir / f"fold{fold}",
+                                  {**overrides, "data.fold": fold})
+        if "error" in member:
+            return {"error": f"fold {fold}: {member['error']}"}
+        echo(f"      fold {fold}: {member['epochs']} epochs, {member['train_seconds']:.0f} s")
+        members.append(member)
+    folder = run_dir / "ensemble"
+    result = _worker(["--ensemble-worker", "--export", str(export), "--run", str(folder),
+                      "--members", json.dumps([m["run_dir"] for m in members])], folder)
+    if "error" in result:
+        return result
+    return {"run_dir": str(folder), "status": "finished", "folds": folds,
+            "epochs": sum(m["epochs"] for m in members) / folds,
+            "best_epoch": [m["best_epoch"] for m in members],
+            "train_seconds": sum(m["train_seconds"] for m in members),
+            "peak_rss_mb": max(m["peak_rss_mb"] for m in members),
+            "params": result["params"],
+            **{key: result[key] for key in ("test", "test_stripped")}}
 
 
 def _worker(arguments: Sequence[str], run_dir: Path) -> dict[str, Any]:
@@ -584,6 +629,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ensemble", action="store_true",
                         help="also average each variant's seeds (skyshard ensemble) and score "
                              "that: a second table, ensemble vs single seeds")
+    parser.add_argument("--kfold", type=int, default=0, metavar="K",
+                        help="score k-fold ensembles instead of single runs: per seed, one run "
+                             "per fold of an export made with --folds K, averaged; test only")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="no training: merge earlier reports into --out / --markdown")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -612,6 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.export:
         raise SystemExit("--export is required (or --merge)")
+    if args.kfold == 1 or args.kfold < 0:
+        raise SystemExit("--kfold needs at least 2 folds")
     from trainer.config import parse_assignment
 
     common = {**(QUICK_OVERRIDES if args.quick else {}),
@@ -627,7 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     Path(args.scratch), common, exports_by_size,
                     Path(args.out) if args.out else None,
                     Path(args.markdown) if args.markdown else None, jobs=args.jobs,
-                    ensemble=args.ensemble)
+                    ensemble=args.ensemble, kfold=args.kfold)
     print(markdown_table(report))
     return 0
 

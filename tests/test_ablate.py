@@ -93,6 +93,30 @@ def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path)
     assert table[at].count("|") == table[at + 1].count("|") == table[at + 2].count("|")
 
 
+@pytest.mark.slow
+def test_kfold_option_scores_the_average_of_one_run_per_fold(tmp_path):
+    export = write_synthetic_export(tmp_path / "export", image_size=16, folds=2,
+                                    per_class={"train": 4, "val": 2, "test": 2})
+    out = tmp_path / "ablation.json"
+    assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "1",
+                        "--quick", "--budget-minutes", "5", "--scratch", str(tmp_path / "runs"),
+                        "--kfold", "2", "--out", str(out)]) == 0
+    (run,) = json.loads(out.read_text())["runs"]["base"]
+    assert "error" not in run, run.get("error")
+    assert run["folds"] == 2 and run["test"]["n"] == run["test_stripped"]["n"] == 12
+    assert "val" not in run  # every member trained on the validation split
+    members = json.loads((Path(run["run_dir"]) / "run.json").read_text())["ensemble"]["members"]
+    folds = [json.loads((Path(m["run"]) / "run.json").read_text())["config"]["data"]["fold"]
+             for m in members]
+    assert folds == [0, 1]
+
+
+def test_kfold_needs_an_export_with_as_many_folds(export, tmp_path):
+    result = ablate._kfold_and_score(str(export), tmp_path / "run", ablate.QUICK_OVERRIDES, 3)
+    assert "5 folds" in result["error"] and "--folds 3" in result["error"]
+    assert not (tmp_path / "run").exists()
+
+
 def test_budget_spent_starts_no_run_and_says_so(export, tmp_path):
     lines = []
     report = ablate.ablate(str(export), ablate.resolve_variants(["base", "no_gating"]), [1],
