@@ -248,14 +248,27 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
         same = trained_on == sha256_file(Path(export_dir) / schema.MANIFEST_FILE)
     except OSError:
         return None
-    fold = int(((info.run.get("config") or {}).get("data") or {}).get("fold", -1))
-    if not same or split == "test" or (split == "val" and fold < 0):
+    folds = _folds_trained(info.run)
+    if not same or split == "test" or (split == "val" and not folds):
         return None
     if split == "train":
         return ("the run was trained on the train split: these figures say how well it fits "
                 "its own training frames, not how it does on new ones (use --split test)")
-    return (f"the run is k-fold (fold {fold}) and trained on the val split's other folds: "
+    which = (f"fold {folds[0]}" if "ensemble" not in info.run
+             else "an ensemble of folds " + ", ".join(map(str, folds)))
+    return (f"the run is k-fold ({which}) and trained on the val split's other folds: "
             "these figures are optimistic (use --split test)")
+
+
+def _folds_trained(run: dict) -> list[int]:
+    """The k-fold folds a run (or each member of an ensemble run) validated on; empty when it
+    used the export's own train/val split."""
+    members = (run.get("ensemble") or {}).get("members")
+    if members is not None:
+        folds = [m.get("fold") for m in members]
+    else:
+        folds = [((run.get("config") or {}).get("data") or {}).get("fold")]
+    return sorted({int(f) for f in folds if f is not None and int(f) >= 0})
 
 
 def default_out_dir(run_dir: str | Path, split: str) -> Path:

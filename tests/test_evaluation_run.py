@@ -351,5 +351,9 @@ def test_scoring_frames_the_run_trained_on_is_flagged(trained, tmp_path):
     assert training_overlap(info, export, "val") is None  # chose its epoch there, no more
     info.run["config"]["data"]["fold"] = 2
     assert "k-fold (fold 2)" in training_overlap(info, export, "val")
+    info.run["ensemble"] = {"members": [{"fold": 0}, {"fold": 1}]}  # skyshard ensemble's record
+    assert "ensemble of folds 0, 1" in training_overlap(info, export, "val")
+    info.run["ensemble"] = {"members": [{"fold": -1}, {"fold": -1}]}  # seeds: val only chose
+    assert training_overlap(info, export, "val") is None
     other = write_synthetic_export(tmp_path / "other", per_class={"train": 1, "test": 1})
     assert training_overlap(info, other, "train") is None  # another export: not known
