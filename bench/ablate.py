@@ -253,6 +253,9 @@ def summarise(variant: str, spec: Mapping[str, Any], runs: Sequence[Mapping[str,
         scored = [r.get(split + mode) for r in done for split in ("val", "test")]
         row[f"errors_val_test{mode}"] = (sum(map(errors, scored)) if all(scored)
                                           else math.nan)
+        tests = [r.get("test" + mode) or {} for r in done]
+        row[f"errors_test{mode}"] = (sum(map(errors, tests)) if all(
+            "errors" in t or "confusion_matrix" in t for t in tests) else math.nan)
     row["per_class_f1"] = {c: mean_std([r["test"]["per_class_f1"].get(c, math.nan)
                                         for r in done])[0] for c in HARD_CLASSES}
     row["per_class_f1_stripped"] = {c: mean_std([r["test_stripped"]["per_class_f1"].get(
@@ -306,8 +309,7 @@ def markdown_table(report: Mapping[str, Any]) -> str:
             f"{spread('test_macro_f1')} | {spread('test_stripped_macro_f1')} | "
             f"{spread('test_rules_macro_f1')} | {spread('test_stripped_rules_macro_f1')} | "
             f"{spread('val_macro_f1')} | {spread('val_stripped_macro_f1')} | "
-            f"{_f(row.get('errors_val_test', math.nan), 0)} / "
-            f"{_f(row.get('errors_val_test_stripped', math.nan), 0)} | "
+            f"{error_counts(row)} | "
             + " | ".join(_f(row["per_class_f1"][c], 2) for c in HARD_CLASSES)
             + f" | {stripped} | {_f(row['epochs_mean'], 1)} | {_f(row['train_seconds_mean'], 0)}"
             f" | {_f(row['peak_rss_mb_max'], 0)} |")
@@ -324,6 +326,17 @@ def markdown_table(report: Mapping[str, Any]) -> str:
     if report.get("ensembles"):
         text += "\n" + ensemble_table(report) + "\n"
     return text
+
+
+def error_counts(row: Mapping[str, Any]) -> str:
+    """"normal / stripped" errors on val + test; on test alone where val was not scored
+    (``--kfold``: every member trained on it)."""
+    both = row.get("errors_val_test", math.nan)
+    test = row.get("errors_test", math.nan)
+    if isinstance(both, float) and math.isnan(both) and not math.isnan(test):
+        return (f"{_f(test, 0)} / {_f(row.get('errors_test_stripped', math.nan), 0)}"
+                " (test only)")
+    return f"{_f(both, 0)} / {_f(row.get('errors_val_test_stripped', math.nan), 0)}"
 
 
 def ensemble_table(report: Mapping[str, Any]) -> str:

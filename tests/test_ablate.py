@@ -105,6 +105,9 @@ def test_kfold_option_scores_the_average_of_one_run_per_fold(tmp_path):
     assert "error" not in run, run.get("error")
     assert run["folds"] == 2 and run["test"]["n"] == run["test_stripped"]["n"] == 12
     assert "val" not in run  # every member trained on the validation split
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["errors_test"] == run["test"]["errors"]
+    assert ablate.error_counts(row).endswith("(test only)")
     members = json.loads((Path(run["run_dir"]) / "run.json").read_text())["ensemble"]["members"]
     folds = [json.loads((Path(m["run"]) / "run.json").read_text())["config"]["data"]["fold"]
              for m in members]
