@@ -67,15 +67,21 @@ def beam_pipeline(beam_args: list[str] | None):
     Without ``--runner`` the pipeline runs on :data:`DEFAULT_RUNNER`, set up as the
     ``DirectRunner`` sets it up (the pipeline options are handed to its workers, which
     ``--direct_running_mode=multi_processing`` starts as processes): a local run downloads
-    nothing and runs where it was measured and tested.
+    nothing and runs where it was measured and tested. Those local worker processes log errors
+    only (about forty lines of start-up and shut-down news per run otherwise), unless
+    ``--verbose`` or ``--default_sdk_harness_log_level`` says otherwise.
     """
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+    from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions,
+                                                      WorkerOptions)
 
     options = PipelineOptions(list(beam_args or []))
     named = options.view_as(StandardOptions).runner
     if named:
         return beam.Pipeline(options=options), str(named)
+    workers = options.view_as(WorkerOptions)
+    if not workers.default_sdk_harness_log_level and os.environ.get(VERBOSE_ENV) != "1":
+        workers.default_sdk_harness_log_level = "ERROR"
     return beam.Pipeline(runner=_local_runner(options), options=options), DEFAULT_RUNNER
 
 

@@ -261,6 +261,22 @@ def test_without_a_runner_the_export_runs_locally_and_downloads_nothing(sample_t
     assert len(read_export(result.out_dir)) == 6
 
 
+def test_beam_options_pass_through_and_local_workers_log_errors_only(monkeypatch):
+    from skyshard.runtime import VERBOSE_ENV, beam_pipeline
+
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+
+    def chosen(args):
+        pipeline, runner = beam_pipeline(args)
+        return runner, pipeline.options.get_all_options()["default_sdk_harness_log_level"]
+
+    assert chosen(["--direct_num_workers=2"]) == ("FnApiRunner", "ERROR")
+    assert chosen(["--default_sdk_harness_log_level=INFO"]) == ("FnApiRunner", "INFO")
+    assert chosen(["--runner=PortableRunner", "--job_endpoint=embed"]) == ("PortableRunner", None)
+    monkeypatch.setenv(VERBOSE_ENV, "1")  # --verbose: Beam's own default
+    assert chosen([]) == ("FnApiRunner", None)
+
+
 def test_file_names_fill_in_for_missing_headers_unless_ignored(tmp_path):
     """A TIFF has no header cards: its capture program's file name says what it is."""
     import tifffile
