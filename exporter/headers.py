@@ -30,13 +30,15 @@ import numpy as np
 FRAME_TYPES = ("light", "dark", "flat", "bias", "arc", "unknown")
 
 #: Keywords naming the frame type, in priority order (the first recognised one decides).
-FRAME_TYPE_KEYWORDS = ("IMAGETYP", "IMAGETYPE", "IMGTYPE", "OBSTYPE", "FRAMETYP", "FRAMETYPE",
-                       "EXPTYPE", "VIMTYPE", "DATA-TYP", "ESO DPR TYPE", "FRAME")
+FRAME_TYPE_KEYWORDS = ("IMAGETYP", "IMAGETYPE", "IMGTYPE", "IMTYPE", "OBSTYPE", "FRAMETYP",
+                       "FRAMETYPE", "EXPTYPE", "VIMTYPE", "DATA-TYP", "ESO DPR TYPE", "FLAVOR",
+                       "FRAME")
 
 #: Frame-type values, as upper-case words with spaces, underscores and dashes removed.
 _FRAME_TYPE_WORDS = {
+    # TARGET: the Isaac Newton Group's OBSTYPE; EXT (external): HST's IMAGETYP for the sky.
     **dict.fromkeys(("LIGHT", "LIGHTS", "LIGHTFRAME", "OBJECT", "SCIENCE", "SCI", "EXPOSE",
-                     "STANDARD", "STD", "SPECTRUM", "SKY"), "light"),
+                     "STANDARD", "STD", "SPECTRUM", "SKY", "TARGET", "EXT", "EXTERNAL"), "light"),
     **dict.fromkeys(("DARK", "DARKS", "DARKFRAME", "DARKFLAT", "FLATDARK"), "dark"),
     **dict.fromkeys(("FLAT", "FLATS", "FLATFIELD", "FLATFRAME", "SKYFLAT", "DOMEFLAT",
                      "LAMPFLAT", "TWILIGHT", "TWIFLAT", "SCREENFLAT"), "flat"),

@@ -98,7 +98,7 @@ def test_astropy_header_with_malformed_cards_is_accepted():
 @pytest.mark.parametrize("value, kind", [
     ("Light Frame", "light"), ("LIGHT", "light"), ("Light", "light"), ("OBJECT", "light"),
     ("SCIENCE", "light"), ("light_frame", "light"), ("OBJECT (0)", "light"), ("EXPOSE", "light"),
-    ("STANDARD", "light"), ("SPECTRUM", "light"),
+    ("STANDARD", "light"), ("SPECTRUM", "light"), ("TARGET", "light"), ("EXT", "light"),
     ("Dark Frame", "dark"), ("DARK", "dark"), ("dark-frame", "dark"), ("Master Dark", "dark"),
     ("DarkFlat", "dark"),
     ("Flat Field", "flat"), ("FLAT", "flat"), ("SKYFLAT", "flat"), ("DOMEFLAT", "flat"),
@@ -107,6 +107,7 @@ def test_astropy_header_with_malformed_cards_is_accepted():
     ("Bias Frame", "bias"), ("BIAS", "bias"), ("ZERO", "bias"), ("OFFSET", "bias"),
     ("ARC", "arc"), ("COMP", "arc"), ("COMPARISON", "arc"), ("LAMP", "arc"), ("WAVE", "arc"),
     ("WAVELAMP", "arc"), ("THAR", "arc"), ("WAVE,LAMP", "arc"), ("arc", "arc"),
+    ("ARCLAMP", "arc"), ("FLATLAMP", "flat"), ("IntFlat", "flat"), ("science", "light"),
     ("FOCUS", "unknown"), ("Tricolor", "unknown"), ("", "unknown"), (42, "unknown"),
 ])
 def test_frame_type_vocabulary(value, kind):
