@@ -46,6 +46,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from skyshard.files import write_text_atomic
+
 #: Classes whose F1 the table shows: the hard pairs.
 HARD_CLASSES = ("bias", "darks", "deep_sky", "spectrum_dados")
 
@@ -562,9 +564,7 @@ def _report(export_dir, variants, seeds, runs, skipped, budget_minutes, common, 
 def _write(report, out: Path | None, markdown: Path | None) -> None:
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(report, indent=1, allow_nan=True), encoding="utf-8")
-        tmp.replace(out)
+        write_text_atomic(out, json.dumps(report, indent=1, allow_nan=True))
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(markdown_table(report), encoding="utf-8")

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.feature_classifier import SPLITS, split_arrays
 from evaluation.branches import branch_split, summarise
-from skyshard.jsonio import write_json_atomic
+from skyshard.files import write_json_atomic
 
 
 def branch_logits(model, dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

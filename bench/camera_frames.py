@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from skyshard.files import atomic_output
+
 #: Sensor size written: Sony IMX571 (ZWO ASI2600, QHY268), a common deep-sky sensor.
 CAMERA_SHAPE = (4176, 6248)
 #: Marker of a complete tree.
@@ -66,33 +68,7 @@ def ensure_camera_tree(root: Path, sample_tree: Path,
         header = fits.Header(cards)
         target = root / class_dir.name / source.name
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        fits.PrimaryHDU(tiled, header=header).writeto(tmp, overwrite=True, output_verify="fix")
-        tmp.replace(target)
+        with atomic_output(target) as partial:
+            fits.PrimaryHDU(tiled, header=header).writeto(partial, output_verify="fix")
     (root / DONE).write_text("")
     return root
-
-
-def camera_profile(root: Path, sample_tree: Path, image_size: int,
-                   rounds: int = 3) -> dict:
-    """The export's per-frame work against a bare read at camera size: the stage profile
-    (:func:`bench.export_bench.stage_profile`) and the bare read-and-decode loop
-    (:func:`bench.baselines.bare_read`, best of ``rounds``) over the frames of
-    :func:`ensure_camera_tree`, in this process, in CPU ms per frame. ``ratio``: bare read /
-    the whole frame's work, the ceiling of the export's ratio per core at this size (the export
-    runs at about 0.98 x its per-frame work, the stage table of measure 1)."""
-    from bench.baselines import bare_read
-    from bench.export_bench import stage_profile
-
-    tree = ensure_camera_tree(root, sample_tree)
-    items = [(str(p), 0) for p in sorted(tree.rglob("*")) if p.is_file() and p.name != DONE]
-    if not items:
-        return {"shape": list(CAMERA_SHAPE), "frames": 0}
-    reads = [bare_read(items) for _ in range(rounds)]
-    best = min(reads, key=lambda r: r["cpu_s"])
-    stages = stage_profile(tree, image_size)
-    bare_ms = 1000 * best["cpu_s"] / best["frames"]
-    return {"shape": list(CAMERA_SHAPE), "frames": best["frames"],
-            "mb_per_frame": best["bytes"] / best["frames"] / 2 ** 20,
-            "bare_read_cpu_ms": bare_ms, "stages": stages,
-            "ratio": bare_ms / stages["total_cpu_ms_per_frame"]}

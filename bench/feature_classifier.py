@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyshard.jsonio import write_json_atomic
+from skyshard.files import write_json_atomic
 
 SPLITS = [(split, stripped) for split in ("val", "test") for stripped in (False, True)]
 

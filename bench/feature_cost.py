@@ -1,6 +1,6 @@
 """Before/after of a change to the per-frame work of the export, measured on a copy.
 
-The export's rate is set by ``exporter.extract.measure_frame`` (see the stage table of measure
+The export's rate is set by ``exporter.measure.measure_frame`` (see the stage table of measure
 1). To judge a change to it (sample sizes of the pixel statistics, cheaper domain features),
 measure the CPU time per frame and keep the features it computes, once with the code as it is
 and once on a copy with the change, then compare speed and how far every feature moved:
@@ -31,7 +31,8 @@ def measure(tree: Path, out: Path, limit: int | None = None) -> dict:
     of ``tree``; writes ``out/summary.json`` and ``out/features.npy``."""
     import exporter
     from exporter.discovery import discover
-    from exporter.extract import ExportSpec, feature_layout, measure_frame
+    from exporter.measure import feature_layout, measure_frame
+    from exporter.spec import ExportSpec
 
     refs, _ = discover(tree, labelled=True)
     refs = sorted(refs, key=lambda r: r.path)[:limit]

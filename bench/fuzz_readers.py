@@ -331,7 +331,9 @@ def classify(path: str, image_size: int = 32, max_pixels: int = 1 << 24) -> dict
     """Read ``path`` with :func:`read_frame` and :func:`frame_arrays` (in-process) and name
     the outcome: ``{"outcome": "record" | "dead_letter/<stage>" | "memory_limit" | "bug/<T>" |
     "invalid/<problem>", "detail": str}``."""
-    from exporter.extract import ExportSpec, feature_layout, frame_arrays
+    from exporter.extract import frame_arrays
+    from exporter.measure import feature_layout
+    from exporter.spec import ExportSpec
     from exporter.frame import FrameError
     from exporter.readers import read_frame
 
@@ -361,7 +363,7 @@ def classify(path: str, image_size: int = 32, max_pixels: int = 1 << 24) -> dict
 
 def seed_files(work: Path, per_class: int, seed: int, real_frames: Path | None) -> list[Path]:
     """Seed frames: a generated sample tree, plus the real frames when available."""
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
     from skyshard.schema import is_frame_file
 
     write_sample_tree(work / "sample", per_class=per_class, seed=seed)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import signal
 import subprocess
 import sys
@@ -263,14 +262,9 @@ def _maxrss_unit() -> int:
     return 1 if sys.platform == "darwin" else 1024
 
 
-def own_peak_rss_mb() -> float:
-    """This process's own kernel high-water RSS in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _maxrss_unit() / _MB
-
-
 def machine_facts() -> dict:
     """The machine and software the figures were measured on."""
-    from importlib.metadata import PackageNotFoundError, version
+    from skyshard.versions import library_versions
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -280,17 +274,11 @@ def machine_facts() -> dict:
                 break
     except OSError:
         pass
-    versions = {"python": platform.python_version()}
-    for name in ("skyshard", "apache-beam", "tensorflow-cpu", "keras", "numpy", "astropy"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "ram_gb": round(psutil.virtual_memory().total / (1 << 30), 1),
         "os": f"{platform.system()} {platform.release()}",
-        "versions": versions,
+        "versions": library_versions(),
     }

@@ -165,7 +165,7 @@ estimates the 2-worker speed-up on an idle 2-core machine,
 
 {work_table}
 
-Where one frame's export time goes: the stages `exporter.extract.measure_frame` runs (plus the
+Where one frame's export time goes: the stages `exporter.measure.measure_frame` runs (plus the
 file's sha256 and the record's encoding), timed one by one in one process over the
 {stages['frames']} frames of N, in CPU ms per frame (and wall ms). *Ceiling* is the best
 export-to-bare-read ratio an export doing only the stages from the first row down to this one

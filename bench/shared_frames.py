@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyshard.jsonio import write_json_atomic
+from skyshard.files import write_json_atomic
 
 from bench.feature_classifier import SPLITS, run_probabilities, split_arrays
 

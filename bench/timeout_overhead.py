@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def sample_files(folder: Path, per_class: int, seed: int) -> list[Path]:
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
     from skyshard.schema import is_frame_file
 
     write_sample_tree(folder, per_class=per_class, seed=seed)
@@ -54,7 +54,7 @@ def timed(path: Path, spec) -> tuple[float, float, bytes]:
 
 
 def measure(files: list[Path], image_size: int, rounds: int) -> dict:
-    from exporter.extract import ExportSpec
+    from exporter.spec import ExportSpec
 
     inline = ExportSpec(classes=[], image_size=image_size, file_timeout=0, labelled=False)
     isolated = ExportSpec(classes=[], image_size=image_size, file_timeout=120, labelled=False)

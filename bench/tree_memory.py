@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     with tempfile.TemporaryDirectory(prefix="skyshard-tree-memory-") as scratch:
         frames = Path(scratch) / "frames"

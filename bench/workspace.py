@@ -19,7 +19,7 @@ DONE = ".bench-sample-complete"
 
 def skyshard_command(*args: str) -> list[str]:
     """``skyshard ARGS`` with this interpreter (the project's virtual environment)."""
-    return [sys.executable, "-m", "skyshard.cli", *map(str, args)]
+    return [sys.executable, "-m", "cli", *map(str, args)]
 
 
 def bench_command(module: str, *args: str) -> list[str]:
@@ -58,7 +58,7 @@ class Workspace:
 def ensure_sample_tree(workspace: Workspace, per_class: int, seed: int = 0,
                        jobs: int = 2) -> Path:
     """The labelled sample tree of ``per_class`` frames per class, written if not there yet."""
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     tree = workspace.tree(per_class, seed)
     marker = tree / DONE

@@ -1,8 +1,9 @@
 """Judging trained models and applying them to new nights of frames.
 
 Commands: ``skyshard evaluate`` (:mod:`evaluation.evaluate`, CLI in
-:mod:`evaluation.evaluate_cli`) and ``skyshard score`` (:mod:`evaluation.score`, its Beam job in
-:mod:`evaluation.beam_score`, CLI in :mod:`evaluation.score_cli`).
+:mod:`cli.evaluate`) and ``skyshard score`` (:mod:`evaluation.score`, its Beam job in
+:mod:`evaluation.beam_score`, CLI in :mod:`cli.score`); :mod:`~evaluation.predictions` is the
+scored frame and ``predictions.csv`` both share.
 
 Building blocks, one job each: :mod:`~evaluation.batches` (records from shards or raw files into
 fixed-size batches), :mod:`~evaluation.model` (run.json, the ``.keras`` model, predictions),

@@ -10,7 +10,7 @@ handler for the run's ``.keras`` model (Beam's TensorFlow handlers need tensorfl
 per-frame step is the function the local path uses (:mod:`evaluation.batches`,
 :func:`evaluation.model.predict_probs`, :meth:`evaluation.rules.RuleSet.apply`), so both paths
 give the same predictions. Beam options pass through untouched; without ``--runner`` the job runs on
-Beam's local runner (:func:`skyshard.runtime.beam_pipeline`).
+Beam's local runner (:func:`exporter.runner.beam_pipeline`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, Pred
 
 from evaluation.batches import frame_dead_letter, read_frame_record, shard_records
 from evaluation.model import RunInfo, load_model, predict_probs
+from evaluation.predictions import Prediction
 from evaluation.rules import RuleSet
 from skyshard import schema
-from skyshard.runtime import beam_pipeline
+from exporter.runner import beam_pipeline
 
 DEAD_LETTERS = "dead_letters"
 MODEL_INPUTS = (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)
@@ -150,8 +151,6 @@ def _read_lines(pattern: str) -> Iterator[dict]:
 def score_with_beam(source, run_dir: Path, info: RunInfo, rules: RuleSet, batch_size: int,
                     beam_args: list[str], out_dir: Path):
     """Run the job and read its small outputs back: ``(predictions, dead_letters)``."""
-    from evaluation.score import Prediction
-
     tmp_dir = out_dir / f".beam-{uuid.uuid4().hex[:8]}"
     try:
         pipeline, _ = beam_pipeline(beam_args)

@@ -33,7 +33,7 @@ from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read
 from evaluation.outputs import check_out_dir
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema
-from skyshard.jsonio import write_json_atomic
+from skyshard.files import atomic_output, write_json_atomic, write_text_atomic
 from skyshard.manifest import ManifestError, load_manifest, verify_shards
 from skyshard.manifest import header_columns as manifest_header_columns
 from skyshard.memory import RssMonitor
@@ -225,15 +225,14 @@ def write_misclassified(path: Path, collected: _Collected, classes: list[str]) -
     confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
     wrong = sorted(np.flatnonzero(predicted != labels),
                    key=lambda i: (-float(confidence[i]), collected.keys[i]))
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as stream:
+    with atomic_output(path) as partial, \
+            open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["key", "true", "predicted", "confidence", "predicted_with_rules",
                          "rule"])
         for i in wrong:
             writer.writerow([collected.keys[i], classes[labels[i]], classes[predicted[i]],
                              f"{confidence[i]:.6f}", classes[ruled[i]], collected.rule_names[i]])
-    tmp.replace(path)
     return len(wrong)
 
 
@@ -241,7 +240,7 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
     """What the run saw of ``split`` while it trained, when ``export_dir`` is its own export:
     ``train`` was fitted, a k-fold run pooled every ``val`` frame outside its fold; else None
     (``test`` is never seen; another export's frames are the user's business)."""
-    from skyshard.jsonio import sha256_file
+    from skyshard.files import sha256_file
 
     trained_on = info.export.get("manifest_sha256")
     try:
@@ -337,9 +336,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     })
     html_text = render_report(metrics, confusion, calibration_png, mistakes,
                               info.export["feature_names"])
-    tmp = files["report"].with_name(".report.html.tmp")
-    tmp.write_text(html_text, encoding="utf-8")
-    tmp.replace(files["report"])
+    write_text_atomic(files["report"], html_text)
     write_json_atomic(files["metrics"], metrics)
     log.info("evaluated %d frames of split %s in %.1f s (peak RSS %.0f MB)", metrics["n"], split,
              seconds, rss.peak_mb)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from skyshard import schema
-from skyshard.jsonio import file_in_the_way
+from skyshard.files import file_in_the_way
 from trainer.model_io import MODEL_FILE, RUN_FILE
 
 EXPORT_FILES = (schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR)

@@ -14,7 +14,6 @@ Locally, frames stream through fixed-size batches (one batch of images in memory
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import time
@@ -23,21 +22,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 
 from evaluation.batches import batched, export_records, frame_records
 from evaluation.evaluate import check_preprocessing
 from evaluation.model import RunInfo, load_model, predict_probs, read_run_info
+from evaluation.predictions import (PREDICTIONS_FILE, Prediction, predictions_of,
+                                    write_predictions)
 from evaluation.outputs import check_out_dir as check_writable_out
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema
-from skyshard.jsonio import write_json_atomic
+from skyshard.files import write_json_atomic, write_text_atomic
 from skyshard.manifest import ManifestError, is_export_folder, load_manifest, verify_shards
 from skyshard.memory import RssMonitor
 
 log = logging.getLogger("skyshard.score")
 
-PREDICTIONS_FILE = "predictions.csv"
 SUMMARY_FILE = "score.json"
 RULES_FILE = "rules.toml"
 SORTED_FILE = "sorted.csv"
@@ -45,19 +44,6 @@ SORTED_FILE = "sorted.csv"
 
 class ScoreError(ValueError):
     """Scoring that cannot start: INPUT missing, OUT already holding predictions."""
-
-
-@dataclass
-class Prediction:
-    """One scored frame: ``probs`` float32 [C]; ``model_class`` the argmax, ``final_class``
-    after the rules; ``rule`` names the rule(s) that changed it (``""`` when none)."""
-
-    path: str
-    key: str
-    probs: np.ndarray
-    model_class: int
-    final_class: int
-    rule: str = ""
 
 
 @dataclass
@@ -70,7 +56,7 @@ class ScoreInput:
     manifest: dict | None = None    # export input
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
     rejected: list = field(default_factory=list)  # folder input: exporter.discovery.Rejected
-    spec: object = None             # folder input: exporter.extract.ExportSpec
+    spec: object = None             # folder input: exporter.spec.ExportSpec
     other_files: int = 0            # folder input without frames: files that are not frames
 
     def warnings(self) -> list[str]:
@@ -90,12 +76,13 @@ class ScoreInput:
 
 
 def spec_from_run(info: RunInfo):
-    """The :class:`exporter.extract.ExportSpec` that reproduces the run's export on raw files.
+    """The :class:`exporter.spec.ExportSpec` that reproduces the run's export on raw files.
 
     Raises :class:`ManifestError` when this skyshard computes other features than the run was
     trained on (scoring would feed the model wrong numbers).
     """
-    from exporter.extract import ExportSpec, feature_layout
+    from exporter.measure import feature_layout
+    from exporter.spec import ExportSpec
 
     layout = feature_layout()
     if layout["feature_names"] != list(info.export["feature_names"]):
@@ -165,13 +152,6 @@ def survey_input(source: ScoreInput) -> None:
         source.other_files = len(others)
 
 
-def open_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
-    """Decide what INPUT is and check it against the run (export: manifest and shard sha256)."""
-    source = locate_input(info, input_path)
-    survey_input(source)
-    return source
-
-
 def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
     """Records of every frame of the input (see :mod:`evaluation.batches`)."""
     if source.kind == "export":
@@ -191,43 +171,10 @@ def predict_local(model, records: Iterable[dict], info: RunInfo, rules: RuleSet,
                                   batch.confidences, rules)
 
 
-def predictions_of(paths, keys, probs, features, confidences, rules: RuleSet):
-    """:class:`Prediction` per row of one batch (shared by the local and the Beam path)."""
-    final, applied = rules.apply(probs, features, confidences)
-    model_class = probs.argmax(axis=1)
-    for i in range(len(keys)):
-        yield Prediction(paths[i] or keys[i], keys[i], probs[i], int(model_class[i]),
-                         int(final[i]), applied[i])
-
-
-def prediction_header(classes: list[str]) -> list[str]:
-    return ["path", "key", "predicted_class", "confidence", *(f"p_{c}" for c in classes),
-            "model_class", "rule_applied", "low_confidence"]
-
-
-def write_predictions(path: Path, predictions: list[Prediction], classes: list[str],
-                      low_confidence: float) -> None:
-    """``predictions.csv``, sorted by path; ``confidence`` is the probability of the final
-    class, ``low_confidence`` 1 when it is below the threshold, ``rule_applied`` the rule(s)
-    that replaced ``model_class``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(prediction_header(classes))
-        for p in sorted(predictions, key=lambda p: (p.path, p.key)):
-            confidence = float(p.probs[p.final_class])
-            writer.writerow([p.path, p.key, classes[p.final_class], f"{confidence:.6f}",
-                             *(f"{float(v):.6f}" for v in p.probs), classes[p.model_class],
-                             p.rule, int(confidence < low_confidence)])
-    tmp.replace(path)
-
-
 def write_errors(path: Path, letters: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as stream:
-        for letter in sorted(letters, key=lambda e: (e.get("key") or "", e.get("path") or "")):
-            stream.write(json.dumps(letter, sort_keys=True) + "\n")
-    tmp.replace(path)
+    lines = [json.dumps(letter, sort_keys=True) + "\n" for letter in
+             sorted(letters, key=lambda e: (e.get("key") or "", e.get("path") or ""))]
+    write_text_atomic(path, "".join(lines))
 
 
 def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from skyshard.jsonio import file_in_the_way, sha256_file
+from skyshard.files import atomic_output, file_in_the_way, sha256_file
 from skyshard.schema import FRAME_EXTENSIONS
 
 MODES = ("link", "hardlink", "copy")
@@ -307,10 +307,8 @@ def sort_into(rows: Iterable[dict], folder: str | Path, mode: str,
 def write_record(path: str | Path, rows: Iterable[dict]) -> None:
     """The record (``OUT/sorted.csv``), sorted by path: one row per frame, columns
     :data:`RECORD_HEADER`; written beside ``path`` then renamed over it, never half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as stream:
+    with atomic_output(path) as partial, \
+            open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=RECORD_HEADER)
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: (r["path"], r["class"])))
-    tmp.replace(path)

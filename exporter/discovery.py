@@ -134,8 +134,3 @@ def discover(root: str | os.PathLike, labelled: bool = True,
                  root, ", ".join(f"{n} {ext}" for ext, n in ignored.most_common(8)))
     log.debug("discovered %d frames, rejected %d under %s", len(frames), len(rejected), root)
     return frames, rejected
-
-
-def class_names(frames: Iterable[FrameRef]) -> list[str]:
-    """Sorted class names present among ``frames`` (the default class order of an export)."""
-    return sorted({f.class_name for f in frames if f.class_name is not None})

@@ -21,13 +21,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from exporter.discovery import FrameRef, Rejected, discover
-from exporter.extract import ExportSpec, feature_layout
+from exporter.measure import feature_layout
+from exporter.spec import ExportSpec
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema
-from skyshard.jsonio import file_in_the_way, write_json_atomic
+from skyshard.files import file_in_the_way, write_json_atomic
 from skyshard.memory import RssMonitor
-from skyshard.runtime import beam_pipeline
+from exporter.runner import beam_pipeline
+from skyshard.versions import library_versions
 
 log = logging.getLogger("skyshard.export")
 
@@ -294,16 +296,3 @@ def _count_by(rows: list[dict], field_name: str) -> dict[str, int]:
     for row in rows:
         out[row[field_name]] = out.get(row[field_name], 0) + 1
     return dict(sorted(out.items()))
-
-
-def library_versions() -> dict[str, str]:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "skyshard": __version__}
-    for name in ("apache-beam", "numpy", "astropy", "tifffile", "scipy", "photutils"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out

@@ -21,14 +21,13 @@ The wire format is data only, never pickle: the helper reads hostile bytes, so w
 answers must not be able to run code in the parent. Each message is a 4-byte length and a
 payload. Request: JSON (path, export spec). Answer: a 4-byte JSON length, a JSON header (``ok``,
 array shapes, ``source``, ``sha256``; or ``stage``, ``error_type``, ``message``), then the raw
-bytes of the arrays. The arrays come from the same :func:`exporter.extract.measure_frame` as
+bytes of the arrays. The arrays come from the same :func:`exporter.measure.measure_frame` as
 in-process, so records are byte-identical either way.
 """
 
 from __future__ import annotations
 
 import atexit
-import fnmatch
 import json
 import logging
 import os
@@ -47,6 +46,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from exporter.frame import FrameError
+from skyshard import faults
 
 log = logging.getLogger("skyshard.export")
 
@@ -55,11 +55,6 @@ STARTUP_TIMEOUT = 300.0
 
 #: Seconds to wait for a killed helper to be gone before abandoning it.
 KILL_WAIT = 10.0
-
-#: Test hook, read by the helper only: ``GLOB=ACTION[;GLOB=ACTION...]`` where GLOB matches a
-#: file's base name and ACTION is ``sleep:SECONDS`` (a reader that hangs) or ``abort`` (a reader
-#: that crashes). Never set outside tests.
-TEST_HOOK_ENV = "SKYSHARD_TEST_READ_HOOK"
 
 _ARRAY_DTYPES = {"image": "float16", "features": "float32", "confidences": "float32"}
 _LENGTH = struct.Struct("<I")
@@ -74,13 +69,12 @@ class HelperUnavailable(RuntimeError):
 
 
 def measure_isolated(path: str, spec, with_sha256: bool = False) -> dict[str, Any]:
-    """:func:`exporter.extract.measure_frame` of ``path`` (plus its sha256 when asked) in a
+    """:func:`exporter.measure.measure_frame` of ``path`` (plus its sha256 when asked) in a
     helper process, limited to ``spec.file_timeout`` seconds. Returns the same dict; raises
     :class:`FrameError` (the reader's stages, plus ``timeout`` and ``crash``)."""
-    request = {"path": os.fspath(path), "spec": spec.to_dict(), "sha256": with_sha256}
-    hook = os.environ.get(TEST_HOOK_ENV)
-    if hook:
-        request["test_hook"] = hook
+    # Faults a test injects reach helpers that were started before the test set them.
+    request = {"path": os.fspath(path), "spec": spec.to_dict(), "sha256": with_sha256,
+               "faults": faults.active()}
     with borrowed_helper() as helper:
         answer = helper.ask(json.dumps(request).encode("utf-8"), float(spec.file_timeout))
     return decode_answer(answer)
@@ -292,7 +286,6 @@ def main(argv: list[str]) -> int:
     # Ctrl-C in a terminal reaches the whole process group: the owner reports it in one line,
     # and this helper ends when the owner does, so it must not print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from exporter import extract
     from skyshard.runtime import quiet_library_warnings
 
     quiet_library_warnings()
@@ -303,22 +296,25 @@ def main(argv: list[str]) -> int:
             request = json.loads(_read_message(requests))
         except EOFError:  # the owner closed the pipe, or is gone
             return 0
-        answer = answer_request(request, extract)
+        answer = answer_request(request)
         try:
             _write_message(answers, answer)
         except OSError:  # the owner died while this file was read
             return 0
 
 
-def answer_request(request: dict[str, Any], extract) -> bytes:
+def answer_request(request: dict[str, Any]) -> bytes:
     """Measure the requested frame; the answer's bytes (success or a reported failure)."""
+    from exporter.measure import file_sha256, measure_frame
+    from exporter.spec import ExportSpec
+
     path = request["path"]
     try:
-        _apply_test_hook(request.get("test_hook"), path)
-        spec = extract.ExportSpec.from_dict(request["spec"])
-        arrays = extract.measure_frame(path, spec)
+        faults.point("read", os.path.basename(path), spec=request.get("faults", ""))
+        spec = ExportSpec.from_dict(request["spec"])
+        arrays = measure_frame(path, spec)
         if request.get("sha256"):
-            arrays["sha256"] = extract.file_sha256(path)
+            arrays["sha256"] = file_sha256(path)
     except FrameError as exc:
         return encode_failure(exc.stage, exc.error_type, str(exc))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as the file's dead letter
@@ -365,21 +361,6 @@ def _exit_when_owner_dies(owner_pid: int) -> None:
                 os._exit(0)
 
     threading.Thread(target=watch, name="owner-watch", daemon=True).start()
-
-
-def _apply_test_hook(hook: str | None, path: str) -> None:
-    """Tests only (:data:`TEST_HOOK_ENV`): make a matching file hang or crash its reader."""
-    if not hook:
-        return
-    name = os.path.basename(path)
-    for rule in hook.split(";"):
-        pattern, _, action = rule.partition("=")
-        if not fnmatch.fnmatch(name, pattern.strip()):
-            continue
-        if action.startswith("sleep:"):
-            time.sleep(float(action.split(":", 1)[1]))
-        elif action == "abort":
-            os.abort()
 
 
 if __name__ == "__main__":

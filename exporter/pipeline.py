@@ -1,6 +1,6 @@
 """The export as an Apache Beam pipeline: frames -> records -> shards, scaler, dead letters.
 
-Shape of the job (no barrier after the image-producing step, see DESIGN.md)::
+Shape of the job (no barrier after the image-producing step, see docs/design.md)::
 
     file list ─ Reshuffle ─ Extract ─┬─ route ─ WriteShards ─────────── shard metadata (small)
                                      ├─ train features ─ FitScaler ──── scaler (small)
@@ -23,7 +23,8 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from exporter.discovery import FrameRef
-from exporter.extract import ExportSpec, ExtractedFrame, extract
+from exporter.extract import ExtractedFrame, extract
+from exporter.spec import ExportSpec
 from exporter.frame import FrameError
 from exporter.isolation import HelperUnavailable
 from exporter.scaler import ScalerCombineFn

@@ -298,7 +298,7 @@ def quantum(data: np.ndarray) -> float:
 
 class FrameSamples:
     """What several feature modules take from the same frame, computed once per frame on first
-    use and shared (:func:`exporter.extract.measure_frame` passes one to
+    use and shared (:func:`exporter.measure.measure_frame` passes one to
     :func:`pixel_features`, :func:`~exporter.sensor_features.sensor_features` and
     :func:`~exporter.domain_features.domain_features`). The arrays are read-only; each value is
     exactly what the function named computes from ``data``.

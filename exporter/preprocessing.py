@@ -27,11 +27,11 @@ Why this order and these choices:
   feature of its own (``log10_aspect``), and padding would spend most of a slit spectrum's
   image on padding. ``resize='pad'`` letterboxes instead (padding value 0).
 
-Optional enhancements from the seed plan, all off by default: ``denoise`` (median or Gaussian
+Optional enhancements, all off by default: ``denoise`` (median or Gaussian
 filter on the binned image, in ADU), ``background`` (subtract a smooth polynomial sky fitted
 to cell medians, before the stretch), ``clahe`` (scikit-image adaptive histogram equalisation
 on the final size x size image) and ``percentile_norm`` (rescale the stretched image between
-two of its percentiles, the seed plan's "percentile normalisation").
+two of its percentiles).
 
 Absolute levels do not survive this per-frame normalisation by design; they are carried as
 features (:mod:`exporter.pixel_stats`).

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from skyshard import schema
+from skyshard import faults, schema
 from skyshard.tfrecord import open_shard, write_record
 
 INCOMPLETE_DIR = schema.INCOMPLETE_DIR
-
-#: Test hook: seconds to sleep after each shard rename, so tests can kill the driver between
-#: the renames and the manifest. Never set outside tests.
-FINALIZE_PAUSE_ENV = "SKYSHARD_TEST_FINALIZE_PAUSE"
 
 
 def destination(split: str, class_name: str | None) -> str:
@@ -128,13 +123,11 @@ def rename_shards(out_dir: str, planned: list[dict]) -> dict[str, list[dict]]:
     """Give the planned shards their final names under ``out_dir``; returns the manifest's
     shard entries per split."""
     entries: dict[str, list[dict]] = {}
-    pause = float(os.environ.get(FINALIZE_PAUSE_ENV) or 0)
     for item in planned:
         final = Path(out_dir) / item["entry"]["path"]
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(item["tmp_path"], final)
         entries.setdefault(item["split"], []).append(item["entry"])
-        if pause:
-            time.sleep(pause)
+        faults.point("export.shard_renamed", final.name)
     return entries
 

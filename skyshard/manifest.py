@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from skyshard import schema
-from skyshard.jsonio import read_json, sha256_file
+from skyshard.files import read_json, sha256_file
 
 
 class ManifestError(ValueError):
@@ -46,7 +46,7 @@ def load_manifest(export_dir: str | Path) -> dict[str, Any]:
     try:
         manifest = read_json(path)
     except ValueError as exc:
-        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+        raise ManifestError(str(exc)) from exc
     version = manifest.get("schema_version")
     if version != schema.SCHEMA_VERSION:
         raise ManifestError(

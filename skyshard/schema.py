@@ -1,7 +1,7 @@
 """The contract between export, trainer and evaluation: record fields and manifest names.
 
 Everything downstream of the export reads these names (and the manifest), never re-derives them.
-See DESIGN.md ("Contracts") for the meaning of each field.
+See docs/design.md ("Contracts") for the meaning of each field.
 """
 
 from __future__ import annotations

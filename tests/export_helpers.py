@@ -32,7 +32,7 @@ def export_tree(input_dir, out_dir, *, image_size=32, beam_args=None, labelled=T
                 **kwargs):
     """Run a real export (the same function the CLI calls) with small images."""
     from exporter.export import run_export
-    from exporter.extract import ExportSpec
+    from exporter.spec import ExportSpec
 
     if like is not None:
         spec = ExportSpec.from_manifest(like, labelled=labelled)

@@ -1,6 +1,6 @@
 """A small synthetic export in seconds: valid manifest, per-class train shards, mixed val/test.
 
-Records follow the export contract (DESIGN.md) and are written without TensorFlow
+Records follow the export contract (docs/design.md) and are written without TensorFlow
 (``skyshard.example_proto`` + ``skyshard.tfrecord``). With ``separable=True`` each class has its
 own image pattern (flat, hot pixels, vignetting, stars, a disc, a horizontal spectrum band) and
 shifted feature means, so a tiny model learns it in a few steps; with ``separable=False``
@@ -22,7 +22,7 @@ import numpy as np
 
 from skyshard import __version__, schema
 from skyshard.example_proto import encode_example
-from skyshard.jsonio import sha256_file, write_json_atomic
+from skyshard.files import sha256_file, write_json_atomic
 from skyshard.tfrecord import write_record
 
 #: Feature groups of the synthetic features, in order (names get the group as prefix).

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from exporter.cfa import CFA_FEATURE_NAMES, equalise_cfa, is_bayer_like
-from exporter.extract import feature_layout
+from exporter.measure import feature_layout
 from exporter.frame import RawFrame
 from exporter.sensor_features import sensor_features
 
@@ -149,10 +149,15 @@ def test_features_are_in_the_pixel_group():
     assert len(set(layout["feature_names"])) == len(layout["feature_names"])
 
 
+#: Sources in ../shared/real-frames whose frames are raw Bayer mosaics (its README's provenance).
+RAW_COLOUR_SOURCES = ("zeseestarstacker__", "POCS__")
+
+
 @pytest.mark.realframes
 def test_real_frames_only_raw_colour_is_equalised(real_frames_dir):
-    """Of the real archive frames (mono CCDs and CMOS, spectrographs, a webcam, one raw colour
-    smart telescope) only raw colour frames (``IRCUT`` in the name: a Seestar) show a mosaic."""
+    """Of the real archive frames (mono CCDs and CMOS, spectrographs, webcams, processed RGB
+    images) only the raw colour ones show a mosaic: per the folder's README, the ZWO Seestar
+    light and the PANOPTES Canon DSLR raws (Bayer patterns stored as they were read out)."""
     from conftest import real_frame_files
 
     from exporter.readers import read_frame
@@ -164,5 +169,6 @@ def test_real_frames_only_raw_colour_is_equalised(real_frames_dir):
             frame = recover_adu(read_frame(str(path)))
         out, features = equalise_cfa(frame)
         assert all(math.isfinite(v) or math.isnan(v) for v in features.values())
-        assert features["cfa_equalised"] == float("IRCUT" in path.name), path.name
+        raw_colour = path.name.startswith(RAW_COLOUR_SOURCES)
+        assert features["cfa_equalised"] == float(raw_colour), path.name
         assert out.data.shape == frame.data.shape

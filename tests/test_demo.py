@@ -9,7 +9,7 @@ import pytest
 @pytest.mark.slow
 def test_tiny_demo_runs_end_to_end(tmp_path):
     work = tmp_path / "demo"
-    args = [sys.executable, "-m", "skyshard.cli", "demo", str(work), "--per-class", "5",
+    args = [sys.executable, "-m", "cli", "demo", str(work), "--per-class", "5",
             "--night", "2", "--epochs", "1", "--image-size", "32"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -21,7 +21,7 @@ def test_tiny_demo_runs_end_to_end(tmp_path):
 
 
 def test_demo_never_deletes_a_folder_it_did_not_make(tmp_path):
-    from skyshard.cli import main
+    from cli.main import main
 
     (tmp_path / "precious.fits").write_bytes(b"my data")
     assert main(["demo", str(tmp_path), "--fresh"]) == 2

@@ -5,9 +5,7 @@ reloads with ``safe_mode=True``, equals the members' mean, and that ``evaluate``
 from __future__ import annotations
 
 import csv
-import json
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import pytest
 
 from export_helpers import export_tree, json_from_fresh_process
 from skyshard import schema
-from skyshard.cli import main
-from skyshard.jsonio import read_json, write_json_atomic
+from cli.main import main
+from skyshard.files import read_json, write_json_atomic
 
 TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
         "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
@@ -40,7 +38,7 @@ print(json.dumps(model.predict_on_batch({k: inputs[k] for k in inputs.files}).to
 def setup(tmp_path_factory):
     """An export of sample frames (16 px, 3 folds), runs trained on folds 0 and 1, and their
     ensemble made through the CLI."""
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
     from trainer.config import load_config
     from trainer.train import train
 

@@ -235,7 +235,7 @@ def test_rules_file_errors(tmp_path):
 
 
 def test_default_rules_check_features_the_exporter_computes():
-    from exporter.extract import feature_layout
+    from exporter.measure import feature_layout
 
     layout = feature_layout()
     rules = RuleSet(load_rules(None)[0], CLASSES, layout["feature_names"], CONFIDENCE_NAMES,

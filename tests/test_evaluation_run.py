@@ -16,8 +16,8 @@ import pytest
 from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support)
 
-from skyshard.cli import main
-from skyshard.jsonio import read_json, sha256_file, write_json_atomic
+from cli.main import main
+from skyshard.files import read_json, sha256_file, write_json_atomic
 from skyshard.manifest import ManifestError, ShardIntegrityError
 from skyshard.tfrecord import TFRecordCorruptError
 from synthetic_export import write_synthetic_export

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from export_helpers import export_tree
-from skyshard.cli import main
-from skyshard.jsonio import sha256_file
+from cli.main import main
+from skyshard.files import sha256_file
 
 TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
         "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
@@ -24,8 +24,8 @@ TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
 def setup(tmp_path_factory):
     """A run trained on a real export of sample frames, and a new night (unlabelled frames
     plus broken files) with its unlabelled export made ``--like`` the training export."""
-    from exporter.cli import load_like
-    from skyshard.sample import write_bad_files, write_sample_tree
+    from cli.export import load_like
+    from sample import write_bad_files, write_sample_tree
     from trainer.config import load_config
     from trainer.train import train
 
@@ -128,7 +128,7 @@ def _letters(path: Path) -> list[dict]:
 
 def test_broken_files_are_dead_lettered(setup, tmp_path):
     from evaluation.score import score
-    from skyshard.sample import UNREADABLE
+    from sample import UNREADABLE
 
     run, night, bad = setup["run"], setup["night"], setup["bad"]
     result = score(run, night, tmp_path / "out", batch_size=4)
@@ -385,7 +385,7 @@ def test_evaluate_an_unlabelled_export_points_to_score(setup, tmp_path, capsys):
 
 
 def test_export_that_read_file_names_differently_is_refused(setup, tmp_path, capsys):
-    from skyshard.jsonio import read_json, write_json_atomic
+    from skyshard.files import read_json, write_json_atomic
 
     run = setup["run"]
     assert json.loads((run / "run.json").read_text())["export"]["file_names_as_metadata"] is True

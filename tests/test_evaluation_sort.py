@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.sort_into import INDEX_FILE, SortError, sort_into, split_name, write_record
-from skyshard.jsonio import sha256_file
+from skyshard.files import sha256_file
 
 
 @pytest.fixture()

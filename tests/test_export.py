@@ -13,14 +13,14 @@ import pytest
 
 from export_helpers import export_tree, read_export
 from skyshard import schema
-from skyshard.jsonio import sha256_file
+from skyshard.files import sha256_file
 
 SHARD_NAME = re.compile(r"skyshard-(train|val|test|score)(-[a-z_]+)?\.tfrecord-\d{5}-of-\d{5}$")
 
 
 @pytest.fixture(scope="module")
 def sample_tree(tmp_path_factory):
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     root = tmp_path_factory.mktemp("frames")
     write_sample_tree(root, per_class=6, seed=3)
@@ -93,7 +93,7 @@ def test_scaler_is_fitted_on_train_only(export):
 
 
 def test_adding_frames_never_moves_existing_frames(export, sample_tree, tmp_path):
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     grown = tmp_path / "grown"
     shutil.copytree(sample_tree, grown)
@@ -125,7 +125,7 @@ def test_duplicates_share_a_split(sample_tree, tmp_path):
 
 
 def test_bad_files_become_dead_letters(sample_tree, tmp_path):
-    from skyshard.sample import write_bad_files
+    from sample import write_bad_files
 
     tree = tmp_path / "tree"
     shutil.copytree(sample_tree, tree)
@@ -192,7 +192,7 @@ def test_finished_export_is_not_overwritten_silently(export, tmp_path, sample_tr
 
 
 def test_like_exports_compatibly_and_rejects_unknown_classes(export, sample_tree, tmp_path):
-    from exporter.cli import load_like
+    from cli.export import load_like
     from exporter.export import ExportError
 
     like = load_like(str(export.out_dir / "manifest.json"))
@@ -262,7 +262,8 @@ def test_without_a_runner_the_export_runs_locally_and_downloads_nothing(sample_t
 
 
 def test_beam_options_pass_through_and_local_workers_log_errors_only(monkeypatch):
-    from skyshard.runtime import VERBOSE_ENV, beam_pipeline
+    from exporter.runner import beam_pipeline
+    from skyshard.runtime import VERBOSE_ENV
 
     monkeypatch.delenv(VERBOSE_ENV, raising=False)
 
@@ -281,7 +282,9 @@ def test_file_names_fill_in_for_missing_headers_unless_ignored(tmp_path):
     """A TIFF has no header cards: its capture program's file name says what it is."""
     import tifffile
 
-    from exporter.extract import ExportSpec, feature_layout, measure_frame
+    from exporter.measure import feature_layout, measure_frame
+
+    from exporter.spec import ExportSpec
 
     path = tmp_path / "Dark_180.0s_Bin1_gain120_-10.0C_0001.tif"
     tifffile.imwrite(path, np.random.default_rng(0).integers(300, 400, (64, 64), np.uint16))
@@ -299,7 +302,7 @@ def test_file_names_fill_in_for_missing_headers_unless_ignored(tmp_path):
 # -------------------------------------------------------------- the CLI refuses before any work
 
 def _export_cli(*args) -> int:
-    from skyshard.cli import main
+    from cli.main import main
 
     return main(["export", *map(str, args)])
 
@@ -350,8 +353,8 @@ def test_like_refuses_options_that_contradict_the_reference(export, sample_tree,
 
 def test_mistyped_skyshard_options_are_refused_and_beam_options_pass(sample_tree, tmp_path,
                                                                      capsys):
-    from exporter.cli import check_beam_args
-    from skyshard.cli import build_parser
+    from cli.export import check_beam_args
+    from cli.main import build_parser
 
     for typo in (["--image_size", "64"], ["--image-sise=64"], ["--Image_Size=64"]):
         assert _export_cli(sample_tree, tmp_path / "out", *typo) == 2
@@ -387,7 +390,7 @@ def test_a_class_folder_without_frames_is_named_not_dropped_silently(tmp_path, c
 def test_the_summary_of_an_unlabelled_export_has_no_rows_of_zeros(capsys, tmp_path):
     from types import SimpleNamespace
 
-    from exporter.cli import print_summary
+    from cli.export import print_summary
 
     manifest = {"classes": ["bias", "darks"], "labelled": False,
                 "splits": {"score": {"count": 24, "counts_per_class": {}, "shards": [{}]}},

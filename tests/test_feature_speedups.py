@@ -1,5 +1,5 @@
 """The cheaper computations of the feature modules give what the library calls they replace
-gave (issue 6): running medians, local-maximum search, medians of finite samples, sampled pixel
+gave: running medians, local-maximum search, medians of finite samples, sampled pixel
 differences, the star search's background, samples shared across the feature modules, and the
 colour-mosaic search's superpixel sample, fit and same-colour noise.
 """

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from exporter.extract import ExportSpec, feature_layout, measure_frame
+from exporter.measure import feature_layout, measure_frame
+
+from exporter.spec import ExportSpec
 from exporter.frame import RawFrame
 from exporter.overscan import (across_axis, data_section, overscan_features, overscan_section,
                                parse_section, trim_to_data_section)

@@ -519,7 +519,7 @@ def test_input_file_is_not_modified(tmp_path):
 @pytest.mark.realframes
 def test_every_real_frame_reads_into_a_2d_frame(real_frames_dir):
     files = real_frame_files(real_frames_dir)
-    assert len(files) == 24
+    assert files, f"no frame files under {real_frames_dir}"  # the folder grows: no fixed count
     for path in files:
         frame = read_frame(path)
         assert frame.data.ndim == 2 and min(frame.data.shape) > 1, path.name

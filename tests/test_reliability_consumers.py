@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 from export_helpers import export_tree
-from skyshard.cli import main
-from skyshard.jsonio import read_json, sha256_file, write_json_atomic
+from cli.main import main
+from skyshard.files import read_json, sha256_file, write_json_atomic
 from skyshard.manifest import load_manifest
 from test_reliability_inputs import hostile_frames, state
 
@@ -40,8 +40,8 @@ TINY_ARGS = [arg for key, value in TINY.items()
 def world(tmp_path_factory):
     """A labelled export, a run trained on it, a night of raw frames (with broken and hostile
     files) and its unlabelled export made ``--like`` the training export."""
-    from exporter.cli import load_like
-    from skyshard.sample import write_bad_files, write_sample_tree
+    from cli.export import load_like
+    from sample import write_bad_files, write_sample_tree
     from trainer.config import load_config
     from trainer.train import train
 
@@ -178,19 +178,19 @@ def test_model_files_load_only_in_safe_mode(world, tmp_path):
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "skyshard.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "cli", *args],
                             env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
 
 
 def test_killed_scoring_and_evaluation_are_simply_rerun(world, tmp_path):
-    from exporter.isolation import TEST_HOOK_ENV
+    from skyshard.faults import FAULTS_ENV
 
     scored = tmp_path / "scored"
     night = world["night"]
     slow = sorted(p.name for p in night.rglob("*.fit*"))[0]
     process = start(["score", str(world["run"]), str(night), "--out", str(scored)],
-                     env={TEST_HOOK_ENV: f"{slow}=sleep:120"})
+                     env={FAULTS_ENV: f"read:{slow}=sleep:120"})
     deadline = time.monotonic() + 240
     # kill once frames are being read (the reader's helper processes exist)
     while not psutil.Process(process.pid).children(recursive=True):

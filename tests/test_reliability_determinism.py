@@ -25,7 +25,7 @@ MODES = {
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
-    from skyshard.sample import write_bad_files, write_sample_tree
+    from sample import write_bad_files, write_sample_tree
 
     root = tmp_path_factory.mktemp("determinism")
     write_sample_tree(root, per_class=2, seed=41)
@@ -35,7 +35,7 @@ def tree(tmp_path_factory):
 
 def export(tree, out, beam_args=(), file_timeout=120.0):
     from exporter.export import run_export
-    from exporter.extract import ExportSpec
+    from exporter.spec import ExportSpec
 
     spec = ExportSpec(classes=[], image_size=32, folds=3, file_timeout=file_timeout)
     return run_export(tree, out, spec=spec, beam_args=list(beam_args), command="pytest")

@@ -57,7 +57,7 @@ class HypothesisChooser(fuzz.Chooser):
 @pytest.fixture(scope="module")
 def seeds(tmp_path_factory) -> list[tuple[str, bytes]]:
     """(file name, bytes): the smallest generated frame of each format, and real frames."""
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
     from skyshard.schema import is_frame_file
 
     root = tmp_path_factory.mktemp("fuzz-seeds")

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from export_helpers import export_tree, read_export
-from skyshard.jsonio import sha256_file
+from skyshard.files import sha256_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyWarning")
 
@@ -53,7 +53,7 @@ def deadline(seconds: float):
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory) -> Path:
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     root = tmp_path_factory.mktemp("inputs-sample")
     write_sample_tree(root, per_class=1, seed=21)
@@ -111,7 +111,8 @@ def test_symlink_loops_and_special_files_are_dead_letters_not_hangs(sample, tmp_
 UNREADABLE_SCRIPT = r"""
 import json, os, sys
 from exporter.discovery import discover
-from exporter.extract import ExportSpec, extract
+from exporter.extract import extract
+from exporter.spec import ExportSpec
 from exporter.frame import FrameError
 
 root, classes = sys.argv[1], sys.argv[2].split(",")
@@ -218,7 +219,7 @@ def hook(event, args):
 
 sys.addaudithook(hook)
 from exporter.export import run_export
-from exporter.extract import ExportSpec
+from exporter.spec import ExportSpec
 run_export(input_dir, out_dir, spec=ExportSpec(classes=[], image_size=32, folds=3,
                                                file_timeout=0), command="audit")
 print(json.dumps(seen))
@@ -253,7 +254,7 @@ def test_export_reads_inputs_read_only_and_writes_only_under_out(sample, tmp_pat
     tree = tmp_path / "tree"
     shutil.copytree(sample, tree)
     strings = hostile_frames(tree / "deep_sky" / "odd")
-    from skyshard.sample import write_bad_files
+    from sample import write_bad_files
     write_bad_files(tree / "flats" / "broken")
     scratch = tmp_path / "tmpdir"
     scratch.mkdir()

@@ -8,6 +8,7 @@ TF-free and fast; the end-to-end checks of ``train``, ``evaluate`` and ``score``
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from export_helpers import export_tree
-from skyshard.jsonio import read_json, write_json_atomic
+from skyshard.files import read_json, write_json_atomic
 from skyshard.manifest import (ManifestError, ShardIntegrityError, load_manifest,
                                verify_shards)
 from skyshard.tfrecord import TFRecordCorruptError, read_records, write_record
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.Astrop
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     root = tmp_path_factory.mktemp("integrity")
     write_sample_tree(root / "frames", per_class=1, seed=31)
@@ -111,7 +112,7 @@ def test_schema_version_mismatch_is_a_clear_error(copy):
 
 
 def test_export_like_a_manifest_of_another_schema_is_refused(copy, tmp_path, capsys):
-    from skyshard.cli import main
+    from cli.main import main
 
     manifest = read_json(copy / "manifest.json")
     manifest["schema_version"] = 99
@@ -134,16 +135,17 @@ def test_unfinished_or_damaged_manifest_is_a_clear_error(copy):
 
 def test_manifest_write_is_atomic(tmp_path, monkeypatch):
     """A writer that dies mid-way leaves the previous manifest whole and no temporary file."""
-    import skyshard.jsonio
+    import skyshard.files
 
     path = tmp_path / "manifest.json"
     write_json_atomic(path, {"schema_version": 1, "n": 1})
 
-    def dies(payload, stream, **kwargs):
-        stream.write('{"schema_version": 1, "n": ')
-        raise KeyboardInterrupt  # the process being stopped mid-write
+    class Dying(io.FileIO):
+        def write(self, data):
+            super().write(data[:len(data) // 2])
+            raise KeyboardInterrupt  # the process being stopped mid-write
 
-    monkeypatch.setattr(skyshard.jsonio.json, "dump", dies)
+    monkeypatch.setattr(skyshard.files, "open", lambda fd, mode: Dying(fd, "w"), raising=False)
     with pytest.raises(KeyboardInterrupt):
         write_json_atomic(path, {"schema_version": 1, "n": 2})
     assert json.loads(path.read_text()) == {"schema_version": 1, "n": 1}

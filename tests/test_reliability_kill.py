@@ -6,9 +6,10 @@ process outlives the killed export; and a rerun into the same OUT completes with
 (key -> bytes) as an uninterrupted export. The kills form one chain per OUT, so each kill also
 tests a rerun into what the previous one left:
 
-1. at 0.5 s (start-up, discovery);
+1. at start-up, as soon as the export marked OUT as its folder;
 2. while the job writes temporary shards under ``.incomplete/``;
-3. in the driver's finalize step, between shard renames (``SKYSHARD_TEST_FINALIZE_PAUSE``);
+3. in the driver's finalize step, after its first shard rename (the fault-injection rule
+   ``export.shard_renamed=hold:FILE`` holds the driver there; :mod:`skyshard.faults`);
 then a complete rerun, and a plain rerun into the finished OUT (refused, naming --overwrite);
 4. ``--overwrite`` killed during its job: the old export must still be whole;
 5. ``--overwrite`` killed between its renames: no manifest, and a plain rerun completes.
@@ -27,20 +28,21 @@ import psutil
 import pytest
 
 from export_helpers import read_export
-from exporter.isolation import TEST_HOOK_ENV
-from exporter.shards import FINALIZE_PAUSE_ENV, INCOMPLETE_DIR
+from exporter.shards import INCOMPLETE_DIR
+from skyshard.faults import FAULTS_ENV
+from skyshard.schema import EXPORT_MARKER
 from skyshard.manifest import ManifestError, load_manifest, verify_shards
 from skyshard.tfrecord import read_records
 
 pytestmark = pytest.mark.slow
 
 OPTIONS = ["--image-size", "32", "--folds", "3"]
-SKYSHARD = [sys.executable, "-m", "skyshard.cli"]
+SKYSHARD = [sys.executable, "-m", "cli"]
 
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> Path:
-    from skyshard.sample import write_sample_tree
+    from sample import write_sample_tree
 
     root = tmp_path_factory.mktemp("kill-frames")
     write_sample_tree(root, per_class=2, seed=5)
@@ -51,7 +53,7 @@ def frames(tmp_path_factory) -> Path:
 def reference(frames, tmp_path_factory) -> dict[str, bytes]:
     """Records of an uninterrupted export with the CLI's options, key -> record bytes."""
     from exporter.export import run_export
-    from exporter.extract import ExportSpec
+    from exporter.spec import ExportSpec
 
     out = tmp_path_factory.mktemp("reference") / "out"
     run_export(frames, out, spec=ExportSpec(classes=[], image_size=32, folds=3), command="ref")
@@ -85,6 +87,19 @@ def wait_for(condition, process, limit: float = 120.0) -> None:
             process.kill()
             pytest.fail("the kill moment never came")
         time.sleep(0.02)
+
+
+def slowed_reads() -> dict[str, str]:
+    """Each file's read slowed a little, so the job is still running when its first temporary
+    shard appears (the test then kills on that condition)."""
+    return {FAULTS_ENV: "read:*=sleep:0.2"}
+
+
+def held_after_first_rename(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment that holds the driver after its first shard rename, and the file that
+    says it is held there."""
+    marker = tmp_path / f"renamed-{time.monotonic_ns()}"
+    return {FAULTS_ENV: f"export.shard_renamed=hold:{marker}"}, marker
 
 
 def kill_now(process) -> None:
@@ -144,20 +159,21 @@ def test_killed_exports_leave_no_false_manifest_and_reruns_complete(frames, refe
     out = tmp_path / "out"
 
     process = start_export(frames, out)  # 1. start-up
-    time.sleep(0.5)
+    wait_for(lambda: (out / EXPORT_MARKER).exists(), process)
     kill_now(process)
     assert not assert_consistent(out)
 
     # 2. during the job, temporary shards being written (each file slowed a little, so the
     # job is still running when the first shard appears)
-    process = start_export(frames, out, env={TEST_HOOK_ENV: "*=sleep:0.2"})
+    process = start_export(frames, out, env=slowed_reads())
     wait_for(lambda: any_file(out / INCOMPLETE_DIR / "shards"), process)
     kill_now(process)
     assert not assert_consistent(out)
     assert not any_file(out / "train"), "a shard got its final name before the job ended"
 
-    process = start_export(frames, out, env={FINALIZE_PAUSE_ENV: "0.5"})  # 3. finalize
-    wait_for(lambda: any_file(out / "train"), process)
+    held, marker = held_after_first_rename(tmp_path)
+    process = start_export(frames, out, env=held)  # 3. finalize
+    wait_for(marker.exists, process)
     kill_now(process)
     assert not assert_consistent(out), "a manifest was written before the last rename"
 
@@ -173,15 +189,18 @@ def test_killed_exports_leave_no_false_manifest_and_reruns_complete(frames, refe
     assert (out / "manifest.json").read_bytes() == finished
 
     # 4. --overwrite, killed during its job: the old export stays whole
-    process = start_export(frames, out, "--overwrite", env={TEST_HOOK_ENV: "*=sleep:0.2"})
+    process = start_export(frames, out, "--overwrite", env=slowed_reads())
     wait_for(lambda: any_file(out / INCOMPLETE_DIR / "shards"), process)
     kill_now(process)
     assert (out / "manifest.json").read_bytes() == finished
     assert assert_consistent(out) and records_of(out) == reference
 
     # 5. --overwrite, killed between its renames: the old export is gone, no manifest
-    process = start_export(frames, out, "--overwrite", env={FINALIZE_PAUSE_ENV: "0.5"})
-    wait_for(lambda: not (out / "manifest.json").exists() and any_file(out / "train"), process)
+    held, marker = held_after_first_rename(tmp_path)
+    process = start_export(frames, out, "--overwrite", env=held)
+    wait_for(marker.exists, process)
+    assert not (out / "manifest.json").exists()
+    assert any(any_file(out / split) for split in ("train", "val", "test"))
     kill_now(process)
     assert not assert_consistent(out)
 

@@ -11,7 +11,7 @@ backup is replaced by the previous one, or training restarts from epoch 1 when n
 2. hand-damaged backups of a real run (empty metadata, truncated weights with no previous
    backup, both backups garbage), then ``--resume``;
 3. ``kill -9`` of a ``skyshard train`` process in the middle of a backup, twice
-   (``SKYSHARD_TEST_BACKUP_PAUSE`` pauses after each file the backup puts in place): during
+   (a ``SKYSHARD_FAULTS`` rule pauses after each backup file is put in place): during
    the first epoch's backup, then between the new weights and their metadata; then
    ``skyshard train EXPORT RUN --resume`` completes.
 """
@@ -33,10 +33,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from skyshard.jsonio import sha256_file  # noqa: E402
+from skyshard.files import sha256_file  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
-from trainer import cli  # noqa: E402
-from trainer.callbacks import (BACKUP_PAUSE_ENV, AtomicBackupAndRestore,  # noqa: E402
+from cli import train as cli  # noqa: E402
+from skyshard.faults import FAULTS_ENV  # noqa: E402
+from trainer.callbacks import (AtomicBackupAndRestore,  # noqa: E402
                                AtomicModelCheckpoint, complete_epochs, read_history, rewind_history)
 from trainer.config import dump_toml, load_config  # noqa: E402
 from trainer.model_io import read_run  # noqa: E402
@@ -240,13 +241,16 @@ def test_resume_after_damaged_backups_completes_with_a_continuous_history(
 # -- 3. kill -9 during a backup, then --resume --------------------------------------------------
 
 def _command(export: Path, run_dir: Path, config: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "skyshard.cli", "train", str(export), str(run_dir),
+    return [sys.executable, "-m", "cli", "train", str(export), str(run_dir),
             "--config", str(config), *extra]
 
 
 def _env(pause: float = 0.0) -> dict[str, str]:
+    """The trainer's environment; ``pause`` seconds after each backup file is put in place (the
+    test polls for the moment to kill, the pause keeps that moment open long enough)."""
+    faults = ";".join(f"file.in_place:{name}=sleep:{pause}" for name in (LATEST, METADATA))
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0",
-            "PYTHONPATH": str(REPO), BACKUP_PAUSE_ENV: str(pause)}
+            "PYTHONPATH": str(REPO), FAULTS_ENV: faults if pause else ""}
 
 
 def _start(*command_args, pause: float) -> subprocess.Popen:

@@ -2,8 +2,8 @@
 dead letter and the job goes on; frames read in the helper process are byte-identical to frames
 read in-process.
 
-A hang in C code is simulated by the namespaced test hook ``SKYSHARD_TEST_READ_HOOK``, which only
-the helper process obeys (``GLOB=sleep:SECONDS`` or ``GLOB=abort``).
+A hang in C code is simulated by fault injection (``SKYSHARD_FAULTS``, :mod:`skyshard.faults`),
+which only the helper process obeys (``read:GLOB=sleep:SECONDS`` or ``read:GLOB=abort``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from export_helpers import read_export
-from exporter.extract import ExportSpec, frame_arrays
+from exporter.extract import frame_arrays
+from exporter.spec import ExportSpec
 from exporter.frame import FrameError
-from exporter.isolation import TEST_HOOK_ENV, close_helpers
+from exporter.isolation import close_helpers
+from skyshard.faults import FAULTS_ENV
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyWarning")
 
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.Astrop
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     """One frame per class plus the broken files of the sample generator."""
-    from skyshard.sample import write_bad_files, write_sample_tree
+    from sample import write_bad_files, write_sample_tree
 
     root = tmp_path_factory.mktemp("timeout-frames")
     write_sample_tree(root, per_class=1, seed=11)
@@ -74,7 +76,7 @@ def test_isolated_reads_are_identical_to_in_process_reads(tree):
 
 def test_hanging_reader_times_out_and_the_next_file_is_read(tree, monkeypatch):
     slow, good = [p for p in frames_of(tree) if "broken" not in str(p)][:2]
-    monkeypatch.setenv(TEST_HOOK_ENV, f"{slow.name}=sleep:120")
+    monkeypatch.setenv(FAULTS_ENV, f"read:{slow.name}=sleep:120")
     with pytest.raises(FrameError) as caught:
         frame_arrays(str(slow), spec(1.5))
     assert caught.value.stage == "timeout" and "--file-timeout" in str(caught.value)
@@ -85,7 +87,7 @@ def test_hanging_reader_times_out_and_the_next_file_is_read(tree, monkeypatch):
 
 def test_crashing_reader_is_a_dead_letter_and_the_next_file_is_read(tree, monkeypatch):
     broken, good = [p for p in frames_of(tree) if "broken" not in str(p)][:2]
-    monkeypatch.setenv(TEST_HOOK_ENV, f"{broken.name}=abort")
+    monkeypatch.setenv(FAULTS_ENV, f"read:{broken.name}=abort")
     with pytest.raises(FrameError) as caught:
         frame_arrays(str(broken), spec(60))
     assert caught.value.stage == "crash" and "SIGABRT" in str(caught.value)
@@ -104,7 +106,7 @@ def test_export_dead_letters_a_hanging_file_and_exports_the_rest(tree, inline_ex
                                                                  monkeypatch):
     slow = [p for p in frames_of(tree) if "broken" not in str(p)][0]
     crash = [p for p in frames_of(tree) if "broken" not in str(p)][1]
-    monkeypatch.setenv(TEST_HOOK_ENV, f"{slow.name}=sleep:120;{crash.name}=abort")
+    monkeypatch.setenv(FAULTS_ENV, f"read:{slow.name}=sleep:120;read:{crash.name}=abort")
     result = export_tree(tree, tmp_path / "out", file_timeout=8)
     letters = {json.loads(line)["key"]: json.loads(line)
                for line in (result.out_dir / "errors.jsonl").read_text().splitlines()}
@@ -130,7 +132,7 @@ def test_raw_folder_scoring_dead_letters_a_hanging_file(tree, monkeypatch):
 
     refs, _ = discover(tree, labelled=False)
     slow = refs[0]
-    monkeypatch.setenv(TEST_HOOK_ENV, f"{Path(slow.path).name}=sleep:120")
+    monkeypatch.setenv(FAULTS_ENV, f"read:{Path(slow.path).name}=sleep:120")
     letters: list[dict] = []
     records = list(frame_records(refs[:3], spec(8), letters))
     assert [r["key"] for r in records] == [r.key for r in refs[1:3]]
@@ -138,7 +140,7 @@ def test_raw_folder_scoring_dead_letters_a_hanging_file(tree, monkeypatch):
 
 
 def test_file_timeout_option(tmp_path, capsys):
-    from exporter.cli import add_arguments, build_spec
+    from cli.export import add_arguments, build_spec
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -146,7 +148,7 @@ def test_file_timeout_option(tmp_path, capsys):
     assert build_spec(parser.parse_args(["in", "out"]), None).file_timeout == 120
     assert build_spec(parser.parse_args(["in", "out", "--file-timeout", "0"]), None) \
         .file_timeout == 0
-    from skyshard.cli import main
+    from cli.main import main
 
     (tmp_path / "in").mkdir()
     assert main(["export", str(tmp_path / "in"), str(tmp_path / "out"),

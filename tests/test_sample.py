@@ -18,12 +18,12 @@ import tifffile
 from astropy.io import fits
 from astropy.time import Time
 
-from skyshard.sample import (BAD_FILES, CLASSES, LABELS_FILE, UNREADABLE, SampleExistsError,
+from sample import (BAD_FILES, CLASSES, LABELS_FILE, UNREADABLE, SampleExistsError,
                              frame_rng, make_frame, plan_frame, write_bad_files,
                              write_sample_tree)
-from skyshard.sample.cameras import CAMERAS, draw_settings, read_out
-from skyshard.sample.headers import FRAME_TYPE_KEYS, PROGRAMS
-from skyshard.sample.writers import FAMILIES, FileFormat, fits_bytes
+from sample.cameras import CAMERAS, draw_settings, read_out
+from sample.headers import FRAME_TYPE_KEYS, PROGRAMS
+from sample.writers import FAMILIES, FileFormat, fits_bytes
 from skyshard.schema import DEFAULT_CLASSES, is_frame_file
 
 TREE_PER_CLASS = 10
@@ -328,7 +328,7 @@ def test_refuses_a_non_empty_folder_unless_overwriting(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
-    from skyshard.cli import main
+    from cli.main import main
 
     out = tmp_path / "s"
     argv = ["sample", str(out), "--per-class", "1", "--seed", "4", "--classes", "bias,darks"]
@@ -343,13 +343,13 @@ def test_command_line(tmp_path, capsys):
 
 
 def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path, capsys, monkeypatch):
-    import skyshard.sample.cli
-    from skyshard.cli import main
+    import cli.sample
+    from cli.main import main
 
     def interrupted(args, extra):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(skyshard.sample.cli, "run", interrupted)
+    monkeypatch.setattr(cli.sample, "run", interrupted)
     assert main(["sample", str(tmp_path / "s")]) == 130
     err = capsys.readouterr().err
     assert err.startswith("skyshard sample: interrupted; ") and "--overwrite" in err
@@ -361,13 +361,13 @@ def test_ctrl_c_ends_a_command_with_one_line_and_status_130(tmp_path, capsys, mo
         except KeyboardInterrupt as exc:
             raise RuntimeError("KeyboardInterrupt [while running 'Extract/ParDo']") from exc
 
-    monkeypatch.setattr(skyshard.sample.cli, "run", beam_interrupted)
+    monkeypatch.setattr(cli.sample, "run", beam_interrupted)
     assert main(["sample", str(tmp_path / "s")]) == 130
 
     def failed(args, extra):
         raise RuntimeError("a real failure")
 
-    monkeypatch.setattr(skyshard.sample.cli, "run", failed)
+    monkeypatch.setattr(cli.sample, "run", failed)
     with pytest.raises(RuntimeError, match="a real failure"):
         main(["sample", str(tmp_path / "s")])
 
@@ -388,7 +388,7 @@ def test_beams_own_report_of_a_ctrl_c_is_not_logged_twice():
 
 
 def test_command_module_is_import_light():
-    code = ("import sys, skyshard.sample.cli; "
+    code = ("import sys, cli.sample; "
             "print(any(m in sys.modules for m in ('numpy', 'astropy', 'tensorflow')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)

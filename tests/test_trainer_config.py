@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from trainer import cli
+from cli import train as cli
 from trainer.config import (ConfigError, default_config, dump_toml, load_config,
                             parse_assignment, resume_differences)
 
@@ -106,7 +106,7 @@ def _help(add_arguments) -> str:
 
 
 def test_help_shows_the_defaults_of_default_toml():
-    from trainer import pretrain_cli
+    from cli import pretrain as pretrain_cli
 
     defaults = default_config()
     train_help = _help(cli.add_arguments)

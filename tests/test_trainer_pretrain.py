@@ -12,7 +12,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from skyshard.cli import main as skyshard_main  # noqa: E402
+from cli.main import main as skyshard_main  # noqa: E402
 from skyshard.manifest import ManifestError, load_manifest  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer.config import ConfigError, load_config  # noqa: E402

@@ -17,7 +17,7 @@ from skyshard import schema  # noqa: E402
 from skyshard.manifest import ShardIntegrityError, export_folder, load_manifest  # noqa: E402
 from export_helpers import json_from_fresh_process  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
-from trainer import cli  # noqa: E402
+from cli import train as cli  # noqa: E402
 from trainer.callbacks import (MemoryBudgetExceeded, ResumableEarlyStopping,  # noqa: E402
                                best_epoch, read_history)
 from trainer.config import ConfigError, load_config, resume_differences  # noqa: E402
@@ -278,7 +278,7 @@ def test_early_stopping_patience_counts_across_a_restart():
 
 
 def _cli_offers(command: str, option: str) -> bool:
-    done = subprocess.run([sys.executable, "-m", "skyshard.cli", command, "--help"],
+    done = subprocess.run([sys.executable, "-m", "cli", command, "--help"],
                           capture_output=True, text=True, cwd=REPO)
     return done.returncode == 0 and option in done.stdout
 
@@ -292,7 +292,7 @@ def test_sample_export_train_and_reload_end_to_end(tmp_path, capsys):
     for args in (["sample", str(tmp_path / "frames"), "--per-class", "6"],
                  ["export", str(tmp_path / "frames"), str(tmp_path / "export"),
                   "--image-size", "64"]):
-        done = subprocess.run([sys.executable, "-m", "skyshard.cli", *args], cwd=REPO, env=env,
+        done = subprocess.run([sys.executable, "-m", "cli", *args], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"skyshard {args[0]}: {done.stderr[-3000:]}"
 

@@ -6,7 +6,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from skyshard.jsonio import read_json  # noqa: E402
+from skyshard.files import read_json  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer.config import ConfigError, load_config  # noqa: E402
 from trainer.tune import load_tune_config, trial_config, tune  # noqa: E402
@@ -54,7 +54,7 @@ def test_search_space_entries_need_a_range_or_choices(tmp_path):
 def test_tune_command_reports_a_bad_space_without_tuning(tmp_path, capsys):
     import argparse
 
-    from trainer import tune_cli
+    from cli import tune as tune_cli
 
     spec = tmp_path / "bad.toml"
     spec.write_text('[space]\n"model.dropout" = { high = 0.5 }\n')
@@ -69,7 +69,7 @@ def test_tune_command_reports_a_bad_space_without_tuning(tmp_path, capsys):
 def _tune_args(tmp_path, *extra):
     import argparse
 
-    from trainer import tune_cli
+    from cli import tune as tune_cli
 
     parser = argparse.ArgumentParser()
     tune_cli.add_arguments(parser)

@@ -9,19 +9,14 @@ import io
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
 
-from skyshard.jsonio import sha256_file
+from skyshard.files import copy_atomic, put_in_place, sha256_file, temporary_name
 from skyshard.memory import RssMonitor
-
-#: Test hook: seconds to sleep after each file a backup or best checkpoint puts in place, so
-#: tests can kill the trainer in the middle of a backup. Never set outside tests.
-BACKUP_PAUSE_ENV = "SKYSHARD_TEST_BACKUP_PAUSE"
 
 
 class MemoryBudgetExceeded(RuntimeError):
@@ -306,7 +301,9 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
     can go back to the best of the epochs it restores."""
 
     def _get_file_path(self, epoch, batch, logs):
-        return str(temporary_name(Path(self.filepath)))
+        if getattr(self, "_partial", None) is None:  # one temporary name per checkpoint writer
+            self._partial = temporary_name(Path(self.filepath))
+        return str(self._partial)
 
     def _save_model(self, epoch, batch, logs):
         super()._save_model(epoch, batch, logs)
@@ -320,44 +317,6 @@ class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
 def previous_copy(path: Path) -> Path:
     """Where the file that ``path`` replaced is kept (Keras' ``.bkp`` naming)."""
     return path.with_name(f"{path.name}.bkp")
-
-
-def temporary_name(target: Path) -> Path:
-    """A hidden name beside ``target`` for its next version (same folder, so the rename is
-    atomic); keeps a ``.weights.h5`` suffix, which Keras requires."""
-    suffix = ".weights.h5" if target.name.endswith(".weights.h5") else target.suffix
-    stem = target.name[:len(target.name) - len(suffix)] if suffix else target.name
-    return target.with_name(f".{stem}.{os.getpid()}.tmp{suffix}")
-
-
-def put_in_place(partial: Path, target: Path) -> None:
-    """fsync ``partial``, rename it over ``target``, fsync the folder: a kill or crash leaves
-    the old or the new ``target``, never part of one."""
-    with open(partial, "rb") as stream:
-        os.fsync(stream.fileno())
-    os.replace(partial, target)
-    _fsync_folder(target.parent)
-    pause = float(os.environ.get(BACKUP_PAUSE_ENV) or 0)
-    if pause:
-        time.sleep(pause)
-
-
-def copy_atomic(source: Path, target: Path) -> None:
-    """Copy ``source`` over ``target`` via a temporary file (see :func:`put_in_place`)."""
-    partial = temporary_name(target)
-    shutil.copyfile(source, partial)
-    put_in_place(partial, target)
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # platforms that cannot open a folder (Windows)
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_temporaries(folder: Path) -> None:

@@ -22,7 +22,6 @@ the same classes, image size, feature and confidence names and preprocessing.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -32,8 +31,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from skyshard import __version__, schema
-from skyshard.jsonio import sha256_file, write_json_atomic
+from skyshard.files import atomic_output, sha256_file, write_json_atomic
 from skyshard.memory import RssMonitor
+from skyshard.versions import library_versions
 from trainer.model_io import MODEL_FILE, RUN_FILE, load_model, read_run
 
 KIND = "ensemble"
@@ -208,13 +208,9 @@ def average_models(models: Sequence, export: dict[str, Any]):
 
 
 def save_model_atomic(model, path: Path) -> None:
-    """``model.save`` to a temporary name beside ``path``, then rename over it."""
-    partial = path.with_name(f".{path.name}.partial.keras")
-    try:
+    """``model.save`` to ``path`` whole or not at all."""
+    with atomic_output(path) as partial:
         model.save(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def probe_inputs(export: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0) -> dict:
@@ -269,8 +265,6 @@ def member_entry(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
 def ensemble_record(members, model, check: dict[str, Any], any_export: bool, seconds: float,
                     peak_rss_mb: float) -> dict[str, Any]:
     """The ensemble's run.json: the first member's export block plus what was averaged."""
-    from trainer.train import versions
-
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return {
         "skyshard_version": __version__,
@@ -293,7 +287,7 @@ def ensemble_record(members, model, check: dict[str, Any], any_export: bool, sec
         "check": check,
         "seconds": round(seconds, 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
-        "versions": versions(),
+        "versions": library_versions(),
         "files": {"model": MODEL_FILE},
     }
 

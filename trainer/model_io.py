@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from skyshard.jsonio import read_json
+from skyshard.files import read_json
 
 MODEL_FILE = "model.keras"
 RUN_FILE = "run.json"

@@ -171,7 +171,7 @@ def separable_cnn(x, filters, norm=None):
 
 
 def simple_cnn(x, filters, head: str = "gap", norm=None):
-    """The seed plan's CNN: Conv2D/BatchNorm/MaxPool stages, then ``gap`` or ``flatten``."""
+    """The simple CNN: Conv2D/BatchNorm/MaxPool stages, then ``gap`` or ``flatten``."""
     norm = norm or normalization({"norm": "batch", "batchnorm_momentum": 0.9})
     for stage, width in enumerate(filters):
         x = layers.Conv2D(width, 3, activation="relu", padding="same", name=f"conv{stage}")(x)

@@ -20,7 +20,6 @@ RSS watched against ``memory.ram_budget_gb``.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,10 +32,11 @@ import tensorflow as tf
 from keras import layers
 
 from skyshard import __version__, schema
-from skyshard.jsonio import read_json, sha256_file, write_json_atomic
+from skyshard.files import atomic_output, read_json, sha256_file, write_json_atomic
 from skyshard.manifest import (ManifestError, load_manifest, manifest_path, shard_paths,
                                verify_shards)
 from skyshard.memory import RssMonitor
+from skyshard.versions import library_versions
 from trainer import data
 from trainer.augment import make_image_augmenter, named_policy
 from trainer.callbacks import EpochScalars, MemoryBudgetExceeded
@@ -279,14 +279,11 @@ def _fit(step, pairs, epochs: int, steps: int, history: dict[str, list[float]],
 
 
 def _save_encoder(encoder: keras.Model, out_dir: Path) -> None:
-    partial = out_dir / f".{ENCODER_FILE}.partial.keras"
-    encoder.save(partial)
-    os.replace(partial, out_dir / ENCODER_FILE)
+    with atomic_output(out_dir / ENCODER_FILE) as partial:
+        encoder.save(partial)
 
 
 def _new_record(config, exports, summary, encoder) -> dict[str, Any]:
-    from trainer.train import versions
-
     first = exports[0][1]
     return {
         "kind": "pretrain", "skyshard_version": __version__, "status": "running",
@@ -299,7 +296,7 @@ def _new_record(config, exports, summary, encoder) -> dict[str, Any]:
         "exports": summary, "params": int(encoder.count_params()),
         "files": {"encoder": ENCODER_FILE, "curves": CURVES_FILE,
                   "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
-        "versions": versions(),
+        "versions": library_versions(),
     }
 
 

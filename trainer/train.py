@@ -14,8 +14,6 @@ continuous however the run was killed.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -23,14 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from skyshard import __version__
-from skyshard.jsonio import sha256_file, write_json_atomic
+from skyshard.files import atomic_output, sha256_file, write_json_atomic
 from skyshard.manifest import (ManifestError, ShardIntegrityError, export_folder,
                                find_corrupt_record, load_manifest, manifest_path, verify_shards)
 from skyshard.memory import RssMonitor
+from skyshard.versions import library_versions
 from trainer import data
 from trainer.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochReport,
                                EpochScalars, LearningRateLog, MemoryBudgetExceeded, MemoryGuard,
@@ -354,9 +352,8 @@ def _save_best_model(model: keras.Model, config, manifest, run_dir: Path, record
             record["note"] = f"best checkpoint unreadable ({exc}); saved the last weights"
     inference = build_model(config, manifest)
     inference.set_weights(model.get_weights())
-    partial = run_dir / f".{MODEL_FILE}.partial.keras"
-    inference.save(partial)
-    os.replace(partial, run_dir / MODEL_FILE)
+    with atomic_output(run_dir / MODEL_FILE) as partial:
+        inference.save(partial)
     record["files"]["model"] = MODEL_FILE
 
 
@@ -382,7 +379,7 @@ def _new_record(export_dir: Path, manifest, manifest_sha: str, config, previous)
         "ram_budget_mb": float(config["memory"]["ram_budget_gb"]) * 1024,
         "seconds": (previous or {}).get("seconds", 0.0),
         "sessions": (previous or {}).get("sessions", 0) + 1,
-        "versions": versions(),
+        "versions": library_versions(),
         "files": {"history": HISTORY_FILE, "config": CONFIG_FILE, "checkpoints": CHECKPOINT_DIR,
                   "curves": CURVES_FILE,
                   "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
@@ -416,14 +413,6 @@ def _status(failure, history, config) -> str:
     return "completed" if epochs >= int(config["train"]["epochs"]) else "early_stopped"
 
 
-def versions() -> dict[str, str]:
-    import sklearn
-
-    return {"python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__,
-            "scikit_learn": sklearn.__version__, "skyshard": __version__}
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -446,4 +435,4 @@ def _summary(record, run_dir: Path) -> str:
             f"{record['best_epoch']}: {shown}\nmodel: {run_dir / MODEL_FILE}")
 
 
-__all__ = ["train", "RunFolderError", "MemoryBudgetExceeded", "ManifestError", "versions"]
+__all__ = ["train", "RunFolderError", "MemoryBudgetExceeded", "ManifestError"]

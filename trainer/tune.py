@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import keras
 import optuna
 
-from skyshard.jsonio import write_json_atomic
+from skyshard.files import write_json_atomic
 from trainer.callbacks import MemoryBudgetExceeded
 from trainer.config import ConfigError, load_config, merge
 from trainer.train import train

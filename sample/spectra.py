@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from skyshard.sample.physics import Canvas, loguniform, smoothstep
+from sample.physics import Canvas, loguniform, smoothstep
 
 KINDS = ("star", "arc", "nebula", "solar")
 KIND_WEIGHTS = (0.52, 0.3, 0.08, 0.1)

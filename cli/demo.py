@@ -57,8 +57,8 @@ def step(title: str):
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from exporter.export import run_export
-    from exporter.extract import ExportSpec
-    from skyshard.sample import write_sample_tree
+    from exporter.spec import ExportSpec
+    from sample import write_sample_tree
 
     work = Path(args.workdir)
     marker = work / DEMO_MARKER
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     exported = run_export(frames, export_dir, spec=spec, beam_args=list(extra),
                           command=f"skyshard export {frames} {export_dir} "
                                   f"--image-size {args.image_size}")
-    from exporter.cli import print_summary
+    from cli.export import print_summary
     print_summary(exported)
     times["export"] = time.monotonic() - t
 

@@ -277,11 +277,6 @@ def fixed_pattern(camera: Camera) -> FixedPattern:
     )
 
 
-def dark_rate(camera: Camera, temp_c: float) -> float:
-    """Mean dark current (e-/s/px) of ``camera`` at ``temp_c``."""
-    return camera.dark_e_s_0c * 2.0 ** (temp_c / DARK_DOUBLING_C)
-
-
 def dark_signal(camera: Camera, settings: Settings, shape: tuple[int, int]) -> np.ndarray:
     """Expected thermal electrons per pixel: uniform dark current, hot pixels, bad columns and
     amp glow, all proportional to exposure time and doubling every 6.3 C."""

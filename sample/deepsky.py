@@ -1,6 +1,6 @@
 """Deep-sky light frames: sky background, stars, galaxies, nebulae and clusters.
 
-:func:`deep_sky_scene` fills a :class:`~skyshard.sample.physics.Canvas` with the expected
+:func:`deep_sky_scene` fills a :class:`~sample.physics.Canvas` with the expected
 photo-electrons of one sub-exposure: a sky background with a light-pollution gradient, stars with
 a power-law brightness distribution through a Moffat or Gaussian PSF (the brightest saturate),
 and the target: a Sersic galaxy with disc, bulge and spiral arms, an emission or reflection
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skyshard.sample.physics import (Canvas, gradient, line_image, loguniform,
+from sample.physics import (Canvas, gradient, line_image, loguniform,
                                      power_law_fluxes, random_field, render_sources, rotated,
                                      smoothstep)
 

@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from skyshard.sample import deepsky, planets, spectra
-from skyshard.sample.cameras import CAMERAS, Camera, Settings, draw_settings, read_out
-from skyshard.sample.headers import (IMAGING_TELESCOPES, OBSERVATORY_TELESCOPES,
+from sample import deepsky, planets, spectra
+from sample.cameras import CAMERAS, Camera, Settings, draw_settings, read_out
+from sample.headers import (IMAGING_TELESCOPES, OBSERVATORY_TELESCOPES,
                                      PLANETARY_TELESCOPES, PROGRAMS, SITES, SPECTRO_TELESCOPES,
                                      Facts, Program, Telescope, apply_defects, build_header,
                                      file_name, safe_file_name)
-from skyshard.sample.physics import (Canvas, dust_shadows, gradient, loguniform,
+from sample.physics import (Canvas, dust_shadows, gradient, loguniform,
                                      render_sources, vignetting)
-from skyshard.sample.writers import (FileFormat, choose_format, encode, format_of_family,
+from sample.writers import (FileFormat, choose_format, encode, format_of_family,
                                      write_frame)
 
 #: The sample's classes, in the project's index order; also the folder names.
@@ -105,7 +105,7 @@ class FramePlan:
     ``sky``/``dome``/``lampflat`` flat, deep-sky target kind, planetary body, slit frame kind).
     ``mode``: how colour is recorded (``mono``, ``bayer`` raw mosaic, ``rgb`` debayered).
     ``header`` is None for TIFF. ``defects``: header defects applied (see
-    :func:`skyshard.sample.headers.apply_defects`). ``slit``: the spectrograph set-up.
+    :func:`sample.headers.apply_defects`). ``slit``: the spectrograph set-up.
     """
 
     class_name: str
@@ -294,9 +294,9 @@ def plan_frame(class_name: str, index: int, rng: np.random.Generator, *,
                family: str | None = None, subtype: str | None = None) -> FramePlan:
     """Decide everything about frame ``index`` of ``class_name`` except its pixels.
 
-    Keyword arguments force a choice: ``camera`` (a :data:`~skyshard.sample.cameras.CAMERAS`
-    name), ``program`` (a :data:`~skyshard.sample.headers.PROGRAMS` name), ``family`` (a
-    :data:`~skyshard.sample.writers.FAMILIES` name) and ``subtype``.
+    Keyword arguments force a choice: ``camera`` (a :data:`~sample.cameras.CAMERAS`
+    name), ``program`` (a :data:`~sample.headers.PROGRAMS` name), ``family`` (a
+    :data:`~sample.writers.FAMILIES` name) and ``subtype``.
     """
     if class_name not in CLASSES:
         raise ValueError(f"unknown class {class_name!r}; expected one of {CLASSES}")

@@ -16,11 +16,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
-from skyshard.sample.badfiles import BAD_FILES, write_bad_files
-from skyshard.sample.frames import CLASSES, frame_rng, make_frame
-from skyshard.sample.writers import frame_bytes, write_atomic
+from sample.badfiles import BAD_FILES, write_bad_files
+from sample.frames import CLASSES, frame_rng, make_frame
+from sample.writers import frame_bytes
+from skyshard.files import write_bytes_atomic
 
-LOG = logging.getLogger("skyshard.sample")
+LOG = logging.getLogger("sample")
 
 #: Name of the truth file of an unlabelled tree.
 LABELS_FILE = "labels.csv"
@@ -75,7 +76,7 @@ def write_sample_tree(out: str | Path, per_class: int = 50, seed: int = 0,
     Labelled: ``out/<class>/<file>``. ``unlabeled``: every frame directly in ``out`` plus
     ``labels.csv``, drawn from a separate random stream so a "new night" never repeats the
     labelled tree of the same seed. ``bad_files`` adds the broken files of
-    :mod:`skyshard.sample.badfiles` (spread over the class folders, or in ``out``).
+    :mod:`sample.badfiles` (spread over the class folders, or in ``out``).
     ``jobs`` > 1 renders in that many processes; the files are the same.
 
     Returns the paths of the frames written (not the bad files), in writing order.
@@ -105,7 +106,7 @@ def write_sample_tree(out: str | Path, per_class: int = 50, seed: int = 0,
                        else (render_payload(*task) for task in tasks))
             for name, payload in results:
                 path = directory / unique_name(name, names)
-                write_atomic(path, payload)
+                write_bytes_atomic(path, payload)
                 written.append(path)
                 labels.append((path.name, class_name))
             LOG.info("%-15s %4d frames in %5.1f s", class_name, per_class,
@@ -125,7 +126,7 @@ def _write_labels(path: Path, labels: list[tuple[str, str]]) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(("file", "class"))
     writer.writerows(labels)
-    write_atomic(path, text.getvalue().encode())
+    write_bytes_atomic(path, text.getvalue().encode())
 
 
 def _write_bad_files(out: Path, classes: tuple[str, ...], unlabeled: bool, seed: int,

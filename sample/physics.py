@@ -2,7 +2,7 @@
 random fields, optical response (vignetting, dust shadows, gradients) and linear features.
 
 Everything here works in expected photo-electrons per pixel (float32) on arrays of shape
-``(height, width)``; the sensor model in :mod:`skyshard.sample.cameras` adds the noise.
+``(height, width)``; the sensor model in :mod:`sample.cameras` adds the noise.
 """
 
 from __future__ import annotations

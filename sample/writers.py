@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import gzip
 import io
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ import numpy as np
 import tifffile
 from astropy.io import fits
 
-from skyshard.sample.headers import quiet_cards
+from sample.headers import quiet_cards
+from skyshard.files import write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -195,15 +195,6 @@ def tiff_bytes(data: np.ndarray, fmt: FileFormat, software: str | None) -> bytes
     return buffer.getvalue()
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a hidden temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as stream:
-        stream.write(payload)
-    os.replace(temporary, path)
-
-
 def frame_bytes(data: np.ndarray, header: fits.Header | None, fmt: FileFormat,
                 software: str | None = None, dither_seed: int = 1) -> bytes:
     """The file contents for an encoded frame (see :func:`encode`) in ``fmt``."""
@@ -215,5 +206,5 @@ def frame_bytes(data: np.ndarray, header: fits.Header | None, fmt: FileFormat,
 def write_frame(path: Path, data: np.ndarray, header: fits.Header | None, fmt: FileFormat,
                 software: str | None = None, dither_seed: int = 1) -> Path:
     """Write an encoded frame (see :func:`encode`) to ``path`` in ``fmt``; returns ``path``."""
-    write_atomic(path, frame_bytes(data, header, fmt, software, dither_seed))
+    write_bytes_atomic(path, frame_bytes(data, header, fmt, software, dither_seed))
     return Path(path)

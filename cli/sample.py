@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-LOG = logging.getLogger("skyshard.sample")
+LOG = logging.getLogger("sample")
 
 CLASS_NAMES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum_dados")
 
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     """Write the sample; 0 on success, 2 when OUT is not empty (without --overwrite)."""
     from skyshard.memory import peak_rss_mb
-    from skyshard.sample.tree import SampleExistsError, write_sample_tree
+    from sample.tree import SampleExistsError, write_sample_tree
 
     start = time.perf_counter()
     try:

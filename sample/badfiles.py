@@ -26,7 +26,7 @@ import numpy as np
 import tifffile
 from astropy.io import fits
 
-from skyshard.sample.writers import write_atomic
+from skyshard.files import write_bytes_atomic
 
 #: Kind -> file name.
 BAD_FILES: dict[str, str] = {
@@ -113,6 +113,6 @@ def write_bad_files(out_dir: str | Path, kinds: tuple[str, ...] | None = None,
     written: dict[str, Path] = {}
     for kind in kinds or tuple(BAD_FILES):
         path = out_dir / BAD_FILES[kind]
-        write_atomic(path, bad_payload(kind, seed))
+        write_bytes_atomic(path, bad_payload(kind, seed))
         written[kind] = path
     return written

@@ -33,7 +33,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.time import Time
 
-from skyshard.sample.cameras import Camera, Settings
+from sample.cameras import Camera, Settings
 
 #: Keywords that carry a frame type in one convention or another.
 FRAME_TYPE_KEYS = ("IMAGETYP", "FRAME", "FRAMETYP", "OBSTYPE")
@@ -572,16 +572,6 @@ def _apply_defects(header: fits.Header, facts: Facts, program: Program,
             del header[key]
         defects.append("missing_optics")
     return defects
-
-
-def _exposure_text(seconds: float, style: str) -> str:
-    if style == "sec":
-        return f"{seconds:g}sec"
-    if style == "s2":
-        return f"{seconds:.2f}s"
-    if style == "s1":
-        return f"{seconds:.1f}s"
-    return f"{seconds:g}s"
 
 
 def _safe(name: str | None) -> str:

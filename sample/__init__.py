@@ -8,19 +8,19 @@ the formats and header conventions of real capture programs, including their mis
 
 Python API::
 
-    from skyshard.sample import write_sample_tree, write_bad_files, make_frame
+    from sample import write_sample_tree, write_bad_files, make_frame
     paths = write_sample_tree("frames/", per_class=50, seed=0)
     broken = write_bad_files("broken/")            # kind -> path
     frame = make_frame("darks", seed=0, index=3)   # in memory: plan, ADU, stored array
 
 The command line is ``skyshard sample OUT [--per-class N] [--seed S]`` (see
-:mod:`skyshard.sample.cli`).
+:mod:`cli.sample`).
 """
 
 import importlib
 
 #: Public name -> defining module. Imported on first use (PEP 562), so that
-#: ``import skyshard.sample.cli`` (every ``skyshard`` start) loads neither numpy nor astropy.
+#: ``import cli.sample`` (every ``skyshard`` start) loads neither numpy nor astropy.
 _EXPORTS = {
     "BAD_FILES": "badfiles", "UNREADABLE": "badfiles", "write_bad_files": "badfiles",
     "CLASSES": "frames", "Frame": "frames", "FramePlan": "frames", "frame_rng": "frames",
@@ -33,8 +33,8 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"skyshard.sample.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'skyshard.sample' has no attribute {name!r}")
+        return getattr(importlib.import_module(f"sample.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'sample' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

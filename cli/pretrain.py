@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.cli import default_help
+from cli.train import default_help
 from trainer.config import MODELS, ConfigError, default_config, load_config, parse_assignment
 
 EPILOG = """\

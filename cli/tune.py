@@ -2,7 +2,7 @@
 [--config FILE.toml] [--set KEY=VALUE ...] [--ram-budget-gb 18]``: Optuna over serial training
 runs.
 
-Import-light like ``trainer.cli``: TensorFlow and Optuna are imported inside :func:`run`.
+Import-light like ``cli.train``: TensorFlow and Optuna are imported inside :func:`run`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer.cli import default_help, overrides_from_args
+from cli.train import default_help, overrides_from_args
 from trainer.config import ConfigError, load_config
 
 

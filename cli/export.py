@@ -149,10 +149,10 @@ SPEC_OPTIONS = ("image_size", "seed", "val_fraction", "test_fraction", "folds")
 
 
 def build_spec(args: argparse.Namespace, like: dict | None):
-    """The :class:`~exporter.extract.ExportSpec` of the parsed options; with ``like`` (an
+    """The :class:`~exporter.spec.ExportSpec` of the parsed options; with ``like`` (an
     earlier manifest) that export's spec, where options typed that contradict it raise
     ``ValueError``."""
-    from exporter.extract import ExportSpec
+    from exporter.spec import ExportSpec
     from exporter.preprocessing import PreprocessOptions
 
     if like is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from skyshard.sample.physics import (Canvas, blur, disc_coordinates, grid, loguniform,
+from sample.physics import (Canvas, blur, disc_coordinates, grid, loguniform,
                                      random_field, render_sources, smoothstep, soft_disc)
 
 #: Bodies and how often they are captured.

@@ -1,0 +1,53 @@
+"""The Beam runner a job runs on, and its pipeline: Beam's options pass through untouched.
+
+Used by the export (:mod:`exporter.export`) and by scoring with ``--beam``
+(:mod:`evaluation.beam_score`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from skyshard.runtime import VERBOSE_ENV
+
+
+#: The runner a Beam job gets when its options name none: Beam's local portable runner, the one
+#: the ``DirectRunner`` runs batch pipelines on. In current Beam (2.77 is pinned) the
+#: ``DirectRunner`` first downloads the Prism runner's binary from the internet and runs the
+#: job there when it can, falling back to this runner offline and leaving a temporary folder
+#: behind each time; Beam's own advice for keeping the local behaviour is to name this runner.
+DEFAULT_RUNNER = "FnApiRunner"
+
+
+def beam_pipeline(beam_args: list[str] | None):
+    """A Beam pipeline for ``beam_args``, passed through untouched, and the name of its runner.
+
+    Without ``--runner`` the pipeline runs on :data:`DEFAULT_RUNNER`, set up as the
+    ``DirectRunner`` sets it up (the pipeline options are handed to its workers, which
+    ``--direct_running_mode=multi_processing`` starts as processes): a local run downloads
+    nothing and runs where it was measured and tested. Those local worker processes log errors
+    only (about forty lines of start-up and shut-down news per run otherwise), unless
+    ``--verbose`` or ``--default_sdk_harness_log_level`` says otherwise.
+    """
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import (PipelineOptions, StandardOptions,
+                                                      WorkerOptions)
+
+    options = PipelineOptions(list(beam_args or []))
+    named = options.view_as(StandardOptions).runner
+    if named:
+        return beam.Pipeline(options=options), str(named)
+    workers = options.view_as(WorkerOptions)
+    if not workers.default_sdk_harness_log_level and os.environ.get(VERBOSE_ENV) != "1":
+        workers.default_sdk_harness_log_level = "ERROR"
+    return beam.Pipeline(runner=_local_runner(options), options=options), DEFAULT_RUNNER
+
+
+def _local_runner(options):
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
