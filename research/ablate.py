@@ -1,7 +1,7 @@
 """Accuracy ablation: train named variants of the default recipe on a sample export, several seeds
 each, within a time budget, and tabulate what each measure really gives.
 
-    python -m bench.ablate --export EXPORT --variants base,no_gating,simple_gap --seeds 3 \\
+    python -m research.ablate --export EXPORT --variants base,no_gating,simple_gap --seeds 3 \\
         --budget-minutes 40 --out bench/results/ablation.json --markdown bench/ACCURACY.md
 
 Each variant is a dict of dotted config overrides on ``trainer/default.toml`` (see
@@ -534,13 +534,13 @@ def _kfold_and_score(export: str, run_dir: Path, overrides: Mapping[str, Any], f
 
 
 def _worker(arguments: Sequence[str], run_dir: Path) -> dict[str, Any]:
-    """``python -m bench.ablate ARGUMENTS --result RUN.result.json`` in a fresh process, its
+    """``python -m research.ablate ARGUMENTS --result RUN.result.json`` in a fresh process, its
     output in ``RUN.log``; the result JSON, or ``error`` with the log's tail."""
     result_path = run_dir.parent / f"{run_dir.name}.result.json"  # names may hold dots
     log_path = run_dir.parent / f"{run_dir.name}.log"
     with open(log_path, "w", encoding="utf-8") as log:
         proc = subprocess.run(
-            [sys.executable, "-m", "bench.ablate", *arguments, "--result", str(result_path)],
+            [sys.executable, "-m", "research.ablate", *arguments, "--result", str(result_path)],
             stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     if proc.returncode != 0 or not result_path.is_file():
@@ -611,7 +611,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.ablate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m research.ablate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--export", help="labelled export folder")
     parser.add_argument("--variants", default="base",

@@ -11,7 +11,7 @@ model has learned to ignore.
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.branch_contributions EXPORT RUN [RUN ...] --out report.json
+    .venv/bin/python -m research.branch_contributions EXPORT RUN [RUN ...] --out report.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.feature_classifier import SPLITS, split_arrays
+from research.feature_classifier import SPLITS, split_arrays
 from evaluation.branches import branch_split, summarise
 from skyshard.files import write_json_atomic
 

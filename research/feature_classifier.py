@@ -9,7 +9,7 @@ boosted model is not saved: the product saves no pickle).
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.feature_classifier EXPORT RUN [RUN ...] --out report.json
+    .venv/bin/python -m research.feature_classifier EXPORT RUN [RUN ...] --out report.json
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SPLITS = [(split, stripped) for split in ("val", "test") for stripped in (False,
 
 def split_arrays(export: Path, manifest: dict, split: str, stripped: bool):
     """Features, labels, keys and the dataset of one split (headers stripped or not)."""
-    from bench.ablate import strip_headers
+    from research.ablate import strip_headers
     from skyshard import schema
     from trainer.data import eval_dataset
 

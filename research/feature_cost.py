@@ -5,14 +5,15 @@ The export's rate is set by ``exporter.measure.measure_frame`` (see the stage ta
 measure the CPU time per frame and keep the features it computes, once with the code as it is
 and once on a copy with the change, then compare speed and how far every feature moved:
 
-    .venv/bin/python -m bench.feature_cost measure TREE --out /tmp/before
+    .venv/bin/python -m research.feature_cost measure TREE --out /tmp/before
     git worktree add /tmp/copy && (edit /tmp/copy/exporter/...)
-    cd /tmp/copy && /work/main/.venv/bin/python -m bench.feature_cost measure TREE --out /tmp/after
-    .venv/bin/python -m bench.feature_cost compare /tmp/before /tmp/after
+    cd /tmp/copy && REPO/.venv/bin/python -m research.feature_cost measure TREE --out /tmp/after
+    .venv/bin/python -m research.feature_cost compare /tmp/before /tmp/after
 
-(Run from the copy's root, ``python -m`` imports that copy's ``exporter`` package.) Drift of a
-feature: ``|after - before| / std(before over the frames)``, its median and 95th percentile over
-the frames, plus the rank correlation, and how many frames changed between a value and NaN.
+(REPO: this checkout. Run from the copy's root, ``python -m`` imports that copy's ``exporter``
+package.) Drift of a feature: ``|after - before| / std(before over the frames)``, its median and
+95th percentile over the frames, plus the rank correlation, and how many frames changed between
+a value and NaN.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def compare(before_dir: Path, after_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.feature_cost")
+    parser = argparse.ArgumentParser(prog="python -m research.feature_cost")
     sub = parser.add_subparsers(dest="mode", required=True)
     m = sub.add_parser("measure")
     m.add_argument("tree", type=Path)

@@ -21,7 +21,7 @@ plus ``--memory-mb``) and a wall-clock limit. Outcomes:
 
 Run from the repository root::
 
-    .venv/bin/python bench/fuzz_readers.py --inputs 3000 --workers 2
+    .venv/bin/python -m research.fuzz_readers --inputs 3000 --workers 2
 
 It prints the outcome counts, the largest per-input memory growth and time, and the first
 failures with the mutation that caused them (rerun one with ``--only N``).

@@ -10,7 +10,7 @@ shared frames each run gets wrong.
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.shared_frames EXPORT OTHER_EXPORT RUN [RUN ...] --out report.json
+    .venv/bin/python -m research.shared_frames EXPORT OTHER_EXPORT RUN [RUN ...] --out report.json
 
 (runs trained on EXPORT; OTHER_EXPORT only says which frames are shared).
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 from skyshard.files import write_json_atomic
 
-from bench.feature_classifier import SPLITS, run_probabilities, split_arrays
+from research.feature_classifier import SPLITS, run_probabilities, split_arrays
 
 
 def split_keys(export: Path, manifest: dict, split: str) -> set[str]:

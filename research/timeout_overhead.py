@@ -8,7 +8,7 @@ helper costs once (a fresh interpreter importing the readers).
 
 Run from the repository root::
 
-    .venv/bin/python bench/timeout_overhead.py --per-class 10 --image-size 224
+    .venv/bin/python -m research.timeout_overhead --per-class 10 --image-size 224
 """
 
 from __future__ import annotations

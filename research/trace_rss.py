@@ -1,6 +1,6 @@
 """Trace one command's resident memory over time, split into anonymous and file-backed pages.
 
-    python -m bench.trace_rss [--interval S] [--window S] [--env K=V ...] [--json F] -- CMD ...
+    python -m research.trace_rss [--interval S] [--window S] [--env K=V ...] [--json F] -- CMD ...
 
 Runs ``CMD`` (``--env`` variables added to this environment), reads ``VmRSS``, ``RssAnon`` and
 ``RssFile`` of its process from ``/proc/PID/status`` every ``--interval`` seconds (Linux only),
@@ -66,7 +66,7 @@ def windows(rows: list, seconds: float) -> list[tuple[float, float, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.trace_rss", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m research.trace_rss", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--interval", type=float, default=0.05)
     parser.add_argument("--window", type=float, default=4.0)

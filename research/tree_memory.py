@@ -15,7 +15,7 @@ and the CPU time the first two readings cost per sample. Writes JSON with the co
 
 Run from the repository root::
 
-    .venv/bin/python -m bench.tree_memory --per-class 100 --out bench/results/tree_memory.json
+    .venv/bin/python -m research.tree_memory --per-class 100 --out bench/results/tree_memory.json
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = sample_export(frames, Path(scratch) / "export", args.every, args.workers)
     if not samples:
         raise SystemExit("the export ended before a sample of its process tree was taken")
-    result = {"command": shlex.join([".venv/bin/python", "-m", "bench.tree_memory",
+    result = {"command": shlex.join([".venv/bin/python", "-m", "research.tree_memory",
                                      *(sys.argv[1:] if argv is None else argv)]),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "per_class": args.per_class, "workers": args.workers,

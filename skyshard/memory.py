@@ -37,7 +37,7 @@ def current_rss_mb(include_children: bool = True) -> float:
     new interpreters, not forks, so their own memory is private: on a 2-worker export this
     equals the tree's private memory (USS, from ``/proc/PID/smaps_rollup``) to 0.3 % at the
     peak, at 1/100 of the cost of reading it (0.2 against 21 ms of CPU a sample for 7
-    processes, 4 % of a core at two samples a second; ``python -m bench.tree_memory``).
+    processes, 4 % of a core at two samples a second; ``python -m research.tree_memory``).
     """
     proc = psutil.Process()
     children = proc.children(recursive=True) if include_children else []

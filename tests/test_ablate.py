@@ -1,4 +1,4 @@
-"""The accuracy ablation (bench/ablate.py): one quick variant on a tiny synthetic export, the
+"""The accuracy ablation (research/ablate.py): one quick variant on a tiny synthetic export, the
 headers-stripped evaluation, and the table's structure."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 
 from synthetic_export import write_synthetic_export
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-from bench import ablate  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/ is not installed
+from research import ablate  # noqa: E402
 
 
 @pytest.fixture(scope="module")

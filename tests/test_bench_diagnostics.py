@@ -1,4 +1,4 @@
-"""The accuracy diagnostics of bench/: branch_contributions.py (the model's logits split exactly
+"""The accuracy diagnostics of research/: branch_contributions.py (the model's logits split exactly
 into an image part, a feature part and the bias; how each branch does alone) and
 shared_frames.py (runs scored on the frames two exports hold in the same split)."""
 
@@ -13,8 +13,8 @@ import pytest
 
 from synthetic_export import write_synthetic_export
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not an installed package
-from bench import branch_contributions, shared_frames  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/ is not installed
+from research import branch_contributions, shared_frames  # noqa: E402
 from evaluation.branches import PARTS  # noqa: E402
 
 TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units": 16}

@@ -53,7 +53,7 @@ def test_children_add_their_own_memory_but_not_the_pages_they_share():
 
 def test_the_cheap_tree_reading_agrees_with_the_kernels_private_count():
     # What current_rss_mb reads (statm) against USS from smaps_rollup, for a spawned child.
-    from bench.tree_memory import read_tree
+    from research.tree_memory import read_tree
 
     child = subprocess.Popen([sys.executable, "-c", HOLDER], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, text=True)

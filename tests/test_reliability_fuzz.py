@@ -4,7 +4,7 @@ Seeds: small frames of every format the sample generator writes (FITS, ``.fits.g
 TIFF) and a few real archive frames when ``../shared/real-frames`` is present. Mutations (bit
 flips, truncation, inserted bytes, zeroed blocks, hostile header cards such as ``NAXIS1 =
 100000``, ``BITPIX = 7``, ``NAXIS = 999``, ``BZERO = 'abc'``, END removed, TIFF tags changed)
-come from ``bench/fuzz_readers.py``, which runs the large campaign; this test is its short,
+come from ``research/fuzz_readers.py``, which runs the large campaign; this test is its short,
 reproducible sample. The only allowed outcomes of ``read_frame`` + ``frame_arrays`` are a valid
 record or a :class:`FrameError` (a dead letter); no other exception, no hang, and the memory
 traced during one read stays bounded by the pixel limit.
@@ -34,16 +34,16 @@ REAL_SEEDS = ("deep_sky/sep__image.fits",
               "spectrum/ASPIRED-example__coj2m002-en12-20200321-0021-e00.fits.fz")
 
 
-def load_bench():
+def load_fuzz_readers():
     spec = importlib.util.spec_from_file_location("fuzz_readers",
-                                                  REPO / "bench" / "fuzz_readers.py")
+                                                  REPO / "research" / "fuzz_readers.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
 
-fuzz = load_bench()
+fuzz = load_fuzz_readers()
 
 
 class HypothesisChooser(fuzz.Chooser):
