@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: venv test demo bench bench-quick docker clean
+.PHONY: venv test demo bench bench-quick bench-test docker clean
 
 venv: $(STAMP)
 
@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Two pytest processes (pytest-xdist), each test file whole on one of them: the suite is mostly
 # single-threaded TensorFlow and Beam startups, so two cores take half the time.
-# TEST_WORKERS=0 runs it in one process.
+# TEST_WORKERS=0 runs it in one process. No benchmark runs here: tests marked `bench` are
+# deselected (make bench-test runs them).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
@@ -32,6 +33,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+# The quick benchmark end to end (a few minutes), checking the shape of what it writes.
+bench-test: $(STAMP)
+	$(BIN)/python -m pytest -q -m bench $(PYTEST_ARGS)
 
 docker:
 	docker build -f docker/Dockerfile -t skyshard:0.1.0 .

@@ -2,7 +2,8 @@
 
 Only the structure and the sanity of the figures are checked (present, positive, finite), never
 a timing or a target: the machine is shared and the quick sizes are far too small for the
-ratios to mean anything.
+ratios to mean anything. The quick benchmark takes minutes (a camera-size frame included), so
+these tests are marked ``bench``: ``make test`` deselects them, ``make bench-test`` runs them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import pytest
 
 from bench.run import main
+
+pytestmark = pytest.mark.bench
 
 SECTIONS = ("summary", "export", "pipeline", "memory", "cost")
 
