@@ -44,8 +44,6 @@ SEED_HEADER_GROUPS = {
     "sensor": ("CCD-TEMP", "TEMPERAT", "GAIN"),
     "optics": ("FOCALLEN", "APTDIA", "XPIXSZ"),
 }
-SEED_FEATURE_NAMES = ("exposure", "temperature", "gain", "binning", "mean", "std", "median",
-                      "min", "max", "p1", "p99")
 
 
 def list_frames(root: str | Path, per_class: int | None = None) -> list[tuple[str, int]]:
