@@ -1,20 +1,20 @@
 """The approaches skyshard replaces, re-created faithfully as baselines, and the bare read loop.
 
-* :func:`load_everything`: **the original loader** the seed plan
-  (``/work/shared/seed/model-improvement-plan.de.md``) was written against. It reads every frame
-  with astropy (tifffile for TIFF), normalises it to the 5th..95th percentile, resizes it to
-  224 x 224 (``skimage.transform.resize``, bilinear, as the plan's ``_resize_image``) and
-  ``np.stack``s all images (float32, NumPy's default; the plan's float16 was one of its
-  remedies) plus features, confidences and labels into arrays: memory grows with every frame.
-* :func:`seed_dataset`: the plan's **streaming sketch**, verbatim in structure:
+* :func:`load_everything`: **the original loader**, the in-memory loader skyshard replaces. It
+  reads every frame with astropy (tifffile for TIFF), normalises it to the 5th..95th percentile,
+  resizes it to 224 x 224 (``skimage.transform.resize``, bilinear, as its ``_resize_image``) and
+  ``np.stack``s all images (float32, NumPy's default; float16 was one proposed remedy) plus
+  features, confidences and labels into arrays: memory grows with every frame.
+* :func:`sketch_dataset`: the **from_generator sketch**, the streaming loader proposed in its
+  place, verbatim in structure:
   ``tf.data.Dataset.from_generator`` over a generator that reads each FITS/TIFF file on demand
   (``memmap=True``), yields float16 image, features, confidences and label, then
   ``shuffle(1024)``, ``map(resize to 224)``, ``map(augment)``, ``batch(8)``, ``prefetch``.
 * :func:`bare_read`: the **practical limit** of one core: ``exporter.readers.read_frame`` over
   the same files, touching every pixel, nothing else.
 
-Features of both seed baselines come from :func:`seed_features`: the header values and global
-pixel statistics a loader of that plan computed (exposure, temperature, gain, binning;
+Features of both baselines come from :func:`baseline_features`: the header values and global
+pixel statistics the original loader computed (exposure, temperature, gain, binning;
 mean, std, median, min, max, 1st and 99th percentile of the raw frame), with one presence flag
 per header group as the confidences.
 
@@ -36,9 +36,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 #: The original loader's and the sketch's image side.
-SEED_IMAGE_SIZE = 224
-#: Header keywords per confidence group, the seed's four header groups.
-SEED_HEADER_GROUPS = {
+IMAGE_SIZE = 224
+#: Header keywords per confidence group, the original loader's four header groups.
+HEADER_GROUPS = {
     "frame_type": ("IMAGETYP", "FRAME", "OBSTYPE"),
     "exposure": ("EXPTIME", "EXPOSURE"),
     "sensor": ("CCD-TEMP", "TEMPERAT", "GAIN"),
@@ -63,13 +63,13 @@ def list_frames(root: str | Path, per_class: int | None = None) -> list[tuple[st
     return items
 
 
-# ------------------------------------------------------------------------------ seed reading
+# --------------------------------------------------------------- reading, as the baselines do
 
 def read_pixels(path: str, memmap: bool = False) -> tuple[np.ndarray, dict]:
-    """A frame as the seed read it: float32 2-D pixels (colour planes averaged) and the header
-    as a dict (empty for TIFF). FITS through astropy (``memmap=True`` for the streaming sketch,
-    as the plan asks; astropy refuses to memory-map scaled integer data, BZERO/BSCALE, and then
-    reads it normally), TIFF through tifffile."""
+    """A frame as the original loader read it: float32 2-D pixels (colour planes averaged) and
+    the header as a dict (empty for TIFF). FITS through astropy (``memmap=True`` for the
+    streaming sketch, as it asks for; astropy refuses to memory-map scaled integer data,
+    BZERO/BSCALE, and then reads it normally), TIFF through tifffile."""
     if path.lower().endswith((".tif", ".tiff")):
         import tifffile
 
@@ -109,7 +109,7 @@ def _header_number(header: dict, keys: tuple[str, ...]) -> float:
     return math.nan
 
 
-def seed_features(data: np.ndarray, header: dict) -> tuple[np.ndarray, np.ndarray]:
+def baseline_features(data: np.ndarray, header: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(features float32 [11], confidences float32 [4])`` of one raw frame (see module doc)."""
     finite = data[np.isfinite(data)]
     if finite.size == 0:
@@ -123,19 +123,19 @@ def seed_features(data: np.ndarray, header: dict) -> tuple[np.ndarray, np.ndarra
         finite.mean(), finite.std(), median, finite.min(), finite.max(), p1, p99,
     ], dtype=np.float32)
     confidences = np.array([float(any(k in header for k in keys))
-                            for keys in SEED_HEADER_GROUPS.values()], dtype=np.float32)
+                            for keys in HEADER_GROUPS.values()], dtype=np.float32)
     return features, confidences
 
 
-def seed_normalise(data: np.ndarray) -> np.ndarray:
-    """The plan's ``_normalize_image``: 5th..95th percentile to [0, 1], clipped."""
+def baseline_normalise(data: np.ndarray) -> np.ndarray:
+    """The original loader's ``_normalize_image``: 5th..95th percentile to [0, 1], clipped."""
     data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     p5, p95 = np.percentile(data, (5, 95))
     return np.clip((data - p5) / max(p95 - p5, 1e-12), 0.0, 1.0).astype(np.float32)
 
 
-def seed_resize(image: np.ndarray, size: int = SEED_IMAGE_SIZE) -> np.ndarray:
-    """The plan's ``_resize_image``: bilinear ``skimage.transform.resize``."""
+def baseline_resize(image: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The original loader's ``_resize_image``: bilinear ``skimage.transform.resize``."""
     from skimage.transform import resize
 
     return resize(image, (size, size), order=1, preserve_range=True).astype(np.float32)
@@ -143,7 +143,7 @@ def seed_resize(image: np.ndarray, size: int = SEED_IMAGE_SIZE) -> np.ndarray:
 
 # --------------------------------------------------------------------- the original loader
 
-def load_everything(items: list[tuple[str, int]], size: int = SEED_IMAGE_SIZE,
+def load_everything(items: list[tuple[str, int]], size: int = IMAGE_SIZE,
                     on_error: Callable[[str, Exception], None] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The original ``prepare_dataset``: every frame into one array each of images
@@ -152,12 +152,12 @@ def load_everything(items: list[tuple[str, int]], size: int = SEED_IMAGE_SIZE,
     for path, label in items:
         try:
             data, header = read_pixels(path)
-        except Exception as exc:  # noqa: BLE001 - the seed skipped unreadable files
+        except Exception as exc:  # noqa: BLE001 - it skipped unreadable files
             if on_error:
                 on_error(path, exc)
             continue
-        images.append(seed_resize(seed_normalise(data), size)[..., np.newaxis])
-        f, c = seed_features(data, header)
+        images.append(baseline_resize(baseline_normalise(data), size)[..., np.newaxis])
+        f, c = baseline_features(data, header)
         features.append(f)
         confidences.append(c)
         labels.append(label)
@@ -166,25 +166,25 @@ def load_everything(items: list[tuple[str, int]], size: int = SEED_IMAGE_SIZE,
 
 # -------------------------------------------------------------------- the streaming sketch
 
-def seed_generator(items: list[tuple[str, int]]) -> Callable[[], Iterator[tuple]]:
+def sketch_generator(items: list[tuple[str, int]]) -> Callable[[], Iterator[tuple]]:
     """The sketch's ``gen_fn``: reads each file on demand, yields one float16 example."""
     def gen_fn():
         for path, label in items:
             try:
                 data, header = read_pixels(path, memmap=True)
-            except Exception:  # noqa: BLE001 - an unreadable file is skipped, as in the seed
+            except Exception:  # noqa: BLE001 - an unreadable file is skipped, as in the sketch
                 continue
-            f, c = seed_features(data, header)
-            image = seed_normalise(data).astype(np.float16)[..., np.newaxis]
-            with np.errstate(over="ignore"):  # the seed's float16 features overflow above 65504
+            f, c = baseline_features(data, header)
+            image = baseline_normalise(data).astype(np.float16)[..., np.newaxis]
+            with np.errstate(over="ignore"):  # float16 features overflow above 65504
                 f = f.astype(np.float16)
             yield image, f, c.astype(np.float16), np.int32(label)
     return gen_fn
 
 
-def seed_dataset(items: list[tuple[str, int]], size: int = SEED_IMAGE_SIZE,
-                 batch_size: int = 8, shuffle: bool = True, augment: bool = True):
-    """The plan's ``build_dataset`` over :func:`seed_generator` (its structure, unchanged)."""
+def sketch_dataset(items: list[tuple[str, int]], size: int = IMAGE_SIZE,
+                   batch_size: int = 8, shuffle: bool = True, augment: bool = True):
+    """The sketch's ``build_dataset`` over :func:`sketch_generator` (its structure, unchanged)."""
     import tensorflow as tf
 
     def augment_fn(image, features, confidences, label):
@@ -197,7 +197,7 @@ def seed_dataset(items: list[tuple[str, int]], size: int = SEED_IMAGE_SIZE,
         return tf.image.resize(image, (size, size)), features, confidences, label
 
     ds = tf.data.Dataset.from_generator(
-        seed_generator(items),
+        sketch_generator(items),
         output_signature=(
             tf.TensorSpec(shape=(None, None, 1), dtype=tf.float16),
             tf.TensorSpec(shape=(None,), dtype=tf.float16),
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root")
     parser.add_argument("--json", required=True, help="where to write the summary")
     parser.add_argument("--per-class", type=int, default=None)
-    parser.add_argument("--size", type=int, default=SEED_IMAGE_SIZE)
+    parser.add_argument("--size", type=int, default=IMAGE_SIZE)
     args = parser.parse_args(argv)
     items = list_frames(args.root, args.per_class)
     if args.mode == "bare-read":

@@ -1,7 +1,7 @@
 """Measure 4: training cost per model and image size.
 
-For each image branch (the default separable CNN, the seed plan's simple CNN, ResNet50V2) and
-each image size, the model is built and compiled exactly as ``skyshard train`` builds it
+For each image branch (the default separable CNN, the simple CNN, ResNet50V2) and each image
+size, the model is built and compiled exactly as ``skyshard train`` builds it
 (``trainer.models.build_model``, AdamW, label-smoothed cross-entropy, accuracy and macro-F1) for
 the benchmark export's features, and trained on one fixed random batch of 8 with
 ``train_on_batch``: ``warm`` steps first (the first one traces the graph), then as many timed

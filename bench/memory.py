@@ -61,7 +61,8 @@ from bench.export_bench import run_baseline
 from bench.measure import CommandFailed, run_measured
 from bench.workspace import Workspace, skyshard_command
 
-#: The seed plan's machine: 18 GB of RAM (GiB, as the trainer's ``--ram-budget-gb``).
+#: The RAM the original loader's fit is judged against: 18 GB (GiB, as the trainer's
+#: ``--ram-budget-gb``).
 RAM_LIMIT_MB = 18 * 1024
 #: The train target's shuffle budget (MB for all class streams): 2 records per class, the
 #: trainer's minimum, so the buffers are full at N already.

@@ -1,4 +1,5 @@
-"""Measure 2: the trainer's input pipeline against the seed's sketch and the model's appetite.
+"""Measure 2: the trainer's input pipeline against the from_generator sketch and the model's
+appetite.
 
 Three rates in examples per second, side by side in one process:
 
@@ -6,9 +7,9 @@ Three rates in examples per second, side by side in one process:
   per-class interleave, byte-budgeted shuffle, per-class augmentation, class-balanced
   ``sample_from_datasets``, batch 8, prefetch) over an export, iterated without a model, after
   a few warm-up batches;
-* **from_generator**: the seed plan's ``Dataset.from_generator`` sketch
-  (:func:`bench.baselines.seed_dataset`) reading the same frames' FITS/TIFF files on the fly,
-  one full pass (its ``shuffle(1024)`` fills before the first batch, so a pass is the unit);
+* **from_generator**: the ``Dataset.from_generator`` sketch proposed in place of the original
+  loader (:func:`bench.baselines.sketch_dataset`) reading the same frames' FITS/TIFF files on
+  the fly, one full pass (its ``shuffle(1024)`` fills before the first batch, so a pass is the unit);
 * **model**: the default model's ``train_on_batch`` at batch 8 on one fixed in-memory batch
   (nothing to wait for): how fast training can consume examples at all.
 
@@ -53,11 +54,11 @@ def stream_rate(export_dir: Path, manifest: dict, config: dict, warm: int,
 
 
 def generator_rate(tree: Path, image_size: int, batch_size: int) -> dict[str, float]:
-    """Examples/s of one full pass of the seed's ``from_generator`` sketch over ``tree``."""
-    from bench.baselines import list_frames, seed_dataset
+    """Examples/s of one full pass of the ``from_generator`` sketch over ``tree``."""
+    from bench.baselines import list_frames, sketch_dataset
 
     items = list_frames(tree)
-    dataset = seed_dataset(items, size=image_size, batch_size=batch_size)
+    dataset = sketch_dataset(items, size=image_size, batch_size=batch_size)
     examples = 0
     wall, cpu = time.perf_counter(), time.process_time()
     for image, _features, _confidences, _label in dataset:
@@ -120,7 +121,7 @@ def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
                      model_steps: int, rounds: int = 3) -> dict[str, Any]:
     """Measure 2 as a dict (rates and the two target ratios). The stream without a model, the
     model's own rate and ``fit`` on the stream alternate for ``rounds`` rounds (``batches``
-    batches, ``model_steps`` steps each); the best round of each counts. The seed's
+    batches, ``model_steps`` steps each); the best round of each counts. The sketch's
     ``from_generator`` pipeline makes one full pass."""
     from skyshard.manifest import load_manifest
     from trainer.config import load_config

@@ -207,7 +207,7 @@ def pipeline_section(pipeline: dict) -> str:
         ["trainer stream (`trainer.data.train_dataset`, default config, no model)",
          fmt(s["examples_per_s"]), fmt(s["examples_per_s"] / g["examples_per_s"], 1),
          fmt(s["examples_per_s"] / c["examples_per_s"], 1), fmt(s["examples"])],
-        ["seed sketch (`Dataset.from_generator` reading FITS/TIFF on the fly)",
+        ["from_generator sketch (`Dataset.from_generator` reading FITS/TIFF on the fly)",
          fmt(g["examples_per_s"]), "1.0", fmt(g["examples_per_s"] / c["examples_per_s"], 2),
          fmt(g["examples"])],
         [f"model consumption (`train_on_batch`, {pipeline['model']}, batch "
@@ -221,7 +221,7 @@ def pipeline_section(pipeline: dict) -> str:
     return f"""## 2. Input pipeline
 
 {pipeline['image_size']} px records of the 8N export, batch {pipeline['batch_size']}; one
-TensorFlow process. The seed's `from_generator` sketch makes one full pass over the 8N files
+TensorFlow process. The `from_generator` sketch makes one full pass over the 8N files
 (its `shuffle(1024)` fills before the first batch); the trainer's stream, the model's own rate
 (`train_on_batch` on one fixed batch) and `model.fit` on the stream then alternate for
 {pipeline.get('rounds', 1)} rounds and each one's best round counts.
@@ -413,23 +413,9 @@ busy machine it rises with the wall time instead of staying put.
 """
 
 
-#: Hand-written analysis of the missed targets (profile, cause, before/after of the fixes),
-#: appended to RESULTS.md when present. It refers to the run it was written from.
-FINDINGS = Path(__file__).with_name("FINDINGS.md")
-#: The accuracy ablation's tables (``python -m bench.ablate --markdown``, written by hand from
-#: its runs), appended to RESULTS.md as its accuracy section when present.
-ACCURACY = Path(__file__).with_name("ACCURACY.md")
-
-
 def render(summary: dict, export: dict, pipeline: dict, memory: dict, cost: dict, out: Path,
-           results_md: Path, findings: Path = FINDINGS, accuracy: Path = ACCURACY) -> str:
-    """The whole of RESULTS.md (plus :data:`FINDINGS` and :data:`ACCURACY` for a full run, when
-    present)."""
-    parts = [header_section(summary, export, out, results_md), targets_section(summary),
-             export_section(export), pipeline_section(pipeline), memory_section(memory),
-             cost_section(cost)]
-    if findings.is_file() and not summary["plan"]["quick"]:
-        parts.append(findings.read_text(encoding="utf-8"))
-    if accuracy.is_file() and not summary["plan"]["quick"]:
-        parts.append(accuracy.read_text(encoding="utf-8"))
-    return "\n".join(parts)
+           results_md: Path) -> str:
+    """The whole of RESULTS.md, computed from the run's results alone."""
+    return "\n".join([header_section(summary, export, out, results_md), targets_section(summary),
+                      export_section(export), pipeline_section(pipeline), memory_section(memory),
+                      cost_section(cost)])

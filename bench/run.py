@@ -1,4 +1,5 @@
-"""``make bench`` / ``make bench-quick``: the four measurements of issue 6, side by side.
+"""``make bench`` / ``make bench-quick``: the four measurements (export throughput, input
+pipeline, peak RSS, training cost), side by side.
 
     python -m bench.run                 # full: N = 192 frames, 8N = 1536 (about 45 min on 2 cores)
     python -m bench.run --quick         # every code path on N = 6, 8N = 48 frames (about 2 min)

@@ -2,7 +2,7 @@
 each, within a time budget, and tabulate what each measure really gives.
 
     python -m research.ablate --export EXPORT --variants base,no_gating,simple_gap --seeds 3 \\
-        --budget-minutes 40 --out bench/results/ablation.json --markdown bench/ACCURACY.md
+        --budget-minutes 40 --out ablation.json --markdown ablation.md
 
 Each variant is a dict of dotted config overrides on ``trainer/default.toml`` (see
 :data:`VARIANTS`; ``--set KEY=VALUE`` adds overrides to every variant, e.g. fewer epochs). Every
@@ -24,7 +24,7 @@ A variant that needs another image size names it (``"image_size": 224``); give t
 their probabilities, one model) and scores that the same two ways: a second table puts the
 ensemble next to the mean of its single seeds.
 
-``--kfold K`` measures the plan's "k-fold + model averaging" instead of single runs: each
+``--kfold K`` measures k-fold training with model averaging instead of single runs: each
 (variant, seed) trains K runs, run k validating on the records of fold k and training on the
 other folds of train + val pooled (``data.fold = k``; the export needs ``--folds K``), and their
 average (``skyshard ensemble``) is what is scored. Every member has seen the validation split,

@@ -6,7 +6,7 @@ Runs ``CMD`` (``--env`` variables added to this environment), reads ``VmRSS``, `
 ``RssFile`` of its process from ``/proc/PID/status`` every ``--interval`` seconds (Linux only),
 and prints the peaks (with the kernel's high-water mark) and, per ``--window`` seconds, the
 lowest and highest RSS: a leak shows as a rising floor, a batch's working set as the distance
-between floor and top. ``bench/FINDINGS.md`` (peak RSS) was written from such traces.
+between floor and top. The peak-RSS analysis of the benchmark was written from such traces.
 """
 
 from __future__ import annotations
