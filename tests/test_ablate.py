@@ -41,7 +41,7 @@ def test_strip_headers_blanks_header_features_and_zeroes_confidences(export):
 
 
 def test_quick_ablation_writes_json_and_table(export, tmp_path):
-    out, markdown = tmp_path / "ablation.json", tmp_path / "ACCURACY.md"
+    out, markdown = tmp_path / "ablation.json", tmp_path / "ablation.md"
     assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "1",
                         "--first-seed", "3", "--quick", "--budget-minutes", "5",
                         "--scratch", str(tmp_path / "runs"),
@@ -73,7 +73,7 @@ def test_quick_ablation_writes_json_and_table(export, tmp_path):
 
 @pytest.mark.slow
 def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path):
-    out, markdown = tmp_path / "ablation.json", tmp_path / "ACCURACY.md"
+    out, markdown = tmp_path / "ablation.json", tmp_path / "ablation.md"
     assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "2",
                         "--quick", "--budget-minutes", "5", "--scratch", str(tmp_path / "runs"),
                         "--ensemble", "--out", str(out), "--markdown", str(markdown)]) == 0
