@@ -33,9 +33,9 @@ from trainer import data
 from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
                                MemoryGuard, ResumableEarlyStopping)
 from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
+from trainer.history import best_epoch, complete_epochs, read_history, rewind_history
 from trainer.config import (MEMORY_KEYS, ConfigError, dump_toml, get_dotted,
                             resume_differences)
-from trainer.history import best_epoch, complete_epochs, read_history, rewind_history
 from trainer.model_io import MODEL_FILE, RUN_FILE, read_run
 from trainer.models import build_model, feature_plan
 from trainer.optim import class_weights, make_loss, make_metrics, make_optimizer
