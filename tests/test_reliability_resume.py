@@ -37,9 +37,9 @@ from skyshard.files import sha256_file  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from cli import train as cli  # noqa: E402
 from skyshard.faults import FAULTS_ENV  # noqa: E402
-from trainer.callbacks import (AtomicBackupAndRestore,  # noqa: E402
-                               AtomicModelCheckpoint, complete_epochs, read_history, rewind_history)
+from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint  # noqa: E402
 from trainer.config import dump_toml, load_config  # noqa: E402
+from trainer.history import complete_epochs, read_history, rewind_history  # noqa: E402
 from trainer.model_io import read_run  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
 from trainer.train import train  # noqa: E402

@@ -18,9 +18,9 @@ from skyshard.manifest import ShardIntegrityError, export_folder, load_manifest 
 from export_helpers import json_from_fresh_process  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from cli import train as cli  # noqa: E402
-from trainer.callbacks import (MemoryBudgetExceeded, ResumableEarlyStopping,  # noqa: E402
-                               best_epoch, read_history)
+from trainer.callbacks import MemoryBudgetExceeded, ResumableEarlyStopping  # noqa: E402
 from trainer.config import ConfigError, load_config, resume_differences  # noqa: E402
+from trainer.history import best_epoch, read_history  # noqa: E402
 from trainer.model_io import load_model, read_run  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
 from trainer.train import MEMORY_HINT, RunFolderError, train  # noqa: E402

@@ -24,8 +24,23 @@ NO_AUGMENTATION: dict[str, Any] = {
 
 
 def policy_for(class_name: str, augment_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The effective policy of ``class_name``: its named policy over :data:`NO_AUGMENTATION`;
-    everything off when augmentation is disabled."""
+    """The effective augmentation policy of a train class.
+
+    Parameters
+    ----------
+    class_name : str
+        The class.
+    augment_config : mapping
+        The ``[augment]`` table: ``enabled``, ``classes`` (class -> policy name),
+        ``default_policy``, ``policies``, ``randaugment``.
+
+    Returns
+    -------
+    dict
+        The policy ``augment.classes`` names for the class (``default_policy`` when it names
+        none), as :func:`named_policy` resolves it; :data:`NO_AUGMENTATION` when augmentation is
+        disabled.
+    """
     if not augment_config["enabled"]:
         return dict(NO_AUGMENTATION)
     return named_policy(augment_config["classes"].get(class_name,
@@ -34,23 +49,55 @@ def policy_for(class_name: str, augment_config: Mapping[str, Any]) -> dict[str, 
 
 
 def named_policy(name: str, augment_config: Mapping[str, Any]) -> dict[str, Any]:
-    """``[augment.policies.NAME]`` over :data:`NO_AUGMENTATION`; RandAugment only when the
-    policy allows it and ``augment.randaugment`` is on."""
+    """Resolve a policy of ``[augment.policies]``.
+
+    Parameters
+    ----------
+    name : str
+        The policy's name.
+    augment_config : mapping
+        The ``[augment]`` table.
+
+    Returns
+    -------
+    dict
+        The policy's keys over :data:`NO_AUGMENTATION`; ``randaugment`` only when the policy
+        allows it and ``augment.randaugment`` is on.
+    """
     policy = {**NO_AUGMENTATION, **augment_config["policies"][name]}
     policy["randaugment"] = bool(policy["randaugment"] and augment_config["randaugment"])
     return policy
 
 
 def is_identity(policy: Policy) -> bool:
+    """Return whether ``policy`` changes nothing (every key at its :data:`NO_AUGMENTATION`
+    value)."""
     return all(policy[k] == v for k, v in NO_AUGMENTATION.items())
 
 
 def make_image_augmenter(policy: Policy, augment_config: Mapping[str, Any] | None = None
                          ) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``augment(image [S,S,1]) -> image [S,S,1]`` for one record, following ``policy``.
+    """Make the augmentation of one image by a policy.
 
-    Orientation-changing transforms (``rotate90``, ``flip_horizontal``) are opt-in per policy:
-    the spectrum policy leaves them off so the dispersion axis stays horizontal.
+    Transforms, in order and each only when the policy asks for it: a random 90° rotation,
+    random left-right and up-down flips, a random crop resized back (``crop_fraction`` < 1),
+    RandAugment, random brightness and contrast, Gaussian noise. Orientation-changing transforms
+    (``rotate90``, ``flip_horizontal``) are opt-in per policy: the spectrum policy leaves them off
+    so the dispersion axis stays horizontal. The image is transformed in float32 and returned in
+    its own dtype.
+
+    Parameters
+    ----------
+    policy : mapping
+        A resolved policy (:func:`named_policy`).
+    augment_config : mapping, optional
+        The ``[augment]`` table; needed only for RandAugment (``randaugment_ops``,
+        ``randaugment_factor``).
+
+    Returns
+    -------
+    callable
+        ``augment(image) -> image`` on a ``[S,S,1]`` tensor, for use inside ``tf.data``.
     """
     rand_augment = None
     if policy["randaugment"]:
@@ -84,7 +131,20 @@ def make_image_augmenter(policy: Policy, augment_config: Mapping[str, Any] | Non
 
 
 def _random_crop_resized(image: tf.Tensor, fraction: float) -> tf.Tensor:
-    """A random square crop of ``fraction`` of the side, resized back (zoom + translation)."""
+    """Crop a random square of ``fraction`` of the side and resize it back (zoom + translation).
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        float32 ``[S,S,1]``.
+    fraction : float
+        The crop's side as a share of ``S``, in ``(0, 1]``.
+
+    Returns
+    -------
+    tf.Tensor
+        float32 ``[S,S,1]``.
+    """
     size = tf.shape(image)[0]
     side = tf.maximum(1, tf.cast(tf.cast(size, tf.float32) * fraction, tf.int32))
     crop = tf.image.random_crop(image, tf.stack([side, side, 1]))
@@ -92,7 +152,20 @@ def _random_crop_resized(image: tf.Tensor, fraction: float) -> tf.Tensor:
 
 
 def make_record_augmenter(policy: Policy, augment_config: Mapping[str, Any] | None = None):
-    """Wrap :func:`make_image_augmenter` for parsed record dicts (only ``image`` changes)."""
+    """Make the augmentation of one parsed record by a policy.
+
+    Parameters
+    ----------
+    policy : mapping
+        A resolved policy (:func:`named_policy`).
+    augment_config : mapping, optional
+        The ``[augment]`` table (see :func:`make_image_augmenter`).
+
+    Returns
+    -------
+    callable
+        ``augment(record) -> record`` on a dict of tensors; only ``image`` changes.
+    """
     augment_image = make_image_augmenter(policy, augment_config)
 
     def augment(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -102,13 +175,28 @@ def make_record_augmenter(policy: Policy, augment_config: Mapping[str, Any] | No
 
 
 def make_batch_mixer(augment_config: Mapping[str, Any], classes: Sequence[str]):
-    """``mix(inputs, labels) -> (inputs, labels)`` on a batch: Keras MixUp and/or CutMix, or
-    ``None`` when both are off.
+    """Make the MixUp and/or CutMix of a train batch.
 
-    The Keras layers draw the pairing and mixing weights and mix images and labels; features
-    and confidences of a pair are mixed with the same weight (for CutMix: the pasted area), so
-    all three inputs describe the same blended frame. Only pairs where both frames belong to
-    ``mix_classes`` are mixed; the others pass unchanged.
+    The Keras ``MixUp`` and ``CutMix`` layers draw the pairing and the mixing weights and mix
+    images and labels; features and confidences of a pair are mixed with the same weight (for
+    CutMix: the pasted area), so all three inputs describe the same blended frame. Only pairs
+    where both frames belong to ``augment.mix_classes`` (all classes when it is empty) are mixed;
+    the others pass unchanged.
+
+    Parameters
+    ----------
+    augment_config : mapping
+        The ``[augment]`` table: ``enabled``, ``mixup``, ``mixup_alpha``, ``cutmix``,
+        ``cutmix_factor``, ``mix_classes``.
+    classes : sequence of str
+        The export's classes, in label order.
+
+    Returns
+    -------
+    callable or None
+        ``mix(inputs, labels) -> (inputs, labels)`` on a batch (inputs: the three model inputs;
+        labels: one-hot ``[B, n_classes]``); ``None`` when augmentation, or both MixUp and
+        CutMix, are off.
     """
     if not augment_config["enabled"]:
         return None
@@ -131,6 +219,26 @@ def make_batch_mixer(augment_config: Mapping[str, Any], classes: Sequence[str]):
 
 
 def _mix_pairs(layer, inputs, labels, eligible):
+    """Mix the eligible pairs of a batch with one Keras MixUp or CutMix layer.
+
+    Parameters
+    ----------
+    layer : keras.layers.MixUp or keras.layers.CutMix
+        Draws the pairing (``permutation_order``) and the weights.
+    inputs : dict of str to tf.Tensor
+        The batch's three model inputs.
+    labels : tf.Tensor
+        One-hot labels ``[B, n_classes]``.
+    eligible : tf.Tensor
+        bool ``[n_classes]``: the classes that may be mixed.
+
+    Returns
+    -------
+    tuple of (dict, tf.Tensor)
+        The mixed inputs (image in its own dtype; features and confidences blended with the
+        image's weight, a NaN feature of either frame staying NaN) and the mixed labels. Frames
+        whose pair is not eligible are unchanged.
+    """
     images = tf.cast(inputs[schema.IMAGE], tf.float32)
     transformation = layer.get_random_transformation(
         {"images": images, "labels": labels}, training=True)
@@ -160,8 +268,25 @@ def _mix_pairs(layer, inputs, labels, eligible):
 
 def blank_headers(inputs: dict[str, tf.Tensor], drop: tf.Tensor, header_mask: tf.Tensor
                   ) -> dict[str, tf.Tensor]:
-    """Frames where ``drop`` ([B] bool) look header-less: header-group features NaN, every
-    confidence 0 (what a TIFF or a FITS without keywords exports as)."""
+    """Make chosen frames of a batch look header-less.
+
+    Their header-group features become NaN and every confidence 0: what a TIFF or a FITS without
+    keywords exports as.
+
+    Parameters
+    ----------
+    inputs : dict of str to tf.Tensor
+        The batch's model inputs (``features`` ``[B,F]``, ``confidences`` ``[B,C]``, ...).
+    drop : tf.Tensor
+        bool ``[B]``: the frames to blank.
+    header_mask : tf.Tensor
+        bool ``[F]``: the header-group feature columns.
+
+    Returns
+    -------
+    dict of str to tf.Tensor
+        A copy of ``inputs`` with the blanked features and confidences.
+    """
     features = inputs[schema.FEATURES]
     blank = drop[:, tf.newaxis] & header_mask[tf.newaxis, :]
     out = dict(inputs)
@@ -173,12 +298,24 @@ def blank_headers(inputs: dict[str, tf.Tensor], drop: tf.Tensor, header_mask: tf
 
 
 def make_header_dropout(manifest: Mapping[str, Any], rate: float):
-    """``drop(inputs, labels)`` on a train batch: each frame loses its whole header with
-    probability ``rate`` (see :func:`blank_headers`); ``None`` when ``rate`` is 0 or the export
-    has no header group.
+    """Make the header dropout of a train batch.
 
+    Each frame loses its whole header with probability ``rate`` (see :func:`blank_headers`).
     Real archives hold TIFFs and header-less or wrongly labelled FITS; without this the model
     learns to lean on ``IMAGETYP`` and is lost when it is missing.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest (its header feature columns).
+    rate : float
+        The probability that a frame loses its header, in ``[0, 1)``.
+
+    Returns
+    -------
+    callable or None
+        ``drop(inputs, labels) -> (inputs, labels)`` on a batch; ``None`` when ``rate`` is 0 or
+        the export has no header group.
     """
     columns = header_columns(manifest)
     if rate <= 0 or not columns:

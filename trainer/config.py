@@ -37,6 +37,13 @@ class ConfigError(ValueError):
 
 
 def default_config() -> dict[str, Any]:
+    """Read the default configuration.
+
+    Returns
+    -------
+    dict
+        ``trainer/default.toml`` as plain data (a fresh copy on every call).
+    """
     with open(DEFAULT_CONFIG_PATH, "rb") as stream:
         return tomllib.load(stream)
 
@@ -44,8 +51,31 @@ def default_config() -> dict[str, Any]:
 def load_config(path: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None,
                 base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults (or ``base``, e.g. a resumed run's saved config), then the TOML file at
-    ``path``, then dotted ``overrides``; validated."""
+    """Build and validate a run's configuration.
+
+    Layers, each over the one before: the defaults (or ``base`` over them), the TOML file at
+    ``path``, then the dotted ``overrides``.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file overriding any subset of the keys; ``None`` or ``""``: none.
+    overrides : mapping of str to object, optional
+        Dotted key -> value (``{"train.epochs": 5}``), applied last.
+    base : mapping, optional
+        A configuration to start from instead of the defaults alone, e.g. a resumed run's saved
+        one; keys it lacks keep their default.
+
+    Returns
+    -------
+    dict
+        The effective configuration.
+
+    Raises
+    ------
+    ConfigError
+        An unreadable file, an unknown key, or a configuration :func:`validate` refuses.
+    """
     config = merge(default_config(), base) if base is not None else default_config()
     if path:
         try:
@@ -61,8 +91,28 @@ def load_config(path: str | Path | None = None,
 
 
 def merge(base: dict, update: Mapping, prefix: str = "") -> dict:
-    """Deep-merge ``update`` into a copy of ``base``; keys absent from ``base`` are errors except
-    inside the open tables (``augment.classes``, ``augment.policies``)."""
+    """Deep-merge ``update`` into a copy of ``base``.
+
+    Parameters
+    ----------
+    base : dict
+        The configuration to start from; not modified.
+    update : mapping
+        Values to set: tables are merged key by key, anything else replaces (deep-copied).
+    prefix : str, default ""
+        The dotted path of ``base`` within the whole configuration (for recursion and messages).
+
+    Returns
+    -------
+    dict
+        The merged copy.
+
+    Raises
+    ------
+    ConfigError
+        A key ``base`` lacks, outside the open tables (``augment.classes``,
+        ``augment.policies``).
+    """
     out = copy.deepcopy(base)
     for key, value in update.items():
         dotted = f"{prefix}{key}"
@@ -76,11 +126,28 @@ def merge(base: dict, update: Mapping, prefix: str = "") -> dict:
 
 
 def _is_open(table: str) -> bool:
+    """Return whether the dotted ``table`` is, or lies inside, a table of user-chosen names."""
     return any(table == t or table.startswith(t + ".") for t in _OPEN_TABLES)
 
 
 def set_dotted(config: dict, key: str, value: Any) -> None:
-    """``set_dotted(cfg, "train.epochs", 5)``; the key must exist unless in an open table."""
+    """Set one value by its dotted key, in place: ``set_dotted(cfg, "train.epochs", 5)``.
+
+    Parameters
+    ----------
+    config : dict
+        The configuration to change.
+    key : str
+        Dotted key; it must exist, except inside the open tables, where missing tables are
+        created.
+    value : object
+        The new value.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, or a key that goes through a value rather than a table.
+    """
     *parents, leaf = key.split(".")
     node = config
     for depth, name in enumerate(parents):
@@ -97,6 +164,25 @@ def set_dotted(config: dict, key: str, value: Any) -> None:
 
 
 def get_dotted(config: Mapping, key: str) -> Any:
+    """Read one value by its dotted key: ``get_dotted(cfg, "train.epochs")``.
+
+    Parameters
+    ----------
+    config : mapping
+        The configuration.
+    key : str
+        Dotted key.
+
+    Returns
+    -------
+    object
+        The value.
+
+    Raises
+    ------
+    KeyError
+        A name of the key that does not exist.
+    """
     node: Any = config
     for name in key.split("."):
         node = node[name]
@@ -104,8 +190,24 @@ def get_dotted(config: Mapping, key: str) -> Any:
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
-    """``"train.epochs=5"`` -> ``("train.epochs", 5)``; the value is TOML (bare words are
-    strings, so ``model.name=simple_cnn`` works without quotes)."""
+    """Parse a command-line ``KEY=VALUE``: ``"train.epochs=5"`` -> ``("train.epochs", 5)``.
+
+    Parameters
+    ----------
+    text : str
+        ``KEY=VALUE``; the value is read as TOML, and text that is not TOML is taken as a string
+        (so ``model.name=simple_cnn`` works without quotes).
+
+    Returns
+    -------
+    tuple of (str, object)
+        The stripped key and the value.
+
+    Raises
+    ------
+    ConfigError
+        No ``=`` or an empty key.
+    """
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"expected KEY=VALUE, got {text!r}")
@@ -117,6 +219,20 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def validate(config: Mapping[str, Any]) -> None:
+    """Check that a configuration can train.
+
+    Parameters
+    ----------
+    config : mapping
+        A complete configuration (all tables of ``default.toml``).
+
+    Raises
+    ------
+    ConfigError
+        Naming the key: a value outside its choices or range, a wrong type, focal loss together
+        with class weights, an unknown augmentation policy or policy key, or unusable pretraining
+        settings.
+    """
     train, data, model = config["train"], config["data"], config["model"]
     _check_choice("train.schedule", train["schedule"], SCHEDULES)
     _check_choice("train.loss", train["loss"], LOSSES)
@@ -161,6 +277,9 @@ def validate(config: Mapping[str, Any]) -> None:
 
 
 def _validate_pretrain(pretrain: Mapping[str, Any], augment: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for unusable ``[pretrain]`` settings (``augment`` holds the
+    policies ``pretrain.policy`` may name).
+    """
     for key in ("epochs", "batch_size", "projection_units"):
         _check_int(f"pretrain.{key}", pretrain[key], minimum=1)
     if pretrain["batch_size"] < 2:
@@ -178,6 +297,9 @@ def _validate_pretrain(pretrain: Mapping[str, Any], augment: Mapping[str, Any]) 
 
 
 def _validate_policies(augment: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for an augmentation policy with unknown keys or a crop outside
+    ``(0, 1]``, or a class mapped to a policy that is not defined.
+    """
     policies = augment["policies"]
     fields = set(policies["none"])
     for name, policy in policies.items():
@@ -195,16 +317,21 @@ def _validate_policies(augment: Mapping[str, Any]) -> None:
 
 
 def _check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``."""
     if value not in choices:
         raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
 
 
 def _check_int(key: str, value: Any, minimum: int) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer (not a bool) >= ``minimum``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
 def _check_weights(key: str, value: Any, words: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``words``, a positive number, or a
+    non-empty list of positive numbers.
+    """
     if isinstance(value, str):
         _check_choice(key, value, words)
     elif isinstance(value, list):
@@ -215,20 +342,36 @@ def _check_weights(key: str, value: Any, words: tuple[str, ...]) -> None:
 
 
 def _positive_number(value: Any) -> bool:
+    """Return whether ``value`` is a finite number > 0 (not a bool)."""
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value) and value > 0)
 
 
 def resume_differences(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
-    """Dotted keys where ``wanted`` differs from ``saved``, other than :data:`RESUMABLE_CHANGES`.
+    """The keys that would make a resumed run another run.
 
-    Keys the saved configuration lacks (added to skyshard after the run started) count at their
-    default, so a run started by an older version resumes unless one of them is changed."""
+    Parameters
+    ----------
+    saved : mapping
+        The configuration the run was started with. Keys it lacks (added to skyshard after the
+        run started) count at their default, so a run started by an older version resumes
+        unless one of them is changed.
+    wanted : mapping
+        The configuration asked for now.
+
+    Returns
+    -------
+    list of str
+        Dotted keys where ``wanted`` differs from ``saved`` (tables and keys in sorted order),
+        except :data:`RESUMABLE_CHANGES`.
+    """
     saved = merge(default_config(), saved)
     return [key for key in _diff(saved, wanted) if key not in RESUMABLE_CHANGES]
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Return the dotted keys (after ``prefix``) where the nested mappings ``a`` and ``b``
+    differ, tables and keys in sorted order."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         keys = sorted(set(a) | set(b))
         return [d for k in keys for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
@@ -236,13 +379,32 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def dump_toml(config: Mapping[str, Any]) -> str:
-    """Write plain-data ``config`` (tables of scalars, lists and tables) as TOML."""
+    """Write a configuration as TOML.
+
+    Parameters
+    ----------
+    config : mapping
+        Plain data: tables of scalars (bool, int, float, str), lists and tables.
+
+    Returns
+    -------
+    str
+        TOML text that ``tomllib`` reads back as ``config``.
+
+    Raises
+    ------
+    ConfigError
+        A value TOML cannot hold (``None``, another type).
+    """
     lines: list[str] = []
     _dump_table(config, [], lines)
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def _dump_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> None:
+    """Append the TOML lines of ``table`` at the dotted ``path`` to ``lines``: its scalars under a
+    ``[path]`` header, then its subtables.
+    """
     scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
     if path and (scalars or not table):
         lines.extend(["", f"[{'.'.join(path)}]"])
@@ -254,10 +416,13 @@ def _dump_table(table: Mapping[str, Any], path: list[str], lines: list[str]) -> 
 
 
 def _toml_key(key: str) -> str:
+    """Return ``key`` as a TOML key: bare when alphanumeric (``_`` and ``-`` allowed), else
+    quoted."""
     return key if key.replace("_", "").replace("-", "").isalnum() else _toml_value(key)
 
 
 def _toml_value(value: Any) -> str:
+    """Return ``value`` as TOML text; raise :class:`ConfigError` for a type TOML cannot hold."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

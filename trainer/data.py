@@ -35,7 +35,22 @@ _RECORD_OVERHEAD_BYTES = 512  # key, class name, sha256, framing
 # -- counts and weights (plain Python, from the manifest) -------------------------------------
 
 def class_counts(manifest: Mapping[str, Any], split: str = "train") -> dict[str, int]:
-    """Records per class of ``split``, from the shard entries (train shards are per class)."""
+    """Records per class of a split.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest.
+    split : str, default "train"
+        The split.
+
+    Returns
+    -------
+    dict of str to int
+        Class -> records, for every class of the export (0 when it has none). Train counts come
+        from the per-class train shard entries; other splits, and train when its entries name no
+        class, from the split's ``counts_per_class``.
+    """
     counts = {name: 0 for name in manifest["classes"]}
     for entry in shard_entries(manifest, split):
         if entry.get("class") in counts:
@@ -47,9 +62,25 @@ def class_counts(manifest: Mapping[str, Any], split: str = "train") -> dict[str,
 
 
 def sampling_weights(counts: Mapping[str, int], balance_power: float) -> dict[str, float]:
-    """Probability of drawing each class: ``count ** balance_power``, normalised.
+    """The probability of drawing each class: ``count ** balance_power``, normalised.
 
-    Classes without records get no stream (and no weight): they cannot be sampled.
+    Parameters
+    ----------
+    counts : mapping of str to int
+        Train records per class.
+    balance_power : float
+        0: uniform (balanced batches); 1: natural frequencies.
+
+    Returns
+    -------
+    dict of str to float
+        Class -> probability, summing to 1. Classes without records are left out: they get no
+        stream and cannot be sampled.
+
+    Raises
+    ------
+    ManifestError
+        No class has records.
     """
     raw = {name: float(n) ** float(balance_power) for name, n in counts.items() if n > 0}
     total = sum(raw.values())
@@ -59,6 +90,19 @@ def sampling_weights(counts: Mapping[str, int], balance_power: float) -> dict[st
 
 
 def record_bytes(manifest: Mapping[str, Any]) -> int:
+    """The approximate in-memory size of one parsed record, for byte-budgeted buffers.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest (``image_size``, feature and confidence names).
+
+    Returns
+    -------
+    int
+        Bytes: the float16 image, the float32 features and confidences, and a fixed overhead for
+        key, class name, sha256 and framing.
+    """
     size = int(manifest["image_size"])
     numbers = len(manifest["feature_names"]) + len(manifest["confidence_names"])
     return size * size * 2 + 4 * numbers + _RECORD_OVERHEAD_BYTES
@@ -66,14 +110,51 @@ def record_bytes(manifest: Mapping[str, Any]) -> int:
 
 def shuffle_buffer_records(manifest: Mapping[str, Any], config: Mapping[str, Any],
                            n_streams: int) -> int:
-    """Records per class stream that fit the byte budget ``data.shuffle_buffer_mb``."""
+    """The shuffle buffer of one class stream, in records.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest (for :func:`record_bytes`).
+    config : mapping
+        The run's configuration (``data.shuffle_buffer_mb``: the budget of all streams together).
+    n_streams : int
+        The number of streams sharing the budget.
+
+    Returns
+    -------
+    int
+        The records of one stream's share of the budget; at least 2.
+    """
     budget = float(config["data"]["shuffle_buffer_mb"]) * _MB / max(n_streams, 1)
     return max(2, int(budget // record_bytes(manifest)))
 
 
 def train_counts(manifest: Mapping[str, Any], config: Mapping[str, Any],
                  fold_counts: Mapping[tuple[str, int], int] | None = None) -> dict[str, int]:
-    """Train records per class of this run: the train split, or the pooled folds != K."""
+    """Train records per class of this run.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest.
+    config : mapping
+        The run's configuration (``data.fold``; -1: no k-fold).
+    fold_counts : mapping of (str, int) to int, optional
+        Records per (class, fold) of the pooled train and val splits (:func:`count_folds`);
+        required for k-fold training.
+
+    Returns
+    -------
+    dict of str to int
+        Class -> records: the train split's, or with ``data.fold = K`` those of the pooled folds
+        other than K.
+
+    Raises
+    ------
+    ValueError
+        k-fold training without ``fold_counts``.
+    """
     fold = int(config["data"]["fold"])
     if fold < 0:
         return class_counts(manifest, "train")
@@ -85,7 +166,23 @@ def train_counts(manifest: Mapping[str, Any], config: Mapping[str, Any],
 
 def steps_per_epoch(manifest: Mapping[str, Any], config: Mapping[str, Any],
                     counts: Mapping[str, int] | None = None) -> int:
-    """``train.steps_per_epoch``, or (train records / batch size) when it is 0."""
+    """The optimiser steps (batches) of one epoch.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest.
+    config : mapping
+        The run's configuration (``train.steps_per_epoch``, ``train.batch_size``).
+    counts : mapping of str to int, optional
+        Train records per class (default: :func:`class_counts` of the train split).
+
+    Returns
+    -------
+    int
+        ``train.steps_per_epoch`` when it is > 0, else the train records divided by the batch
+        size, rounded up; at least 1.
+    """
     configured = int(config["train"]["steps_per_epoch"])
     if configured > 0:
         return configured
@@ -94,7 +191,18 @@ def steps_per_epoch(manifest: Mapping[str, Any], config: Mapping[str, Any],
 
 
 def dataset_options(config: Mapping[str, Any]) -> tf.data.Options:
-    """tf.data autotuning may buffer at most ``tfdata_ram_fraction`` of the RAM budget."""
+    """The ``tf.data`` options of every stream of a run: autotuning within a memory share.
+
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``memory.ram_budget_gb``, ``data.tfdata_ram_fraction``).
+
+    Returns
+    -------
+    tf.data.Options
+        Autotuning on, its RAM budget ``tfdata_ram_fraction`` of the run's RAM budget.
+    """
     options = tf.data.Options()
     options.autotune.enabled = True
     budget_gb = float(config["memory"]["ram_budget_gb"]) * float(
@@ -106,18 +214,55 @@ def dataset_options(config: Mapping[str, Any]) -> tf.data.Options:
 # -- reading ------------------------------------------------------------------------------------
 
 def tfrecord_dataset(path: tf.Tensor) -> tf.data.Dataset:
-    """One shard file; GZIP when its name ends with ``.gz`` (decided per file)."""
+    """Read the records of one shard file, GZIP-decompressed when its name ends with ``.gz``.
+
+    Parameters
+    ----------
+    path : tf.Tensor
+        Scalar string tensor, the file's path.
+
+    Returns
+    -------
+    tf.data.Dataset
+        The serialised records (scalar strings).
+    """
     compression = tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
     return tf.data.TFRecordDataset(path, compression_type=compression)
 
 
 def sequential_records(paths: list[str]) -> tf.data.Dataset:
-    """The records of ``paths`` in order, one file after the other."""
+    """Read the records of shard files in order, one file after the other.
+
+    Parameters
+    ----------
+    paths : list of str
+        The shard files.
+
+    Returns
+    -------
+    tf.data.Dataset
+        The serialised records.
+    """
     return tf.data.Dataset.from_tensor_slices(paths).flat_map(tfrecord_dataset)
 
 
 def interleaved_records(paths: list[str], cycle_length: int, seed: int) -> tf.data.Dataset:
-    """Records of ``paths`` read ``cycle_length`` files at a time, file order reshuffled."""
+    """Read the records of shard files several at a time, the file order reshuffled every pass.
+
+    Parameters
+    ----------
+    paths : list of str
+        The shard files.
+    cycle_length : int
+        Files read at once (at most ``len(paths)``, at least 1).
+    seed : int
+        Seed of the file-order shuffle.
+
+    Returns
+    -------
+    tf.data.Dataset
+        The serialised records, interleaved (not deterministic).
+    """
     files = tf.data.Dataset.from_tensor_slices(paths)
     if len(paths) > 1:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
@@ -126,7 +271,25 @@ def interleaved_records(paths: list[str], cycle_length: int, seed: int) -> tf.da
 
 
 def count_folds(export_dir: str | Path, manifest: Mapping[str, Any]) -> dict[tuple[str, int], int]:
-    """Records per (class, fold) of the pooled train and val splits (one light pass)."""
+    """Count the records per (class, fold) of the pooled train and val splits, in one light pass.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+
+    Returns
+    -------
+    dict of (str, int) to int
+        (class, fold) -> records.
+
+    Raises
+    ------
+    ManifestError
+        A record without the ``fold`` field.
+    """
     spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64, default_value=-1),
             schema.FOLD: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
     paths = _pooled_paths(export_dir, manifest)
@@ -143,13 +306,26 @@ def count_folds(export_dir: str | Path, manifest: Mapping[str, Any]) -> dict[tup
 
 
 def _pooled_paths(export_dir, manifest) -> list[str]:
+    """Return the train and then the val shard paths of the export."""
     return shard_paths(export_dir, manifest, "train") + shard_paths(export_dir, manifest, "val")
 
 
 # -- datasets -----------------------------------------------------------------------------------
 
 def to_model_example(n_classes: int):
-    """Parsed record(s) -> ``(inputs, one_hot_label)`` as ``model.fit`` takes them."""
+    """Make the conversion of parsed records into what ``model.fit`` takes.
+
+    Parameters
+    ----------
+    n_classes : int
+        The number of classes.
+
+    Returns
+    -------
+    callable
+        ``convert(parsed) -> (inputs, one_hot)``: the three model inputs and the label one-hot
+        (float32 ``[..., n_classes]``), for a single record or a batch.
+    """
     def convert(parsed: dict[str, tf.Tensor]):
         inputs = {name: parsed[name] for name in MODEL_INPUTS}
         return inputs, tf.one_hot(parsed[schema.LABEL], n_classes, dtype=tf.float32)
@@ -157,13 +333,41 @@ def to_model_example(n_classes: int):
 
 
 def _fit_fields(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Return the fields training uses of a parsed record: the three model inputs and ``label``."""
     return {name: record[name] for name in (*MODEL_INPUTS, schema.LABEL)}
 
 
 def class_stream(export_dir: str | Path, manifest: Mapping[str, Any], config: Mapping[str, Any],
                  class_name: str, buffer_records: int, seed: int,
                  cache_dir: str | Path | None = None) -> tf.data.Dataset:
-    """An endless, shuffled, augmented stream of one class's parsed train records."""
+    """The endless, shuffled, augmented stream of one class's train records.
+
+    The class's train shards (with ``data.fold = K``: the pooled shards, filtered to the class
+    and the folds other than K) are interleaved, parsed, optionally cached on disk, shuffled,
+    repeated and augmented by the class's policy.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+    config : mapping
+        The run's configuration (``[data]``, ``[augment]``).
+    class_name : str
+        The class.
+    buffer_records : int
+        The shuffle buffer, in records.
+    seed : int
+        Seed of the file order and of the shuffle.
+    cache_dir : str or Path, optional
+        Where to cache the parsed records (``data.cache = "disk"``); ``None``: no cache.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Single parsed records: the three model inputs and ``label``.
+    """
     data = config["data"]
     fold = int(data["fold"])
     label = manifest["classes"].index(class_name)
@@ -189,7 +393,31 @@ def class_stream(export_dir: str | Path, manifest: Mapping[str, Any], config: Ma
 def train_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Mapping[str, Any],
                   *, counts: Mapping[str, int] | None = None,
                   cache_dir: str | Path | None = None) -> tf.data.Dataset:
-    """The class-balanced, endless train stream of ``(inputs, one_hot)`` batches."""
+    """The class-balanced, endless train stream.
+
+    One :func:`class_stream` per class with records, merged by ``sample_from_datasets`` with the
+    weights of :func:`sampling_weights`, then batched, converted to ``(inputs, one_hot)``,
+    header-dropped, optionally MixUp/CutMix-ed, and prefetched.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+    config : mapping
+        The run's configuration.
+    counts : mapping of str to int, optional
+        Train records per class (default: the train split's; k-fold runs pass
+        :func:`train_counts`).
+    cache_dir : str or Path, optional
+        Where to cache parsed records on disk; ``None``: no cache.
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``(inputs, one_hot)`` batches of ``train.batch_size``, without end.
+    """
     counts = counts or class_counts(manifest, "train")
     weights = sampling_weights(counts, config["data"]["balance_power"])
     seed = int(config["train"]["seed"])
@@ -211,16 +439,35 @@ def train_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: M
 
 
 def split_records(manifest: Mapping[str, Any], split: str) -> int:
+    """Return the number of records of ``split``, from the manifest's shard entries."""
     return sum(int(entry["records"]) for entry in shard_entries(manifest, split))
 
 
 def val_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Mapping[str, Any],
                 *, records: int | None = None,
                 cache_dir: str | Path | None = None) -> tf.data.Dataset:
-    """Validation ``(inputs, one_hot)`` batches: the val split (or fold K), in order.
+    """The validation batches, in order, never augmented.
 
-    ``records``: how many records that is (default: the manifest's val count; k-fold runs pass
-    the fold's count). It fixes the dataset's cardinality, so Keras knows where an epoch ends.
+    The val split, or with ``data.fold = K`` fold K of the pooled train and val shards.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+    config : mapping
+        The run's configuration (``data.fold``, ``data.val_batch_size``).
+    records : int, optional
+        How many records that is (default: the manifest's val count; k-fold runs pass the fold's
+        count). It fixes the dataset's cardinality, so Keras knows where an epoch ends.
+    cache_dir : str or Path, optional
+        Where to cache the batches on disk; ``None``: no cache.
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``(inputs, one_hot)`` batches of ``data.val_batch_size``.
     """
     fold = int(config["data"]["fold"])
     batch_size = int(config["data"]["val_batch_size"])
@@ -242,8 +489,25 @@ def val_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Map
 
 def eval_dataset(export_dir: str | Path, manifest: Mapping[str, Any], split: str,
                  batch_size: int = 64) -> tf.data.Dataset:
-    """Parsed batches of ``split`` in manifest order, never augmented: the three model inputs
-    plus ``label``, ``key``, ``class_name``, ``sha256``, ``fold`` (see ``trainer.records``)."""
+    """The batches of a split for evaluation, in manifest order, never augmented.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+    split : str
+        The split.
+    batch_size : int, default 64
+        Records per batch.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Parsed batches (see :func:`trainer.records.make_parser`): the three model inputs plus
+        ``label``, ``key``, ``class_name``, ``sha256``, ``fold``; its cardinality is known.
+    """
     batches = math.ceil(split_records(manifest, split) / batch_size)
     ds = sequential_records(shard_paths(export_dir, manifest, split)).batch(batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))

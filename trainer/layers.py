@@ -1,7 +1,10 @@
 """The model's own layers: small, serialisable, safe to reload (``safe_mode=True``).
 
-Each is registered under the ``skyshard`` package and carries its full configuration in
-``get_config``, so ``model.keras`` needs no code from the run that wrote it beyond this module.
+Each layer is registered with Keras under the package ``skyshard`` (``skyshard>Cast``, ...), and
+its ``get_config`` returns every constructor argument, so ``cls.from_config(layer.get_config())``
+rebuilds it and ``model.keras`` needs no code from the run that wrote it beyond this module.
+The registered names are part of every saved model: renaming a class breaks loading the models
+saved before.
 """
 
 from __future__ import annotations
@@ -14,7 +17,21 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="skyshard")
 class Cast(keras.layers.Layer):
-    """Cast the input to ``target_dtype`` (the float16 image input to float32 compute)."""
+    """Casts the input to another dtype.
+
+    The model casts its float16 ``image`` input (the record contract) to float32 before the
+    image branch computes on it.
+
+    Args:
+        target_dtype: String, the dtype of the output, e.g. ``"float32"``.
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``.
+
+    Input shape:
+        Arbitrary.
+
+    Output shape:
+        Same shape as the input, dtype ``target_dtype``.
+    """
 
     def __init__(self, target_dtype: str = "float32", **kwargs):
         super().__init__(**kwargs)
@@ -32,7 +49,20 @@ class Cast(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="skyshard")
 class SelectFeatures(keras.layers.Layer):
-    """Keep the feature columns ``indices`` (the configured feature groups) of ``[B, F]``."""
+    """Keeps the chosen columns of the last axis, in the given order.
+
+    The model keeps the feature columns of the feature groups switched on in ``[features]``.
+
+    Args:
+        indices: Sequence of ints, the columns to keep (each converted to ``int``).
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``.
+
+    Input shape:
+        N-D tensor with shape ``(batch_size, ..., n_features)``.
+
+    Output shape:
+        N-D tensor with shape ``(batch_size, ..., len(indices))``.
+    """
 
     def __init__(self, indices: Sequence[int] = (), **kwargs):
         super().__init__(**kwargs)
@@ -50,7 +80,20 @@ class SelectFeatures(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="skyshard")
 class MissingIndicator(keras.layers.Layer):
-    """1.0 where a feature is NaN (unknown), else 0.0: lets the model learn from absence."""
+    """Marks missing values: 1.0 where the input is NaN, else 0.0.
+
+    The model sees which features are unknown and can learn from their absence.
+
+    Args:
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``. The layer has
+            no arguments of its own; Keras generates its config from these.
+
+    Input shape:
+        Arbitrary.
+
+    Output shape:
+        Same shape as the input, in the layer's compute dtype.
+    """
 
     def call(self, inputs):
         return ops.cast(ops.isnan(inputs), self.compute_dtype)
@@ -58,7 +101,20 @@ class MissingIndicator(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="skyshard")
 class ImputeMissing(keras.layers.Layer):
-    """Replace NaN by ``value``. After standard scaling, 0 is the train mean (mean imputation)."""
+    """Replaces NaN by a constant.
+
+    After standard scaling, 0 is the train mean: ``ImputeMissing(0.0)`` is mean imputation.
+
+    Args:
+        value: Float, what NaN becomes.
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``.
+
+    Input shape:
+        Arbitrary.
+
+    Output shape:
+        Same as the input.
+    """
 
     def __init__(self, value: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -73,12 +129,32 @@ class ImputeMissing(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="skyshard")
 class ConfidenceGate(keras.layers.Layer):
-    """Weight header features by how much their header group is trusted.
+    """Weights each feature by how much its header group is trusted.
 
-    ``call([features, confidences])``: feature ``j`` is multiplied by
-    ``sigmoid(a[g] * confidences[:, g] + b[g])`` with ``g = groups[j]``; ``groups[j] = -1``
-    leaves it ungated. ``a`` and ``b`` (one per confidence group) are learned; they start at
-    ``a_init``/``b_init`` so that an absent header (confidence 0) starts mostly closed.
+    Called on ``[features, confidences]``: feature ``j`` is multiplied by
+    ``sigmoid(a[g] * confidences[:, g] + b[g])`` with ``g = groups[j]``; a feature with
+    ``groups[j] = -1`` passes unchanged. ``a`` and ``b`` (weights named ``a`` and ``b``, one
+    value per confidence group) are learned.
+
+    Args:
+        groups: Sequence of ints, one per feature column: the index of its confidence group
+            in ``[0, n_groups)``, or -1 for an ungated feature.
+        n_groups: Int, the number of confidence groups (columns of ``confidences``).
+        a_init: Float, the initial value of every ``a``.
+        b_init: Float, the initial value of every ``b``. With the defaults an absent header
+            (confidence 0) starts mostly closed (``sigmoid(-2)``) and a trusted one
+            (confidence 1) mostly open (``sigmoid(2)``).
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``.
+
+    Raises:
+        ValueError: A group index outside ``[-1, n_groups)``.
+
+    Input shape:
+        A list of two 2D tensors: ``features`` with shape ``(batch_size, len(groups))`` and
+        ``confidences`` with shape ``(batch_size, n_groups)``.
+
+    Output shape:
+        2D tensor with shape ``(batch_size, len(groups))``, like ``features``.
     """
 
     def __init__(self, groups: Sequence[int] = (), n_groups: int = 4, a_init: float = 4.0,
@@ -98,7 +174,14 @@ class ConfidenceGate(keras.layers.Layer):
                                  initializer=keras.initializers.Constant(self.b_init))
 
     def gates(self, confidences):
-        """``[B, n_groups]`` gate values."""
+        """The gate of each confidence group.
+
+        Args:
+            confidences: Tensor with shape ``(batch_size, n_groups)``.
+
+        Returns:
+            Tensor with shape ``(batch_size, n_groups)``: ``sigmoid(a * confidences + b)``.
+        """
         return ops.sigmoid(self.a * confidences + self.b)
 
     def call(self, inputs):
@@ -120,13 +203,26 @@ class ConfidenceGate(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="skyshard")
 class SoftClip(keras.layers.Layer):
-    """``limit * tanh(x / limit)``: standardised features keep their order and stay within
-    ``±limit``.
+    """Squashes values smoothly into ``(-limit, limit)``: ``limit * tanh(x / limit)``.
 
     Raw header and pixel quantities are heavy-tailed (an exposure of hours, a gain of 2000 from a
     camera the train split never saw): after standard scaling one value can sit hundreds of
-    standard deviations out and swamp every other input of the dense layer. Near zero the layer
-    is the identity (slope 1), so ordinary values pass unchanged.
+    standard deviations out and swamp every other input of the dense layer. The layer keeps the
+    order of the values, and near zero it is the identity (slope 1), so ordinary values pass
+    unchanged. NaN stays NaN.
+
+    Args:
+        limit: Positive float, the bound.
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``.
+
+    Raises:
+        ValueError: ``limit`` is not positive.
+
+    Input shape:
+        Arbitrary.
+
+    Output shape:
+        Same as the input.
     """
 
     def __init__(self, limit: float = 5.0, **kwargs):

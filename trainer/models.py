@@ -25,7 +25,28 @@ IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
 
 
 def build_model(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> keras.Model:
-    """The classifier for ``manifest``'s classes, image size and features, per ``config``."""
+    """Build the classifier of an export, per the configuration.
+
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``[model]``, ``[features]``).
+    manifest
+        The export's manifest: classes, image size, feature and confidence names, feature
+        groups, scaler.
+
+    Returns
+    -------
+    keras.Model
+        Uncompiled, named ``skyshard_<model.name>``. Inputs ``image`` (float16 ``[B,S,S,1]``),
+        ``features`` (float32 ``[B,F]``, raw, NaN allowed), ``confidences`` (float32 ``[B,C]``);
+        output ``probabilities``, float32 softmax ``[B, n_classes]`` in the export's class order.
+
+    Raises
+    ------
+    ConfigError
+        An unknown architecture or normalisation, or backbone weights that are not a local file.
+    """
     size = int(manifest["image_size"])
     n_features = len(manifest["feature_names"])
     n_conf = len(manifest["confidence_names"])
@@ -56,13 +77,27 @@ def build_model(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> keras
 
 def feature_plan(manifest: Mapping[str, Any], features_config: Mapping[str, Any]
                  ) -> tuple[list[int], list[int]]:
-    """``(indices, gate_groups)``: the feature columns to use and, per used column, the index
-    of its confidence group (-1: ungated).
+    """Choose the feature columns a model uses and their confidence groups.
 
     Columns come from the manifest's ``feature_groups`` switched on in ``[features]``
     (``header``, ``pixel``, ``domain``; groups the config does not name, and features in no
     group, are always kept). Without ``feature_groups`` every feature is kept. Gating follows
-    ``feature_confidence_group`` (feature name -> confidence name or null).
+    ``feature_confidence_group`` (feature name -> confidence name or null) when
+    ``features.confidence_gating`` is on.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest.
+    features_config : mapping
+        The ``[features]`` table.
+
+    Returns
+    -------
+    indices : list of int
+        The feature columns used, in manifest order.
+    gate_groups : list of int
+        Per used column, the index of its confidence group in ``confidence_names``; -1: ungated.
     """
     names = list(manifest["feature_names"])
     groups: Mapping[str, list[str]] = manifest.get("feature_groups") or {}
@@ -82,7 +117,18 @@ def feature_plan(manifest: Mapping[str, Any], features_config: Mapping[str, Any]
 def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
     """The manifest's train-only ``StandardScaler`` as a fixed layer: ``(x - mean) / scale``.
 
-    A feature never seen in train (mean null/NaN) gets mean 0, scale 1: it is imputed anyway.
+    Parameters
+    ----------
+    manifest
+        The export's manifest (``scaler.mean``, ``scaler.scale``: one value per feature, null
+        allowed).
+
+    Returns
+    -------
+    keras.layers.Normalization
+        Named ``feature_scaler``. A feature never seen in train (mean null or NaN) gets mean 0 and
+        scale 1, as does a scale that is null, not finite or not positive: such features are
+        imputed anyway.
     """
     scaler = manifest["scaler"]
     mean, scale = [], []
@@ -96,8 +142,29 @@ def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
 
 def feature_branch(features, confidences, manifest: Mapping[str, Any],
                    features_config: Mapping[str, Any]):
-    """Scaled, selected, soft-clipped (``features.clip``), imputed and gated features, their
-    missing indicators and the confidences, concatenated."""
+    """The feature half of the model, before its dense layer.
+
+    The raw features are scaled (:func:`scaler_layer`), selected (:func:`feature_plan`),
+    soft-clipped (``features.clip`` > 0), imputed (NaN -> 0, the train mean) and gated by their
+    confidence group (when any column is gated).
+
+    Parameters
+    ----------
+    features : KerasTensor
+        float32 ``[B,F]``, raw, NaN allowed.
+    confidences : KerasTensor
+        float32 ``[B,C]``.
+    manifest
+        The export's manifest.
+    features_config : mapping
+        The ``[features]`` table.
+
+    Returns
+    -------
+    KerasTensor
+        ``[B, 2 * n_used + C]``: the processed features, their missing indicators (1 where the
+        feature was NaN) and the confidences, concatenated.
+    """
     indices, gate_groups = feature_plan(manifest, features_config)
     scaled = scaler_layer(manifest)(features)
     selected = SelectFeatures(indices, name="select_features")(scaled)
@@ -117,7 +184,27 @@ def feature_branch(features, confidences, manifest: Mapping[str, Any],
 # -- image branches -----------------------------------------------------------------------------
 
 def image_branch(name: str, image, model_config: Mapping[str, Any]):
-    """``[B,S,S,1]`` float32 -> ``[B, D]`` embedding, by the configured architecture."""
+    """The image half of the model, before its dense layer, by the configured architecture.
+
+    Parameters
+    ----------
+    name : str
+        ``model.name``: ``separable``, ``simple_cnn``, ``resnet50v2`` or ``efficientnetv2b0``.
+    image : KerasTensor
+        float32 ``[B,S,S,1]``.
+    model_config : mapping
+        The ``[model]`` table.
+
+    Returns
+    -------
+    KerasTensor
+        The embedding, ``[B, D]``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown architecture or normalisation, or backbone weights that are not a local file.
+    """
     norm = normalization(model_config)
     if name == "separable":
         return separable_cnn(image, model_config["filters"], norm)
@@ -132,13 +219,28 @@ NORMALIZATIONS = ("batch", "group")
 
 
 def normalization(model_config: Mapping[str, Any]):
-    """``make(channels, name) -> layer``: the configured normalisation of the CNN branches.
+    """The configured normalisation of the CNN branches.
 
-    ``batch``: BatchNormalization (``model.batchnorm_momentum``). ``group``: GroupNormalization
-    with ``model.norm_groups`` groups (fewer when the channels do not divide), which normalises
-    each frame on its own: independent of the batch size, and the same in training and
-    inference, so batches of 8 mixed classes (whose levels differ by orders of magnitude) do not
-    make the statistics jump.
+    ``batch``: ``BatchNormalization`` with ``model.batchnorm_momentum``. ``group``:
+    ``GroupNormalization`` with ``model.norm_groups`` groups (the greatest common divisor with
+    the channels when they do not divide), which normalises each frame on its own: independent of
+    the batch size and the same in training and inference, so batches of 8 mixed classes (whose
+    levels differ by orders of magnitude) do not make the statistics jump.
+
+    Parameters
+    ----------
+    model_config : mapping
+        The ``[model]`` table (``norm`` and its settings).
+
+    Returns
+    -------
+    callable
+        ``make(channels, name) -> keras.layers.Layer``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``model.norm``.
     """
     kind = model_config["norm"]
     if kind == "batch":
@@ -152,8 +254,26 @@ def normalization(model_config: Mapping[str, Any]):
 
 
 def separable_cnn(x, filters, norm=None):
-    """Compact MobileNet-like CNN: a strided stem, then per stage two depthwise-separable
-    convolutions and a 2x2 max pool; global average pooling."""
+    """A compact MobileNet-like CNN.
+
+    A strided 3x3 stem, then per stage two depthwise-separable 3x3 convolutions (each normalised
+    and ReLU-activated) and a 2x2 max pool; global average pooling.
+
+    Parameters
+    ----------
+    x : KerasTensor
+        float32 ``[B,S,S,1]``.
+    filters : sequence of int
+        Channels per stage (the stem has the first stage's).
+    norm : callable, optional
+        ``make(channels, name)`` of :func:`normalization`; default batch normalisation with
+        momentum 0.9.
+
+    Returns
+    -------
+    KerasTensor
+        ``[B, filters[-1]]``.
+    """
     norm = norm or normalization({"norm": "batch", "batchnorm_momentum": 0.9})
     x = layers.Conv2D(filters[0], 3, strides=2, padding="same", use_bias=False,
                       name="stem_conv")(x)
@@ -171,7 +291,25 @@ def separable_cnn(x, filters, norm=None):
 
 
 def simple_cnn(x, filters, head: str = "gap", norm=None):
-    """The simple CNN: Conv2D/BatchNorm/MaxPool stages, then ``gap`` or ``flatten``."""
+    """The simple CNN: Conv2D/normalisation stages with max pooling between them.
+
+    Parameters
+    ----------
+    x : KerasTensor
+        float32 ``[B,S,S,1]``.
+    filters : sequence of int
+        Channels per stage (3x3 ReLU convolutions; a 2x2 max pool after every stage but the last).
+    head : {"gap", "flatten"}, default "gap"
+        Global average pooling, or flattening the last feature map.
+    norm : callable, optional
+        ``make(channels, name)`` of :func:`normalization`; default batch normalisation with
+        momentum 0.9.
+
+    Returns
+    -------
+    KerasTensor
+        ``[B, filters[-1]]`` (``gap``) or the flattened last feature map (``flatten``).
+    """
     norm = norm or normalization({"norm": "batch", "batchnorm_momentum": 0.9})
     for stage, width in enumerate(filters):
         x = layers.Conv2D(width, 3, activation="relu", padding="same", name=f"conv{stage}")(x)
@@ -186,8 +324,28 @@ def simple_cnn(x, filters, head: str = "gap", norm=None):
 def backbone(name: str, x, model_config: Mapping[str, Any]):
     """A ``keras.applications`` backbone on the grey image repeated to 3 channels.
 
-    ``model.weights`` is empty (random init, ``weights=None``) or a local weights file for the
-    include_top=False network: nothing is ever downloaded.
+    Nothing is ever downloaded: ``model.weights`` is empty (random initialisation) or a local
+    weights file for the ``include_top=False`` network; with a file and ``model.train_backbone``
+    off, the backbone is frozen and runs in inference mode.
+
+    Parameters
+    ----------
+    name : {"resnet50v2", "efficientnetv2b0"}
+        The network.
+    x : KerasTensor
+        float32 ``[B,S,S,1]`` in ``[0, 1]``; rescaled to what the network expects.
+    model_config : mapping
+        The ``[model]`` table (``weights``, ``train_backbone``).
+
+    Returns
+    -------
+    KerasTensor
+        The average-pooled embedding ``[B, D]``.
+
+    Raises
+    ------
+    ConfigError
+        ``model.weights`` names no file.
     """
     weights = str(model_config["weights"] or "") or None
     if weights is not None and not Path(weights).is_file():

@@ -18,7 +18,23 @@ F1_METRIC = "f1_macro"
 
 
 def learning_rate(config: Mapping[str, Any], steps_per_epoch: int):
-    """A float or a ``keras.optimizers.schedules`` schedule, in optimiser steps (batches)."""
+    """The learning rate or schedule of ``[train]``.
+
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``train.learning_rate``, ``schedule``, ``epochs``,
+        ``warmup_epochs``, ``min_learning_rate_fraction``, ``restart_*``).
+    steps_per_epoch : int
+        Optimiser steps (batches) per epoch.
+
+    Returns
+    -------
+    float or keras.optimizers.schedules.LearningRateSchedule
+        The constant rate (``schedule = "constant"``), ``CosineDecayRestarts``
+        (``"cosine_restarts"``), or ``CosineDecay`` over all epochs (``"cosine"``, after a linear
+        warm-up when ``warmup_epochs`` > 0), in optimiser steps.
+    """
     train = config["train"]
     lr = float(train["learning_rate"])
     floor = float(train["min_learning_rate_fraction"])
@@ -38,7 +54,22 @@ def learning_rate(config: Mapping[str, Any], steps_per_epoch: int):
 
 
 def make_optimizer(config: Mapping[str, Any], steps_per_epoch: int) -> keras.optimizers.AdamW:
-    """AdamW (decoupled weight decay); gradient accumulation through the optimiser itself."""
+    """The optimiser of ``[train]``: AdamW with decoupled weight decay.
+
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``train.weight_decay``, ``gradient_accumulation_steps`` and the
+        learning-rate keys of :func:`learning_rate`).
+    steps_per_epoch : int
+        Optimiser steps (batches) per epoch.
+
+    Returns
+    -------
+    keras.optimizers.AdamW
+        With the learning rate of :func:`learning_rate`; gradients are accumulated by the
+        optimiser itself when ``gradient_accumulation_steps`` > 1.
+    """
     train = config["train"]
     accumulate = int(train["gradient_accumulation_steps"])
     return keras.optimizers.AdamW(
@@ -48,14 +79,46 @@ def make_optimizer(config: Mapping[str, Any], steps_per_epoch: int) -> keras.opt
 
 
 def balanced_weights(sample_probabilities: Sequence[float]) -> list[float]:
-    """``1 / (K * p_c)``: 1 for every class when sampling is uniform; 1 for unsampled classes."""
+    """Per-class weights that undo the sampler's class frequencies: ``1 / (K * p_c)``.
+
+    Parameters
+    ----------
+    sample_probabilities : sequence of float
+        The probability of drawing each of the ``K`` classes.
+
+    Returns
+    -------
+    list of float
+        One weight per class: all 1 when sampling is uniform; 1 for a class never sampled.
+    """
     k = len(sample_probabilities)
     return [1.0 / (k * p) if p > 0 else 1.0 for p in sample_probabilities]
 
 
 def per_class_vector(value: Any, name: str, sample_probabilities: Sequence[float]
                      ) -> list[float]:
-    """Resolve ``"balanced"``, a number, or an explicit list into one float per class."""
+    """Resolve a per-class setting into one float per class.
+
+    Parameters
+    ----------
+    value : "balanced", number or list of numbers
+        The setting: ``"balanced"`` (:func:`balanced_weights`), one number for every class, or
+        one number per class.
+    name : str
+        The configuration key, for the error message.
+    sample_probabilities : sequence of float
+        The probability of drawing each class; its length is the number of classes.
+
+    Returns
+    -------
+    list of float
+        One value per class.
+
+    Raises
+    ------
+    ConfigError
+        A list whose length is not the number of classes.
+    """
     k = len(sample_probabilities)
     if value == "balanced":
         return balanced_weights(sample_probabilities)
@@ -68,12 +131,24 @@ def per_class_vector(value: Any, name: str, sample_probabilities: Sequence[float
 
 def sampled_class_weights(counts: Sequence[int], sample_probabilities: Sequence[float]
                           ) -> list[float]:
-    """scikit-learn's ``compute_class_weight("balanced")`` on the train labels, corrected for
-    what the sampler draws: ``w_c * (n_c / N) / p_c``.
+    """Balanced class weights corrected for what the sampler draws.
 
-    With natural sampling (``p_c = n_c / N``) these are exactly sklearn's weights
-    ``N / (K n_c)``; with balanced sampling (``p_c = 1 / K``) they are all 1, since the sampler
-    already balanced the classes. Classes without train records get 1.
+    scikit-learn's ``compute_class_weight("balanced")`` on the train labels, times
+    ``(n_c / N) / p_c``. With natural sampling (``p_c = n_c / N``) these are exactly sklearn's
+    weights ``N / (K n_c)``; with balanced sampling (``p_c = 1 / K``) they are all 1, since the
+    sampler already balanced the classes.
+
+    Parameters
+    ----------
+    counts : sequence of int
+        Train records per class.
+    sample_probabilities : sequence of float
+        The probability of drawing each class.
+
+    Returns
+    -------
+    list of float
+        One weight per class; 1 for a class without train records or never sampled.
     """
     import numpy as np
     from sklearn.utils.class_weight import compute_class_weight
@@ -92,10 +167,28 @@ def sampled_class_weights(counts: Sequence[int], sample_probabilities: Sequence[
 
 def class_weights(config: Mapping[str, Any], sample_probabilities: Sequence[float],
                   counts: Sequence[int] | None = None) -> dict[int, float] | None:
-    """``model.fit(class_weight=...)``, or ``None`` when ``train.class_weights = "none"``.
+    """The ``class_weight`` argument of ``model.fit``.
 
-    ``"balanced"`` with the train ``counts`` is :func:`sampled_class_weights`
-    (``compute_class_weight``); without counts, ``1 / (K p_c)``, the same numbers.
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``train.class_weights``: ``"none"``, ``"balanced"``, a number
+        or one number per class).
+    sample_probabilities : sequence of float
+        The probability of drawing each class.
+    counts : sequence of int, optional
+        Train records per class. With them ``"balanced"`` is :func:`sampled_class_weights`
+        (``compute_class_weight``); without, ``1 / (K p_c)``, the same numbers.
+
+    Returns
+    -------
+    dict of int to float or None
+        Class index -> weight; ``None`` when ``train.class_weights = "none"``.
+
+    Raises
+    ------
+    ConfigError
+        A list of weights whose length is not the number of classes.
     """
     value = config["train"]["class_weights"]
     if value == "none":
@@ -108,7 +201,27 @@ def class_weights(config: Mapping[str, Any], sample_probabilities: Sequence[floa
 
 def make_loss(config: Mapping[str, Any], sample_probabilities: Sequence[float]
               ) -> keras.losses.Loss:
-    """Categorical crossentropy, or the focal loss with a per-class alpha, label-smoothed."""
+    """The loss of ``[train]``, label-smoothed.
+
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``train.loss``, ``label_smoothing``, ``focal_alpha``,
+        ``focal_gamma``, ``class_weights``).
+    sample_probabilities : sequence of float
+        The probability of drawing each class (resolves ``focal_alpha = "balanced"``).
+
+    Returns
+    -------
+    keras.losses.Loss
+        ``CategoricalCrossentropy``, or ``CategoricalFocalCrossentropy`` with one alpha per class
+        when ``train.loss = "focal"``.
+
+    Raises
+    ------
+    ConfigError
+        Focal loss together with class weights, or a per-class list of the wrong length.
+    """
     train = config["train"]
     smoothing = float(train["label_smoothing"])
     if train["loss"] == "focal":
@@ -121,6 +234,18 @@ def make_loss(config: Mapping[str, Any], sample_probabilities: Sequence[float]
 
 
 def make_metrics(n_classes: int) -> list[keras.metrics.Metric]:
-    """Accuracy and macro-F1 (the default early-stopping and best-model metric)."""
+    """The metrics a run compiles with.
+
+    Parameters
+    ----------
+    n_classes : int
+        The number of classes (unused: ``F1Score`` takes it from the labels).
+
+    Returns
+    -------
+    list of keras.metrics.Metric
+        ``accuracy`` (categorical) and ``f1_macro`` (:data:`F1_METRIC`, macro-averaged F1, the
+        default early-stopping and best-model metric).
+    """
     return [keras.metrics.CategoricalAccuracy(name="accuracy"),
             keras.metrics.F1Score(average="macro", name=F1_METRIC)]

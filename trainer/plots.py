@@ -8,8 +8,28 @@ from typing import Mapping, Sequence
 
 def plot_history(history: Mapping[str, Sequence[float | None]], path: str | Path,
                  best_epoch: int | None = None, title: str = "") -> Path:
-    """One panel per metric (loss, accuracy, f1_macro, learning_rate when present), train
-    and validation together, the best epoch marked."""
+    """Draw a run's training curves into a PNG.
+
+    One panel per metric present (``loss``, ``accuracy``, ``f1_macro``, ``learning_rate``), the
+    train values solid and the validation values (``val_<metric>``) dashed, the best epoch marked
+    by a dotted line. Uses matplotlib's headless ``Agg`` backend.
+
+    Parameters
+    ----------
+    history : mapping of str to sequence of float or None
+        Metric name -> one value per epoch (``None``: not logged, left out of the curve).
+    path : str or Path
+        The PNG file to write.
+    best_epoch : int, optional
+        The 1-based epoch to mark; ``None`` marks none.
+    title : str, default ""
+        A title over the panels.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

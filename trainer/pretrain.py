@@ -61,8 +61,28 @@ IMAGE_FIELDS = ("image_size", "image_dtype", "preprocessing")
 
 def pretraining_shards(exports: Sequence[tuple[Path, Mapping[str, Any]]],
                        splits: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """Shard paths of ``splits`` in every export (a split an export lacks is skipped), and a
-    per-export summary for ``pretrain.json``. Raises ``ManifestError`` when nothing is left."""
+    """Gather the shards to pretrain on.
+
+    Parameters
+    ----------
+    exports : sequence of (Path, manifest)
+        Export folder and manifest of each export.
+    splits : sequence of str
+        The splits to use; a split an export lacks is skipped.
+
+    Returns
+    -------
+    paths : list of str
+        The shard files of those splits in every export.
+    summary : list of dict
+        Per export, for ``pretrain.json``: ``path``, ``manifest_sha256``, the ``splits`` used and
+        their ``records``.
+
+    Raises
+    ------
+    ManifestError
+        No shard is left.
+    """
     paths: list[str] = []
     summary = []
     for export_dir, manifest in exports:
@@ -80,7 +100,19 @@ def pretraining_shards(exports: Sequence[tuple[Path, Mapping[str, Any]]],
 
 
 def check_same_images(exports: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
-    """All exports must hold the same kind of image (size, dtype, preprocessing)."""
+    """Check that all exports hold the same kind of image.
+
+    Parameters
+    ----------
+    exports : sequence of (Path, manifest)
+        Export folder and manifest of each export.
+
+    Raises
+    ------
+    ManifestError
+        An export whose ``image_size``, ``image_dtype`` or ``preprocessing`` differs from the
+        first one's.
+    """
     first_dir, first = exports[0]
     for export_dir, manifest in exports[1:]:
         for field in IMAGE_FIELDS:
@@ -93,8 +125,23 @@ def check_same_images(exports: Sequence[tuple[Path, Mapping[str, Any]]]) -> None
 
 def view_pairs(paths: Sequence[str], manifest: Mapping[str, Any], config: Mapping[str, Any]
                ) -> tf.data.Dataset:
-    """An endless stream of ``(view_a, view_b)`` float16 batches ``[B,S,S,1]``: two independent
-    augmentations (``pretrain.policy``) of the same frames."""
+    """The endless stream of pairs of views: two independent augmentations of the same frames.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        The shard files (interleaved, shuffled in a byte-budgeted buffer, repeated).
+    manifest
+        A manifest of the exports (``image_size``).
+    config : mapping
+        The configuration (``pretrain.policy``, ``pretrain.batch_size``, ``[data]``,
+        ``train.seed``).
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``(view_a, view_b)`` float16 batches ``[B,S,S,1]`` of ``pretrain.batch_size``.
+    """
     seed = int(config["train"]["seed"])
     image_size = int(manifest["image_size"])
     spec = {schema.IMAGE: tf.io.FixedLenFeature([], tf.string)}
@@ -114,18 +161,43 @@ def view_pairs(paths: Sequence[str], manifest: Mapping[str, Any], config: Mappin
 
 
 def view_policy(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``[augment.policies]`` entry named by ``pretrain.policy`` (validated in config); it
-    applies whatever ``augment.enabled`` says, since the views are what pretraining learns from."""
+    """The augmentation policy of the views.
+
+    Parameters
+    ----------
+    config : mapping
+        The configuration; ``pretrain.policy`` names an ``[augment.policies]`` entry (checked by
+        :func:`trainer.config.validate`).
+
+    Returns
+    -------
+    dict
+        The resolved policy. It applies whatever ``augment.enabled`` says, since the views are
+        what pretraining learns from.
+    """
     return named_policy(config["pretrain"]["policy"], config["augment"])
 
 
 # -- the networks and the loss ------------------------------------------------------------------
 
 def build_encoder(model_config: Mapping[str, Any], image_size: int) -> keras.Model:
-    """The classifier's image branch alone: ``image`` float16 ``[B,S,S,1]`` -> ``[B, D]``.
+    """The classifier's image branch alone.
 
-    Layer names are the classifier's (``trainer.models.image_branch``), which is how
-    :func:`initialise_from_encoder` finds where each weight belongs."""
+    Layer names are the classifier's (:func:`trainer.models.image_branch`), which is how
+    :func:`initialise_from_encoder` finds where each weight belongs.
+
+    Parameters
+    ----------
+    model_config : mapping
+        The ``[model]`` table.
+    image_size : int
+        The side ``S`` of the images.
+
+    Returns
+    -------
+    keras.Model
+        ``image`` float16 ``[B,S,S,1]`` -> embedding ``[B, D]``, named ``encoder``.
+    """
     image = keras.Input((image_size, image_size, 1), dtype="float16", name=schema.IMAGE)
     x = Cast("float32", name="image_float32")(image)
     return keras.Model(image, image_branch(model_config["name"], x, model_config),
@@ -133,17 +205,44 @@ def build_encoder(model_config: Mapping[str, Any], image_size: int) -> keras.Mod
 
 
 def build_projector(units: int, width: int) -> keras.Sequential:
-    """SimCLR's projection head (used for the loss only, then discarded)."""
+    """SimCLR's projection head, used for the loss only, then discarded.
+
+    Parameters
+    ----------
+    units : int
+        The projection's width (``pretrain.projection_units``).
+    width : int
+        The hidden layer's width.
+
+    Returns
+    -------
+    keras.Sequential
+        Dense ReLU ``width`` -> Dense ``units``.
+    """
     return keras.Sequential([layers.Dense(width, activation="relu", name="projection_hidden"),
                              layers.Dense(units, name="projection")], name="projector")
 
 
 def nt_xent(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float) -> tuple[tf.Tensor, tf.Tensor]:
-    """SimCLR's normalised temperature-scaled cross-entropy over a batch of ``N`` pairs, and the
-    share of frames whose most similar other view is their own pair (``pair_accuracy``).
+    """SimCLR's normalised temperature-scaled cross-entropy (NT-Xent) over a batch of pairs.
 
     Each of the ``2N`` views must pick its partner among the other ``2N - 1`` by cosine
-    similarity / ``temperature``."""
+    similarity / ``temperature``.
+
+    Parameters
+    ----------
+    z_a, z_b : tf.Tensor
+        ``[N, D]`` projections of the two views of ``N`` frames.
+    temperature : float
+        The softmax temperature.
+
+    Returns
+    -------
+    loss : tf.Tensor
+        Scalar, the mean cross-entropy over the ``2N`` views.
+    pair_accuracy : tf.Tensor
+        Scalar, the share of views whose most similar other view is their partner.
+    """
     z = tf.math.l2_normalize(tf.concat([z_a, z_b], axis=0), axis=1)
     n = tf.shape(z_a)[0]
     logits = tf.matmul(z, z, transpose_b=True) / temperature
@@ -159,11 +258,34 @@ def nt_xent(z_a: tf.Tensor, z_b: tf.Tensor, temperature: float) -> tuple[tf.Tens
 
 def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Mapping[str, Any],
              *, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Pretrain an encoder per ``config`` and return the ``pretrain.json`` record.
+    """Pretrain an encoder on the frames of one or more exports.
 
-    Raises ``ManifestError`` / ``ShardIntegrityError`` for unusable exports (checked before any
-    work), ``ConfigError`` for a bad configuration or an occupied ``out_dir``,
-    ``MemoryBudgetExceeded`` when the RSS passes ``memory.ram_budget_gb``.
+    Parameters
+    ----------
+    export_dirs : sequence of str or Path
+        The export folders; their shards are verified against their manifests before any work.
+    out_dir : str or Path
+        The output folder, new or empty: ``encoder.keras``, ``pretrain.json``,
+        ``pretrain_curves.png``, ``tensorboard/`` (with ``train.tensorboard``).
+    config : mapping
+        The configuration (``[pretrain]``, ``[model]``, ``[augment]``, ``[data]``, ``[memory]``,
+        ``train.seed``, ``train.tensorboard``).
+    echo : callable, default print
+        Receives the progress lines.
+
+    Returns
+    -------
+    dict
+        The ``pretrain.json`` record (also written when the run fails, with its status).
+
+    Raises
+    ------
+    ManifestError, ShardIntegrityError
+        Unusable exports.
+    ConfigError
+        A bad configuration or an occupied ``out_dir``.
+    MemoryBudgetExceeded
+        The RSS passed ``memory.ram_budget_gb``.
     """
     started = time.monotonic()
     out_dir = Path(out_dir)
@@ -234,8 +356,22 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
 
 def contrastive_step(encoder: keras.Model, projector: keras.Model, optimizer,
                      temperature: float):
-    """``step(view_a, view_b) -> (loss, pair_accuracy)``: one SimCLR update of encoder and
-    projector on a batch of view pairs (a compiled ``tf.function``)."""
+    """Make one SimCLR update of encoder and projector, as a compiled ``tf.function``.
+
+    Parameters
+    ----------
+    encoder, projector : keras.Model
+        The networks to train.
+    optimizer : keras.optimizers.Optimizer
+        Their optimiser.
+    temperature : float
+        NT-Xent's temperature.
+
+    Returns
+    -------
+    callable
+        ``step(view_a, view_b) -> (loss, pair_accuracy)`` on a batch of view pairs.
+    """
     @tf.function
     def step(view_a, view_b):
         with tf.GradientTape() as tape:
@@ -252,8 +388,10 @@ def contrastive_step(encoder: keras.Model, projector: keras.Model, optimizer,
 def _fit(step, pairs, epochs: int, steps: int, history: dict[str, list[float]],
          monitor: RssMonitor, scalars: EpochScalars | None, learning_rate: Callable[[], float],
          echo: Callable[[str], None]) -> None:
-    """The epochs: ``steps`` updates each, the means appended to ``history``, one progress
-    line and TensorBoard scalars per epoch; stops at the budget (``MemoryBudgetExceeded``)."""
+    """Run the pretraining epochs: ``steps`` updates each, the means appended to ``history``, one
+    progress line and TensorBoard scalars per epoch; raise :class:`MemoryBudgetExceeded` at the
+    first step after the monitor saw the budget passed.
+    """
     for epoch in range(1, epochs + 1):
         tick = time.monotonic()
         losses, accuracies = [], []
@@ -279,11 +417,13 @@ def _fit(step, pairs, epochs: int, steps: int, history: dict[str, list[float]],
 
 
 def _save_encoder(encoder: keras.Model, out_dir: Path) -> None:
+    """Save the encoder atomically as ``out_dir/encoder.keras``."""
     with atomic_output(out_dir / ENCODER_FILE) as partial:
         encoder.save(partial)
 
 
 def _new_record(config, exports, summary, encoder) -> dict[str, Any]:
+    """Return the ``pretrain.json`` record of a starting run (status ``running``)."""
     first = exports[0][1]
     return {
         "kind": "pretrain", "skyshard_version": __version__, "status": "running",
@@ -301,19 +441,47 @@ def _new_record(config, exports, summary, encoder) -> dict[str, Any]:
 
 
 def _now() -> str:
+    """Return the current UTC time in ISO format, to the second."""
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # -- using an encoder ---------------------------------------------------------------------------
 
 def encoder_path(path: str | Path) -> Path:
-    """``OUT/encoder.keras`` for a pretrain folder, the path itself for a ``.keras`` file."""
+    """The encoder file of a pretrain folder or path.
+
+    Parameters
+    ----------
+    path : str or Path
+        A pretrain output folder or a ``.keras`` file.
+
+    Returns
+    -------
+    Path
+        ``path/encoder.keras`` for a folder, else ``path`` itself.
+    """
     path = Path(path)
     return path / ENCODER_FILE if path.is_dir() else path
 
 
 def read_encoder_record(path: str | Path) -> dict[str, Any]:
-    """The ``pretrain.json`` beside an encoder; ``ConfigError`` when there is none."""
+    """Read the ``pretrain.json`` beside an encoder.
+
+    Parameters
+    ----------
+    path : str or Path
+        A pretrain output folder or its ``encoder.keras``.
+
+    Returns
+    -------
+    dict
+        The record.
+
+    Raises
+    ------
+    ConfigError
+        There is no ``pretrain.json``.
+    """
     record_path = encoder_path(path).parent / PRETRAIN_FILE
     if not record_path.is_file():
         raise ConfigError(f"model.encoder: {record_path} not found (give the folder "
@@ -323,7 +491,22 @@ def read_encoder_record(path: str | Path) -> dict[str, Any]:
 
 def check_encoder_fits(record: Mapping[str, Any], model_config: Mapping[str, Any],
                        manifest: Mapping[str, Any]) -> None:
-    """An encoder fits a run when its architecture and the images it learned from match."""
+    """Check that an encoder fits a run: the same architecture, and images like the run's.
+
+    Parameters
+    ----------
+    record : mapping
+        The encoder's ``pretrain.json``.
+    model_config : mapping
+        The run's ``[model]`` table.
+    manifest
+        The run's export manifest.
+
+    Raises
+    ------
+    ConfigError
+        Listing each ``[model]`` key and image field that differs.
+    """
     arch = record["architecture"]
     wrong = [f"model.{key} ({arch.get(key)!r} in the encoder, {model_config[key]!r} here)"
              for key in ARCHITECTURE_KEYS if arch.get(key) != model_config[key]]
@@ -336,8 +519,29 @@ def check_encoder_fits(record: Mapping[str, Any], model_config: Mapping[str, Any
 
 def checked_encoder(config: Mapping[str, Any], manifest: Mapping[str, Any]
                     ) -> tuple[Path, dict[str, Any]]:
-    """``model.encoder``'s file and ``pretrain.json``, after checking it fits the run
-    (``ConfigError`` otherwise): cheap, so a run can refuse a wrong encoder before it starts."""
+    """Find ``model.encoder`` and check that it fits the run.
+
+    Cheap, so a run can refuse a wrong encoder before it starts.
+
+    Parameters
+    ----------
+    config : mapping
+        The run's configuration (``model.encoder``).
+    manifest
+        The run's export manifest.
+
+    Returns
+    -------
+    path : Path
+        The encoder file.
+    record : dict
+        Its ``pretrain.json``.
+
+    Raises
+    ------
+    ConfigError
+        No such file, no ``pretrain.json``, or an encoder that does not fit.
+    """
     path = encoder_path(config["model"]["encoder"])
     if not path.is_file():
         raise ConfigError(f"model.encoder: no such file {str(path)!r}")
@@ -348,8 +552,31 @@ def checked_encoder(config: Mapping[str, Any], manifest: Mapping[str, Any]
 
 def initialise_from_encoder(model: keras.Model, config: Mapping[str, Any],
                             manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy a pretrained encoder's weights into ``model``'s image branch (layers of the same
-    name); freeze them when ``model.train_encoder`` is false. Returns what run.json records."""
+    """Copy a pretrained encoder's weights into a model's image branch.
+
+    Every encoder layer with weights is copied into the model's layer of the same name, which is
+    frozen unless ``model.train_encoder`` is on.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The classifier, built with the encoder's architecture.
+    config : mapping
+        The run's configuration (``model.encoder``, ``model.train_encoder``).
+    manifest
+        The run's export manifest.
+
+    Returns
+    -------
+    dict
+        What run.json records: the encoder's path and sha256, the layers copied, whether they
+        train, and a summary of its pretraining.
+
+    Raises
+    ------
+    ConfigError
+        The encoder is missing or does not fit the run.
+    """
     path, record = checked_encoder(config, manifest)
     encoder = keras.saving.load_model(path, safe_mode=True, compile=False)
     copied = 0

@@ -1,6 +1,6 @@
 """Parsing export records in tf.data: the TensorFlow side of the record contract.
 
-``parse_examples`` turns a batch of serialised ``tf.train.Example`` into the model's three inputs
+``make_parser`` turns a batch of serialised ``tf.train.Example`` into the model's three inputs
 plus label and metadata, with shapes fixed by the manifest.
 """
 
@@ -12,6 +12,20 @@ from skyshard import schema
 
 
 def feature_spec(manifest: dict) -> dict[str, tf.io.FixedLenFeature]:
+    """The ``tf.io.parse_example`` spec of an export's records.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest (``feature_names``, ``confidence_names``).
+
+    Returns
+    -------
+    dict of str to tf.io.FixedLenFeature
+        One entry per record field (:mod:`skyshard.schema` names): the encoded image, the
+        feature and confidence vectors, and label, class name, key, sha256 and fold with their
+        defaults for records that lack them.
+    """
     n_features = len(manifest["feature_names"])
     n_conf = len(manifest["confidence_names"])
     return {
@@ -27,18 +41,41 @@ def feature_spec(manifest: dict) -> dict[str, tf.io.FixedLenFeature]:
 
 
 def decode_image(raw: tf.Tensor, image_size: int) -> tf.Tensor:
-    """float16 bytes -> ``[..., S, S, 1]`` float16 tensor (works on a scalar or a batch)."""
+    """Decode the stored float16 image bytes.
+
+    Parameters
+    ----------
+    raw : tf.Tensor
+        String tensor of shape ``[...]`` (a scalar or a batch): the records' ``image`` bytes.
+    image_size : int
+        The side ``S`` of the square image.
+
+    Returns
+    -------
+    tf.Tensor
+        float16 tensor of shape ``[..., S, S, 1]``.
+    """
     image = tf.io.decode_raw(raw, tf.float16)
     return tf.reshape(image, tf.concat([tf.shape(raw), [image_size, image_size, 1]], axis=0))
 
 
 def make_parser(manifest: dict):
-    """Return ``parse(serialised_batch) -> dict`` for ``Dataset.batch(...).map(parse)``.
+    """Make the parser of a batch of serialised records, for ``Dataset.batch(...).map(parse)``.
 
-    The dict holds ``image`` (float16 [B,S,S,1]), ``features`` (float32 [B,F], raw, NaN allowed),
-    ``confidences`` (float32 [B,4]), ``label`` (int32 [B]), ``key``, ``class_name``, ``sha256``,
-    ``fold`` (int32 [B], -1 when absent).
-    Parsing batches (not single records) is several times faster in tf.data.
+    Parsing whole batches rather than single records keeps the per-record overhead of tf.data low.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest (feature and confidence names, ``image_size``).
+
+    Returns
+    -------
+    callable
+        ``parse(serialised) -> dict``: from a string tensor ``[B]`` to ``image`` (float16
+        ``[B,S,S,1]``), ``features`` (float32 ``[B,F]``, raw, NaN allowed), ``confidences``
+        (float32 ``[B,4]``), ``label`` (int32 ``[B]``), ``key``, ``class_name``, ``sha256``
+        (string ``[B]``) and ``fold`` (int32 ``[B]``, -1 when absent).
     """
     spec = feature_spec(manifest)
     size = int(manifest["image_size"])
@@ -54,8 +91,20 @@ def make_parser(manifest: dict):
 
 
 def make_single_parser(manifest: dict):
-    """Like :func:`make_parser` for one serialised record (``[S,S,1]`` image, ``[F]`` features):
-    for per-record work before batching, such as per-class augmentation."""
+    """Make the parser of one serialised record, for per-record work before batching.
+
+    Parameters
+    ----------
+    manifest
+        The export's manifest.
+
+    Returns
+    -------
+    callable
+        ``parse(serialised) -> dict``: from a scalar string tensor to the fields of
+        :func:`make_parser` without the batch axis (``image`` ``[S,S,1]``, ``features`` ``[F]``,
+        scalars for the rest).
+    """
     parse_batch = make_parser(manifest)
 
     def parse(serialised: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -69,5 +118,16 @@ MODEL_INPUTS = (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)
 
 
 def model_inputs(parsed: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """The three model inputs of a parsed batch."""
+    """Select the three model inputs (``image``, ``features``, ``confidences``) of a parsed batch.
+
+    Parameters
+    ----------
+    parsed : dict of str to tf.Tensor
+        What a parser of :func:`make_parser` returns.
+
+    Returns
+    -------
+    dict of str to tf.Tensor
+        The entries named in :data:`MODEL_INPUTS`.
+    """
     return {name: parsed[name] for name in MODEL_INPUTS}

@@ -30,10 +30,10 @@ from skyshard.manifest import (ManifestError, ShardIntegrityError, export_folder
 from skyshard.memory import RssMonitor
 from skyshard.versions import library_versions
 from trainer import data
-from trainer.callbacks import (AtomicBackupAndRestore, AtomicModelCheckpoint, EpochReport,
-                               EpochScalars, LearningRateLog, MemoryBudgetExceeded, MemoryGuard,
-                               ResumableEarlyStopping, best_epoch, complete_epochs, read_history,
-                               rewind_history)
+from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
+                               MemoryGuard, ResumableEarlyStopping)
+from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
+from trainer.history import best_epoch, complete_epochs, read_history, rewind_history
 from trainer.config import (MEMORY_KEYS, ConfigError, dump_toml, get_dotted,
                             resume_differences)
 from trainer.model_io import MODEL_FILE, RUN_FILE, read_run

@@ -30,9 +30,32 @@ SUMMARY_FILE = "study.json"
 
 def load_tune_config(path: str | Path | None = None, trials: int | None = None,
                      epochs: int | None = None) -> dict[str, Any]:
-    """``trainer/tune.toml``, overridden by the file at ``path``, then by ``trials`` and
-    ``epochs`` (given on the command line); ``[space]`` is replaced whole when the file gives
-    one (a search space is chosen, not merged)."""
+    """Build a study's configuration.
+
+    ``trainer/tune.toml``, overridden by the file at ``path``, then by ``trials`` and ``epochs``
+    (given on the command line). ``[space]`` is replaced whole when the file gives one: a search
+    space is chosen, not merged.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file overriding any subset of ``tune.toml``; ``None``: none.
+    trials : int, optional
+        ``study.trials``: how many trials the study should hold.
+    epochs : int, optional
+        ``study.epochs``: the epochs of each trial.
+
+    Returns
+    -------
+    dict
+        The study configuration: ``[study]`` settings and the ``[space]`` of dotted training
+        keys to sample.
+
+    Raises
+    ------
+    ConfigError
+        An unknown key, or a space entry with neither ``low`` and ``high`` nor ``choices``.
+    """
     with open(DEFAULT_TUNE_PATH, "rb") as stream:
         config = tomllib.load(stream)
     if path:
@@ -53,7 +76,23 @@ def load_tune_config(path: str | Path | None = None, trials: int | None = None,
 
 
 def suggest(trial: optuna.Trial, key: str, spec: Mapping[str, Any]) -> Any:
-    """One sampled value for ``key`` from its ``spec`` (range or choices)."""
+    """Sample one value of a training key for a trial.
+
+    Parameters
+    ----------
+    trial : optuna.Trial
+        The trial.
+    key : str
+        The dotted training key (the parameter's name in the study).
+    spec : mapping
+        ``choices`` (a list), or ``low`` and ``high`` (ints: an integer range; else a float
+        range) with an optional ``log``.
+
+    Returns
+    -------
+    object
+        The sampled value.
+    """
     if "choices" in spec:
         return trial.suggest_categorical(key, list(spec["choices"]))
     low, high = spec["low"], spec["high"]
@@ -63,8 +102,21 @@ def suggest(trial: optuna.Trial, key: str, spec: Mapping[str, Any]) -> Any:
 
 
 class PruneOnEpoch(keras.callbacks.Callback):
-    """Reports the monitored validation metric each epoch; raises ``TrialPruned`` when the
-    pruner says so."""
+    """Report the monitored validation value to Optuna each epoch, and prune when it says so.
+
+    Parameters
+    ----------
+    trial : optuna.Trial
+        The trial being trained.
+    monitor : str
+        The logged value to report (``val_f1_macro`` or ``val_loss``); epochs without it are not
+        reported.
+
+    Raises
+    ------
+    optuna.TrialPruned
+        From ``on_epoch_end``, when the pruner stops the trial.
+    """
 
     def __init__(self, trial: optuna.Trial, monitor: str):
         super().__init__()
@@ -83,7 +135,36 @@ class PruneOnEpoch(keras.callbacks.Callback):
 
 def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[str, Any],
          tune_config: Mapping[str, Any], echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or continue) the study; returns the summary written to ``study.json``."""
+    """Run, or continue, a study: serial trials, each an ordinary training run.
+
+    Trial ``N`` trains in ``STUDY/trial-NNN/`` with the sampled values over ``train_config``, for
+    the study's epochs. A trial that passes the memory budget is recorded (user attribute
+    ``memory_exceeded``) and pruned rather than ending the study.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    study_dir : str or Path
+        The study folder (created): ``study.journal`` (Optuna's journal, so an interrupted study
+        continues), ``study.json`` and the trials' run folders.
+    train_config : mapping
+        The training configuration the trials start from.
+    tune_config : mapping
+        The study configuration (:func:`load_tune_config`).
+    echo : callable, default print
+        Receives the progress lines.
+
+    Returns
+    -------
+    dict
+        The summary written to ``study.json`` (:func:`summarise`).
+
+    Raises
+    ------
+    ConfigError
+        A continued study asked for other epochs or another monitored value.
+    """
     study_dir = Path(study_dir)
     study_dir.mkdir(parents=True, exist_ok=True)
     settings = tune_config["study"]
@@ -125,9 +206,25 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
 
 
 def check_continued(study: optuna.Study, study_dir: Path, terms: Mapping[str, Any]) -> None:
-    """Record ``terms`` (what makes trials comparable: epochs per trial, the monitored value)
-    on a new study; on a continued one, raise :class:`ConfigError` when they changed, since
-    trials of different lengths or goals would be ranked against each other."""
+    """Keep a study's trials comparable.
+
+    Records ``terms`` on a new study; on a continued one, trials of different lengths or goals
+    would be ranked against each other, so any change is refused.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The study (its user attributes hold the recorded terms).
+    study_dir : Path
+        The study folder, for the message.
+    terms : mapping
+        What makes trials comparable: epochs per trial, the monitored value.
+
+    Raises
+    ------
+    ConfigError
+        A term differs from the one recorded.
+    """
     for key, value in terms.items():
         recorded = study.user_attrs.get(key)
         if recorded is None:
@@ -141,13 +238,54 @@ def check_continued(study: optuna.Study, study_dir: Path, terms: Mapping[str, An
 
 def trial_config(train_config: Mapping[str, Any], tune_config: Mapping[str, Any],
                  sampled: Mapping[str, Any]) -> dict[str, Any]:
-    """The training configuration of one trial: ``train_config`` with the ``sampled`` values,
-    trained for the study's ``epochs`` (tune.toml's, or the command line's when given)."""
+    """The training configuration of one trial.
+
+    Parameters
+    ----------
+    train_config : mapping
+        The training configuration the trials start from.
+    tune_config : mapping
+        The study configuration (``study.epochs``).
+    sampled : mapping of str to object
+        The trial's sampled values, by dotted key.
+
+    Returns
+    -------
+    dict
+        ``train_config`` with the sampled values and ``train.epochs`` set to the study's epochs;
+        validated.
+
+    Raises
+    ------
+    ConfigError
+        A sampled value the configuration refuses.
+    """
     overrides = {**sampled, "train.epochs": int(tune_config["study"]["epochs"])}
     return load_config(overrides=overrides, base=copy.deepcopy(dict(train_config)))
 
 
 def _study(study_dir: Path, settings: Mapping[str, Any], direction: str) -> optuna.Study:
+    """Create or reopen the study in its journal file.
+
+    Parameters
+    ----------
+    study_dir : Path
+        The study folder (``study.journal``).
+    settings : mapping
+        The ``[study]`` table (``pruner``, ``startup_trials``, ``warmup_epochs``, ``seed``).
+    direction : {"minimize", "maximize"}
+        Whether the monitored value is a loss.
+
+    Returns
+    -------
+    optuna.Study
+        Named ``skyshard``, with the TPE sampler and the median pruner (or none).
+
+    Raises
+    ------
+    ConfigError
+        A pruner other than ``median`` or ``none``.
+    """
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -164,6 +302,22 @@ def _study(study_dir: Path, settings: Mapping[str, Any], direction: str) -> optu
 
 
 def summarise(study: optuna.Study, monitor: str) -> dict[str, Any]:
+    """Summarise a study for ``study.json``.
+
+    Parameters
+    ----------
+    study : optuna.Study
+        The study.
+    monitor : str
+        The monitored value.
+
+    Returns
+    -------
+    dict
+        ``monitor``, ``direction``, ``best`` (number, value, params and run folder of the best
+        completed trial; ``None`` when none completed) and ``trials`` (number, state, value,
+        params and user attributes of each).
+    """
     trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
                **t.user_attrs} for t in study.trials]
     complete = [t for t in trials if t["state"] == "COMPLETE"]
@@ -177,5 +331,8 @@ def summarise(study: optuna.Study, monitor: str) -> dict[str, Any]:
 
 
 def _short(values: Mapping[str, Any]) -> str:
+    """Return sampled values as ``name=value`` pairs (the last part of each dotted key, floats to 3
+    significant digits).
+    """
     return ", ".join(f"{k.split('.')[-1]}={v:.3g}" if isinstance(v, float) else
                      f"{k.split('.')[-1]}={v}" for k, v in values.items())
