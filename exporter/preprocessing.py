@@ -34,7 +34,7 @@ on the final size x size image) and ``percentile_norm`` (rescale the stretched i
 two of its percentiles).
 
 Absolute levels do not survive this per-frame normalisation by design; they are carried as
-features (:mod:`exporter.pixel_stats`).
+features (:mod:`exporter.features.pixel_stats`).
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ from scipy import ndimage
 from skimage.exposure import equalize_adapthist
 from skimage.transform import resize as sk_resize
 
-from exporter.pixel_stats import as_image, block_medians
+from exporter.features.kernels import block_medians
+from exporter.frame import as_image
 
 STRETCHES = ("asinh", "linear", "log", "sqrt")
 RESIZES = ("squash", "pad")

@@ -3,7 +3,7 @@
 What tells a dark from a bias, or a star field from a dark, when no header says so, is the
 sensor's own physics, not the picture:
 
-* **the value lattice** (:func:`value_step`): 12- and 14-bit cameras shift their ADU into 16-bit
+* **the value lattice** (:func:`~exporter.features.sampling.quantum`): 12- and 14-bit cameras shift their ADU into 16-bit
   words (steps of 16 or 4), 8-bit modes land on steps of 256 in 16-bit files, stackers write
   floats normalised to [0, 1] (steps of 1/65535 or 1/255). :func:`recover_adu` turns such floats
   back into ADU, so every ADU feature means the same whatever program saved the frame, and no
@@ -16,10 +16,10 @@ sensor's own physics, not the picture:
   of a dark; a flat's vignetted edges).
 
 (Point sources against single hot pixels are counted with the star search, in
-:mod:`exporter.domain_features`.)
+:mod:`exporter.features.stars`.)
 
-Cost is bounded like :mod:`exporter.pixel_stats`: the grid sample and the native tiles of that
-module, never the whole frame. Every value is finite or NaN.
+Cost is bounded: the grid sample and the native tiles of :mod:`exporter.features.sampling`,
+never the whole frame. Every value is finite or NaN.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from exporter.frame import RawFrame
-from exporter.pixel_stats import (LATTICE_SHARE, FrameSamples, as_image, block_medians,
-                                  frame_samples, grid_sample, lattice_sample, mad_std_about,
-                                  sigma_log, slog10)
-from exporter.pixel_stats import quantum as value_step  # noqa: F401 (the name the docs use)
+from exporter.features.kernels import block_medians, despike, mad_std_about
+from exporter.features.sampling import (LATTICE_SHARE, FrameSamples, frame_samples, grid_sample,
+                                        lattice_sample)
+from exporter.features.scalars import finite_float, sigma_log, slog10
+from exporter.frame import RawFrame, as_image
 
 #: Full scales a [0, 1]-normalised float frame may have been divided by: 8-bit first, because
 #: 8-bit data over 255 also sits on the 16-bit lattice (as multiples of 257).
@@ -101,15 +101,6 @@ def _known(value) -> bool:
 
 # --------------------------------------------------------------------------- residual tails
 
-def median3x3(tile: np.ndarray) -> np.ndarray:
-    """Separable 3x3 running median (3 along y, then 3 along x) of a finite 2-D tile: like the
-    true 3x3 median it follows anything two pixels wide and drops single pixels, at a fifth of
-    its cost."""
-    from exporter.domain_features import despike
-
-    return despike(tile)
-
-
 def residual_noise(residual: np.ndarray, step: float) -> float:
     """Noise of residuals against the local median: the larger of their ``mad_std`` and the
     standard deviation of their central 99 %, never below the quantisation noise
@@ -176,10 +167,10 @@ def sensor_features(frame: RawFrame, samples: FrameSamples | None = None) -> dic
     """Sensor signatures of one frame, keyed and ordered as :data:`SENSOR_FEATURE_NAMES`.
 
     ``frame.data``: 2-D array in ADU (after :func:`recover_adu`; never modified). Returns
-    floats, each finite or NaN. ``quantum_log2``: log2 of :func:`value_step` (NaN for floats
+    floats, each finite or NaN. ``quantum_log2``: log2 of :func:`~exporter.features.sampling.quantum` (NaN for floats
     off any lattice); ``native_noise_log10``: the residual noise in steps of that lattice (the
     camera's own ADU), signed log10(1 + x). ``samples``: the frame's
-    :class:`~exporter.pixel_stats.FrameSamples` when shared with the other feature modules.
+    :class:`~exporter.features.sampling.FrameSamples` when shared with the other feature modules.
     """
     data = as_image(frame.data)
     if data.dtype == np.bool_:
@@ -187,7 +178,7 @@ def sensor_features(frame: RawFrame, samples: FrameSamples | None = None) -> dic
     samples = frame_samples(data, samples)
     with np.errstate(all="ignore"):
         features = _sensor_features(data, samples)
-    return {name: _finite(features[name]) for name in SENSOR_FEATURE_NAMES}
+    return {name: finite_float(features[name]) for name in SENSOR_FEATURE_NAMES}
 
 
 def _sensor_features(data: np.ndarray, samples: FrameSamples) -> dict[str, float]:
@@ -200,15 +191,10 @@ def _sensor_features(data: np.ndarray, samples: FrameSamples) -> dict[str, float
         elif finite.any():
             tiles.append(np.where(finite, tile, level))
     features = {"quantum_log2": math.log2(step) if step > 0 else math.nan}
-    residuals = [tile - median3x3(tile) for tile in tiles if min(tile.shape) >= 3]
+    residuals = [tile - despike(tile) for tile in tiles if min(tile.shape) >= 3]
     noise = (residual_noise(np.concatenate([r.ravel() for r in residuals]), step)
              if residuals else math.nan)
     features.update(tail_features(residuals, noise))
     features["native_noise_log10"] = slog10(noise / step) if step > 0 else math.nan
     features.update(border_features(grid_sample(data, BORDER_GRID_PIXELS), noise))
     return features
-
-
-def _finite(value) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else math.nan

@@ -9,14 +9,7 @@ that signal. Most come in three flavours:
 * ``*_log10``: signed ``log10(1 + |x|)`` of the value in ADU, because absolute levels matter too;
 * ``*_sigma_log``: ``log10(1 + x / noise)``, a contrast in units of the pixel-to-pixel noise.
 
-Every statistic is computed from a bounded, deterministic subsample, so the cost does not grow
-with the sensor size:
-
-* a strided **grid sample** (at most :data:`GRID_PIXELS` pixels, covering the whole frame) for
-  levels, percentiles, row/column profiles and large-scale shape;
-* a few contiguous **native tiles** (at most :data:`TILE_PIXELS` pixels at full resolution) for
-  what needs neighbouring pixels: pixel-to-pixel noise and isolated hot/cold pixels.
-
+They are read from the frame's grid sample and native tiles (:mod:`exporter.features.sampling`).
 Every value is finite or NaN; degenerate frames (all-NaN, constant, 3x3, 1xN) never raise.
 """
 
@@ -25,28 +18,15 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 from astropy.stats import mad_std, sigma_clipped_stats
 
-from exporter.counted import ValueCounts, value_counts
-from exporter.frame import FrameError, RawFrame
+from exporter.features.kernels import block_medians, mad_std_about, median_last_axis, narrowed
+from exporter.features.sampling import FrameSamples, frame_samples
+from exporter.features.scalars import finite_float, safe_log10, safe_ratio, sigma_log, slog10
+from exporter.frame import RawFrame, as_image
 
-#: Largest number of pixels in the strided grid sample.
-GRID_PIXELS = 512 * 512
-#: Largest number of full-resolution pixels in the native tiles.
-TILE_PIXELS = 192 * 1024
-#: Side of one native tile in pixels (smaller when the frame is).
-TILE_SIDE = 128
-
-#: Values taken from the frame (evenly strided) to find its value lattice (:func:`quantum`).
-LATTICE_SAMPLE = 64 * 1024
-#: Share of sampled values that must sit on the lattice for it to count.
-LATTICE_SHARE = 0.99
-
-#: Largest number of pixel differences used for the pixel-noise estimate.
-NOISE_SAMPLES = 32 * 1024
 #: Largest number of pixels given to sigma clipping (clipped statistics converge long before).
 CLIP_PIXELS = 16 * 1024
 
@@ -102,262 +82,6 @@ SCALE_INVARIANT_FEATURES: tuple[str, ...] = tuple(
                 "log10_aspect", "planes")
 )
 
-
-# --------------------------------------------------------------------------- small numerics
-
-def slog10(x: float) -> float:
-    """Signed ``log10(1 + |x|)``: finite for any finite ``x``, zero at zero, NaN for NaN/inf."""
-    if not math.isfinite(x):
-        return math.nan
-    return math.copysign(math.log10(1.0 + abs(x)), x)
-
-
-def sigma_log(value: float, noise: float) -> float:
-    """Signed ``log10(1 + |value / noise|)``: a contrast in noise units, NaN if undefined."""
-    if not (math.isfinite(value) and math.isfinite(noise)):
-        return math.nan
-    if noise <= 0:
-        return 0.0 if value == 0 else math.nan
-    return slog10(value / noise)
-
-
-def safe_ratio(num: float, den: float) -> float:
-    """``num / den``, NaN when the denominator is zero or either value is not finite."""
-    if not (math.isfinite(num) and math.isfinite(den)) or den == 0:
-        return math.nan
-    return num / den
-
-
-def safe_log10(x: float) -> float:
-    """``log10(x)`` for positive finite ``x``, NaN otherwise."""
-    return math.log10(x) if math.isfinite(x) and x > 0 else math.nan
-
-
-def _finite_float(value) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else math.nan
-
-
-def mad_std_about(values: np.ndarray, median: float) -> float:
-    """``astropy.stats.mad_std(values)`` when ``median`` is ``np.median(values)``, without
-    computing that median again: ``1.4826 * median(|values - median|)``."""
-    return float(np.median(np.abs(values - median))) * 1.482602218505602
-
-
-# --------------------------------------------------------------------------- sampling
-
-def as_image(data: np.ndarray, stage: str = "features") -> np.ndarray:
-    """The 2-D pixel array of a frame, or :class:`FrameError` (``stage``) when there is none."""
-    data = np.asarray(data)
-    if data.ndim != 2:
-        raise FrameError(stage, f"expected a 2-D image, got shape {data.shape}")
-    if data.size == 0:
-        raise FrameError(stage, f"empty image of shape {data.shape}")
-    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
-            or data.dtype == np.bool_):
-        raise FrameError(stage, f"unsupported pixel type {data.dtype}")
-    return data
-
-
-def grid_strides(shape: tuple[int, int], max_pixels: int = GRID_PIXELS) -> tuple[int, int]:
-    """Row and column strides so that ``data[::sy, ::sx]`` holds at most ~``max_pixels``.
-
-    Equal strides keep the aspect ratio; a thin frame (few rows) is thinned along its long axis
-    only. Strides above 1 are odd, so the raw frame of a colour camera (2x2 Bayer pattern) is
-    sampled in all four filter positions rather than in one colour.
-    """
-    height, width = shape
-    step = _odd(math.ceil(math.sqrt(height * width / max_pixels)))
-    sy = min(step, height)
-    rows = math.ceil(height / sy)
-    sx = _odd(math.ceil(width / max(1, max_pixels // rows)))
-    return sy, sx
-
-
-def _odd(stride: int) -> int:
-    return 1 if stride <= 1 else stride | 1
-
-
-def grid_sample(data: np.ndarray, max_pixels: int = GRID_PIXELS) -> np.ndarray:
-    """A strided, centred subsample of the whole frame as float64 (a copy; NaN/inf kept)."""
-    sy, sx = grid_strides(data.shape, max_pixels)
-    return np.array(data[sy // 2::sy, sx // 2::sx], dtype=np.float64)
-
-
-def tile_slices(shape: tuple[int, int], max_pixels: int = TILE_PIXELS,
-                side: int = TILE_SIDE) -> list[tuple[slice, slice]]:
-    """Slices of contiguous full-resolution tiles spread evenly over the frame.
-
-    The whole frame is one tile when it fits in ``max_pixels``. Otherwise tiles of about
-    ``side`` x ``side`` pixels (wider when the frame is thin) sit on a regular grid of
-    positions whose shape follows the frame's aspect ratio.
-    """
-    height, width = shape
-    if height * width <= max_pixels:
-        return [(slice(0, height), slice(0, width))]
-    tile_h = min(height, side)
-    tile_w = min(width, max(side, (side * side) // tile_h))
-    count = max(1, max_pixels // (tile_h * tile_w))
-    fit_y, fit_x = max(1, height // tile_h), max(1, width // tile_w)
-    ny = int(np.clip(round(math.sqrt(count * fit_y / fit_x)), 1, fit_y))
-    nx = int(np.clip(count // ny, 1, fit_x))
-    ys = np.linspace(0, height - tile_h, ny + 2)[1:-1]
-    xs = np.linspace(0, width - tile_w, nx + 2)[1:-1]
-    return [(slice(int(y), int(y) + tile_h), slice(int(x), int(x) + tile_w))
-            for y in ys for x in xs]
-
-
-def native_tiles(data: np.ndarray, max_pixels: int = TILE_PIXELS,
-                 side: int = TILE_SIDE) -> list[np.ndarray]:
-    """Full-resolution tiles (float64 copies, NaN/inf kept) from :func:`tile_slices`."""
-    return [np.array(data[sl], dtype=np.float64) for sl in tile_slices(data.shape, max_pixels,
-                                                                       side)]
-
-
-def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
-                max_samples: int = NOISE_SAMPLES) -> float:
-    """Pixel-to-pixel noise in ADU from differences of neighbouring pixels in ``tiles``.
-
-    Differences cancel gradients, vignetting and extended sources, so this is the read/shot
-    noise even on a flat or a nebula. It is the standard deviation of the differences after
-    clipping at 5 ``mad_std`` (hot pixels and cosmic rays removed), over sqrt(2). A plain
-    ``mad_std`` would snap to a few values on integer data (the median of integers is an
-    integer); the clipped standard deviation does not. ``step``: the ADU quantum, a floor for the
-    clipping scale. NaN when no two neighbouring finite pixels exist.
-    """
-    pieces = [(tile, axis) for tile in tiles for axis in (1, 0) if tile.shape[axis] > 1]
-    if not pieces:
-        return math.nan
-    total = sum(tile.size - tile.shape[1 - axis] for tile, axis in pieces)
-    stride = max(1, math.ceil(total / max_samples))
-    if all(_differences_finite(tile) for tile in tiles):
-        # Every difference is finite: take only the ones kept below.
-        d = _strided_differences(pieces, stride)
-    else:
-        d = np.concatenate([np.diff(tile, axis=axis).ravel() for tile, axis in pieces])
-        d = d[np.isfinite(d)][::stride]
-    if d.size == 0:
-        return math.nan
-    counts = value_counts(d) if step > 0 else None  # integer ADU: counted, not sorted
-    centre = counts.median() if counts else float(np.median(d))
-    scale = max(counts.mad_std() if counts else mad_std_about(d, centre), step)
-    kept = d[np.abs(d - centre) <= 5.0 * scale]
-    return _finite_float(np.std(kept) / math.sqrt(2.0)) if kept.size else math.nan
-
-
-def _differences_finite(tile: np.ndarray) -> bool:
-    """True when no difference of two pixels of ``tile`` can be NaN or overflow to inf."""
-    if tile.size == 0 or not np.issubdtype(tile.dtype, np.floating):
-        return True
-    return bool(np.max(np.abs(tile)) <= np.finfo(tile.dtype).max / 2)
-
-
-def _strided_differences(pieces: list[tuple[np.ndarray, int]], stride: int) -> np.ndarray:
-    """Every ``stride``-th element of the concatenated, flattened ``np.diff(tile, axis=axis)``
-    of ``pieces``, computing only those differences."""
-    out, offset = [], 0
-    for tile, axis in pieces:
-        height, width = tile.shape
-        cols = width - axis  # columns of the difference array: width - 1 along x, width along y
-        n = (height - (1 - axis)) * cols
-        index = np.arange((-offset) % stride, n, stride)
-        rows, columns = np.divmod(index, cols)
-        out.append(tile[rows + (1 - axis), columns + axis] - tile[rows, columns])
-        offset += n
-    return np.concatenate(out)
-
-
-def lattice_sample(data: np.ndarray) -> np.ndarray:
-    """Finite values of an evenly strided sample of ``data`` (float64, at most
-    :data:`LATTICE_SAMPLE`)."""
-    values = grid_sample(data, LATTICE_SAMPLE).ravel()
-    return values[np.isfinite(values)]
-
-
-def quantum(data: np.ndarray) -> float:
-    """The step between the values a frame can hold: 1 for plain integer ADU, 4 or 16 for 14- or
-    12-bit ADU shifted into 16-bit words, 256 for 8-bit data in 16-bit words (also when stored
-    as integer-valued floats), 0 for floats off any integer lattice.
-
-    The greatest common divisor of the sampled values' distances to their minimum, when at least
-    :data:`LATTICE_SHARE` of them are integers; a constant frame has step 1. Noise estimates and
-    thresholds never go below it: a ``mad_std`` of integers can be 0.
-    """
-    values = lattice_sample(data)
-    if values.size < 16:
-        return 1.0 if np.issubdtype(data.dtype, np.integer) else 0.0
-    rounded = np.round(values)
-    if np.mean(np.abs(values - rounded) < 1e-3) < LATTICE_SHARE:
-        return 0.0
-    # The maximum is left out: drivers clip saturated pixels to 0xFFFF, off a shifted lattice.
-    below = rounded[rounded < rounded.max()]
-    offsets = np.abs(below - rounded.min()).astype(np.int64)
-    step = int(np.gcd.reduce(offsets)) if offsets.any() else 1
-    return float(max(1, step))
-
-
-class FrameSamples:
-    """What several feature modules take from the same frame, computed once per frame on first
-    use and shared (:func:`exporter.measure.measure_frame` passes one to
-    :func:`pixel_features`, :func:`~exporter.sensor_features.sensor_features` and
-    :func:`~exporter.domain_features.domain_features`). The arrays are read-only; each value is
-    exactly what the function named computes from ``data``.
-    """
-
-    def __init__(self, data: np.ndarray):
-        self.data = data
-
-    @cached_property
-    def step(self) -> float:
-        """:func:`quantum` of the frame."""
-        return quantum(self.data)
-
-    @cached_property
-    def grid(self) -> np.ndarray:
-        """:func:`grid_sample` (:data:`GRID_PIXELS`)."""
-        return _read_only(grid_sample(self.data))
-
-    @cached_property
-    def tiles(self) -> list[np.ndarray]:
-        """:func:`native_tiles` (:data:`TILE_PIXELS`, :data:`TILE_SIDE`)."""
-        return [_read_only(tile) for tile in native_tiles(self.data)]
-
-    @cached_property
-    def noise(self) -> float:
-        """:func:`pixel_noise` of :attr:`tiles`, never below :attr:`step`."""
-        return pixel_noise(self.tiles, self.step)
-
-    @cached_property
-    def tile_levels(self) -> list[float]:
-        """Median of the finite pixels of each of :attr:`tiles` (NaN for a tile with none)."""
-        levels = []
-        for tile in self.tiles:
-            finite = np.isfinite(tile)
-            values = tile.ravel() if finite.all() else tile[finite]
-            counts = self.counts(values)
-            levels.append(math.nan if values.size == 0 else counts.median() if counts
-                          else float(np.median(values)))
-        return levels
-
-    def counts(self, values: np.ndarray) -> ValueCounts | None:
-        """:func:`~exporter.counted.value_counts` of finite ``values`` sampled from this frame
-        when they are integers (an integer frame, or floats on an integer lattice), else
-        ``None``: their median, percentiles and ``mad_std`` are then numpy's selections."""
-        if values.size == 0:
-            return None
-        if np.issubdtype(self.data.dtype, np.integer):
-            return value_counts(values, integers=True)
-        return value_counts(values) if self.step > 0 else None
-
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
-
-
-def frame_samples(data: np.ndarray, samples: FrameSamples | None) -> FrameSamples:
-    """``samples`` when given (shared by the caller), else a new :class:`FrameSamples`."""
-    return samples if samples is not None else FrameSamples(data)
 
 
 # --------------------------------------------------------------------------- data range
@@ -481,7 +205,7 @@ def robust_levels(values: np.ndarray, median: float, spread: float | None = None
         spread = mad_std_about(values, median)  # = astropy mad_std, reusing the known median
     stats = (median, np.mean(values), np.std(values), spread, *clipped, values.min(),
              values.max())
-    return {key: _finite_float(value) for key, value in zip(keys, stats)}
+    return {key: finite_float(value) for key, value in zip(keys, stats)}
 
 
 def level_features(levels: dict[str, float], scale: float, noise: float) -> dict[str, float]:
@@ -607,54 +331,6 @@ def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str,
     return out
 
 
-def median_last_axis(a: np.ndarray) -> np.ndarray:
-    """``np.median(a, axis=-1)`` of a finite array, with one selection instead of numpy's two
-    (and its NaN check), in 32-bit integers when ``a`` holds float64 integers
-    (:func:`narrowed`): the same values, several times faster on the grid sample's rows and
-    cells. float64 for integer input."""
-    a = narrowed(a)
-    n = a.shape[-1]
-    half = n // 2
-    part = np.partition(a, half, axis=-1)
-    middle = part[..., half]
-    if np.issubdtype(a.dtype, np.integer):
-        middle = middle.astype(np.float64)
-    if n % 2:
-        return middle
-    # The lower middle value is the largest of those the selection put before the upper one.
-    return (part[..., :half].max(axis=-1) + middle) / 2
-
-
-def narrowed(a: np.ndarray) -> np.ndarray:
-    """``a`` as int32 when it is float64 and every value is an integer within int32's range
-    (the same numbers: integer ADU sampled into float64), else ``a`` itself. numpy selects
-    32-bit integers with SIMD sorting networks, 5-10x faster than float64."""
-    if a.dtype != np.float64 or a.size == 0:
-        return a
-    head = a[(0,) * (a.ndim - 1)][:64]
-    if not np.array_equal(head, np.rint(head)):  # floats off the integers: no need to look on
-        return a
-    if not (-2.0 ** 31 <= float(a.min()) and float(a.max()) < 2.0 ** 31):  # NaN fails too
-        return a
-    whole = a.astype(np.int32)
-    return whole if np.array_equal(whole, a) else a
-
-
-def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.ndarray:
-    """Median of each cell of an (at most) ``cells`` x ``cells`` partition of ``image``.
-
-    ``cells``: number of cells per axis (one int for both, or ``(ny, nx)``). The image is cropped
-    to a multiple of the cell size (fewer than one cell's pixels per axis).
-    """
-    cy, cx = (cells, cells) if isinstance(cells, int) else cells
-    ny, nx = max(1, min(cy, image.shape[0])), max(1, min(cx, image.shape[1]))
-    by, bx = image.shape[0] // ny, image.shape[1] // nx
-    image = narrowed(image[:ny * by, :nx * bx])  # integer ADU: cells copied as int32
-    blocks = image.reshape(ny, by, nx, bx).transpose(0, 2, 1, 3).reshape(ny, nx, by * bx)
-    if np.issubdtype(blocks.dtype, np.integer) or np.isfinite(blocks).all():
-        return median_last_axis(blocks)
-    return np.median(blocks, axis=2)
-
 
 def _profile_structure(medians: np.ndarray, n_averaged: int, noise: float) -> tuple[float, float]:
     """Total and row-to-row structure of a profile of medians, in units of pure-noise scatter.
@@ -732,7 +408,7 @@ def pixel_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict
     samples = frame_samples(data, samples)
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
         features = _pixel_features(frame, data, samples)
-    return {name: _finite_float(features[name]) for name in PIXEL_FEATURE_NAMES}
+    return {name: finite_float(features[name]) for name in PIXEL_FEATURE_NAMES}
 
 
 def _pixel_features(frame: RawFrame, data: np.ndarray, samples: FrameSamples

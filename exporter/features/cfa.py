@@ -51,10 +51,11 @@ from dataclasses import replace
 import numpy as np
 from astropy.stats import mad_std
 
-from exporter.counted import value_counts
-from exporter.frame import RawFrame
-from exporter.pixel_stats import (FrameSamples, as_image, frame_samples, mad_std_about, quantum,
-                                  sigma_log)
+from exporter.features.counted import value_counts
+from exporter.features.kernels import mad_std_about
+from exporter.features.sampling import FrameSamples, frame_samples, quantum
+from exporter.features.scalars import finite_float, sigma_log
+from exporter.frame import RawFrame, as_image
 
 #: 2x2 superpixels sampled over the whole frame for the fit.
 SUPERPIXELS = 128 * 128
@@ -263,7 +264,7 @@ def cfa_analysis(data: np.ndarray, step: float | None = None
 def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray,
              step: float | None = None) -> np.ndarray:
     """``data`` with each 2x2 position ``c`` mapped to ``(x - a_c) / b_c``: back on the frame's
-    value lattice (``step``, by default its :func:`~exporter.pixel_stats.quantum`, from its
+    value lattice (``step``, by default its :func:`~exporter.features.sampling.quantum`, from its
     minimum), within its finite range, in its dtype (float32 for floats); pixels at the frame's
     maximum (clipped) and non-finite pixels kept. One float32 copy of the frame, worked on in
     place."""
@@ -295,7 +296,7 @@ def equalise_cfa(frame: RawFrame, samples: FrameSamples | None = None
     none) and its CFA features, keyed and ordered as :data:`CFA_FEATURE_NAMES`, each finite or
     NaN. ``source['cfa_equalised']`` records the fit when the frame was equalised.
 
-    ``samples``: the :class:`~exporter.pixel_stats.FrameSamples` of ``frame.data`` when the
+    ``samples``: the :class:`~exporter.features.sampling.FrameSamples` of ``frame.data`` when the
     caller shares them (their quantum is used, and then left for the feature modules); an
     equalised frame comes back with new data, which needs samples of its own."""
     data = as_image(frame.data)
@@ -311,9 +312,4 @@ def equalise_cfa(frame: RawFrame, samples: FrameSamples | None = None
                                 "offsets": [round(float(v), 4) for v in offsets],
                                 "gains": [round(float(v), 5) for v in gains]}})
             features["cfa_equalised"] = 1.0
-    return frame, {name: _finite(features[name]) for name in CFA_FEATURE_NAMES}
-
-
-def _finite(value) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else math.nan
+    return frame, {name: finite_float(features[name]) for name in CFA_FEATURE_NAMES}

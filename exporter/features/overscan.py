@@ -35,8 +35,9 @@ from typing import Mapping
 
 import numpy as np
 
+from exporter.features.sampling import FrameSamples, pixel_noise
+from exporter.features.scalars import safe_log10, safe_ratio, sigma_log
 from exporter.frame import RawFrame
-from exporter.pixel_stats import FrameSamples, pixel_noise, safe_log10, safe_ratio, sigma_log
 
 OVERSCAN_FEATURE_NAMES: tuple[str, ...] = ("overscan_excess_sigma_log", "overscan_noise_ratio_log")
 

@@ -1,0 +1,60 @@
+"""Domain features: what a frame shows, in the terms an observer would use: stars
+(:mod:`~exporter.features.stars`), a slit spectrum (:mod:`~exporter.features.spectra`), a
+planetary disk (:mod:`~exporter.features.disk`) and the brightest straight line
+(:mod:`~exporter.features.straight_lines`).
+
+These answer questions a per-frame stretched thumbnail answers badly: are there stars and how
+sharp are they (deep sky vs. darks with hot pixels), is the light concentrated in a narrow trace
+or in narrow lines along one axis (slit spectra, arcs), is there one large, round, sharp-edged
+bright region on black (planetary, lunar, solar), does a straight line cross a star field (a
+trail) or sit alone along a detector axis (a trace). Every value is finite or NaN (NaN: not
+measurable on this frame, e.g. FWHM without stars).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from exporter.features.disk import DISK_FEATURE_NAMES, disk_features
+from exporter.features.sampling import FrameSamples, binned_frame, frame_samples
+from exporter.features.scalars import finite_float
+from exporter.features.spectra import SPECTRUM_FEATURE_NAMES, slit_features, spectral_features
+from exporter.features.stars import STAR_FEATURE_NAMES, star_features
+from exporter.features.straight_lines import STRAIGHT_LINE_FEATURE_NAMES, straight_line_features
+from exporter.frame import RawFrame, as_image
+
+DOMAIN_FEATURE_NAMES: tuple[str, ...] = (
+    STAR_FEATURE_NAMES + SPECTRUM_FEATURE_NAMES + DISK_FEATURE_NAMES
+    + STRAIGHT_LINE_FEATURE_NAMES
+)
+
+
+def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
+    """Star, spectral and disk features of one frame, keyed and ordered as
+    :data:`DOMAIN_FEATURE_NAMES`.
+
+    ``frame.data``: 2-D array in ADU (never modified). Returns floats, each finite or NaN.
+    ``star_fwhm`` is in full-resolution pixels; ``dispersion_axis`` is 1 when the spectrum runs
+    along x (numpy axis 1, across columns), 0 along y, NaN when the frame shows no spectrum-like
+    structure. Raises :class:`~exporter.frame.FrameError` (stage ``features``) only when
+    ``data`` is not a non-empty 2-D numeric array. ``samples``: the frame's
+    :class:`~exporter.features.sampling.FrameSamples` when shared with the other feature modules.
+    """
+    data = as_image(frame.data)
+    if data.dtype == np.bool_:
+        data = data.astype(np.float32)
+    samples = frame_samples(data, samples)
+    if not np.isfinite(samples.grid).any():
+        return dict.fromkeys(DOMAIN_FEATURE_NAMES, math.nan)
+    with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
+        stars: list[tuple[float, float]] = []
+        features = star_features(data, samples.step, stars)
+        binned = binned_frame(data)
+        features.update(spectral_features(binned))
+        features.update(slit_features(binned, features["row_concentration"],
+                                      features["col_concentration"]))
+        features.update(disk_features(binned))
+        features.update(straight_line_features(binned, data.shape, stars))
+    return {name: finite_float(features[name]) for name in DOMAIN_FEATURE_NAMES}
