@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from exporter.features import (cfa, domain, kernels, pixel_stats, sampling, sensor, spectra,
-                               stars)
+from exporter.features import (cfa, disk, domain, kernels, pixel_stats, sampling, sensor,
+                               spectra, stars)
 from exporter.frame import RawFrame
 
 
@@ -165,6 +165,51 @@ def test_shared_samples_give_the_same_features(rng):
         assert shared[name] == alone[name] or (math.isnan(shared[name])
                                                and math.isnan(alone[name])), name
     assert not samples.grid.flags.writeable and not samples.tiles[0].flags.writeable
+
+
+def _frames_for_the_shared_median(rng):
+    """Frames whose binned frame is the frame itself and one native tile (the 3x3 median is
+    taken from the tile), and frames where it is not (NaN, 64-bit integers, larger frames)."""
+    sky = rng.normal(1000, 30, (180, 240))
+    sky[rng.integers(0, 180, 30), rng.integers(0, 240, 30)] += 5000  # hot pixels
+    whole = np.round(sky)
+    holed = sky.copy()
+    holed[5, 7] = np.nan
+    return {
+        "uint16": whole.astype(np.uint16), "uint8": np.clip(whole / 30, 0, 255).astype(np.uint8),
+        "int16": (whole - 1000).astype(np.int16),
+        "int32 beyond float32": (whole * 40_000).astype(np.int32),  # float32 rounds these
+        "uint32": (whole * 400_000).astype(np.uint32),
+        "float32": sky.astype(np.float32), "float64": sky, "bool": sky > 1000,
+        "one tile, 500 px": np.round(rng.normal(300, 5, (300, 500))).astype(np.uint16),
+        "NaN": holed, "int64": whole.astype(np.int64) + (1 << 54) + 1,
+        "binned": np.round(rng.normal(300, 5, (600, 700))).astype(np.uint16),
+        "several tiles": np.round(rng.normal(300, 5, (500, 500))).astype(np.uint16),
+        "thin": np.round(rng.normal(300, 5, (2, 400))).astype(np.uint16),
+    }
+
+
+def test_the_binned_frames_median_taken_from_the_tile_is_the_same(rng):
+    """The 3x3 median of the binned frame is taken from the sensor features' tile when both are
+    the frame itself: the same numbers and dtype as the binned frame's own median, and the disk
+    and slit measures given it are what they are alone."""
+    for name, data in _frames_for_the_shared_median(rng).items():
+        samples = sampling.FrameSamples(data)
+        as_float = data.astype(np.float32) if data.dtype == np.bool_ else data
+        binned = sampling.binned_frame(as_float)
+        assert np.array_equal(samples.binned, binned) and samples.binned.dtype == binned.dtype
+        expected = kernels.despike(binned)
+        got = samples.despiked_binned
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), name
+        assert not got.flags.writeable and not samples.binned.flags.writeable
+        shared = name not in ("NaN", "int64", "binned", "several tiles", "thin")
+        assert ("despiked_tiles" in samples.__dict__) == shared, name
+        assert disk.disk_features(binned, got) == disk.disk_features(binned), name
+        with np.errstate(all="ignore"):
+            given = spectra.slit_features(binned, 0.5, 0.4, got)
+            alone = spectra.slit_features(binned, 0.5, 0.4)
+        assert all(given[k] == alone[k] or (math.isnan(given[k]) and math.isnan(alone[k]))
+                   for k in alone), name
 
 
 # --------------------------------------------------------- colour mosaic (exporter.features.cfa)

@@ -26,7 +26,7 @@ DISK_FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-def disk_features(binned: np.ndarray) -> dict[str, float]:
+def disk_features(binned: np.ndarray, despiked: np.ndarray | None = None) -> dict[str, float]:
     """The largest bright region of the binned frame ``binned`` (ADU).
 
     The region is the largest connected area above half-way between the 1st percentile (the
@@ -41,7 +41,8 @@ def disk_features(binned: np.ndarray) -> dict[str, float]:
            "disk_edge_sharpness": math.nan, "disk_contrast_sigma_log": math.nan}
     factor = max(1, math.ceil(max(binned.shape) / DISK_SIDE))
     image = block_mean(binned, min(factor, binned.shape[0]), min(factor, binned.shape[1]))
-    smooth = despike(image)
+    # Binned no further: the binned frame's 3x3 median, when known, is this image's.
+    smooth = despike(image) if factor > 1 or despiked is None else despiked.astype(np.float64)
     floor, peak = float(np.percentile(smooth, 1.0)), float(smooth.max())
     span = peak - floor
     if not span > 0:

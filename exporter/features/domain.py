@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from exporter.features.disk import DISK_FEATURE_NAMES, disk_features
-from exporter.features.sampling import FrameSamples, binned_frame, frame_samples
+from exporter.features.sampling import FrameSamples, frame_samples
 from exporter.features.scalars import finite_float
 from exporter.features.spectra import SPECTRUM_FEATURE_NAMES, slit_features, spectral_features
 from exporter.features.stars import STAR_FEATURE_NAMES, star_features
@@ -51,10 +51,10 @@ def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dic
     with np.errstate(all="ignore"):  # overflow on extreme ADU values ends as NaN features
         stars: list[tuple[float, float]] = []
         features = star_features(data, samples.step, stars)
-        binned = binned_frame(data)
+        binned = samples.binned
         features.update(spectral_features(binned))
         features.update(slit_features(binned, features["row_concentration"],
-                                      features["col_concentration"]))
-        features.update(disk_features(binned))
+                                      features["col_concentration"], samples.despiked_binned))
+        features.update(disk_features(binned, samples.despiked_binned))
         features.update(straight_line_features(binned, data.shape, stars))
     return {name: finite_float(features[name]) for name in DOMAIN_FEATURE_NAMES}

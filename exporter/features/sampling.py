@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from exporter.features.counted import ValueCounts, value_counts
-from exporter.features.kernels import mad_std_about
+from exporter.features.kernels import despike, mad_std_about
 from exporter.features.scalars import finite_float
 from exporter.preprocessing import block_mean, finite_filled
 
@@ -242,6 +242,54 @@ class FrameSamples:
             levels.append(math.nan if values.size == 0 else counts.median() if counts
                           else float(np.median(values)))
         return levels
+
+    @cached_property
+    def filled_tiles(self) -> list[np.ndarray]:
+        """:attr:`tiles` with their non-finite pixels set to the tile's level
+        (:attr:`tile_levels`); a tile without a finite pixel is left out, an all-finite tile is
+        the same array."""
+        filled = []
+        for tile, level in zip(self.tiles, self.tile_levels):
+            finite = np.isfinite(tile)
+            if finite.all():
+                filled.append(tile)
+            elif finite.any():
+                filled.append(_read_only(np.where(finite, tile, level)))
+        return filled
+
+    @cached_property
+    def despiked_tiles(self) -> list[np.ndarray | None]:
+        """:func:`~exporter.features.kernels.despike` (separable 3x3 median) of each of
+        :attr:`filled_tiles`, in that order; None for a tile under 3 pixels on a side."""
+        return [_read_only(despike(tile)) if min(tile.shape) >= 3 else None
+                for tile in self.filled_tiles]
+
+    @cached_property
+    def binned(self) -> np.ndarray:
+        """:func:`binned_frame` of the frame (boolean pixels as float32)."""
+        data = np.asarray(self.data)
+        if data.dtype == np.bool_:
+            data = data.astype(np.float32)
+        return _read_only(binned_frame(data))
+
+    @cached_property
+    def despiked_binned(self) -> np.ndarray:
+        """:func:`~exporter.features.kernels.despike` of :attr:`binned`.
+
+        When the binned frame is the frame itself (its long side at most :data:`BINNED_SIDE`)
+        and so is the one native tile (at most :data:`TILE_PIXELS`, every pixel finite), this is
+        the tile's 3x3 median (:attr:`despiked_tiles`) in the binned frame's dtype: the same
+        numbers, because a median of three commutes with the monotone conversion from float64
+        to float32, and float64 holds every pixel exactly (integers of up to 32 bits, floats).
+        """
+        binned = self.binned
+        data = np.asarray(self.data)
+        if (binned.shape == data.shape and len(tile_slices(data.shape)) == 1
+                and not (data.dtype.kind in "iu" and data.dtype.itemsize > 4)):
+            filled = self.filled_tiles
+            if filled and filled[0] is self.tiles[0] and min(filled[0].shape) >= 3:
+                return _read_only(self.despiked_tiles[0].astype(binned.dtype))
+        return _read_only(despike(binned))
 
     def counts(self, values: np.ndarray) -> ValueCounts | None:
         """:func:`~exporter.features.counted.value_counts` of finite ``values`` sampled from this frame

@@ -29,7 +29,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from exporter.features.kernels import block_medians, despike, mad_std_about
+from exporter.features.kernels import block_medians, mad_std_about
 from exporter.features.sampling import (LATTICE_SHARE, FrameSamples, frame_samples, grid_sample,
                                         lattice_sample)
 from exporter.features.scalars import finite_float, sigma_log, slog10
@@ -183,15 +183,9 @@ def sensor_features(frame: RawFrame, samples: FrameSamples | None = None) -> dic
 
 def _sensor_features(data: np.ndarray, samples: FrameSamples) -> dict[str, float]:
     step = samples.step
-    tiles = []
-    for tile, level in zip(samples.tiles, samples.tile_levels):
-        finite = np.isfinite(tile)
-        if finite.all():
-            tiles.append(tile)
-        elif finite.any():
-            tiles.append(np.where(finite, tile, level))
     features = {"quantum_log2": math.log2(step) if step > 0 else math.nan}
-    residuals = [tile - despike(tile) for tile in tiles if min(tile.shape) >= 3]
+    residuals = [tile - despiked for tile, despiked
+                 in zip(samples.filled_tiles, samples.despiked_tiles) if despiked is not None]
     noise = (residual_noise(np.concatenate([r.ravel() for r in residuals]), step)
              if residuals else math.nan)
     features.update(tail_features(residuals, noise))

@@ -209,12 +209,13 @@ def line_profile_features(image: np.ndarray, noise: float, floor: float | None =
     return out
 
 
-def slit_features(binned: np.ndarray, row_conc: float, col_conc: float) -> dict[str, float]:
+def slit_features(binned: np.ndarray, row_conc: float, col_conc: float,
+                  despiked: np.ndarray | None = None) -> dict[str, float]:
     """Slit-spectrum measures that do not depend on which way the spectrum runs: the larger and
     smaller of the row and column concentrations, and :func:`line_profile_features` along the
     axis whose lines repeat better across the slit (``lit_band_fraction_across``: the share lit
     along the other axis)."""
-    image = despike(binned)
+    image = despike(binned) if despiked is None else despiked
     noise = pixel_noise([image])
     # The 1st percentile of the pixels, whatever their order: taken once for both orientations.
     floor = np.percentile(image, 1) if min(image.shape) >= 8 else None
