@@ -56,7 +56,25 @@ class RawFrame:
 
 
 def as_image(data: np.ndarray, stage: str = "features") -> np.ndarray:
-    """The 2-D pixel array of a frame, or :class:`FrameError` (``stage``) when there is none."""
+    """The 2-D pixel array of a frame, checked.
+
+    Parameters
+    ----------
+    data : array_like
+        The frame's pixels.
+    stage : str
+        The :class:`FrameError` stage to report (``features``, ``preprocess``).
+
+    Returns
+    -------
+    ndarray
+        ``np.asarray(data)``: 2-D, non-empty, of an integer, float or boolean dtype.
+
+    Raises
+    ------
+    FrameError
+        When ``data`` is not such an array.
+    """
     data = np.asarray(data)
     if data.ndim != 2:
         raise FrameError(stage, f"expected a 2-D image, got shape {data.shape}")

@@ -87,7 +87,8 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
         # Pre- and overscan cut off: every feature and the image see only pixels that saw
         # light; the overscan itself is the bias reference (exporter/features/overscan.py).
         frame, overscan = trim_to_data_section(frame)
-        samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
+        # Quantum, grid, tiles, noise, binned frame and 3x3 medians: once per frame, shared.
+        samples = FrameSamples(frame.data)
         overscan_values = overscan_features(overscan, samples)
         # A raw colour frame's 2x2 mosaic taken out: every feature and the image then see it
         # as a mono sensor would (exporter/features/cfa.py).

@@ -27,15 +27,31 @@ DISK_FEATURE_NAMES: tuple[str, ...] = (
 
 
 def disk_features(binned: np.ndarray, despiked: np.ndarray | None = None) -> dict[str, float]:
-    """The largest bright region of the binned frame ``binned`` (ADU).
+    """The largest bright region of the binned frame, measured as a planetary disk.
 
-    The region is the largest connected area above half-way between the 1st percentile (the
-    floor) and the maximum of the despiked image (:func:`despike`). It counts as a disk only
-    when its median stands > 10 noise sigmas above the rest; otherwise ``disk_area_fraction``
-    is 0 and its shape is NaN. ``disk_circularity``: ``4 pi area / perimeter^2`` (1 = circle).
-    ``disk_edge_sharpness``: sqrt of the area above 75 % over the area above 25 % of the
-    floor-to-peak span (radius ratio; ~1 for a hard limb, ~0.46 for a Gaussian blob, low for a
-    flat's smooth fall-off).
+    The frame is binned again to at most :data:`DISK_SIDE` pixels on its long side and despiked
+    (:func:`~exporter.features.kernels.despike`). The region is the largest connected area above
+    half-way between the 1st percentile (the floor) and the maximum; it counts as a disk only when
+    its median stands more than 10 noise sigmas (pixel noise of the binned image) above the median
+    outside it and it holds at least 4 pixels.
+
+    Parameters
+    ----------
+    binned : ndarray
+        The binned frame (:func:`~exporter.features.sampling.binned_frame`), ADU.
+    despiked : ndarray, optional
+        Its 3x3 median when known (used when it needs no further binning), as
+        :attr:`~exporter.features.sampling.FrameSamples.despiked_binned` holds it.
+
+    Returns
+    -------
+    dict of str to float
+        Keyed and ordered as :data:`DISK_FEATURE_NAMES`: ``disk_area_fraction`` (the region's
+        share of the image; 0 when it is no disk), ``disk_circularity`` (``4 pi area /
+        perimeter**2``, 1 for a circle), ``disk_edge_sharpness`` (sqrt of the area above 75 % over
+        the area above 25 % of the floor-to-peak span: about 1 for a hard limb, 0.46 for a Gaussian
+        blob, low for a flat's smooth fall-off) and ``disk_contrast_sigma_log`` (median inside
+        minus median outside, in noise units). Shape features are NaN when there is no disk.
     """
     out = {"disk_area_fraction": math.nan, "disk_circularity": math.nan,
            "disk_edge_sharpness": math.nan, "disk_contrast_sigma_log": math.nan}

@@ -25,6 +25,7 @@ from exporter.features.stars import STAR_FEATURE_NAMES, star_features
 from exporter.features.straight_lines import STRAIGHT_LINE_FEATURE_NAMES, straight_line_features
 from exporter.frame import RawFrame, as_image
 
+#: Every domain feature, in record order: stars, slit spectra, disk, straight line.
 DOMAIN_FEATURE_NAMES: tuple[str, ...] = (
     STAR_FEATURE_NAMES + SPECTRUM_FEATURE_NAMES + DISK_FEATURE_NAMES
     + STRAIGHT_LINE_FEATURE_NAMES
@@ -32,15 +33,29 @@ DOMAIN_FEATURE_NAMES: tuple[str, ...] = (
 
 
 def domain_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
-    """Star, spectral and disk features of one frame, keyed and ordered as
-    :data:`DOMAIN_FEATURE_NAMES`.
+    """Star, slit-spectrum, disk and straight-line features of one frame.
 
-    ``frame.data``: 2-D array in ADU (never modified). Returns floats, each finite or NaN.
-    ``star_fwhm`` is in full-resolution pixels; ``dispersion_axis`` is 1 when the spectrum runs
-    along x (numpy axis 1, across columns), 0 along y, NaN when the frame shows no spectrum-like
-    structure. Raises :class:`~exporter.frame.FrameError` (stage ``features``) only when
-    ``data`` is not a non-empty 2-D numeric array. ``samples``: the frame's
-    :class:`~exporter.features.sampling.FrameSamples` when shared with the other feature modules.
+    Parameters
+    ----------
+    frame : RawFrame
+        ``frame.data`` is the 2-D frame in ADU; never modified.
+    samples : FrameSamples, optional
+        The frame's :class:`~exporter.features.sampling.FrameSamples` when shared with the other
+        feature modules (its value quantum, binned frame and 3x3 medians are used); made here
+        otherwise.
+
+    Returns
+    -------
+    dict of str to float
+        Keyed and ordered as :data:`DOMAIN_FEATURE_NAMES`, each finite or NaN (all NaN for a frame
+        without a finite pixel). ``star_fwhm`` is in full-resolution pixels; ``dispersion_axis``
+        is 1 when the spectrum runs along x (numpy axis 1, along a row), 0 along y, NaN when the
+        frame shows no spectrum-like structure.
+
+    Raises
+    ------
+    FrameError
+        Of stage ``features``, only when ``frame.data`` is not a non-empty 2-D numeric array.
     """
     data = as_image(frame.data)
     if data.dtype == np.bool_:

@@ -1,9 +1,9 @@
-"""Image kernels the feature modules share: order statistics, running medians, local maxima,
+"""Image kernels the feature modules share: order statistics, running medians, local maxima and
 a smooth background.
 
-Each gives what a numpy, scipy, astropy, photutils or scikit-image call gives (to the last bit,
-or to rounding where a docstring says so), with less work for the arrays the features pass:
-finite, mostly integer-valued ADU, a few hundred pixels on a side. ``tests/test_feature_speedups.py``
+Each gives what a numpy, scipy, astropy, photutils or scikit-image call gives, to the last bit
+(or to rounding where its docstring says so), written for the arrays the features pass: finite,
+mostly integer-valued ADU, a few hundred pixels on a side. ``tests/test_feature_speedups.py``
 holds each of them to the call it stands for.
 """
 
@@ -16,15 +16,40 @@ from scipy import ndimage
 # --------------------------------------------------------------------------- order statistics
 
 def mad_std_about(values: np.ndarray, median: float) -> float:
-    """``astropy.stats.mad_std(values)`` when ``median`` is ``np.median(values)``, without
-    computing that median again: ``1.4826 * median(|values - median|)``."""
+    """``astropy.stats.mad_std(values)`` when the median of ``values`` is already known.
+
+    Parameters
+    ----------
+    values : ndarray
+        Finite values (any shape), e.g. ADU.
+    median : float
+        ``np.median(values)``.
+
+    Returns
+    -------
+    float
+        ``1.482602218505602 * median(|values - median|)``, in the unit of ``values``.
+    """
     return float(np.median(np.abs(values - median))) * 1.482602218505602
 
 
 def narrowed(a: np.ndarray) -> np.ndarray:
-    """``a`` as int32 when it is float64 and every value is an integer within int32's range
-    (the same numbers: integer ADU sampled into float64), else ``a`` itself. numpy selects
-    32-bit integers with SIMD sorting networks, 5-10x faster than float64."""
+    """``a`` as int32 when it is float64 holding only integers within int32's range, else ``a``.
+
+    Integer ADU sampled into float64 are the same numbers as int32, and numpy selects
+    (partitions) 32-bit integers with less work than 64-bit floats.
+
+    Parameters
+    ----------
+    a : ndarray
+        Any array.
+
+    Returns
+    -------
+    ndarray
+        An int32 copy of ``a``, or ``a`` itself (for any other dtype, an empty array, NaN, a
+        fraction or a value beyond int32).
+    """
     if a.dtype != np.float64 or a.size == 0:
         return a
     head = a[(0,) * (a.ndim - 1)][:64]
@@ -37,10 +62,19 @@ def narrowed(a: np.ndarray) -> np.ndarray:
 
 
 def median_last_axis(a: np.ndarray) -> np.ndarray:
-    """``np.median(a, axis=-1)`` of a finite array, with one selection instead of numpy's two
-    (and its NaN check), in 32-bit integers when ``a`` holds float64 integers
-    (:func:`narrowed`): the same values, several times faster on the grid sample's rows and
-    cells. float64 for integer input."""
+    """``np.median(a, axis=-1)`` of a finite array, with one selection instead of numpy's two.
+
+    Parameters
+    ----------
+    a : ndarray
+        Finite values; float64 holding integers is selected as int32 (:func:`narrowed`).
+
+    Returns
+    -------
+    ndarray
+        The medians along the last axis, shape ``a.shape[:-1]``; float64 for integer input, else
+        ``a``'s dtype.
+    """
     a = narrowed(a)
     n = a.shape[-1]
     half = n // 2
@@ -55,10 +89,20 @@ def median_last_axis(a: np.ndarray) -> np.ndarray:
 
 
 def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.ndarray:
-    """Median of each cell of an (at most) ``cells`` x ``cells`` partition of ``image``.
+    """Median of each cell of a regular partition of ``image``.
 
-    ``cells``: number of cells per axis (one int for both, or ``(ny, nx)``). The image is cropped
-    to a multiple of the cell size (fewer than one cell's pixels per axis).
+    Parameters
+    ----------
+    image : ndarray
+        2-D array, e.g. ADU. NaN propagates to its cell's median.
+    cells : int or tuple of int
+        Cells per axis, one number for both or ``(ny, nx)``; at most one cell per pixel. The image
+        is cropped to a whole number of cells (fewer than one cell's pixels dropped per axis).
+
+    Returns
+    -------
+    ndarray
+        Medians of shape ``(ny, nx)``; float64 for integer and float64 input.
     """
     cy, cx = (cells, cells) if isinstance(cells, int) else cells
     ny, nx = max(1, min(cy, image.shape[0])), max(1, min(cx, image.shape[1]))
@@ -70,14 +114,25 @@ def block_medians(image: np.ndarray, cells: int | tuple[int, int] = 16) -> np.nd
     return np.median(blocks, axis=2)
 
 
-
 # --------------------------------------------------------------------------- running medians
 
 def median3(image: np.ndarray, axis: int) -> np.ndarray:
-    """Running median of 3 pixels along ``axis`` (mirrored edges).
+    """Running median of 3 pixels along one axis, edges mirrored.
 
-    Equal to ``scipy.ndimage.median_filter(image, size=3 along axis, mode="mirror")``, written
-    with element-wise min/max because that is 3-5x faster on a 512 x 512 image.
+    Equal to ``scipy.ndimage.median_filter(image, size=3 along axis, mode="mirror")``, written as
+    element-wise minima and maxima.
+
+    Parameters
+    ----------
+    image : ndarray
+        Finite values.
+    axis : int
+        The axis the window runs along.
+
+    Returns
+    -------
+    ndarray
+        A new array, shape and dtype of ``image``.
     """
     a, b, c = _shifted(image, axis, 1)
     low, high = np.minimum(a, b), np.maximum(a, b)
@@ -86,12 +141,23 @@ def median3(image: np.ndarray, axis: int) -> np.ndarray:
 
 
 def median5(image: np.ndarray, axis: int) -> np.ndarray:
-    """Running median of 5 pixels along ``axis`` (mirrored edges) of a finite image (at least
-    3 pixels along ``axis``).
+    """Running median of 5 pixels along one axis, edges mirrored.
 
-    Equal to ``scipy.ndimage.median_filter(image, size=5 along axis, mode="mirror")``, with
-    element-wise min/max (the middle two of four neighbours, then the median of three): ~10x
-    faster on a 512 x 512 image.
+    Equal to ``scipy.ndimage.median_filter(image, size=5 along axis, mode="mirror")``, written as
+    element-wise minima and maxima (the middle two of the four neighbours, then the median of
+    three).
+
+    Parameters
+    ----------
+    image : ndarray
+        Finite values, at least 3 pixels along ``axis``.
+    axis : int
+        The axis the window runs along.
+
+    Returns
+    -------
+    ndarray
+        A new array, shape and dtype of ``image``.
     """
     a, b, c, d, e = _shifted(image, axis, 2)
     lo = np.maximum(np.minimum(a, b), np.minimum(d, e))  # of a, b, d, e: the middle two
@@ -103,7 +169,8 @@ def median5(image: np.ndarray, axis: int) -> np.ndarray:
 
 def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
     """The ``2 radius + 1`` views of ``image`` mirrored at its edges (``numpy.pad`` "reflect",
-    scipy's "mirror") and shifted by ``-radius .. radius`` pixels along ``axis``."""
+    scipy's "mirror") and shifted by ``-radius .. radius`` pixels along ``axis``.
+    """
     n = image.shape[axis]
     padded = _reflect_padded(image, axis, radius)
     index = [slice(None)] * image.ndim
@@ -116,7 +183,8 @@ def _shifted(image: np.ndarray, axis: int, radius: int) -> list[np.ndarray]:
 
 def _reflect_padded(image: np.ndarray, axis: int, radius: int) -> np.ndarray:
     """``numpy.pad(image, radius along axis, mode="reflect")``: the same array, written by three
-    slice copies instead of numpy.pad's general machinery (most of a small tile's median)."""
+    slice copies.
+    """
     n = image.shape[axis]
     if n <= radius:  # reflected more than once: numpy.pad's business
         return np.pad(image, [(radius, radius) if ax == axis else (0, 0)
@@ -133,8 +201,21 @@ def _reflect_padded(image: np.ndarray, axis: int, radius: int) -> np.ndarray:
 
 
 def despike(image: np.ndarray) -> np.ndarray:
-    """Separable 3x3 median (along y, then x): removes isolated hot pixels and cosmic rays,
-    keeps anything at least two pixels wide."""
+    """Separable 3x3 median: a running median of 3 along y, then along x.
+
+    Like the true 3x3 median it drops isolated hot pixels and cosmic-ray hits and keeps anything at
+    least two pixels wide. An axis shorter than 3 pixels is left unfiltered.
+
+    Parameters
+    ----------
+    image : ndarray
+        Finite values, e.g. ADU.
+
+    Returns
+    -------
+    ndarray
+        Shape and dtype of ``image`` (``image`` itself when no axis has 3 pixels).
+    """
     for axis in range(image.ndim):
         if image.shape[axis] >= 3:
             image = median3(image, axis)
@@ -142,12 +223,24 @@ def despike(image: np.ndarray) -> np.ndarray:
 
 
 def collapse(image: np.ndarray, axis: int) -> np.ndarray:
-    """Mean of ``image`` along ``axis`` after a 5-pixel running median along that axis.
+    """Profile of ``image`` along one axis: the mean along ``axis`` after a 5-pixel running median
+    along that axis.
 
-    The median removes hot pixels and cosmic rays, alone or in pairs, which would otherwise
-    pose as emission lines, but keeps what extends along the collapsed axis: an arc line
-    spanning the slit, a trace spanning the dispersion direction. ``axis=1`` gives one value
-    per row (the row profile).
+    The median removes hot pixels and cosmic rays, alone or in pairs, which would otherwise pose as
+    emission lines, but keeps what extends along the collapsed axis: an arc line spanning the slit,
+    a trace spanning the dispersion direction. Shorter axes get the longest odd window that fits.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D, finite values (ADU).
+    axis : int
+        The axis collapsed: 1 gives one value per row (the row profile), 0 one per column.
+
+    Returns
+    -------
+    ndarray
+        1-D profile, in the unit of ``image``.
     """
     window = min(5, image.shape[axis])
     window -= 1 - window % 2
@@ -157,13 +250,26 @@ def collapse(image: np.ndarray, axis: int) -> np.ndarray:
     return ndimage.median_filter(image, size=size, mode="mirror").mean(axis=axis)
 
 
-
 # --------------------------------------------------------------------------- local maxima
 
 def box_max(image: np.ndarray, radius: int) -> np.ndarray:
-    """Maximum over the ``2 radius + 1`` square around each pixel of ``image`` at least
-    ``radius`` pixels from its border (shape smaller by ``2 radius`` on both axes): equal to
-    ``scipy.ndimage.maximum_filter(image, 2 radius + 1)`` there, whatever its mode."""
+    """Maximum over the ``2 radius + 1`` square around each pixel at least ``radius`` pixels
+    from the border.
+
+    Equal there to ``scipy.ndimage.maximum_filter(image, 2 radius + 1)``, whatever its mode.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D array.
+    radius : int
+        Half-side of the square, in pixels.
+
+    Returns
+    -------
+    ndarray
+        Shape of ``image`` less ``2 radius`` on both axes.
+    """
     n = 2 * radius
     height, width = image.shape
     rows = image[:height - n]
@@ -182,11 +288,28 @@ CANDIDATE_SHARE = 1 / 16
 
 def local_maxima(image: np.ndarray, radius: int, threshold: float, border: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(y, x)`` of the pixels of ``image`` at least ``border >= radius`` pixels from its
-    border that are above ``threshold`` and equal to the maximum of the ``2 radius + 1`` square
-    around them, in row-major order: ``np.nonzero((inner == box_max(...)) & (inner >
-    threshold))`` shifted by ``border``, the same pixels. When few pixels are above the
-    threshold (stars on a sky), only those are compared with their neighbours."""
+    """Pixels above ``threshold`` that equal the maximum of the square around them.
+
+    The same pixels, in row-major order, as ``np.nonzero((inner == box_max(...)) & (inner >
+    threshold))`` shifted by ``border``. When at most :data:`CANDIDATE_SHARE` of the pixels are
+    above the threshold (stars on a sky), only those are compared with their neighbours.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D array; a NaN neighbour makes a pixel no maximum.
+    radius : int
+        Half-side of the square, in pixels.
+    threshold : float
+        A maximum must be strictly above it (unit of ``image``).
+    border : int
+        Pixels next to the border that are not searched, at least ``radius``.
+
+    Returns
+    -------
+    ys, xs : ndarray
+        Row and column indices (int) into ``image``.
+    """
     height, width = image.shape
     b, r = border, radius
     inner = image[b:height - b, b:width - b]
@@ -214,14 +337,33 @@ def local_maxima(image: np.ndarray, radius: int, threshold: float, border: int
 
 def find_peaks(image: np.ndarray, threshold: float, box_size: int = 5, *, border_width: int
                ) -> tuple[np.ndarray, np.ndarray]:
-    """``(y, x)`` of the local maxima of a finite ``image``: pixels equal to the maximum of the
-    ``box_size`` square around them and above ``threshold``, at least ``border_width`` pixels
-    from the border, in row-major order; none in a constant image.
+    """Local maxima of a finite image above ``threshold``, as photutils finds them.
 
     The same peaks, in the same order, as ``photutils.detection.find_peaks(image, threshold,
-    box_size=box_size, border_width=border_width)`` (its ``y_peak`` and ``x_peak``) for
-    ``border_width >= box_size // 2``, without building its table: the box around a pixel so
-    far from the border never reaches past it.
+    box_size=box_size, border_width=border_width)`` (its ``y_peak`` and ``x_peak``), without
+    building its table: a box around a pixel at least ``border_width >= box_size // 2`` pixels from
+    the border never reaches past it.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D, finite values.
+    threshold : float
+        A peak must be strictly above it (unit of ``image``).
+    box_size : int
+        Side of the square a peak must be the maximum of, in pixels.
+    border_width : int
+        Pixels next to the border that are not searched; at least ``box_size // 2``.
+
+    Returns
+    -------
+    ys, xs : ndarray
+        Row and column indices (int) of the peaks, in row-major order; none in a constant image.
+
+    Raises
+    ------
+    ValueError
+        When ``border_width < box_size // 2``.
     """
     radius, b = box_size // 2, border_width
     height, width = image.shape
@@ -237,13 +379,26 @@ def find_peaks(image: np.ndarray, threshold: float, box_size: int = 5, *, border
     return ys, xs
 
 
-
 # --------------------------------------------------------------------------- smooth background
 
 def bilinear_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``image`` resized to ``shape`` by bilinear interpolation between pixel centres, edges
-    held (what ``skimage.transform.resize(image, shape, order=1, mode="edge",
-    anti_aliasing=False)`` computes, to rounding, ~3x faster), one axis after the other."""
+    """``image`` resized to ``shape`` by bilinear interpolation between pixel centres, edges held.
+
+    What ``skimage.transform.resize(image, shape, order=1, mode="edge", anti_aliasing=False)``
+    computes, to rounding, one axis after the other.
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D array (any numeric dtype); not modified.
+    shape : tuple of int
+        ``(height, width)`` of the result, in pixels.
+
+    Returns
+    -------
+    ndarray
+        float64 array of ``shape``, clipped to the range of ``image``.
+    """
     out = image.astype(np.float64, copy=False)  # what the weights made of any input before
     for axis, size in enumerate(shape):
         n = image.shape[axis]
@@ -264,11 +419,24 @@ def bilinear_resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def tile_background(tile: np.ndarray, cell: int = 32) -> np.ndarray:
-    """Smooth background of a tile in ADU: medians of ``cell``-pixel cells, 3x3 median filtered
-    (so a bright star does not lift its cell), bilinearly interpolated back to full size.
+    """Smooth background of a tile: cell medians, 3x3 median filtered, bilinearly interpolated
+    back to full size.
 
     The recipe of photutils ``Background2D`` without its per-box sigma clipping and spline
-    interpolation: 5x cheaper here, and good enough to threshold peaks against.
+    interpolation: good enough to threshold peaks against. The 3x3 median over cells keeps a
+    bright star from lifting its cell.
+
+    Parameters
+    ----------
+    tile : ndarray
+        2-D, finite values (ADU).
+    cell : int
+        Side of one cell, in pixels (fewer, larger cells on a small tile).
+
+    Returns
+    -------
+    ndarray
+        float64 background of the tile's shape, in ADU.
     """
     cells = block_medians(tile, (max(1, tile.shape[0] // cell), max(1, tile.shape[1] // cell)))
     if min(cells.shape) >= 3:

@@ -2,15 +2,17 @@
 
 The image channel of a record is stretched per frame, which erases absolute signal: a bias at
 300 ADU and a dark at 320 ADU with hot pixels look alike once stretched. The features here keep
-that signal. Most come in three flavours:
+that signal. Most come in three forms:
 
 * ``*_rel``: divided by the data range (``full_scale``: 65535 for 16-bit cameras, 255 for 8-bit;
-  estimated for float data), so they mean the same on any camera;
+  estimated for float data, :class:`DataRange`), so they mean the same on any camera;
 * ``*_log10``: signed ``log10(1 + |x|)`` of the value in ADU, because absolute levels matter too;
-* ``*_sigma_log``: ``log10(1 + x / noise)``, a contrast in units of the pixel-to-pixel noise.
+* ``*_sigma_log``: signed ``log10(1 + |x| / noise)``, a contrast in units of the pixel-to-pixel
+  noise.
 
-They are read from the frame's grid sample and native tiles (:mod:`exporter.features.sampling`).
-Every value is finite or NaN; degenerate frames (all-NaN, constant, 3x3, 1xN) never raise.
+They are read from the frame's grid sample and native tiles
+(:class:`~exporter.features.sampling.FrameSamples`). Every value is finite or NaN; degenerate
+frames (all-NaN, constant, 3x3, 1xN) never raise.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ FRACTION_FLOOR = 1e-6
 #: At most this many outlier candidates are checked for isolation (evenly thinned beyond).
 MAX_OUTLIER_CANDIDATES = 5_000
 
+#: Percentiles (per cent) of the grid sample read by the distribution features.
 PERCENTILES = (0.1, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 99.9)
 _PERCENTILE_NAMES = ("p0_1", "p1", "p5", "p25", "p50", "p75", "p95", "p99", "p99_9")
 
@@ -83,17 +86,22 @@ SCALE_INVARIANT_FEATURES: tuple[str, ...] = tuple(
 )
 
 
-
 # --------------------------------------------------------------------------- data range
 
 @dataclass(frozen=True)
 class DataRange:
     """What "relative" means for one frame.
 
-    ``full_scale``: ADU that maps to 1.0 in ``*_rel`` features. ``saturation``: ADU at and above
-    which a pixel counts as saturated (NaN when unknown). ``known``: 1 = the reader's
-    ``full_scale`` (or the integer dtype's maximum), 0.5 = a saturation hint or the [0, 1] float
-    convention, 0 = estimated from the data's 0.1/99.9th percentiles.
+    Attributes
+    ----------
+    full_scale : float
+        ADU that maps to 1.0 in the ``*_rel`` features (NaN when nothing is known).
+    saturation : float
+        ADU at and above which a pixel counts as saturated (NaN when unknown).
+    known : float
+        How the full scale was found: 1 = the reader's ``full_scale`` (or the integer dtype's
+        maximum), 0.5 = a saturation hint or the [0, 1] float convention, 0 = estimated from the
+        data's 0.1th and 99.9th percentiles.
     """
 
     full_scale: float
@@ -102,7 +110,19 @@ class DataRange:
 
 
 def saturation_hint(frame: RawFrame) -> float:
-    """Saturation level in ADU from ``source['saturation_hint']`` or ``SATURATE``/``SATLEVEL``."""
+    """The saturation level a frame's reader or header states.
+
+    Parameters
+    ----------
+    frame : RawFrame
+        Read are ``frame.source["saturation_hint"]``, then the header keywords ``SATURATE`` and
+        ``SATLEVEL``; the first positive finite number wins.
+
+    Returns
+    -------
+    float
+        Saturation level in ADU, NaN when none is stated.
+    """
     candidates = [frame.source.get("saturation_hint"), frame.header.get("SATURATE"),
                   frame.header.get("SATLEVEL")]
     for value in candidates:
@@ -116,9 +136,25 @@ def saturation_hint(frame: RawFrame) -> float:
 
 
 def data_range(frame: RawFrame, values: np.ndarray, pct: dict[str, float]) -> DataRange:
-    """The range that relative features refer to (see :class:`DataRange`).
+    """The range the relative features refer to (see :class:`DataRange`).
 
-    ``values``: finite sample values (ADU); ``pct``: their percentiles (``p0_1``, ``p99_9``).
+    In order: the reader's ``frame.source["full_scale"]`` or the integer dtype's maximum (saturation
+    at :func:`saturation_hint`, else :data:`SATURATION_FRACTION` of it); a saturation hint; the
+    [0, 1] convention of stackers' float frames; the larger magnitude of the 0.1th and 99.9th
+    percentiles.
+
+    Parameters
+    ----------
+    frame : RawFrame
+        The frame (its ``source``, header and dtype are read).
+    values : ndarray
+        Finite grid-sample values, ADU.
+    pct : dict of str to float
+        Their percentiles by name (``p0_1`` and ``p99_9`` are read), ADU.
+
+    Returns
+    -------
+    DataRange
     """
     hint = saturation_hint(frame)
     full_scale = frame.source.get("full_scale")
@@ -148,9 +184,24 @@ def data_range(frame: RawFrame, values: np.ndarray, pct: dict[str, float]) -> Da
 # --------------------------------------------------------------------------- feature groups
 
 def geometry_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
-    """Width and height (pixels), log10 pixel count, log10(width/height), storage bits,
-    whether the *stored* pixels are floats (``source['dtype']``; scaled or colour-reduced
-    integer data arrive as float32) and the number of colour planes reduced into the frame."""
+    """Geometry and storage of a frame.
+
+    Parameters
+    ----------
+    frame : RawFrame
+        ``frame.source`` keys ``bits`` (bit depth as stored; else the itemsize of ``data``),
+        ``planes`` (colour planes reduced into the frame; default 1) and ``dtype`` (see
+        :func:`stored_dtype`) are read.
+    data : ndarray
+        The frame's 2-D pixels.
+
+    Returns
+    -------
+    dict of str to float
+        ``width`` and ``height`` (pixels), ``log10_pixels``, ``log10_aspect`` (log10 of width over
+        height), ``bits``, ``is_float`` (1 when the stored pixels are floats; scaled or
+        colour-reduced integer data arrive as float32) and ``planes``.
+    """
     height, width = data.shape
     bits = frame.source.get("bits")
     try:
@@ -176,7 +227,9 @@ def geometry_features(frame: RawFrame, data: np.ndarray) -> dict[str, float]:
 
 
 def stored_dtype(frame: RawFrame, data: np.ndarray) -> np.dtype:
-    """The dtype of the pixels as stored in the file (``source['dtype']``), else ``data``'s."""
+    """The dtype of the pixels as stored in the file (``frame.source["dtype"]``), else
+    ``data``'s.
+    """
     try:
         return np.dtype(frame.source["dtype"])
     except (KeyError, TypeError):
@@ -185,13 +238,23 @@ def stored_dtype(frame: RawFrame, data: np.ndarray) -> np.dtype:
 
 def robust_levels(values: np.ndarray, median: float, spread: float | None = None
                   ) -> dict[str, float]:
-    """Level and spread of finite sample values, all in ADU (NaN when there are none).
+    """Level and spread of the grid sample.
 
-    ``median``: of ``values``, already known from the percentiles; ``spread``: their astropy
-    ``mad_std`` when already known (counted). Keys: ``median``, ``mean``,
-    ``std``, ``mad_std`` (astropy), ``clipped_mean``, ``clipped_median``,
-    ``clipped_std`` (astropy 3-sigma clipping on at most :data:`CLIP_PIXELS` evenly spaced
-    values), ``min``, ``max``.
+    Parameters
+    ----------
+    values : ndarray
+        Finite sample values, ADU.
+    median : float
+        Their median (known from the percentiles), ADU.
+    spread : float, optional
+        Their astropy ``mad_std`` when already known (counted), ADU.
+
+    Returns
+    -------
+    dict of str to float
+        ADU, NaN for no values: ``median``, ``mean``, ``std``, ``mad_std``, ``clipped_mean``,
+        ``clipped_median``, ``clipped_std`` (astropy ``sigma_clipped_stats``, 3 sigma, on at most
+        :data:`CLIP_PIXELS` evenly spaced values), ``min``, ``max``.
     """
     keys = ("median", "mean", "std", "mad_std", "clipped_mean", "clipped_median",
             "clipped_std", "min", "max")
@@ -209,10 +272,23 @@ def robust_levels(values: np.ndarray, median: float, spread: float | None = None
 
 
 def level_features(levels: dict[str, float], scale: float, noise: float) -> dict[str, float]:
-    """Levels relative to the range and in log10 ADU, noise/level ratios.
+    """Levels relative to the range and in log10 ADU, and noise-to-level ratios.
 
-    ``levels``: from :func:`robust_levels`; ``scale``: full scale (ADU); ``noise``: pixel noise
-    (ADU).
+    Parameters
+    ----------
+    levels : dict of str to float
+        From :func:`robust_levels`, ADU.
+    scale : float
+        The full scale (:class:`DataRange`), ADU.
+    noise : float
+        The pixel noise (:func:`~exporter.features.sampling.pixel_noise`), ADU.
+
+    Returns
+    -------
+    dict of str to float
+        The ``*_rel`` and ``*_log10`` levels, ``pixel_noise_rel``, ``pixel_noise_log10``,
+        ``noise_to_level_log10`` and ``pixel_noise_to_mad_std`` (~1 for white noise such as a bias,
+        well below 1 when large-scale structure dominates: flats, disks).
     """
     out = {f"{key}_rel": safe_ratio(levels[key], scale)
            for key in ("median", "mean", "std", "clipped_mean", "clipped_median", "clipped_std",
@@ -230,8 +306,29 @@ def level_features(levels: dict[str, float], scale: float, noise: float) -> dict
 
 def distribution_features(values: np.ndarray, pct: dict[str, float], rng: DataRange,
                           noise: float, spread: float) -> dict[str, float]:
-    """Percentiles relative to the range, spreads, tails in units of ``spread`` (the sample's
-    ``mad_std``, ADU), dynamic range in bits of pixel ``noise`` (ADU), clipping fractions."""
+    """Percentiles, spreads, tails and clipping of the grid sample.
+
+    Parameters
+    ----------
+    values : ndarray
+        Finite sample values, ADU.
+    pct : dict of str to float
+        Their percentiles by name (``p0_1`` ... ``p99_9``), ADU.
+    rng : DataRange
+        The range the ``*_rel`` features are relative to.
+    noise : float
+        The pixel noise, ADU (for ``dynamic_range_bits``).
+    spread : float
+        The sample's ``mad_std``, ADU (for the tails).
+
+    Returns
+    -------
+    dict of str to float
+        Percentiles and spreads relative to the range (``p*_rel``, ``iqr_rel``, ``p1_p99_rel``,
+        ``p0_1_p99_9_rel``), the tails in units of ``spread``, ``quantile_skew``,
+        ``dynamic_range_bits`` (log2 of 1 + the p0.1..p99.9 span in pixel noise), and the
+        fractions of values saturated, zero, at the minimum and at the maximum.
+    """
     nan = math.nan
     scale = rng.full_scale
     out = {f"{n}_rel": safe_ratio(pct[n], scale) for n in _PERCENTILE_NAMES if n != "p50"}
@@ -260,14 +357,31 @@ def distribution_features(values: np.ndarray, pct: dict[str, float], rng: DataRa
 
 def count_isolated_outliers(tile: np.ndarray, noise: float, step: float,
                             level: float | None = None) -> tuple[int, int, int]:
-    """Isolated hot and cold pixels in one tile: ``(hot, cold, finite pixels examined)``.
+    """Isolated hot and cold pixels in one tile.
 
-    A pixel is an outlier when it deviates from the tile median by more than
-    ``OUTLIER_SIGMA * noise`` (noise floored at ``step``, the ADU quantum), and *isolated* when it
-    also deviates from the median of its 3x3 neighbourhood by that much and by more than half
-    its deviation from the tile median. A star core fails the second test (its neighbours are
-    bright too; a FWHM 3 px star keeps only ~30 % of its peak above the 3x3 median), a hot pixel
-    or a cosmic-ray hit passes it. ``level``: the median of the tile's finite pixels when known.
+    A pixel is an outlier when it deviates from the tile's median by more than
+    :data:`OUTLIER_SIGMA` times the noise (floored at ``step``), and *isolated* when it also
+    deviates from the median of its 3x3 neighbourhood by that much and by more than half its
+    deviation from the tile's median. A star's core fails the second test (its neighbours are
+    bright too: a FWHM 3 px star keeps only about 30 % of its peak above the 3x3 median); a hot
+    pixel or a cosmic-ray hit passes it. At most :data:`MAX_OUTLIER_CANDIDATES` candidates per sign
+    are checked, evenly thinned, and the count scaled back.
+
+    Parameters
+    ----------
+    tile : ndarray
+        2-D full-resolution tile, ADU; non-finite pixels are set to ``level``.
+    noise : float
+        Pixel noise, ADU.
+    step : float
+        The value quantum, ADU.
+    level : float, optional
+        The median of the tile's finite pixels when known, ADU.
+
+    Returns
+    -------
+    hot, cold, examined : int
+        Isolated pixels above and below the level, and the tile's finite pixels.
     """
     finite = np.isfinite(tile)
     n_finite = int(np.count_nonzero(finite))
@@ -302,9 +416,33 @@ def count_isolated_outliers(tile: np.ndarray, noise: float, step: float,
 def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str, float],
                      noise: float, step: float, levels: dict[str, float],
                      tile_levels: list[float] | None = None) -> dict[str, float]:
-    """Hot and cold pixel fractions in the native tiles (log10, floored at 1 ppm); fractions of
-    the sample brighter than the clipped median + 5 clipped std (stars, disks) and near the
-    floor (black sky). ``tile_levels``: the tiles' medians when known."""
+    """Hot and cold pixels in the native tiles, bright and dark areas of the grid sample.
+
+    Parameters
+    ----------
+    tiles : list of ndarray
+        The native tiles, ADU.
+    values : ndarray
+        Finite grid-sample values, ADU.
+    pct : dict of str to float
+        Their percentiles by name, ADU.
+    noise : float
+        Pixel noise, ADU.
+    step : float
+        The value quantum, ADU.
+    levels : dict of str to float
+        From :func:`robust_levels` (``clipped_median`` and ``clipped_std`` are read), ADU.
+    tile_levels : list of float, optional
+        The tiles' medians when known, ADU.
+
+    Returns
+    -------
+    dict of str to float
+        ``hot_pixel_fraction_log10`` and ``cold_pixel_fraction_log10`` (log10 of the isolated
+        outliers' share of the tiles' pixels plus :data:`FRACTION_FLOOR`), ``bright_fraction``
+        (share of the sample above the clipped median + 5 clipped std: stars, disks) and
+        ``dark_area_fraction`` (share within 10 % of the p0.1..p99 span above p0.1: black sky).
+    """
     nan = math.nan
     hot = cold = examined = 0
     for i, tile in enumerate(tiles):
@@ -331,7 +469,6 @@ def outlier_features(tiles: list[np.ndarray], values: np.ndarray, pct: dict[str,
     return out
 
 
-
 def _profile_structure(medians: np.ndarray, n_averaged: int, noise: float) -> tuple[float, float]:
     """Total and row-to-row structure of a profile of medians, in units of pure-noise scatter.
 
@@ -347,10 +484,28 @@ def _profile_structure(medians: np.ndarray, n_averaged: int, noise: float) -> tu
 
 
 def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str, float]:
-    """Row/column profiles, banding, radial fall-off, gradient and large-scale structure.
+    """Row and column profiles, banding, radial fall-off, gradient and large-scale structure.
 
-    ``grid``: the strided sample (ADU; non-finite pixels are replaced by ``level``); ``level``:
-    the frame's median (ADU); ``noise``: pixel noise (ADU).
+    Row and column profiles are the medians of the grid's rows and columns; the radial fall-off,
+    gradient and residual structure are read from a map of 16 x 16 cell medians (centre against
+    corners, a fitted plane, and the scatter about it).
+
+    Parameters
+    ----------
+    grid : ndarray
+        The 2-D grid sample, ADU; non-finite pixels are taken as ``level``.
+    level : float
+        The frame's median, ADU.
+    noise : float
+        The pixel noise, ADU.
+
+    Returns
+    -------
+    dict of str to float
+        ``row_structure_sigma_log``, ``col_structure_sigma_log``, ``row_col_structure_log_ratio``,
+        ``row_banding_sigma_log``, ``col_banding_sigma_log``, ``radial_falloff``,
+        ``radial_falloff_sigma_log``, ``gradient_level_log10``, ``gradient_sigma_log`` and
+        ``background_structure_sigma_log``; all NaN when ``level`` is not finite.
     """
     nan = math.nan
     out = dict.fromkeys(("row_structure_sigma_log", "col_structure_sigma_log",
@@ -365,7 +520,7 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
         grid = np.where(finite, grid, level)
     grid = narrowed(grid)  # integer ADU: every median below selected in int32
     row_total, row_band = _profile_structure(median_last_axis(grid), grid.shape[1], noise)
-    # The medians along axis 0, faster on rows in memory order.
+    # The medians along axis 0, taken as rows of a contiguous transposed copy.
     col_total, col_band = _profile_structure(median_last_axis(np.ascontiguousarray(grid.T)),
                                              grid.shape[0], noise)
     out.update(row_structure_sigma_log=row_total, col_structure_sigma_log=col_total,
@@ -398,11 +553,25 @@ def structure_features(grid: np.ndarray, level: float, noise: float) -> dict[str
 def pixel_features(frame: RawFrame, samples: FrameSamples | None = None) -> dict[str, float]:
     """Raw-ADU statistics of one frame, keyed and ordered as :data:`PIXEL_FEATURE_NAMES`.
 
-    ``frame.data``: 2-D array in ADU (never modified). Uses ``frame.source`` keys ``full_scale``,
-    ``bits``, ``planes`` and ``saturation_hint`` when present (header ``SATURATE``/``SATLEVEL``
-    otherwise). Returns floats, each finite or NaN. Raises :class:`FrameError` (stage
-    ``features``) only when ``data`` is not a non-empty 2-D numeric array. ``samples``: the
-    frame's :class:`FrameSamples` when the caller shares them with the other feature modules.
+    Parameters
+    ----------
+    frame : RawFrame
+        ``frame.data`` is the 2-D frame in ADU (never modified). Read are ``frame.source`` keys
+        ``full_scale``, ``bits``, ``planes``, ``dtype`` and ``saturation_hint`` when present, and
+        the header keywords ``SATURATE`` and ``SATLEVEL``.
+    samples : FrameSamples, optional
+        The frame's :class:`~exporter.features.sampling.FrameSamples` when the caller shares them
+        with the other feature modules; made here otherwise.
+
+    Returns
+    -------
+    dict of str to float
+        Each value finite or NaN.
+
+    Raises
+    ------
+    FrameError
+        Of stage ``features``, only when ``frame.data`` is not a non-empty 2-D numeric array.
     """
     data = as_image(frame.data)
     samples = frame_samples(data, samples)

@@ -1,5 +1,6 @@
-"""What the feature modules sample from a frame: a grid, full-resolution tiles, the value
-lattice, the pixel noise and a binned frame, each computed once per frame (:class:`FrameSamples`).
+"""What the feature modules sample from a frame, each computed once per frame and shared through
+:class:`FrameSamples`: a grid, full-resolution tiles, the value lattice, the pixel noise and a
+binned frame.
 
 Every feature is computed from a bounded, deterministic subsample, so its cost does not grow with
 the sensor size:
@@ -11,6 +12,9 @@ the sensor size:
   against the local median;
 * the **binned frame** (block mean, at most :data:`BINNED_SIDE` pixels on its long side) for the
   spectral, disk and straight-line features.
+
+Pixel values are ADU (after :func:`~exporter.features.sensor.recover_adu`); shapes are
+``(height, width)`` in pixels, numpy order.
 """
 
 from __future__ import annotations
@@ -47,11 +51,24 @@ BINNED_SIDE = 512
 # --------------------------------------------------------------------------- grid and tiles
 
 def grid_strides(shape: tuple[int, int], max_pixels: int = GRID_PIXELS) -> tuple[int, int]:
-    """Row and column strides so that ``data[::sy, ::sx]`` holds at most ~``max_pixels``.
+    """Row and column strides of a grid sample of at most about ``max_pixels`` pixels.
 
     Equal strides keep the aspect ratio; a thin frame (few rows) is thinned along its long axis
     only. Strides above 1 are odd, so the raw frame of a colour camera (2x2 Bayer pattern) is
     sampled in all four filter positions rather than in one colour.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)`` of the frame, in pixels.
+    max_pixels : int
+        Largest number of pixels in the sample.
+
+    Returns
+    -------
+    sy, sx : int
+        Strides along y and x, in pixels, such that ``data[::sy, ::sx]`` holds at most about
+        ``max_pixels`` pixels.
     """
     height, width = shape
     step = _odd(math.ceil(math.sqrt(height * width / max_pixels)))
@@ -62,22 +79,50 @@ def grid_strides(shape: tuple[int, int], max_pixels: int = GRID_PIXELS) -> tuple
 
 
 def _odd(stride: int) -> int:
+    """``stride`` made odd (rounded up), 1 for strides up to 1."""
     return 1 if stride <= 1 else stride | 1
 
 
 def grid_sample(data: np.ndarray, max_pixels: int = GRID_PIXELS) -> np.ndarray:
-    """A strided, centred subsample of the whole frame as float64 (a copy; NaN/inf kept)."""
+    """A strided subsample of the whole frame, centred on it.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    max_pixels : int
+        Largest number of pixels in the sample (see :func:`grid_strides`).
+
+    Returns
+    -------
+    ndarray
+        2-D float64 copy of ``data[sy // 2::sy, sx // 2::sx]``, NaN and inf kept.
+    """
     sy, sx = grid_strides(data.shape, max_pixels)
     return np.array(data[sy // 2::sy, sx // 2::sx], dtype=np.float64)
 
 
 def tile_slices(shape: tuple[int, int], max_pixels: int = TILE_PIXELS,
                 side: int = TILE_SIDE) -> list[tuple[slice, slice]]:
-    """Slices of contiguous full-resolution tiles spread evenly over the frame.
+    """Where the contiguous full-resolution tiles lie, spread evenly over the frame.
 
-    The whole frame is one tile when it fits in ``max_pixels``. Otherwise tiles of about
-    ``side`` x ``side`` pixels (wider when the frame is thin) sit on a regular grid of
+    The whole frame is one tile when it has at most ``max_pixels`` pixels. Otherwise tiles of
+    about ``side`` x ``side`` pixels (wider when the frame is thin) sit on a regular grid of
     positions whose shape follows the frame's aspect ratio.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)`` of the frame, in pixels.
+    max_pixels : int
+        Largest number of pixels in all tiles together.
+    side : int
+        Side of one tile, in pixels (shorter when the frame is).
+
+    Returns
+    -------
+    list of tuple of slice
+        ``(rows, columns)`` of each tile, in row-major order of their positions.
     """
     height, width = shape
     if height * width <= max_pixels:
@@ -96,7 +141,20 @@ def tile_slices(shape: tuple[int, int], max_pixels: int = TILE_PIXELS,
 
 def native_tiles(data: np.ndarray, max_pixels: int = TILE_PIXELS,
                  side: int = TILE_SIDE) -> list[np.ndarray]:
-    """Full-resolution tiles (float64 copies, NaN/inf kept) from :func:`tile_slices`."""
+    """Full-resolution tiles of the frame, at the positions of :func:`tile_slices`.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    max_pixels, side : int
+        As for :func:`tile_slices`.
+
+    Returns
+    -------
+    list of ndarray
+        float64 copies of the tiles, NaN and inf kept.
+    """
     return [np.array(data[sl], dtype=np.float64) for sl in tile_slices(data.shape, max_pixels,
                                                                        side)]
 
@@ -104,20 +162,43 @@ def native_tiles(data: np.ndarray, max_pixels: int = TILE_PIXELS,
 # --------------------------------------------------------------------------- value lattice
 
 def lattice_sample(data: np.ndarray) -> np.ndarray:
-    """Finite values of an evenly strided sample of ``data`` (float64, at most
-    :data:`LATTICE_SAMPLE`)."""
+    """The values the value lattice (:func:`quantum`) is read from.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame; not modified.
+
+    Returns
+    -------
+    ndarray
+        1-D float64: the finite values of an evenly strided grid sample of at most
+        :data:`LATTICE_SAMPLE` pixels.
+    """
     values = grid_sample(data, LATTICE_SAMPLE).ravel()
     return values[np.isfinite(values)]
 
 
 def quantum(data: np.ndarray) -> float:
-    """The step between the values a frame can hold: 1 for plain integer ADU, 4 or 16 for 14- or
-    12-bit ADU shifted into 16-bit words, 256 for 8-bit data in 16-bit words (also when stored
-    as integer-valued floats), 0 for floats off any integer lattice.
+    """The step between the values a frame can hold (the ADC step as stored).
 
-    The greatest common divisor of the sampled values' distances to their minimum, when at least
-    :data:`LATTICE_SHARE` of them are integers; a constant frame has step 1. Noise estimates and
-    thresholds never go below it: a ``mad_std`` of integers can be 0.
+    1 for plain integer ADU, 4 or 16 for 14- or 12-bit ADU shifted into 16-bit words, 256 for 8-bit
+    data in 16-bit words (also when stored as integer-valued floats), 0 for floats off any integer
+    lattice. It is the greatest common divisor of the sampled values' distances to their minimum
+    when at least :data:`LATTICE_SHARE` of them are integers; the maximum is left out (drivers clip
+    saturated pixels to 65535, off a shifted lattice), and a constant frame has step 1. Noise
+    estimates and thresholds never go below it: a ``mad_std`` of integers can be 0.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+
+    Returns
+    -------
+    float
+        The step in ADU; 0 when the values are not integers; with fewer than 16 finite sampled
+        values, 1 for an integer dtype and 0 otherwise.
     """
     values = lattice_sample(data)
     if values.size < 16:
@@ -136,14 +217,28 @@ def quantum(data: np.ndarray) -> float:
 
 def pixel_noise(tiles: list[np.ndarray], step: float = 0.0,
                 max_samples: int = NOISE_SAMPLES) -> float:
-    """Pixel-to-pixel noise in ADU from differences of neighbouring pixels in ``tiles``.
+    """Pixel-to-pixel noise from differences of neighbouring pixels.
 
-    Differences cancel gradients, vignetting and extended sources, so this is the read/shot
-    noise even on a flat or a nebula. It is the standard deviation of the differences after
-    clipping at 5 ``mad_std`` (hot pixels and cosmic rays removed), over sqrt(2). A plain
-    ``mad_std`` would snap to a few values on integer data (the median of integers is an
-    integer); the clipped standard deviation does not. ``step``: the ADU quantum, a floor for the
-    clipping scale. NaN when no two neighbouring finite pixels exist.
+    Differences cancel gradients, vignetting and extended sources, so this is the read and shot
+    noise even on a flat or a nebula. It is the standard deviation of the horizontal and vertical
+    differences within 5 ``mad_std`` of their median (hot pixels and cosmic rays left out), over
+    sqrt(2). A plain ``mad_std`` would snap to a few values on integer data (the median of integers
+    is an integer); the clipped standard deviation does not.
+
+    Parameters
+    ----------
+    tiles : list of ndarray
+        2-D arrays, ADU; non-finite differences are left out.
+    step : float
+        The value quantum (ADU, :func:`quantum`), a floor for the clipping scale; above 0, integer
+        differences are counted rather than sorted.
+    max_samples : int
+        At most this many differences are used (evenly strided).
+
+    Returns
+    -------
+    float
+        Noise of one pixel, ADU; NaN when no two neighbouring finite pixels exist.
     """
     pieces = [(tile, axis) for tile in tiles for axis in (1, 0) if tile.shape[axis] > 1]
     if not pieces:
@@ -173,8 +268,9 @@ def _differences_finite(tile: np.ndarray) -> bool:
 
 
 def _strided_differences(pieces: list[tuple[np.ndarray, int]], stride: int) -> np.ndarray:
-    """Every ``stride``-th element of the concatenated, flattened ``np.diff(tile, axis=axis)``
-    of ``pieces``, computing only those differences."""
+    """Every ``stride``-th element of the concatenated, flattened ``np.diff(tile, axis=axis)`` of
+    ``pieces``, computing only those differences.
+    """
     out, offset = [], 0
     for tile, axis in pieces:
         height, width = tile.shape
@@ -190,8 +286,23 @@ def _strided_differences(pieces: list[tuple[np.ndarray, int]], stride: int) -> n
 # --------------------------------------------------------------------------- binned frame
 
 def binned_frame(data: np.ndarray, max_side: int = BINNED_SIDE) -> np.ndarray:
-    """``data`` binned (block mean, see :func:`~exporter.preprocessing.block_mean`) so that its
-    long side is at most ``max_side`` pixels."""
+    """The frame block-averaged so that its long side is at most ``max_side`` pixels.
+
+    One integer factor for both axes (:func:`~exporter.preprocessing.block_mean`, a centred crop of
+    the remainder); non-finite pixels are first set to the median of the finite ones.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    max_side : int
+        Longest side of the result, in pixels.
+
+    Returns
+    -------
+    ndarray
+        The binned frame, ADU: float32 for integer data, float64 for floats.
+    """
     factor = max(1, math.ceil(max(data.shape) / max_side))
     return block_mean(finite_filled(data), min(factor, data.shape[0]),
                       min(factor, data.shape[1]))
@@ -200,12 +311,21 @@ def binned_frame(data: np.ndarray, max_side: int = BINNED_SIDE) -> np.ndarray:
 # --------------------------------------------------------------------------- shared per frame
 
 class FrameSamples:
-    """What several feature modules take from the same frame, computed once per frame on first
-    use and shared (:func:`exporter.measure.measure_frame` passes one to
+    """What the feature modules take from one frame, computed once on first use and shared.
+
+    :func:`exporter.measure.measure_frame` builds one per frame (after trimming, and again when
+    :func:`~exporter.features.cfa.equalise_cfa` makes new pixels) and passes it to
+    :func:`~exporter.features.overscan.overscan_features`,
+    :func:`~exporter.features.cfa.equalise_cfa`,
     :func:`~exporter.features.pixel_stats.pixel_features`,
     :func:`~exporter.features.sensor.sensor_features` and
-    :func:`~exporter.features.domain.domain_features`). The arrays are read-only; each value is
-    exactly what the function named computes from ``data``.
+    :func:`~exporter.features.domain.domain_features`. Each attribute is exactly what the function
+    named computes from ``data``; the arrays are read-only.
+
+    Parameters
+    ----------
+    data : ndarray
+        The 2-D frame, ADU; never modified.
     """
 
     def __init__(self, data: np.ndarray):
@@ -213,27 +333,27 @@ class FrameSamples:
 
     @cached_property
     def step(self) -> float:
-        """:func:`quantum` of the frame."""
+        """:func:`quantum` of the frame, ADU."""
         return quantum(self.data)
 
     @cached_property
     def grid(self) -> np.ndarray:
-        """:func:`grid_sample` (:data:`GRID_PIXELS`)."""
+        """:func:`grid_sample` of the frame (:data:`GRID_PIXELS`), float64 ADU."""
         return _read_only(grid_sample(self.data))
 
     @cached_property
     def tiles(self) -> list[np.ndarray]:
-        """:func:`native_tiles` (:data:`TILE_PIXELS`, :data:`TILE_SIDE`)."""
+        """:func:`native_tiles` of the frame (:data:`TILE_PIXELS`, :data:`TILE_SIDE`), ADU."""
         return [_read_only(tile) for tile in native_tiles(self.data)]
 
     @cached_property
     def noise(self) -> float:
-        """:func:`pixel_noise` of :attr:`tiles`, never below :attr:`step`."""
+        """:func:`pixel_noise` of :attr:`tiles` (clipping floored at :attr:`step`), ADU."""
         return pixel_noise(self.tiles, self.step)
 
     @cached_property
     def tile_levels(self) -> list[float]:
-        """Median of the finite pixels of each of :attr:`tiles` (NaN for a tile with none)."""
+        """Median of the finite pixels of each of :attr:`tiles`, ADU (NaN for a tile with none)."""
         levels = []
         for tile in self.tiles:
             finite = np.isfinite(tile)
@@ -245,9 +365,10 @@ class FrameSamples:
 
     @cached_property
     def filled_tiles(self) -> list[np.ndarray]:
-        """:attr:`tiles` with their non-finite pixels set to the tile's level
-        (:attr:`tile_levels`); a tile without a finite pixel is left out, an all-finite tile is
-        the same array."""
+        """:attr:`tiles` with their non-finite pixels set to the tile's level (:attr:`tile_levels`).
+
+        A tile without a finite pixel is left out; an all-finite tile is the same array.
+        """
         filled = []
         for tile, level in zip(self.tiles, self.tile_levels):
             finite = np.isfinite(tile)
@@ -260,13 +381,14 @@ class FrameSamples:
     @cached_property
     def despiked_tiles(self) -> list[np.ndarray | None]:
         """:func:`~exporter.features.kernels.despike` (separable 3x3 median) of each of
-        :attr:`filled_tiles`, in that order; None for a tile under 3 pixels on a side."""
+        :attr:`filled_tiles`, in that order, float64 ADU; None for a tile under 3 pixels on a side.
+        """
         return [_read_only(despike(tile)) if min(tile.shape) >= 3 else None
                 for tile in self.filled_tiles]
 
     @cached_property
     def binned(self) -> np.ndarray:
-        """:func:`binned_frame` of the frame (boolean pixels as float32)."""
+        """:func:`binned_frame` of the frame (boolean pixels taken as float32), ADU."""
         data = np.asarray(self.data)
         if data.dtype == np.bool_:
             data = data.astype(np.float32)
@@ -274,13 +396,14 @@ class FrameSamples:
 
     @cached_property
     def despiked_binned(self) -> np.ndarray:
-        """:func:`~exporter.features.kernels.despike` of :attr:`binned`.
+        """:func:`~exporter.features.kernels.despike` of :attr:`binned`, in its dtype.
 
-        When the binned frame is the frame itself (its long side at most :data:`BINNED_SIDE`)
-        and so is the one native tile (at most :data:`TILE_PIXELS`, every pixel finite), this is
-        the tile's 3x3 median (:attr:`despiked_tiles`) in the binned frame's dtype: the same
-        numbers, because a median of three commutes with the monotone conversion from float64
-        to float32, and float64 holds every pixel exactly (integers of up to 32 bits, floats).
+        When the binned frame is the frame itself (long side at most :data:`BINNED_SIDE`
+        pixels) and so is the one native tile (at most :data:`TILE_PIXELS` pixels, every one
+        finite), this is the tile's 3x3 median (:attr:`despiked_tiles`) cast to the binned
+        frame's dtype: the same numbers, because a median of three commutes with the monotone
+        conversion from float64 to float32, and float64 holds every pixel exactly (integers of up
+        to 32 bits, floats). Otherwise it is computed on the binned frame.
         """
         binned = self.binned
         data = np.asarray(self.data)
@@ -292,9 +415,20 @@ class FrameSamples:
         return _read_only(despike(binned))
 
     def counts(self, values: np.ndarray) -> ValueCounts | None:
-        """:func:`~exporter.features.counted.value_counts` of finite ``values`` sampled from this frame
-        when they are integers (an integer frame, or floats on an integer lattice), else
-        ``None``: their median, percentiles and ``mad_std`` are then numpy's selections."""
+        """Counted order statistics of values sampled from this frame, when they are integers.
+
+        Parameters
+        ----------
+        values : ndarray
+            1-D, finite values taken from ``data`` (ADU).
+
+        Returns
+        -------
+        ValueCounts or None
+            :func:`~exporter.features.counted.value_counts` of ``values`` for an integer frame or a
+            frame on an integer lattice (:attr:`step` above 0); None otherwise or for no values, and
+            then their median, percentiles and ``mad_std`` are numpy's and astropy's.
+        """
         if values.size == 0:
             return None
         if np.issubdtype(self.data.dtype, np.integer):
@@ -308,5 +442,5 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 
 def frame_samples(data: np.ndarray, samples: FrameSamples | None) -> FrameSamples:
-    """``samples`` when given (shared by the caller), else a new :class:`FrameSamples`."""
+    """``samples`` when the caller shares them, else a new :class:`FrameSamples` of ``data``."""
     return samples if samples is not None else FrameSamples(data)

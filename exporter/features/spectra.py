@@ -39,10 +39,18 @@ SPECTRUM_FEATURE_NAMES: tuple[str, ...] = (
 # --------------------------------------------------------------------------- profiles
 
 def concentration(profile: np.ndarray) -> float:
-    """Fraction of the profile's excess over its median held by its brightest 10 % of entries.
+    """Share of a profile's excess over its median held by its brightest 10 % of entries.
 
-    ~0.44 for white noise, ~1 for a narrow trace, ~0.3 for a smooth bump (a flat's
-    vignetting). NaN for fewer than 5 entries or no excess.
+    Parameters
+    ----------
+    profile : ndarray
+        1-D profile, ADU.
+
+    Returns
+    -------
+    float
+        In [0, 1]: about 0.44 for white noise, about 1 for a narrow trace, about 0.3 for a smooth
+        bump (a flat's vignetting); NaN for fewer than 5 entries or no excess.
     """
     if profile.size < 5:
         return math.nan
@@ -55,17 +63,31 @@ def concentration(profile: np.ndarray) -> float:
 
 
 def profile_noise(profile: np.ndarray) -> float:
-    """Noise of a 1-D profile: ``mad_std`` of its first differences over sqrt(2)."""
+    """Noise of a 1-D profile: ``mad_std`` of its first differences over sqrt(2), in the profile's
+    unit; NaN for fewer than 3 entries.
+    """
     if profile.size < 3:
         return math.nan
     return float(mad_std(np.diff(profile))) / math.sqrt(2.0)
 
 
 def count_lines(profile: np.ndarray) -> tuple[int, int]:
-    """Narrow emission and absorption features of a 1-D profile: ``(emission, absorption)``.
+    """Narrow emission and absorption lines of a 1-D profile.
 
-    Peaks of the profile minus a running median (1/8 of its length) that stand
-    :data:`LINE_SIGMA` noise sigmas out and are narrower than :data:`MAX_LINE_WIDTH` of it.
+    Lines are peaks of the profile minus its running median (a window of 1/8 of its length) that
+    stand :data:`LINE_SIGMA` noise sigmas out (and at least 1e-3 of the profile's range) and are
+    narrower than :data:`MAX_LINE_WIDTH` of it (at least 2 entries), their prominence taken within
+    a few line widths.
+
+    Parameters
+    ----------
+    profile : ndarray
+        1-D profile, ADU.
+
+    Returns
+    -------
+    emission, absorption : int
+        Numbers of peaks and of dips; 0 and 0 for fewer than 8 entries or a flat profile.
     """
     if profile.size < 8 or not np.ptp(profile) > 0:
         return 0, 0
@@ -90,7 +112,10 @@ def count_lines(profile: np.ndarray) -> tuple[int, int]:
 
 
 def is_significant(profile: np.ndarray) -> bool:
-    """True when the profile's brightest excess stands > 10 noise sigmas above its median."""
+    """Whether a profile's brightest excess stands more than 10 noise sigmas
+    (:func:`profile_noise`; any excess when that is 0) above its median; False for fewer than 5
+    entries.
+    """
     if profile.size < 5:
         return False
     excess = float(np.max(profile) - np.median(profile))
@@ -100,14 +125,29 @@ def is_significant(profile: np.ndarray) -> bool:
 
 def guess_dispersion_axis(rows: np.ndarray, cols: np.ndarray, row_conc: float,
                           col_conc: float, row_lines: int, col_lines: int) -> float:
-    """Which array axis the spectrum runs along: 1 (x, along a row), 0 (y), NaN (no evidence).
+    """Which array axis a spectrum runs along.
 
-    Arc and sky lines are narrow across the dispersion direction and span the slit, so they
-    show up as peaks in the profile *along* the dispersion axis and hardly in the other one:
-    at least ``max(3, 3 n + 2)`` line peaks along one axis against ``n`` along the other decide
-    it (nebulae, galaxies and planets give a few peaks in both). Else a trace (continuum of a
-    star) is narrow across the dispersion direction: the profile across it is concentrated,
-    the one along it is not.
+    Arc and sky lines are narrow across the dispersion direction and span the slit, so they show
+    up as peaks in the profile *along* the dispersion axis and hardly in the other one: at least
+    ``max(3, 3 n + 2)`` line peaks along one axis against ``n`` along the other decide it (nebulae,
+    galaxies and planets give a few peaks in both). Else a trace (a star's continuum) is narrow
+    across the dispersion direction: the profile across it is concentrated (at least 0.7, and
+    0.15 more than the other) and significant (:func:`is_significant`), the one along it is not.
+
+    Parameters
+    ----------
+    rows, cols : ndarray
+        The row profile (one value per row) and the column profile, ADU.
+    row_conc, col_conc : float
+        Their :func:`concentration`.
+    row_lines, col_lines : int
+        Emission lines counted in each (:func:`count_lines`).
+
+    Returns
+    -------
+    float
+        1 when the spectrum runs along x (numpy axis 1, along a row), 0 along y, NaN without
+        evidence.
     """
     if col_lines >= max(3, 3 * row_lines + 2):
         return 1.0
@@ -124,11 +164,20 @@ def guess_dispersion_axis(rows: np.ndarray, cols: np.ndarray, row_conc: float,
 
 
 def elongation(image: np.ndarray) -> float:
-    """``|log10(E_y / E_x)|`` of the mean squared pixel differences along y and x.
+    """How much more the frame changes along one axis than along the other.
 
-    ~0 for isotropic content (noise, stars, disks), large when structure runs along one axis
-    (a trace, arc lines, a column pattern). The image is clipped to its 0.5..99.5 percentiles so
-    a few hot pixels do not dominate.
+    Parameters
+    ----------
+    image : ndarray
+        2-D, ADU; clipped to its 0.5th..99.5th percentiles so a few hot pixels do not dominate.
+
+    Returns
+    -------
+    float
+        ``|log10(E_y / E_x)|`` of the mean squared pixel differences along y and x: about 0 for
+        isotropic content (noise, stars, disks), large when structure runs along one axis (a
+        trace, arc lines, a column pattern); NaN for an image under 2 pixels on a side or without
+        differences.
     """
     if min(image.shape) < 2:
         return math.nan
@@ -142,8 +191,22 @@ def elongation(image: np.ndarray) -> float:
 
 
 def spectral_features(binned: np.ndarray) -> dict[str, float]:
-    """Row/column concentration, dispersion axis guess, line counts along it and elongation,
-    from the binned frame ``binned`` (ADU)."""
+    """Concentration, dispersion axis and line counts of the frame's row and column profiles
+    (:func:`~exporter.features.kernels.collapse`).
+
+    Parameters
+    ----------
+    binned : ndarray
+        The binned frame (:func:`~exporter.features.sampling.binned_frame`), ADU.
+
+    Returns
+    -------
+    dict of str to float
+        ``row_concentration``, ``col_concentration``, ``dispersion_axis``
+        (:func:`guess_dispersion_axis`), ``emission_lines`` and ``absorption_lines`` (along the
+        dispersion axis; the larger of the two axes' counts when it is unknown) and
+        ``elongation``.
+    """
     rows, cols = collapse(binned, 1), collapse(binned, 0)
     row_conc, col_conc = concentration(rows), concentration(cols)
     row_em, row_abs = count_lines(rows)
@@ -163,8 +226,9 @@ def spectral_features(binned: np.ndarray) -> dict[str, float]:
 # --------------------------------------------------------------------------- lines across the slit
 
 def lit_rows(image: np.ndarray) -> np.ndarray:
-    """Indices of the rows of ``image`` lit above half-way between their 10th percentile and
-    their maximum (the slit's extent when the spectrum runs along x)."""
+    """Indices of the rows of ``image`` lit above half-way between the 10th percentile and the
+    maximum of its row means (the slit's extent when the spectrum runs along x).
+    """
     profile = image.mean(axis=1)
     low, high = float(np.percentile(profile, 10)), float(profile.max())
     return np.flatnonzero(profile > low + 0.5 * (high - low))
@@ -172,13 +236,30 @@ def lit_rows(image: np.ndarray) -> np.ndarray:
 
 def line_profile_features(image: np.ndarray, noise: float, floor: float | None = None
                           ) -> dict[str, float]:
-    """Narrow structure along x of the lit rows of ``image`` (binned, despiked, ADU), assuming
-    the spectrum runs along x. ``repeat``: correlation of the high-passed profiles of the even
-    and the odd lit rows (arc, sky and absorption lines span the slit, so they repeat; noise and
-    stars do not); ``depth``: their scatter over the continuum level; ``skew``: > 0 for emission
-    lines, < 0 for absorption; ``contrast``: scatter in units of the noise of the mean profile;
-    ``band``: share of rows lit. ``floor``: ``np.percentile(image, 1)`` when known (the same
-    for ``image.T``)."""
+    """Narrow structure along x of the lit rows, assuming the spectrum runs along x.
+
+    Each profile is high-passed by subtracting its running median (a window of 1/16 of its
+    length, at least 9 pixels).
+
+    Parameters
+    ----------
+    image : ndarray
+        2-D binned, despiked frame (or its transpose), ADU.
+    noise : float
+        Its pixel noise, ADU.
+    floor : float, optional
+        ``np.percentile(image, 1)`` when known (the same for ``image.T``), ADU.
+
+    Returns
+    -------
+    dict of str to float
+        ``repeat``: correlation of the high-passed profiles of the even and the odd lit rows (arc,
+        sky and absorption lines span the slit, so they repeat; noise and stars do not);
+        ``depth``: log10 of the mean profile's scatter over the continuum level (lit median above
+        ``floor``); ``skew``: its skewness (> 0 emission lines, < 0 absorption); ``contrast``:
+        log10(1 + scatter over the noise of the mean profile); ``band``: the share of rows lit.
+        NaN where undefined; all NaN for an image under 8 pixels on a side.
+    """
     out = {"repeat": math.nan, "depth": math.nan, "skew": math.nan, "contrast": math.nan,
            "band": math.nan}
     if min(image.shape) < 8:
@@ -211,10 +292,27 @@ def line_profile_features(image: np.ndarray, noise: float, floor: float | None =
 
 def slit_features(binned: np.ndarray, row_conc: float, col_conc: float,
                   despiked: np.ndarray | None = None) -> dict[str, float]:
-    """Slit-spectrum measures that do not depend on which way the spectrum runs: the larger and
-    smaller of the row and column concentrations, and :func:`line_profile_features` along the
-    axis whose lines repeat better across the slit (``lit_band_fraction_across``: the share lit
-    along the other axis)."""
+    """Slit-spectrum measures that do not depend on which way the spectrum runs.
+
+    Parameters
+    ----------
+    binned : ndarray
+        The binned frame (:func:`~exporter.features.sampling.binned_frame`), ADU.
+    row_conc, col_conc : float
+        Its row and column concentrations (:func:`spectral_features`).
+    despiked : ndarray, optional
+        Its 3x3 median (:func:`~exporter.features.kernels.despike`) when known, as
+        :attr:`~exporter.features.sampling.FrameSamples.despiked_binned` holds it.
+
+    Returns
+    -------
+    dict of str to float
+        ``concentration_max`` and ``concentration_min`` (the larger and smaller of the row and
+        column concentrations), and :func:`line_profile_features` of the despiked frame along the
+        axis whose lines repeat better across the slit: ``line_repeat``, ``line_depth_log10``,
+        ``line_skew``, ``line_contrast_log10``, ``lit_band_fraction``; and
+        ``lit_band_fraction_across``, the share lit along the other axis.
+    """
     image = despike(binned) if despiked is None else despiked
     noise = pixel_noise([image])
     # The 1st percentile of the pixels, whatever their order: taken once for both orientations.

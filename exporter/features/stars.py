@@ -42,10 +42,21 @@ STAR_FEATURE_NAMES: tuple[str, ...] = (
 # --------------------------------------------------------------------------- detection
 
 def star_tiles(data: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """The full-resolution tiles searched for stars, with where they lie in ``data``: float64
-    copies (as :func:`~exporter.features.sampling.native_tiles`), or int32 copies of integer ADU that
-    int32 holds exactly (8- and 16-bit, int32 frames): the same numbers, which the star search
-    selects as int32 anyway, without a float64 copy to check and narrow."""
+    """The full-resolution tiles searched for stars, and where they lie.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+
+    Returns
+    -------
+    list of tuple
+        ``((rows, columns), tile)`` for each tile of :func:`~exporter.features.sampling.tile_slices`
+        (:data:`STAR_TILE_PIXELS`, :data:`STAR_TILE_SIDE`): an int32 copy for integer ADU that int32
+        holds exactly (8- and 16-bit, int32 frames; the same numbers the search would select as
+        int32 anyway), else a float64 copy.
+    """
     dtype = np.int32 if data.dtype.kind in "iu" and np.can_cast(data.dtype, np.int32) \
         else np.float64
     return [(sl, np.array(data[sl], dtype=dtype))
@@ -54,14 +65,31 @@ def star_tiles(data: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]
 
 def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
                  ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Local maxima above :data:`DETECT_SIGMA` in a background-subtracted tile.
+    """Star-like local maxima of a tile, brightest first.
 
-    ``tile``: finite ADU values. The tile is smoothed with a 1-pixel Gaussian before detection,
-    which favours star-sized peaks over single noisy pixels. Returns the background-subtracted
-    tile, the ``(y, x)`` of at most ``max_peaks`` brightest peaks (an ``(n, 2)`` int array) and
-    the number of peaks found. Peaks within :data:`CUTOUT_RADIUS` of the border are skipped.
-    The threshold is never below ``step``, the value lattice's step: in 8-bit data the noise
-    hides under one step and quantisation plateaus must not become peaks.
+    The tile's background (:func:`~exporter.features.kernels.tile_background`) is subtracted and
+    the result smoothed with a Gaussian of 1 pixel sigma, which favours star-sized peaks over single
+    noisy pixels. Peaks are the local maxima of a 5 x 5 box above :data:`DETECT_SIGMA` times the
+    smoothed tile's ``mad_std``, and at least :data:`CUTOUT_RADIUS` pixels from the border.
+
+    Parameters
+    ----------
+    tile : ndarray
+        2-D, finite values, ADU.
+    max_peaks : int
+        At most this many of the brightest peaks are returned.
+    step : float
+        The value quantum, ADU: the threshold never goes below it (in 8-bit data the noise hides
+        under one step, and quantisation plateaus must not become peaks).
+
+    Returns
+    -------
+    sub : ndarray
+        The background-subtracted tile, float64 ADU.
+    yx : ndarray
+        ``(n, 2)`` int array of the ``(y, x)`` of the brightest peaks, in tile pixels.
+    found : int
+        The number of peaks found (before keeping ``max_peaks``).
     """
     sub = tile_background(tile)
     np.subtract(tile, sub, out=sub)  # tile - background
@@ -78,13 +106,27 @@ def detect_peaks(tile: np.ndarray, max_peaks: int, step: float = 0.0
 
 
 def peak_neighbour_shares(sub: np.ndarray, step: float = 0.0) -> np.ndarray:
-    """For every local maximum (3x3) of a background-subtracted tile more than
-    :data:`DETECT_SIGMA` noise sigmas up (unsmoothed, so single pixels count too): the mean of
-    its 8 neighbours over its own value. A star's PSF lends its neighbours light (>=
-    :data:`SPREAD_SHARE`), a hot pixel or a cosmic-ray hit does not (within
-    ±:data:`SINGLE_PIXEL_SHARE`; strongly negative shares are bumps on a badly fitted
-    background, neither).
-    The noise is the sample's ``mad_std``, never below the quantisation noise of ``step``."""
+    """How much light each local maximum lends its neighbours.
+
+    For every local maximum (3 x 3, unsmoothed, so single pixels count too) more than
+    :data:`DETECT_SIGMA` noise sigmas up, the mean of its 8 neighbours over its own value. A star's
+    PSF lends its neighbours light (at least :data:`SPREAD_SHARE`); a hot pixel or a cosmic-ray hit
+    does not (within :data:`SINGLE_PIXEL_SHARE` of 0; strongly negative shares are bumps on a badly
+    fitted background, neither).
+
+    Parameters
+    ----------
+    sub : ndarray
+        2-D background-subtracted tile, ADU.
+    step : float
+        The value quantum, ADU: the noise (``mad_std`` of every third pixel) is never below its
+        quantisation noise ``step / sqrt(12)``.
+
+    Returns
+    -------
+    ndarray
+        One share per maximum (empty without a positive noise or a maximum).
+    """
     noise = max(float(mad_std(sub[::3, ::3])), step / math.sqrt(12.0))
     if not (math.isfinite(noise) and noise > 0):
         return np.empty(0)
@@ -104,14 +146,27 @@ _CROSS = ndimage.generate_binary_structure(2, 1)
 
 
 def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
-    """FWHM (pixels), roundness and sharpness of the source peaking near ``(y, x)``.
+    """FWHM, roundness and sharpness of the source peaking near ``(y, x)``.
 
-    ``sub``: background-subtracted tile (ADU). The FWHM comes from the area of the connected
-    region above half the peak, ``2 sqrt(area / pi)`` (exact for a Gaussian, robust to
-    noise and blends); it is NaN when that region reaches the cutout border (extended
-    source). Roundness is sqrt(minor/major) of the region's flux-weighted second moments
-    (1 = round, 0 = a line such as a cosmic-ray track). Sharpness is the peak over the flux in
-    the central 5x5 pixels (~1 for a hot pixel, ~0.1 for a FWHM 3.5 px star).
+    The source is measured in a cutout of :data:`CUTOUT_RADIUS` pixels around the peak, less the
+    median of the cutout's edge. The FWHM comes from the area of the connected region above half the
+    peak, ``2 sqrt(area / pi)`` (exact for a Gaussian, robust to noise and blends). Roundness is
+    ``sqrt(minor / major)`` of the region's flux-weighted second moments (1 = round, 0 = a line such
+    as a cosmic-ray track). Sharpness is the peak over the flux in the central 5 x 5 pixels (about
+    1 for a hot pixel, about 0.1 for a star of 3.5 pixels FWHM).
+
+    Parameters
+    ----------
+    sub : ndarray
+        2-D background-subtracted tile, ADU.
+    y, x : int
+        The peak, in tile pixels, at least :data:`CUTOUT_RADIUS` from the border.
+
+    Returns
+    -------
+    fwhm, roundness, sharpness : float
+        FWHM in pixels; all NaN for a peak not above the edge level; FWHM and roundness NaN when
+        the half-maximum region reaches the cutout's border (an extended source).
     """
     r = CUTOUT_RADIUS
     cut = sub[y - r:y + r + 1, x - r:x + r + 1]
@@ -134,8 +189,9 @@ def measure_peak(sub: np.ndarray, y: int, x: int) -> tuple[float, float, float]:
 
 def _region_shape(cut: np.ndarray, region: np.ndarray, area: int, sharpness: float
                   ) -> tuple[float, float, float]:
-    """:func:`measure_peak`'s FWHM and roundness of the half-maximum ``region`` (of ``area``
-    pixels, not touching the cutout's border) of ``cut``, and ``sharpness`` passed through."""
+    """:func:`measure_peak`'s FWHM and roundness of the half-maximum ``region`` (of ``area`` pixels,
+    not touching the cutout's border) of ``cut``, and ``sharpness`` passed through.
+    """
     fwhm = 2.0 * math.sqrt(area / math.pi)
     ys, xs = np.nonzero(region)
     weights = cut[ys, xs]
@@ -155,9 +211,23 @@ _STACKED_CROSS = np.stack([np.zeros_like(_CROSS), _CROSS, np.zeros_like(_CROSS)]
 
 
 def measure_peaks(sub: np.ndarray, yx: np.ndarray) -> list[tuple[float, float, float]]:
-    """``[measure_peak(sub, y, x) for y, x in yx]``, the same values: the cutouts, their edge
-    medians, the peak pixels, the half-maximum regions and their areas for all peaks at once
-    (one sort, one labelling), the sums and moments peak by peak as before."""
+    """:func:`measure_peak` of each of ``yx``, the same values.
+
+    The cutouts, their edge medians, the peak pixels, the half-maximum regions and their areas are
+    computed for all peaks at once (one sort, one labelling); the sums and moments peak by peak.
+
+    Parameters
+    ----------
+    sub : ndarray
+        2-D background-subtracted tile, ADU.
+    yx : ndarray
+        ``(n, 2)`` int array of peak positions, in tile pixels.
+
+    Returns
+    -------
+    list of tuple of float
+        ``(fwhm, roundness, sharpness)`` per peak, in the order of ``yx``.
+    """
     r = CUTOUT_RADIUS
     count = len(yx)
     height, width = sub.shape
@@ -196,10 +266,9 @@ def measure_peaks(sub: np.ndarray, yx: np.ndarray) -> list[tuple[float, float, f
 
 
 def is_star(fwhm: float, roundness: float) -> bool:
-    """A resolved, roughly round point source: FWHM >= 1.5 px and roundness >= 0.4.
-
-    A hot pixel has a half-maximum area of one pixel (FWHM 1.1 px); a cosmic-ray track is
-    elongated.
+    """Whether a measured peak is a resolved, roughly round point source: FWHM at least 1.5 pixels
+    and roundness at least 0.4. A hot pixel has a half-maximum area of one pixel (FWHM 1.1
+    pixels); a cosmic-ray track is elongated.
     """
     return math.isfinite(fwhm) and fwhm >= 1.5 and math.isfinite(roundness) and roundness >= 0.4
 
@@ -208,10 +277,31 @@ def is_star(fwhm: float, roundness: float) -> bool:
 
 def star_features(data: np.ndarray, step: float = 0.0,
                   positions: list[tuple[float, float]] | None = None) -> dict[str, float]:
-    """Star count and density, peak density, point-source fraction, median FWHM (pixels),
-    roundness and peak sharpness, from full-resolution tiles of ``data`` (ADU); ``step``: the
-    value lattice's step (:func:`~exporter.features.sampling.quantum`). ``positions``, when given,
-    receives the frame ``(y, x)`` of every measured peak that is a star."""
+    """Stars and peaks of a frame, from its full-resolution tiles (:func:`star_tiles`).
+
+    Counts are extrapolated from the searched pixels to the frame, and from the measured peaks (at
+    most :data:`MAX_MEASURED_PEAKS` of the brightest, split over the tiles) to all peaks found.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified. Non-finite pixels are set to their tile's median.
+    step : float
+        The value quantum, ADU (:func:`~exporter.features.sampling.quantum`).
+    positions : list, optional
+        When given, receives the frame ``(y, x)`` (full-resolution pixels) of every measured peak
+        that is a star (:func:`is_star`).
+
+    Returns
+    -------
+    dict of str to float
+        Keyed and ordered as :data:`STAR_FEATURE_NAMES`: ``star_count_log10`` (log10(1 + stars in
+        the frame)), ``star_density_log10`` and ``peak_density_log10`` (log10(1 + per megapixel)),
+        ``point_source_fraction`` (stars over peaks), the medians ``star_fwhm`` (pixels),
+        ``star_roundness`` and ``peak_sharpness``, and ``spread_peaks_per_mpx_log`` and
+        ``single_pixel_peaks_per_mpx_log`` (:func:`peak_neighbour_shares`). All NaN when no tile
+        is large enough to search or none has a finite pixel.
+    """
     out = dict.fromkeys(STAR_FEATURE_NAMES, math.nan)
     tiles = [(sl, t) for sl, t in star_tiles(data) if min(t.shape) > 2 * CUTOUT_RADIUS + 4]
     if not tiles:

@@ -32,8 +32,21 @@ STRAIGHT_LINE_FEATURE_NAMES: tuple[str, ...] = ("line_axis_offset_deg", "line_fl
 
 
 def chord_length(shape: tuple[int, int], theta: float, rho: float) -> float:
-    """Length (pixels) of the line ``x cos(theta) + y sin(theta) = rho`` inside an image of
-    ``shape`` (pixel centres at integer coordinates, as :func:`skimage.transform.hough_line`)."""
+    """Length of a line's chord across an image.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(height, width)`` of the image, in pixels.
+    theta, rho : float
+        The line ``x cos(theta) + y sin(theta) = rho`` (radians, pixels), pixel centres at integer
+        coordinates as in :func:`skimage.transform.hough_line`.
+
+    Returns
+    -------
+    float
+        Length inside the image (its pixels' outer edges), in pixels; 0 when the line misses it.
+    """
     height, width = shape
     cos, sin = math.cos(theta), math.sin(theta)
     x0, y0 = rho * cos, rho * sin
@@ -49,15 +62,26 @@ def chord_length(shape: tuple[int, int], theta: float, rho: float) -> float:
 
 
 def straight_line(binned: np.ndarray) -> tuple[float, float, float] | None:
-    """The brightest straight line of the binned frame ``binned`` (ADU): ``(theta, rho,
-    fill)`` in :func:`skimage.transform.hough_line`'s convention, or None when no line fills at
-    least :data:`STRAIGHT_MIN_FILL` of its chord.
+    """The brightest straight line of the binned frame.
 
-    Narrow structure (a white top-hat of side :data:`STRAIGHT_TOPHAT`: traces, arc and sky
-    lines, trails, stars; not nebulae, disks or vignetting) more than :data:`STRAIGHT_SIGMA`
-    noise sigmas up votes in a Hough transform; ``fill`` is the vote of the best line over its
-    chord across the frame. A line must also fill several times the share of pixels that vote,
-    so a dense texture does not make one by chance.
+    Narrow structure (a white top-hat of side :data:`STRAIGHT_TOPHAT`: traces, arc and sky lines,
+    trails, stars; not nebulae, disks or vignetting) more than :data:`STRAIGHT_SIGMA` noise sigmas
+    up, at most the brightest :data:`STRAIGHT_MAX_SHARE` of the pixels, votes in a Hough transform
+    over angles in :data:`STRAIGHT_STEP_DEG` steps. The best line counts when its votes fill at
+    least :data:`STRAIGHT_MIN_FILL` of its chord across the frame (:func:`chord_length`), at least
+    four times the share of pixels that vote (so a dense texture does not make a line by chance),
+    and number at least :data:`STRAIGHT_MIN_PIXELS`.
+
+    Parameters
+    ----------
+    binned : ndarray
+        The binned frame (:func:`~exporter.features.sampling.binned_frame`), ADU.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(theta, rho, fill)`` in :func:`skimage.transform.hough_line`'s convention (radians,
+        binned pixels) and the share of the chord filled; None without such a line.
     """
     if min(binned.shape) < STRAIGHT_TOPHAT + 2:
         return None
@@ -94,13 +118,26 @@ def straight_line_features(binned: np.ndarray, shape: tuple[int, int],
                            stars: list[tuple[float, float]]) -> dict[str, float]:
     """Where the brightest straight line (:func:`straight_line`) runs, and what lies beside it.
 
-    ``line_axis_offset_deg``: its angle to the nearest detector axis (0..45 degrees; a slit
-    spectrum's trace and lines lie within a few degrees of one, a satellite or aircraft trail
-    at any angle). ``line_flank_stars_log``: log10(1 + the smaller number of ``stars``
-    (full-resolution ``(y, x)``, the measured stars of :func:`star_features`) on either side of
-    it, more than :data:`STRAIGHT_MARGIN` binned pixels away): a trail crosses a star field,
-    a trace sits in a frame without stars. Both NaN without a line. ``shape``: the
-    full-resolution frame's, which :func:`~exporter.features.sampling.binned_frame` binned to ``binned``.
+    Parameters
+    ----------
+    binned : ndarray
+        The binned frame, ADU.
+    shape : tuple of int
+        ``(height, width)`` of the full-resolution frame that
+        :func:`~exporter.features.sampling.binned_frame` binned to ``binned``.
+    stars : list of tuple of float
+        Full-resolution ``(y, x)`` of the measured stars
+        (:func:`~exporter.features.stars.star_features`).
+
+    Returns
+    -------
+    dict of str to float
+        Keyed and ordered as :data:`STRAIGHT_LINE_FEATURE_NAMES`: ``line_axis_offset_deg``, the
+        line's angle to the nearest detector axis (0 to 45 degrees; a slit spectrum's trace and
+        lines lie within a few degrees of one, a satellite or aircraft trail at any angle), and
+        ``line_flank_stars_log``, log10(1 + the smaller number of ``stars`` on either side of it
+        more than :data:`STRAIGHT_MARGIN` binned pixels away: a trail crosses a star field, a trace
+        sits in a frame without stars). Both NaN without a line.
     """
     out = {"line_axis_offset_deg": math.nan, "line_flank_stars_log": math.nan}
     line = straight_line(binned)
