@@ -119,17 +119,18 @@ def stage_profile(tree: Path, image_size: int, limit: int | None = None) -> dict
     """
     import numpy as np
 
-    from exporter.cfa import equalise_cfa
+    from exporter.features.cfa import equalise_cfa
     from exporter.discovery import discover
-    from exporter.domain_features import domain_features
+    from exporter.features.domain import domain_features
     from exporter.measure import file_sha256
     from exporter.frame import FrameError
-    from exporter.headers import header_features
-    from exporter.overscan import overscan_features, trim_to_data_section
-    from exporter.pixel_stats import FrameSamples, pixel_features
+    from exporter.features.headers import header_features
+    from exporter.features.overscan import overscan_features, trim_to_data_section
+    from exporter.features.pixel_stats import pixel_features
+    from exporter.features.sampling import FrameSamples
     from exporter.preprocessing import preprocess_image
     from exporter.readers import read_frame
-    from exporter.sensor_features import recover_adu, sensor_features
+    from exporter.features.sensor import recover_adu, sensor_features
     from skyshard.example_proto import encode_example
 
     refs, _ = discover(tree, labelled=True)

@@ -1,4 +1,5 @@
-"""What a reader hands to feature extraction: one frame's pixels, header and provenance."""
+"""What a reader hands to feature extraction: one frame's pixels, header and provenance, and
+the check that its pixels form an image (:func:`as_image`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,34 @@ class RawFrame:
     data: np.ndarray
     header: dict[str, Any] = field(default_factory=dict)
     source: dict[str, Any] = field(default_factory=dict)
+
+
+def as_image(data: np.ndarray, stage: str = "features") -> np.ndarray:
+    """The 2-D pixel array of a frame, checked.
+
+    Parameters
+    ----------
+    data : array_like
+        The frame's pixels.
+    stage : str
+        The :class:`FrameError` stage to report (``features``, ``preprocess``).
+
+    Returns
+    -------
+    ndarray
+        ``np.asarray(data)``: 2-D, non-empty, of an integer, float or boolean dtype.
+
+    Raises
+    ------
+    FrameError
+        When ``data`` is not such an array.
+    """
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise FrameError(stage, f"expected a 2-D image, got shape {data.shape}")
+    if data.size == 0:
+        raise FrameError(stage, f"empty image of shape {data.shape}")
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)
+            or data.dtype == np.bool_):
+        raise FrameError(stage, f"unsupported pixel type {data.dtype}")
+    return data

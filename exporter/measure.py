@@ -24,12 +24,12 @@ _CHUNK = 1 << 20
 def feature_layout() -> dict[str, Any]:
     """The feature vector this code produces: names in order, groups, and the header
     confidence group of each header feature (consumed by the trainer's gating layer)."""
-    from exporter.cfa import CFA_FEATURE_NAMES
-    from exporter.domain_features import DOMAIN_FEATURE_NAMES
-    from exporter.headers import HEADER_FEATURE_NAMES, header_feature_group
-    from exporter.overscan import OVERSCAN_FEATURE_NAMES
-    from exporter.pixel_stats import PIXEL_FEATURE_NAMES
-    from exporter.sensor_features import SENSOR_FEATURE_NAMES
+    from exporter.features.cfa import CFA_FEATURE_NAMES
+    from exporter.features.domain import DOMAIN_FEATURE_NAMES
+    from exporter.features.headers import HEADER_FEATURE_NAMES, header_feature_group
+    from exporter.features.overscan import OVERSCAN_FEATURE_NAMES
+    from exporter.features.pixel_stats import PIXEL_FEATURE_NAMES
+    from exporter.features.sensor import SENSOR_FEATURE_NAMES
 
     groups = {
         "header": list(HEADER_FEATURE_NAMES),
@@ -72,24 +72,26 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     """Read and measure one frame in this process: ``image`` (float16 [S,S,1]), ``features``
     (float32, raw, NaN = unknown), ``confidences`` (float32 [4]) and ``source`` (provenance).
     Raises :class:`~exporter.frame.FrameError`."""
-    from exporter.cfa import equalise_cfa
-    from exporter.domain_features import domain_features
-    from exporter.headers import header_features
-    from exporter.overscan import overscan_features, trim_to_data_section
-    from exporter.pixel_stats import FrameSamples, pixel_features
+    from exporter.features.cfa import equalise_cfa
+    from exporter.features.domain import domain_features
+    from exporter.features.headers import header_features
+    from exporter.features.overscan import overscan_features, trim_to_data_section
+    from exporter.features.pixel_stats import pixel_features
+    from exporter.features.sampling import FrameSamples
+    from exporter.features.sensor import recover_adu, sensor_features
     from exporter.readers import read_frame
-    from exporter.sensor_features import recover_adu, sensor_features
 
     frame = read_frame(path, max_pixels=spec.max_pixels)
     try:
         frame = recover_adu(frame)
         # Pre- and overscan cut off: every feature and the image see only pixels that saw
-        # light; the overscan itself is the bias reference (exporter/overscan.py).
+        # light; the overscan itself is the bias reference (exporter/features/overscan.py).
         frame, overscan = trim_to_data_section(frame)
-        samples = FrameSamples(frame.data)  # quantum, grid and tiles: once per frame
+        # Quantum, grid, tiles, noise, binned frame and 3x3 medians: once per frame, shared.
+        samples = FrameSamples(frame.data)
         overscan_values = overscan_features(overscan, samples)
         # A raw colour frame's 2x2 mosaic taken out: every feature and the image then see it
-        # as a mono sensor would (exporter/cfa.py).
+        # as a mono sensor would (exporter/features/cfa.py).
         frame, cfa_values = equalise_cfa(frame, samples)
         if frame.data is not samples.data:  # equalised: new pixels, new samples
             samples = FrameSamples(frame.data)

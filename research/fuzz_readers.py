@@ -440,8 +440,9 @@ def make_inputs(seeds: list[Path], count: int, rng: random.Random,
 
 def campaign(args: argparse.Namespace) -> int:
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["exporter.extract", "exporter.readers", "exporter.headers",
-                                    "exporter.pixel_stats", "exporter.domain_features",
+    context.set_forkserver_preload(["exporter.extract", "exporter.readers",
+                                    "exporter.features.headers", "exporter.features.pixel_stats",
+                                    "exporter.features.domain",
                                     "exporter.preprocessing", "astropy.io.fits", "tifffile",
                                     "psutil"])
     work = Path(tempfile.mkdtemp(prefix="skyshard-fuzz-", dir=args.workdir))

@@ -1,4 +1,4 @@
-"""Raw colour (CFA) frames: mosaic detection and equalisation (exporter.cfa).
+"""Raw colour (CFA) frames: mosaic detection and equalisation (exporter.features.cfa).
 
 Frames are simulated with numpy: mono frames, and an RGGB mosaic in front of the same scenes
 (red and blue filters with other gains than the two greens).
@@ -12,10 +12,10 @@ import warnings
 import numpy as np
 import pytest
 
-from exporter.cfa import CFA_FEATURE_NAMES, equalise_cfa, is_bayer_like
-from exporter.measure import feature_layout
+from exporter.features.cfa import CFA_FEATURE_NAMES, equalise_cfa, is_bayer_like
+from exporter.features.sensor import sensor_features
 from exporter.frame import RawFrame
-from exporter.sensor_features import sensor_features
+from exporter.measure import feature_layout
 
 from test_pixel_stats import DEGENERATE, as_uint16, flat, planet, star_field
 
@@ -161,7 +161,7 @@ def test_real_frames_only_raw_colour_is_equalised(real_frames_dir):
     from conftest import real_frame_files
 
     from exporter.readers import read_frame
-    from exporter.sensor_features import recover_adu
+    from exporter.features.sensor import recover_adu
 
     for path in real_frame_files(real_frames_dir):
         with warnings.catch_warnings():

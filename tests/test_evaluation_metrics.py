@@ -87,7 +87,7 @@ def _header_features(names, rows):
 
 
 def test_header_baseline_maps_types_and_abstains():
-    from exporter.headers import FRAME_TYPES, HEADER_FEATURE_NAMES, OBJECT_HINTS
+    from exporter.features.headers import FRAME_TYPES, HEADER_FEATURE_NAMES, OBJECT_HINTS
 
     names = list(HEADER_FEATURE_NAMES) + ["median_rel"]
     onehot = {t: {f"frame_type_{k}": float(k == t) for k in FRAME_TYPES} for t in FRAME_TYPES}

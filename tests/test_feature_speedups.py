@@ -13,10 +13,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from exporter import cfa as C
-from exporter import domain_features as D
-from exporter import pixel_stats as P
-from exporter import sensor_features as S
+from exporter.features import (cfa, disk, domain, kernels, pixel_stats, sampling, sensor,
+                               spectra, stars)
 from exporter.frame import RawFrame
 
 
@@ -30,7 +28,7 @@ def test_running_medians_equal_scipy(rng):
         image = rng.normal(size=shape)
         image[rng.random(shape) < 0.3] = 0.5  # ties
         for axis in (0, 1):
-            for window, ours in ((3, D.median3), (5, D.median5)):
+            for window, ours in ((3, kernels.median3), (5, kernels.median5)):
                 if shape[axis] < window:
                     continue
                 size = (1, window) if axis == 1 else (window, 1)
@@ -50,52 +48,54 @@ def test_find_peaks_equals_photutils(rng):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             table = photutils_find_peaks(image, threshold, box_size=5,
-                                         border_width=D.CUTOUT_RADIUS)
-        ys, xs = D.find_peaks(image, threshold)
+                                         border_width=stars.CUTOUT_RADIUS)
+        ys, xs = kernels.find_peaks(image, threshold, border_width=stars.CUTOUT_RADIUS)
         if table is None:
             assert ys.size == 0
         else:
             assert np.array_equal(np.asarray(table["y_peak"]), ys)
             assert np.array_equal(np.asarray(table["x_peak"]), xs)
-    assert D.find_peaks(np.full((40, 40), 3.0), 0.0)[0].size == 0  # constant: no peak
+    assert kernels.find_peaks(np.full((40, 40), 3.0), 0.0,
+                             border_width=stars.CUTOUT_RADIUS)[0].size == 0  # constant: no peak
 
 
 def test_box_max_equals_maximum_filter(rng):
     image = np.round(rng.normal(size=(30, 41)))
-    assert np.array_equal(D.box_max(image, 1),
+    assert np.array_equal(kernels.box_max(image, 1),
                           ndimage.maximum_filter(image, 3, mode="nearest")[1:-1, 1:-1])
-    assert np.array_equal(D.box_max(image, 2),
+    assert np.array_equal(kernels.box_max(image, 2),
                           ndimage.maximum_filter(image, 5, mode="nearest")[2:-2, 2:-2])
 
 
 def test_median_last_axis_equals_numpy(rng):
     for shape in [(512, 64), (4, 4, 1024), (3, 3, 441), (5, 7), (6, 1), (300, 9)]:
         for values in (np.round(rng.normal(1000, 10, shape)), rng.normal(0, 1, shape)):
-            assert np.array_equal(P.median_last_axis(values), np.median(values, axis=-1))
+            assert np.array_equal(kernels.median_last_axis(values), np.median(values, axis=-1))
 
 
 def test_integer_selections_only_where_exact(rng):
     """float64 samples of integer ADU are selected as int32, the same numbers; anything else
     (fractions past the first values, NaN, beyond int32) stays float64."""
     whole = np.round(rng.normal(1000, 300, (64, 200)))
-    assert P.narrowed(whole).dtype == np.int32
-    assert np.array_equal(P.narrowed(whole), whole)
+    assert kernels.narrowed(whole).dtype == np.int32
+    assert np.array_equal(kernels.narrowed(whole), whole)
     for spoiled in (0.5, np.nan, 2.0 ** 31, -2.0 ** 31 - 1):
         bad = whole.copy()
         bad[40, 150] = spoiled
-        assert P.narrowed(bad) is bad
-    assert P.narrowed(whole.astype(np.float32)).dtype == np.float32  # only float64 narrowed
+        assert kernels.narrowed(bad) is bad
+    assert kernels.narrowed(whole.astype(np.float32)).dtype == np.float32  # only float64 narrowed
     for image in (whole, whole[:, 3:], np.round(rng.normal(0, 5, (33, 65)))):
         by, bx = image.shape[0] // 4, image.shape[1] // 4
         cells = image[:4 * by, :4 * bx].reshape(4, by, 4, bx).transpose(0, 2, 1, 3)
-        assert np.array_equal(P.block_medians(image, 4), np.median(cells.reshape(4, 4, -1), 2))
-        assert P.block_medians(image, 4).dtype == np.float64
+        assert np.array_equal(kernels.block_medians(image, 4),
+                              np.median(cells.reshape(4, 4, -1), 2))
+        assert kernels.block_medians(image, 4).dtype == np.float64
 
 
 def test_block_medians_keep_nan_semantics(rng):
     image = rng.normal(size=(64, 64))
     image[3, 5] = np.nan
-    assert np.array_equal(P.block_medians(image, 4), np.median(
+    assert np.array_equal(kernels.block_medians(image, 4), np.median(
         image.reshape(4, 16, 4, 16).transpose(0, 2, 1, 3).reshape(4, 4, 256), axis=2),
         equal_nan=True)
 
@@ -137,7 +137,7 @@ def test_pixel_noise_samples_the_same_differences(rng):
         max_samples = int(rng.choice([50, 1000, 32768]))
         with np.errstate(all="ignore"):
             expected = _pixel_noise_reference(tiles, 1.0, max_samples)
-            got = P.pixel_noise(tiles, 1.0, max_samples)
+            got = sampling.pixel_noise(tiles, 1.0, max_samples)
         assert got == expected or (math.isnan(got) and math.isnan(expected))
 
 
@@ -148,17 +148,18 @@ def test_bilinear_resize_matches_skimage(rng):
                                 ((4, 4), (128, 128))]:
         cells = rng.normal(1000, 30, shape_in)
         expected = resize(cells, shape_out, order=1, mode="edge", anti_aliasing=False)
-        assert np.allclose(D.bilinear_resize(cells, shape_out), expected, rtol=1e-14, atol=0)
+        assert np.allclose(kernels.bilinear_resize(cells, shape_out), expected, rtol=1e-14, atol=0)
 
 
 def test_shared_samples_give_the_same_features(rng):
     image = np.clip(np.round(rng.normal(300, 5, (300, 420))), 0, 65535).astype(np.uint16)
     image[rng.integers(0, 300, 40), rng.integers(0, 420, 40)] = 4000
     frame = RawFrame(image, {}, {"full_scale": 65535.0, "bits": 16, "planes": 1})
-    samples = P.FrameSamples(frame.data)
-    shared = {**P.pixel_features(frame, samples), **S.sensor_features(frame, samples),
-              **D.domain_features(frame, samples)}
-    alone = {**P.pixel_features(frame), **S.sensor_features(frame), **D.domain_features(frame)}
+    samples = sampling.FrameSamples(frame.data)
+    shared = {**pixel_stats.pixel_features(frame, samples),
+              **sensor.sensor_features(frame, samples), **domain.domain_features(frame, samples)}
+    alone = {**pixel_stats.pixel_features(frame), **sensor.sensor_features(frame),
+             **domain.domain_features(frame)}
     assert shared.keys() == alone.keys()
     for name in shared:
         assert shared[name] == alone[name] or (math.isnan(shared[name])
@@ -166,9 +167,54 @@ def test_shared_samples_give_the_same_features(rng):
     assert not samples.grid.flags.writeable and not samples.tiles[0].flags.writeable
 
 
-# ------------------------------------------------------------------ colour mosaic (exporter.cfa)
+def _frames_for_the_shared_median(rng):
+    """Frames whose binned frame is the frame itself and one native tile (the 3x3 median is
+    taken from the tile), and frames where it is not (NaN, 64-bit integers, larger frames)."""
+    sky = rng.normal(1000, 30, (180, 240))
+    sky[rng.integers(0, 180, 30), rng.integers(0, 240, 30)] += 5000  # hot pixels
+    whole = np.round(sky)
+    holed = sky.copy()
+    holed[5, 7] = np.nan
+    return {
+        "uint16": whole.astype(np.uint16), "uint8": np.clip(whole / 30, 0, 255).astype(np.uint8),
+        "int16": (whole - 1000).astype(np.int16),
+        "int32 beyond float32": (whole * 40_000).astype(np.int32),  # float32 rounds these
+        "uint32": (whole * 400_000).astype(np.uint32),
+        "float32": sky.astype(np.float32), "float64": sky, "bool": sky > 1000,
+        "one tile, 500 px": np.round(rng.normal(300, 5, (300, 500))).astype(np.uint16),
+        "NaN": holed, "int64": whole.astype(np.int64) + (1 << 54) + 1,
+        "binned": np.round(rng.normal(300, 5, (600, 700))).astype(np.uint16),
+        "several tiles": np.round(rng.normal(300, 5, (500, 500))).astype(np.uint16),
+        "thin": np.round(rng.normal(300, 5, (2, 400))).astype(np.uint16),
+    }
 
-def _superpixel_sample_reference(data, max_superpixels=C.SUPERPIXELS):
+
+def test_the_binned_frames_median_taken_from_the_tile_is_the_same(rng):
+    """The 3x3 median of the binned frame is taken from the sensor features' tile when both are
+    the frame itself: the same numbers and dtype as the binned frame's own median, and the disk
+    and slit measures given it are what they are alone."""
+    for name, data in _frames_for_the_shared_median(rng).items():
+        samples = sampling.FrameSamples(data)
+        as_float = data.astype(np.float32) if data.dtype == np.bool_ else data
+        binned = sampling.binned_frame(as_float)
+        assert np.array_equal(samples.binned, binned) and samples.binned.dtype == binned.dtype
+        expected = kernels.despike(binned)
+        got = samples.despiked_binned
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), name
+        assert not got.flags.writeable and not samples.binned.flags.writeable
+        shared = name not in ("NaN", "int64", "binned", "several tiles", "thin")
+        assert ("despiked_tiles" in samples.__dict__) == shared, name
+        assert disk.disk_features(binned, got) == disk.disk_features(binned), name
+        with np.errstate(all="ignore"):
+            given = spectra.slit_features(binned, 0.5, 0.4, got)
+            alone = spectra.slit_features(binned, 0.5, 0.4)
+        assert all(given[k] == alone[k] or (math.isnan(given[k]) and math.isnan(alone[k]))
+                   for k in alone), name
+
+
+# --------------------------------------------------------- colour mosaic (exporter.features.cfa)
+
+def _superpixel_sample_reference(data, max_superpixels=cfa.SUPERPIXELS):
     """The sample as first written: index arrays, one float64 copy per plane, stacked."""
     height, width = data.shape
     cells = (height // 2 - 2) * (width // 2 - 2)
@@ -192,7 +238,7 @@ def _fit_positions_reference(planes):
         var_l, var_z, cov = float(np.sum(lc * lc)), float(np.sum(zc * zc)), float(np.sum(lc * zc))
         if lv.size < 16 or not var_l > 0:
             return fit
-        if var_z > 0 and cov / math.sqrt(var_l * var_z) >= C.MIN_SIGNAL_CORRELATION:
+        if var_z > 0 and cov / math.sqrt(var_l * var_z) >= cfa.MIN_SIGNAL_CORRELATION:
             gains = np.sum((own - own.mean(axis=1, keepdims=True)) * zc, axis=1) / cov
         else:
             gains = np.ones(4)
@@ -226,23 +272,23 @@ def _mosaic_frames(rng):
 
 def test_superpixel_sample_equals_index_arrays(rng):
     for data in _mosaic_frames(rng) + [np.zeros((6, 9), np.uint8), np.ones((7, 6))]:
-        for max_superpixels in (C.SUPERPIXELS, 500, 7):
-            got = C.superpixel_sample(data, max_superpixels)
+        for max_superpixels in (cfa.SUPERPIXELS, 500, 7):
+            got = cfa.superpixel_sample(data, max_superpixels)
             assert np.array_equal(got, _superpixel_sample_reference(data, max_superpixels))
             assert got.dtype == np.float64
-    assert C.superpixel_sample(np.ones((5, 40))).shape == (20, 0)
+    assert cfa.superpixel_sample(np.ones((5, 40))).shape == (20, 0)
 
 
 def test_fit_positions_equals_the_first_fit(rng):
     """The same fit up to the last bits (the first round now sums the superpixels in place
     instead of in a copy with another memory layout)."""
     for data in _mosaic_frames(rng):
-        planes = C.superpixel_sample(data)
-        got, expected = C.fit_positions(planes), _fit_positions_reference(planes)
+        planes = cfa.superpixel_sample(data)
+        got, expected = cfa.fit_positions(planes), _fit_positions_reference(planes)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-9)
     flat = np.full((20, 50), 7.0)
-    assert C.fit_positions(flat) is None and _fit_positions_reference(flat) is None
+    assert cfa.fit_positions(flat) is None and _fit_positions_reference(flat) is None
 
 
 def test_same_colour_noise_equals_mad_std_of_differences(rng):
@@ -250,10 +296,10 @@ def test_same_colour_noise_equals_mad_std_of_differences(rng):
 
     for data in _mosaic_frames(rng)[:4] + [rng.normal(0, 1, (64, 64)), np.full((8, 8), 3.0),
                                             np.array([[0.0, 2.0 ** 60, 1.0, 5.0]] * 4)]:
-        crop = C.central_crop(data)
+        crop = cfa.central_crop(data)
         diffs = np.concatenate([(crop[:, 2:] - crop[:, :-2]).ravel(),
                                 (crop[2:, :] - crop[:-2, :]).ravel()])
-        assert C.same_colour_noise(crop) == float(mad_std(diffs)) / math.sqrt(2.0)
+        assert cfa.same_colour_noise(crop) == float(mad_std(diffs)) / math.sqrt(2.0)
 
 
 def test_colour_mosaic_shares_the_frame_quantum(rng):
@@ -261,9 +307,9 @@ def test_colour_mosaic_shares_the_frame_quantum(rng):
     for the feature modules) and gives what it gives alone."""
     for data in _mosaic_frames(rng)[:3]:
         frame = RawFrame(data, {}, {"full_scale": 65535.0, "bits": 16, "planes": 1})
-        samples = P.FrameSamples(frame.data)
-        shared, shared_features = C.equalise_cfa(frame, samples)
-        alone, alone_features = C.equalise_cfa(frame)
+        samples = sampling.FrameSamples(frame.data)
+        shared, shared_features = cfa.equalise_cfa(frame, samples)
+        alone, alone_features = cfa.equalise_cfa(frame)
         assert "step" in samples.__dict__  # computed once, cached for the features
         assert shared_features == alone_features
         assert np.array_equal(shared.data, alone.data)
@@ -288,13 +334,13 @@ def _integer_samples(rng):
 def test_counted_statistics_equal_numpy_and_astropy(rng):
     from astropy.stats import mad_std
 
-    from exporter.counted import value_counts
+    from exporter.features.counted import value_counts
 
     for values in _integer_samples(rng):
         counts = value_counts(values)
         assert counts is not None
-        assert np.array_equal(counts.percentiles(P.PERCENTILES),
-                              np.percentile(values, P.PERCENTILES))
+        assert np.array_equal(counts.percentiles(pixel_stats.PERCENTILES),
+                              np.percentile(values, pixel_stats.PERCENTILES))
         assert np.array_equal(counts.percentiles((0.0, 100.0, 50.0)),
                               np.percentile(values, (0.0, 100.0, 50.0)))
         assert counts.median() == np.median(values)
@@ -303,7 +349,7 @@ def test_counted_statistics_equal_numpy_and_astropy(rng):
 
 
 def test_values_that_are_not_counted(rng):
-    from exporter.counted import value_counts
+    from exporter.features.counted import value_counts
 
     assert value_counts(np.array([0.0, 0.5, 2.0])) is None  # not integers
     assert value_counts(np.array([0.0, float(1 << 20)])) is None  # too wide
@@ -312,11 +358,11 @@ def test_values_that_are_not_counted(rng):
 
 
 def _local_maxima_reference(image, radius, threshold, border):
-    """The full-image search that :func:`D.local_maxima` replaces."""
+    """The full-image search that :func:`kernels.local_maxima` replaces."""
     h, w = image.shape
     b, r = border, radius
     inner = image[b:h - b, b:w - b]
-    local = D.box_max(image[b - r:h - b + r, b - r:w - b + r], r)
+    local = kernels.box_max(image[b - r:h - b + r, b - r:w - b + r], r)
     ys, xs = np.nonzero((inner == local) & (inner > threshold))
     return ys + b, xs + b
 
@@ -336,18 +382,21 @@ def test_local_maxima_equal_the_full_search(rng):
         radius = (1, 2)[trial % 2]
         border = radius + int(rng.integers(0, 9))
         for threshold in (-np.inf, -1.0, 0.0, 1.0, 2.5, np.inf):
-            ys, xs = D.local_maxima(image, radius, threshold, border)
+            ys, xs = kernels.local_maxima(image, radius, threshold, border)
             ry, rx = _local_maxima_reference(image, radius, threshold, border)
             assert np.array_equal(ys, ry) and np.array_equal(xs, rx)
     image = np.full((30, 30), 2.0)
-    assert D.find_peaks(image, 1.0)[0].size == 0  # constant: no peak, above the threshold too
+    border = stars.CUTOUT_RADIUS
+    # constant: no peak, above the threshold too
+    assert kernels.find_peaks(image, 1.0, border_width=border)[0].size == 0
     image[15, 15] = 3.0
-    assert D.find_peaks(image, 2.5)[0].tolist() == [15]
-    assert D.find_peaks(image, 1.0)[0].size == 14 * 14 - 24  # the plateau away from the bump
+    assert kernels.find_peaks(image, 2.5, border_width=border)[0].tolist() == [15]
+    # the plateau away from the bump
+    assert kernels.find_peaks(image, 1.0, border_width=border)[0].size == 14 * 14 - 24
 
 
 def _neighbour_shares_reference(sub, step):
-    """:func:`D.peak_neighbour_shares` before it used :func:`D.local_maxima`."""
+    """:func:`stars.peak_neighbour_shares` before it used :func:`kernels.local_maxima`."""
     from astropy.stats import mad_std
 
     noise = max(float(mad_std(sub[::3, ::3])), step / math.sqrt(12.0))
@@ -355,7 +404,7 @@ def _neighbour_shares_reference(sub, step):
         return np.empty(0)
     inner = sub[1:-1, 1:-1]
     peak = ndimage.maximum_filter(sub, 3)[1:-1, 1:-1]
-    ys, xs = np.nonzero((inner == peak) & (inner > D.DETECT_SIGMA * noise))
+    ys, xs = np.nonzero((inner == peak) & (inner > stars.DETECT_SIGMA * noise))
     if ys.size == 0:
         return np.empty(0)
     ys, xs = ys + 1, xs + 1
@@ -375,12 +424,12 @@ def test_peak_neighbour_shares_unchanged(rng):
         if trial % 5 == 0:
             sub = np.round(sub)
         step = float(trial % 3)
-        assert np.array_equal(D.peak_neighbour_shares(sub, step),
+        assert np.array_equal(stars.peak_neighbour_shares(sub, step),
                               _neighbour_shares_reference(sub, step))
 
 
 def _bilinear_reference(image, shape):
-    """:func:`D.bilinear_resize` before it worked in place."""
+    """:func:`kernels.bilinear_resize` before it worked in place."""
     out = image
     for axis, size in enumerate(shape):
         n = image.shape[axis]
@@ -400,16 +449,16 @@ def test_bilinear_resize_in_place_unchanged(rng):
                                 ((8, 1), (256, 7)), ((4, 4), (128, 128)), ((16, 7), (512, 230))]:
         cells = rng.normal(1000, 30, shape_in)
         before = cells.copy()
-        assert np.array_equal(D.bilinear_resize(cells, shape_out),
+        assert np.array_equal(kernels.bilinear_resize(cells, shape_out),
                               _bilinear_reference(cells, shape_out))
         assert np.array_equal(cells, before)  # the input is not touched
     for cells in (rng.normal(0, 1, (5, 6)).astype(np.float32), rng.integers(0, 99, (5, 6))):
-        got = D.bilinear_resize(cells, (40, 33))
+        got = kernels.bilinear_resize(cells, (40, 33))
         assert got.dtype == np.float64 and np.array_equal(got, _bilinear_reference(cells, (40, 33)))
     tile = np.round(rng.normal(500, 10, (200, 260)))
     tile[50, 60] += 300
-    sub, yx, found = D.detect_peaks(tile, 10)
-    assert np.array_equal(sub, tile - D.tile_background(tile))
+    sub, yx, found = stars.detect_peaks(tile, 10)
+    assert np.array_equal(sub, tile - kernels.tile_background(tile))
 
 
 def test_slit_floor_taken_once_is_the_same(rng):
@@ -424,8 +473,8 @@ def test_slit_floor_taken_once_is_the_same(rng):
         floor = np.percentile(image, 1)
         assert floor == np.percentile(image.T, 1)
         for view in (image, image.T):
-            alone = D.line_profile_features(view, 3.0)
-            given = D.line_profile_features(view, 3.0, floor)
+            alone = spectra.line_profile_features(view, 3.0)
+            given = spectra.line_profile_features(view, 3.0, floor)
             assert alone.keys() == given.keys()
             assert all(alone[k] == given[k] or (math.isnan(alone[k]) and math.isnan(given[k]))
                        for k in alone)
@@ -442,12 +491,12 @@ def test_reflect_padding_equals_numpy_pad(rng):
                     for view in (image, image[::-1, ::2], image.T.copy().T):
                         expected = np.pad(view, [(radius, radius) if ax == axis else (0, 0)
                                                  for ax in range(2)], mode="reflect")
-                        got = D._reflect_padded(view, axis, radius)
+                        got = kernels._reflect_padded(view, axis, radius)
                         assert got.dtype == expected.dtype and np.array_equal(got, expected)
     image = rng.normal(size=(4, 5, 6))
     image[1, 2, 3] = np.nan
     for axis in range(3):
-        assert np.array_equal(D._reflect_padded(image, axis, 2), np.pad(
+        assert np.array_equal(kernels._reflect_padded(image, axis, 2), np.pad(
             image, [(2, 2) if ax == axis else (0, 0) for ax in range(3)], mode="reflect"),
             equal_nan=True)
 
@@ -464,19 +513,20 @@ def test_integer_star_tiles_give_the_same_stars(rng):
     for dtype in (np.uint16, np.int16, np.int32, np.uint8):
         data = np.clip(np.round(sky / (40 if dtype == np.uint8 else 1)), 0,
                        np.iinfo(dtype).max).astype(dtype)
-        tiles = [t for _, t in D.star_tiles(data)]
+        tiles = [t for _, t in stars.star_tiles(data)]
         assert all(t.dtype == np.int32 for t in tiles)
-        assert all(np.array_equal(t, f) for t, f in zip(tiles, P.native_tiles(
-            data, D.STAR_TILE_PIXELS, D.STAR_TILE_SIDE)))
-        ints, floats = D.star_features(data, 1.0), D.star_features(data.astype(np.float64), 1.0)
+        assert all(np.array_equal(t, f) for t, f in zip(tiles, sampling.native_tiles(
+            data, stars.STAR_TILE_PIXELS, stars.STAR_TILE_SIDE)))
+        ints = stars.star_features(data, 1.0)
+        floats = stars.star_features(data.astype(np.float64), 1.0)
         assert ints == floats or all(
             ints[k] == floats[k] or (math.isnan(ints[k]) and math.isnan(floats[k])) for k in ints)
-    assert D.star_tiles(np.zeros((50, 50), np.uint32))[0][1].dtype == np.float64  # may not fit
+    assert stars.star_tiles(np.zeros((50, 50), np.uint32))[0][1].dtype == np.float64  # may not fit
 
 
 def _measure_peak_reference(sub, y, x):
-    """:func:`D.measure_peak` as it was before the peaks were measured together."""
-    r = D.CUTOUT_RADIUS
+    """:func:`stars.measure_peak` as it was before the peaks were measured together."""
+    r = stars.CUTOUT_RADIUS
     cut = sub[y - r:y + r + 1, x - r:x + r + 1]
     edge = np.sort(np.concatenate([cut[0], cut[-1], cut[1:-1, 0], cut[1:-1, -1]]))
     half = edge.size // 2
@@ -521,15 +571,15 @@ def test_peaks_measured_together_as_one_by_one(rng):
         sub[40, 30:60] += 200  # a track
         if trial % 2:
             sub = np.round(sub)  # ties
-        r = D.CUTOUT_RADIUS
+        r = stars.CUTOUT_RADIUS
         yx = np.column_stack([rng.integers(r, 160 - r, 60), rng.integers(r, 200 - r, 60)])
-        _, found, _ = D.detect_peaks(sub + 1000.0, 60)
+        _, found, _ = stars.detect_peaks(sub + 1000.0, 60)
         for points in (yx, found, yx[:1], yx[:0]):
             expected = [_measure_peak_reference(sub, y, x) for y, x in points]
-            assert D.measure_peaks(sub, points) == expected or all(
+            assert stars.measure_peaks(sub, points) == expected or all(
                 all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(p, q))
-                for p, q in zip(D.measure_peaks(sub, points), expected))
-            assert len(D.measure_peaks(sub, points)) == len(expected)
-            assert [D.measure_peak(sub, y, x) for y, x in points[:5]] == expected[:5] or all(
+                for p, q in zip(stars.measure_peaks(sub, points), expected))
+            assert len(stars.measure_peaks(sub, points)) == len(expected)
+            assert [stars.measure_peak(sub, y, x) for y, x in points[:5]] == expected[:5] or all(
                 all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(p, q))
-                for p, q in zip([D.measure_peak(sub, y, x) for y, x in points[:5]], expected))
+                for p, q in zip([stars.measure_peak(sub, y, x) for y, x in points[:5]], expected))

@@ -10,10 +10,10 @@ from astropy.io import fits
 from astropy.io.fits.card import Undefined
 
 from conftest import real_frame_files
-from exporter.headers import (FILE_NAME_CONFIDENCE, FRAME_TYPE_KEYWORDS, FRAME_TYPES,
-                              HEADER_FEATURE_GROUPS, HEADER_FEATURE_NAMES, OBJECT_HINTS,
-                              classify_frame_type, file_name_cards, header_feature_group,
-                              header_features)
+from exporter.features.headers import (FILE_NAME_CONFIDENCE, FRAME_TYPE_KEYWORDS, FRAME_TYPES,
+                                       HEADER_FEATURE_GROUPS, HEADER_FEATURE_NAMES, OBJECT_HINTS,
+                                       classify_frame_type, file_name_cards,
+                                       header_feature_group, header_features)
 from exporter.readers import read_frame
 from skyshard.schema import CONFIDENCE_NAMES
 

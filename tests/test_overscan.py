@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from exporter.measure import feature_layout, measure_frame
-
-from exporter.spec import ExportSpec
+from exporter.features.overscan import (across_axis, data_section, overscan_features,
+                                        overscan_section, parse_section, trim_to_data_section)
+from exporter.features.sampling import FrameSamples
 from exporter.frame import RawFrame
-from exporter.overscan import (across_axis, data_section, overscan_features, overscan_section,
-                               parse_section, trim_to_data_section)
-from exporter.pixel_stats import FrameSamples
+from exporter.measure import feature_layout, measure_frame
+from exporter.spec import ExportSpec
 
 RNG = np.random.default_rng(20261129)
 BIAS_LEVEL, READ_NOISE = 1900.0, 3.0

@@ -1,5 +1,5 @@
-"""Pixel statistics (exporter.pixel_stats), sensor signatures (exporter.sensor_features) and
-domain features (exporter.domain_features).
+"""Pixel statistics (exporter.features.pixel_stats), sensor signatures (exporter.features.sensor)
+and domain features (exporter.features.domain and the modules it assembles).
 
 Frames are simulated with numpy: a bias, a short dark with hot pixels, a vignetted flat, a star
 field, a planet on black, slit spectra (trace and arc lines). The real archive frames in
@@ -14,12 +14,12 @@ import warnings
 import numpy as np
 import pytest
 
-from exporter.domain_features import DOMAIN_FEATURE_NAMES, domain_features
+from exporter.features.domain import DOMAIN_FEATURE_NAMES, domain_features
+from exporter.features.pixel_stats import (PIXEL_FEATURE_NAMES, SCALE_INVARIANT_FEATURES,
+                                           pixel_features)
+from exporter.features.sensor import SENSOR_FEATURE_NAMES, recover_adu, sensor_features
 from exporter.frame import FrameError, RawFrame
-from exporter.pixel_stats import (PIXEL_FEATURE_NAMES, SCALE_INVARIANT_FEATURES,
-                                  pixel_features)
 from exporter.preprocessing import preprocess_image
-from exporter.sensor_features import SENSOR_FEATURE_NAMES, recover_adu, sensor_features
 
 FULL_SCALE_16 = 65535.0
 
@@ -412,7 +412,7 @@ def test_real_frames(real_frames_dir):
 # --------------------------------------------------------------------------- sensor signatures
 
 def test_value_lattice_of_shifted_and_8_bit_data(rng):
-    from exporter.pixel_stats import quantum
+    from exporter.features.sampling import quantum
 
     native = np.clip(rng.normal(256, 6, (200, 300)), 0, 4095).astype(np.uint16)
     assert quantum(native) == 1
@@ -524,7 +524,7 @@ def test_no_straight_line_in_stars_noise_or_a_flat(rng):
 
 
 def test_chord_length_of_lines_through_a_frame():
-    from exporter.domain_features import chord_length
+    from exporter.features.straight_lines import chord_length
 
     assert chord_length((100, 200), 0.0, 50.0) == pytest.approx(100.0)        # x = 50
     assert chord_length((100, 200), math.pi / 2, 30.0) == pytest.approx(200.0)  # y = 30

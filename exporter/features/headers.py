@@ -187,22 +187,68 @@ _GROUP_OF_FEATURE = {name: group for group, names in HEADER_FEATURE_GROUPS.items
 
 
 def header_feature_group(name: str) -> str:
-    """The confidence group (one of ``CONFIDENCE_NAMES``) a header feature belongs to."""
+    """The confidence group a header feature belongs to.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`HEADER_FEATURE_NAMES`.
+
+    Returns
+    -------
+    str
+        One of :data:`skyshard.schema.CONFIDENCE_NAMES`: ``frame_type``, ``exposure``,
+        ``sensor`` or ``optics``.
+
+    Raises
+    ------
+    KeyError
+        For a name that is not a header feature.
+    """
     return _GROUP_OF_FEATURE[name]
 
 
 def header_features(header: Mapping, file_name: str | None = None
                     ) -> tuple[dict[str, float], np.ndarray]:
-    """Raw header features by name (NaN = unknown) and the four group confidences.
+    """Raw header features by name, and how far to trust each group of them.
 
-    ``header``: keyword -> value (any case, any value type). ``file_name``: the frame's file
-    name; what it spells out (:func:`file_name_cards`) stands in for the frame-type, exposure
-    and sensor groups when the header has none of their cards, at
-    :data:`FILE_NAME_CONFIDENCE` times the confidence the same cards would earn, and for the
-    target hints when the header names no target. Returns
-    ``(features, confidences)`` with ``features`` keyed by every name in
-    :data:`HEADER_FEATURE_NAMES` and ``confidences`` a float32 array ``[frame_type, exposure,
-    sensor, optics]`` with values in [0, 1].
+    The four groups and the keywords they read (the first recognised keyword of a list wins):
+
+    * frame type: :data:`FRAME_TYPE_KEYWORDS` (``IMAGETYP``, ``IMAGETYPE``, ``IMGTYPE``,
+      ``IMTYPE``, ``OBSTYPE``, ``FRAMETYP``, ... ``FRAME``), one-hot over :data:`FRAME_TYPES`,
+      and hints from the target name, :data:`OBJECT_KEYWORDS` (``OBJECT``, ``OBJNAME``,
+      ``TARGNAME``);
+    * exposure: :data:`EXPOSURE_KEYWORDS` (``EXPTIME``, ``EXPOSURE``, ``EXP_TIME``,
+      ``EXPOSURE_TIME``, ``ITIME``), else ``TELAPSE``; ``DARKTIME``; seconds;
+    * sensor: temperature (``CCD-TEMP``, ``CCD_TEMP``, ``CCDTEMP``, ``CCDATEMP``, ``TEMPERAT``, ...)
+      and set point (``SET-TEMP``, ...) in degrees Celsius, ``GAIN``, ``EGAIN`` (e-/ADU), offset
+      (``OFFSET``, ``BLKLEVEL``, ``BLACKLEV``, ``PEDESTAL``), binning (``XBINNING``/``YBINNING``,
+      ``CCDSUM``, ...), ``BITPIX`` and ``BAYERPAT``;
+    * optics: ``FOCALLEN``/``FOCLEN`` and ``APTDIA`` (mm), ``FOCRATIO``, ``AIRMASS``, and whether
+      a filter (``FILTER``, ...), target, telescope (``TELESCOP``), instrument (``INSTRUME``),
+      pointing (``RA``/``DEC``, ``OBJCTRA``/``OBJCTDEC``, ...), a celestial WCS
+      (``CTYPE1``/``CTYPE2``, ``CRVAL1``/``CRVAL2``), spectrograph cards or a solar instrument are
+      named.
+
+    Parameters
+    ----------
+    header : Mapping
+        Keyword to value, any case, any value type; read as data only (never used as a path nor
+        evaluated).
+    file_name : str, optional
+        The frame's file name. What it spells out (:func:`file_name_cards`) stands in for the
+        frame-type, exposure and sensor groups when the header has none of their cards, at
+        :data:`FILE_NAME_CONFIDENCE` times the confidence the same cards would earn, and for the
+        target hints when the header names no target.
+
+    Returns
+    -------
+    features : dict of str to float
+        Keyed by every name in :data:`HEADER_FEATURE_NAMES`; NaN where the header does not say.
+    confidences : ndarray
+        float32 ``[frame_type, exposure, sensor, optics]`` in [0, 1]: 1 when the group's cards
+        are present and well formed, 0 when they are absent, in between when they are malformed
+        or contradict each other.
     """
     cards = _normalised(header)
     named = {**file_name_cards(file_name), **cards} if file_name else cards
@@ -343,8 +389,20 @@ def _finite_or_nan(value: float) -> float:
 
 
 def classify_frame_type(value: Any) -> str:
-    """One of :data:`FRAME_TYPES` for a frame-type card value: ``unknown`` for anything outside
-    the vocabulary (including empty and non-text values)."""
+    """The frame type a frame-type card value names.
+
+    Parameters
+    ----------
+    value : object
+        The card's value, e.g. of ``IMAGETYP``.
+
+    Returns
+    -------
+    str
+        One of :data:`FRAME_TYPES`; ``unknown`` for anything outside the vocabulary (including
+        empty and non-text values). A value naming several types ("FLAT,LAMP", "DARK FLAT") gives
+        the first of bias, dark, flat, arc, light.
+    """
     words = _words(_text(value) or "")
     joined = "".join(words)
     if joined in _FRAME_TYPE_WORDS:
@@ -355,7 +413,19 @@ def classify_frame_type(value: Any) -> str:
 
 
 def object_hints(value: Any) -> set[str] | None:
-    """Which of :data:`OBJECT_HINTS` a target name mentions; None when it holds no text."""
+    """Which of :data:`OBJECT_HINTS` a target name mentions.
+
+    Parameters
+    ----------
+    value : object
+        The card's value, e.g. of ``OBJECT``.
+
+    Returns
+    -------
+    set of str or None
+        The hints (calibration words, Sun, Moon, a planet, a deep-sky catalogue designation);
+        None when the value holds no text.
+    """
     text = _text(value)
     if text is None:
         return None
@@ -498,8 +568,20 @@ def _sensor_group(cards: Mapping[str, Any]) -> tuple[dict[str, float], float]:
 
 
 def celsius(value: Any) -> float | None:
-    """A sensor temperature in °C from a card value: °C, or Kelvin when the unit says so or a
-    bare number lies above the Celsius range. None when it is not a plausible temperature."""
+    """A sensor temperature in degrees Celsius from a card value.
+
+    Parameters
+    ----------
+    value : object
+        The card's value: a number or a number with a unit (``C``, ``degC``, ``K``, ...).
+
+    Returns
+    -------
+    float or None
+        Degrees Celsius: the value itself, or less 273.15 when the unit is Kelvin or a bare number
+        lies above the Celsius range (observatory headers write Kelvin); None when it is not a
+        plausible temperature (:data:`TEMPERATURE_RANGE_C`).
+    """
     quantity = _quantity(value)
     if quantity is None:
         return None
@@ -700,11 +782,21 @@ def file_name_cards(file_name: str | None) -> dict[str, str]:
     N.I.N.A. (``2022-01-15_22-57-06_BIAS_0.00s_0086.fits``), ASIAIR/ASIStudio
     (``Dark_180.0s_Bin1_1600MM_gain180_20170919-192056_-10.1C_0047.fit``), SharpCap
     (``Bias_0_00025_secs_2016-05-11T23-45-22_010.fits``), APT (``B_0012_ISO200_0s__13C.tiff``),
-    IRAF-style archives (``zero001.fits``, ``b11_domeflat.fits``) and hand-made names alike.
-    Returns upper-case keyword -> text: ``IMAGETYP`` (a frame-type word), ``OBJECT`` (the name
-    without its extension, for target hints such as Moon or Jupiter), ``EXPTIME`` (with its
-    unit), ``CCD-TEMP`` (Celsius), ``GAIN``, ``XBINNING``/``YBINNING``; only those found. The
+    IRAF-style archives (``zero001.fits``, ``b11_domeflat.fits``) and hand-made names alike. The
     name is data only: never opened, resolved or evaluated.
+
+    Parameters
+    ----------
+    file_name : str or None
+        The file's name (its first 200 characters are read).
+
+    Returns
+    -------
+    dict of str to str
+        Upper-case keyword to text, only those found: ``IMAGETYP`` (a frame-type word),
+        ``OBJECT`` (the name without its extension, for target hints such as Moon or Jupiter),
+        ``EXPTIME`` (with its unit), ``CCD-TEMP`` (degrees Celsius), ``GAIN``, ``XBINNING`` and
+        ``YBINNING``.
     """
     if not file_name:
         return {}

@@ -38,9 +38,9 @@ Features (all header-free, in the ``pixel`` group):
   not colour; see docs/features.md);
 * ``cfa_equalised``: 1 when the frame was equalised, else 0.
 
-Cost: one strided sample (at most :data:`SUPERPIXELS` superpixels), one contiguous crop (its
-same-colour differences counted, not sorted, when they are integers), and for equalised frames
-one pass over the frame; the frame's quantum is shared with the feature modules.
+Work per frame: one strided sample (at most :data:`SUPERPIXELS` superpixels), one contiguous
+crop (:data:`CROP_SIDE`), and for equalised frames one pass over the frame; the value quantum is
+the frame's :class:`~exporter.features.sampling.FrameSamples` one.
 """
 
 from __future__ import annotations
@@ -51,14 +51,15 @@ from dataclasses import replace
 import numpy as np
 from astropy.stats import mad_std
 
-from exporter.counted import value_counts
-from exporter.frame import RawFrame
-from exporter.pixel_stats import (FrameSamples, as_image, frame_samples, mad_std_about, quantum,
-                                  sigma_log)
+from exporter.features.counted import value_counts
+from exporter.features.kernels import mad_std_about
+from exporter.features.sampling import FrameSamples, frame_samples, quantum
+from exporter.features.scalars import finite_float, sigma_log
+from exporter.frame import RawFrame, as_image
 
 #: 2x2 superpixels sampled over the whole frame for the fit.
 SUPERPIXELS = 128 * 128
-#: Side of the contiguous central crop for the noise estimate.
+#: Side (pixels) of the contiguous central crop for the noise estimate.
 CROP_SIDE = 256
 #: Equalise when the four positions differ by more than this many pixel-noise sigmas.
 EQUALISE_SIGMA = 0.5
@@ -78,10 +79,23 @@ CFA_FEATURE_NAMES: tuple[str, ...] = ("cfa_checker_sigma_log", "cfa_equalised")
 
 
 def superpixel_sample(data: np.ndarray, max_superpixels: int = SUPERPIXELS) -> np.ndarray:
-    """Evenly strided 2x2 superpixels with their four neighbours: float64 array ``(20, n)``, the
-    four positions (0, 0), (0, 1), (1, 0), (1, 1) of the frame's own 2x2 grid in one superpixel,
-    then the same four in the superpixel to its left, right, above and below; sets with a
-    non-finite value are dropped. Empty ``(20, 0)`` for frames smaller than 6x6."""
+    """Evenly strided 2x2 superpixels of the frame, each with its four neighbouring superpixels.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    max_superpixels : int
+        At most this many superpixels are sampled.
+
+    Returns
+    -------
+    ndarray
+        float64 array of shape ``(20, n)``: the four positions (0, 0), (0, 1), (1, 0), (1, 1) of
+        the frame's own 2x2 grid in one superpixel, then the same four in the superpixel to its
+        left, right, above and below; sets holding a non-finite value are dropped. Shape
+        ``(20, 0)`` for frames smaller than 6 x 6 pixels.
+    """
     height, width = data.shape
     if height < 6 or width < 6:
         return np.empty((20, 0))
@@ -107,17 +121,28 @@ def superpixel_sample(data: np.ndarray, max_superpixels: int = SUPERPIXELS) -> n
 
 
 def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Offsets ``a`` and gains ``b`` (each shape ``(4,)``) of ``c = a_c + b_c L``, ``L`` the
-    superpixel mean, from ``planes`` (:func:`superpixel_sample`).
+    """Offsets and gains of the four 2x2 positions against the superpixel mean, ``c = a_c + b_c L``.
 
-    The gains are instrumental-variable slopes, ``cov(c, Z) / cov(L, Z)`` with ``Z`` the mean
-    of the four neighbouring superpixels: their noise is independent of the superpixel's, so
-    pixel noise (which differs between colours: shot noise) does not bias them, while anything
-    smoother than two pixels (sky gradients, vignetting, a disk, a star) carries the colour.
-    Where ``L`` and ``Z`` hardly correlate (a uniform background: nothing but noise) the gains
-    are 1 and only the levels are matched. A second round drops superpixels more than 5 robust
-    sigmas off the first fit (hot pixels, cosmic rays, clipped channels). ``None`` when ``L``
-    does not vary."""
+    The gains are instrumental-variable slopes, ``cov(c, Z) / cov(L, Z)`` with ``Z`` the mean of
+    the four neighbouring superpixels: their noise is independent of the superpixel's, so pixel
+    noise (which differs between colours: shot noise) does not bias them, while anything smoother
+    than two pixels (sky gradients, vignetting, a disk, a star) carries the colour. Where ``L`` and
+    ``Z`` correlate below :data:`MIN_SIGNAL_CORRELATION` (a uniform background: nothing but noise)
+    the gains are 1 and only the levels are matched. A second round drops superpixels more than 5
+    robust sigmas off the first fit (hot pixels, cosmic rays, clipped channels).
+
+    Parameters
+    ----------
+    planes : ndarray
+        ``(20, n)`` from :func:`superpixel_sample`, ADU.
+
+    Returns
+    -------
+    tuple of ndarray or None
+        ``(offsets, gains)``, each of shape ``(4,)`` (offsets in ADU); None when ``L`` does not vary
+        or fewer than 16 superpixels are given (the first round's fit when that happens in the
+        second).
+    """
     level, neighbour = planes[:4].mean(axis=0), planes[4:].mean(axis=0)
     keep = None  # first round: every superpixel, without copying them
     fit = None
@@ -150,8 +175,9 @@ def fit_positions(planes: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 def fit_residual(own: np.ndarray, level: np.ndarray, offsets: np.ndarray,
                  gains: np.ndarray) -> np.ndarray:
-    """Largest absolute residual of the four positions ``own`` (``(4, n)``) against the fit
-    ``offsets + gains * level``, per superpixel (``(n,)``); one ``(4, n)`` work array."""
+    """Largest absolute residual of the four positions ``own`` (``(4, n)``, ADU) against the fit
+    ``offsets + gains * level``, per superpixel: shape ``(n,)``, ADU.
+    """
     work = own - offsets[:, None]
     work -= gains[:, None] * level[None, :]
     np.abs(work, out=work)
@@ -159,9 +185,19 @@ def fit_residual(own: np.ndarray, level: np.ndarray, offsets: np.ndarray,
 
 
 def same_colour_noise(crop: np.ndarray) -> float:
-    """Pixel noise of a contiguous crop from differences at lag 2 (the same filter colour in a
-    mosaic), horizontal and vertical pooled: ``mad_std / sqrt 2``; NaN for an empty crop.
-    ``crop``: finite float64 (:func:`central_crop`)."""
+    """Pixel noise from differences at lag 2 (the same filter colour in a mosaic).
+
+    Parameters
+    ----------
+    crop : ndarray
+        A contiguous, finite float64 crop (:func:`central_crop`), ADU.
+
+    Returns
+    -------
+    float
+        ``mad_std`` of the horizontal and vertical lag-2 differences pooled, over sqrt(2), ADU;
+        NaN for an empty crop.
+    """
     whole = integer_values(crop)
     source = crop if whole is None else whole
     diffs = [source[:, 2:] - source[:, :-2], source[2:, :] - source[:-2, :]]
@@ -176,7 +212,8 @@ def same_colour_noise(crop: np.ndarray) -> float:
 
 def integer_values(crop: np.ndarray) -> np.ndarray | None:
     """``crop`` as int64 when every value is an integer (ADU of integer frames, integer-valued
-    floats) small enough for exact differences, else ``None``."""
+    floats) below 2**52 in magnitude, so that differences are exact; else None.
+    """
     if crop.size == 0 or not float(np.abs(crop).max()) < 2.0 ** 52:
         return None
     whole = crop.astype(np.int64)
@@ -184,8 +221,20 @@ def integer_values(crop: np.ndarray) -> np.ndarray | None:
 
 
 def central_crop(data: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
-    """A contiguous, even-aligned central crop of at most ``side`` x ``side`` pixels, float64,
-    non-finite values replaced by the crop's median (NaN crop when nothing is finite)."""
+    """A contiguous central crop of the frame, aligned to the 2x2 grid.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    side : int
+        Largest side of the crop, in pixels.
+
+    Returns
+    -------
+    ndarray
+        float64 copy, non-finite pixels set to the crop's median (NaN when nothing is finite).
+    """
     height, width = data.shape
     h, w = min(height, side), min(width, side)
     y0, x0 = (height - h) // 2 // 2 * 2, (width - w) // 2 // 2 * 2
@@ -197,12 +246,23 @@ def central_crop(data: np.ndarray, side: int = CROP_SIDE) -> np.ndarray:
 
 
 def is_bayer_like(deviation: np.ndarray) -> bool:
-    """Whether the four positions' deviations from the superpixel mean (order (0, 0), (0, 1),
-    (1, 0), (1, 1)) have a Bayer mosaic's shape: the two green filters of a 2x2 cell sit on
-    one diagonal and answer alike, so the positions of one diagonal differ by at most
-    :data:`DIAGONAL_TOLERANCE` of the pattern's amplitude. A pattern of whole rows or columns
-    (two-amplifier read-out, or a sharp trace or line that happens to fall on even rows) has
-    both diagonals unequal and is left alone."""
+    """Whether a difference between the four 2x2 positions has a Bayer mosaic's shape.
+
+    The two green filters of a 2x2 cell sit on one diagonal and answer alike, so the positions of
+    one diagonal differ by at most :data:`DIAGONAL_TOLERANCE` of the pattern's amplitude. A pattern
+    of whole rows or columns (a two-amplifier read-out, or a sharp trace or line that happens to
+    fall on even rows) has both diagonals unequal and is not a mosaic.
+
+    Parameters
+    ----------
+    deviation : array_like
+        The four positions' deviations from the superpixel mean, in the order (0, 0), (0, 1),
+        (1, 0), (1, 1).
+
+    Returns
+    -------
+    bool
+    """
     d = np.asarray(deviation, float)
     diagonals = abs(d[0] - d[3]), abs(d[1] - d[2])
     checker = abs(d[0] + d[3] - d[1] - d[2]) / 2.0
@@ -212,8 +272,24 @@ def is_bayer_like(deviation: np.ndarray) -> bool:
 
 def cfa_analysis(data: np.ndarray, step: float | None = None
                  ) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray] | None]:
-    """The CFA features of ``data`` (2-D, ADU) and the fit to equalise with (``None`` when
-    the frame shows no mosaic); ``step``: its value lattice (default: computed)."""
+    """The CFA features of a frame and the fit to equalise it with.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    step : float, optional
+        Its value quantum, ADU (:func:`~exporter.features.sampling.quantum`; computed when not
+        given).
+
+    Returns
+    -------
+    features : dict of str to float
+        ``cfa_checker_sigma_log`` and ``cfa_equalised`` (0 here).
+    fit : tuple of ndarray or None
+        ``(offsets, gains)`` of :func:`fit_positions` when the frame shows a colour mosaic, else
+        None.
+    """
     out = dict.fromkeys(CFA_FEATURE_NAMES, math.nan)
     out["cfa_equalised"] = 0.0
     if min(data.shape) < 4:
@@ -262,11 +338,27 @@ def cfa_analysis(data: np.ndarray, step: float | None = None
 
 def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray,
              step: float | None = None) -> np.ndarray:
-    """``data`` with each 2x2 position ``c`` mapped to ``(x - a_c) / b_c``: back on the frame's
-    value lattice (``step``, by default its :func:`~exporter.pixel_stats.quantum`, from its
-    minimum), within its finite range, in its dtype (float32 for floats); pixels at the frame's
-    maximum (clipped) and non-finite pixels kept. One float32 copy of the frame, worked on in
-    place."""
+    """The frame with each 2x2 position ``c`` mapped to ``(x - a_c) / b_c``.
+
+    The result is rounded back onto the frame's value lattice (multiples of ``step`` from its
+    minimum, when ``step`` is above 0) and clipped to its finite range, in its dtype; pixels at
+    the frame's maximum (clipped by the camera) and non-finite pixels are kept. One float32 copy of
+    the frame is worked on in place.
+
+    Parameters
+    ----------
+    data : ndarray
+        2-D frame, ADU; not modified.
+    offsets, gains : ndarray
+        Shape ``(4,)`` each, from :func:`fit_positions` (offsets in ADU).
+    step : float, optional
+        The value quantum, ADU (computed when not given).
+
+    Returns
+    -------
+    ndarray
+        The equalised frame: ``data``'s dtype for integers, float32 for floats.
+    """
     step = quantum(data) if step is None else step
     source = np.asarray(data)
     out = source.astype(np.float32)
@@ -291,13 +383,26 @@ def equalise(data: np.ndarray, offsets: np.ndarray, gains: np.ndarray,
 
 def equalise_cfa(frame: RawFrame, samples: FrameSamples | None = None
                  ) -> tuple[RawFrame, dict[str, float]]:
-    """``frame`` with its colour mosaic taken out (see the module doc; unchanged when it shows
-    none) and its CFA features, keyed and ordered as :data:`CFA_FEATURE_NAMES`, each finite or
-    NaN. ``source['cfa_equalised']`` records the fit when the frame was equalised.
+    """A frame with its colour mosaic taken out, and its CFA features.
 
-    ``samples``: the :class:`~exporter.pixel_stats.FrameSamples` of ``frame.data`` when the
-    caller shares them (their quantum is used, and then left for the feature modules); an
-    equalised frame comes back with new data, which needs samples of its own."""
+    Parameters
+    ----------
+    frame : RawFrame
+        ``frame.data`` is the 2-D frame in ADU; never modified.
+    samples : FrameSamples, optional
+        The :class:`~exporter.features.sampling.FrameSamples` of ``frame.data`` when the caller
+        shares them: their quantum is used (and then left for the feature modules). An equalised
+        frame comes back with new pixels, which need samples of their own.
+
+    Returns
+    -------
+    frame : RawFrame
+        ``frame`` itself when it shows no mosaic; else a copy with the equalised pixels
+        (:func:`equalise`) and ``source["cfa_equalised"]`` recording the fit (``offsets``,
+        ``gains``).
+    features : dict of str to float
+        Keyed and ordered as :data:`CFA_FEATURE_NAMES`, each finite or NaN.
+    """
     data = as_image(frame.data)
     if data.dtype == np.bool_ or not np.issubdtype(data.dtype, np.number):
         return frame, {**dict.fromkeys(CFA_FEATURE_NAMES, math.nan), "cfa_equalised": 0.0}
@@ -311,9 +416,4 @@ def equalise_cfa(frame: RawFrame, samples: FrameSamples | None = None
                                 "offsets": [round(float(v), 4) for v in offsets],
                                 "gains": [round(float(v), 5) for v in gains]}})
             features["cfa_equalised"] = 1.0
-    return frame, {name: _finite(features[name]) for name in CFA_FEATURE_NAMES}
-
-
-def _finite(value) -> float:
-    value = float(value)
-    return value if math.isfinite(value) else math.nan
+    return frame, {name: finite_float(features[name]) for name in CFA_FEATURE_NAMES}

@@ -1,12 +1,12 @@
 """Medians, percentiles and ``mad_std`` of integer samples, by counting their values.
 
-numpy's ``median`` and ``percentile`` select by partial sorts, a few milliseconds for the
-262,144 values of a frame's grid sample. Most frames hold integer ADU, and a sample of them
-spans a few thousand values at most (a 16-bit frame: 65,536), so one ``bincount`` and a
-cumulative sum give every order statistic at once. The functions here give the same floats as
-``np.median``, ``np.percentile`` (its default linear interpolation) and
-``astropy.stats.mad_std``, to the last bit (``tests/test_feature_speedups.py``): the order
-statistics are the same integers, and the interpolation repeats numpy's arithmetic.
+numpy's ``median`` and ``percentile`` select by partial sorts. Most frames hold integer ADU,
+and a sample of them spans a few thousand values at most (a 16-bit frame: 65,536), so one
+``bincount`` and a cumulative sum give every order statistic of the sample at once. The
+functions here give the same floats as ``np.median``, ``np.percentile`` (its default linear
+interpolation) and ``astropy.stats.mad_std``, to the last bit
+(``tests/test_feature_speedups.py``): the order statistics are the same integers, and the
+interpolation repeats numpy's arithmetic.
 """
 
 from __future__ import annotations
@@ -23,8 +23,17 @@ MAD_TO_STD = 1.482602218505602
 
 
 class ValueCounts:
-    """How often each integer value occurs in a sample: ``counts[i]`` of the value
-    ``low + i``. Build it with :func:`value_counts`."""
+    """How often each integer value occurs in a sample: ``counts[i]`` of the value ``low + i``.
+
+    Build it with :func:`value_counts`.
+
+    Parameters
+    ----------
+    counts : ndarray
+        Occurrences of each value from ``low`` up (int or float weights).
+    low : int
+        The smallest value.
+    """
 
     def __init__(self, counts: np.ndarray, low: int):
         self.counts = counts
@@ -81,10 +90,21 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def value_counts(values: np.ndarray, integers: bool = False) -> ValueCounts | None:
-    """:class:`ValueCounts` of ``values`` (1-D, finite, not empty), or ``None`` when they are
-    not all integers below :data:`MAX_EXACT` in magnitude or span more than
-    :data:`MAX_COUNTED_RANGE` values. ``integers``: the caller knows they are integers (read
-    from an integer frame), so they are not checked."""
+    """Counts of a sample's integer values, for its order statistics.
+
+    Parameters
+    ----------
+    values : ndarray
+        1-D, finite, not empty (e.g. ADU).
+    integers : bool
+        The caller knows they are integers (read from an integer frame): they are not checked.
+
+    Returns
+    -------
+    ValueCounts or None
+        None when the values are not all integers below :data:`MAX_EXACT` in magnitude, or span
+        more than :data:`MAX_COUNTED_RANGE` values.
+    """
     low, high = float(values.min()), float(values.max())
     if not (-MAX_EXACT < low and high < MAX_EXACT) or high - low > MAX_COUNTED_RANGE:
         return None

@@ -35,8 +35,9 @@ from typing import Mapping
 
 import numpy as np
 
+from exporter.features.sampling import FrameSamples, pixel_noise
+from exporter.features.scalars import safe_log10, safe_ratio, sigma_log
 from exporter.frame import RawFrame
-from exporter.pixel_stats import FrameSamples, pixel_noise, safe_log10, safe_ratio, sigma_log
 
 OVERSCAN_FEATURE_NAMES: tuple[str, ...] = ("overscan_excess_sigma_log", "overscan_noise_ratio_log")
 
@@ -58,9 +59,26 @@ Section = tuple[slice, slice]  # (rows, columns) of the 2-D array, numpy order
 
 
 def parse_section(text, shape: tuple[int, int]) -> Section | None:
-    """The ``(rows, columns)`` slices of an IRAF section string on an array of ``shape``
-    (``(height, width)``), or None when ``text`` is not a section or does not fit the array.
+    """The array slices an IRAF section string names.
 
+    Sections are written ``'[x1:x2,y1:y2]'``: 1-based, inclusive, the column (FITS axis 1) first;
+    a reversed range (``[2048:1,...]``, a flipped readout) names the same pixels.
+
+    Parameters
+    ----------
+    text : object
+        The header value, e.g. of ``DATASEC``; anything but a section string gives None.
+    shape : tuple of int
+        ``(height, width)`` of the array, in pixels.
+
+    Returns
+    -------
+    tuple of slice or None
+        ``(rows, columns)``, numpy order, end exclusive; None when ``text`` is not a section or
+        does not fit the array.
+
+    Examples
+    --------
     >>> parse_section("[1:2048,1:350]", (350, 2112))
     (slice(0, 350, None), slice(0, 2048, None))
     """
@@ -90,8 +108,22 @@ def _area(section: Section) -> int:
 
 
 def data_section(header: Mapping, shape: tuple[int, int]) -> Section | None:
-    """The data section from ``TRIMSEC``/``DATASEC`` when it is a trustworthy proper part of an
-    array of ``shape``; None when the whole array is data (or the header says nothing usable)."""
+    """The data section from the header keywords ``TRIMSEC``, else ``DATASEC``.
+
+    Parameters
+    ----------
+    header : Mapping
+        Keyword to value.
+    shape : tuple of int
+        ``(height, width)`` of the array, in pixels.
+
+    Returns
+    -------
+    tuple of slice or None
+        ``(rows, columns)`` when the section fits the array and is a proper part of it holding at
+        least :data:`MIN_DATA_SHARE` of its pixels; None when the whole array is data or the header
+        says nothing usable.
+    """
     section = _header_section(header, DATA_SECTION_KEYWORDS, shape)
     if section is None:
         return None
@@ -111,10 +143,25 @@ def _overlaps(a: Section, b: Section) -> bool:
 
 def overscan_section(header: Mapping, shape: tuple[int, int], data: Section | None
                      ) -> Section | None:
-    """The overscan: ``BIASSEC`` when it lies outside the data section and is at least
-    :data:`MIN_OVERSCAN_WIDTH` wide, else the widest strip of the array beside ``data`` that
-    runs along all of it (prescan or overscan columns, or rows); None without a data section
-    or such a strip."""
+    """The overscan (bias) strip of the array.
+
+    Parameters
+    ----------
+    header : Mapping
+        Keyword to value; ``BIASSEC`` is read.
+    shape : tuple of int
+        ``(height, width)`` of the array, in pixels.
+    data : tuple of slice or None
+        The data section (:func:`data_section`).
+
+    Returns
+    -------
+    tuple of slice or None
+        ``BIASSEC`` when it lies outside the data section and is at least
+        :data:`MIN_OVERSCAN_WIDTH` pixels across; else the widest strip beside the data section
+        that runs along all of it (prescan or overscan columns, or rows) when it is that wide;
+        None without a data section.
+    """
     if data is None:
         return None
     given = _header_section(header, OVERSCAN_KEYWORDS, shape)
@@ -139,8 +186,19 @@ def _extent(section: Section) -> tuple[int, int]:
 
 
 def across_axis(section: Section, data: Section) -> int:
-    """The array axis across an overscan strip: 1 for columns beside the data section (the
-    strip shares its rows), 0 for rows above or below it; by the strip's shape otherwise."""
+    """The array axis across an overscan strip.
+
+    Parameters
+    ----------
+    section, data : tuple of slice
+        The overscan strip and the data section, ``(rows, columns)``.
+
+    Returns
+    -------
+    int
+        1 for columns beside the data section (the strip shares its rows), 0 for rows above or
+        below it; for a strip that shares neither, the axis of its narrower side.
+    """
     (rows, cols), (data_rows, data_cols) = section, data
     if _spans_overlap(rows, data_rows) and not _spans_overlap(cols, data_cols):
         return 1
@@ -151,9 +209,10 @@ def across_axis(section: Section, data: Section) -> int:
 
 
 def _strip_sample(data: np.ndarray, section: Section, axis: int) -> np.ndarray:
-    """The overscan pixels as float64, trimmed of the quarter of its width nearest each edge
-    across it (``axis``; where charge left behind by a bright data section trails into the
-    first columns) and thinned to whole, evenly spaced lines along it (bounded cost)."""
+    """The overscan pixels as float64, trimmed of the quarter of its width nearest each edge across
+    it (``axis``; where charge left behind by a bright data section trails into the first columns)
+    and thinned to whole, evenly spaced lines along it (at most :data:`OVERSCAN_PIXELS`).
+    """
     strip = data[section]
     width = strip.shape[axis]
     margin = width // 4 if width >= 4 * MIN_OVERSCAN_WIDTH else 0
@@ -167,11 +226,25 @@ def _strip_sample(data: np.ndarray, section: Section, axis: int) -> np.ndarray:
 
 
 def trim_to_data_section(frame: RawFrame) -> tuple[RawFrame, np.ndarray | None]:
-    """``frame`` cut to its data section, and its overscan pixels (float64, sampled) or None.
+    """A frame cut to its data section, and its overscan pixels.
 
-    The trimmed frame's ``data`` is a view (a memory map stays mapped); ``source`` records the
-    section as ``data_section`` (``[row0, row1, col0, col1]``, numpy order, end exclusive) and
-    ``untrimmed_shape``. A frame without a usable data section comes back unchanged.
+    The sections are the header's (:func:`data_section`, :func:`overscan_section`).
+
+    Parameters
+    ----------
+    frame : RawFrame
+        The frame as read; never modified.
+
+    Returns
+    -------
+    frame : RawFrame
+        ``frame`` itself without a usable data section; else a copy whose ``data`` is a view of
+        the data section (a memory map stays mapped) and whose ``source`` records
+        ``data_section`` (``[row0, row1, col0, col1]``, numpy order, end exclusive) and
+        ``untrimmed_shape``.
+    overscan : ndarray or None
+        The overscan pixels, float64 ADU, trimmed and thinned (:data:`OVERSCAN_PIXELS`); None
+        without an overscan.
     """
     data = frame.data
     if data.ndim != 2:
@@ -189,8 +262,24 @@ def trim_to_data_section(frame: RawFrame) -> tuple[RawFrame, np.ndarray | None]:
 
 
 def overscan_features(overscan: np.ndarray | None, samples: FrameSamples) -> dict[str, float]:
-    """:data:`OVERSCAN_FEATURE_NAMES` of the data section (``samples`` of the trimmed frame)
-    against its ``overscan`` pixels; NaN without an overscan or finite pixels in it."""
+    """The data section's signal and noise against its overscan.
+
+    Parameters
+    ----------
+    overscan : ndarray or None
+        The overscan pixels (:func:`trim_to_data_section`), ADU.
+    samples : FrameSamples
+        :class:`~exporter.features.sampling.FrameSamples` of the trimmed frame.
+
+    Returns
+    -------
+    dict of str to float
+        Keyed as :data:`OVERSCAN_FEATURE_NAMES`: ``overscan_excess_sigma_log``, the data section's
+        median (grid sample) minus the overscan's, in units of the overscan's pixel noise (the read
+        noise), and ``overscan_noise_ratio_log``, log10 of the data section's pixel noise over the
+        read noise. NaN without an overscan, with fewer than 16 finite overscan pixels or no finite
+        data pixel.
+    """
     features = dict.fromkeys(OVERSCAN_FEATURE_NAMES, math.nan)
     if overscan is None:
         return features
