@@ -30,7 +30,7 @@ ACTIONS = ("next_class",)
 _KEYS = ("name", "class", "feature", "min", "max", "require", "action", "description")
 
 #: The shipped rules: conservative, only physically implausible combinations, in the raw units
-#: of the export's features (``exporter/pixel_stats.py``, ``exporter/headers.py``).
+#: of the export's features (``exporter/features/pixel_stats.py``, ``exporter/features/headers.py``).
 DEFAULT_RULES: tuple[dict, ...] = (
     {"name": "dark_too_bright", "class": "darks", "feature": "median_rel", "max": 0.5,
      "require": {"range_known": 1.0},
