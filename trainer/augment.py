@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from skyshard import schema
-from skyshard.manifest import header_columns
+from skyshard.manifest import ModelInputs
 
 Policy = Mapping[str, Any]
 NO_AUGMENTATION: dict[str, Any] = {
@@ -172,7 +172,7 @@ def blank_headers(inputs: dict[str, tf.Tensor], drop: tf.Tensor, header_mask: tf
     return out
 
 
-def make_header_dropout(manifest: Mapping[str, Any], rate: float):
+def make_header_dropout(manifest: ModelInputs, rate: float):
     """``drop(inputs, labels)`` on a train batch: each frame loses its whole header with
     probability ``rate`` (see :func:`blank_headers`); ``None`` when ``rate`` is 0 or the export
     has no header group.
@@ -180,10 +180,10 @@ def make_header_dropout(manifest: Mapping[str, Any], rate: float):
     Real archives hold TIFFs and header-less or wrongly labelled FITS; without this the model
     learns to lean on ``IMAGETYP`` and is lost when it is missing.
     """
-    columns = header_columns(manifest)
+    columns = manifest.header_columns()
     if rate <= 0 or not columns:
         return None
-    n_features = len(manifest["feature_names"])
+    n_features = len(manifest.feature_names)
     header_mask = tf.constant([i in set(columns) for i in range(n_features)])
 
     def drop(inputs: dict[str, tf.Tensor], labels: tf.Tensor):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import tensorflow as tf
 
 from skyshard import schema
+from skyshard.manifest import ModelInputs
 
 
-def feature_spec(manifest: dict) -> dict[str, tf.io.FixedLenFeature]:
-    n_features = len(manifest["feature_names"])
-    n_conf = len(manifest["confidence_names"])
+def feature_spec(manifest: ModelInputs) -> dict[str, tf.io.FixedLenFeature]:
+    n_features = len(manifest.feature_names)
+    n_conf = len(manifest.confidence_names)
     return {
         schema.IMAGE: tf.io.FixedLenFeature([], tf.string),
         schema.FEATURES: tf.io.FixedLenFeature([n_features], tf.float32),
@@ -32,7 +33,7 @@ def decode_image(raw: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.reshape(image, tf.concat([tf.shape(raw), [image_size, image_size, 1]], axis=0))
 
 
-def make_parser(manifest: dict):
+def make_parser(manifest: ModelInputs):
     """Return ``parse(serialised_batch) -> dict`` for ``Dataset.batch(...).map(parse)``.
 
     The dict holds ``image`` (float16 [B,S,S,1]), ``features`` (float32 [B,F], raw, NaN allowed),
@@ -41,7 +42,7 @@ def make_parser(manifest: dict):
     Parsing batches (not single records) is several times faster in tf.data.
     """
     spec = feature_spec(manifest)
-    size = int(manifest["image_size"])
+    size = int(manifest.image_size)
 
     def parse(serialised: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(serialised, spec)
@@ -53,7 +54,7 @@ def make_parser(manifest: dict):
     return parse
 
 
-def make_single_parser(manifest: dict):
+def make_single_parser(manifest: ModelInputs):
     """Like :func:`make_parser` for one serialised record (``[S,S,1]`` image, ``[F]`` features):
     for per-record work before batching, such as per-class augmentation."""
     parse_batch = make_parser(manifest)
