@@ -61,6 +61,20 @@ def test_layout_and_manifest(export, sample_tree):
     assert not (out / ".incomplete").exists()
 
 
+def test_the_manifest_reads_back_and_rewrites_to_the_same_bytes(export, tmp_path):
+    """What the export wrote is what ``Manifest`` holds: read -> write -> read is the same
+    manifest, and the rewritten file is byte for byte the export's."""
+    written = (export.out_dir / "manifest.json").read_bytes()
+    manifest = Manifest.read(export.out_dir)
+    assert manifest == export.manifest
+    assert manifest.to_json() == json.loads(written)
+    manifest.write(tmp_path)
+    assert (tmp_path / "manifest.json").read_bytes() == written
+    again = Manifest.read(tmp_path / "manifest.json")
+    assert again == manifest and again.source == (tmp_path / "manifest.json").resolve()
+    assert Manifest.from_json(json.loads(written)) == manifest
+
+
 def test_records_round_trip(export):
     manifest = export.manifest
     records = read_export(export.out_dir)
