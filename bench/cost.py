@@ -28,10 +28,13 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from skyshard.manifest import Manifest
 
 MODELS = ("separable", "simple_cnn", "resnet50v2")
 SIZES = (128, 224, 350)
@@ -75,14 +78,14 @@ def analytic_flops(model) -> int:
     return total
 
 
-def profiler_flops(model, manifest: dict, size: int) -> int:
+def profiler_flops(model, manifest: Manifest, size: int) -> int:
     """``tf.compat.v1.profiler`` float operations of one forward pass at batch 1."""
     import tensorflow as tf
 
     specs = {
         "image": tf.TensorSpec([1, size, size, 1], tf.float16),
-        "features": tf.TensorSpec([1, len(manifest["feature_names"])], tf.float32),
-        "confidences": tf.TensorSpec([1, len(manifest["confidence_names"])], tf.float32),
+        "features": tf.TensorSpec([1, len(manifest.feature_names)], tf.float32),
+        "confidences": tf.TensorSpec([1, len(manifest.confidence_names)], tf.float32),
     }
     graph = tf.function(lambda inputs: model(inputs, training=False)).get_concrete_function(
         specs).graph
@@ -93,25 +96,25 @@ def profiler_flops(model, manifest: dict, size: int) -> int:
     return int(info.total_float_ops)
 
 
-def random_batch(manifest: dict, size: int, seed: int = 0):
+def random_batch(manifest: Manifest, size: int, seed: int = 0):
     """One batch of 8 plausible inputs (images in [0, 1], features around the train mean)."""
     rng = np.random.default_rng(seed)
-    n_features = len(manifest["feature_names"])
+    n_features = len(manifest.feature_names)
     mean = np.array([m if m is not None and math.isfinite(m) else 0.0
-                     for m in manifest["scaler"]["mean"]], dtype=np.float32)
+                     for m in manifest.scaler.mean], dtype=np.float32)
     scale = np.array([s if s is not None and math.isfinite(s) and s > 0 else 1.0
-                      for s in manifest["scaler"]["scale"]], dtype=np.float32)
+                      for s in manifest.scaler.scale], dtype=np.float32)
     inputs = {
         "image": rng.random((BATCH, size, size, 1)).astype(np.float16),
         "features": (mean + scale * rng.standard_normal((BATCH, n_features))).astype(np.float32),
-        "confidences": rng.random((BATCH, len(manifest["confidence_names"]))).astype(np.float32),
+        "confidences": rng.random((BATCH, len(manifest.confidence_names))).astype(np.float32),
     }
-    labels = np.eye(len(manifest["classes"]), dtype=np.float32)[
-        rng.integers(0, len(manifest["classes"]), BATCH)]
+    labels = np.eye(len(manifest.classes), dtype=np.float32)[
+        rng.integers(0, len(manifest.classes), BATCH)]
     return inputs, labels
 
 
-def model_cost(manifest: dict, name: str, size: int, *, warm: int, budget_s: float,
+def model_cost(manifest: Manifest, name: str, size: int, *, warm: int, budget_s: float,
                min_steps: int, max_steps: int) -> dict[str, Any]:
     """Step time, parameters and FLOPs of one (model, image size)."""
     import keras
@@ -122,7 +125,7 @@ def model_cost(manifest: dict, name: str, size: int, *, warm: int, budget_s: flo
 
     keras.backend.clear_session()
     config = load_config(overrides={"model.name": name})
-    sized = dict(manifest, image_size=size)
+    sized = replace(manifest, image_size=size)
     model = compiled_model(config, sized, steps_per_epoch(manifest, config))
     inputs, labels = random_batch(manifest, size)
     started = time.perf_counter()
@@ -155,9 +158,7 @@ def model_cost(manifest: dict, name: str, size: int, *, warm: int, budget_s: flo
 def measure_cost(export_dir: Path, models: tuple[str, ...], sizes: tuple[int, ...], *,
                  warm: int, budget_s: float, min_steps: int, max_steps: int) -> dict[str, Any]:
     """Measure 4 as a dict: one row per (model, size)."""
-    from skyshard.manifest import load_manifest
-
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.read(export_dir)
     rows = [model_cost(manifest, name, size, warm=warm, budget_s=budget_s,
                        min_steps=min_steps, max_steps=max_steps)
             for name in models for size in sizes]

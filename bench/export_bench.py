@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import run_measured
+from skyshard.manifest import Manifest
 from bench.workspace import Workspace, bench_command, skyshard_command, tree_bytes
 
 _MB = 1 << 20
@@ -44,17 +45,17 @@ def run_export(workspace: Workspace, tree: Path, frames: int, workers: int,
 def export_facts(out: Path, frames: int, workers: int) -> dict[str, Any]:
     """What a finished export folder says about itself: records, dead letters, shard bytes per
     record, its own timing and peak (manifest ``stats``)."""
-    manifest = json.loads((Path(out) / "manifest.json").read_text())
-    shards = [entry for split in manifest["splits"].values() for entry in split["shards"]]
-    shard_bytes = sum((Path(out) / entry["path"]).stat().st_size for entry in shards)
-    records = sum(int(entry["records"]) for entry in shards)
+    manifest = Manifest.read(out)
+    shards = [entry for split in manifest.splits.values() for entry in split.shards]
+    shard_bytes = sum((Path(out) / entry.path).stat().st_size for entry in shards)
+    records = sum(int(entry.records) for entry in shards)
     return {
         "frames": frames, "workers": workers, "out": str(out), "image_size":
-        manifest.get("image_size"), "records": records,
-        "dead_letters": manifest["errors"]["count"], "shard_bytes": shard_bytes,
+        manifest.image_size, "records": records,
+        "dead_letters": manifest.errors.count, "shard_bytes": shard_bytes,
         "record_bytes": shard_bytes / records if records else math.nan,
-        "self_reported": {"seconds": manifest["stats"]["seconds"],
-                          "peak_rss_mb": manifest["stats"].get("peak_rss_mb")},
+        "self_reported": {"seconds": manifest.stats.seconds,
+                          "peak_rss_mb": manifest.stats.peak_rss_mb},
     }
 
 

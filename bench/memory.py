@@ -52,6 +52,7 @@ import json
 import math
 import os
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,8 @@ import numpy as np
 from bench.export_bench import run_baseline
 from bench.measure import CommandFailed, run_measured
 from bench.workspace import Workspace, skyshard_command
+from skyshard.manifest import Manifest
+from skyshard.run_record import RunRecord
 
 #: The RAM the original loader's fit is judged against: 18 GB (GiB, as the trainer's
 #: ``--ram-budget-gb``).
@@ -90,17 +93,16 @@ def repeated_export(workspace: Workspace, export: Path, times: int) -> Path:
     another export. Counts are multiplied; shard checksums stay valid."""
     folder = workspace.scratch(f"{export.name}-x{times}")
     folder.mkdir(parents=True)
-    manifest = json.loads((export / "manifest.json").read_text())
+    manifest = Manifest.read(export)
     for copy in range(times):
         (folder / f"copy{copy}").symlink_to(export.resolve(), target_is_directory=True)
-    for split in manifest["splits"].values():
-        split["shards"] = [dict(entry, path=f"copy{copy}/{entry['path']}")
-                           for copy in range(times) for entry in split["shards"]]
-        split["count"] = int(split["count"]) * times
-        if isinstance(split.get("counts_per_class"), dict):
-            split["counts_per_class"] = {name: int(n) * times
-                                         for name, n in split["counts_per_class"].items()}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    splits = {
+        name: replace(split, count=split.count * times,
+                      counts_per_class={c: n * times for c, n in split.counts_per_class.items()},
+                      shards=tuple(replace(entry, path=f"copy{copy}/{entry.path}")
+                                   for copy in range(times) for entry in split.shards))
+        for name, split in manifest.splits.items()}
+    replace(manifest, splits=splits).write(folder)
     return folder
 
 
@@ -148,16 +150,15 @@ def train_run(workspace: Workspace, export: Path, label: str, epochs: int,
     extra = [arg for setting in settings for arg in ("--set", setting)]
     measured = _command_run(workspace, f"train-{label}", skyshard_command(
         "train", export, run, "--epochs", epochs, *extra), env)
-    record = json.loads((run / "run.json").read_text())
-    manifest = json.loads((export / "manifest.json").read_text())
-    frames = sum(manifest["splits"][s]["count"] for s in ("train", "val"))
+    record = RunRecord.read(run)
+    manifest = Manifest.read(export)
+    frames = sum(manifest.splits[s].count for s in ("train", "val"))
+    sampling = record.sampling or {}
     return {"run": str(run), "frames": frames, "settings": list(settings), "measured": measured,
-            "self_reported_mb": record.get("peak_rss_mb"),
-            "steps": record.get("sampling", {}).get("steps_per_epoch"),
-            "shuffle_buffer_records_per_class": record.get("sampling", {}).get(
-                "shuffle_buffer_records_per_class"),
-            "train_records_per_class": record.get("sampling", {}).get(
-                "train_records_per_class")}
+            "self_reported_mb": record.peak_rss_mb,
+            "steps": sampling.get("steps_per_epoch"),
+            "shuffle_buffer_records_per_class": sampling.get("shuffle_buffer_records_per_class"),
+            "train_records_per_class": sampling.get("train_records_per_class")}
 
 
 def evaluate_run(workspace: Workspace, run: Path, export: Path, label: str,
@@ -167,8 +168,8 @@ def evaluate_run(workspace: Workspace, run: Path, export: Path, label: str,
     measured = _command_run(workspace, f"evaluate-{label}", skyshard_command(
         "evaluate", run, export, "--split", split, "--out", out), env)
     metrics = json.loads((out / "metrics.json").read_text())
-    manifest = json.loads((export / "manifest.json").read_text())
-    return {"frames": manifest["splits"][split]["count"], "split": split,
+    manifest = Manifest.read(export)
+    return {"frames": manifest.splits[split].count, "split": split,
             "measured": measured, "self_reported_mb": metrics.get("peak_rss_mb")}
 
 

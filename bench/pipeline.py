@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from skyshard.manifest import Manifest
+
 
 def _timed_batches(iterator, batches: int) -> tuple[int, float, float]:
     """Pull ``batches`` batches; ``(examples, wall s, CPU s)``."""
@@ -41,7 +43,7 @@ def _timed_batches(iterator, batches: int) -> tuple[int, float, float]:
     return examples, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def stream_rate(export_dir: Path, manifest: dict, config: dict, warm: int,
+def stream_rate(export_dir: Path, manifest: Manifest, config: dict, warm: int,
                 batches: int) -> dict[str, float]:
     """Examples/s of the trainer's train stream without a model."""
     from trainer.data import train_dataset
@@ -68,18 +70,18 @@ def generator_rate(tree: Path, image_size: int, batch_size: int) -> dict[str, fl
             "examples_per_s": examples / seconds}
 
 
-def compiled_model(config: dict, manifest: dict, steps_per_epoch: int):
+def compiled_model(config: dict, manifest: Manifest, steps_per_epoch: int):
     """The model as ``skyshard train`` builds and compiles it (optimiser, loss, metrics)."""
     from trainer.data import class_counts, sampling_weights
     from trainer.models import build_model
     from trainer.optim import make_loss, make_metrics, make_optimizer
 
     weights = sampling_weights(class_counts(manifest, "train"), config["data"]["balance_power"])
-    probabilities = [weights.get(name, 0.0) for name in manifest["classes"]]
+    probabilities = [weights.get(name, 0.0) for name in manifest.classes]
     model = build_model(config, manifest)
     model.compile(optimizer=make_optimizer(config, steps_per_epoch),
                   loss=make_loss(config, probabilities),
-                  metrics=make_metrics(len(manifest["classes"])))
+                  metrics=make_metrics(len(manifest.classes)))
     return model
 
 
@@ -123,14 +125,13 @@ def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
     model's own rate and ``fit`` on the stream alternate for ``rounds`` rounds (``batches``
     batches, ``model_steps`` steps each); the best round of each counts. The sketch's
     ``from_generator`` pipeline makes one full pass."""
-    from skyshard.manifest import load_manifest
     from trainer.config import load_config
     from trainer.data import steps_per_epoch, train_dataset
 
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.read(export_dir)
     config = load_config()
     batch_size = int(config["train"]["batch_size"])
-    generator = generator_rate(tree, int(manifest["image_size"]), batch_size)
+    generator = generator_rate(tree, int(manifest.image_size), batch_size)
     dataset = train_dataset(export_dir, manifest, config)
     model = compiled_model(config, manifest, steps_per_epoch(manifest, config))
     batch = next(iter(dataset))
@@ -141,7 +142,7 @@ def measure_pipeline(export_dir: Path, tree: Path, *, warm: int, batches: int,
         fed.append(fit_rate(model, dataset, model_steps, warm=2 if i == 0 else 0))
     stream, consumption, fit = best_of(streams), best_of(own), best_of(fed)
     return {
-        "export": str(export_dir), "image_size": int(manifest["image_size"]),
+        "export": str(export_dir), "image_size": int(manifest.image_size),
         "batch_size": batch_size, "model": config["model"]["name"],
         "params": int(model.count_params()), "rounds": rounds,
         "stream": stream, "from_generator": generator, "model_consumption": consumption,

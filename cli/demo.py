@@ -116,9 +116,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     metrics = evaluation.metrics
     print("\n=== summary ===")
     rows = [
-        ("frames exported", f"{sum(v['count'] for v in exported.manifest['splits'].values())} "
-                            f"({exported.manifest['errors']['count']} dead letters)"),
-        ("best epoch", f"{record.get('best_epoch')} of {record.get('epochs_completed')}"),
+        ("frames exported", f"{sum(v.count for v in exported.manifest.splits.values())} "
+                            f"({exported.manifest.errors.count} dead letters)"),
+        ("best epoch", f"{record.best_epoch} of {record.epochs_completed}"),
         ("test accuracy", f"{metrics['accuracy']:.3f}"),
         ("test macro-F1", f"{metrics['macro_f1']:.3f} "
                           f"(with rules {metrics['with_rules']['macro_f1']:.3f})"),

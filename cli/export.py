@@ -148,7 +148,7 @@ def check_beam_args(extra: list[str], known: list[str]) -> None:
 SPEC_OPTIONS = ("image_size", "seed", "val_fraction", "test_fraction", "folds")
 
 
-def build_spec(args: argparse.Namespace, like: dict | None):
+def build_spec(args: argparse.Namespace, like):
     """The :class:`~exporter.spec.ExportSpec` of the parsed options; with ``like`` (an
     earlier manifest) that export's spec, where options typed that contradict it raise
     ``ValueError``."""
@@ -225,34 +225,37 @@ def parse_classes(value: str | None) -> list[str] | None:
     return classes
 
 
-def load_like(value: str | None) -> dict | None:
+def load_like(value: str | None):
+    """The :class:`~skyshard.manifest.Manifest` ``--like`` names (an export folder or a file
+    in it), with :attr:`~skyshard.manifest.Manifest.source` the path as given, resolved;
+    ``None`` without ``--like``."""
     if not value:
         return None
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
 
     path = Path(value)
-    manifest = load_manifest(path.parent if path.is_file() else path)
-    manifest["_path"] = str(path.resolve())
-    return manifest
+    if path.is_file() and path.name != schema.MANIFEST_FILE:
+        path = path.parent
+    return Manifest.read(path)
 
 
 def print_summary(result) -> None:
     manifest = result.manifest
-    splits = list(manifest["splits"])
+    splits = list(manifest.splits)
     # An unlabelled export (also one --like a labelled one, which knows the classes) has no
     # per-class counts: the total alone, not a row of zeros per class.
-    classes = manifest["classes"] if manifest.get("labelled", True) else []
+    classes = manifest.classes if manifest.labelled else []
     width = max([12, *(len(c) for c in classes)])
     lines = [f"{'class':<{width}} " + " ".join(f"{s:>7}" for s in splits)]
     for name in classes:
-        row = [manifest["splits"][s]["counts_per_class"].get(name, 0) for s in splits]
+        row = [manifest.splits[s].counts_per_class.get(name, 0) for s in splits]
         lines.append(f"{name:<{width}} " + " ".join(f"{n:>7}" for n in row))
     lines.append(f"{'total':<{width}} " + " ".join(
-        f"{manifest['splits'][s]['count']:>7}" for s in splits))
-    n_shards = sum(len(manifest["splits"][s]["shards"]) for s in splits)
+        f"{manifest.splits[s].count:>7}" for s in splits))
+    n_shards = sum(len(manifest.splits[s].shards) for s in splits)
     print("\n".join(lines))
-    print(f"{n_shards} shards, {manifest['errors']['count']} dead letters "
-          f"({result.out_dir / manifest['errors']['path']}), {result.seconds:.1f} s, "
+    print(f"{n_shards} shards, {manifest.errors.count} dead letters "
+          f"({result.out_dir / manifest.errors.path}), {result.seconds:.1f} s, "
           f"peak RSS {result.peak_rss_mb:.0f} MB")
     print(f"manifest: {result.out_dir / schema.MANIFEST_FILE}")
 

@@ -123,10 +123,10 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _saved_config(run_dir: str) -> dict[str, Any]:
-    from trainer.model_io import read_run
+    from skyshard.run_record import RunRecord
 
-    run = read_run(run_dir)
-    if run.get("kind") == "ensemble":
+    run = RunRecord.read(run_dir)
+    if run.is_ensemble:
         raise ConfigError(f"{run_dir} is an ensemble (skyshard ensemble), not a training run; "
                           "there is nothing to resume")
-    return run["config"]
+    return run.config

@@ -22,7 +22,7 @@ import numpy as np
 
 from skyshard import schema
 from skyshard.example_proto import decode_example
-from skyshard.manifest import ShardIntegrityError, shard_entries
+from skyshard.manifest import Manifest, ShardIntegrityError
 from skyshard.tfrecord import read_records
 
 log = logging.getLogger("skyshard.evaluation")
@@ -87,16 +87,16 @@ def batched(records: Iterable[dict], batch_size: int, image_size: int, n_feature
             return
 
 
-def export_records(export_dir: str | os.PathLike, manifest: dict,
+def export_records(export_dir: str | os.PathLike, manifest: Manifest,
                    splits: Iterable[str]) -> Iterator[dict]:
     """Records of the shards of ``splits``, in manifest order (see :func:`shard_records`)."""
     root = Path(export_dir)
     for split in splits:
-        for entry in shard_entries(manifest, split):
-            yield from shard_records(str(root / entry["path"]), manifest)
+        for entry in manifest.shard_entries(split):
+            yield from shard_records(str(root / entry.path), manifest)
 
 
-def shard_records(shard: str, manifest: dict) -> Iterator[dict]:
+def shard_records(shard: str, manifest: Manifest) -> Iterator[dict]:
     """Records of one shard file, CRC-checked.
 
     ``path`` is the original file (the export's input root + key) when the manifest records the
@@ -104,9 +104,9 @@ def shard_records(shard: str, manifest: dict) -> Iterator[dict]:
     naming the shard; a record of other shapes than the manifest's raises
     :class:`ShardIntegrityError`.
     """
-    input_root = (manifest.get("input") or {}).get("root") or ""
-    size = int(manifest["image_size"])
-    n_features, n_conf = len(manifest["feature_names"]), len(manifest["confidence_names"])
+    input_root = (manifest.input.root if manifest.input else None) or ""
+    size = int(manifest.image_size)
+    n_features, n_conf = len(manifest.feature_names), len(manifest.confidence_names)
     for data in read_records(shard):
         yield _record_from_example(decode_example(data), shard, input_root, size, n_features,
                                    n_conf)

@@ -34,8 +34,8 @@ from evaluation.outputs import check_out_dir
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema
 from skyshard.files import atomic_output, write_json_atomic, write_text_atomic
-from skyshard.manifest import ManifestError, load_manifest, verify_shards
-from skyshard.manifest import header_columns as manifest_header_columns
+from skyshard.manifest import Manifest, ManifestError
+from skyshard.run_record import RunRecord
 from skyshard.memory import RssMonitor
 from skyshard.schema import SCORE_SPLIT
 
@@ -62,12 +62,13 @@ class EvaluationResult:
     max_images_held: int = 0
 
 
-def check_preprocessing(info: RunInfo, manifest: dict) -> None:
+def check_preprocessing(info: RunInfo, manifest: Manifest) -> None:
     """Raise unless the export's images were made the way the run's were."""
-    want, got = info.export.get("preprocessing"), manifest.get("preprocessing")
+    want, got = info.export.preprocessing, manifest.preprocessing
     if want is not None and got is not None and want != got:
         differences = "; ".join(f"{key}: model expects {a!r}, export has {b!r}"
-                                for key, a, b in differing_values(want, got))
+                                for key, a, b in differing_values(want.to_json(),
+                                                                  got.to_json()))
         raise ManifestError(
             f"export does not match the model on 'preprocessing' ({differences}). Export with "
             "`skyshard export --like` the run's manifest.")
@@ -85,19 +86,19 @@ def differing_values(want, got, prefix: str = "") -> list[tuple[str, object, obj
     return out
 
 
-def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> dict:
+def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> Manifest:
     """Load the export's manifest, check it against the run, verify the shards of ``splits``."""
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.read(export_dir)
     info.check_export(manifest)
     check_preprocessing(info, manifest)
     for split in splits:
-        if split not in manifest["splits"]:
+        if split not in manifest.splits:
             hint = ""
-            if manifest.get("labelled") is False or set(manifest["splits"]) == {SCORE_SPLIT}:
+            if not manifest.labelled or set(manifest.splits) == {SCORE_SPLIT}:
                 hint = ": this is an unlabelled export, use `skyshard score` to classify it"
             raise ManifestError(f"the export has no split {split!r}; it has "
-                                f"{sorted(manifest['splits'])}{hint}")
-    checked = verify_shards(export_dir, manifest, splits)
+                                f"{sorted(manifest.splits)}{hint}")
+    checked = manifest.verify_shards(export_dir, splits)
     log.info("verified %d shard(s) of %s against the manifest", checked, ", ".join(splits))
     return manifest
 
@@ -130,7 +131,7 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
     """Run the model over ``batches`` and collect the small per-frame results; returns them and
     the most images held at once."""
     classes = info.classes
-    header_columns = manifest_header_columns(info.export)
+    header_columns = info.export.header_columns()
     split = branch_split(model)
     out = _Collected(branch_bias=None if split is None else split.bias)
     max_held = 0
@@ -211,7 +212,7 @@ def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
     if collected.stripped:
         stripped = np.concatenate(collected.stripped)
         metrics["headers_stripped"].update(
-            header_features=len(manifest_header_columns(info.export)),
+            header_features=len(info.export.header_columns()),
             changed=int(np.sum(stripped != predicted)),
             **classification_metrics(labels, stripped, classes))
     return metrics
@@ -242,7 +243,7 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
     (``test`` is never seen; another export's frames are the user's business)."""
     from skyshard.files import sha256_file
 
-    trained_on = info.export.get("manifest_sha256")
+    trained_on = info.export.manifest_sha256
     try:
         same = trained_on == sha256_file(Path(export_dir) / schema.MANIFEST_FILE)
     except OSError:
@@ -253,20 +254,19 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
     if split == "train":
         return ("the run was trained on the train split: these figures say how well it fits "
                 "its own training frames, not how it does on new ones (use --split test)")
-    which = (f"fold {folds[0]}" if "ensemble" not in info.run
+    which = (f"fold {folds[0]}" if info.run.ensemble is None
              else "an ensemble of folds " + ", ".join(map(str, folds)))
     return (f"the run is k-fold ({which}) and trained on the val split's other folds: "
             "these figures are optimistic (use --split test)")
 
 
-def _folds_trained(run: dict) -> list[int]:
+def _folds_trained(run: RunRecord) -> list[int]:
     """The k-fold folds a run (or each member of an ensemble run) validated on; empty when it
     used the export's own train/val split."""
-    members = (run.get("ensemble") or {}).get("members")
-    if members is not None:
-        folds = [m.get("fold") for m in members]
+    if run.ensemble is not None:
+        folds = [m.fold for m in run.ensemble.members]
     else:
-        folds = [((run.get("config") or {}).get("data") or {}).get("fold")]
+        folds = [run.fold]
     return sorted({int(f) for f in folds if f is not None and int(f) >= 0})
 
 
@@ -289,20 +289,20 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     started = time.monotonic()
     info = read_run_info(run_dir)
     out = check_out_dir(out_dir or default_out_dir(run_dir, split))
-    rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
-                           info.export["confidence_names"])
+    rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
+                           list(info.export.confidence_names))
     manifest = open_export(info, export_dir, [split])
     overlap = training_overlap(info, export_dir, split)
     if overlap:
         log.warning("%s", overlap)
-    baseline = HeaderBaseline(info.classes, info.export["feature_names"], baseline_mapping)
+    baseline = HeaderBaseline(info.classes, list(info.export.feature_names), baseline_mapping)
     worst = WorstMistakes(worst_n)
 
     with RssMonitor() as rss:
         model = load_model(run_dir)
         records = export_records(export_dir, manifest, [split])
-        batches = batched(records, batch_size, int(manifest["image_size"]),
-                          len(manifest["feature_names"]), len(manifest["confidence_names"]))
+        batches = batched(records, batch_size, int(manifest.image_size),
+                          len(manifest.feature_names), len(manifest.confidence_names))
         collected, max_held = stream_predictions(model, batches, info, rules, baseline, worst,
                                                  batch_size)
         if not collected.keys:
@@ -335,7 +335,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
         "warnings": [overlap] if overlap else [],
     })
     html_text = render_report(metrics, confusion, calibration_png, mistakes,
-                              info.export["feature_names"])
+                              list(info.export.feature_names))
     write_text_atomic(files["report"], html_text)
     write_json_atomic(files["metrics"], metrics)
     log.info("evaluated %d frames of split %s in %.1f s (peak RSS %.0f MB)", metrics["n"], split,

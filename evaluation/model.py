@@ -1,9 +1,10 @@
 """A trained run as evaluation and scoring use it: its ``run.json``, its model, its predictions.
 
 In: a run folder written by ``skyshard train`` (``model.keras`` + ``run.json``). Out: the
-run's export description (the manifest fields the model depends on), the Keras model loaded with
-``safe_mode=True`` (through :mod:`trainer.model_io`), and softmax probabilities per batch.
-TensorFlow is imported only when a model is loaded.
+run's export description (:class:`~skyshard.run_record.RunExport`, the manifest fields the
+model depends on), the Keras model loaded with ``safe_mode=True`` (through
+:mod:`trainer.model_io`), and softmax probabilities per batch. TensorFlow is imported only when
+a model is loaded.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from skyshard import schema
-from skyshard.manifest import ManifestError, check_compatible
+from skyshard.manifest import ManifestError, ModelInputs, check_compatible
+from skyshard.run_record import RunExport, RunRecord, RunRecordError
 
 
 class RunError(ValueError):
@@ -23,47 +25,60 @@ class RunError(ValueError):
 
 @dataclass
 class RunInfo:
-    """``run`` is the whole run.json; ``export`` its ``export`` block, which carries the manifest
-    fields the model was trained on (schema_version, classes, image_size, feature_names,
-    confidence_names, preprocessing)."""
+    """A finished run as evaluation and scoring use it.
+
+    Attributes
+    ----------
+    run_dir : Path
+        The run folder.
+    run : RunRecord
+        Its ``run.json``.
+    export : RunExport
+        ``run.export``: the manifest fields the model was trained on (schema_version, classes,
+        image_size, feature_names, confidence_names, preprocessing, ...).
+    """
 
     run_dir: Path
-    run: dict
-    export: dict
+    run: RunRecord
+    export: RunExport
 
     @property
     def classes(self) -> list[str]:
-        return list(self.export["classes"])
+        return list(self.export.classes)
 
-    def check_export(self, manifest: dict, what: str = "export") -> None:
+    def check_export(self, manifest: ModelInputs, what: str = "export") -> None:
         """Raise :class:`ManifestError` unless ``manifest`` matches what the model expects."""
         check_compatible(self.export, manifest, what=what)
 
 
 def read_run_info(run_dir: str | Path) -> RunInfo:
-    """Read ``RUN/run.json`` (via :func:`trainer.model_io.read_run`) and check its export block
-    and that ``RUN/model.keras`` is there (checked before any input is read)."""
-    from trainer.model_io import model_path, read_run
+    """Read ``RUN/run.json`` (:meth:`skyshard.run_record.RunRecord.read`) and check its export
+    block and that ``RUN/model.keras`` is there (checked before any input is read).
+
+    Raises
+    ------
+    RunError
+        For a missing folder, ``run.json`` or ``model.keras``, or a ``run.json`` whose export
+        block lacks the fields a model needs.
+    """
+    from trainer.model_io import model_path
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
+    problem: RunRecordError | None = None
     try:
-        run = read_run(run_dir)
+        run = RunRecord.read(run_dir)
     except FileNotFoundError as exc:
         raise RunError(f"{run_dir} is not a finished training run: {exc}") from exc
+    except RunRecordError as exc:
+        problem = exc
     if not model_path(run_dir).is_file():
         raise RunError(f"{run_dir} is not a finished training run: {model_path(run_dir)} not "
                        "found (model.keras is written when training ends)")
-    export = run.get("export") or {}
-    missing = [name for name in ("classes", "image_size", "feature_names", "confidence_names")
-               if name not in export]
-    if missing:
-        raise RunError(f"{run_dir}/run.json lacks export field(s) {', '.join(missing)}; "
-                       "retrain with this skyshard version")
-    export = dict(export)
-    export.setdefault("schema_version", schema.SCHEMA_VERSION)
-    return RunInfo(run_dir, run, export)
+    if problem is not None:
+        raise RunError(str(problem)) from problem
+    return RunInfo(run_dir, run, run.export)
 
 
 def load_model(run_dir: str | Path):

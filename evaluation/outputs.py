@@ -11,7 +11,7 @@ from pathlib import Path
 
 from skyshard import schema
 from skyshard.files import file_in_the_way
-from trainer.model_io import MODEL_FILE, RUN_FILE
+from skyshard.run_record import MODEL_FILE, RUN_FILE
 
 EXPORT_FILES = (schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR)
 RUN_FILES = (RUN_FILE, MODEL_FILE)

@@ -32,7 +32,7 @@ from evaluation.outputs import check_out_dir as check_writable_out
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema
 from skyshard.files import write_json_atomic, write_text_atomic
-from skyshard.manifest import ManifestError, is_export_folder, load_manifest, verify_shards
+from skyshard.manifest import Manifest, ManifestError, is_export_folder
 from skyshard.memory import RssMonitor
 
 log = logging.getLogger("skyshard.score")
@@ -53,7 +53,7 @@ class ScoreInput:
     kind: str                       # "export" or "folder"
     root: Path
     only: Path | None = None        # folder input: the one frame file INPUT named
-    manifest: dict | None = None    # export input
+    manifest: Manifest | None = None  # export input
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
     rejected: list = field(default_factory=list)  # folder input: exporter.discovery.Rejected
     spec: object = None             # folder input: exporter.spec.ExportSpec
@@ -71,7 +71,7 @@ class ScoreInput:
         """Folder holding the original frames (the export's input root for an export)."""
         if self.kind == "folder":
             return self.root
-        root = (self.manifest or {}).get("input", {}).get("root")
+        root = self.manifest.input.root if self.manifest and self.manifest.input else None
         return Path(root) if root else None
 
 
@@ -85,11 +85,11 @@ def spec_from_run(info: RunInfo):
     from exporter.spec import ExportSpec
 
     layout = feature_layout()
-    if layout["feature_names"] != list(info.export["feature_names"]):
+    if layout["feature_names"] != list(info.export.feature_names):
         raise ManifestError(
             "this skyshard computes other features than the run was trained on; score an export "
             "made with the run's skyshard version, or retrain")
-    if "options" not in (info.export.get("preprocessing") or {}):
+    if info.export.preprocessing is None or info.export.preprocessing.options is None:
         raise ManifestError(
             f"{info.run_dir}/run.json does not record the export's preprocessing options, so raw "
             "frames cannot be prepared the same way; score an export made with `skyshard export "
@@ -106,7 +106,7 @@ def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     if root.is_file() and root.name == schema.MANIFEST_FILE:
         root = root.parent  # EXPORT/manifest.json names its export, as for `train`
     if is_export_folder(root):
-        manifest = load_manifest(root)  # no manifest: "… the export did not finish"
+        manifest = Manifest.read(root)  # no manifest: "… the export did not finish"
         info.check_export(manifest, what="input export")
         check_preprocessing(info, manifest)
         return ScoreInput("export", root, manifest=manifest)
@@ -133,7 +133,7 @@ def survey_input(source: ScoreInput) -> None:
     """The expensive part of opening INPUT: verify an export's shards (sha256), or list a
     folder's frames (``refs``, ``rejected``; ``other_files`` counts files that are neither)."""
     if source.kind == "export":
-        checked = verify_shards(source.root, source.manifest)
+        checked = source.manifest.verify_shards(source.root)
         log.info("input is an export: %d shard(s) verified", checked)
         return
     from exporter.discovery import FrameRef, discover, walk_frames
@@ -155,7 +155,7 @@ def survey_input(source: ScoreInput) -> None:
 def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
     """Records of every frame of the input (see :mod:`evaluation.batches`)."""
     if source.kind == "export":
-        return export_records(source.root, source.manifest, list(source.manifest["splits"]))
+        return export_records(source.root, source.manifest, list(source.manifest.splits))
     return frame_records(source.refs, source.spec, dead_letters)
 
 
@@ -163,8 +163,8 @@ def predict_local(model, records: Iterable[dict], info: RunInfo, rules: RuleSet,
                   batch_size: int) -> Iterator[Prediction]:
     """Stream ``records`` through the model in fixed-size batches; rules applied per batch."""
     export = info.export
-    for batch in batched(records, batch_size, int(export["image_size"]),
-                         len(export["feature_names"]), len(export["confidence_names"])):
+    for batch in batched(records, batch_size, int(export.image_size),
+                         len(export.feature_names), len(export.confidence_names)):
         probs = predict_probs(model, batch.inputs(), pad_to=batch_size,
                               n_classes=len(info.classes))
         yield from predictions_of(batch.paths, batch.keys, probs, batch.features,
@@ -214,8 +214,8 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     started = time.monotonic()
     info = read_run_info(run_dir)
     out = check_out_dir(out_dir, overwrite)
-    rules = build_rule_set(rules_path, use_rules, info.classes, info.export["feature_names"],
-                           info.export["confidence_names"])
+    rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
+                           list(info.export.confidence_names))
     source = locate_input(info, input_path)
     if source.kind == "folder" and (out == source.root or source.root in out.parents):
         raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")

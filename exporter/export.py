@@ -26,7 +26,9 @@ from exporter.spec import ExportSpec
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema
-from skyshard.files import file_in_the_way, write_json_atomic
+from skyshard.files import file_in_the_way
+from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, Preprocessing,
+                               Scaler, ShardEntry, ShardSettings, SplitInfo, SplitSettings)
 from skyshard.memory import RssMonitor
 from exporter.runner import beam_pipeline
 from skyshard.versions import library_versions
@@ -44,7 +46,7 @@ class ExportError(RuntimeError):
 
 @dataclass
 class ExportResult:
-    manifest: dict
+    manifest: Manifest
     out_dir: Path
     seconds: float
     peak_rss_mb: float
@@ -102,19 +104,23 @@ def read_jsonl(pattern: str) -> list[dict]:
     return rows
 
 
-def split_summary(splits: list[str], entries: dict, counts: list[dict]) -> dict:
+def split_summary(splits: list[str], entries: dict[str, list[ShardEntry]],
+                  counts: list[dict]) -> dict[str, SplitInfo]:
+    """The manifest's splits: per split its record count, counts per class (from the job's
+    count rows) and shard entries."""
     out = {}
     for split in splits:
         per_class = {row["class"]: row["count"] for row in counts if row["split"] == split}
-        out[split] = {"count": sum(per_class.values()),
-                      "counts_per_class": dict(sorted(per_class.items())),
-                      "shards": entries.get(split, [])}
+        out[split] = SplitInfo(count=sum(per_class.values()),
+                               counts_per_class=dict(sorted(per_class.items())),
+                               shards=tuple(entries.get(split, [])))
     return out
 
 
-def resolve_classes(refs: list[FrameRef], like: dict | None, classes: list[str] | None) -> list[str]:
+def resolve_classes(refs: list[FrameRef], like: Manifest | None,
+                    classes: list[str] | None) -> list[str]:
     if like is not None:
-        return list(like["classes"])
+        return list(like.classes)
     if classes:
         return list(classes)
     return sorted({r.class_name for r in refs if r.class_name})
@@ -180,22 +186,23 @@ def check_frames(input_dir: Path, refs: list[FrameRef], rejected: list[Rejected]
                               f"{input_dir} (class folders there: {folders})")
 
 
-def check_like(like: dict, layout: dict) -> None:
-    if like.get("schema_version") != schema.SCHEMA_VERSION:
-        raise ExportError(f"--like manifest has schema_version {like.get('schema_version')}, "
+def check_like(like: Manifest, layout: dict) -> None:
+    if like.schema_version != schema.SCHEMA_VERSION:
+        raise ExportError(f"--like manifest has schema_version {like.schema_version}, "
                           f"this skyshard writes {schema.SCHEMA_VERSION}")
-    if like["feature_names"] != layout["feature_names"]:
+    if list(like.feature_names) != layout["feature_names"]:
         raise ExportError("--like manifest lists other features than this skyshard computes; "
                           "re-export the reference data with this version")
 
 
 def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                beam_args: list[str] | None = None, shard_mb: float = 100.0,
-               compress: bool = False, overwrite: bool = False, like: dict | None = None,
+               compress: bool = False, overwrite: bool = False, like: Manifest | None = None,
                classes: list[str] | None = None, command: str | None = None) -> ExportResult:
     """Export ``input_dir`` into ``out_dir``; returns the manifest and run figures.
 
-    ``spec.classes`` is ignored: classes come from ``like`` (an earlier manifest), ``classes``
+    ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest; its
+    :attr:`~skyshard.manifest.Manifest.source` is recorded as the manifest's ``like``), ``classes``
     or the class folders found. ``beam_args`` are Beam pipeline options, untouched. Raises
     :class:`ExportError` before anything is written when OUT is not usable, the image size is
     too small, no frame can be exported or a requested class has no frames.
@@ -215,12 +222,12 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     layout = feature_layout()
     if like is not None:
         check_like(like, layout)
-    allowed = like["classes"] if like is not None else classes
+    allowed = list(like.classes) if like is not None else classes
     refs, rejected = discover(input_dir, labelled=spec.labelled, classes=allowed)
     check_frames(input_dir, refs, rejected, spec.labelled,
                  classes=None if like is not None else classes)
     spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
-        like["classes"] if like else classes or [])
+        like.classes if like else classes or [])
     if spec.labelled and like is None and not classes:
         warn_empty_class_folders(Path(input_dir), spec.classes)
     prepare_out_dir(out_dir, overwrite)
@@ -249,46 +256,64 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in errors)
 
         splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
-        scaler = scalers[0] if scalers else None
-        if scaler is not None and not spec.labelled:
-            scaler["fitted_on"] = schema.SCORE_SPLIT
+        scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
         seconds = time.monotonic() - started
-        manifest = {
-            "schema_version": schema.SCHEMA_VERSION,
-            "skyshard_version": __version__,
-            "command": command or " ".join(sys.argv),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "labelled": spec.labelled,
-            "classes": spec.classes,
-            "image_size": spec.image_size,
-            "image_dtype": schema.IMAGE_DTYPE,
-            "image_shape": [spec.image_size, spec.image_size, 1],
-            "preprocessing": describe(spec.preprocessing),
-            **layout,
-            "confidence_names": list(schema.CONFIDENCE_NAMES),
-            "scaler": scaler,
-            "split": {"seed": spec.seed, "val_fraction": spec.val_fraction,
-                      "test_fraction": spec.test_fraction, "folds": spec.folds,
-                      "method": "salted sha256 of file content, per frame"},
-            "splits": split_summary(splits, entries, counts),
-            "errors": {"count": len(errors), "path": schema.ERRORS_FILE,
-                       "by_stage": _count_by(errors, "stage")},
-            "input": {"root": str(input_dir), "frames_found": len(refs) + len(rejected)},
-            "max_pixels": spec.max_pixels,
-            "file_timeout": spec.file_timeout,
-            "file_names_as_metadata": spec.file_names,
-            "shards": {"target_mb": shard_mb, "compression": "GZIP" if compress else None},
-            "like": like.get("_path") if like else None,
-            "beam_options": list(beam_args or []), "beam_runner": runner,
-            "stats": {"seconds": round(seconds, 2),
-                      "frames_per_second": round(len(refs) / max(seconds, 1e-9), 2)},
-            "versions": library_versions(),
-        }
         rss.sample()
-        manifest["stats"]["peak_rss_mb"] = round(rss.peak_mb, 1)
-        write_json_atomic(out_dir / schema.MANIFEST_FILE, manifest)
+        manifest = Manifest(
+            schema_version=schema.SCHEMA_VERSION,
+            skyshard_version=__version__,
+            command=command or " ".join(sys.argv),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            labelled=spec.labelled,
+            classes=spec.classes,
+            image_size=spec.image_size,
+            image_dtype=schema.IMAGE_DTYPE,
+            image_shape=(spec.image_size, spec.image_size, 1),
+            preprocessing=preprocessing_entry(spec),
+            feature_names=layout["feature_names"],
+            feature_groups={name: tuple(members)
+                            for name, members in layout["feature_groups"].items()},
+            feature_confidence_group=layout["feature_confidence_group"],
+            confidence_names=schema.CONFIDENCE_NAMES,
+            scaler=scaler,
+            split=SplitSettings(seed=spec.seed, val_fraction=spec.val_fraction,
+                                test_fraction=spec.test_fraction, folds=spec.folds,
+                                method="salted sha256 of file content, per frame"),
+            splits=split_summary(splits, entries, counts),
+            errors=ErrorSummary(count=len(errors), path=schema.ERRORS_FILE,
+                                by_stage=_count_by(errors, "stage")),
+            input=InputInfo(root=str(input_dir), frames_found=len(refs) + len(rejected)),
+            max_pixels=spec.max_pixels,
+            file_timeout=spec.file_timeout,
+            file_names_as_metadata=spec.file_names,
+            shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
+            like=None if like is None or like.source is None else str(like.source),
+            beam_options=tuple(beam_args or []), beam_runner=runner,
+            stats=ExportStats(seconds=round(seconds, 2),
+                              frames_per_second=round(len(refs) / max(seconds, 1e-9), 2),
+                              peak_rss_mb=round(rss.peak_mb, 1)),
+            versions=library_versions(),
+        )
+        manifest.write(out_dir)
     shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
     return ExportResult(manifest, out_dir, seconds, rss.peak_mb, errors)
+
+
+def fitted_scaler(fields: dict, labelled: bool) -> Scaler:
+    """The manifest's scaler from the job's scaler row (:func:`exporter.scaler.scaler_from_sums`);
+    an unlabelled export's is fitted on its ``score`` split."""
+    return Scaler(mean=tuple(fields["mean"]), scale=tuple(fields["scale"]),
+                  var=tuple(fields["var"]), n_samples=tuple(fields["n_samples"]),
+                  fitted_on=fields["fitted_on"] if labelled else schema.SCORE_SPLIT)
+
+
+def preprocessing_entry(spec: ExportSpec) -> Preprocessing:
+    """The manifest's ``preprocessing``: :func:`exporter.preprocessing.describe` of the spec's
+    options."""
+    described = describe(spec.preprocessing)
+    return Preprocessing(stretch=described["stretch"], resize=described["resize"],
+                         enhancements=tuple(described["enhancements"]),
+                         options=described["options"])
 
 
 def _count_by(rows: list[dict], field_name: str) -> dict[str, int]:

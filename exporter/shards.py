@@ -22,6 +22,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from skyshard import faults, schema
+from skyshard.manifest import ShardEntry
 from skyshard.tfrecord import open_shard, write_record
 
 INCOMPLETE_DIR = schema.INCOMPLETE_DIR
@@ -96,8 +97,9 @@ def plan_shards(written: list[dict], compress: bool) -> list[dict]:
     metadata); reads each shard once for its sha256 and renames nothing.
 
     Shards of one destination are ordered by content hash, so the numbering does not depend on
-    which worker finished first. Each item: ``tmp_path``, ``split`` and ``entry`` (``path``
-    relative to OUT, ``class`` for train only, ``records``, ``bytes``, ``sha256``).
+    which worker finished first. Each item: ``tmp_path``, ``split`` and ``entry`` (a
+    :class:`~skyshard.manifest.ShardEntry`: ``path`` relative to OUT, ``class_name`` for train
+    only, ``records``, ``bytes``, ``sha256``).
     """
     suffix = ".gz" if compress else ""
     by_dest: dict[str, list[dict]] = {}
@@ -111,20 +113,19 @@ def plan_shards(written: list[dict], compress: bool) -> list[dict]:
         split, _, class_name = dest.partition("/")
         for index, meta in enumerate(metas):
             name = schema.shard_name(split, index, len(metas), class_name or None, suffix)
-            entry = {"path": f"{dest}/{name}", "class": class_name or None,
-                     "records": meta["records"], "bytes": meta["bytes"], "sha256": meta["sha256"]}
-            if not class_name:
-                del entry["class"]
+            entry = ShardEntry(path=f"{dest}/{name}", class_name=class_name or None,
+                               records=meta["records"], bytes=meta["bytes"],
+                               sha256=meta["sha256"])
             planned.append({"tmp_path": meta["tmp_path"], "split": split, "entry": entry})
     return planned
 
 
-def rename_shards(out_dir: str, planned: list[dict]) -> dict[str, list[dict]]:
+def rename_shards(out_dir: str, planned: list[dict]) -> dict[str, list[ShardEntry]]:
     """Give the planned shards their final names under ``out_dir``; returns the manifest's
     shard entries per split."""
-    entries: dict[str, list[dict]] = {}
+    entries: dict[str, list[ShardEntry]] = {}
     for item in planned:
-        final = Path(out_dir) / item["entry"]["path"]
+        final = Path(out_dir) / item["entry"].path
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(item["tmp_path"], final)
         entries.setdefault(item["split"], []).append(item["entry"])

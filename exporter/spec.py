@@ -13,6 +13,7 @@ from typing import Any
 from exporter.frame import DEFAULT_MAX_PIXELS
 from exporter.preprocessing import PreprocessOptions
 from skyshard import schema
+from skyshard.manifest import Manifest, ModelInputs, SplitSettings
 
 #: Default per-file time limit in seconds (``--file-timeout``; 0 = no limit, read in-process).
 DEFAULT_FILE_TIMEOUT = 120.0
@@ -50,21 +51,44 @@ class ExportSpec:
         return cls(**values)
 
     @classmethod
-    def from_manifest(cls, manifest: dict, labelled: bool = False) -> "ExportSpec":
-        """The spec of an earlier export (for ``--like`` and for scoring raw folders)."""
-        options = manifest.get("preprocessing", {}).get("options", {})
-        split = manifest.get("split", {})
+    def from_manifest(cls, manifest: ModelInputs, labelled: bool = False) -> "ExportSpec":
+        """The spec of an earlier export (for ``--like`` and for scoring raw folders).
+
+        Parameters
+        ----------
+        manifest : ModelInputs
+            The export's :class:`~skyshard.manifest.Manifest`, or a run's export block
+            (:class:`~skyshard.run_record.RunExport`).
+        labelled : bool
+            Whether the new export is labelled.
+
+        Returns
+        -------
+        ExportSpec
+            Settings the manifest does not record take their defaults here.
+        """
+        preprocessing = manifest.preprocessing
+        # A run's export block records neither the split settings nor the time limit.
+        is_manifest = isinstance(manifest, Manifest)
+        split = manifest.split if is_manifest else SplitSettings()
+        file_timeout = manifest.file_timeout if is_manifest else None
         return cls(
-            classes=list(manifest["classes"]),
-            image_size=int(manifest["image_size"]),
-            preprocessing=PreprocessOptions.from_dict(options),
-            seed=int(split.get("seed", 42)),
-            val_fraction=float(split.get("val_fraction", 0.15)),
-            test_fraction=float(split.get("test_fraction", 0.15)),
-            folds=int(split.get("folds", 5)),
-            max_pixels=int(manifest.get("max_pixels", DEFAULT_MAX_PIXELS)),
+            classes=list(manifest.classes),
+            image_size=int(manifest.image_size),
+            preprocessing=PreprocessOptions.from_dict(
+                preprocessing.options if preprocessing is not None else None),
+            seed=int(_default(split.seed, 42)),
+            val_fraction=float(_default(split.val_fraction, 0.15)),
+            test_fraction=float(_default(split.test_fraction, 0.15)),
+            folds=int(_default(split.folds, 5)),
+            max_pixels=int(_default(manifest.max_pixels, DEFAULT_MAX_PIXELS)),
             labelled=labelled,
-            file_timeout=float(manifest.get("file_timeout", DEFAULT_FILE_TIMEOUT)),
-            # Exports made before file names were read did not read them.
-            file_names=bool(manifest.get("file_names_as_metadata", False)),
+            file_timeout=float(_default(file_timeout, DEFAULT_FILE_TIMEOUT)),
+            # Exports made before file names were read did not read them (the manifest's
+            # default).
+            file_names=manifest.file_names_as_metadata,
         )
+
+
+def _default(value: Any, default: Any) -> Any:
+    return default if value is None else value

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from skyshard.files import write_text_atomic
+from skyshard.manifest import Manifest
 
 #: Classes whose F1 the table shows: the hard pairs.
 HARD_CLASSES = ("bias", "darks", "deep_sky", "spectrum_dados")
@@ -101,14 +102,12 @@ QUICK_OVERRIDES = {"train.epochs": 1, "train.steps_per_epoch": 2, "train.tensorb
 
 # -- headers stripped ---------------------------------------------------------------------------
 
-def header_indices(manifest: Mapping[str, Any]) -> list[int]:
+def header_indices(manifest: Manifest) -> list[int]:
     """Columns of the manifest's ``feature_groups["header"]``."""
-    from trainer.augment import header_columns
-
-    return header_columns(manifest)
+    return manifest.header_columns()
 
 
-def strip_headers(manifest: Mapping[str, Any]):
+def strip_headers(manifest: Manifest):
     """A ``tf.data`` map over parsed batches: every frame header-less (header-group features
     NaN, all confidences 0), as the trainer's header dropout does to some train frames."""
     import tensorflow as tf
@@ -117,7 +116,7 @@ def strip_headers(manifest: Mapping[str, Any]):
     from trainer.augment import blank_headers
 
     columns = set(header_indices(manifest))
-    header_mask = tf.constant([i in columns for i in range(len(manifest["feature_names"]))])
+    header_mask = tf.constant([i in columns for i in range(len(manifest.feature_names))])
 
     def strip(batch: dict) -> dict:
         every = tf.ones_like(batch[schema.LABEL], dtype=tf.bool)
@@ -126,7 +125,7 @@ def strip_headers(manifest: Mapping[str, Any]):
     return strip
 
 
-def score_split(model, export_dir: str | Path, manifest: Mapping[str, Any], split: str,
+def score_split(model, export_dir: str | Path, manifest: Manifest, split: str,
                 stripped: bool) -> dict[str, Any]:
     """Macro-F1, accuracy, per-class F1 and the confusion matrix of ``model`` on ``split``;
     ``rules``: the macro-F1 and per-class F1 after the shipped post-processing rules, which
@@ -148,11 +147,11 @@ def score_split(model, export_dir: str | Path, manifest: Mapping[str, Any], spli
         features.append(batch[schema.FEATURES].numpy())
         confidences.append(batch[schema.CONFIDENCES].numpy())
     y, probs = np.concatenate(truth), np.concatenate(probs)
-    rules = RuleSet(default_rules(), manifest["classes"], manifest["feature_names"],
-                    manifest["confidence_names"], strict=False)
+    rules = RuleSet(default_rules(), list(manifest.classes), list(manifest.feature_names),
+                    list(manifest.confidence_names), strict=False)
     with_rules, _ = rules.apply(probs, np.concatenate(features), np.concatenate(confidences))
-    result = _f1_summary(y, np.argmax(probs, axis=-1), manifest["classes"])
-    ruled = _f1_summary(y, with_rules, manifest["classes"])
+    result = _f1_summary(y, np.argmax(probs, axis=-1), list(manifest.classes))
+    ruled = _f1_summary(y, with_rules, list(manifest.classes))
     result["rules"] = {"macro_f1": ruled["macro_f1"], "per_class_f1": ruled["per_class_f1"]}
     return result
 
@@ -162,7 +161,7 @@ SCORES = {"test": ("test", False), "test_stripped": ("test", True),
           "val": ("val", False), "val_stripped": ("val", True)}
 
 
-def score_all(model, export_dir: str | Path, manifest: Mapping[str, Any]) -> dict[str, Any]:
+def score_all(model, export_dir: str | Path, manifest: Manifest) -> dict[str, Any]:
     """:func:`score_split` for every entry of :data:`SCORES`."""
     return {key: score_split(model, export_dir, manifest, split, stripped)
             for key, (split, stripped) in SCORES.items()}
@@ -189,20 +188,19 @@ def run_one(export_dir: str, run_dir: str, overrides: Mapping[str, Any], result_
     and stripped (:data:`SCORES`)."""
     import keras
 
-    from skyshard.manifest import load_manifest
+    from skyshard.run_record import MODEL_FILE
     from trainer.config import load_config
-    from trainer.model_io import MODEL_FILE
     from trainer.train import train
 
     config = load_config(overrides=dict(overrides))
     record = train(export_dir, run_dir, config, echo=lambda line: print(line, flush=True))
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.read(export_dir)
     model = keras.saving.load_model(Path(run_dir) / MODEL_FILE, safe_mode=True)
     result = {
-        "status": record["status"], "epochs": record["epochs_completed"],
-        "best_epoch": record["best_epoch"], "train_seconds": record["seconds"],
-        "peak_rss_mb": record["peak_rss_mb"], "params": record["model"]["params"],
-        "val_macro_f1": (record.get("best") or {}).get("val_f1_macro"),
+        "status": record.status, "epochs": record.epochs_completed,
+        "best_epoch": record.best_epoch, "train_seconds": record.seconds,
+        "peak_rss_mb": record.peak_rss_mb, "params": record.model.params,
+        "val_macro_f1": (record.best or {}).get("val_f1_macro"),
         **score_all(model, export_dir, manifest),
     }
     Path(result_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -213,16 +211,15 @@ def ensemble_one(export_dir: str, run_dirs: Sequence[str], ensemble_dir: str, re
                  ) -> dict[str, Any]:
     """Average ``run_dirs`` into ``ensemble_dir`` (:func:`trainer.ensemble.build_ensemble`);
     score it like :func:`run_one`."""
-    from skyshard.manifest import load_manifest
     from trainer.ensemble import build_ensemble
     from trainer.model_io import load_model
 
     record = build_ensemble(run_dirs, ensemble_dir, echo=lambda line: print(line, flush=True))
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.read(export_dir)
     model = load_model(ensemble_dir)
     result = {
         "members": len(run_dirs), "ensemble_dir": str(ensemble_dir),
-        "params": record["model"]["params"], "seconds": record["seconds"],
+        "params": record.model.params, "seconds": record.seconds,
         **score_all(model, export_dir, manifest),
     }
     Path(result_path).write_text(json.dumps(result, indent=1), encoding="utf-8")
@@ -385,12 +382,9 @@ def resolve_variants(names: Sequence[str], extra: Mapping[str, Any] | None = Non
 
 
 def export_summary(export_dir: str | Path) -> str:
-    from skyshard.manifest import load_manifest
-
-    manifest = load_manifest(export_dir)
-    counts = {s: sum(int(e["records"]) for e in manifest["splits"][s].get("shards", []))
-              for s in ("train", "val", "test")}
-    return (f"{len(manifest['classes'])} classes, image {manifest['image_size']}, "
+    manifest = Manifest.read(export_dir)
+    counts = {s: manifest.split_records(s) for s in ("train", "val", "test")}
+    return (f"{len(manifest.classes)} classes, image {manifest.image_size}, "
             f"train/val/test {counts['train']}/{counts['val']}/{counts['test']}")
 
 
@@ -504,9 +498,7 @@ def _kfold_and_score(export: str, run_dir: Path, overrides: Mapping[str, Any], f
     them (:func:`ensemble_one`, in a fresh process) and return the ensemble's test scores like
     :func:`run_one`'s (the validation split, trained on by every member, is left out), or
     ``error``. ``train_seconds``: the members' sum; ``peak_rss_mb``: the largest."""
-    from skyshard.manifest import load_manifest
-
-    exported = int(load_manifest(export)["split"].get("folds") or 0)
+    exported = int(Manifest.read(export).split.folds or 0)
     if exported != folds:
         return {"error": f"the export has {exported} folds, --kfold asks for {folds} "
                          f"(export with --folds {folds})"}

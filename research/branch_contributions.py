@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     import keras
 
     import trainer.layers  # noqa: F401  (registers the custom layers)
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
     from skyshard.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    manifest = load_manifest(str(args.export))
+    manifest = Manifest.read(args.export)
     models = {run: keras.saving.load_model(run / "model.keras", safe_mode=True)
               for run in args.runs}
     report = {"export": str(args.export), "runs": {str(run): {} for run in args.runs}}
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         _, labels, _, dataset = split_arrays(args.export, manifest, split, stripped)
         name = f"{split}{', stripped' if stripped else ''}"
         for run, model in models.items():
-            row = summarise(*branch_logits(model, dataset), labels, manifest["classes"])
+            row = summarise(*branch_logits(model, dataset), labels, list(manifest.classes))
             report["runs"][str(run)][name] = row
             print(f"{run.name[-24:]:24s} {name:14s} logit spread image "
                   f"{row['logit_spread']['image']:.2f} features "

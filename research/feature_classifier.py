@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from skyshard.files import write_json_atomic
+from skyshard.manifest import Manifest
 
 SPLITS = [(split, stripped) for split in ("val", "test") for stripped in (False, True)]
 
 
-def split_arrays(export: Path, manifest: dict, split: str, stripped: bool):
+def split_arrays(export: Path, manifest: Manifest, split: str, stripped: bool):
     """Features, labels, keys and the dataset of one split (headers stripped or not)."""
     from research.ablate import strip_headers
     from skyshard import schema
@@ -63,13 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import f1_score
 
-    from skyshard.manifest import load_manifest
     from skyshard.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    manifest = load_manifest(str(args.export))
-    classes = manifest["classes"]
-    mean, scale = (np.asarray(manifest["scaler"][k]) for k in ("mean", "scale"))
+    manifest = Manifest.read(args.export)
+    classes = list(manifest.classes)
+    mean, scale = (np.asarray(getattr(manifest.scaler, k)) for k in ("mean", "scale"))
     train = [split_arrays(args.export, manifest, "train", s)[:2] for s in (False, True)]
     boosted = HistGradientBoostingClassifier(max_iter=args.rounds, learning_rate=0.05,
                                              class_weight="balanced", random_state=args.seed)

@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from skyshard.files import write_json_atomic
+from skyshard.manifest import Manifest
 
 from research.feature_classifier import SPLITS, run_probabilities, split_arrays
 
 
-def split_keys(export: Path, manifest: dict, split: str) -> set[str]:
+def split_keys(export: Path, manifest: Manifest, split: str) -> set[str]:
     """The record keys (paths relative to the labelled root) of one split."""
     return set(split_arrays(export, manifest, split, False)[2])
 
@@ -59,11 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    from skyshard.manifest import load_manifest
     from skyshard.runtime import quiet_tensorflow
 
     quiet_tensorflow()
-    manifest, other = load_manifest(str(args.export)), load_manifest(str(args.other))
+    manifest, other = Manifest.read(args.export), Manifest.read(args.other)
     report = {"export": str(args.export), "other": str(args.other),
               "runs": [str(r) for r in args.runs], "splits": {}}
     shared_by_split: dict[str, set[str]] = {}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from skyshard import schema
 from skyshard.example_proto import decode_example
-from skyshard.manifest import load_manifest
+from skyshard.manifest import Manifest
 from skyshard.tfrecord import read_records
 
 
@@ -45,13 +45,13 @@ def export_tree(input_dir, out_dir, *, image_size=32, beam_args=None, labelled=T
 def read_export(out_dir) -> dict[str, dict]:
     """key -> decoded record (plus ``_shard``), over every shard the manifest lists."""
     out_dir = Path(out_dir)
-    manifest = load_manifest(out_dir)
+    manifest = Manifest.read(out_dir)
     records = {}
-    for split, info in manifest["splits"].items():
-        for shard in info["shards"]:
-            for data in read_records(str(out_dir / shard["path"])):
+    for split, info in manifest.splits.items():
+        for shard in info.shards:
+            for data in read_records(str(out_dir / shard.path)):
                 record = decode_example(data)
-                record["_shard"] = shard["path"]
+                record["_shard"] = shard.path
                 record["_bytes"] = data
                 records[record[schema.KEY].decode()] = record
     return records

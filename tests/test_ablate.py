@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from synthetic_export import write_synthetic_export
+from skyshard.run_record import RunRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # research/ is not installed
 from research import ablate  # noqa: E402
@@ -24,12 +25,12 @@ def export(tmp_path_factory):
 
 
 def test_strip_headers_blanks_header_features_and_zeroes_confidences(export):
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
     from trainer.data import eval_dataset
 
-    manifest = load_manifest(export)
+    manifest = Manifest.read(export)
     header = ablate.header_indices(manifest)
-    assert header and len(header) < len(manifest["feature_names"])
+    assert header and len(header) < len(manifest.feature_names)
     batch = next(iter(eval_dataset(export, manifest, "test").map(
         ablate.strip_headers(manifest))))
     features = batch["features"].numpy()
@@ -84,8 +85,8 @@ def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path)
     assert result["test"]["n"] == result["test_stripped"]["n"] == 12
     assert result["val"]["n"] == result["val_stripped"]["n"] == 12
     assert 0.0 <= result["test"]["macro_f1"] <= 1.0
-    ensemble_run = json.loads((Path(result["ensemble_dir"]) / "run.json").read_text())
-    assert [m["run"] for m in ensemble_run["ensemble"]["members"]] == \
+    ensemble_run = RunRecord.read(result["ensemble_dir"])
+    assert [m.run for m in ensemble_run.ensemble.members] == \
         [r["run_dir"] for r in report["runs"]["base"]]
     table = markdown.read_text().splitlines()
     at = next(i for i, line in enumerate(table) if line.startswith("| variant: ensemble"))
@@ -108,9 +109,8 @@ def test_kfold_option_scores_the_average_of_one_run_per_fold(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["errors_test"] == run["test"]["errors"]
     assert ablate.error_counts(row).endswith("(test only)")
-    members = json.loads((Path(run["run_dir"]) / "run.json").read_text())["ensemble"]["members"]
-    folds = [json.loads((Path(m["run"]) / "run.json").read_text())["config"]["data"]["fold"]
-             for m in members]
+    members = RunRecord.read(run["run_dir"]).ensemble.members
+    folds = [RunRecord.read(m.run).fold for m in members]
     assert folds == [0, 1]
 
 

@@ -22,7 +22,7 @@ TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units"
 
 @pytest.fixture(scope="module")
 def export_and_run(tmp_path_factory):
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
     from trainer.config import load_config
     from trainer.models import build_model
 
@@ -31,20 +31,20 @@ def export_and_run(tmp_path_factory):
                                     per_class={"train": 2, "val": 3, "test": 3})
     run = root / "run"
     run.mkdir()
-    build_model(load_config(overrides=TINY), load_manifest(export)).save(run / "model.keras")
+    build_model(load_config(overrides=TINY), Manifest.read(export)).save(run / "model.keras")
     return Path(export), run
 
 
 def test_branch_parts_add_up_to_the_models_probabilities(export_and_run):
     import keras
 
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
     from trainer.data import eval_dataset
     from trainer.model_io import load_model
     from trainer.records import model_inputs
 
     export, run = export_and_run
-    manifest = load_manifest(export)
+    manifest = Manifest.read(export)
     model = load_model(run / "model.keras")
     image_part, feature_part, bias = branch_contributions.branch_logits(
         model, eval_dataset(str(export), manifest, "val"))

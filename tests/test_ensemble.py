@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import shutil
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 from export_helpers import export_tree, json_from_fresh_process
 from skyshard import schema
 from cli.main import main
-from skyshard.files import read_json, write_json_atomic
+from skyshard.files import read_json
+from skyshard.run_record import RunRecord
 
 TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
         "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
@@ -60,10 +62,10 @@ def setup(tmp_path_factory):
 
 def _test_inputs(export, n=8):
     """A batch of the test split's model inputs, with one row of NaN features."""
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
     from trainer.data import eval_dataset
 
-    batch = next(iter(eval_dataset(export, load_manifest(export), "test", batch_size=n)))
+    batch = next(iter(eval_dataset(export, Manifest.read(export), "test", batch_size=n)))
     inputs = {k: batch[k].numpy() for k in (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)}
     inputs[schema.FEATURES][0] = np.nan
     return inputs
@@ -110,27 +112,24 @@ def test_saved_ensemble_is_plain_keras_and_reloads_in_a_fresh_process(setup, tmp
 
 
 def test_run_json_lists_the_members_and_the_shared_export(setup):
-    from trainer.model_io import read_run
-
-    record = read_run(setup["ensemble"])
-    first = read_run(setup["runs"][0])
-    assert record["kind"] == "ensemble" and record["status"] == "completed"
-    assert record["export"] == first["export"]
-    members = record["ensemble"]["members"]
-    assert [m["run"] for m in members] == [str(run.resolve()) for run in setup["runs"]]
-    assert [m["fold"] for m in members] == [0, 1]
-    assert all(len(m["model_sha256"]) == 64 for m in members)
-    assert record["model"]["members"] == 2 and record["model"]["params"] > 0
-    assert record["check"]["max_abs_difference"] <= 1e-5
-    assert set(record["versions"]) >= {"python", "tensorflow", "keras", "numpy", "skyshard"}
-    assert record["command"] and record["files"]["model"] == "model.keras"
+    record = RunRecord.read(setup["ensemble"])
+    first = RunRecord.read(setup["runs"][0])
+    assert record.kind == "ensemble" and record.is_ensemble and record.status == "completed"
+    assert record.export == first.export
+    assert read_json(setup["ensemble"] / "run.json")["export"] == first.export.to_json()
+    members = record.ensemble.members
+    assert [m.run for m in members] == [str(run.resolve()) for run in setup["runs"]]
+    assert [m.fold for m in members] == [0, 1]
+    assert all(len(m.model_sha256) == 64 for m in members)
+    assert record.model.members == 2 and record.model.params > 0
+    assert record.check["max_abs_difference"] <= 1e-5
+    assert set(record.versions) >= {"python", "tensorflow", "keras", "numpy", "skyshard"}
+    assert record.command and record.files["model"] == "model.keras"
 
 
 def test_evaluate_and_score_use_the_ensemble_unchanged(setup, tmp_path, capsys):
-    from trainer.model_io import read_run
-
     ensemble, export, frames = setup["ensemble"], setup["export"], setup["frames"]
-    classes = read_run(ensemble)["export"]["classes"]
+    classes = list(RunRecord.read(ensemble).export.classes)
     assert main(["evaluate", str(ensemble), str(export), "--out", str(tmp_path / "eval"),
                  "--batch-size", "8", "--worst", "2"]) == 0
     metrics = read_json(tmp_path / "eval" / "metrics.json")
@@ -157,9 +156,9 @@ def test_evaluate_and_score_use_the_ensemble_unchanged(setup, tmp_path, capsys):
 def _copy_run(run: Path, to: Path, **export_changes) -> Path:
     """A copy of ``run`` whose run.json's export block is changed."""
     shutil.copytree(run, to, ignore=shutil.ignore_patterns("checkpoints", "evaluation"))
-    record = read_json(to / "run.json")
-    record["export"].update(export_changes)
-    write_json_atomic(to / "run.json", record)
+    record = RunRecord.read(to)
+    record.export = replace(record.export, **export_changes)
+    record.write(to)
     return to
 
 
@@ -180,7 +179,7 @@ def test_incompatible_members_are_refused_with_a_clear_message(setup, tmp_path, 
     assert "--any-export" in err
 
     more_classes = _copy_run(run1, tmp_path / "classes",
-                             classes=[*read_json(run1 / "run.json")["export"]["classes"], "x"])
+                             classes=[*RunRecord.read(run1).export.classes, "x"])
     assert "on 'classes'" in _refused(capsys, run0, more_classes, "--out", out)
     bigger = _copy_run(run1, tmp_path / "size", image_size=32)
     assert "on 'image_size'" in _refused(capsys, run0, bigger, "--out", out)
@@ -195,8 +194,9 @@ def test_incompatible_members_are_refused_with_a_clear_message(setup, tmp_path, 
     assert "itself an ensemble" in _refused(capsys, run0, setup["ensemble"], "--out", out)
     assert "not a training run" in _refused(capsys, run0, tmp_path / "missing", "--out", out)
     running = _copy_run(run1, tmp_path / "running")
-    record = read_json(running / "run.json")
-    write_json_atomic(running / "run.json", {**record, "status": "running"})
+    record = RunRecord.read(running)
+    record.status = "running"
+    record.write(running)
     assert "not a finished run" in _refused(capsys, run0, running, "--out", out)
     assert "already exists and is not empty" in _refused(capsys, run0, run1, "--out",
                                                          setup["ensemble"])
@@ -209,7 +209,7 @@ def test_any_export_accepts_alike_exports(setup, tmp_path, capsys):
     assert main(["ensemble", str(run0), str(alike), "--any-export",
                  "--out", str(tmp_path / "ens")]) == 0
     assert "ensemble of 2 runs (fold0: fold 0, alike: fold 1)" in capsys.readouterr().out
-    assert read_json(tmp_path / "ens" / "run.json")["ensemble"]["any_export"] is True
+    assert RunRecord.read(tmp_path / "ens").ensemble.any_export is True
 
 
 def test_an_ensemble_cannot_be_resumed_as_a_training_run(setup, capsys):

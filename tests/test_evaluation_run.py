@@ -18,7 +18,7 @@ from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score,
 
 from cli.main import main
 from skyshard.files import read_json, sha256_file, write_json_atomic
-from skyshard.manifest import ManifestError, ShardIntegrityError
+from skyshard.manifest import Manifest, ManifestError, ShardIntegrityError
 from skyshard.tfrecord import TFRecordCorruptError
 from synthetic_export import write_synthetic_export
 
@@ -45,11 +45,11 @@ def _reference_predictions(export, run, split):
     from trainer.data import eval_dataset
     from trainer.model_io import load_model
     from trainer.records import model_inputs
-    from skyshard.manifest import load_manifest
+    from skyshard.manifest import Manifest
 
     model = load_model(run)
     keys, labels, probs = [], [], []
-    for batch in eval_dataset(export, load_manifest(export), split, batch_size=16):
+    for batch in eval_dataset(export, Manifest.read(export), split, batch_size=16):
         probs.append(model(model_inputs(batch), training=False).numpy())
         labels.append(batch["label"].numpy())
         keys.extend(k.decode() for k in batch["key"].numpy())
@@ -128,7 +128,7 @@ def test_headers_stripped_metrics_are_the_trainers_header_blanking(trained, tmp_
     (header features NaN, confidences 0), exactly as the trainer's header dropout blanks them."""
     import tensorflow as tf
 
-    from skyshard.manifest import header_columns, load_manifest
+    from skyshard.manifest import Manifest
     from trainer.augment import blank_headers
     from trainer.data import eval_dataset
     from trainer.model_io import load_model
@@ -140,9 +140,9 @@ def test_headers_stripped_metrics_are_the_trainers_header_blanking(trained, tmp_
     assert "every header stripped" in capsys.readouterr().out
     stripped = read_json(out / "metrics.json")["headers_stripped"]
 
-    manifest, model = load_manifest(export), load_model(run)
-    columns = header_columns(manifest)
-    mask = tf.constant([i in columns for i in range(len(manifest["feature_names"]))])
+    manifest, model = Manifest.read(export), load_model(run)
+    columns = manifest.header_columns()
+    mask = tf.constant([i in columns for i in range(len(manifest.feature_names))])
     labels, predicted = [], []
     for batch in eval_dataset(export, manifest, "test", batch_size=16):
         blank = blank_headers(model_inputs(batch), tf.ones_like(batch["label"], tf.bool), mask)
@@ -218,20 +218,23 @@ def test_mismatched_export_is_a_clear_error(trained, tmp_path, capsys):
 def test_file_name_handling_is_part_of_compatibility():
     """``--ignore-file-names`` changes the features: an error naming the field and both values.
     A manifest or run.json without the key (made before file names were read) counts as False."""
-    from skyshard.manifest import check_compatible
+    from skyshard.manifest import ModelInputs, check_compatible
+    from skyshard.run_record import RunExport
 
     base = {"schema_version": 1, "classes": ["a", "b"], "image_size": 32,
             "feature_names": ["f"], "confidence_names": ["c"]}
-    read_names, ignored = {**base, "file_names_as_metadata": True}, {
-        **base, "file_names_as_metadata": False}
+    read_names, ignored = (RunExport.from_json({**base, "file_names_as_metadata": value})
+                           for value in (True, False))
     with pytest.raises(ManifestError, match="'file_names_as_metadata': model expects True, "
                                             "export has False"):
         check_compatible(read_names, ignored)
+    old = RunExport.from_json(base)  # made before file names were read
     with pytest.raises(ManifestError, match="model expects False, export has True"):
-        check_compatible(base, read_names)
-    check_compatible(base, ignored)
-    check_compatible({**base, "file_names_as_metadata": None}, base)  # run.json of an old export
-    check_compatible(read_names, dict(read_names))
+        check_compatible(old, read_names)
+    check_compatible(old, ignored)
+    # run.json of an old export
+    check_compatible(RunExport.from_json({**base, "file_names_as_metadata": None}), old)
+    check_compatible(read_names, ModelInputs(**read_names.input_values()))
 
 
 def test_damaged_shards_are_named(trained, tmp_path):
@@ -257,9 +260,9 @@ def test_damaged_shards_are_named(trained, tmp_path):
 
 def _rules_file(tmp_path, export):
     """A rule on a synthetic feature that rejects ``darks`` for about half the frames."""
-    manifest = read_json(export / "manifest.json")
-    index = manifest["feature_names"].index("pixel_f4")
-    median = manifest["scaler"]["mean"][index]
+    manifest = Manifest.read(export)
+    index = manifest.feature_names.index("pixel_f4")
+    median = manifest.scaler.mean[index]
     path = tmp_path / "rules.toml"
     path.write_text(f'[[rule]]\nname = "dark_level"\nclass = "darks"\nfeature = "pixel_f4"\n'
                     f'max = {median}\n'
@@ -306,7 +309,7 @@ def test_score_export_locally_and_with_beam_agree(trained, tmp_path, capsys):
         beam / "predictions.csv")
     assert len(a) == 102 and [r["path"] for r in a] == sorted(r["path"] for r in a)
     assert [r["path"] for r in a] == [r["path"] for r in b]
-    classes = read_json(export / "manifest.json")["classes"]
+    classes = Manifest.read(export).classes
     for x, y in zip(a, b):
         assert (x["predicted_class"], x["model_class"], x["rule_applied"]) == \
             (y["predicted_class"], y["model_class"], y["rule_applied"])
@@ -326,21 +329,23 @@ def test_score_export_locally_and_with_beam_agree(trained, tmp_path, capsys):
 
 def test_a_preprocessing_mismatch_names_the_setting_that_differs():
     from evaluation.evaluate import check_preprocessing, differing_values
+    from skyshard.manifest import Preprocessing
 
     want = {"version": 1, "options": {"stretch": "asinh", "resize": "squash", "clahe": False}}
     got = {"version": 1, "options": {"stretch": "log", "resize": "squash"}}
     assert differing_values(want, got) == [("options.clahe", False, None),
                                            ("options.stretch", "asinh", "log")]
-    info = SimpleNamespace(export={"preprocessing": want})
+    info = SimpleNamespace(export=SimpleNamespace(preprocessing=Preprocessing.from_json(want)))
     with pytest.raises(ManifestError, match="options.stretch: model expects 'asinh', export has "
                                             "'log'"):
-        check_preprocessing(info, {"preprocessing": got})
-    check_preprocessing(info, {"preprocessing": dict(want)})
+        check_preprocessing(info, SimpleNamespace(preprocessing=Preprocessing.from_json(got)))
+    check_preprocessing(info, SimpleNamespace(preprocessing=Preprocessing.from_json(dict(want))))
 
 
 def test_scoring_frames_the_run_trained_on_is_flagged(trained, tmp_path):
     from evaluation.evaluate import evaluate, summary_lines, training_overlap
     from evaluation.model import read_run_info
+    from skyshard.run_record import EnsembleInfo, EnsembleMember
 
     export, run = trained
     train_split = evaluate(run, export, split="train", out_dir=tmp_path / "train")
@@ -349,11 +354,15 @@ def test_scoring_frames_the_run_trained_on_is_flagged(trained, tmp_path):
     assert evaluate(run, export, out_dir=tmp_path / "test").metrics["warnings"] == []
     info = read_run_info(run)
     assert training_overlap(info, export, "val") is None  # chose its epoch there, no more
-    info.run["config"]["data"]["fold"] = 2
+    info.run.config["data"]["fold"] = 2
     assert "k-fold (fold 2)" in training_overlap(info, export, "val")
-    info.run["ensemble"] = {"members": [{"fold": 0}, {"fold": 1}]}  # skyshard ensemble's record
+    # skyshard ensemble's record
+    info.run.ensemble = EnsembleInfo(members=(EnsembleMember(run="a", fold=0),
+                                              EnsembleMember(run="b", fold=1)))
     assert "ensemble of folds 0, 1" in training_overlap(info, export, "val")
-    info.run["ensemble"] = {"members": [{"fold": -1}, {"fold": -1}]}  # seeds: val only chose
+    # seeds: val only chose
+    info.run.ensemble = EnsembleInfo(members=(EnsembleMember(run="a", fold=-1),
+                                              EnsembleMember(run="b", fold=-1)))
     assert training_overlap(info, export, "val") is None
     other = write_synthetic_export(tmp_path / "other", per_class={"train": 1, "test": 1})
     assert training_overlap(info, other, "train") is None  # another export: not known

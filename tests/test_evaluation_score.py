@@ -14,6 +14,7 @@ import pytest
 from export_helpers import export_tree
 from cli.main import main
 from skyshard.files import sha256_file
+from skyshard.run_record import RunRecord
 
 TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
         "model.image_units": 16, "model.feature_units": 8, "train.tensorboard": False,
@@ -220,7 +221,7 @@ def test_a_frame_an_earlier_model_sorted_elsewhere_is_named_and_warned(setup, tm
             str(sorted_dir)]
     assert main(args) == 0
     frame, first = next(iter(_sorted_record(tmp_path / "out").items()))
-    classes = json.loads((run / "run.json").read_text())["export"]["classes"]
+    classes = RunRecord.read(run).export.classes
     other = next(c for c in classes if c != first["class"])
     # as if an older model had called this frame `other`
     sort_into([{"path": frame, "predicted_class": other}], sorted_dir, "link")
@@ -357,7 +358,7 @@ def test_sort_into_failures_exit_1_and_a_file_is_refused(setup, tmp_path, capsys
 
     blocked = tmp_path / "blocked"  # every class folder is a file: each frame fails
     blocked.mkdir()
-    for name in json.loads((run / "run.json").read_text())["export"]["classes"]:
+    for name in RunRecord.read(run).export.classes:
         (blocked / name).write_text("")
     rc, _, err = _run_cli(["score", str(run), str(night), "--out", str(tmp_path / "b"),
                            "--sort-into", str(blocked)], capsys)
@@ -388,7 +389,7 @@ def test_export_that_read_file_names_differently_is_refused(setup, tmp_path, cap
     from skyshard.files import read_json, write_json_atomic
 
     run = setup["run"]
-    assert json.loads((run / "run.json").read_text())["export"]["file_names_as_metadata"] is True
+    assert RunRecord.read(run).export.file_names_as_metadata is True
     for name, copy in (("export", tmp_path / "e-ifn"), ("night_export", tmp_path / "n-ifn")):
         shutil.copytree(setup[name], copy)
         manifest = read_json(copy / "manifest.json")

@@ -14,6 +14,7 @@ import pytest
 from export_helpers import export_tree, read_export
 from skyshard import schema
 from skyshard.files import sha256_file
+from skyshard.manifest import Manifest, ShardEntry, SplitInfo
 
 SHARD_NAME = re.compile(r"skyshard-(train|val|test|score)(-[a-z_]+)?\.tfrecord-\d{5}-of-\d{5}$")
 
@@ -36,42 +37,56 @@ def export(sample_tree, tmp_path_factory):
 
 def test_layout_and_manifest(export, sample_tree):
     manifest, out = export.manifest, export.out_dir
-    assert manifest["classes"] == list(schema.DEFAULT_CLASSES) or sorted(manifest["classes"]) == \
+    assert manifest.classes == schema.DEFAULT_CLASSES or sorted(manifest.classes) == \
         sorted(schema.DEFAULT_CLASSES)
-    assert manifest["schema_version"] == schema.SCHEMA_VERSION
-    assert manifest["image_size"] == 32 and manifest["image_dtype"] == "float16"
-    assert len(manifest["scaler"]["mean"]) == len(manifest["feature_names"])
-    assert manifest["confidence_names"] == list(schema.CONFIDENCE_NAMES)
-    assert manifest["errors"]["count"] == 0 and (out / "errors.jsonl").exists()
-    assert manifest["file_names_as_metadata"] is True
-    total = sum(manifest["splits"][s]["count"] for s in ("train", "val", "test"))
+    assert manifest.schema_version == schema.SCHEMA_VERSION
+    assert manifest.image_size == 32 and manifest.image_dtype == "float16"
+    assert len(manifest.scaler.mean) == len(manifest.feature_names)
+    assert manifest.confidence_names == schema.CONFIDENCE_NAMES
+    assert manifest.errors.count == 0 and (out / "errors.jsonl").exists()
+    assert manifest.file_names_as_metadata is True
+    total = sum(manifest.splits[s].count for s in ("train", "val", "test"))
     assert total == 36
-    for split, info in manifest["splits"].items():
-        assert sum(info["counts_per_class"].values()) == info["count"]
-        assert sum(s["records"] for s in info["shards"]) == info["count"]
-        for shard in info["shards"]:
-            path = out / shard["path"]
+    for split, info in manifest.splits.items():
+        assert sum(info.counts_per_class.values()) == info.count
+        assert sum(s.records for s in info.shards) == info.count
+        for shard in info.shards:
+            path = out / shard.path
             assert SHARD_NAME.search(path.name), path.name
-            assert sha256_file(path) == shard["sha256"]
+            assert sha256_file(path) == shard.sha256
             if split == "train":
-                assert shard["path"].startswith(f"train/{shard['class']}/")
+                assert shard.path.startswith(f"train/{shard.class_name}/")
             else:
-                assert shard["path"].startswith(f"{split}/") and "class" not in shard
+                assert shard.path.startswith(f"{split}/") and "class" not in shard.to_json()
     assert not (out / ".incomplete").exists()
+
+
+def test_the_manifest_reads_back_and_rewrites_to_the_same_bytes(export, tmp_path):
+    """What the export wrote is what ``Manifest`` holds: read -> write -> read is the same
+    manifest, and the rewritten file is byte for byte the export's."""
+    written = (export.out_dir / "manifest.json").read_bytes()
+    manifest = Manifest.read(export.out_dir)
+    assert manifest == export.manifest
+    assert manifest.to_json() == json.loads(written)
+    manifest.write(tmp_path)
+    assert (tmp_path / "manifest.json").read_bytes() == written
+    again = Manifest.read(tmp_path / "manifest.json")
+    assert again == manifest and again.source == (tmp_path / "manifest.json").resolve()
+    assert Manifest.from_json(json.loads(written)) == manifest
 
 
 def test_records_round_trip(export):
     manifest = export.manifest
     records = read_export(export.out_dir)
     assert len(records) == 36
-    size = manifest["image_size"]
+    size = manifest.image_size
     for key, record in records.items():
         class_name = key.split("/")[0]
         assert record[schema.CLASS_NAME].decode() == class_name
-        assert int(record[schema.LABEL][0]) == manifest["classes"].index(class_name)
+        assert int(record[schema.LABEL][0]) == manifest.classes.index(class_name)
         image = np.frombuffer(record[schema.IMAGE], dtype=np.float16)
         assert image.size == size * size and np.isfinite(image).all()
-        assert record[schema.FEATURES].shape == (len(manifest["feature_names"]),)
+        assert record[schema.FEATURES].shape == (len(manifest.feature_names),)
         assert record[schema.CONFIDENCES].shape == (4,)
         assert record[schema.SPLIT].decode() in record["_shard"]
         assert len(record[schema.SHA256].decode()) == 64
@@ -84,12 +99,12 @@ def test_scaler_is_fitted_on_train_only(export):
                              if r[schema.SPLIT].decode() == s]) for s in ("train", "val", "test")}
     train = by_split["train"]
     expected = np.where(np.isfinite(train).any(axis=0), np.nanmean(train, axis=0), 0.0)
-    np.testing.assert_allclose(manifest["scaler"]["mean"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(manifest.scaler.mean, expected, rtol=1e-4, atol=1e-5)
     everything = np.concatenate(list(by_split.values()))
     all_mean = np.nanmean(np.where(np.isfinite(everything), everything, np.nan), axis=0)
-    differs = ~np.isclose(manifest["scaler"]["mean"], all_mean, rtol=1e-4, atol=1e-5)
+    differs = ~np.isclose(manifest.scaler.mean, all_mean, rtol=1e-4, atol=1e-5)
     assert differs.any(), "scaler equals the all-split mean: it saw val/test"
-    assert manifest["scaler"]["n_samples"][0] <= len(train)
+    assert manifest.scaler.n_samples[0] <= len(train)
 
 
 def test_adding_frames_never_moves_existing_frames(export, sample_tree, tmp_path):
@@ -142,8 +157,8 @@ def test_bad_files_become_dead_letters(sample_tree, tmp_path):
     for letter in letters:
         assert {"path", "stage", "error_type", "message"} <= set(letter)
         assert letter["message"]
-    assert result.manifest["errors"]["count"] == len(letters)
-    assert sum(result.manifest["splits"][s]["count"] for s in ("train", "val", "test")) == 36
+    assert result.manifest.errors.count == len(letters)
+    assert sum(result.manifest.splits[s].count for s in ("train", "val", "test")) == 36
 
 
 def test_degenerate_frames_never_crash(tmp_path):
@@ -201,10 +216,12 @@ def test_like_exports_compatibly_and_rejects_unknown_classes(export, sample_tree
     shutil.copytree(sample_tree / "flats", night / "b")
     scored = export_tree(night, tmp_path / "night-export", labelled=False, like=like)
     manifest = scored.manifest
-    assert list(manifest["splits"]) == ["score"] and manifest["splits"]["score"]["count"] == 12
-    assert manifest["feature_names"] == export.manifest["feature_names"]
-    assert manifest["classes"] == export.manifest["classes"]
-    assert manifest["file_names_as_metadata"] == export.manifest["file_names_as_metadata"]
+    assert list(manifest.splits) == ["score"] and manifest.splits["score"].count == 12
+    assert manifest.feature_names == export.manifest.feature_names
+    assert manifest.classes == export.manifest.classes
+    assert manifest.file_names_as_metadata == export.manifest.file_names_as_metadata
+    assert manifest.like == str((export.out_dir / "manifest.json").resolve())
+    assert manifest.scaler.fitted_on == "score"
     assert all(int(r[schema.LABEL][0]) == -1 for r in read_export(scored.out_dir).values())
 
     labelled = tmp_path / "labelled"
@@ -256,8 +273,8 @@ def test_without_a_runner_the_export_runs_locally_and_downloads_nothing(sample_t
         shutil.copy(path, tree / class_dir.name / path.name)
     result = export_tree(tree, tmp_path / "out")
     assert not tried
-    manifest = json.loads((result.out_dir / "manifest.json").read_text())
-    assert manifest["beam_runner"] == "FnApiRunner" and manifest["beam_options"] == []
+    manifest = Manifest.read(result.out_dir)
+    assert manifest.beam_runner == "FnApiRunner" and manifest.beam_options == ()
     assert len(read_export(result.out_dir)) == 6
 
 
@@ -348,7 +365,7 @@ def test_like_refuses_options_that_contradict_the_reference(export, sample_tree,
         assert said in err
     assert not (tmp_path / "out").exists()
     assert _export_cli(night, tmp_path / "same", *like, "--image-size", 32, "--seed", 42) == 0
-    assert json.loads((tmp_path / "same" / "manifest.json").read_text())["image_size"] == 32
+    assert Manifest.read(tmp_path / "same").image_size == 32
 
 
 def test_mistyped_skyshard_options_are_refused_and_beam_options_pass(sample_tree, tmp_path,
@@ -392,9 +409,11 @@ def test_the_summary_of_an_unlabelled_export_has_no_rows_of_zeros(capsys, tmp_pa
 
     from cli.export import print_summary
 
-    manifest = {"classes": ["bias", "darks"], "labelled": False,
-                "splits": {"score": {"count": 24, "counts_per_class": {}, "shards": [{}]}},
-                "errors": {"count": 0, "path": "errors.jsonl"}}
+    shard = ShardEntry(path="score/skyshard-score.tfrecord-00000-of-00001", records=24,
+                       sha256="0" * 64)
+    manifest = Manifest(classes=("bias", "darks"), labelled=False, image_size=32,
+                        feature_names=("f",), confidence_names=schema.CONFIDENCE_NAMES,
+                        splits={"score": SplitInfo(count=24, shards=(shard,))})
     print_summary(SimpleNamespace(manifest=manifest, out_dir=tmp_path, seconds=1.0,
                                   peak_rss_mb=300.0))
     lines = capsys.readouterr().out.splitlines()

@@ -23,7 +23,7 @@ import pytest
 from export_helpers import export_tree
 from cli.main import main
 from skyshard.files import read_json, sha256_file, write_json_atomic
-from skyshard.manifest import load_manifest
+from skyshard.manifest import Manifest
 from test_reliability_inputs import hostile_frames, state
 
 pytestmark = [pytest.mark.slow,
@@ -66,7 +66,7 @@ def private_copy(folder: Path, tmp_path: Path) -> Path:
 
 def shard_of(export_dir: Path, split: str) -> Path:
     """The first shard of ``split``."""
-    return export_dir / load_manifest(export_dir)["splits"][split]["shards"][0]["path"]
+    return export_dir / Manifest.read(export_dir).splits[split].shards[0].path
 
 
 def consumer_commands(world, export_copy: Path, night_copy: Path, tmp_path: Path):

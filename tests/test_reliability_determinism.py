@@ -57,10 +57,11 @@ def test_records_letters_and_scaler_do_not_depend_on_the_runner_mode(tree, tmp_p
         for key, record in expected.items():
             assert records[key]["_bytes"] == record["_bytes"], (name, key)
         assert letters(result.out_dir) == letters(reference.out_dir), name
-        for split, info in reference.manifest["splits"].items():
-            other = result.manifest["splits"][split]
-            assert (other["count"], other["counts_per_class"]) == \
-                (info["count"], info["counts_per_class"]), (name, split)
+        for split, info in reference.manifest.splits.items():
+            other = result.manifest.splits[split]
+            assert (other.count, other.counts_per_class) == \
+                (info.count, info.counts_per_class), (name, split)
         for field in ("mean", "scale", "var", "n_samples"):
-            np.testing.assert_array_equal(result.manifest["scaler"][field],
-                                          reference.manifest["scaler"][field], err_msg=name)
+            np.testing.assert_array_equal(getattr(result.manifest.scaler, field),
+                                          getattr(reference.manifest.scaler, field),
+                                          err_msg=name)

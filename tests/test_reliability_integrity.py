@@ -17,8 +17,7 @@ import pytest
 
 from export_helpers import export_tree
 from skyshard.files import read_json, write_json_atomic
-from skyshard.manifest import (ManifestError, ShardIntegrityError, load_manifest,
-                               verify_shards)
+from skyshard.manifest import Manifest, ManifestError, ShardIntegrityError
 from skyshard.tfrecord import TFRecordCorruptError, read_records, write_record
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.utils.exceptions.AstropyWarning")
@@ -40,8 +39,8 @@ def copy(export, tmp_path) -> Path:
 
 
 def first_shard(export_dir: Path) -> Path:
-    manifest = load_manifest(export_dir)
-    return export_dir / manifest["splits"]["train"]["shards"][0]["path"]
+    manifest = Manifest.read(export_dir)
+    return export_dir / manifest.splits["train"].shards[0].path
 
 
 def flip_byte(path: Path, offset: int) -> None:
@@ -54,7 +53,7 @@ def test_one_flipped_byte_is_found_and_the_shard_named(copy):
     shard = first_shard(copy)
     flip_byte(shard, shard.stat().st_size // 2)
     with pytest.raises(ShardIntegrityError, match="corrupted") as caught:
-        verify_shards(copy, load_manifest(copy))
+        Manifest.read(copy).verify_shards(copy)
     assert str(shard) in str(caught.value)
 
 
@@ -62,7 +61,7 @@ def test_missing_shard_is_named(copy):
     shard = first_shard(copy)
     shard.unlink()
     with pytest.raises(ShardIntegrityError, match="missing") as caught:
-        verify_shards(copy, load_manifest(copy))
+        Manifest.read(copy).verify_shards(copy)
     assert str(shard) in str(caught.value)
 
 
@@ -108,7 +107,7 @@ def test_schema_version_mismatch_is_a_clear_error(copy):
     manifest["schema_version"] = 99
     write_json_atomic(copy / "manifest.json", manifest)
     with pytest.raises(ManifestError, match="schema_version 99.*reads version 1.*Re-export"):
-        load_manifest(copy)
+        Manifest.read(copy)
 
 
 def test_export_like_a_manifest_of_another_schema_is_refused(copy, tmp_path, capsys):
@@ -127,10 +126,10 @@ def test_export_like_a_manifest_of_another_schema_is_refused(copy, tmp_path, cap
 def test_unfinished_or_damaged_manifest_is_a_clear_error(copy):
     (copy / "manifest.json").unlink()
     with pytest.raises(ManifestError, match="did not finish"):
-        load_manifest(copy)
+        Manifest.read(copy)
     (copy / "manifest.json").write_text('{"schema_version": 1, "classes": [')
     with pytest.raises(ManifestError, match="not valid JSON"):
-        load_manifest(copy)
+        Manifest.read(copy)
 
 
 def test_manifest_write_is_atomic(tmp_path, monkeypatch):

@@ -31,7 +31,7 @@ from export_helpers import read_export
 from exporter.shards import INCOMPLETE_DIR
 from skyshard.faults import FAULTS_ENV
 from skyshard.schema import EXPORT_MARKER
-from skyshard.manifest import ManifestError, load_manifest, verify_shards
+from skyshard.manifest import Manifest, ManifestError
 from skyshard.tfrecord import read_records
 
 pytestmark = pytest.mark.slow
@@ -131,18 +131,18 @@ def assert_consistent(out: Path) -> bool:
     """No manifest, or one whose shards all exist with their sha256 and record counts.
     Returns whether a manifest exists."""
     try:
-        manifest = load_manifest(out)
+        manifest = Manifest.read(out)
     except ManifestError as exc:
         assert "did not finish" in str(exc)
         return False
-    verify_shards(out, manifest)
-    for split, info in manifest["splits"].items():
+    manifest.verify_shards(out)
+    for split, info in manifest.splits.items():
         counted = 0
-        for shard in info["shards"]:
-            records = sum(1 for _ in read_records(str(out / shard["path"])))
-            assert records == shard["records"], shard["path"]
+        for shard in info.shards:
+            records = sum(1 for _ in read_records(str(out / shard.path)))
+            assert records == shard.records, shard.path
             counted += records
-        assert counted == info["count"], split
+        assert counted == info.count, split
     return True
 
 

@@ -40,7 +40,7 @@ from skyshard.faults import FAULTS_ENV  # noqa: E402
 from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint  # noqa: E402
 from trainer.config import dump_toml, load_config  # noqa: E402
 from trainer.history import complete_epochs, read_history, rewind_history  # noqa: E402
-from trainer.model_io import read_run  # noqa: E402
+from skyshard.run_record import RunRecord  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
 from trainer.train import train  # noqa: E402
 
@@ -67,13 +67,13 @@ def csv_epochs(run_dir: Path) -> list[int]:
 
 def assert_complete(run_dir: Path, epochs: int, sessions: int) -> dict:
     """The run finished all ``epochs`` with each one logged exactly once, everywhere."""
-    run = read_run(run_dir)
-    assert run["status"] == "completed", run.get("error")
-    assert run["epochs_completed"] == epochs and run["sessions"] == sessions
+    run = RunRecord.read(run_dir)
+    assert run.status == "completed", run.error
+    assert run.epochs_completed == epochs and run.sessions == sessions
     assert csv_epochs(run_dir) == list(range(epochs))
-    assert all(len(values) == epochs for values in run["history"].values())
-    assert run["history"] == read_history(run_dir / "history.csv")
-    assert 1 <= run["best_epoch"] <= epochs
+    assert all(len(values) == epochs for values in run.history.values())
+    assert run.history == read_history(run_dir / "history.csv")
+    assert 1 <= run.best_epoch <= epochs
     assert (run_dir / "model.keras").is_file()
     assert not [p.name for p in (run_dir / CHECKPOINTS).glob(".*")], "temporary files left"
     return run
@@ -197,9 +197,9 @@ def two_epoch_runs(export, tmp_path_factory) -> dict[int, Path]:
     for epochs in (1, 2):
         run_dir = tmp_path_factory.mktemp("runs") / f"after-{epochs}"
         train(export, run_dir, _config(**{"train.epochs": epochs}), echo=lambda _: None)
-        run = read_run(run_dir)
-        run["status"] = "interrupted"
-        (run_dir / "run.json").write_text(json.dumps(run))
+        run = RunRecord.read(run_dir)
+        run.status = "interrupted"
+        run.write(run_dir)
         runs[epochs] = run_dir
     return runs
 
@@ -231,10 +231,10 @@ def test_resume_after_damaged_backups_completes_with_a_continuous_history(
     assert any(expected in line for line in lines), lines
     assert any("trained again" in line for line in lines), lines
     run = assert_complete(run_dir, 3, sessions=2)
-    steps = run["sampling"]["steps_per_epoch"]
+    steps = run.sampling["steps_per_epoch"]
     # the optimizer state came back with the restored backup (or started afresh), so the
     # schedule's last epoch is where an uninterrupted run's is
-    assert run["history"]["learning_rate"][2] == pytest.approx(
+    assert run.history["learning_rate"][2] == pytest.approx(
         float(learning_rate(config, steps)(3 * steps)), rel=1e-4)
 
 
@@ -298,7 +298,7 @@ def test_killed_during_backups_resumes_to_the_planned_epochs(export, tmp_path, c
 
     process = _start(export, run_dir, config_file, pause=0.5)  # the first epoch's backup
     _kill_when(lambda: _first_weights_without_metadata(folder), process)
-    assert csv_epochs(run_dir) == [0] and read_run(run_dir)["status"] == "running"
+    assert csv_epochs(run_dir) == [0] and RunRecord.read(run_dir).status == "running"
 
     process = _start(export, run_dir, config_file, "--resume", pause=0.5)
     printed = _kill_when(lambda: _second_weights_before_their_metadata(folder), process)

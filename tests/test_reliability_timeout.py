@@ -113,8 +113,8 @@ def test_export_dead_letters_a_hanging_file_and_exports_the_rest(tree, inline_ex
     slow_key, crash_key = (p.relative_to(tree).as_posix() for p in (slow, crash))
     assert letters[slow_key]["stage"] == "timeout"
     assert letters[crash_key]["stage"] == "crash"
-    assert result.manifest["errors"]["by_stage"]["timeout"] == 1
-    assert result.manifest["file_timeout"] == 8
+    assert result.manifest.errors.by_stage["timeout"] == 1
+    assert result.manifest.file_timeout == 8
     reference = read_export(inline_export.out_dir)
     records = read_export(result.out_dir)
     assert sorted(records) == sorted(set(reference) - {slow_key, crash_key})

@@ -3,6 +3,8 @@ streams. Synthetic 32x32 exports keep each test to seconds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -11,7 +13,7 @@ tf = pytest.importorskip("tensorflow")
 
 from skyshard import schema  # noqa: E402
 from skyshard.example_proto import decode_example  # noqa: E402
-from skyshard.manifest import load_manifest, shard_paths  # noqa: E402
+from skyshard.manifest import Manifest  # noqa: E402
 from skyshard.tfrecord import read_records  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer import augment, data  # noqa: E402
@@ -25,7 +27,7 @@ def imbalanced_export(tmp_path_factory):
     path = write_synthetic_export(tmp_path_factory.mktemp("imbalanced"),
                                   classes=tuple(IMBALANCED), train_shards=2,
                                   per_class={"train": IMBALANCED, "val": 5, "test": 3})
-    return path, load_manifest(path)
+    return path, Manifest.read(path)
 
 
 def _sampled_labels(export, manifest, balance_power, batches=150):
@@ -140,7 +142,7 @@ def test_mixing_blends_all_inputs_consistently_and_only_eligible_pairs(switch):
 
 def test_eval_dataset_is_sequential_complete_and_unaugmented(imbalanced_export):
     export, manifest = imbalanced_export
-    stored = [decode_example(r) for path in shard_paths(export, manifest, "val")
+    stored = [decode_example(r) for path in manifest.shard_paths(export, "val")
               for r in read_records(path)]
     batches = list(data.eval_dataset(export, manifest, "val", batch_size=4).as_numpy_iterator())
     keys = [k.decode() for b in batches for k in b[schema.KEY]]
@@ -156,7 +158,7 @@ def test_validation_is_never_augmented(imbalanced_export):
     export, manifest = imbalanced_export
     config = load_config(overrides={"augment.default_policy": "sky", "augment.mixup": True,
                                     "augment.mix_classes": []})
-    stored = [decode_example(r) for path in shard_paths(export, manifest, "val")
+    stored = [decode_example(r) for path in manifest.shard_paths(export, "val")
               for r in read_records(path)]
     images = np.concatenate([x[schema.IMAGE] for x, _ in
                              data.val_dataset(export, manifest, config).as_numpy_iterator()])
@@ -179,7 +181,7 @@ def test_kfold_pools_train_and_val_and_holds_out_one_fold(imbalanced_export):
 
 def test_header_dropout_blanks_whole_headers_of_some_frames(imbalanced_export):
     export, manifest = imbalanced_export
-    header = augment.header_columns(manifest)
+    header = manifest.header_columns()
     assert header
     config = load_config(overrides={"features.header_dropout": 0.5, "augment.enabled": False,
                                     "train.seed": 3})
@@ -196,7 +198,7 @@ def test_header_dropout_blanks_whole_headers_of_some_frames(imbalanced_export):
 def test_header_dropout_off_or_without_header_group_is_no_map(imbalanced_export):
     _, manifest = imbalanced_export
     assert augment.make_header_dropout(manifest, 0.0) is None
-    no_groups = {**manifest, "feature_groups": {}}
+    no_groups = replace(manifest, feature_groups={})
     assert augment.make_header_dropout(no_groups, 0.3) is None
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
 
 from skyshard import schema  # noqa: E402
-from skyshard.manifest import load_manifest  # noqa: E402
+from skyshard.manifest import Manifest  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer.config import ConfigError, load_config  # noqa: E402
 from trainer.layers import ConfidenceGate  # noqa: E402
@@ -22,14 +24,14 @@ TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units"
 def export(tmp_path_factory):
     path = write_synthetic_export(tmp_path_factory.mktemp("export"),
                                   per_class={"train": 6, "val": 2, "test": 2})
-    return path, load_manifest(path)
+    return path, Manifest.read(path)
 
 
 def _inputs(manifest, n=5, seed=0):
     rng = np.random.default_rng(seed)
-    size, n_features = manifest["image_size"], len(manifest["feature_names"])
-    mean = np.nan_to_num(np.array(manifest["scaler"]["mean"], dtype=np.float64))
-    scale = np.array(manifest["scaler"]["scale"], dtype=np.float64)
+    size, n_features = manifest.image_size, len(manifest.feature_names)
+    mean = np.nan_to_num(np.array(manifest.scaler.mean, dtype=np.float64))
+    scale = np.array(manifest.scaler.scale, dtype=np.float64)
     features = (mean + scale * rng.normal(0, 2, (n, n_features))).astype(np.float32)
     features[rng.random(features.shape) < 0.3] = np.nan
     return {schema.IMAGE: rng.random((n, size, size, 1)).astype(np.float16),
@@ -52,8 +54,8 @@ def test_saved_model_on_raw_features_equals_manual_scaling(export, saved_model):
     loaded = load_model(path)  # safe_mode=True
     inputs = _inputs(manifest)
     scaled = keras.Model(loaded.inputs, loaded.get_layer("feature_scaler").output)
-    manual = ((inputs[schema.FEATURES] - np.array(manifest["scaler"]["mean"]))
-              / np.array(manifest["scaler"]["scale"]))
+    manual = ((inputs[schema.FEATURES] - np.array(manifest.scaler.mean))
+              / np.array(manifest.scaler.scale))
     np.testing.assert_allclose(scaled.predict(inputs, verbose=0), manual, rtol=1e-5, atol=1e-5)
     imputed = keras.Model(loaded.inputs, loaded.get_layer("impute_missing").output)
     limit = load_config()["features"]["clip"]  # then soft-clipped: limit * tanh(x / limit)
@@ -70,7 +72,7 @@ def test_nan_features_give_finite_probabilities(export, saved_model):
     inputs = _inputs(manifest, n=4)
     inputs[schema.FEATURES][:2] = np.nan  # two frames with no known feature at all
     probabilities = model.predict(inputs, verbose=0)
-    assert probabilities.shape == (4, len(manifest["classes"]))
+    assert probabilities.shape == (4, len(manifest.classes))
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -89,21 +91,20 @@ def test_confidence_gate_is_sigmoid_of_a_conf_plus_b_per_group():
 
 def test_feature_switches_select_columns_and_gating_follows_the_manifest(export):
     _, manifest = export
-    names = manifest["feature_names"]
+    names = manifest.feature_names
     indices, gates = feature_plan(manifest, load_config()["features"])
     assert indices == list(range(len(names)))
-    confidence = manifest["feature_confidence_group"]
+    confidence = manifest.feature_confidence_group
     for i, g in zip(indices, gates):
         expected = confidence.get(names[i])
-        assert g == (-1 if expected is None else manifest["confidence_names"].index(expected))
+        assert g == (-1 if expected is None else manifest.confidence_names.index(expected))
     no_header = load_config(overrides={"features.header": False})["features"]
     indices, gates = feature_plan(manifest, no_header)
-    assert not {names[i] for i in indices} & set(manifest["feature_groups"]["header"])
+    assert not {names[i] for i in indices} & set(manifest.feature_groups["header"])
     assert set(gates) == {-1}
     ungated = load_config(overrides={"features.confidence_gating": False})["features"]
     assert set(feature_plan(manifest, ungated)[1]) == {-1}
-    bare = {k: v for k, v in manifest.items()
-            if k not in ("feature_groups", "feature_confidence_group")}
+    bare = replace(manifest, feature_groups={}, feature_confidence_group={})
     assert feature_plan(bare, no_header) == (list(range(len(names))), [-1] * len(names))
 
 

@@ -13,10 +13,11 @@ keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from cli.main import main as skyshard_main  # noqa: E402
-from skyshard.manifest import ManifestError, load_manifest  # noqa: E402
+from skyshard.manifest import Manifest, ManifestError  # noqa: E402
+from skyshard.run_record import RunRecord  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from trainer.config import ConfigError, load_config  # noqa: E402
-from trainer.model_io import load_model, read_run  # noqa: E402
+from trainer.model_io import load_model  # noqa: E402
 from trainer.pretrain import ENCODER_FILE, PRETRAIN_FILE, nt_xent, pretrain  # noqa: E402
 from trainer.train import train  # noqa: E402
 
@@ -60,19 +61,20 @@ def test_nt_xent_rewards_views_that_find_their_partner():
 
 def test_pretraining_writes_a_safe_encoder_and_its_record(export, encoder_dir):
     record = json.loads((encoder_dir / PRETRAIN_FILE).read_text())
-    manifest = load_manifest(export)
+    manifest = Manifest.read(export)
     assert record["kind"] == "pretrain" and record["status"] == "completed"
     assert record["epochs_completed"] == 2 and len(record["history"]["loss"]) == 2
     assert all(np.isfinite(record["history"]["loss"]))
     # Only the train split is read from a labelled export: val and test stay unseen.
     assert record["exports"][0]["splits"] == ["train"]
-    assert record["exports"][0]["records"] == manifest["splits"]["train"]["count"]
-    assert record["image"]["image_size"] == manifest["image_size"]
+    assert record["exports"][0]["records"] == manifest.splits["train"].count
+    assert record["image"]["image_size"] == manifest.image_size
+    assert record["image"]["preprocessing"] == manifest.preprocessing.to_json()
     assert record["peak_rss_mb"] > 0 and record["versions"]["tensorflow"]
     assert (encoder_dir / "pretrain_curves.png").stat().st_size > 0
     assert list((encoder_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
     encoder = keras.saving.load_model(encoder_dir / ENCODER_FILE, safe_mode=True)
-    size = manifest["image_size"]
+    size = manifest.image_size
     embedding = encoder(np.zeros((2, size, size, 1), np.float16))
     assert embedding.shape == (2, 16)
 
@@ -81,16 +83,16 @@ def test_a_run_starts_from_the_encoder_and_keeps_it_frozen_when_asked(export, en
                                                                       tmp_path):
     config = tiny_config(**{"model.encoder": str(encoder_dir), "model.train_encoder": False})
     record = train(export, tmp_path / "run", config, echo=_silent)
-    assert record["model"]["encoder"]["trained"] is False
-    assert record["model"]["encoder"]["layers"] > 0
-    assert record["model"]["encoder"]["path"].endswith(ENCODER_FILE)
+    assert record.model.encoder["trained"] is False
+    assert record.model.encoder["layers"] > 0
+    assert record.model.encoder["path"].endswith(ENCODER_FILE)
     encoder = keras.saving.load_model(encoder_dir / ENCODER_FILE, safe_mode=True)
     model = load_model(tmp_path / "run")
     for layer in (layer for layer in encoder.layers if layer.weights):
         for pretrained, saved in zip(layer.get_weights(),
                                      model.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(pretrained, saved)
-    assert read_run(tmp_path / "run")["config"]["model"]["encoder"] == str(encoder_dir)
+    assert RunRecord.read(tmp_path / "run").config["model"]["encoder"] == str(encoder_dir)
 
 
 def test_a_trained_encoder_moves_from_its_starting_weights(export, encoder_dir, tmp_path):

@@ -14,14 +14,15 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from skyshard import schema  # noqa: E402
-from skyshard.manifest import ShardIntegrityError, export_folder, load_manifest  # noqa: E402
+from skyshard.manifest import Manifest, ShardIntegrityError, export_folder  # noqa: E402
+from skyshard.run_record import RunRecord  # noqa: E402
 from export_helpers import json_from_fresh_process  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
 from cli import train as cli  # noqa: E402
 from trainer.callbacks import MemoryBudgetExceeded, ResumableEarlyStopping  # noqa: E402
 from trainer.config import ConfigError, load_config, resume_differences  # noqa: E402
 from trainer.history import best_epoch, read_history  # noqa: E402
-from trainer.model_io import load_model, read_run  # noqa: E402
+from trainer.model_io import load_model  # noqa: E402
 from trainer.optim import learning_rate  # noqa: E402
 from trainer.train import MEMORY_HINT, RunFolderError, train  # noqa: E402
 
@@ -34,12 +35,13 @@ TINY = {"model.filters": [8, 16], "model.image_units": 16, "model.feature_units"
 PREDICT_IN_FRESH_PROCESS = """
 import json, sys
 import numpy as np
-from trainer.model_io import load_model, read_run
+from skyshard.run_record import RunRecord
+from trainer.model_io import load_model
 run, inputs = sys.argv[1], np.load(sys.argv[2])
 model = load_model(run)
 probabilities = model.predict({k: inputs[k] for k in ("image", "features", "confidences")},
                               verbose=0)
-print(json.dumps({"classes": read_run(run)["export"]["classes"],
+print(json.dumps({"classes": list(RunRecord.read(run).export.classes),
                   "probabilities": probabilities.tolist()}))
 """
 
@@ -61,7 +63,7 @@ def _silent(_line):
 def _sample_inputs(export, n=6):
     from trainer.data import eval_dataset
 
-    batch = next(iter(eval_dataset(export, load_manifest(export), "test", batch_size=n)))
+    batch = next(iter(eval_dataset(export, Manifest.read(export), "test", batch_size=n)))
     inputs = {k: batch[k].numpy() for k in (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)}
     inputs[schema.FEATURES][0] = np.nan
     return inputs
@@ -88,27 +90,29 @@ def test_small_training_run_writes_the_run_folder(export, tmp_path):
     assert sum(line.startswith("epoch ") for line in lines) == 2
     assert "model: " in lines[-1]
 
-    run = read_run(run_dir)
-    assert run == json.loads(json.dumps(record))
-    assert run["status"] == "completed" and run["epochs_completed"] == 2
-    assert set(run["history"]) >= {"loss", "accuracy", "f1_macro", "val_loss", "val_f1_macro",
+    run = RunRecord.read(run_dir)
+    written = json.loads((run_dir / "run.json").read_text())
+    assert run.to_json() == json.loads(json.dumps(record.to_json())) == written
+    assert run.status == "completed" and run.epochs_completed == 2
+    assert set(run.history) >= {"loss", "accuracy", "f1_macro", "val_loss", "val_f1_macro",
                                    "learning_rate"}
-    assert all(len(values) == 2 for values in run["history"].values())
-    assert run["best_epoch"] in (1, 2)
-    assert run["peak_rss_mb"] > 100 and run["seconds"] > 0
-    assert set(run["versions"]) >= {"python", "tensorflow", "keras", "numpy", "skyshard"}
-    manifest = load_manifest(export)
+    assert all(len(values) == 2 for values in run.history.values())
+    assert run.best_epoch in (1, 2)
+    assert run.peak_rss_mb > 100 and run.seconds > 0
+    assert set(run.versions) >= {"python", "tensorflow", "keras", "numpy", "skyshard"}
+    manifest = Manifest.read(export)
     for field in ("classes", "image_size", "feature_names", "confidence_names",
                   "preprocessing", "schema_version"):
-        assert run["export"][field] == manifest[field]
-    assert len(run["export"]["manifest_sha256"]) == 64
-    assert run["config"]["train"]["epochs"] == 2
+        assert getattr(run.export, field) == getattr(manifest, field)
+        assert run.export.to_json()[field] == manifest.to_json()[field]
+    assert len(run.export.manifest_sha256) == 64
+    assert run.config["train"]["epochs"] == 2
 
     inputs = _sample_inputs(export)
     fresh = _predict_in_fresh_process(run_dir, inputs, tmp_path)
-    assert fresh["classes"] == manifest["classes"]
+    assert fresh["classes"] == list(manifest.classes)
     probabilities = np.array(fresh["probabilities"])
-    assert probabilities.shape == (6, len(manifest["classes"]))
+    assert probabilities.shape == (6, len(manifest.classes))
     assert np.isfinite(probabilities).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
@@ -124,8 +128,8 @@ def test_resume_after_an_interruption_reaches_the_planned_epochs(export, tmp_pat
     config = tiny_config(**{"train.epochs": 3})
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(export, run_dir, config, extra_callbacks=[Crash()], echo=_silent)
-    crashed = read_run(run_dir)
-    assert crashed["status"] == "interrupted" and crashed["epochs_completed"] == 2
+    crashed = RunRecord.read(run_dir)
+    assert crashed.status == "interrupted" and crashed.epochs_completed == 2
     assert not (run_dir / "model.keras").exists()
 
     with pytest.raises(RuntimeError, match="already holds a run"):
@@ -136,14 +140,14 @@ def test_resume_after_an_interruption_reaches_the_planned_epochs(export, tmp_pat
     args = parser.parse_args([str(export), str(run_dir), "--resume"])
     assert cli.run(args, []) == 0
 
-    run = read_run(run_dir)
-    assert run["status"] == "completed" and run["sessions"] == 2
-    assert run["epochs_completed"] == 3
-    assert all(len(values) == 3 for values in run["history"].values())
+    run = RunRecord.read(run_dir)
+    assert run.status == "completed" and run.sessions == 2
+    assert run.epochs_completed == 3
+    assert all(len(values) == 3 for values in run.history.values())
     # the optimizer state came back: the cosine schedule continued at step 3 x steps
-    steps = run["sampling"]["steps_per_epoch"]
+    steps = run.sampling["steps_per_epoch"]
     expected = float(learning_rate(config, steps)(3 * steps))
-    assert run["history"]["learning_rate"][2] == pytest.approx(expected, rel=1e-4)
+    assert run.history["learning_rate"][2] == pytest.approx(expected, rel=1e-4)
     assert (run_dir / "model.keras").is_file()
 
 
@@ -168,10 +172,10 @@ def test_memory_budget_stops_training_with_a_clear_message(export, tmp_path):
     run_dir = tmp_path / "run"
     with pytest.raises(MemoryBudgetExceeded, match=r"memory budget exceeded.*--ram-budget-gb"):
         train(export, run_dir, tiny_config(**{"memory.ram_budget_gb": 0.05}), echo=_silent)
-    run = read_run(run_dir)
-    assert run["status"] == "memory_exceeded"
-    assert run["peak_rss_mb"] > 0.05 * 1024
-    assert "--ram-budget-gb" in run["error"]
+    run = RunRecord.read(run_dir)
+    assert run.status == "memory_exceeded"
+    assert run.peak_rss_mb > 0.05 * 1024
+    assert "--ram-budget-gb" in run.error
 
 
 @pytest.mark.slow
@@ -185,8 +189,8 @@ def test_optional_switches_train_together(export, tmp_path):
                             "train.schedule": "cosine_restarts", "train.tensorboard": False,
                             "data.cache": "disk", "data.fold": 0})
     record = train(export, tmp_path / "run", config, echo=_silent)
-    assert record["sampling"]["focal_alpha"] == pytest.approx([1.0] * 6)
-    assert np.isfinite(record["history"]["loss"]).all()
+    assert record.sampling["focal_alpha"] == pytest.approx([1.0] * 6)
+    assert np.isfinite(record.history["loss"]).all()
     assert any((tmp_path / "run" / "cache").iterdir())
     assert not (tmp_path / "run" / "tensorboard").exists()
 
@@ -219,9 +223,9 @@ def test_resume_accepts_a_smaller_shuffle_buffer_and_refuses_a_new_batch_size(
 
     assert _train_cli(export, run_dir, "--resume", "--epochs", "2",
                       "--set", "data.shuffle_buffer_mb=0.5") == 0
-    run = read_run(run_dir)
-    assert run["status"] == "completed" and run["epochs_completed"] == 2
-    assert run["sessions"] == 2 and run["config"]["data"]["shuffle_buffer_mb"] == 0.5
+    run = RunRecord.read(run_dir)
+    assert run.status == "completed" and run.epochs_completed == 2
+    assert run.sessions == 2 and run.config["data"]["shuffle_buffer_mb"] == 0.5
 
 
 def test_an_unusable_run_folder_is_refused_before_the_shards_are_verified(export, tmp_path):
@@ -305,11 +309,11 @@ def test_sample_export_train_and_reload_end_to_end(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "epoch   2/2" in out and "completed" in out
 
-    run = read_run(tmp_path / "run")
-    manifest = load_manifest(tmp_path / "export")
-    assert run["export"]["image_size"] == 64
-    assert run["export"]["feature_names"] == manifest["feature_names"]
+    run = RunRecord.read(tmp_path / "run")
+    manifest = Manifest.read(tmp_path / "export")
+    assert run.export.image_size == 64
+    assert run.export.feature_names == manifest.feature_names
     probabilities = load_model(tmp_path / "run").predict(_sample_inputs(tmp_path / "export", 4),
                                                           verbose=0)
-    assert probabilities.shape == (4, len(manifest["classes"]))
+    assert probabilities.shape == (4, len(manifest.classes))
     assert np.isfinite(probabilities).all()

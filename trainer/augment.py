@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from skyshard import schema
-from skyshard.manifest import header_columns
+from skyshard.manifest import ModelInputs
 
 Policy = Mapping[str, Any]
 NO_AUGMENTATION: dict[str, Any] = {
@@ -297,7 +297,7 @@ def blank_headers(inputs: dict[str, tf.Tensor], drop: tf.Tensor, header_mask: tf
     return out
 
 
-def make_header_dropout(manifest: Mapping[str, Any], rate: float):
+def make_header_dropout(manifest: ModelInputs, rate: float):
     """Make the header dropout of a train batch.
 
     Each frame loses its whole header with probability ``rate`` (see :func:`blank_headers`).
@@ -317,10 +317,10 @@ def make_header_dropout(manifest: Mapping[str, Any], rate: float):
         ``drop(inputs, labels) -> (inputs, labels)`` on a batch; ``None`` when ``rate`` is 0 or
         the export has no header group.
     """
-    columns = header_columns(manifest)
+    columns = manifest.header_columns()
     if rate <= 0 or not columns:
         return None
-    n_features = len(manifest["feature_names"])
+    n_features = len(manifest.feature_names)
     header_mask = tf.constant([i in set(columns) for i in range(n_features)])
 
     def drop(inputs: dict[str, tf.Tensor], labels: tf.Tensor):

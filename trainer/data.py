@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import tensorflow as tf
 
 from skyshard import schema
-from skyshard.manifest import ManifestError, shard_entries, shard_paths
+from skyshard.manifest import Manifest, ManifestError, ModelInputs
 from trainer.augment import (is_identity, make_batch_mixer, make_header_dropout,
                              make_record_augmenter, policy_for)
 from trainer.records import MODEL_INPUTS, make_parser, make_single_parser
@@ -34,7 +34,7 @@ _RECORD_OVERHEAD_BYTES = 512  # key, class name, sha256, framing
 
 # -- counts and weights (plain Python, from the manifest) -------------------------------------
 
-def class_counts(manifest: Mapping[str, Any], split: str = "train") -> dict[str, int]:
+def class_counts(manifest: Manifest, split: str = "train") -> dict[str, int]:
     """Records per class of a split.
 
     Parameters
@@ -51,13 +51,13 @@ def class_counts(manifest: Mapping[str, Any], split: str = "train") -> dict[str,
         from the per-class train shard entries; other splits, and train when its entries name no
         class, from the split's ``counts_per_class``.
     """
-    counts = {name: 0 for name in manifest["classes"]}
-    for entry in shard_entries(manifest, split):
-        if entry.get("class") in counts:
-            counts[entry["class"]] += int(entry["records"])
+    counts = {name: 0 for name in manifest.classes}
+    for entry in manifest.shard_entries(split):
+        if entry.class_name in counts:
+            counts[entry.class_name] += int(entry.records)
     if split != "train" or not any(counts.values()):
-        per_class = manifest["splits"][split].get("counts_per_class", {})
-        counts = {name: int(per_class.get(name, 0)) for name in manifest["classes"]}
+        per_class = manifest.splits[split].counts_per_class
+        counts = {name: int(per_class.get(name, 0)) for name in manifest.classes}
     return counts
 
 
@@ -89,7 +89,7 @@ def sampling_weights(counts: Mapping[str, int], balance_power: float) -> dict[st
     return {name: value / total for name, value in raw.items()}
 
 
-def record_bytes(manifest: Mapping[str, Any]) -> int:
+def record_bytes(manifest: ModelInputs) -> int:
     """The approximate in-memory size of one parsed record, for byte-budgeted buffers.
 
     Parameters
@@ -103,12 +103,12 @@ def record_bytes(manifest: Mapping[str, Any]) -> int:
         Bytes: the float16 image, the float32 features and confidences, and a fixed overhead for
         key, class name, sha256 and framing.
     """
-    size = int(manifest["image_size"])
-    numbers = len(manifest["feature_names"]) + len(manifest["confidence_names"])
+    size = int(manifest.image_size)
+    numbers = len(manifest.feature_names) + len(manifest.confidence_names)
     return size * size * 2 + 4 * numbers + _RECORD_OVERHEAD_BYTES
 
 
-def shuffle_buffer_records(manifest: Mapping[str, Any], config: Mapping[str, Any],
+def shuffle_buffer_records(manifest: ModelInputs, config: Mapping[str, Any],
                            n_streams: int) -> int:
     """The shuffle buffer of one class stream, in records.
 
@@ -130,7 +130,7 @@ def shuffle_buffer_records(manifest: Mapping[str, Any], config: Mapping[str, Any
     return max(2, int(budget // record_bytes(manifest)))
 
 
-def train_counts(manifest: Mapping[str, Any], config: Mapping[str, Any],
+def train_counts(manifest: Manifest, config: Mapping[str, Any],
                  fold_counts: Mapping[tuple[str, int], int] | None = None) -> dict[str, int]:
     """Train records per class of this run.
 
@@ -161,10 +161,10 @@ def train_counts(manifest: Mapping[str, Any], config: Mapping[str, Any],
     if fold_counts is None:
         raise ValueError("k-fold training needs fold_counts (see count_folds)")
     return {name: sum(n for (c, f), n in fold_counts.items() if c == name and f != fold)
-            for name in manifest["classes"]}
+            for name in manifest.classes}
 
 
-def steps_per_epoch(manifest: Mapping[str, Any], config: Mapping[str, Any],
+def steps_per_epoch(manifest: Manifest, config: Mapping[str, Any],
                     counts: Mapping[str, int] | None = None) -> int:
     """The optimiser steps (batches) of one epoch.
 
@@ -270,7 +270,7 @@ def interleaved_records(paths: list[str], cycle_length: int, seed: int) -> tf.da
                             num_parallel_calls=AUTOTUNE, deterministic=False)
 
 
-def count_folds(export_dir: str | Path, manifest: Mapping[str, Any]) -> dict[tuple[str, int], int]:
+def count_folds(export_dir: str | Path, manifest: Manifest) -> dict[tuple[str, int], int]:
     """Count the records per (class, fold) of the pooled train and val splits, in one light pass.
 
     Parameters
@@ -300,14 +300,14 @@ def count_folds(export_dir: str | Path, manifest: Mapping[str, Any]) -> dict[tup
             if fold < 0:
                 raise ManifestError("k-fold training needs the records' `fold` field; this "
                                     "export has records without it")
-            key = (manifest["classes"][int(label)], int(fold))
+            key = (manifest.classes[int(label)], int(fold))
             counts[key] = counts.get(key, 0) + 1
     return counts
 
 
-def _pooled_paths(export_dir, manifest) -> list[str]:
+def _pooled_paths(export_dir, manifest: Manifest) -> list[str]:
     """Return the train and then the val shard paths of the export."""
-    return shard_paths(export_dir, manifest, "train") + shard_paths(export_dir, manifest, "val")
+    return manifest.shard_paths(export_dir, "train") + manifest.shard_paths(export_dir, "val")
 
 
 # -- datasets -----------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def _fit_fields(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {name: record[name] for name in (*MODEL_INPUTS, schema.LABEL)}
 
 
-def class_stream(export_dir: str | Path, manifest: Mapping[str, Any], config: Mapping[str, Any],
+def class_stream(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
                  class_name: str, buffer_records: int, seed: int,
                  cache_dir: str | Path | None = None) -> tf.data.Dataset:
     """The endless, shuffled, augmented stream of one class's train records.
@@ -370,9 +370,9 @@ def class_stream(export_dir: str | Path, manifest: Mapping[str, Any], config: Ma
     """
     data = config["data"]
     fold = int(data["fold"])
-    label = manifest["classes"].index(class_name)
+    label = manifest.classes.index(class_name)
     if fold < 0:
-        paths = shard_paths(export_dir, manifest, "train", class_name)
+        paths = manifest.shard_paths(export_dir, "train", class_name)
     else:
         paths = _pooled_paths(export_dir, manifest)
     ds = interleaved_records(paths, int(data["cycle_length"]), seed)
@@ -390,7 +390,7 @@ def class_stream(export_dir: str | Path, manifest: Mapping[str, Any], config: Ma
     return ds
 
 
-def train_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Mapping[str, Any],
+def train_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
                   *, counts: Mapping[str, int] | None = None,
                   cache_dir: str | Path | None = None) -> tf.data.Dataset:
     """The class-balanced, endless train stream.
@@ -428,22 +428,22 @@ def train_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: M
     ds = tf.data.Dataset.sample_from_datasets(
         streams, weights=list(weights.values()), seed=seed, rerandomize_each_iteration=True)
     ds = ds.batch(int(config["train"]["batch_size"]), drop_remainder=True)
-    ds = ds.map(to_model_example(len(manifest["classes"])), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(to_model_example(len(manifest.classes)), num_parallel_calls=AUTOTUNE)
     dropout = make_header_dropout(manifest, float(config["features"]["header_dropout"]))
     if dropout is not None:
         ds = ds.map(dropout, num_parallel_calls=AUTOTUNE)
-    mixer = make_batch_mixer(config["augment"], manifest["classes"])
+    mixer = make_batch_mixer(config["augment"], list(manifest.classes))
     if mixer is not None:
         ds = ds.map(mixer, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(dataset_options(config))
 
 
-def split_records(manifest: Mapping[str, Any], split: str) -> int:
+def split_records(manifest: Manifest, split: str) -> int:
     """Return the number of records of ``split``, from the manifest's shard entries."""
-    return sum(int(entry["records"]) for entry in shard_entries(manifest, split))
+    return manifest.split_records(split)
 
 
-def val_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Mapping[str, Any],
+def val_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
                 *, records: int | None = None,
                 cache_dir: str | Path | None = None) -> tf.data.Dataset:
     """The validation batches, in order, never augmented.
@@ -473,7 +473,7 @@ def val_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Map
     batch_size = int(config["data"]["val_batch_size"])
     if fold < 0:
         records = split_records(manifest, "val") if records is None else records
-        ds = sequential_records(shard_paths(export_dir, manifest, "val"))
+        ds = sequential_records(manifest.shard_paths(export_dir, "val"))
         ds = ds.batch(batch_size).map(make_parser(manifest), num_parallel_calls=AUTOTUNE)
     else:
         ds = sequential_records(_pooled_paths(export_dir, manifest))
@@ -481,13 +481,13 @@ def val_dataset(export_dir: str | Path, manifest: Mapping[str, Any], config: Map
         ds = ds.filter(lambda r: r[schema.FOLD] == fold).batch(batch_size)
     if records is not None:
         ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(records / batch_size)))
-    ds = ds.map(to_model_example(len(manifest["classes"])), num_parallel_calls=AUTOTUNE)
+    ds = ds.map(to_model_example(len(manifest.classes)), num_parallel_calls=AUTOTUNE)
     if cache_dir is not None:
         ds = ds.cache(str(Path(cache_dir) / "val"))
     return ds.prefetch(AUTOTUNE).with_options(dataset_options(config))
 
 
-def eval_dataset(export_dir: str | Path, manifest: Mapping[str, Any], split: str,
+def eval_dataset(export_dir: str | Path, manifest: Manifest, split: str,
                  batch_size: int = 64) -> tf.data.Dataset:
     """The batches of a split for evaluation, in manifest order, never augmented.
 
@@ -509,6 +509,6 @@ def eval_dataset(export_dir: str | Path, manifest: Mapping[str, Any], split: str
         ``label``, ``key``, ``class_name``, ``sha256``, ``fold``; its cardinality is known.
     """
     batches = math.ceil(split_records(manifest, split) / batch_size)
-    ds = sequential_records(shard_paths(export_dir, manifest, split)).batch(batch_size)
+    ds = sequential_records(manifest.shard_paths(export_dir, split)).batch(batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.map(make_parser(manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

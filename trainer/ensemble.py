@@ -31,12 +31,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from skyshard import __version__, schema
-from skyshard.files import atomic_output, sha256_file, write_json_atomic
+from skyshard.files import atomic_output, sha256_file
+from skyshard.json_fields import shown
+from skyshard.manifest import ModelInputs
 from skyshard.memory import RssMonitor
+from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, EnsembleInfo,
+                                 EnsembleMember, ModelSummary, RunRecord, RunRecordError)
 from skyshard.versions import library_versions
-from trainer.model_io import MODEL_FILE, RUN_FILE, load_model, read_run
+from trainer.model_io import load_model
 
-KIND = "ensemble"
+KIND = ENSEMBLE_KIND
 METHOD = "mean of the members' softmax probabilities"
 
 #: Run statuses whose ``model.keras`` is the run's final (best) model.
@@ -58,7 +62,7 @@ class EnsembleError(ValueError):
 
 def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
                    any_export: bool = False,
-                   echo: Callable[[str], None] = print) -> dict[str, Any]:
+                   echo: Callable[[str], None] = print) -> RunRecord:
     """Average the models of ``run_dirs`` into the run folder ``out_dir``; return its run.json.
 
     Raises :class:`EnsembleError` before writing anything when the members are incompatible or
@@ -71,21 +75,21 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
     check_out_dir(out, [path for path, _ in members])
     with RssMonitor() as rss:
         models = load_members(members)
-        ensemble = average_models(models, members[0][1]["export"])
+        ensemble = average_models(models, members[0][1].export)
         out.mkdir(parents=True, exist_ok=True)
         save_model_atomic(ensemble, out / MODEL_FILE)
-        check = check_saved_model(out / MODEL_FILE, models, members[0][1]["export"])
+        check = check_saved_model(out / MODEL_FILE, models, members[0][1].export)
         rss.sample()
     record = ensemble_record(members, ensemble, check, any_export,
                              time.monotonic() - started, rss.peak_mb)
-    write_json_atomic(out / RUN_FILE, record)
+    record.write(out)
     echo(summary_line(record, out))
     return record
 
 
 # -- the members ------------------------------------------------------------------------------
 
-def read_members(run_dirs: Sequence[str | Path]) -> list[tuple[Path, dict[str, Any]]]:
+def read_members(run_dirs: Sequence[str | Path]) -> list[tuple[Path, RunRecord]]:
     """``(run folder, run.json)`` per member, in the order given; each must be a finished
     training run (not an ensemble) with a ``model.keras``; no folder twice."""
     if len(run_dirs) < 2:
@@ -100,48 +104,49 @@ def read_members(run_dirs: Sequence[str | Path]) -> list[tuple[Path, dict[str, A
     return members
 
 
-def read_member(run_dir: Path) -> dict[str, Any]:
+def read_member(run_dir: Path) -> RunRecord:
     """One member's run.json, after checking it is a finished, non-ensemble training run."""
     try:
-        run = read_run(run_dir)
+        run = RunRecord.read(run_dir)
     except FileNotFoundError as exc:
         raise EnsembleError(f"{run_dir} is not a training run: {exc}") from exc
-    if run.get("kind") == KIND:
+    except RunRecordError as exc:
+        raise EnsembleError(str(exc)) from exc
+    if run.is_ensemble:
         raise EnsembleError(f"{run_dir} is itself an ensemble; list its member runs instead "
                             "(every member counts once in the mean)")
-    status = run.get("status")
+    status = run.status
     has_model = (run_dir / MODEL_FILE).is_file()
     if status not in USABLE_STATUSES or not has_model:
         raise EnsembleError(f"{run_dir} is not a finished run (status {status!r}, {MODEL_FILE} "
                             f"{'present' if has_model else 'missing'}); finish it with "
                             "`skyshard train EXPORT RUN --resume` first")
-    missing = [name for name in (*MODEL_FIELDS, "manifest_sha256")
-               if name not in (run.get("export") or {})]
-    if missing:
-        raise EnsembleError(f"{run_dir}/{RUN_FILE} lacks export field(s) {', '.join(missing)}; "
+    # RunRecord.read requires the model-facing fields; the export's identity is checked here.
+    if run.export.manifest_sha256 is None:
+        raise EnsembleError(f"{run_dir}/{RUN_FILE} lacks export field(s) manifest_sha256; "
                             "retrain with this skyshard version")
     return run
 
 
-def check_members(members: Sequence[tuple[Path, dict[str, Any]]], *,
+def check_members(members: Sequence[tuple[Path, RunRecord]], *,
                   any_export: bool = False) -> None:
     """Raise :class:`EnsembleError` unless every member matches the first: the same export
     (manifest sha256, unless ``any_export``) and the same model-facing export fields."""
     first_dir, first = members[0]
     for run_dir, run in members[1:]:
-        theirs, ours = run["export"], first["export"]
-        if not any_export and theirs["manifest_sha256"] != ours["manifest_sha256"]:
+        theirs, ours = run.export, first.export
+        if not any_export and theirs.manifest_sha256 != ours.manifest_sha256:
             raise EnsembleError(
                 f"{run_dir} was trained on another export than {first_dir} "
-                f"({theirs.get('path')}, manifest sha256 {theirs['manifest_sha256'][:12]}… vs "
-                f"{ours.get('path')}, {ours['manifest_sha256'][:12]}…); ensemble runs of one "
+                f"({theirs.path}, manifest sha256 {theirs.manifest_sha256[:12]}… vs "
+                f"{ours.path}, {ours.manifest_sha256[:12]}…); ensemble runs of one "
                 "export, or pass --any-export when the exports were made alike "
                 "(`skyshard export --like`)")
         for name in MODEL_FIELDS:
-            if theirs[name] != ours[name]:
+            if getattr(theirs, name) != getattr(ours, name):
                 raise EnsembleError(
                     f"{run_dir} does not match {first_dir} on {name!r}: "
-                    f"{_short(theirs[name])} vs {_short(ours[name])}; "
+                    f"{_short(getattr(theirs, name))} vs {_short(getattr(ours, name))}; "
                     "members must share classes, image size, features and preprocessing")
 
 
@@ -153,22 +158,22 @@ def check_out_dir(out: Path, member_dirs: Sequence[Path]) -> None:
         raise EnsembleError(f"{out} already exists and is not empty; choose a new folder")
 
 
-def load_members(members: Sequence[tuple[Path, dict[str, Any]]]) -> list:
+def load_members(members: Sequence[tuple[Path, RunRecord]]) -> list:
     """Each member's model (``safe_mode=True``), checked against its export block."""
     models = []
     for run_dir, run in members:
         model = load_model(run_dir)
-        check_signature(model, run["export"], run_dir)
+        check_signature(model, run.export, run_dir)
         models.append(model)
     return models
 
 
-def check_signature(model, export: dict[str, Any], run_dir: Path) -> None:
+def check_signature(model, export: ModelInputs, run_dir: Path) -> None:
     """Raise unless ``model`` takes the export's three inputs and returns one probability per
     class (a model file replaced behind run.json's back)."""
     names = {tensor.name if isinstance(tensor.name, str) else "" for tensor in model.inputs}
     want_inputs = {schema.IMAGE, schema.FEATURES, schema.CONFIDENCES}
-    n_classes = len(export["classes"])
+    n_classes = len(export.classes)
     if not want_inputs <= names or tuple(model.outputs[0].shape[1:]) != (n_classes,):
         raise EnsembleError(
             f"{run_dir}/{MODEL_FILE} does not match its {RUN_FILE}: inputs {sorted(names)}, "
@@ -178,21 +183,21 @@ def check_signature(model, export: dict[str, Any], run_dir: Path) -> None:
 
 # -- the model --------------------------------------------------------------------------------
 
-def model_inputs(export: dict[str, Any]) -> dict:
+def model_inputs(export: ModelInputs) -> dict:
     """Fresh ``keras.Input`` s with the trainer's names, shapes and dtypes."""
     import keras
 
-    size = int(export["image_size"])
+    size = int(export.image_size)
     return {
         schema.IMAGE: keras.Input((size, size, 1), dtype="float16", name=schema.IMAGE),
-        schema.FEATURES: keras.Input((len(export["feature_names"]),), dtype="float32",
+        schema.FEATURES: keras.Input((len(export.feature_names),), dtype="float32",
                                      name=schema.FEATURES),
-        schema.CONFIDENCES: keras.Input((len(export["confidence_names"]),), dtype="float32",
+        schema.CONFIDENCES: keras.Input((len(export.confidence_names),), dtype="float32",
                                         name=schema.CONFIDENCES),
     }
 
 
-def average_models(models: Sequence, export: dict[str, Any]):
+def average_models(models: Sequence, export: ModelInputs):
     """A functional model: the members (renamed ``member_<i>``, frozen) on shared inputs, their
     probabilities averaged by ``keras.layers.Average`` (output ``[B, n_classes]``)."""
     import keras
@@ -213,21 +218,21 @@ def save_model_atomic(model, path: Path) -> None:
         model.save(partial)
 
 
-def probe_inputs(export: dict[str, Any], rows: int = PROBE_ROWS, seed: int = 0) -> dict:
+def probe_inputs(export: ModelInputs, rows: int = PROBE_ROWS, seed: int = 0) -> dict:
     """A small deterministic batch of model inputs (some features NaN) for the check."""
     rng = np.random.default_rng(seed)
-    size, n_features = int(export["image_size"]), len(export["feature_names"])
+    size, n_features = int(export.image_size), len(export.feature_names)
     features = rng.normal(0.0, 3.0, (rows, n_features)).astype(np.float32)
     features[0, ::2] = np.nan
     return {
         schema.IMAGE: rng.random((rows, size, size, 1)).astype(np.float16),
         schema.FEATURES: features,
-        schema.CONFIDENCES: rng.random((rows, len(export["confidence_names"]))
+        schema.CONFIDENCES: rng.random((rows, len(export.confidence_names))
                                        ).astype(np.float32),
     }
 
 
-def check_saved_model(path: Path, models: Sequence, export: dict[str, Any]) -> dict[str, Any]:
+def check_saved_model(path: Path, models: Sequence, export: ModelInputs) -> dict[str, Any]:
     """Reload ``path`` with ``safe_mode=True`` and compare it with the members' mean on
     :func:`probe_inputs`; raise :class:`EnsembleError` beyond :data:`CHECK_TOLERANCE`."""
     reloaded = load_model(path)
@@ -244,71 +249,66 @@ def check_saved_model(path: Path, models: Sequence, export: dict[str, Any]) -> d
 
 # -- run.json ---------------------------------------------------------------------------------
 
-def member_entry(run_dir: Path, run: dict[str, Any]) -> dict[str, Any]:
+def member_entry(run_dir: Path, run: RunRecord) -> EnsembleMember:
     """What the ensemble's run.json says about one member."""
-    config = run.get("config") or {}
-    return {
-        "run": str(run_dir.resolve()),
-        "model_sha256": sha256_file(run_dir / MODEL_FILE),
-        "model": (run.get("model") or {}).get("name"),
-        "fold": config.get("data", {}).get("fold"),
-        "seed": config.get("train", {}).get("seed"),
-        "status": run.get("status"),
-        "best_epoch": run.get("best_epoch"),
-        "best": run.get("best"),
-        "export": {"path": run["export"].get("path"),
-                   "manifest_sha256": run["export"]["manifest_sha256"]},
-        "skyshard_version": run.get("skyshard_version"),
-    }
+    return EnsembleMember(
+        run=str(run_dir.resolve()),
+        model_sha256=sha256_file(run_dir / MODEL_FILE),
+        model=run.model.name if run.model is not None else None,
+        fold=run.fold,
+        seed=((run.config or {}).get("train") or {}).get("seed"),
+        status=run.status,
+        best_epoch=run.best_epoch,
+        best=run.best,
+        export={"path": run.export.path, "manifest_sha256": run.export.manifest_sha256},
+        skyshard_version=run.skyshard_version,
+    )
 
 
-def ensemble_record(members, model, check: dict[str, Any], any_export: bool, seconds: float,
-                    peak_rss_mb: float) -> dict[str, Any]:
+def ensemble_record(members: Sequence[tuple[Path, RunRecord]], model, check: dict[str, Any],
+                    any_export: bool, seconds: float, peak_rss_mb: float) -> RunRecord:
     """The ensemble's run.json: the first member's export block plus what was averaged."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return {
-        "skyshard_version": __version__,
-        "kind": KIND,
-        "status": "completed",
-        "created": now,
-        "updated": now,
-        "command": " ".join(sys.argv),
-        "export": dict(members[0][1]["export"]),
-        "ensemble": {
-            "method": METHOD,
-            "any_export": any_export,
-            "members": [member_entry(run_dir, run) for run_dir, run in members],
-        },
-        "model": {"name": KIND, "params": int(model.count_params()), "members": len(members)},
-        "history": {},
-        "best_epoch": None,
-        "best": None,
-        "epochs_completed": 0,
-        "check": check,
-        "seconds": round(seconds, 2),
-        "peak_rss_mb": round(peak_rss_mb, 1),
-        "versions": library_versions(),
-        "files": {"model": MODEL_FILE},
-    }
+    return RunRecord(
+        skyshard_version=__version__,
+        kind=KIND,
+        status="completed",
+        created=now,
+        updated=now,
+        command=" ".join(sys.argv),
+        export=members[0][1].export,
+        ensemble=EnsembleInfo(method=METHOD, any_export=any_export,
+                              members=tuple(member_entry(run_dir, run)
+                                            for run_dir, run in members)),
+        model=ModelSummary(name=KIND, params=int(model.count_params()), members=len(members)),
+        history={},
+        best_epoch=None,
+        best=None,
+        epochs_completed=0,
+        check=check,
+        seconds=round(seconds, 2),
+        peak_rss_mb=round(peak_rss_mb, 1),
+        versions=library_versions(),
+        files={"model": MODEL_FILE},
+    )
 
 
-def summary_line(record: dict[str, Any], out: Path) -> str:
+def summary_line(record: RunRecord, out: Path) -> str:
     """What ``skyshard ensemble`` prints."""
-    members = record["ensemble"]["members"]
+    members = record.ensemble.members
     described = ", ".join(_describe(member) for member in members)
-    return (f"ensemble of {len(members)} runs ({described}): {record['model']['params']:,} "
+    return (f"ensemble of {len(members)} runs ({described}): {record.model.params:,} "
             f"parameters, reload check max difference "
-            f"{record['check']['max_abs_difference']:.1e}, {record['seconds']:.1f}s, peak RSS "
-            f"{record['peak_rss_mb']:.0f} MB\n"
+            f"{record.check['max_abs_difference']:.1e}, {record.seconds:.1f}s, peak RSS "
+            f"{record.peak_rss_mb:.0f} MB\n"
             f"model: {out / MODEL_FILE}; next: skyshard evaluate {out} EXPORT")
 
 
-def _describe(member: dict[str, Any]) -> str:
-    fold = member.get("fold")
-    where = f"fold {fold}" if isinstance(fold, int) and fold >= 0 else f"seed {member.get('seed')}"
-    return f"{Path(member['run']).name}: {where}"
+def _describe(member: EnsembleMember) -> str:
+    fold = member.fold
+    where = f"fold {fold}" if isinstance(fold, int) and fold >= 0 else f"seed {member.seed}"
+    return f"{Path(member.run).name}: {where}"
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) < 100 else text[:97] + "..."
+    return shown(value, limit=100)

@@ -1,4 +1,5 @@
-"""Reading a run: the saved model (``safe_mode=True``) and ``run.json``.
+"""Loading a run's saved model (``safe_mode=True``); ``run.json`` is
+:class:`skyshard.run_record.RunRecord`.
 
 Import-light: TensorFlow and Keras are imported when a model is loaded, not before.
 """
@@ -6,12 +7,8 @@ Import-light: TensorFlow and Keras are imported when a model is loaded, not befo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from skyshard.files import read_json
-
-MODEL_FILE = "model.keras"
-RUN_FILE = "run.json"
+from skyshard.run_record import MODEL_FILE
 
 
 def model_path(path_or_run_dir: str | Path) -> Path:
@@ -25,7 +22,7 @@ def load_model(path_or_run_dir: str | Path):
 
     It takes ``{"image": float16 [B,S,S,1], "features": float32 [B,F] raw (NaN allowed),
     "confidences": float32 [B,4]}`` and returns softmax probabilities ``[B, n_classes]`` in the
-    export's class order (``read_run(run)["export"]["classes"]``).
+    export's class order (``RunRecord.read(run).export.classes``).
     """
     path = model_path(path_or_run_dir)
     if not path.is_file():
@@ -35,11 +32,3 @@ def load_model(path_or_run_dir: str | Path):
 
     import trainer.layers  # noqa: F401  (registers the skyshard layers for deserialisation)
     return keras.saving.load_model(path, safe_mode=True, compile=False)
-
-
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """``RUN/run.json``: effective config, export identity, history, best epoch, peak RSS."""
-    path = Path(run_dir) / RUN_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: not a skyshard training run")
-    return read_json(path)

@@ -17,6 +17,7 @@ import keras
 from keras import layers
 
 from skyshard import schema
+from skyshard.manifest import ModelInputs
 from trainer.config import ConfigError
 from trainer.layers import (Cast, ConfidenceGate, ImputeMissing, MissingIndicator, SelectFeatures,
                             SoftClip)
@@ -24,7 +25,7 @@ from trainer.layers import (Cast, ConfidenceGate, ImputeMissing, MissingIndicato
 IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
 
 
-def build_model(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> keras.Model:
+def build_model(config: Mapping[str, Any], manifest: ModelInputs) -> keras.Model:
     """Build the classifier of an export, per the configuration.
 
     Parameters
@@ -47,9 +48,9 @@ def build_model(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> keras
     ConfigError
         An unknown architecture or normalisation, or backbone weights that are not a local file.
     """
-    size = int(manifest["image_size"])
-    n_features = len(manifest["feature_names"])
-    n_conf = len(manifest["confidence_names"])
+    size = int(manifest.image_size)
+    n_features = len(manifest.feature_names)
+    n_conf = len(manifest.confidence_names)
     inputs = {
         schema.IMAGE: keras.Input((size, size, 1), dtype="float16", name=schema.IMAGE),
         schema.FEATURES: keras.Input((n_features,), dtype="float32", name=schema.FEATURES),
@@ -68,14 +69,14 @@ def build_model(config: Mapping[str, Any], manifest: Mapping[str, Any]) -> keras
 
     x = layers.Concatenate(name="fuse")([x_image, x_features])
     x = layers.Dropout(float(model_config["dropout"]), name="head_dropout")(x)
-    outputs = layers.Dense(len(manifest["classes"]), activation="softmax", dtype="float32",
+    outputs = layers.Dense(len(manifest.classes), activation="softmax", dtype="float32",
                            name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"skyshard_{model_config['name']}")
 
 
 # -- feature branch -----------------------------------------------------------------------------
 
-def feature_plan(manifest: Mapping[str, Any], features_config: Mapping[str, Any]
+def feature_plan(manifest: ModelInputs, features_config: Mapping[str, Any]
                  ) -> tuple[list[int], list[int]]:
     """Choose the feature columns a model uses and their confidence groups.
 
@@ -99,14 +100,14 @@ def feature_plan(manifest: Mapping[str, Any], features_config: Mapping[str, Any]
     gate_groups : list of int
         Per used column, the index of its confidence group in ``confidence_names``; -1: ungated.
     """
-    names = list(manifest["feature_names"])
-    groups: Mapping[str, list[str]] = manifest.get("feature_groups") or {}
+    names = list(manifest.feature_names)
+    groups: Mapping[str, tuple[str, ...]] = manifest.feature_groups
     dropped = {name for group, members in groups.items()
                if group in features_config and not features_config[group]
                for name in members}
     indices = [i for i, name in enumerate(names) if name not in dropped]
-    confidence_of = manifest.get("feature_confidence_group") or {}
-    confidence_names = list(manifest["confidence_names"])
+    confidence_of = manifest.feature_confidence_group
+    confidence_names = list(manifest.confidence_names)
     gate_groups = []
     for i in indices:
         group = confidence_of.get(names[i]) if features_config["confidence_gating"] else None
@@ -114,7 +115,7 @@ def feature_plan(manifest: Mapping[str, Any], features_config: Mapping[str, Any]
     return indices, gate_groups
 
 
-def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
+def scaler_layer(manifest: ModelInputs) -> layers.Normalization:
     """The manifest's train-only ``StandardScaler`` as a fixed layer: ``(x - mean) / scale``.
 
     Parameters
@@ -130,9 +131,9 @@ def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
         scale 1, as does a scale that is null, not finite or not positive: such features are
         imputed anyway.
     """
-    scaler = manifest["scaler"]
+    scaler = manifest.scaler
     mean, scale = [], []
-    for m, s in zip(scaler["mean"], scaler["scale"]):
+    for m, s in zip(scaler.mean, scaler.scale):
         unknown = m is None or not math.isfinite(m)
         mean.append(0.0 if unknown else float(m))
         scale.append(1.0 if unknown or s is None or not math.isfinite(s) or s <= 0 else float(s))
@@ -140,7 +141,7 @@ def scaler_layer(manifest: Mapping[str, Any]) -> layers.Normalization:
                                 name="feature_scaler")
 
 
-def feature_branch(features, confidences, manifest: Mapping[str, Any],
+def feature_branch(features, confidences, manifest: ModelInputs,
                    features_config: Mapping[str, Any]):
     """The feature half of the model, before its dense layer.
 
@@ -174,7 +175,7 @@ def feature_branch(features, confidences, manifest: Mapping[str, Any],
     missing = MissingIndicator(name="missing_indicator")(selected)
     values = ImputeMissing(0.0, name="impute_missing")(selected)
     if any(g >= 0 for g in gate_groups):
-        values = ConfidenceGate(gate_groups, n_groups=len(manifest["confidence_names"]),
+        values = ConfidenceGate(gate_groups, n_groups=len(manifest.confidence_names),
                                 a_init=float(features_config["gate_init_a"]),
                                 b_init=float(features_config["gate_init_b"]),
                                 name="confidence_gate")([values, confidences])

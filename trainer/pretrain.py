@@ -33,8 +33,7 @@ from keras import layers
 
 from skyshard import __version__, schema
 from skyshard.files import atomic_output, read_json, sha256_file, write_json_atomic
-from skyshard.manifest import (ManifestError, load_manifest, manifest_path, shard_paths,
-                               verify_shards)
+from skyshard.manifest import Manifest, ManifestError, ModelInputs, manifest_path
 from skyshard.memory import RssMonitor
 from skyshard.versions import library_versions
 from trainer import data
@@ -59,7 +58,7 @@ IMAGE_FIELDS = ("image_size", "image_dtype", "preprocessing")
 
 # -- the frames ---------------------------------------------------------------------------------
 
-def pretraining_shards(exports: Sequence[tuple[Path, Mapping[str, Any]]],
+def pretraining_shards(exports: Sequence[tuple[Path, Manifest]],
                        splits: Sequence[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Gather the shards to pretrain on.
 
@@ -86,10 +85,10 @@ def pretraining_shards(exports: Sequence[tuple[Path, Mapping[str, Any]]],
     paths: list[str] = []
     summary = []
     for export_dir, manifest in exports:
-        used = [s for s in splits if s in manifest["splits"]]
-        records = sum(int(manifest["splits"][s].get("count", 0)) for s in used)
+        used = [s for s in splits if s in manifest.splits]
+        records = sum(int(manifest.splits[s].count) for s in used)
         for split in used:
-            paths.extend(shard_paths(export_dir, manifest, split))
+            paths.extend(manifest.shard_paths(export_dir, split))
         summary.append({"path": str(export_dir.resolve()),
                         "manifest_sha256": sha256_file(manifest_path(export_dir)),
                         "splits": used, "records": records})
@@ -99,7 +98,14 @@ def pretraining_shards(exports: Sequence[tuple[Path, Mapping[str, Any]]],
     return paths, summary
 
 
-def check_same_images(exports: Sequence[tuple[Path, Mapping[str, Any]]]) -> None:
+def image_fields(manifest: ModelInputs) -> dict[str, Any]:
+    """The :data:`IMAGE_FIELDS` of an export as JSON (what ``pretrain.json`` records as
+    ``image``)."""
+    inputs = manifest.inputs_json()
+    return {field: inputs[field] for field in IMAGE_FIELDS}
+
+
+def check_same_images(exports: Sequence[tuple[Path, Manifest]]) -> None:
     """Check that all exports hold the same kind of image.
 
     Parameters
@@ -115,15 +121,16 @@ def check_same_images(exports: Sequence[tuple[Path, Mapping[str, Any]]]) -> None
     """
     first_dir, first = exports[0]
     for export_dir, manifest in exports[1:]:
+        ours, theirs = image_fields(manifest), image_fields(first)
         for field in IMAGE_FIELDS:
-            if manifest.get(field) != first.get(field):
+            if ours[field] != theirs[field]:
                 raise ManifestError(
-                    f"{export_dir} and {first_dir} differ in {field!r} ({manifest.get(field)!r} "
-                    f"vs {first.get(field)!r}); pretrain on exports of the same image kind "
+                    f"{export_dir} and {first_dir} differ in {field!r} ({ours[field]!r} "
+                    f"vs {theirs[field]!r}); pretrain on exports of the same image kind "
                     "(skyshard export --like)")
 
 
-def view_pairs(paths: Sequence[str], manifest: Mapping[str, Any], config: Mapping[str, Any]
+def view_pairs(paths: Sequence[str], manifest: ModelInputs, config: Mapping[str, Any]
                ) -> tf.data.Dataset:
     """The endless stream of pairs of views: two independent augmentations of the same frames.
 
@@ -143,7 +150,7 @@ def view_pairs(paths: Sequence[str], manifest: Mapping[str, Any], config: Mappin
         ``(view_a, view_b)`` float16 batches ``[B,S,S,1]`` of ``pretrain.batch_size``.
     """
     seed = int(config["train"]["seed"])
-    image_size = int(manifest["image_size"])
+    image_size = int(manifest.image_size)
     spec = {schema.IMAGE: tf.io.FixedLenFeature([], tf.string)}
     augment = make_image_augmenter(view_policy(config), config["augment"])
 
@@ -289,11 +296,11 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
     """
     started = time.monotonic()
     out_dir = Path(out_dir)
-    exports = [(Path(e), load_manifest(e)) for e in export_dirs]
+    exports = [(Path(e), Manifest.read(e)) for e in export_dirs]
     check_same_images(exports)
     splits = list(config["pretrain"]["splits"])
     for export_dir, manifest in exports:
-        verify_shards(export_dir, manifest, [s for s in splits if s in manifest["splits"]])
+        manifest.verify_shards(export_dir, [s for s in splits if s in manifest.splits])
     paths, summary = pretraining_shards(exports, splits)
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise ConfigError(f"{out_dir} is not empty; choose a new folder")
@@ -301,7 +308,7 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
 
     pre = config["pretrain"]
     keras.utils.set_random_seed(int(config["train"]["seed"]))
-    image_size = int(exports[0][1]["image_size"])
+    image_size = int(exports[0][1].image_size)
     records = sum(e["records"] for e in summary)
     batch_size = int(pre["batch_size"])
     steps = max(1, records // batch_size)
@@ -432,7 +439,7 @@ def _new_record(config, exports, summary, encoder) -> dict[str, Any]:
         "config": {"pretrain": config["pretrain"], "model": config["model"],
                    "policy": view_policy(config), "seed": int(config["train"]["seed"])},
         "architecture": {key: config["model"][key] for key in ARCHITECTURE_KEYS},
-        "image": {field: first.get(field) for field in IMAGE_FIELDS},
+        "image": image_fields(first),
         "exports": summary, "params": int(encoder.count_params()),
         "files": {"encoder": ENCODER_FILE, "curves": CURVES_FILE,
                   "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
@@ -490,7 +497,7 @@ def read_encoder_record(path: str | Path) -> dict[str, Any]:
 
 
 def check_encoder_fits(record: Mapping[str, Any], model_config: Mapping[str, Any],
-                       manifest: Mapping[str, Any]) -> None:
+                       manifest: ModelInputs) -> None:
     """Check that an encoder fits a run: the same architecture, and images like the run's.
 
     Parameters
@@ -510,14 +517,15 @@ def check_encoder_fits(record: Mapping[str, Any], model_config: Mapping[str, Any
     arch = record["architecture"]
     wrong = [f"model.{key} ({arch.get(key)!r} in the encoder, {model_config[key]!r} here)"
              for key in ARCHITECTURE_KEYS if arch.get(key) != model_config[key]]
+    image = image_fields(manifest)
     wrong += [f"the export's {field} ({record['image'].get(field)!r} in the encoder's exports, "
-              f"{manifest.get(field)!r} here)"
-              for field in IMAGE_FIELDS if record["image"].get(field) != manifest.get(field)]
+              f"{image[field]!r} here)"
+              for field in IMAGE_FIELDS if record["image"].get(field) != image[field]]
     if wrong:
         raise ConfigError("model.encoder does not fit this run: " + "; ".join(wrong))
 
 
-def checked_encoder(config: Mapping[str, Any], manifest: Mapping[str, Any]
+def checked_encoder(config: Mapping[str, Any], manifest: ModelInputs
                     ) -> tuple[Path, dict[str, Any]]:
     """Find ``model.encoder`` and check that it fits the run.
 
@@ -551,7 +559,7 @@ def checked_encoder(config: Mapping[str, Any], manifest: Mapping[str, Any]
 
 
 def initialise_from_encoder(model: keras.Model, config: Mapping[str, Any],
-                            manifest: Mapping[str, Any]) -> dict[str, Any]:
+                            manifest: ModelInputs) -> dict[str, Any]:
     """Copy a pretrained encoder's weights into a model's image branch.
 
     Every encoder layer with weights is copied into the model's layer of the same name, which is

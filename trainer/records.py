@@ -9,9 +9,10 @@ from __future__ import annotations
 import tensorflow as tf
 
 from skyshard import schema
+from skyshard.manifest import ModelInputs
 
 
-def feature_spec(manifest: dict) -> dict[str, tf.io.FixedLenFeature]:
+def feature_spec(manifest: ModelInputs) -> dict[str, tf.io.FixedLenFeature]:
     """The ``tf.io.parse_example`` spec of an export's records.
 
     Parameters
@@ -26,8 +27,8 @@ def feature_spec(manifest: dict) -> dict[str, tf.io.FixedLenFeature]:
         feature and confidence vectors, and label, class name, key, sha256 and fold with their
         defaults for records that lack them.
     """
-    n_features = len(manifest["feature_names"])
-    n_conf = len(manifest["confidence_names"])
+    n_features = len(manifest.feature_names)
+    n_conf = len(manifest.confidence_names)
     return {
         schema.IMAGE: tf.io.FixedLenFeature([], tf.string),
         schema.FEATURES: tf.io.FixedLenFeature([n_features], tf.float32),
@@ -59,8 +60,8 @@ def decode_image(raw: tf.Tensor, image_size: int) -> tf.Tensor:
     return tf.reshape(image, tf.concat([tf.shape(raw), [image_size, image_size, 1]], axis=0))
 
 
-def make_parser(manifest: dict):
-    """Make the parser of a batch of serialised records, for ``Dataset.batch(...).map(parse)``.
+def make_parser(manifest: ModelInputs):
+    """Return ``parse(serialised_batch) -> dict`` for ``Dataset.batch(...).map(parse)``.
 
     Parsing whole batches rather than single records keeps the per-record overhead of tf.data low.
 
@@ -78,7 +79,7 @@ def make_parser(manifest: dict):
         (string ``[B]``) and ``fold`` (int32 ``[B]``, -1 when absent).
     """
     spec = feature_spec(manifest)
-    size = int(manifest["image_size"])
+    size = int(manifest.image_size)
 
     def parse(serialised: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(serialised, spec)
@@ -90,7 +91,7 @@ def make_parser(manifest: dict):
     return parse
 
 
-def make_single_parser(manifest: dict):
+def make_single_parser(manifest: ModelInputs):
     """Make the parser of one serialised record, for per-record work before batching.
 
     Parameters

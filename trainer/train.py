@@ -24,10 +24,12 @@ import keras
 import tensorflow as tf
 
 from skyshard import __version__
-from skyshard.files import atomic_output, sha256_file, write_json_atomic
-from skyshard.manifest import (ManifestError, ShardIntegrityError, export_folder,
-                               find_corrupt_record, load_manifest, manifest_path, verify_shards)
+from skyshard.files import atomic_output, sha256_file
+from skyshard.manifest import (Manifest, ManifestError, ShardIntegrityError, export_folder,
+                               manifest_path)
 from skyshard.memory import RssMonitor
+from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, ModelSummary, RunExport,
+                                 RunRecord)
 from skyshard.versions import library_versions
 from trainer import data
 from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
@@ -36,7 +38,6 @@ from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
 from trainer.history import best_epoch, complete_epochs, read_history, rewind_history
 from trainer.config import (MEMORY_KEYS, ConfigError, dump_toml, get_dotted,
                             resume_differences)
-from trainer.model_io import MODEL_FILE, RUN_FILE, read_run
 from trainer.models import build_model, feature_plan
 from trainer.optim import class_weights, make_loss, make_metrics, make_optimizer
 from trainer.plots import plot_history
@@ -52,10 +53,6 @@ CACHE_DIR = "cache"
 #: Statuses after which ``--resume`` has nothing left to do (unless epochs or patience grew).
 FINISHED = ("completed", "early_stopped")
 
-EXPORT_FIELDS = ("schema_version", "classes", "image_size", "image_dtype", "feature_names",
-                 "confidence_names", "preprocessing", "feature_groups",
-                 "feature_confidence_group", "scaler", "max_pixels", "file_names_as_metadata")
-
 MEMORY_HINT = ("`skyshard train EXPORT RUN --resume` continues from the last completed epoch with "
                "a higher --ram-budget-gb or a lower data.shuffle_buffer_mb (e.g. --set "
                "data.shuffle_buffer_mb=16); a smaller train.batch_size or the export's "
@@ -68,7 +65,7 @@ class RunFolderError(RuntimeError):
 
 def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any], *,
           resume: bool = False, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-          echo: Callable[[str], None] = print) -> dict[str, Any]:
+          echo: Callable[[str], None] = print) -> RunRecord:
     """Train per ``config`` and return the final ``run.json`` record.
 
     Raises ``ShardIntegrityError`` (naming the file) before any training when a shard is missing
@@ -78,7 +75,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     """
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
-    manifest = load_manifest(export_dir)
+    manifest = Manifest.read(export_dir)
     manifest_sha = sha256_file(manifest_path(export_dir))
     # The cheap checks first: the run folder and a resumed configuration, then the shards.
     _check_fold(manifest, config)
@@ -86,13 +83,13 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
         if _nothing_left(previous, config):
-            echo(f"{run_dir}: already {previous['status']} after "
-                 f"{previous['epochs_completed']} epoch(s); nothing to resume")
+            echo(f"{run_dir}: already {previous.status} after "
+                 f"{previous.epochs_completed} epoch(s); nothing to resume")
             return previous
     splits = ["train", "val"]
-    echo(f"verifying {sum(len(manifest['splits'][s].get('shards', [])) for s in splits)} "
+    echo(f"verifying {sum(len(manifest.shard_entries(s)) for s in splits)} "
          f"train/val shards of {export_dir} against the manifest's sha256")
-    verify_shards(export_dir, manifest, splits)
+    manifest.verify_shards(export_dir, splits)
     if config["model"]["encoder"]:
         from trainer.pretrain import checked_encoder
         checked_encoder(config, manifest)
@@ -101,25 +98,24 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     record = _new_record(export_dir, manifest, manifest_sha, config, previous)
     budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
     monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
-    record["status"] = "running"
+    record.status = "running"
     _update_record(record, read_history(run_dir / HISTORY_FILE), config, monitor, started,
                    previous)
     # run.json first: a folder holding anything else is then always resumable.
-    write_json_atomic(run_dir / RUN_FILE, record)
+    record.write(run_dir)
     (run_dir / CONFIG_FILE).write_text(dump_toml(config), encoding="utf-8")
 
     keras.utils.set_random_seed(int(config["train"]["seed"]))
     plan = _plan(export_dir, manifest, config)
-    record["sampling"] = plan["summary"]
+    record.sampling = plan["summary"]
     cache_dir = _cache_dir(run_dir, config)
     train_ds = data.train_dataset(export_dir, manifest, config, counts=plan["counts"],
                                   cache_dir=cache_dir)
     val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
                               cache_dir=cache_dir)
     model, encoder = _compiled_model(config, manifest, plan)
-    record["model"] = {"name": config["model"]["name"], "params": int(model.count_params())}
-    if encoder:
-        record["model"]["encoder"] = encoder
+    record.model = ModelSummary(name=config["model"]["name"], params=int(model.count_params()),
+                                encoder=encoder or None)
 
     backup = AtomicBackupAndRestore(run_dir / CHECKPOINT_DIR,
                                     best_path=run_dir / CHECKPOINT_DIR / BEST_WEIGHTS, echo=echo)
@@ -127,12 +123,12 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
         _restore(run_dir, model, backup, echo)
     past = read_history(run_dir / HISTORY_FILE)
     _update_record(record, past, config, monitor, started, previous)
-    write_json_atomic(run_dir / RUN_FILE, record)
+    record.write(run_dir)
 
     def on_epoch(epoch: int, logs: Mapping[str, Any]) -> None:
         history = read_history(run_dir / HISTORY_FILE)
         _update_record(record, history, config, monitor, started, previous)
-        write_json_atomic(run_dir / RUN_FILE, record)
+        record.write(run_dir)
 
     callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record, backup)
     echo(_start_line(record, plan, config, resume and bool(past)))
@@ -152,7 +148,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     _finish(record, history, failure, model, config, manifest, run_dir)
     if isinstance(failure, tf.errors.DataLossError):
         # tf.data says "corrupted record at N" without the file: find and name it.
-        problem = find_corrupt_record(export_dir, manifest, splits)
+        problem = manifest.find_corrupt_record(export_dir, splits)
         raise ShardIntegrityError(
             f"shard corrupted: {problem or failure.message}; re-export or restore the file"
         ) from failure
@@ -164,7 +160,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
 
 # -- run folder ---------------------------------------------------------------------------------
 
-def _previous_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+def _previous_run(run_dir: Path, resume: bool) -> RunRecord | None:
     """Check that ``run_dir`` can hold this run (a new or empty folder, or with ``resume`` an
     earlier run); returns the earlier run.json. Creates nothing."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -173,8 +169,8 @@ def _previous_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
     if resume:
         if not (run_dir / RUN_FILE).is_file():
             raise RunFolderError(f"--resume: {run_dir / RUN_FILE} not found; nothing to resume")
-        previous = read_run(run_dir)
-        if previous.get("kind") == "ensemble":
+        previous = RunRecord.read(run_dir)
+        if previous.kind == ENSEMBLE_KIND:
             raise RunFolderError(f"--resume: {run_dir} is an ensemble, not a training run")
         return previous
     if existing:
@@ -184,14 +180,14 @@ def _previous_run(run_dir: Path, resume: bool) -> dict[str, Any] | None:
     return None
 
 
-def _resumed_config(previous: Mapping[str, Any], wanted: Mapping[str, Any],
+def _resumed_config(previous: RunRecord, wanted: Mapping[str, Any],
                     manifest_sha: str) -> dict[str, Any]:
-    if previous["export"]["manifest_sha256"] != manifest_sha:
+    if previous.export.manifest_sha256 != manifest_sha:
         raise RunFolderError(
             "--resume: the export's manifest.json changed since this run started (sha256 "
-            f"{previous['export']['manifest_sha256'][:12]}… -> {manifest_sha[:12]}…); "
+            f"{(previous.export.manifest_sha256 or '')[:12]}… -> {manifest_sha[:12]}…); "
             "train a new run")
-    changed = resume_differences(previous["config"], wanted)
+    changed = resume_differences(previous.config, wanted)
     if changed:
         raise ConfigError(
             f"--resume with a different configuration ({', '.join(changed)}): a resumed run "
@@ -201,12 +197,12 @@ def _resumed_config(previous: Mapping[str, Any], wanted: Mapping[str, Any],
     return dict(wanted)
 
 
-def _nothing_left(previous: Mapping[str, Any], config: Mapping[str, Any]) -> bool:
-    if previous.get("status") not in FINISHED:
+def _nothing_left(previous: RunRecord, config: Mapping[str, Any]) -> bool:
+    if previous.status not in FINISHED:
         return False
-    same = all(get_dotted(previous["config"], key) == get_dotted(config, key)
+    same = all(get_dotted(previous.config, key) == get_dotted(config, key)
                for key in ("train.epochs", "train.patience"))
-    return same or previous["epochs_completed"] >= int(config["train"]["epochs"])
+    return same or previous.epochs_completed >= int(config["train"]["epochs"])
 
 
 def _restore(run_dir: Path, model: keras.Model, backup: AtomicBackupAndRestore,
@@ -225,10 +221,10 @@ def _restore(run_dir: Path, model: keras.Model, backup: AtomicBackupAndRestore,
     return epochs
 
 
-def _check_fold(manifest: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+def _check_fold(manifest: Manifest, config: Mapping[str, Any]) -> None:
     """``data.fold`` names one of the export's folds (``--folds`` at export time)."""
     fold = int(config["data"]["fold"])
-    folds = manifest.get("split", {}).get("folds")
+    folds = manifest.split.folds
     if not isinstance(folds, int):
         return
     folds = max(folds, 1)  # the exporter puts every record in fold 0 when folds <= 1
@@ -249,16 +245,16 @@ def _cache_dir(run_dir: Path, config: Mapping[str, Any]) -> Path | None:
 
 # -- the pieces of the fit ----------------------------------------------------------------------
 
-def _plan(export_dir: Path, manifest: Mapping[str, Any], config: Mapping[str, Any]) -> dict:
+def _plan(export_dir: Path, manifest: Manifest, config: Mapping[str, Any]) -> dict:
     """Counts, sampling probabilities, steps and class weights of this run."""
     fold_counts = (data.count_folds(export_dir, manifest)
                    if int(config["data"]["fold"]) >= 0 else None)
     counts = data.train_counts(manifest, config, fold_counts)
     probabilities = data.sampling_weights(counts, config["data"]["balance_power"])
-    per_class = [probabilities.get(name, 0.0) for name in manifest["classes"]]
+    per_class = [probabilities.get(name, 0.0) for name in manifest.classes]
     steps = data.steps_per_epoch(manifest, config, counts)
     weights = class_weights(config, per_class,
-                            [counts.get(name, 0) for name in manifest["classes"]])
+                            [counts.get(name, 0) for name in manifest.classes])
     summary = {
         "train_records_per_class": counts,
         "class_probabilities": {k: round(v, 6) for k, v in probabilities.items()},
@@ -266,7 +262,7 @@ def _plan(export_dir: Path, manifest: Mapping[str, Any], config: Mapping[str, An
         "shuffle_buffer_records_per_class": data.shuffle_buffer_records(
             manifest, config, len(probabilities)),
         "class_weights": None if weights is None else [weights[i] for i in sorted(weights)],
-        "features_used": [manifest["feature_names"][i]
+        "features_used": [manifest.feature_names[i]
                           for i in feature_plan(manifest, config["features"])[0]],
     }
     if config["train"]["loss"] == "focal":
@@ -291,7 +287,7 @@ def _compiled_model(config, manifest, plan) -> tuple[keras.Model, dict[str, Any]
         encoder = initialise_from_encoder(model, config, manifest)
     model.compile(optimizer=make_optimizer(config, plan["steps_per_epoch"]),
                   loss=make_loss(config, plan["probabilities"]),
-                  metrics=make_metrics(len(manifest["classes"])))
+                  metrics=make_metrics(len(manifest.classes)))
     return model, encoder
 
 
@@ -322,7 +318,7 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
     # weights are saved; it restores epoch, weights, optimizer state and the best checkpoint.
     callbacks.append(backup)
     callbacks.append(EpochReport(int(train["epochs"]), monitor,
-                                 best_of=lambda: record.get("best_epoch"), on_epoch=on_epoch,
+                                 best_of=lambda: record.best_epoch, on_epoch=on_epoch,
                                  echo=echo))
     return callbacks
 
@@ -330,78 +326,81 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
 def _finish(record, history, failure, model, config, manifest, run_dir: Path) -> None:
     """Final status, the best model and the curves (when an epoch completed and the stop was
     orderly: done, early stopped, or over the memory budget), and run.json."""
-    record["status"] = _status(failure, history, config)
+    record.status = _status(failure, history, config)
     if history and (failure is None or isinstance(failure, MemoryBudgetExceeded)):
         _save_best_model(model, config, manifest, run_dir, record)
-        plot_history(history, run_dir / CURVES_FILE, record["best_epoch"],
+        plot_history(history, run_dir / CURVES_FILE, record.best_epoch,
                      title=f"{run_dir.name}: {config['model']['name']}")
     if failure is not None:
-        record["error"] = f"{type(failure).__name__}: {failure}"
-    write_json_atomic(run_dir / RUN_FILE, record)
+        record.error = f"{type(failure).__name__}: {failure}"
+    record.write(run_dir)
 
 
-def _save_best_model(model: keras.Model, config, manifest, run_dir: Path, record) -> None:
+def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Path,
+                     record: RunRecord) -> None:
     """Write the best epoch's weights as an uncompiled inference model, atomically."""
     best = run_dir / CHECKPOINT_DIR / BEST_WEIGHTS
     if not best.is_file():
-        record["note"] = "no best checkpoint (monitor never improved); saved the last weights"
+        record.note = "no best checkpoint (monitor never improved); saved the last weights"
     else:
         try:
             model.load_weights(best)
         except (OSError, ValueError) as exc:  # a checkpoint damaged outside the trainer
-            record["note"] = f"best checkpoint unreadable ({exc}); saved the last weights"
+            record.note = f"best checkpoint unreadable ({exc}); saved the last weights"
     inference = build_model(config, manifest)
     inference.set_weights(model.get_weights())
     with atomic_output(run_dir / MODEL_FILE) as partial:
         inference.save(partial)
-    record["files"]["model"] = MODEL_FILE
+    record.files["model"] = MODEL_FILE
 
 
 # -- run.json -----------------------------------------------------------------------------------
 
-def _new_record(export_dir: Path, manifest, manifest_sha: str, config, previous) -> dict:
-    export = {"path": str(export_dir.resolve()), "manifest_sha256": manifest_sha}
-    export.update({name: manifest.get(name) for name in EXPORT_FIELDS})
-    record = {
-        "skyshard_version": __version__,
-        "status": "starting",
-        "created": (previous or {}).get("created") or _now(),
-        "updated": _now(),
-        "command": " ".join(sys.argv),
-        "config": config,
-        "export": export,
-        "history": {},
-        "best_epoch": None,
-        "best": None,
-        "epochs_completed": 0,
-        "epochs_planned": int(config["train"]["epochs"]),
-        "peak_rss_mb": (previous or {}).get("peak_rss_mb", 0.0),
-        "ram_budget_mb": float(config["memory"]["ram_budget_gb"]) * 1024,
-        "seconds": (previous or {}).get("seconds", 0.0),
-        "sessions": (previous or {}).get("sessions", 0) + 1,
-        "versions": library_versions(),
-        "files": {"history": HISTORY_FILE, "config": CONFIG_FILE, "checkpoints": CHECKPOINT_DIR,
-                  "curves": CURVES_FILE,
-                  "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
-    }
-    return record
+def _new_record(export_dir: Path, manifest: Manifest, manifest_sha: str, config,
+                previous: RunRecord | None) -> RunRecord:
+    """A new session's run record: a fresh one, or the resumed run's carried on (its start
+    time, peak RSS, seconds and session count)."""
+    earlier_sessions = (previous.sessions or 0) if previous is not None else 0
+    return RunRecord(
+        skyshard_version=__version__,
+        status="starting",
+        created=(previous.created if previous is not None else None) or _now(),
+        updated=_now(),
+        command=" ".join(sys.argv),
+        config=config,
+        export=RunExport.of(manifest, export_dir.resolve(), manifest_sha),
+        history={},
+        best_epoch=None,
+        best=None,
+        epochs_completed=0,
+        epochs_planned=int(config["train"]["epochs"]),
+        peak_rss_mb=previous.peak_rss_mb if previous is not None else 0.0,
+        ram_budget_mb=float(config["memory"]["ram_budget_gb"]) * 1024,
+        seconds=previous.seconds if previous is not None else 0.0,
+        sessions=earlier_sessions + 1,
+        versions=library_versions(),
+        files={"history": HISTORY_FILE, "config": CONFIG_FILE, "checkpoints": CHECKPOINT_DIR,
+               "curves": CURVES_FILE,
+               "tensorboard": TENSORBOARD_DIR if config["train"]["tensorboard"] else None},
+    )
 
 
-def _update_record(record, history, config, monitor: RssMonitor, started: float,
-                   previous) -> None:
+def _update_record(record: RunRecord, history, config, monitor: RssMonitor, started: float,
+                   previous: RunRecord | None) -> None:
     metric = config["train"]["monitor"]
-    record["history"] = history
-    record["epochs_completed"] = len(next(iter(history.values()), []))
-    record["best_epoch"] = best_epoch(history, metric)
-    if record["best_epoch"] is not None:
-        record["best"] = {"monitor": metric,
-                          "value": history[metric][record["best_epoch"] - 1],
-                          **{name: values[record["best_epoch"] - 1]
-                             for name, values in history.items() if name.startswith("val_")}}
-    earlier = previous or {}
-    record["peak_rss_mb"] = round(max(monitor.peak_mb, earlier.get("peak_rss_mb", 0.0)), 1)
-    record["seconds"] = round(earlier.get("seconds", 0.0) + time.monotonic() - started, 2)
-    record["updated"] = _now()
+    record.history = history
+    record.epochs_completed = len(next(iter(history.values()), []))
+    record.best_epoch = best_epoch(history, metric)
+    if record.best_epoch is not None:
+        record.best = {"monitor": metric,
+                       "value": history[metric][record.best_epoch - 1],
+                       **{name: values[record.best_epoch - 1]
+                          for name, values in history.items() if name.startswith("val_")}}
+    earlier_peak = previous.peak_rss_mb if previous is not None else 0.0
+    earlier_seconds = previous.seconds if previous is not None else 0.0
+    record.peak_rss_mb = round(max(monitor.peak_mb, earlier_peak), 1)
+    record.seconds = round(earlier_seconds + time.monotonic() - started, 2)
+    record.updated = _now()
 
 
 def _status(failure, history, config) -> str:
@@ -417,22 +416,22 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _start_line(record, plan, config, resumed: bool) -> str:
+def _start_line(record: RunRecord, plan, config, resumed: bool) -> str:
     probabilities = ", ".join(f"{k} {v:.2f}" for k, v in
-                              record["sampling"]["class_probabilities"].items())
+                              record.sampling["class_probabilities"].items())
     verb = "resuming" if resumed else "training"
-    return (f"{verb} {config['model']['name']} ({record['model']['params']:,} parameters) for "
+    return (f"{verb} {config['model']['name']} ({record.model.params:,} parameters) for "
             f"{config['train']['epochs']} epochs x {plan['steps_per_epoch']} steps of "
             f"{config['train']['batch_size']}; class sampling: {probabilities}")
 
 
-def _summary(record, run_dir: Path) -> str:
-    best = record.get("best") or {}
+def _summary(record: RunRecord, run_dir: Path) -> str:
+    best = record.best or {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()
                       if k.startswith("val_") and isinstance(v, float))
-    return (f"{record['status']}: {record['epochs_completed']} epoch(s) in "
-            f"{record['seconds']:.1f}s, peak RSS {record['peak_rss_mb']:.0f} MB; best epoch "
-            f"{record['best_epoch']}: {shown}\nmodel: {run_dir / MODEL_FILE}")
+    return (f"{record.status}: {record.epochs_completed} epoch(s) in "
+            f"{record.seconds:.1f}s, peak RSS {record.peak_rss_mb:.0f} MB; best epoch "
+            f"{record.best_epoch}: {shown}\nmodel: {run_dir / MODEL_FILE}")
 
 
 __all__ = ["train", "RunFolderError", "MemoryBudgetExceeded", "ManifestError"]

@@ -188,10 +188,10 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
         finally:
             keras.backend.clear_session()
             gc.collect()
-        trial.set_user_attr("peak_rss_mb", record["peak_rss_mb"])
-        if not record.get("best"):
+        trial.set_user_attr("peak_rss_mb", record.peak_rss_mb)
+        if not record.best:
             raise optuna.TrialPruned("no validation value")
-        return float(record["best"]["value"])
+        return float(record.best["value"])
 
     remaining = int(settings["trials"]) - len(study.trials)
     if remaining > 0:

@@ -1,0 +1,460 @@
+"""A run folder's contract: ``model.keras`` and ``run.json``, read and written here only.
+
+``skyshard train`` writes a run folder (``run.json`` first, rewritten after every epoch, then
+``model.keras`` when training ends); ``skyshard ensemble`` writes one whose model averages
+others. Evaluation and scoring read either the same way. :class:`RunRecord` is ``run.json``:
+the status, the effective configuration, the export the model was trained on
+(:class:`RunExport`: which export, and the :class:`~skyshard.manifest.ModelInputs` the model
+depends on), the history and best epoch, peak RSS, seconds, versions, the run's files and, for an
+ensemble, its members.
+
+The JSON names are the contract: fields are added, never renamed. Fields this version does not
+know are kept (``extra``) and written back unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from skyshard.files import read_json, write_json_atomic
+from skyshard.json_fields import BOOL, INT, NUMBER, OBJECT, STR, JsonObject
+from skyshard.manifest import REQUIRED_INPUT_FIELDS, Manifest, ModelInputs
+
+#: The trained (inference-only) Keras model of a run folder.
+MODEL_FILE = "model.keras"
+#: The run record of a run folder.
+RUN_FILE = "run.json"
+
+#: ``kind`` of an ensemble's run record (a training run's record has no ``kind``).
+ENSEMBLE_KIND = "ensemble"
+
+
+class RunRecordError(ValueError):
+    """A ``run.json`` that cannot be used: not a JSON object, lacking its export block's fields,
+    or holding a value of the wrong kind. The message names the file."""
+
+
+def run_file(run_dir: str | Path) -> Path:
+    """``RUN/run.json`` of the run folder ``run_dir``."""
+    return Path(run_dir) / RUN_FILE
+
+
+def model_file(run_dir: str | Path) -> Path:
+    """``RUN/model.keras`` of the run folder ``run_dir``."""
+    return Path(run_dir) / MODEL_FILE
+
+
+def _without_none(pairs: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in pairs.items() if value is not None}
+
+
+def _object(data: Mapping[str, Any] | JsonObject, record: type) -> JsonObject:
+    """``data`` as a :class:`JsonObject` (a plain JSON object is read as ``record``'s)."""
+    if isinstance(data, JsonObject):
+        return data
+    return JsonObject(data, record.__name__, error=RunRecordError)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunExport(ModelInputs):
+    """``run.json``'s ``export`` block: the export a model was trained on.
+
+    The :class:`~skyshard.manifest.ModelInputs` fields are copied from the export's manifest;
+    evaluation and scoring check another export against them
+    (:func:`skyshard.manifest.check_compatible`), and scoring prepares raw frames by them.
+
+    Attributes
+    ----------
+    path : str or None
+        The export folder, resolved.
+    manifest_sha256 : str or None
+        sha256 of the export's ``manifest.json``: the export's identity (``--resume`` and
+        ensembles compare it).
+    """
+
+    path: str | None = None
+    manifest_sha256: str | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest, path: str | Path, manifest_sha256: str) -> "RunExport":
+        """The block of a run trained on ``manifest`` (read from ``path``, with that sha256)."""
+        return cls(path=str(path), manifest_sha256=manifest_sha256, **manifest.input_values())
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "RunExport":
+        """The block read from its JSON object (see :meth:`RunRecord.from_json` for what is
+        required)."""
+        data = _object(data, cls)
+        return cls(path=data.value("path", STR),
+                   manifest_sha256=data.value("manifest_sha256", STR),
+                   **cls._read_inputs(data), extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: ``path``, ``manifest_sha256``, then the model-input fields
+        (:data:`skyshard.manifest.MODEL_INPUT_FIELDS`, ``null`` where unknown)."""
+        return {"path": self.path, "manifest_sha256": self.manifest_sha256,
+                **self.inputs_json(), **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSummary:
+    """``run.json``'s ``model`` block.
+
+    Attributes
+    ----------
+    name : str
+        The architecture (``model.name``), or ``ensemble``.
+    params : int
+        Parameters of the model.
+    encoder : dict or None
+        The pretrained encoder the image branch started from (path, sha256, layers, trained,
+        pretrain summary).
+    members : int or None
+        Member models of an ensemble.
+    extra : dict
+        JSON fields this version does not know.
+    """
+
+    name: str | None = None
+    params: int | None = None
+    encoder: Mapping[str, Any] | None = None
+    members: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "ModelSummary":
+        """The block read from its JSON object."""
+        data = _object(data, cls)
+        return cls(name=data.value("name", STR), params=data.value("params", INT),
+                   encoder=data.value("encoder", OBJECT), members=data.value("members", INT),
+                   extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: ``name``, ``params``, ``encoder``, ``members``."""
+        return {**_without_none({"name": self.name, "params": self.params,
+                                 "encoder": None if self.encoder is None else dict(self.encoder),
+                                 "members": self.members}), **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleMember:
+    """One member run of an ensemble, as the ensemble's ``run.json`` records it.
+
+    Attributes
+    ----------
+    run : str
+        The member's run folder, resolved.
+    model_sha256 : str
+        sha256 of its ``model.keras`` when it was averaged.
+    model : str or None
+        Its architecture.
+    fold, seed : int or None
+        Its ``data.fold`` (-1: the export's own split) and ``train.seed``.
+    status : str or None
+        Its run status.
+    best_epoch : int or None
+        Its best epoch.
+    best : dict or None
+        Its best epoch's monitored value and validation metrics.
+    export : dict
+        ``path`` and ``manifest_sha256`` of the export it was trained on.
+    skyshard_version : str or None
+        The version that trained it.
+    extra : dict
+        JSON fields this version does not know.
+    """
+
+    run: str
+    model_sha256: str | None = None
+    model: str | None = None
+    fold: int | None = None
+    seed: int | None = None
+    status: str | None = None
+    best_epoch: int | None = None
+    best: Mapping[str, Any] | None = None
+    export: Mapping[str, Any] = field(default_factory=dict)
+    skyshard_version: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "EnsembleMember":
+        """The member read from its JSON object (``run`` required)."""
+        data = _object(data, cls)
+        return cls(run=data.required("run", STR), model_sha256=data.value("model_sha256", STR),
+                   model=data.value("model", STR), fold=data.value("fold", INT),
+                   seed=data.value("seed", INT), status=data.value("status", STR),
+                   best_epoch=data.value("best_epoch", INT), best=data.value("best", OBJECT),
+                   export=data.value("export", OBJECT, {}),
+                   skyshard_version=data.value("skyshard_version", STR), extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object (every field written, ``null`` where unknown)."""
+        return {"run": self.run, "model_sha256": self.model_sha256, "model": self.model,
+                "fold": self.fold, "seed": self.seed, "status": self.status,
+                "best_epoch": self.best_epoch,
+                "best": None if self.best is None else dict(self.best),
+                "export": dict(self.export), "skyshard_version": self.skyshard_version,
+                **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleInfo:
+    """``run.json``'s ``ensemble`` block: how the members were combined.
+
+    Attributes
+    ----------
+    method : str
+        The combination in words (mean of the softmax probabilities).
+    any_export : bool
+        Whether members of different (but compatible) exports were allowed.
+    members : tuple of EnsembleMember
+        The member runs, in the order given.
+    extra : dict
+        JSON fields this version does not know.
+    """
+
+    method: str | None = None
+    any_export: bool = False
+    members: tuple[EnsembleMember, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.members, tuple):
+            object.__setattr__(self, "members", tuple(self.members))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "EnsembleInfo":
+        """The block read from its JSON object."""
+        data = _object(data, cls)
+        return cls(method=data.value("method", STR),
+                   any_export=data.value("any_export", BOOL, False),
+                   members=tuple(EnsembleMember.from_json(item) for item in data.items("members")),
+                   extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: ``method``, ``any_export``, ``members``."""
+        return {"method": self.method, "any_export": self.any_export,
+                "members": [member.to_json() for member in self.members], **self.extra}
+
+
+def _child(data: JsonObject, name: str, record: type) -> Any:
+    child = data.child(name)
+    return None if child is None else record.from_json(child)
+
+
+@dataclass(kw_only=True)
+class RunRecord:
+    """``run.json``: what a run is, how far it got, what it produced.
+
+    Training rewrites it after every epoch (so the record is mutable); :meth:`write` replaces
+    the file atomically each time.
+
+    Attributes
+    ----------
+    status : str
+        ``starting``, ``running``, ``completed``, ``early_stopped``, ``memory_exceeded`` or
+        ``interrupted``.
+    export : RunExport
+        The export the model was trained on and the fields the model depends on.
+    kind : str or None
+        ``ensemble`` for an ensemble; ``None`` (absent) for a training run.
+    skyshard_version, created, updated, command : str or None
+        Who wrote the record, when the run started and the record was last written (UTC,
+        ISO 8601), with which command line.
+    config : dict or None
+        The effective training configuration (training runs).
+    ensemble : EnsembleInfo or None
+        The members and how they are combined (ensembles).
+    history : dict of str to list
+        Per-epoch metrics by name (``history.csv``).
+    best_epoch : int or None
+        The best epoch by the monitored metric (1-based).
+    best : dict or None
+        ``monitor``, its ``value`` and the ``val_*`` metrics of the best epoch.
+    epochs_completed : int
+        Epochs in the history.
+    epochs_planned : int or None
+        ``train.epochs``.
+    peak_rss_mb : float
+        Peak resident memory over every session of the run.
+    ram_budget_mb : float or None
+        The memory budget the run was held to.
+    seconds : float
+        Wall time over every session.
+    sessions : int or None
+        How many times training started (1 + resumes).
+    versions : dict of str to str
+        Python, skyshard and library versions.
+    files : dict of str to str or None
+        The run folder's files by role (``model``, ``history``, ``config``, ...).
+    sampling : dict or None
+        Class counts, sampling probabilities, steps, class weights, features used.
+    model : ModelSummary or None
+        Architecture and parameter count, once the model is built.
+    check : dict or None
+        An ensemble's reload check against its members' mean.
+    note : str or None
+        Something to know about the saved model (e.g. the last weights were saved).
+    error : str or None
+        Why the run stopped, when it failed.
+    extra : dict
+        JSON fields this version does not know, written back unchanged.
+    """
+
+    status: str
+    export: RunExport
+    kind: str | None = None
+    skyshard_version: str | None = None
+    created: str | None = None
+    updated: str | None = None
+    command: str | None = None
+    config: dict[str, Any] | None = None
+    ensemble: EnsembleInfo | None = None
+    history: dict[str, list] = field(default_factory=dict)
+    best_epoch: int | None = None
+    best: dict[str, Any] | None = None
+    epochs_completed: int = 0
+    epochs_planned: int | None = None
+    peak_rss_mb: float = 0.0
+    ram_budget_mb: float | None = None
+    seconds: float = 0.0
+    sessions: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | None] = field(default_factory=dict)
+    sampling: dict[str, Any] | None = None
+    model: ModelSummary | None = None
+    check: dict[str, Any] | None = None
+    note: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether the run is an ensemble of other runs."""
+        return self.kind == ENSEMBLE_KIND
+
+    @property
+    def fold(self) -> int | None:
+        """A training run's ``data.fold`` (-1: the export's own train/val split); ``None`` for
+        an ensemble or when not recorded."""
+        value = ((self.config or {}).get("data") or {}).get("fold")
+        return None if value is None else int(value)
+
+    # -- reading and writing --------------------------------------------------------------------
+
+    @classmethod
+    def read(cls, run_dir: str | Path) -> "RunRecord":
+        """Read ``RUN/run.json``.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            The run folder.
+
+        Raises
+        ------
+        FileNotFoundError
+            When the folder holds no ``run.json`` (not a skyshard training run).
+        ValueError
+            When the file is not JSON (naming it).
+        RunRecordError
+            When it lacks its export block's required fields or holds a value of the wrong
+            kind; the message names the file.
+        """
+        path = run_file(run_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: not a skyshard training run")
+        return cls.from_json(read_json(path), origin=str(path))
+
+    @classmethod
+    def from_json(cls, payload: Any, *, origin: str = RUN_FILE) -> "RunRecord":
+        """The record of a parsed ``run.json``.
+
+        Required: ``status`` and, in the ``export`` block, ``classes``, ``image_size``,
+        ``feature_names`` and ``confidence_names`` (what a model cannot be used without).
+
+        Raises
+        ------
+        RunRecordError
+            Naming ``origin`` and the missing fields or the offending value.
+        """
+        data = JsonObject(payload, origin, error=RunRecordError)
+        export = data.child("export")
+        missing = list(REQUIRED_INPUT_FIELDS) if export is None else export.missing(
+            REQUIRED_INPUT_FIELDS)
+        if missing:
+            raise RunRecordError(f"{origin} lacks export field(s) {', '.join(missing)}; "
+                                 "retrain with this skyshard version")
+        return cls(
+            skyshard_version=data.value("skyshard_version", STR),
+            kind=data.value("kind", STR),
+            status=data.required("status", STR),
+            created=data.value("created", STR),
+            updated=data.value("updated", STR),
+            command=data.value("command", STR),
+            config=data.value("config", OBJECT),
+            export=RunExport.from_json(export),
+            ensemble=_child(data, "ensemble", EnsembleInfo),
+            history=data.value("history", OBJECT, {}),
+            best_epoch=data.value("best_epoch", INT),
+            best=data.value("best", OBJECT),
+            epochs_completed=data.value("epochs_completed", INT, 0),
+            epochs_planned=data.value("epochs_planned", INT),
+            peak_rss_mb=data.value("peak_rss_mb", NUMBER, 0.0),
+            ram_budget_mb=data.value("ram_budget_mb", NUMBER),
+            seconds=data.value("seconds", NUMBER, 0.0),
+            sessions=data.value("sessions", INT),
+            versions=data.value("versions", OBJECT, {}),
+            files=data.value("files", OBJECT, {}),
+            sampling=data.value("sampling", OBJECT),
+            model=_child(data, "model", ModelSummary),
+            check=data.value("check", OBJECT),
+            note=data.value("note", STR),
+            error=data.value("error", STR),
+            extra=data.extra(),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``run.json`` object. ``history``, ``best_epoch``, ``best``,
+        ``epochs_completed``, ``peak_rss_mb``, ``seconds``, ``versions`` and ``files`` are
+        always written (``null`` where unknown); the other fields only when set."""
+        out = {
+            "skyshard_version": self.skyshard_version,
+            "kind": self.kind,
+            "status": self.status,
+            "created": self.created,
+            "updated": self.updated,
+            "command": self.command,
+            "config": self.config,
+            "export": self.export.to_json(),
+            "ensemble": None if self.ensemble is None else self.ensemble.to_json(),
+            "history": self.history,
+            "best_epoch": self.best_epoch,
+            "best": self.best,
+            "epochs_completed": self.epochs_completed,
+            "epochs_planned": self.epochs_planned,
+            "peak_rss_mb": self.peak_rss_mb,
+            "ram_budget_mb": self.ram_budget_mb,
+            "seconds": self.seconds,
+            "sessions": self.sessions,
+            "versions": self.versions,
+            "files": self.files,
+            "sampling": self.sampling,
+            "model": None if self.model is None else self.model.to_json(),
+            "check": self.check,
+            "note": self.note,
+            "error": self.error,
+        }
+        always = ("skyshard_version", "status", "created", "updated", "command", "export",
+                  "history", "best_epoch", "best", "epochs_completed", "peak_rss_mb", "seconds",
+                  "versions", "files")
+        return {**{key: value for key, value in out.items()
+                   if value is not None or key in always}, **self.extra}
+
+    def write(self, run_dir: str | Path) -> Path:
+        """Write ``RUN/run.json`` atomically (whole or not at all); returns its path."""
+        path = run_file(run_dir)
+        write_json_atomic(path, self.to_json())
+        return path
