@@ -13,7 +13,7 @@ from pathlib import Path
 
 LOG = logging.getLogger("sample")
 
-CLASS_NAMES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum_dados")
+CLASS_NAMES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum")
 
 EPILOG = """\
 examples:

@@ -50,7 +50,7 @@ from skyshard.files import write_text_atomic
 from skyshard.manifest import Manifest
 
 #: Classes whose F1 the table shows: the hard pairs.
-HARD_CLASSES = ("bias", "darks", "deep_sky", "spectrum_dados")
+HARD_CLASSES = ("bias", "darks", "deep_sky", "spectrum")
 
 #: Named variants: overrides on the default recipe, and an optional image size.
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -281,7 +281,7 @@ def _f(value: float, digits: int = 3) -> str:
 
 def markdown_table(report: Mapping[str, Any]) -> str:
     short = {"bias": "bias", "darks": "darks", "deep_sky": "deep sky",
-             "spectrum_dados": "spectra"}
+             "spectrum": "spectra"}
     head = ("| variant | seeds | macro-F1 test | macro-F1 headers stripped | "
             "test, with rules | stripped, with rules | macro-F1 val | val stripped | "
             "errors val+test, all seeds (normal / stripped) | "

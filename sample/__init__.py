@@ -1,7 +1,7 @@
 """Realistic sample frames: the demo data and the test source of skyshard.
 
 Six classes (:data:`CLASSES`): ``bias``, ``darks``, ``flats``, ``deep_sky``, ``planetary`` and
-``spectrum_dados``, made by physics rather than noise (sensor models with dark current, hot
+``spectrum``, made by physics rather than noise (sensor models with dark current, hot
 pixels, amp glow, read noise and column patterns; optics with vignetting and dust; stars,
 galaxies, nebulae, planets, the Moon and the Sun; long-slit spectra and arc lamps), written in
 the formats and header conventions of real capture programs, including their mistakes.

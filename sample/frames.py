@@ -10,7 +10,7 @@ Per class, the physics is: ``bias`` a zero or shortest exposure (pedestal, read 
 pattern, row banding); ``darks`` 1..900 s of dark current, hot pixels and amp glow;
 ``flats`` panel, sky, dome or slit-lamp illumination with vignetting and dust shadows at
 20..60 % of full scale; ``deep_sky`` sky, stars and a target through the same optics;
-``planetary`` a planet, the Moon or the Sun on a dark sky; ``spectrum_dados`` long-slit
+``planetary`` a planet, the Moon or the Sun on a dark sky; ``spectrum`` long-slit
 spectra of stars, arc lamps, nebulae and daylight.
 """
 
@@ -35,7 +35,7 @@ from sample.writers import (FileFormat, choose_format, encode, format_of_family,
                                      write_frame)
 
 #: The sample's classes, in the project's index order; also the folder names.
-CLASSES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum_dados")
+CLASSES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum")
 
 #: How often each capture program wrote a frame of each class (relative weights).
 PROGRAM_WEIGHTS: dict[str, dict[str, float]] = {
@@ -45,7 +45,7 @@ PROGRAM_WEIGHTS: dict[str, dict[str, float]] = {
     "flats":          dict(zip(PROGRAMS, (12, 9, 18, 8, 9, 9, 11, 7, 17))),
     "deep_sky":       dict(zip(PROGRAMS, (12, 11, 22, 10, 10, 12, 14, 1, 8))),
     "planetary":      dict(zip(PROGRAMS, (2, 0, 3, 3, 33, 4, 6, 45, 4))),
-    "spectrum_dados": dict(zip(PROGRAMS, (18, 5, 15, 5, 12, 8, 5, 5, 27))),
+    "spectrum": dict(zip(PROGRAMS, (18, 5, 15, 5, 12, 8, 5, 5, 27))),
 }
 
 #: Cameras each program drives.
@@ -80,7 +80,7 @@ SHAPE_WEIGHTS = {
     "flats": (2, 1, 3, 4, 4, 6, 5, 4, 3, 6, 2, 2, 3, 2, 2, 1, 1, 0.5),
     "deep_sky": (1, 1, 2, 4, 4, 6, 5, 5, 4, 7, 2, 2, 3, 1, 1, 1, 1.5, 0.7),
     "planetary": (8, 4, 6, 5, 3, 8, 5, 2, 2, 3, 3, 4, 2, 0.5, 0.5, 0.5, 0.7, 0.3),
-    "spectrum_dados": (1, 1, 2, 3, 4, 5, 3, 3, 3, 5, 1, 1, 1, 5, 5, 5, 1, 0.3),
+    "spectrum": (1, 1, 2, 3, 4, 5, 3, 3, 3, 5, 1, 1, 1, 5, 5, 5, 1, 0.3),
 }
 
 #: Filter transmission in R, G, B and whether it is narrowband.
@@ -229,7 +229,7 @@ def draw_filter(rng: np.random.Generator, class_name: str, subtype: str, camera:
     if program == "observatory":
         return str(rng.choice(["B", "V", "R", "I", "clear", "OPEN"])) if rng.random() < 0.7 \
             else None
-    if class_name == "spectrum_dados":
+    if class_name == "spectrum":
         return str(rng.choice(["Clear", "UV/IR Cut"])) if rng.random() < 0.2 else None
     if class_name == "planetary":
         if subtype == "sun":
@@ -264,7 +264,7 @@ def draw_telescope(rng: np.random.Generator, class_name: str, subtype: str,
         pool = OBSERVATORY_TELESCOPES
     elif class_name == "planetary":
         pool = PLANETARY_TELESCOPES[4:6] if subtype == "sun_halpha" else PLANETARY_TELESCOPES
-    elif class_name == "spectrum_dados":
+    elif class_name == "spectrum":
         pool = SPECTRO_TELESCOPES
     else:
         pool = IMAGING_TELESCOPES
@@ -323,7 +323,7 @@ def plan_frame(class_name: str, index: int, rng: np.random.Generator, *,
            else choose_format(rng, class_name, program_name, fits_extension, eight_bit))
     mode = ("rgb" if fmt.rgb else "bayer") if cam.is_colour else "mono"
     slit = None
-    if class_name == "spectrum_dados" or drawn_subtype == "lampflat":
+    if class_name == "spectrum" or drawn_subtype == "lampflat":
         slit = spectra.draw_setup(rng, drawn_subtype, shape, vertical=bool(rng.random() < 0.15))
     telescope = draw_telescope(rng, class_name, drawn_subtype, program_name)
     target = draw_target(rng, class_name, drawn_subtype, slit)
@@ -419,7 +419,7 @@ def render_frame(plan: FramePlan, rng: np.random.Generator) -> np.ndarray:
     elif plan.class_name == "planetary":
         planets.planetary_scene(canvas, rng, plan.subtype, full_scale_e=full_scale_e,
                                 seeing_px=float(rng.uniform(0.5, 2.5)))
-    elif plan.class_name == "spectrum_dados":
+    elif plan.class_name == "spectrum":
         spectra.spectrum_scene(canvas, rng, plan.slit, full_scale_e=full_scale_e,
                                exptime_s=settings.exptime_s)
     elif plan.class_name == "darks" and rng.random() < 0.03:

@@ -392,7 +392,7 @@ def observatory_cards(f: Facts, rng: np.random.Generator, types: dict[str, str])
          "Observatory"),
         ("TELESCOP", f.telescope.name, "Telescope"),
         ("INSTRUME", str(rng.choice(["Kast", "SPRAT", "FLOYDS", "IDS", "EFOSC2", "DIS"]))
-         if f.class_name in ("spectrum_dados",) or f.kind in ("arc", "lampflat")
+         if f.class_name in ("spectrum",) or f.kind in ("arc", "lampflat")
          else str(rng.choice(["PFCCD", "WFC", "IO:O", "Spectral", "T2KA"])), "Instrument"),
         ("DETECTOR", c.name, "Detector"),
         ("OBSTYPE", types[f.kind], "Observation type"),
@@ -596,7 +596,7 @@ def file_name(program: Program, facts: Facts, rng: np.random.Generator) -> str:
     target = _safe(facts.target)
     stamp = facts.date_obs.strftime("%Y-%m-%d_%H-%M-%S")
     temp = f"{facts.settings.sensor_temp_c:.0f}C"
-    amateur_spectrum = facts.class_name == "spectrum_dados" and program.name != "observatory"
+    amateur_spectrum = facts.class_name == "spectrum" and program.name != "observatory"
     if amateur_spectrum and rng.random() < 0.6:
         if kind == "arc":
             lamp = str(facts.extra.get("lamp", "neon")).split("+")[0].lower().replace(" ", "_")

@@ -9,7 +9,7 @@ from __future__ import annotations
 SCHEMA_VERSION = 1
 
 #: Classes of the embedded sample and the default label set, in index order.
-DEFAULT_CLASSES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum_dados")
+DEFAULT_CLASSES = ("bias", "darks", "flats", "deep_sky", "planetary", "spectrum")
 
 #: One confidence per header group, in this order, 0 = absent, 1 = present and well formed.
 CONFIDENCE_NAMES = ("frame_type", "exposure", "sensor", "optics")

@@ -104,7 +104,7 @@ def test_header_baseline_maps_types_and_abstains():
     ]
     baseline = HeaderBaseline(CLASSES, names)
     got = [CLASSES[i] if i >= 0 else None for i in baseline.predict(_header_features(names, rows))]
-    assert got == ["bias", "darks", "flats", "spectrum_dados", "deep_sky", "planetary", None,
+    assert got == ["bias", "darks", "flats", "spectrum", "deep_sky", "planetary", None,
                    None]
     assert baseline.available
 

@@ -210,7 +210,7 @@ def test_mismatched_export_is_a_clear_error(trained, tmp_path, capsys):
 
     renamed = write_synthetic_export(tmp_path / "renamed", per_class={"train": 1, "test": 1},
                                      classes=("bias", "darks", "flats", "galaxies", "planetary",
-                                              "spectrum_dados"))
+                                              "spectrum"))
     assert main(["evaluate", str(run), str(renamed), "--out", str(tmp_path / "out")]) == 2
     assert "does not match the model on 'classes'" in capsys.readouterr().err
 

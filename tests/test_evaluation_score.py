@@ -252,7 +252,7 @@ def test_evaluate_on_a_real_export_compares_with_headers_and_applies_default_rul
     baseline = metrics["header_baseline"]
     assert baseline["available"] and baseline["coverage"] > 0.5
     assert baseline["mapping"]["dark"] == "darks" and baseline["mapping"]["arc"] == \
-        "spectrum_dados"
+        "spectrum"
     assert sum(baseline["model_vs_baseline"].values()) == metrics["n"]
     assert [r["name"] for r in metrics["with_rules"]["rules"]] == [r["name"] for r in
                                                                   DEFAULT_RULES]

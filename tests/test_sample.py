@@ -264,8 +264,8 @@ def _profile_contrast(image: np.ndarray, axis: int) -> float:
 
 def test_spectra_have_structure_along_one_axis():
     for index in range(4):
-        arc = make_frame("spectrum_dados", 0, index, subtype="arc", family="fits_u16")
-        star = make_frame("spectrum_dados", 0, index, subtype="star", family="fits_u16")
+        arc = make_frame("spectrum", 0, index, subtype="arc", family="fits_u16")
+        star = make_frame("spectrum", 0, index, subtype="star", family="fits_u16")
         vertical = arc.plan.slit.vertical
         # Arc lines: sharp peaks along the dispersion axis (averaging across the slit).
         assert _profile_contrast(arc.adu[..., :arc.plan.shape[1]], 1 if vertical else 0) > 3

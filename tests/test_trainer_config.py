@@ -19,7 +19,7 @@ def test_defaults_are_valid_and_documented_values():
     assert config["model"]["name"] == "separable"
     assert config["model"]["filters"] == [24, 48, 96]
     assert config["memory"]["ram_budget_gb"] == 18.0
-    assert config["augment"]["classes"]["spectrum_dados"] == "spectrum"
+    assert config["augment"]["classes"]["spectrum"] == "spectrum"
 
 
 def test_focal_loss_with_class_weights_is_a_clear_error(tmp_path):

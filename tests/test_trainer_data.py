@@ -86,7 +86,7 @@ def _is_horizontal(image) -> bool:
 
 def test_spectra_keep_their_orientation_under_their_policy():
     config = load_config()
-    policy = augment.policy_for("spectrum_dados", config["augment"])
+    policy = augment.policy_for("spectrum", config["augment"])
     assert not policy["rotate90"] and not augment.is_identity(policy)
     spectrum = augment.make_image_augmenter(policy, config["augment"])
     band = _horizontal_band()
@@ -113,7 +113,7 @@ def test_randaugment_is_a_config_switch():
     config = load_config(overrides={"augment.randaugment": True})
     policy = augment.policy_for("deep_sky", config["augment"])
     assert policy["randaugment"]
-    assert not augment.policy_for("spectrum_dados", config["augment"])["randaugment"]
+    assert not augment.policy_for("spectrum", config["augment"])["randaugment"]
     out = augment.make_image_augmenter(policy, config["augment"])(_horizontal_band())
     assert out.shape == (32, 32, 1) and np.isfinite(out.numpy()).all()
 
