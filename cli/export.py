@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any tree, no classes: one split 'score' (for `skyshard score`)")
     parser.add_argument("--like", metavar="MANIFEST",
                         help="take classes (and order), image size, preprocessing and features "
-                             "from an earlier export (its folder or manifest.json)")
+                             "from an earlier export (its folder or manifest.json), or from the "
+                             "built-in model: --like builtin")
     parser.add_argument("--classes", help="comma-separated class folders to export, in label "
                                           "order (default: all class folders, sorted)")
     # Options an export --like takes from its reference default to None: what was typed is known.
@@ -231,9 +232,10 @@ def load_like(value: str | None):
     ``None`` without ``--like``."""
     if not value:
         return None
+    from skyshard.builtin import resolve_run
     from skyshard.manifest import Manifest
 
-    path = Path(value)
+    path = resolve_run(value)  # `builtin`: the built-in model's folder holds its manifest.json
     if path.is_file() and path.name != schema.MANIFEST_FILE:
         path = path.parent
     return Manifest.read(path)

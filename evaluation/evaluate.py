@@ -33,6 +33,7 @@ from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read
 from evaluation.outputs import check_out_dir
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema
+from skyshard.builtin import BUILTIN, is_builtin_folder
 from skyshard.files import atomic_output, write_json_atomic, write_text_atomic
 from skyshard.manifest import Manifest, ManifestError
 from skyshard.run_record import RunRecord
@@ -271,6 +272,10 @@ def _folds_trained(run: RunRecord) -> list[int]:
 
 
 def default_out_dir(run_dir: str | Path, split: str) -> Path:
+    """``RUN/evaluation/SPLIT``; for the built-in model, whose folder is read-only package data,
+    ``builtin-evaluation/SPLIT`` in the working directory."""
+    if is_builtin_folder(run_dir):
+        return Path.cwd() / f"{BUILTIN}-evaluation" / split
     return Path(run_dir) / "evaluation" / split
 
 
@@ -288,7 +293,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     """
     started = time.monotonic()
     info = read_run_info(run_dir)
-    out = check_out_dir(out_dir or default_out_dir(run_dir, split))
+    out = check_out_dir(out_dir or default_out_dir(info.run_dir, split))
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
     manifest = open_export(info, export_dir, [split])
@@ -299,7 +304,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     worst = WorstMistakes(worst_n)
 
     with RssMonitor() as rss:
-        model = load_model(run_dir)
+        model = load_model(info.run_dir)
         records = export_records(export_dir, manifest, [split])
         batches = batched(records, batch_size, int(manifest.image_size),
                           len(manifest.feature_names), len(manifest.confidence_names))
@@ -325,7 +330,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
 
     seconds = time.monotonic() - started
     metrics.update({
-        "run": str(Path(run_dir).resolve()), "export": str(Path(export_dir).resolve()),
+        "run": str(info.run_dir.resolve()), "export": str(Path(export_dir).resolve()),
         "split": split, "misclassified": n_wrong, "batch_size": batch_size,
         "seconds": round(seconds, 2), "peak_rss_mb": round(rss.peak_mb, 1),
         "max_images_held": max_held,

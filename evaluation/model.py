@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from skyshard import schema
+from skyshard.builtin import BuiltinModelError, resolve_run
 from skyshard.manifest import ManifestError, ModelInputs, check_compatible
 from skyshard.run_record import RunExport, RunRecord, RunRecordError
 
@@ -63,7 +64,10 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     """
     from trainer.model_io import model_path
 
-    run_dir = Path(run_dir)
+    try:
+        run_dir = resolve_run(run_dir)
+    except BuiltinModelError as exc:
+        raise RunError(str(exc)) from exc
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
     problem: RunRecordError | None = None

@@ -234,10 +234,10 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
             from evaluation.beam_score import score_with_beam
 
             predictions, read_letters = score_with_beam(
-                source, Path(run_dir), info, rules, batch_size, list(beam_args or []), out)
+                source, info.run_dir, info, rules, batch_size, list(beam_args or []), out)
             dead_letters += read_letters
         else:
-            model = load_model(run_dir)
+            model = load_model(info.run_dir)
             predictions = list(predict_local(model, input_records(source, dead_letters), info,
                                              rules, batch_size))
         write_predictions(out / PREDICTIONS_FILE, predictions, info.classes, low_confidence)

@@ -113,6 +113,9 @@ class ModelSummary:
         pretrain summary).
     members : int or None
         Member models of an ensemble.
+    init : dict or None
+        The trained run the weights started from (``model.init``: run, model sha256, layers
+        copied, class head, scaler).
     extra : dict
         JSON fields this version does not know.
     """
@@ -121,6 +124,7 @@ class ModelSummary:
     params: int | None = None
     encoder: Mapping[str, Any] | None = None
     members: int | None = None
+    init: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -129,13 +133,15 @@ class ModelSummary:
         data = _object(data, cls)
         return cls(name=data.value("name", STR), params=data.value("params", INT),
                    encoder=data.value("encoder", OBJECT), members=data.value("members", INT),
-                   extra=data.extra())
+                   init=data.value("init", OBJECT), extra=data.extra())
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object: ``name``, ``params``, ``encoder``, ``members``."""
+        """The JSON object: ``name``, ``params``, ``encoder``, ``members``, ``init``."""
         return {**_without_none({"name": self.name, "params": self.params,
                                  "encoder": None if self.encoder is None else dict(self.encoder),
-                                 "members": self.members}), **self.extra}
+                                 "members": self.members,
+                                 "init": None if self.init is None else dict(self.init)}),
+                **self.extra}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -93,6 +93,12 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     if config["model"]["encoder"]:
         from trainer.pretrain import checked_encoder
         checked_encoder(config, manifest)
+    init = None
+    model_inputs = manifest  # what the model is built from: the export's, or its init run's scaler
+    if config["model"]["init"]:
+        from trainer.warm_start import checked_init
+        init = checked_init(config, manifest)
+        model_inputs = init.model_inputs(manifest)
 
     run_dir.mkdir(parents=True, exist_ok=True)
     record = _new_record(export_dir, manifest, manifest_sha, config, previous)
@@ -113,9 +119,17 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
                                   cache_dir=cache_dir)
     val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
                               cache_dir=cache_dir)
-    model, encoder = _compiled_model(config, manifest, plan)
+    model, encoder = _compiled_model(config, model_inputs, plan)
+    started_from = None
+    if init is not None and previous is None:  # a resumed run restores its own weights
+        from trainer.warm_start import initialise_from_run
+        started_from = initialise_from_run(model, init)
+        echo(f"starting from {started_from['run']}: {len(started_from['layers_copied'])} layers "
+             f"copied, class head {started_from['class_head']}")
+    elif previous is not None and previous.model is not None:
+        started_from = previous.model.init
     record.model = ModelSummary(name=config["model"]["name"], params=int(model.count_params()),
-                                encoder=encoder or None)
+                                encoder=encoder or None, init=started_from)
 
     backup = AtomicBackupAndRestore(run_dir / CHECKPOINT_DIR,
                                     best_path=run_dir / CHECKPOINT_DIR / BEST_WEIGHTS, echo=echo)
@@ -145,7 +159,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
 
     history = read_history(run_dir / HISTORY_FILE)
     _update_record(record, history, config, monitor, started, previous)
-    _finish(record, history, failure, model, config, manifest, run_dir)
+    _finish(record, history, failure, model, config, model_inputs, run_dir)
     if isinstance(failure, tf.errors.DataLossError):
         # tf.data says "corrupted record at N" without the file: find and name it.
         problem = manifest.find_corrupt_record(export_dir, splits)
