@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: venv test demo bench bench-quick bench-test docker clean
+.PHONY: venv test demo model bench bench-quick bench-test docker clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,13 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
+
+# The built-in general model (skyshard/builtin/general/): a large sample, exported and trained
+# with a fixed recipe (research/builtin_model.py); about an hour on two cores.
+MODEL_WORK ?= build/builtin-model
+
+model: $(STAMP)
+	$(BIN)/python -m research.builtin_model --work $(MODEL_WORK)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
