@@ -4,7 +4,6 @@ a run is expected, never written to."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
