@@ -114,8 +114,8 @@ def build_scoring(pipeline: beam.Pipeline, source, run_dir: str, n_classes: int,
                   batch_size: int, tmp_dir: str) -> None:
     """Add the scoring transforms; rows and dead letters land as JSON lines under tmp_dir."""
     if source.kind == "export":
-        shards = [str(source.root / entry.path) for info in source.manifest.splits.values()
-                  for entry in info.shards]
+        shards = [path for split in source.manifest.splits
+                  for path in source.manifest.shard_paths(source.root, split)]
         keyed = (pipeline
                  | "ListShards" >> beam.Create(shards, reshuffle=False)
                  | "SpreadOverWorkers" >> beam.Reshuffle()

@@ -32,7 +32,7 @@ from evaluation.mistakes import WorstMistakes
 from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read_run_info
 from evaluation.outputs import check_out_dir
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
-from skyshard import __version__, schema
+from skyshard import __version__, schema, storage
 from skyshard.builtin import BUILTIN, is_builtin_folder
 from skyshard.files import atomic_output, write_json_atomic, write_text_atomic
 from skyshard.manifest import Manifest, ManifestError
@@ -88,7 +88,8 @@ def differing_values(want, got, prefix: str = "") -> list[tuple[str, object, obj
 
 
 def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> Manifest:
-    """Load the export's manifest, check it against the run, verify the shards of ``splits``."""
+    """Load the export's manifest, check it against the run, verify the shards of ``splits``.
+    ``export_dir`` may be a URL (:mod:`skyshard.storage`)."""
     manifest = Manifest.read(export_dir)
     info.check_export(manifest)
     check_preprocessing(info, manifest)
@@ -242,11 +243,9 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
     """What the run saw of ``split`` while it trained, when ``export_dir`` is its own export:
     ``train`` was fitted, a k-fold run pooled every ``val`` frame outside its fold; else None
     (``test`` is never seen; another export's frames are the user's business)."""
-    from skyshard.files import sha256_file
-
     trained_on = info.export.manifest_sha256
     try:
-        same = trained_on == sha256_file(Path(export_dir) / schema.MANIFEST_FILE)
+        same = trained_on == storage.sha256(storage.join(str(export_dir), schema.MANIFEST_FILE))
     except OSError:
         return None
     folds = _folds_trained(info.run)
@@ -330,7 +329,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
 
     seconds = time.monotonic() - started
     metrics.update({
-        "run": str(info.run_dir.resolve()), "export": str(Path(export_dir).resolve()),
+        "run": str(info.run_dir.resolve()), "export": storage.absolute(export_dir),
         "split": split, "misclassified": n_wrong, "batch_size": batch_size,
         "seconds": round(seconds, 2), "peak_rss_mb": round(rss.peak_mb, 1),
         "max_images_held": max_held,

@@ -30,7 +30,7 @@ from evaluation.predictions import (PREDICTIONS_FILE, Prediction, predictions_of
                                     write_predictions)
 from evaluation.outputs import check_out_dir as check_writable_out
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
-from skyshard import __version__, schema
+from skyshard import __version__, schema, storage
 from skyshard.files import write_json_atomic, write_text_atomic
 from skyshard.manifest import Manifest, ManifestError, is_export_folder
 from skyshard.memory import RssMonitor
@@ -51,7 +51,7 @@ class ScoreInput:
     """What ``score`` reads: an export's records, or a raw folder's frames."""
 
     kind: str                       # "export" or "folder"
-    root: Path
+    root: Path | str                # a URL (str) on object storage
     only: Path | None = None        # folder input: the one frame file INPUT named
     manifest: Manifest | None = None  # export input
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
@@ -68,11 +68,12 @@ class ScoreInput:
 
     @property
     def original_root(self) -> Path | None:
-        """Folder holding the original frames (the export's input root for an export)."""
+        """Folder holding the original frames (the export's input root for an export); None
+        when unknown or on object storage."""
         if self.kind == "folder":
-            return self.root
+            return None if storage.is_url(self.root) else self.root
         root = self.manifest.input.root if self.manifest and self.manifest.input else None
-        return Path(root) if root else None
+        return Path(root) if root and not storage.is_url(root) else None
 
 
 def spec_from_run(info: RunInfo):
@@ -99,7 +100,10 @@ def spec_from_run(info: RunInfo):
 
 def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     """Decide what INPUT is, cheaply: an export (manifest checked against the run) or a raw
-    folder. A folder an export wrote to but did not finish is an error, never a raw folder."""
+    folder. A folder an export wrote to but did not finish is an error, never a raw folder.
+    INPUT may be a URL (:mod:`skyshard.storage`)."""
+    if storage.is_url(input_path):
+        return locate_url_input(info, storage.absolute(input_path))
     root = Path(input_path).resolve()
     if not root.exists():
         raise ScoreError(f"input not found: {root}")
@@ -117,14 +121,32 @@ def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     return ScoreInput("folder", root, spec=spec_from_run(info))
 
 
-def single_frame(path: Path) -> Path:
+def locate_url_input(info: RunInfo, root: str) -> ScoreInput:
+    """:func:`locate_input` for a URL: an export, one frame file, or a folder (key prefix)."""
+    if root.endswith("/" + schema.MANIFEST_FILE):
+        root = storage.parent(root)
+    if is_export_folder(root):
+        manifest = Manifest.read(root)
+        info.check_export(manifest, what="input export")
+        check_preprocessing(info, manifest)
+        return ScoreInput("export", root, manifest=manifest)
+    if storage.exists(root):
+        return ScoreInput("folder", storage.parent(root), spec=spec_from_run(info),
+                          only=single_frame(root))
+    if not storage.is_folder(root):
+        raise ScoreError(f"input not found: {root}")
+    return ScoreInput("folder", root, spec=spec_from_run(info))
+
+
+def single_frame(path: Path | str) -> Path | str:
     """``path`` when it names a frame file skyshard reads, else :class:`ScoreError` saying what
     it is (a format that is not read, or not a frame)."""
-    unread = schema.unread_frame_format(path.name)
+    name = storage.basename(str(path))
+    unread = schema.unread_frame_format(name)
     if unread:
         raise ScoreError(f"input {path} is {unread}, which skyshard does not read; convert it "
                          "to FITS or TIFF")
-    if not schema.is_frame_file(path.name):
+    if not schema.is_frame_file(name):
         raise ScoreError(f"input {path} is not a frame file (FITS or TIFF) or a folder")
     return path
 
@@ -139,8 +161,11 @@ def survey_input(source: ScoreInput) -> None:
     from exporter.discovery import FrameRef, discover, walk_frames
 
     if source.only is not None:
-        source.refs = [FrameRef(key=source.only.name, path=str(source.only))]
+        source.refs = [FrameRef(key=storage.basename(str(source.only)), path=str(source.only))]
         log.info("input is one frame: %s", source.only)
+        return
+    if storage.is_url(source.root):
+        survey_url_folder(source)
         return
     source.refs, source.rejected = discover(source.root, labelled=False)
     log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
@@ -150,6 +175,26 @@ def survey_input(source: ScoreInput) -> None:
         for _ in walk_frames(source.root, on_other=others.append):
             pass
         source.other_files = len(others)
+
+
+def survey_url_folder(source: ScoreInput) -> None:
+    """:func:`survey_input` of a folder on object storage: one listing of everything under
+    it, sorted into frames, refused files (dead letters) and other files, as
+    :func:`exporter.discovery.discover` sorts a local folder."""
+    from exporter.discovery import FrameRef, Rejected
+    from exporter.matching import classify
+
+    for path, _ in storage.list_files(str(source.root)):
+        found = classify(path, str(source.root), labelled=False, classes=None)
+        if isinstance(found, FrameRef):
+            source.refs.append(found)
+        elif isinstance(found, Rejected):
+            source.rejected.append(found)
+        elif found is not None:
+            source.other_files += 1
+    source.refs.sort(key=lambda r: r.key)
+    log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
+             len(source.refs), source.root, len(source.rejected))
 
 
 def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
@@ -217,13 +262,20 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
     source = locate_input(info, input_path)
-    if source.kind == "folder" and (out == source.root or source.root in out.parents):
+    if (source.kind == "folder" and not storage.is_url(source.root)
+            and (out == source.root or source.root in out.parents)):
         raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
     if sort_into is not None:
         from evaluation.sort_into import MODES, check_target
 
         if mode not in MODES:
             raise ScoreError(f"--mode must be one of {', '.join(MODES)}")
+        if source.original_root is None and storage.is_url(
+                source.root if source.kind == "folder" else
+                (source.manifest.input.root if source.manifest.input else "")):
+            raise ScoreError("--sort-into links or copies the original files, which are on "
+                             "object storage here; sort them with the store's own tools from "
+                             "predictions.csv")
         check_target(sort_into, source.original_root)
     survey_input(source)
     out.mkdir(parents=True, exist_ok=True)

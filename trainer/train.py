@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 import keras
 import tensorflow as tf
 
-from skyshard import __version__
-from skyshard.files import atomic_output, sha256_file
+from skyshard import __version__, storage
+from skyshard.files import atomic_output
 from skyshard.manifest import (Manifest, ManifestError, ShardIntegrityError, export_folder,
                                manifest_path)
 from skyshard.memory import RssMonitor
@@ -76,7 +76,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
     manifest = Manifest.read(export_dir)
-    manifest_sha = sha256_file(manifest_path(export_dir))
+    manifest_sha = storage.sha256(str(manifest_path(export_dir)))
     # The cheap checks first: the run folder and a resumed configuration, then the shards.
     _check_fold(manifest, config)
     previous = _previous_run(run_dir, resume)
@@ -259,7 +259,7 @@ def _cache_dir(run_dir: Path, config: Mapping[str, Any]) -> Path | None:
 
 # -- the pieces of the fit ----------------------------------------------------------------------
 
-def _plan(export_dir: Path, manifest: Manifest, config: Mapping[str, Any]) -> dict:
+def _plan(export_dir: Path | str, manifest: Manifest, config: Mapping[str, Any]) -> dict:
     """Counts, sampling probabilities, steps and class weights of this run."""
     fold_counts = (data.count_folds(export_dir, manifest)
                    if int(config["data"]["fold"]) >= 0 else None)
@@ -370,7 +370,7 @@ def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Pa
 
 # -- run.json -----------------------------------------------------------------------------------
 
-def _new_record(export_dir: Path, manifest: Manifest, manifest_sha: str, config,
+def _new_record(export_dir: Path | str, manifest: Manifest, manifest_sha: str, config,
                 previous: RunRecord | None) -> RunRecord:
     """A new session's run record: a fresh one, or the resumed run's carried on (its start
     time, peak RSS, seconds and session count)."""
@@ -382,7 +382,7 @@ def _new_record(export_dir: Path, manifest: Manifest, manifest_sha: str, config,
         updated=_now(),
         command=" ".join(sys.argv),
         config=config,
-        export=RunExport.of(manifest, export_dir.resolve(), manifest_sha),
+        export=RunExport.of(manifest, storage.absolute(export_dir), manifest_sha),
         history={},
         best_epoch=None,
         best=None,
