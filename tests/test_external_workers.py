@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cli.main import main
-from object_store import BUCKET, export_contents, s3_server, upload_tree, worker_pool
+from bench.object_store import BUCKET, export_contents, s3_server, upload_tree, worker_pool
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from cli.main import main
-from object_store import BUCKET, export_contents, keys_under, s3_server, upload_tree
+from bench.object_store import BUCKET, export_contents, keys_under, s3_server, upload_tree
 
 pytestmark = pytest.mark.slow
 

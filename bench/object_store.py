@@ -1,5 +1,5 @@
-"""A real S3-compatible object store on 127.0.0.1 for tests: moto's server mode in a
-subprocess, and Beam worker pools that read from and write to it.
+"""A real S3-compatible object store on 127.0.0.1, for the tests and the cluster benchmark:
+moto's server mode in a subprocess, and Beam worker pools that read from and write to it.
 
 :func:`s3_server` starts the server on a free port, waits until it answers (polling, no fixed
 sleep), sets the standard AWS variables (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``,
@@ -131,7 +131,7 @@ def export_contents(export: str | Path) -> dict:
 
 
 @contextlib.contextmanager
-def worker_pool(log_dir: Path) -> Iterator[str]:
+def worker_pool(log_dir: Path, name: str = "worker-pool") -> Iterator[str]:
     """A Beam worker pool on 127.0.0.1 (``worker_pool_main``), its workers started by
     skyshard's worker boot program in processes of their own; yields ``localhost:PORT`` for
     ``--environment_config``. The pool inherits the AWS variables, as a worker machine's would
@@ -144,7 +144,7 @@ def worker_pool(log_dir: Path) -> Iterator[str]:
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
            "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get(
                "PYTHONPATH")])])}
-    log = open(log_dir / "worker-pool.log", "wb")
+    log = open(log_dir / f"{name}.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
          f"--service_port={port}", f"--container_executable={boot}"],
