@@ -30,6 +30,7 @@ from evaluation.predictions import (PREDICTIONS_FILE, Prediction, predictions_of
                                     write_predictions)
 from evaluation.outputs import check_out_dir as check_writable_out
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
+from exporter.runner import recorded_options
 from skyshard import __version__, schema, storage
 from skyshard.files import write_json_atomic, write_text_atomic
 from skyshard.manifest import Manifest, ManifestError, is_export_folder
@@ -345,7 +346,7 @@ def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: lis
         "predicted_per_class": counts, "low_confidence": n_low,
         "low_confidence_threshold": low_confidence, "rule_applied": n_rule,
         "rules": [r.name for r in rules.rules], "engine": "beam" if beam else "local",
-        "beam_options": list(beam_args or []), "batch_size": batch_size,
+        "beam_options": recorded_options(beam_args), "batch_size": batch_size,
         "seconds": round(seconds, 2), "frames_per_second": round(
             len(predictions) / max(seconds, 1e-9), 2),
         "peak_rss_mb": round(peak_rss_mb, 1),

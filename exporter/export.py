@@ -37,7 +37,7 @@ from skyshard.files import file_in_the_way
 from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, Preprocessing,
                                Scaler, ShardEntry, ShardSettings, SplitInfo, SplitSettings)
 from skyshard.memory import RssMonitor
-from exporter.runner import beam_pipeline
+from exporter.runner import beam_pipeline, recorded_options
 from skyshard.versions import library_versions
 
 log = logging.getLogger("skyshard.export")
@@ -385,7 +385,7 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             file_names_as_metadata=spec.file_names,
             shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
             like=None if like is None or like.source is None else str(like.source),
-            beam_options=tuple(beam_args or []), beam_runner=runner,
+            beam_options=tuple(recorded_options(beam_args)), beam_runner=runner,
             stats=ExportStats(seconds=round(seconds, 2),
                               frames_per_second=round((exported if plan is not None
                                                        else len(refs)) / max(seconds, 1e-9), 2),
