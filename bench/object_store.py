@@ -61,7 +61,8 @@ def s3_server(log_dir: Path) -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     log = open(log_dir / "moto.log", "wb")
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+                                "-p", str(port)], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})  # a live request log
     saved = {name: os.environ.get(name) for name in [*AWS_VARIABLES, "AWS_ENDPOINT_URL"]}
     try:
         wait_until(lambda: _answers(endpoint), 60, "moto's S3 server", process)
