@@ -120,7 +120,8 @@ def plan_shards(written: list[dict], compress: bool) -> list[dict]:
 
     Shards of one destination are ordered by content hash, so the numbering does not depend on
     which worker finished first. The sha256 is the one the writer computed while storing the
-    file (read back only for metadata that lacks it). Each item: ``tmp_path``, ``split`` and ``entry`` (a
+    file (read back only for metadata that lacks it). Each item: ``tmp_path``, ``split`` and
+    ``entry`` (a
     :class:`~skyshard.manifest.ShardEntry`: ``path`` relative to OUT, ``class_name`` for train
     only, ``records``, ``bytes``, ``sha256``).
     """

@@ -299,8 +299,6 @@ def _s3_put_empty(path: str) -> None:
     none."""
     bucket, _, key = path[len("s3://"):].partition("/")
     with _errors(path):
-        from apache_beam.io.aws.clients.s3.boto3_client import Client
-
         _s3io().client.client.put_object(Bucket=bucket, Key=key, Body=b"")
 
 
