@@ -559,3 +559,38 @@ def eval_dataset(export_dir: str | Path, manifest: Manifest, split: str,
     ds = sequential_records(manifest.shard_paths(export_dir, split)).batch(batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.map(make_parser(manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def train_pass_dataset(export_dir: str | Path, manifest: Manifest,
+                       config: Mapping[str, Any]) -> tf.data.Dataset:
+    """The run's train records, each once, in order, never augmented nor header-dropped.
+
+    What the model saw in training, as it is (for statistics fitted after training, such as
+    the out-of-distribution score's): the train split, or with ``data.fold = K`` the pooled
+    train and val records of the other folds.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+    config : mapping
+        The run's configuration (``data.fold``, ``data.val_batch_size``).
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``(inputs, one_hot)`` batches of ``data.val_batch_size`` (the last may be smaller).
+    """
+    fold = int(config["data"]["fold"])
+    batch_size = int(config["data"]["val_batch_size"])
+    if fold < 0:
+        ds = sequential_records(manifest.shard_paths(export_dir, "train"))
+        ds = ds.batch(batch_size).map(make_parser(manifest), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = sequential_records(_pooled_paths(export_dir, manifest))
+        ds = ds.map(make_single_parser(manifest), num_parallel_calls=AUTOTUNE)
+        ds = ds.filter(lambda r: r[schema.FOLD] != fold).batch(batch_size)
+    ds = ds.map(to_model_example(len(manifest.classes)), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(dataset_options(config))

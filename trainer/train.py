@@ -4,8 +4,9 @@ history.csv, training_curves.png, config.toml).
 Order of work: check the run folder (new, or with ``resume`` an earlier run whose saved
 configuration still holds); verify the shards the run reads against the manifest's sha256;
 create (or reopen) the run folder; build the streams and the model; fit under an RSS monitor;
-then export the best epoch's weights as an inference-only ``model.keras`` and write
-``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
+then export the best epoch's weights as an inference-only ``model.keras``, fit its calibration
+and out-of-distribution statistics (:mod:`trainer.calibrate`: ``run.json``'s ``calibration``
+and ``ood``, ``ood.npz``) and write ``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
 far it got; ``--resume`` continues from the last completed epoch (``AtomicBackupAndRestore``:
 backups written atomically, a torn or unreadable one replaced by the one before it), and
 ``history.csv`` is cut back to the epochs the restored backup covers, so the history stays
@@ -83,6 +84,9 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
         if _nothing_left(previous, config):
+            if previous.calibration is None and (run_dir / MODEL_FILE).is_file():
+                return _calibrate_finished(previous, export_dir, manifest, config, run_dir,
+                                           echo)
             echo(f"{run_dir}: already {previous.status} after "
                  f"{previous.epochs_completed} epoch(s); nothing to resume")
             return previous
@@ -159,7 +163,12 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
 
     history = read_history(run_dir / HISTORY_FILE)
     _update_record(record, history, config, monitor, started, previous)
-    _finish(record, history, failure, model, config, model_inputs, run_dir)
+    inference = _finish(record, history, failure, model, config, model_inputs, run_dir)
+    if failure is None and inference is not None:
+        try:
+            _calibrate(record, inference, export_dir, manifest, config, run_dir, echo)
+        except tf.errors.DataLossError as exc:
+            failure = exc
     if isinstance(failure, tf.errors.DataLossError):
         # tf.data says "corrupted record at N" without the file: find and name it.
         problem = manifest.find_corrupt_record(export_dir, splits)
@@ -337,22 +346,58 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
     return callbacks
 
 
-def _finish(record, history, failure, model, config, manifest, run_dir: Path) -> None:
+def _finish(record, history, failure, model, config, manifest, run_dir: Path):
     """Final status, the best model and the curves (when an epoch completed and the stop was
-    orderly: done, early stopped, or over the memory budget), and run.json."""
+    orderly: done, early stopped, or over the memory budget), and run.json. Returns the saved
+    inference model (``None`` when none was saved)."""
     record.status = _status(failure, history, config)
+    inference = None
     if history and (failure is None or isinstance(failure, MemoryBudgetExceeded)):
-        _save_best_model(model, config, manifest, run_dir, record)
+        inference = _save_best_model(model, config, manifest, run_dir, record)
         plot_history(history, run_dir / CURVES_FILE, record.best_epoch,
                      title=f"{run_dir.name}: {config['model']['name']}")
     if failure is not None:
         record.error = f"{type(failure).__name__}: {failure}"
     record.write(run_dir)
+    return inference
+
+
+def _calibrate(record: RunRecord, model: keras.Model, export_dir: Path, manifest: Manifest,
+               config, run_dir: Path, echo: Callable[[str], None]) -> None:
+    """Fit what says how far to believe the saved model (:mod:`trainer.calibrate`: temperature,
+    thresholds, out-of-distribution statistics) and record it in run.json; only after an
+    orderly end (a run stopped over its memory budget is saved uncalibrated)."""
+    from trainer.calibrate import calibrate_run
+
+    begun = time.monotonic()
+    with RssMonitor(interval=float(config["memory"]["sample_seconds"])) as monitor:
+        record.calibration, record.ood = calibrate_run(model, export_dir, manifest, config,
+                                                       run_dir, echo)
+    if record.ood is not None:
+        record.files["ood"] = record.ood.file
+    record.peak_rss_mb = round(max(record.peak_rss_mb, monitor.peak_mb), 1)
+    record.seconds = round(record.seconds + time.monotonic() - begun, 2)
+    record.updated = _now()
+    record.write(run_dir)
+
+
+def _calibrate_finished(record: RunRecord, export_dir: Path, manifest: Manifest, config,
+                        run_dir: Path, echo: Callable[[str], None]) -> RunRecord:
+    """``--resume`` of a finished run that has no calibration (trained before it existed):
+    fit it on the saved model, change nothing else."""
+    from trainer.model_io import load_model
+
+    echo(f"{run_dir}: already {record.status} after {record.epochs_completed} epoch(s) but not "
+         "calibrated: fitting the calibration and out-of-distribution statistics")
+    manifest.verify_shards(export_dir, ["train", "val"])
+    record.config = {**(record.config or {}), "calibration": config["calibration"]}
+    _calibrate(record, load_model(run_dir), export_dir, manifest, config, run_dir, echo)
+    return record
 
 
 def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Path,
-                     record: RunRecord) -> None:
-    """Write the best epoch's weights as an uncompiled inference model, atomically."""
+                     record: RunRecord) -> keras.Model:
+    """Write the best epoch's weights as an uncompiled inference model, atomically; return it."""
     best = run_dir / CHECKPOINT_DIR / BEST_WEIGHTS
     if not best.is_file():
         record.note = "no best checkpoint (monitor never improved); saved the last weights"
@@ -366,6 +411,7 @@ def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Pa
     with atomic_output(run_dir / MODEL_FILE) as partial:
         inference.save(partial)
     record.files["model"] = MODEL_FILE
+    return inference
 
 
 # -- run.json -----------------------------------------------------------------------------------
