@@ -70,11 +70,18 @@ def add_stars(canvas: Canvas, rng: np.random.Generator, *, density: float, sky_e
     if spikes:
         for yi, xi, fi in zip(y[bright][:4], x[bright][:4], flux[bright][:4]):
             peak = fi * peak_fraction * 0.02
+            length = 6 * fwhm * np.sqrt(fi * peak_fraction / full_scale_e + 1)
+            # The spikes fade as exp(-d / length): drawn on a window 10 lengths around the star.
+            reach = int(10 * length) + 4
+            y0, y1 = max(0, int(yi) - reach), min(h, int(yi) + reach + 1)
+            x0, x1 = max(0, int(xi) - reach), min(w, int(xi) + reach + 1)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            window = (y1 - y0, x1 - x0)
             for spike_angle in (0.0, np.pi / 2):
-                line = line_image((h, w), (yi, xi), spike_angle + angle, 1.2, peak)
-                length = 6 * fwhm * np.sqrt(fi * peak_fraction / full_scale_e + 1)
-                u, v = rotated((h, w), (yi, xi), spike_angle + angle)
-                stars += line * np.exp(-np.abs(u) / length)
+                line = line_image(window, (yi - y0, xi - x0), spike_angle + angle, 1.2, peak)
+                u, v = rotated(window, (yi - y0, xi - x0), spike_angle + angle)
+                stars[y0:y1, x0:x1] += line * np.exp(-np.abs(u) / np.float32(length))
     if absorption is not None:
         stars *= absorption
     canvas.add(stars, STARLIGHT)
