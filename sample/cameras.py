@@ -41,6 +41,10 @@ POISSON_EXACT_BELOW = 30.0
 #: Share of frames read in the 8-bit high-speed mode, by cameras that have one.
 EIGHT_BIT_SHARE = 0.25
 
+#: Share of frames of a multi-amplifier camera read through all its amplifiers (the others
+#: through one), and the spread of the amplifiers' gains and offsets.
+MULTI_TAP_SHARE = 0.7
+
 #: Zero levels (the ADU of no light) and how often each occurs, whatever the frame shows:
 #: ``native`` the camera's own pedestal or offset setting; ``raised`` a controller or offset set
 #: to 2..23 % of full scale; ``mid`` a bipolar converter read around mid-scale (40..61 %, up to
@@ -90,6 +94,7 @@ class Camera:
     group: str = "amateur"               # amateur | observatory | space: who operates it
     cosmic_factor: float = 1.0           # cosmic-ray rate relative to sea level (orbit: ~50)
     hot_rate_scale: float = 1.0          # hot-pixel dark rates relative to the usual decades
+    amplifiers: int = 1                  # output amplifiers: 2 read the halves, 4 the quadrants
 
     @property
     def is_colour(self) -> bool:
@@ -175,11 +180,14 @@ CAMERAS: dict[str, Camera] = {c.name: c for c in (
     _ccd("SITe SI-424A", (2048, 2048), 24.0, 300000, 2.6, 7.0, 1900.0, 150.0, 1e-5, 0.5,
          bad_columns=1, overscan_px=64, blooming=True, cryogenic=True, group="observatory"),
     _ccd("Fairchild CCD 3041", (2048, 2048), 15.0, 100000, 1.6, 4.5, 600.0, 150.0, 3e-5, 0.4,
-         bad_columns=3, overscan_px=48, blooming=True, cryogenic=True, group="observatory"),
+         bad_columns=3, overscan_px=48, blooming=True, cryogenic=True, group="observatory",
+         amplifiers=2),
     _ccd("e2v CCD44-82", (4096, 2048), 15.0, 200000, 1.4, 3.2, 1100.0, 150.0, 2e-5, 0.3,
-         bad_columns=1, overscan_px=50, blooming=True, cryogenic=True, group="observatory"),
+         bad_columns=1, overscan_px=50, blooming=True, cryogenic=True, group="observatory",
+         amplifiers=2),
     _ccd("e2v CCD231-84", (4096, 4112), 15.0, 350000, 1.9, 3.8, 1200.0, 150.0, 1e-5, 0.3,
-         bad_columns=2, overscan_px=20, blooming=True, cryogenic=True, group="observatory"),
+         bad_columns=2, overscan_px=20, blooming=True, cryogenic=True, group="observatory",
+         amplifiers=4),
     # Passively cooled CCDs in orbit: warm by observatory standards (-80 C), radiation-damaged
     # (many hot pixels) and hit by about fifty times more cosmic rays than on the ground.
     _ccd("SITe ST-002A (space)", (1024, 1024), 21.0, 144000, 4.0, 5.5, 1400.0, 46.0, 8e-4,
@@ -187,7 +195,7 @@ CAMERAS: dict[str, Camera] = {c.name: c for c in (
          hot_rate_scale=3000.0, min_exposure_s=0.1),
     _ccd("e2v CCD203-82 (space)", (4096, 4096), 12.0, 150000, 1.6, 3.1, 1000.0, 5.0, 3e-4,
          0.2, bad_columns=2, group="space", cosmic_factor=50.0, hot_rate_scale=500.0,
-         min_exposure_s=0.0),
+         min_exposure_s=0.0, amplifiers=4),
 )}
 
 
@@ -199,6 +207,9 @@ class Settings:
     and the ``zero`` level kind (see :data:`ZERO_LEVELS`). All ADU are in the readout's own units
     (native bits, or 8 bits in 8-bit mode); ``shift`` says whether the driver left-shifts them
     into 16-bit words. ``origin`` is the window's top-left corner on the full sensor.
+    ``taps``: when the frame is read through several amplifiers, each one's gain factor and
+    offset (readout ADU), in the order left, right (two) or top-left, top-right, bottom-left,
+    bottom-right (four); empty when one amplifier reads it all.
     """
 
     exptime_s: float
@@ -214,6 +225,7 @@ class Settings:
     origin: tuple[int, int]
     shift: bool = False
     zero: str = "native"
+    taps: tuple[tuple[float, float], ...] = ()
 
     def bits(self, camera: Camera) -> int:
         """Resolution of the delivered values: 8 in 8-bit mode, else the ADC's bits."""
@@ -322,10 +334,17 @@ def draw_settings(camera: Camera, rng: np.random.Generator, exptime_s: float, *,
     height, width = shape
     origin = (int(rng.integers(0, max(1, rows - height + 1))),
               int(rng.integers(0, max(1, columns - width + 1))))
+    taps: tuple[tuple[float, float], ...] = ()
+    if camera.amplifiers > 1 and rng.random() < MULTI_TAP_SHARE:
+        # Each amplifier has its own gain (within ~1.5 %) and bias level (within ~3 % of the
+        # pedestal and tens of ADU): the frame shows steps between halves or quadrants.
+        taps = tuple((float(1 + rng.normal(0, 0.015)),
+                      float(rng.normal(0, 0.03) * max(pedestal, 100.0) + rng.normal(0, 15)))
+                     for _ in range(camera.amplifiers))
     return Settings(exptime_s=float(exptime_s), sensor_temp_c=temp, set_temp_c=set_temp,
                     gain=gain, offset=offset, e_per_adu=e_per_adu, read_noise_e=read_noise,
                     pedestal_adu=pedestal, binning=binning, eight_bit=eight_bit, origin=origin,
-                    shift=shift, zero=zero)
+                    shift=shift, zero=zero, taps=taps)
 
 
 @dataclass(frozen=True)
@@ -548,3 +567,25 @@ def _amplify(camera: Camera, settings: Settings, charge: np.ndarray, rows: np.nd
     charge += rows
     charge *= np.float32(1.0 / settings.e_per_adu)
     charge += np.float32(settings.pedestal_adu)
+    if settings.taps:
+        _apply_taps(camera, settings, charge, column_start)
+
+
+def _apply_taps(camera: Camera, settings: Settings, adu: np.ndarray, column_start: int) -> None:
+    """Give each amplifier's part of the window its gain and offset, in place. Amplifiers read
+    the sensor's left and right halves (two) or quadrants (four); overscan columns
+    (``column_start`` > 0) belong to the amplifier of the window's right edge."""
+    rows, columns = camera.sensor[0] // settings.binning, camera.sensor[1] // settings.binning
+    oy, ox = settings.origin
+    h, w = adu.shape[-2:]
+    row_cut = int(np.clip(rows // 2 - oy, 0, h)) if camera.amplifiers == 4 else h
+    column_cut = int(np.clip(columns // 2 - ox, 0, w))
+    if column_start:
+        column_cut = 0 if ox + column_start - 1 >= columns // 2 else w
+    for index, (gain, offset) in enumerate(settings.taps):
+        lower = camera.amplifiers == 4 and index // 2 == 1
+        right = index % 2 == 1
+        region = adu[..., slice(row_cut, h) if lower else slice(0, row_cut),
+                     slice(column_cut, w) if right else slice(0, column_cut)]
+        region *= np.float32(gain)
+        region += np.float32(offset)

@@ -390,7 +390,8 @@ def draw_exposure(rng: np.random.Generator, class_name: str, subtype: str, camer
             subtype, (3e-3, 5e-2))
         return round(float(loguniform(rng, low, high)), 6)
     low, high = {"star": (5.0, 900.0), "arc": (0.5, 60.0), "nebula": (300.0, 1800.0),
-                 "solar": (0.005, 2.0), "echelle": (60.0, 1800.0),
+                 "solar": (0.005, 2.0), "spectroheliograph": (0.001, 0.05),
+                 "echelle": (60.0, 1800.0),
                  "echelle_arc": (1.0, 60.0), "raster": (1.0, 30.0)}[subtype]
     return round(float(loguniform(rng, low, high)), 3)
 
@@ -546,7 +547,8 @@ def plan_frame(class_name: str, index: int, rng: np.random.Generator, *,
                   width=columns, height=rows, telescope=telescope,
                   filter_name=filter_name, target=target,
                   ra_deg=float(rng.uniform(0, 360)), dec_deg=float(rng.uniform(-60, 85)),
-                  date_obs=draw_date(rng, drawn_subtype in SOLAR + ("solar", "raster")),
+                  date_obs=draw_date(rng, drawn_subtype in SOLAR + ("solar", "spectroheliograph",
+                                                                    "raster")),
                   site=SITES[int(rng.integers(0, len(SITES)))], extra=extra)
     header, defects = None, ()
     if fmt.container != "tiff":

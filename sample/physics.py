@@ -352,12 +352,21 @@ def gradient(shape: tuple[int, int], rng: np.random.Generator, amplitude: float,
 def line_image(shape: tuple[int, int], point: tuple[float, float], angle: float,
                width: float, peak: float) -> np.ndarray:
     """A straight line through ``point`` (y, x) at ``angle``: Gaussian cross-section of FWHM
-    ``width`` px and ``peak`` electrons (satellite and aircraft trails, diffraction spikes)."""
+    ``width`` px and ``peak`` electrons (satellite and aircraft trails, diffraction spikes).
+    Computed one band of rows at a time."""
+    h, w = shape
     yy, xx = grid(shape)
-    distance = (xx - point[1]) * np.float32(np.sin(angle)) - (yy - point[0]) * np.float32(
-        np.cos(angle))
-    sigma = width / 2.3548
-    return (np.float32(peak) * np.exp(-0.5 * (distance / sigma) ** 2)).astype(np.float32)
+    across = (xx - np.float32(point[1])) * np.float32(np.sin(angle))
+    sigma = np.float32(width / 2.3548)
+    out = np.empty(shape, dtype=np.float32)
+    band = max(1, (1 << 20) // max(w, 1))
+    for top in range(0, h, band):
+        rows = slice(top, min(h, top + band))
+        distance = across - (yy[rows] - np.float32(point[0])) * np.float32(np.cos(angle))
+        distance /= sigma
+        np.exp(-0.5 * distance * distance, out=out[rows])
+    out *= np.float32(peak)
+    return out
 
 
 def disc_coordinates(shape: tuple[int, int], centre: tuple[float, float], radius: float,

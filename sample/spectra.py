@@ -13,6 +13,12 @@ wavelength along the other axis (horizontal or vertical, equally often). Frames:
 * ``echelle`` and ``echelle_arc``: an échelle or cross-dispersed spectrograph's many curved
   orders stacked across the frame (4..8 orders cross-dispersed, 15..60 échelle), each under the
   grating's blaze, carrying a star's spectrum or a thorium-argon lamp's dense lines;
+* ``spectroheliograph``: a Sol'Ex-like solar scan frame: a narrow window of the solar spectrum
+  around a strong line (H-alpha, Ca II K and H, the Na D pair, the Mg b triplet, He I D3, Fe I)
+  across a long slit laid on the solar disc: a bright continuum whose brightness follows the
+  limb darkening along the slit (dark beyond the limb when the slit crosses it), the lines
+  strongly curved by the spectrograph's smile, sunspots as dark streaks along the dispersion,
+  dust on the slit as thin dark lines;
 * ``raster``: a space ultraviolet spectrograph's readout: a few narrow spectral windows side by
   side, each with emission lines whose brightness and Doppler shift change along the slit as it
   crosses solar structures, sometimes with the dark fiducial marks of the slit;
@@ -34,13 +40,18 @@ import numpy as np
 
 from sample.physics import Canvas, loguniform, smoothstep
 
-KINDS = ("star", "arc", "nebula", "solar", "echelle", "echelle_arc", "raster")
-#: How often each kind is taken, by who observes.
+KINDS = ("star", "arc", "nebula", "solar", "spectroheliograph", "echelle", "echelle_arc",
+         "raster")
+#: How often each kind is taken (per cent), by who observes.
 KIND_WEIGHTS: dict[str, tuple[float, ...]] = {
-    "amateur":     (0.42, 0.26, 0.07, 0.12, 0.08, 0.05, 0.0),
-    "observatory": (0.38, 0.24, 0.08, 0.02, 0.16, 0.12, 0.0),
-    "space":       (0.3, 0.1, 0.15, 0.0, 0.12, 0.05, 0.28),
+    "amateur":     (36, 23, 7, 8, 14, 7, 5, 0),
+    "observatory": (36, 23, 8, 2, 5, 15, 11, 0),
+    "space":       (30, 10, 15, 0, 0, 12, 5, 28),
 }
+
+#: Strong solar lines a spectroheliograph is centred on (nm) and the width of their wings.
+SOLAR_LINES = ((656.28, 0.12), (393.37, 0.35), (396.85, 0.3), (589.0, 0.05), (589.59, 0.05),
+               (517.27, 0.08), (518.36, 0.09), (587.56, 0.02), (527.04, 0.03), (516.89, 0.03))
 
 #: Pixels of the frame computed per block of rows.
 BLOCK_PIXELS = 1 << 20
@@ -316,6 +327,8 @@ def draw_setup(rng: np.random.Generator, kind: str, shape: tuple[int, int],
         name = str(rng.choice(["M57", "M42", "NGC 7027", "NGC 6543", "M27", "NGC 4151"]))
     elif kind == "raster":
         name = str(rng.choice(["AR 12192", "Quiet Sun", "Coronal hole", "Limb", "Sun"]))
+    elif kind == "spectroheliograph":
+        name = str(rng.choice(["Sun", "Sun Ha", "Soleil", "Sun CaK", "sun"]))
     else:
         spectral_type = int(rng.integers(0, len(SPECTRAL_TYPES)))
         name = str(rng.choice(STAR_NAMES[SPECTRAL_TYPES[spectral_type][0]]))
@@ -348,6 +361,8 @@ def spectrum_scene(canvas: Canvas, rng: np.random.Generator, setup: SlitSetup, *
     shape = (w, h) if setup.vertical else (h, w)
     if setup.orders:
         planes = echelle_planes(rng, setup, shape, full_scale_e, canvas.mode != "mono")
+    elif setup.kind == "spectroheliograph":
+        planes = spectroheliograph_planes(rng, shape, full_scale_e, canvas.mode != "mono")
     elif setup.kind == "raster":
         planes = raster_planes(rng, shape, full_scale_e)
     else:
@@ -529,6 +544,64 @@ def echelle_planes(rng: np.random.Generator, setup: SlitSetup, shape: tuple[int,
         planes *= np.float32(level / peak)
     # Scattered light fills the gaps between the orders faintly.
     planes += np.float32(float(rng.uniform(0.002, 0.02)) * float(planes.mean()))
+    return planes
+
+
+def spectroheliograph_planes(rng: np.random.Generator, shape: tuple[int, int],
+                             full_scale_e: float, colour: bool) -> np.ndarray:
+    """Electrons (planes, H, W) of one spectroheliograph frame, dispersed along the rows (W
+    columns of wavelength), the slit along the columns (H rows).
+
+    The slit lies on the solar disc as a chord at distance ``d`` from the centre; along it the
+    continuum follows the limb darkening I = 1 - u(1 - mu) - v(1 - mu)^2 and drops to scattered
+    light beyond the limb. The window (0.002..0.02 nm/px) is centred near a strong line of
+    :data:`SOLAR_LINES`, with its neighbours and weak photospheric lines; every line bends
+    along the slit with the smile (its ends shifted by up to a third of the window). Sunspots
+    dim the continuum over a few rows and deepen the lines; plage brightens a line core; dust
+    on the slit leaves thin dark lines along the dispersion.
+    """
+    h, w = shape
+    rows = np.arange(h, dtype=np.float64)
+    columns = np.arange(w, dtype=np.float64)
+    # Where the slit lies on the disc: the disc's radius in rows, the chord's offset.
+    radius = float(loguniform(rng, 0.35, 2.0)) * h
+    chord = float(rng.uniform(0.0, 0.9))
+    centre_row = h / 2 + float(rng.normal(0, 0.3)) * h
+    along = (rows - centre_row) / radius
+    mu = np.sqrt(np.clip(1.0 - chord ** 2 - along ** 2, 0.0, None))
+    u, v = float(rng.uniform(0.75, 0.95)), float(rng.uniform(-0.25, -0.15))
+    inside = smoothstep(mu, 0.0, 0.02)
+    continuum = inside * (1 - u * (1 - mu) - v * (1 - mu) ** 2) + 0.01 * (1 - inside)
+    for _ in range(int(rng.poisson(0.8))):  # sunspots
+        middle, half = float(rng.uniform(0, h)), float(loguniform(rng, 1.0, 0.03 * h + 2))
+        continuum *= 1 - 0.7 * np.exp(-0.5 * ((rows - middle) / half) ** 2)
+    step = float(loguniform(rng, 0.002, 0.02))  # nm per px
+    centre_nm, wing = SOLAR_LINES[int(rng.integers(0, len(SOLAR_LINES)))]
+    centre_nm += float(rng.normal(0, 0.15)) * step * w
+    wavelength = centre_nm + (columns - w / 2) * step
+    smile = float(rng.uniform(-0.35, 0.35)) * w / max(h / 2, 1) ** 2
+    bend = smile * (rows - h / 2) ** 2  # px, per row
+    lines = [(c, min(0.95, 0.2 + 2 * width), width) for c, width in SOLAR_LINES
+             if abs(c - centre_nm) < step * w]
+    lines += [(float(c), float(rng.uniform(0.05, 0.5)), float(loguniform(rng, 0.003, 0.015)))
+              for c in rng.uniform(wavelength[0], wavelength[-1], int(rng.integers(2, 12)))]
+    plage = np.exp(0.3 * np.convolve(rng.standard_normal(h), np.ones(15) / 15, mode="same"))
+    level = full_scale_e * float(rng.uniform(0.3, 0.9))
+    planes = np.zeros((3 if colour else 1,) + shape, dtype=np.float32)
+    response = channel_response(wavelength) if colour else np.ones((1, w))
+    for top, bottom in _row_blocks(h, w):
+        shifted = wavelength[None, :] - (bend[top:bottom, None] * step)
+        transmission = np.ones((bottom - top, w))
+        for centre, depth, width in lines:
+            core = depth / np.where(width > 0.05, plage[top:bottom, None], 1.0)
+            transmission *= 1 - np.clip(core, 0, 0.97) * np.exp(
+                -0.5 * ((shifted - centre) / max(width, 0.6 * step)) ** 2)
+        block = transmission * continuum[top:bottom, None] * level
+        for c in range(planes.shape[0]):
+            planes[c, top:bottom] = (block * response[c][None, :]).astype(np.float32)
+    for dust in rng.uniform(0, h, int(rng.poisson(2))):
+        planes *= (1 - 0.4 * np.exp(-0.5 * ((rows - dust) / 0.8) ** 2))[None, :, None].astype(
+            np.float32)
     return planes
 
 
