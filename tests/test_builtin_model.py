@@ -3,6 +3,7 @@ a run is expected, never written to."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -84,3 +85,40 @@ def test_score_and_evaluate_builtin_write_nothing_into_the_package(installed, tm
     capsys.readouterr()
     after = sorted((p.name, p.stat().st_mtime_ns) for p in (root / "general").iterdir())
     assert after == before
+
+
+SHIPPED = builtin._ROOT / builtin.MODELS[0]
+
+
+@pytest.mark.skipif(not (SHIPPED / "model.keras").is_file(),
+                    reason="the built-in model is not installed (make model)")
+def test_the_shipped_model_is_complete_small_and_scores_a_night(tmp_path):
+    """The model in the package: every file its run.json lists (but resume state and logs),
+    under the package-data size limit, loaded in safe mode, and `score builtin` sorts a night
+    of sample frames with calibrated probabilities and flags."""
+    from research.builtin_model import LEFT_OUT, MAX_MODEL_BYTES
+    from sample import write_sample_tree
+    from skyshard.manifest import Manifest
+    from skyshard.run_record import RunRecord
+
+    description = json.loads((SHIPPED / "builtin.json").read_text())
+    record = RunRecord.read(SHIPPED)
+    assert description["model_bytes"] == (SHIPPED / "model.keras").stat().st_size
+    assert description["model_bytes"] <= MAX_MODEL_BYTES
+    assert description["classes"] == list(record.export.classes)
+    assert Manifest.read(SHIPPED).classes == record.export.classes
+    for name, file in record.files.items():
+        if name not in LEFT_OUT and isinstance(file, str) and "/" not in file:
+            assert (SHIPPED / file).is_file(), (name, file)
+    assert record.calibration is not None and record.ood is not None
+
+    night = tmp_path / "night"
+    write_sample_tree(night, per_class=1, seed=11, unlabeled=True)
+    assert main(["score", "builtin", str(night), "--out", str(tmp_path / "scored")]) == 0
+    with open(tmp_path / "scored" / "predictions.csv", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 6
+    for row in rows:
+        assert row["predicted_class"] in record.export.classes
+        assert 0 < float(row["confidence"]) <= 1 and row["unfamiliar"] in ("0", "1")
+    assert not list(SHIPPED.glob("evaluation*")) and not list(SHIPPED.glob("score*"))
