@@ -84,7 +84,7 @@ def token_grid(image_size: int, patch_size: int) -> int:
 
 
 def vit_branch(x, model_config: Mapping[str, Any], norm: Callable | None = None,
-               spec: ViTSpec = VIT_TINY):
+               spec: ViTSpec | None = None):
     """The ViT image branch: ``[B, S, S, 1]`` in ``[0, 1]`` -> the class token ``[B, width]``.
 
     The image is rescaled to ``[-1, 1]`` (what the original checkpoints expect) and embedded by
@@ -104,7 +104,8 @@ def vit_branch(x, model_config: Mapping[str, Any], norm: Callable | None = None,
     norm : callable, optional
         ``make(channels, name)`` of :func:`trainer.models.normalization`, for the conv stem;
         default batch normalisation with momentum 0.9.
-    spec : ViTSpec, default ViT-Ti/16
+    spec : ViTSpec, optional
+        Default :data:`VIT_TINY`, ViT-Ti/16.
 
     Returns
     -------
@@ -117,6 +118,7 @@ def vit_branch(x, model_config: Mapping[str, Any], norm: Callable | None = None,
         An unknown stem or position embedding, a weights file that does not exist, is not a
         ViT checkpoint of this shape, or is combined with the ``sincos`` position embedding.
     """
+    spec = spec or VIT_TINY
     stem, position = model_config["vit_stem"], model_config["vit_position"]
     if stem not in STEMS:
         raise ConfigError(f"model.vit_stem must be one of {list(STEMS)}, got {stem!r}")
