@@ -90,6 +90,17 @@ def test_vit_tiny_has_about_five_million_parameters_at_224():
     assert vit_ti_parameters(token_grid(224, 16)) == pytest.approx(5.4e6, rel=0.02)
 
 
+def test_bench_cost_counts_every_token_and_the_attention(at_size):
+    """bench.cost's analytic FLOPs of the ViT branch: the patch embedding, and per block the
+    four attention projections, the two attention products and the MLP, once per token."""
+    from bench.cost import analytic_flops
+
+    w, mlp, tokens = 192, 768, 1 + 4 * 4  # 64 px: a 4x4 grid and the class token
+    block = tokens * (4 * w * w + 2 * w * mlp) + tokens * tokens * 2 * w
+    expected = 2 * (16 * 16 * w * 16 + 12 * block)
+    assert analytic_flops(image_branch(build_model(vit_config(), at_size(64)))) == expected
+
+
 @pytest.mark.parametrize("stem, position", [("patch", "learned"), ("conv", "sincos")])
 def test_vit_saves_and_reloads_in_safe_mode(at_size, tmp_path, stem, position):
     manifest = at_size(40)  # not a multiple of 16: the conv stem's same padding gives 3x3 too
