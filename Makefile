@@ -45,8 +45,11 @@ bench-quick: $(STAMP)
 bench-test: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench $(PYTEST_ARGS)
 
+# Two images: the command line (skyshard:0.1.0) and a Beam SDK worker for cluster runners
+# (skyshard-worker:0.1.0); docs/cluster.md.
 docker:
-	docker build -f docker/Dockerfile -t skyshard:0.1.0 .
+	docker build -f docker/Dockerfile --target cli -t skyshard:0.1.0 .
+	docker build -f docker/Dockerfile --target worker -t skyshard-worker:0.1.0 .
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

@@ -34,7 +34,7 @@ from skyshard import __version__
 from skyshard.builtin import DESCRIPTION_FILE, MODELS
 from skyshard.files import write_json_atomic
 from skyshard.manifest import Manifest
-from skyshard.run_record import MODEL_FILE, RUN_FILE
+from skyshard.run_record import MODEL_FILE, RUN_FILE, RunRecord
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "skyshard" / "builtin" / MODELS[0]
@@ -47,8 +47,10 @@ IMAGE_SIZE = 128
 #: Configuration of the built-in model on top of the shipped defaults (trainer/default.toml).
 RECIPE: dict[str, Any] = {"train.seed": 7, "train.tensorboard": False}
 
-#: Files of the run folder that the built-in model ships (besides the export's manifest).
-RUN_FILES = (MODEL_FILE, RUN_FILE, "config.toml", "history.csv")
+#: Files of the run folder that the built-in model ships (besides the export's manifest), and
+#: the run's files (``run.json``'s ``files``) it leaves out: resume state, logs, pictures.
+RUN_FILES = (MODEL_FILE, RUN_FILE)
+LEFT_OUT = ("checkpoints", "tensorboard", "curves", "cache")
 
 #: The size the model file must stay under (package data).
 MAX_MODEL_BYTES = 10 * 1024 * 1024
@@ -101,9 +103,10 @@ def install(export: Path, run: Path, out: Path, description: dict[str, Any]) -> 
     staging = out.with_name(f".{out.name}.new")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    names = list(RUN_FILES) + sorted(p.name for p in run.glob("*.json")
-                                     if p.name not in RUN_FILES)
-    for name in names:
+    listed = RunRecord.read(run).files
+    names = list(RUN_FILES) + sorted(str(name) for key, name in listed.items()
+                                     if name and key not in LEFT_OUT)
+    for name in dict.fromkeys(names):
         if (run / name).is_file():
             shutil.copy2(run / name, staging / name)
     shutil.copy2(export / "manifest.json", staging / "manifest.json")
