@@ -11,8 +11,9 @@ Reported per configuration: ms per step and per image, the first step's seconds 
 ``model.count_params()``, and forward FLOPs per image counted two ways:
 
 * **analytic**: 2 x the multiply-accumulates of every ``Conv2D``, ``DepthwiseConv2D``,
-  ``SeparableConv2D`` and ``Dense`` layer (nested models included), from the layers' static
-  shapes: the figure used in the tables;
+  ``SeparableConv2D``, ``Dense`` (once per token when it is applied to a sequence) and
+  ``MultiHeadAttention`` layer (its four projections and the two attention products; nested
+  models included), from the layers' static shapes: the figure used in the tables;
 * **profiler**: ``tf.compat.v1.profiler`` ``float_operation`` over the graph of
   ``tf.function(model).get_concrete_function`` at batch 1, as a cross-check; TensorFlow only
   registers FLOPs for some ops (here ``Conv2D``: not depthwise convolutions, nor matrix products
@@ -37,6 +38,8 @@ import numpy as np
 from skyshard.manifest import Manifest
 
 MODELS = ("separable", "simple_cnn", "resnet50v2")
+#: Configuration overrides of the measured names that are not a ``model.name`` of their own.
+MODEL_OVERRIDES = {"vit_tiny_hybrid": {"model.name": "vit_tiny", "model.vit_stem": "conv"}}
 SIZES = (128, 224, 350)
 BATCH = 8
 
@@ -61,7 +64,20 @@ def layer_macs(layer) -> int:
         in_c = layer.input.shape[-1] // layer.groups
         return int(out_h * out_w * kh * kw * in_c * layer.filters)
     if isinstance(layer, keras.layers.Dense):
-        return int(layer.input.shape[-1] * layer.units)
+        tokens = math.prod(layer.input.shape[1:-1])  # 1 for [B, F]; T for [B, T, F]
+        return int(tokens * layer.input.shape[-1] * layer.units)
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        query, value = (layer.input if isinstance(layer.input, (list, tuple))
+                        else (layer.input, layer.input))[:2]
+        n_query, n_key = math.prod(query.shape[1:-1]), math.prod(value.shape[1:-1])
+        heads, key_dim = layer.num_heads, layer.key_dim
+        value_dim = layer.value_dim or key_dim
+        projections = (n_query * query.shape[-1] * heads * key_dim          # query
+                       + n_key * value.shape[-1] * heads * key_dim          # key
+                       + n_key * value.shape[-1] * heads * value_dim        # value
+                       + n_query * heads * value_dim * layer.output.shape[-1])  # output
+        attention = n_query * n_key * heads * (key_dim + value_dim)  # q.k, then weights.v
+        return int(projections + attention)
     return 0
 
 
@@ -124,7 +140,7 @@ def model_cost(manifest: Manifest, name: str, size: int, *, warm: int, budget_s:
     from trainer.data import steps_per_epoch
 
     keras.backend.clear_session()
-    config = load_config(overrides={"model.name": name})
+    config = load_config(overrides=MODEL_OVERRIDES.get(name, {"model.name": name}))
     sized = replace(manifest, image_size=size)
     model = compiled_model(config, sized, steps_per_epoch(manifest, config))
     inputs, labels = random_batch(manifest, size)
@@ -164,7 +180,8 @@ def measure_cost(export_dir: Path, models: tuple[str, ...], sizes: tuple[int, ..
             for name in models for size in sizes]
     return {"export": str(export_dir), "batch": BATCH, "rows": rows,
             "flops_method": "analytic 2 x MACs of Conv2D/DepthwiseConv2D/SeparableConv2D/Dense "
-                            "layers (forward, per image); profiler figure: "
+                            "(per token)/MultiHeadAttention layers (forward, per image); "
+                            "profiler figure: "
                             "tf.compat.v1.profiler float_operation (Conv2D only)",
             "gflops_note": "gflops_per_s assumes a training step costs 3 x the forward pass"}
 

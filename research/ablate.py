@@ -88,6 +88,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "size350": {"image_size": 350},
     "resnet50v2": {"model.name": "resnet50v2"},
     "efficientnetv2b0": {"model.name": "efficientnetv2b0"},
+    "vit_tiny": {"model.name": "vit_tiny"},
+    "vit_tiny_hybrid": {"model.name": "vit_tiny", "model.vit_stem": "conv"},
     "wide": {"model.filters": [32, 64, 128]},
     # Start the image branch from a `skyshard pretrain` encoder (--encoder DIR).
     "pretrained": {"model.encoder": None},

@@ -12,8 +12,9 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import trainer.layers  # noqa: E402
-from trainer.layers import (Cast, ConfidenceGate, ImputeMissing, MissingIndicator,  # noqa: E402
-                            SelectFeatures, SoftClip)
+from trainer.layers import (Cast, ClassToken, ConfidenceGate, ImputeMissing,  # noqa: E402
+                            MissingIndicator, PositionEmbedding, SelectFeatures, SoftClip,
+                            sincos_position_table)
 from trainer.model_io import load_model  # noqa: E402
 
 #: A model of every layer, saved by skyshard 0.1.0 with :func:`layers_model`; never rewrite it:
@@ -22,7 +23,8 @@ SAVED_BY_0_1_0 = Path(__file__).with_name("data") / "layers-model-0.1.0.keras"
 
 #: The names under which saved models refer to the layers; they must never change.
 REGISTERED = {"skyshard>Cast", "skyshard>SelectFeatures", "skyshard>MissingIndicator",
-              "skyshard>ImputeMissing", "skyshard>ConfidenceGate", "skyshard>SoftClip"}
+              "skyshard>ImputeMissing", "skyshard>ConfidenceGate", "skyshard>SoftClip",
+              "skyshard>ClassToken", "skyshard>PositionEmbedding"}
 
 #: Constructor arguments per layer, none of them the default.
 EXAMPLES = {
@@ -32,6 +34,8 @@ EXAMPLES = {
     ImputeMissing: {"value": 1.5},
     ConfidenceGate: {"groups": [0, -1, 1], "n_groups": 2, "a_init": 3.0, "b_init": -1.0},
     SoftClip: {"limit": 3.0},
+    ClassToken: {},
+    PositionEmbedding: {"grid": 3, "kind": "sincos", "extra_tokens": 2},
 }
 
 GATE_A, GATE_B = [1.5, -0.5], [0.25, 0.75]
@@ -130,6 +134,44 @@ def test_a_model_of_every_layer_saves_and_reloads_in_safe_mode(tmp_path):
     check_outputs(reloaded)
     assert ([layer.get_config() for layer in reloaded.layers]
             == [layer.get_config() for layer in model.layers])
+
+
+def tokens_model() -> keras.Model:
+    """The ViT's token layers: ``tokens`` ``[4, 8]`` (a 2x2 grid) -> with a class token and a
+    learned position embedding, and with a fixed sine-cosine one."""
+    tokens = keras.Input((4, 8), name="tokens")
+    with_class = ClassToken(name="class_token")(tokens)
+    learned = PositionEmbedding(2, kind="learned", extra_tokens=1, name="learned")(with_class)
+    sincos = PositionEmbedding(2, kind="sincos", extra_tokens=0, name="sincos")(tokens)
+    model = keras.Model(tokens, [learned, sincos], name="skyshard_tokens")
+    model.get_layer("class_token").set_weights([np.full((1, 1, 8), 0.5, np.float32)])
+    model.get_layer("learned").set_weights([np.arange(40, dtype=np.float32).reshape(1, 5, 8)])
+    return model
+
+
+def check_tokens(model):
+    tokens = np.random.default_rng(1).normal(size=(2, 4, 8)).astype(np.float32)
+    learned, sincos = model.predict_on_batch(tokens)
+    table = np.arange(40, dtype=np.float32).reshape(1, 5, 8)
+    want = np.concatenate([np.full((2, 1, 8), 0.5, np.float32), tokens], axis=1) + table
+    np.testing.assert_allclose(learned, want, rtol=1e-6)
+    np.testing.assert_allclose(sincos, tokens + sincos_position_table(2, 8), rtol=1e-6)
+
+
+def test_the_token_layers_save_and_reload_in_safe_mode(tmp_path):
+    model = tokens_model()
+    check_tokens(model)
+    model.save(tmp_path / "tokens.keras")
+    reloaded = keras.saving.load_model(tmp_path / "tokens.keras", safe_mode=True, compile=False)
+    check_tokens(reloaded)
+    assert [w.path for w in reloaded.weights] == ["class_token/cls", "learned/embedding"]
+
+
+def test_position_embedding_refuses_a_sequence_of_another_length():
+    with pytest.raises(ValueError, match=r"expected 10 tokens \(1 \+ 3x3\)"):
+        PositionEmbedding(3)(np.zeros((1, 9, 8), np.float32))
+    with pytest.raises(ValueError, match="kind"):
+        PositionEmbedding(3, kind="rotary")
 
 
 def test_a_model_saved_by_an_earlier_version_still_loads():

@@ -18,7 +18,7 @@ DEFAULT_CONFIG_PATH = Path(__file__).with_name("default.toml")
 #: Tables whose keys are names chosen by the user (classes, policy names).
 _OPEN_TABLES = ("augment.classes", "augment.policies")
 
-MODELS = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
+MODELS = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0", "vit_tiny")
 SCHEDULES = ("cosine", "cosine_restarts", "constant")
 LOSSES = ("crossentropy", "focal")
 MONITORS = ("val_f1_macro", "val_loss")
@@ -247,6 +247,8 @@ def validate(config: Mapping[str, Any]) -> None:
     _check_choice("model.head", model["head"], ("gap", "flatten"))
     _check_choice("model.norm", model["norm"], ("batch", "group"))
     _check_int("model.norm_groups", model["norm_groups"], minimum=1)
+    _check_choice("model.vit_stem", model["vit_stem"], ("patch", "conv"))
+    _check_choice("model.vit_position", model["vit_position"], ("learned", "sincos"))
     _check_choice("data.cache", data["cache"], ("none", "disk"))
     if train["loss"] == "focal" and train["class_weights"] != "none":
         raise ConfigError(

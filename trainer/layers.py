@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -236,3 +237,130 @@ class SoftClip(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "limit": self.limit}
+
+
+@keras.saving.register_keras_serializable(package="skyshard")
+class ClassToken(keras.layers.Layer):
+    """Prepends a learned token to a sequence of tokens.
+
+    The ViT image branch reads its embedding of the whole frame from this token after the
+    transformer (the ``cls`` of the original ViT checkpoints). The token, a weight named ``cls``
+    of shape ``(1, 1, channels)``, starts at zero.
+
+    Args:
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``. The layer has
+            no arguments of its own; Keras generates its config from these.
+
+    Input shape:
+        3D tensor with shape ``(batch_size, tokens, channels)``.
+
+    Output shape:
+        3D tensor with shape ``(batch_size, tokens + 1, channels)``, the learned token first.
+    """
+
+    def build(self, input_shape):
+        self.cls = self.add_weight(shape=(1, 1, int(input_shape[-1])), name="cls",
+                                   initializer="zeros")
+
+    def call(self, inputs):
+        token = ops.cast(self.cls, inputs.dtype)
+        token = ops.broadcast_to(token, (ops.shape(inputs)[0], 1, ops.shape(inputs)[-1]))
+        return ops.concatenate([token, inputs], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        tokens = None if input_shape[1] is None else input_shape[1] + 1
+        return (input_shape[0], tokens, input_shape[2])
+
+
+def sincos_position_table(grid: int, channels: int, temperature: float = 10_000.0):
+    """The fixed 2-D sine-cosine position embedding of a ``grid x grid`` token grid.
+
+    As in big_vision's ``posemb_sincos_2d``: per token, ``sin`` and ``cos`` of its column and of
+    its row at ``channels / 4`` frequencies from 1 to ``1 / temperature``, in that order.
+
+    Args:
+        grid: Int, tokens per side.
+        channels: Int, the embedding width; a multiple of 4.
+        temperature: Float, the lowest frequency is ``1 / temperature``.
+
+    Returns:
+        float32 numpy array of shape ``(grid * grid, channels)``, tokens in row-major order.
+
+    Raises:
+        ValueError: ``channels`` is not a positive multiple of 4.
+    """
+    if channels <= 0 or channels % 4:
+        raise ValueError(f"a sine-cosine position embedding needs channels divisible by 4, "
+                         f"got {channels}")
+    quarter = channels // 4
+    omega = 1.0 / temperature ** (np.arange(quarter) / max(quarter - 1, 1))
+    rows, columns = np.mgrid[:grid, :grid]
+    y = np.outer(rows.ravel(), omega)
+    x = np.outer(columns.ravel(), omega)
+    return np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1).astype(
+        np.float32)
+
+
+@keras.saving.register_keras_serializable(package="skyshard")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a position embedding to a ``grid x grid`` sequence of tokens after ``extra_tokens``
+    leading ones (the class token).
+
+    ``kind="learned"``: a weight named ``embedding`` of shape ``(1, extra_tokens + grid**2,
+    channels)``, initialised from a normal distribution with standard deviation
+    ``1 / sqrt(channels)`` (as in big_vision's ViT; the ``pos_embedding`` of its checkpoints).
+    ``kind="sincos"``: the fixed table of :func:`sincos_position_table`, zero for the leading
+    tokens; no weight. A learned table made for another grid is resampled to this one when
+    weights are loaded (``trainer.vit_weights``), not here.
+
+    Args:
+        grid: Int, tokens per side of the square grid.
+        kind: String, ``"learned"`` or ``"sincos"``.
+        extra_tokens: Int, leading tokens before the grid (1 for a class token, 0 for none).
+        **kwargs: Base layer keyword arguments, such as ``name`` and ``dtype``.
+
+    Raises:
+        ValueError: An unknown ``kind``, a grid below 1 or negative ``extra_tokens``; when built,
+            an input whose length is not ``extra_tokens + grid**2`` or, for ``"sincos"``, whose
+            channels are not a multiple of 4.
+
+    Input shape:
+        3D tensor with shape ``(batch_size, extra_tokens + grid**2, channels)``.
+
+    Output shape:
+        Same as the input.
+    """
+
+    KINDS = ("learned", "sincos")
+
+    def __init__(self, grid: int = 1, kind: str = "learned", extra_tokens: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.grid = int(grid)
+        self.kind = str(kind)
+        self.extra_tokens = int(extra_tokens)
+        if self.kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {list(self.KINDS)}, got {kind!r}")
+        if self.grid < 1 or self.extra_tokens < 0:
+            raise ValueError(f"grid must be >= 1 and extra_tokens >= 0, got grid={grid}, "
+                             f"extra_tokens={extra_tokens}")
+
+    def build(self, input_shape):
+        tokens, channels = self.extra_tokens + self.grid ** 2, int(input_shape[-1])
+        if input_shape[1] is not None and input_shape[1] != tokens:
+            raise ValueError(f"expected {tokens} tokens ({self.extra_tokens} + {self.grid}x"
+                             f"{self.grid}), got input shape {tuple(input_shape)}")
+        if self.kind == "learned":
+            self.embedding = self.add_weight(
+                shape=(1, tokens, channels), name="embedding",
+                initializer=keras.initializers.RandomNormal(stddev=channels ** -0.5))
+        else:
+            table = np.concatenate([np.zeros((self.extra_tokens, channels), np.float32),
+                                    sincos_position_table(self.grid, channels)])
+            self.embedding = ops.convert_to_tensor(table[None])
+
+    def call(self, inputs):
+        return inputs + ops.cast(self.embedding, inputs.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "grid": self.grid, "kind": self.kind,
+                "extra_tokens": self.extra_tokens}

@@ -21,8 +21,9 @@ from skyshard.manifest import ModelInputs
 from trainer.config import ConfigError
 from trainer.layers import (Cast, ConfidenceGate, ImputeMissing, MissingIndicator, SelectFeatures,
                             SoftClip)
+from trainer.vit import vit_branch
 
-IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0")
+IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0", "vit_tiny")
 
 
 def build_model(config: Mapping[str, Any], manifest: ModelInputs) -> keras.Model:
@@ -190,7 +191,8 @@ def image_branch(name: str, image, model_config: Mapping[str, Any]):
     Parameters
     ----------
     name : str
-        ``model.name``: ``separable``, ``simple_cnn``, ``resnet50v2`` or ``efficientnetv2b0``.
+        ``model.name``: ``separable``, ``simple_cnn``, ``resnet50v2``, ``efficientnetv2b0`` or
+        ``vit_tiny`` (:func:`trainer.vit.vit_branch`).
     image : KerasTensor
         float32 ``[B,S,S,1]``.
     model_config : mapping
@@ -213,6 +215,8 @@ def image_branch(name: str, image, model_config: Mapping[str, Any]):
         return simple_cnn(image, model_config["filters"], model_config["head"], norm)
     if name in ("resnet50v2", "efficientnetv2b0"):
         return backbone(name, image, model_config)
+    if name == "vit_tiny":
+        return vit_branch(image, model_config, norm)
     raise ConfigError(f"model.name must be one of {list(IMAGE_BRANCHES)}, got {name!r}")
 
 
