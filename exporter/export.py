@@ -26,9 +26,12 @@ from exporter.spec import ExportSpec
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema
-from skyshard.files import file_in_the_way
-from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, Preprocessing,
-                               Scaler, ShardEntry, ShardSettings, SplitInfo, SplitSettings)
+from skyshard.files import atomic_output, file_in_the_way
+from skyshard.locks import LOCK_FILE, FolderLock
+from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, ModelInputs,
+                               Preprocessing, Scaler, ShardEntry, ShardSettings, SplitInfo,
+                               SplitSettings)
+from skyshard.names import UnsafeNameError, check_class_name, shown_name
 from skyshard.memory import RssMonitor
 from exporter.runner import beam_pipeline
 from skyshard.versions import library_versions
@@ -36,8 +39,10 @@ from skyshard.versions import library_versions
 log = logging.getLogger("skyshard.export")
 
 MARKER = schema.EXPORT_MARKER
+#: What an export writes into OUT, and all it may replace there (docs/design.md, export folder);
+#: the lock (:mod:`skyshard.locks`) is there while a command runs.
 OWNED = (schema.MANIFEST_FILE, schema.ERRORS_FILE, INCOMPLETE_DIR, MARKER,
-         *schema.LABELLED_SPLITS, schema.SCORE_SPLIT)
+         *schema.LABELLED_SPLITS, schema.SCORE_SPLIT, LOCK_FILE)
 
 
 class ExportError(RuntimeError):
@@ -60,7 +65,7 @@ def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     A finished export that ``overwrite`` will replace is left in place (only ``.incomplete/`` is
     cleared): :func:`retire_previous` removes it once the new job has succeeded.
     """
-    if out_dir.exists() and any(out_dir.iterdir()):
+    if out_dir.exists() and any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         finished = (out_dir / schema.MANIFEST_FILE).exists()
         if finished and not overwrite:
             raise ExportError(f"{out_dir} already holds a finished export; pass --overwrite to "
@@ -88,7 +93,7 @@ def retire_previous(out_dir: Path) -> None:
     (out_dir / schema.MANIFEST_FILE).unlink(missing_ok=True)
     for name in OWNED:
         path = out_dir / name
-        if name in (INCOMPLETE_DIR, MARKER):
+        if name in (INCOMPLETE_DIR, MARKER, LOCK_FILE):
             continue
         if path.is_dir():
             shutil.rmtree(path)
@@ -117,13 +122,22 @@ def split_summary(splits: list[str], entries: dict[str, list[ShardEntry]],
     return out
 
 
-def resolve_classes(refs: list[FrameRef], like: Manifest | None,
+def resolve_classes(refs: list[FrameRef], like: ModelInputs | None,
                     classes: list[str] | None) -> list[str]:
+    """The export's classes in label order: the ``--like`` reference's, ``--classes``, or the
+    class folders found (sorted). Raises :class:`ExportError` for a class folder whose name
+    cannot be a class name (:func:`skyshard.names.check_class_name`)."""
     if like is not None:
         return list(like.classes)
     if classes:
         return list(classes)
-    return sorted({r.class_name for r in refs if r.class_name})
+    found = sorted({r.class_name for r in refs if r.class_name})
+    for name in found:
+        try:
+            check_class_name(name, "class folder")
+        except UnsafeNameError as exc:
+            raise ExportError(shown_name(str(exc))) from None
+    return found
 
 
 def warn_empty_class_folders(input_dir: Path, classes: list[str]) -> list[str]:
@@ -186,7 +200,7 @@ def check_frames(input_dir: Path, refs: list[FrameRef], rejected: list[Rejected]
                               f"{input_dir} (class folders there: {folders})")
 
 
-def check_like(like: Manifest, layout: dict) -> None:
+def check_like(like: ModelInputs, layout: dict) -> None:
     if like.schema_version != schema.SCHEMA_VERSION:
         raise ExportError(f"--like manifest has schema_version {like.schema_version}, "
                           f"this skyshard writes {schema.SCHEMA_VERSION}")
@@ -197,15 +211,19 @@ def check_like(like: Manifest, layout: dict) -> None:
 
 def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                beam_args: list[str] | None = None, shard_mb: float = 100.0,
-               compress: bool = False, overwrite: bool = False, like: Manifest | None = None,
-               classes: list[str] | None = None, command: str | None = None) -> ExportResult:
+               compress: bool = False, overwrite: bool = False, like: ModelInputs | None = None,
+               like_source: str | None = None, classes: list[str] | None = None,
+               command: str | None = None) -> ExportResult:
     """Export ``input_dir`` into ``out_dir``; returns the manifest and run figures.
 
-    ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest; its
-    :attr:`~skyshard.manifest.Manifest.source` is recorded as the manifest's ``like``), ``classes``
-    or the class folders found. ``beam_args`` are Beam pipeline options, untouched. Raises
-    :class:`ExportError` before anything is written when OUT is not usable, the image size is
-    too small, no frame can be exported or a requested class has no frames.
+    ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest or a
+    run's export block; ``like_source``, by default a manifest's
+    :attr:`~skyshard.manifest.Manifest.source`, is recorded as the manifest's ``like``),
+    ``classes`` or the class folders found. ``beam_args`` are Beam pipeline options, untouched.
+    Raises :class:`ExportError` before anything is written when OUT is not usable, the image
+    size is too small, no frame can be exported or a requested class has no frames, and
+    :class:`skyshard.locks.FolderError` when OUT is in use by another command or cannot be
+    written.
     """
     started = time.monotonic()
     input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
@@ -230,73 +248,85 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
         like.classes if like else classes or [])
     if spec.labelled and like is None and not classes:
         warn_empty_class_folders(Path(input_dir), spec.classes)
-    prepare_out_dir(out_dir, overwrite)
-    meta_dir = out_dir / INCOMPLETE_DIR / "meta"
-    log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
-             len(refs), len(spec.classes), input_dir, len(rejected))
+    # One command at a time in OUT; taking the lock is also the first write there, so an OUT
+    # that cannot be written is refused here, before the job.
+    with FolderLock(out_dir, "skyshard export"):
+        prepare_out_dir(out_dir, overwrite)
+        meta_dir = out_dir / INCOMPLETE_DIR / "meta"
+        log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
+                 len(refs), len(spec.classes), input_dir, len(rejected))
 
-    fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
-    with RssMonitor() as rss:
-        from exporter.pipeline import build_export
-        pipeline, runner = beam_pipeline(beam_args)
-        build_export(pipeline, refs, spec, str(out_dir), str(meta_dir),
-                     target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
-                     n_features=len(layout["feature_names"]), fit_split=fit_split)
-        pipeline.run().wait_until_finish()
+        fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
+        with RssMonitor() as rss:
+            from exporter.pipeline import build_export
+            pipeline, runner = beam_pipeline(beam_args)
+            build_export(pipeline, refs, spec, str(out_dir), str(meta_dir),
+                         target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
+                         n_features=len(layout["feature_names"]), fit_split=fit_split)
+            pipeline.run().wait_until_finish()
 
-        # Hash the new shards while a replaced export is still whole; then swap quickly.
-        planned = plan_shards(read_jsonl(f"{meta_dir}/shards*.jsonl"), compress)
-        retire_previous(out_dir)
-        entries = rename_shards(str(out_dir), planned)
-        counts = read_jsonl(f"{meta_dir}/counts*.jsonl")
-        scalers = read_jsonl(f"{meta_dir}/scaler*.jsonl")
-        errors = [r.dead_letter() for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
-        errors.sort(key=lambda e: e["key"])
-        with open(out_dir / schema.ERRORS_FILE, "w", encoding="utf-8") as stream:
-            stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in errors)
+            # Hash the new shards while a replaced export is still whole; then swap quickly.
+            planned = plan_shards(read_jsonl(f"{meta_dir}/shards*.jsonl"), compress)
+            retire_previous(out_dir)
+            entries = rename_shards(str(out_dir), planned)
+            counts = read_jsonl(f"{meta_dir}/counts*.jsonl")
+            scalers = read_jsonl(f"{meta_dir}/scaler*.jsonl")
+            errors = [r.dead_letter() for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
+            errors.sort(key=lambda e: e["key"])
+            with atomic_output(out_dir / schema.ERRORS_FILE) as partial, \
+                    open(partial, "w", encoding="utf-8") as stream:
+                stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in errors)
 
-        splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
-        scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
-        seconds = time.monotonic() - started
-        rss.sample()
-        manifest = Manifest(
-            schema_version=schema.SCHEMA_VERSION,
-            skyshard_version=__version__,
-            command=command or " ".join(sys.argv),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            labelled=spec.labelled,
-            classes=spec.classes,
-            image_size=spec.image_size,
-            image_dtype=schema.IMAGE_DTYPE,
-            image_shape=(spec.image_size, spec.image_size, 1),
-            preprocessing=preprocessing_entry(spec),
-            feature_names=layout["feature_names"],
-            feature_groups={name: tuple(members)
-                            for name, members in layout["feature_groups"].items()},
-            feature_confidence_group=layout["feature_confidence_group"],
-            confidence_names=schema.CONFIDENCE_NAMES,
-            scaler=scaler,
-            split=SplitSettings(seed=spec.seed, val_fraction=spec.val_fraction,
-                                test_fraction=spec.test_fraction, folds=spec.folds,
-                                method="salted sha256 of file content, per frame"),
-            splits=split_summary(splits, entries, counts),
-            errors=ErrorSummary(count=len(errors), path=schema.ERRORS_FILE,
-                                by_stage=_count_by(errors, "stage")),
-            input=InputInfo(root=str(input_dir), frames_found=len(refs) + len(rejected)),
-            max_pixels=spec.max_pixels,
-            file_timeout=spec.file_timeout,
-            file_names_as_metadata=spec.file_names,
-            shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
-            like=None if like is None or like.source is None else str(like.source),
-            beam_options=tuple(beam_args or []), beam_runner=runner,
-            stats=ExportStats(seconds=round(seconds, 2),
-                              frames_per_second=round(len(refs) / max(seconds, 1e-9), 2),
-                              peak_rss_mb=round(rss.peak_mb, 1)),
-            versions=library_versions(),
-        )
-        manifest.write(out_dir)
-    shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
-    return ExportResult(manifest, out_dir, seconds, rss.peak_mb, errors)
+            splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
+            scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
+            seconds = time.monotonic() - started
+            rss.sample()
+            manifest = Manifest(
+                schema_version=schema.SCHEMA_VERSION,
+                skyshard_version=__version__,
+                command=command or " ".join(sys.argv),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                labelled=spec.labelled,
+                classes=spec.classes,
+                image_size=spec.image_size,
+                image_dtype=schema.IMAGE_DTYPE,
+                image_shape=(spec.image_size, spec.image_size, 1),
+                preprocessing=preprocessing_entry(spec),
+                feature_names=layout["feature_names"],
+                feature_groups={name: tuple(members)
+                                for name, members in layout["feature_groups"].items()},
+                feature_confidence_group=layout["feature_confidence_group"],
+                confidence_names=schema.CONFIDENCE_NAMES,
+                scaler=scaler,
+                split=SplitSettings(seed=spec.seed, val_fraction=spec.val_fraction,
+                                    test_fraction=spec.test_fraction, folds=spec.folds,
+                                    method="salted sha256 of file content, per frame"),
+                splits=split_summary(splits, entries, counts),
+                errors=ErrorSummary(count=len(errors), path=schema.ERRORS_FILE,
+                                    by_stage=_count_by(errors, "stage")),
+                input=InputInfo(root=str(input_dir), frames_found=len(refs) + len(rejected)),
+                max_pixels=spec.max_pixels,
+                file_timeout=spec.file_timeout,
+                reader_memory_mb=spec.reader_memory_mb,
+                file_names_as_metadata=spec.file_names,
+                shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
+                like=_like_source(like, like_source),
+                beam_options=tuple(beam_args or []), beam_runner=runner,
+                stats=ExportStats(seconds=round(seconds, 2),
+                                  frames_per_second=round(len(refs) / max(seconds, 1e-9), 2),
+                                  peak_rss_mb=round(rss.peak_mb, 1)),
+                versions=library_versions(),
+            )
+            manifest.write(out_dir)
+        shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
+        return ExportResult(manifest, out_dir, seconds, rss.peak_mb, errors)
+
+
+def _like_source(like: ModelInputs | None, given: str | None) -> str | None:
+    if like is None:
+        return None
+    source = given or getattr(like, "source", None)
+    return None if source is None else str(source)
 
 
 def fitted_scaler(fields: dict, labelled: bool) -> Scaler:
