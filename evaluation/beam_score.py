@@ -32,6 +32,7 @@ from evaluation.model import RunInfo, load_model, predict_probs
 from evaluation.predictions import Prediction
 from evaluation.rules import RuleSet
 from skyshard import schema
+from skyshard.names import key_bytes, key_text
 from exporter.runner import beam_pipeline
 
 DEAD_LETTERS = "dead_letters"
@@ -89,19 +90,27 @@ class ReadFrameDoFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - the dead-letter contract: never crash the job
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, frame_dead_letter(ref, exc))
             return
-        yield record["path"], record
+        yield on_the_wire(record)
 
 
-def keyed_shard_records(shard: str, manifest: dict) -> Iterator[tuple[str, dict]]:
+def on_the_wire(record: dict) -> tuple[bytes, dict]:
+    """``(path, record)`` with the path and key as bytes: a file name need not be UTF-8, and
+    Beam's coders encode text as UTF-8 (:mod:`skyshard.names`)."""
+    wired = {**record, "path": key_bytes(record["path"]), "key": key_bytes(record["key"])}
+    return wired["path"] or wired["key"], wired
+
+
+def keyed_shard_records(shard: str, manifest: dict) -> Iterator[tuple[bytes, dict]]:
     """``(path, record)`` for every record of one shard file (CRC-checked)."""
     for record in shard_records(shard, manifest):
-        yield record["path"] or record["key"], record
+        yield on_the_wire(record)
 
 
-def to_row(element: tuple[str, PredictionResult], rules: RuleSet) -> str:
+def to_row(element: tuple[bytes, PredictionResult], rules: RuleSet) -> str:
     """One JSON line per frame: path, key, probabilities, model and final class, rule."""
     path, result = element
-    record = result.example
+    path = key_text(path)
+    record = {**result.example, "key": key_text(result.example["key"])}
     probs = np.asarray(result.inference, dtype=np.float32)[None, :]
     final, applied = rules.apply(probs, record[schema.FEATURES][None, :],
                                  record[schema.CONFIDENCES][None, :])

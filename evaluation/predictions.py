@@ -14,6 +14,7 @@ import numpy as np
 
 from evaluation.rules import RuleSet
 from skyshard.files import atomic_output
+from skyshard.names import shown_name
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -49,14 +50,16 @@ def write_predictions(path: Path, predictions: list[Prediction], classes: list[s
                       low_confidence: float) -> None:
     """``predictions.csv``, sorted by path; ``confidence`` is the probability of the final
     class, ``low_confidence`` 1 when it is below the threshold, ``rule_applied`` the rule(s)
-    that replaced ``model_class``."""
+    that replaced ``model_class``. A path or key that is not UTF-8 is shown with ``\\xNN``
+    escapes (:func:`skyshard.names.shown_name`)."""
     with atomic_output(path) as partial, \
             open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(prediction_header(classes))
         for p in sorted(predictions, key=lambda p: (p.path, p.key)):
             confidence = float(p.probs[p.final_class])
-            writer.writerow([p.path, p.key, classes[p.final_class], f"{confidence:.6f}",
+            writer.writerow([shown_name(p.path), shown_name(p.key), classes[p.final_class],
+                             f"{confidence:.6f}",
                              *(f"{float(v):.6f}" for v in p.probs), classes[p.model_class],
                              p.rule, int(confidence < low_confidence)])
 

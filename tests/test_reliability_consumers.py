@@ -161,7 +161,7 @@ def test_raw_folder_scoring_changes_no_input(world, tmp_path, capsys):
     assert rc == 0, err
     assert state(night) == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        ["errors.jsonl", "predictions.csv", "rules.toml", "score.json"]
+        [".skyshard-score", "errors.jsonl", "predictions.csv", "rules.toml", "score.json"]
 
 
 def test_model_files_load_only_in_safe_mode(world, tmp_path):
