@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.score import probability
+
 EPILOG = """\
 examples:
   skyshard evaluate run/ export/
@@ -42,10 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a finished evaluation in DIR, or write beside files "
                              "evaluate did not write there (files of its own names are replaced)")
-    parser.add_argument("--baseline-map", metavar="TYPE=CLASS,...",
-                        help="header frame type -> class for the header-only baseline (types: "
-                             "bias, dark, flat, arc, light, planetary); default: matched by "
-                             "class name")
+    parser.add_argument("--baseline-map", "--header-map", metavar="TYPE=CLASS,...",
+                        help="header frame type -> class for the header-only baseline and for "
+                             "trusted headers (types: bias, dark, flat, arc, light, planetary); "
+                             "default: matched by class name")
+    parser.add_argument("--no-header-trust", action="store_true",
+                        help="ignore what trusted headers state: report the model's and the "
+                             "rules' answers only")
+    parser.add_argument("--low-confidence", type=probability, default=None, metavar="P",
+                        help="flag answers whose calibrated probability is below P (default: "
+                             "the run's threshold, chosen on validation; 0.5 without one)")
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                           batch_size=args.batch_size, rules_path=args.rules,
                           use_rules=not args.no_rules, worst_n=args.worst,
                           baseline_mapping=parse_mapping(args.baseline_map or ""),
-                          overwrite=args.overwrite)
+                          header_trust=not args.no_header_trust,
+                          low_confidence=args.low_confidence, overwrite=args.overwrite)
     except (ManifestError, ShardIntegrityError, TFRecordCorruptError, RunError, RulesError,
             EvaluationError, FileNotFoundError, ValueError) as exc:
         print(f"skyshard evaluate: error: {exc}", file=sys.stderr)

@@ -18,6 +18,8 @@ examples:
   skyshard train export/ runs/r2 --config my.toml --epochs 40 --set train.loss=focal
   skyshard train export/ runs/r1 --resume            # after a crash: from the last epoch
   skyshard train export/ runs/k2 --fold 2            # k-fold: validate on fold 2
+  skyshard export my-camera/ mine/ --like builtin     # fine-tune the built-in model:
+  skyshard train mine/ runs/mine --init builtin --epochs 20 --learning-rate 0.0003
 
 The defaults and every config key are in trainer/default.toml (skyshard train --print-config).
 """
@@ -31,6 +33,7 @@ FLAG_KEYS = {
     "seed": "train.seed",
     "fold": "data.fold",
     "ram_budget_gb": "memory.ram_budget_gb",
+    "init": "model.init",
 }
 
 
@@ -61,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=default_help("model.name", defaults=defaults))
     parser.add_argument("--seed", type=int, metavar="N",
                         help=default_help("train.seed", defaults=defaults))
+    parser.add_argument("--init", metavar="RUN",
+                        help="model.init: start from a trained run's weights and scaler (a run "
+                             "folder, or `builtin` for the model shipped with skyshard); export "
+                             "the frames --like it")
     parser.add_argument("--fold", type=int, metavar="K",
                         help="k-fold: pool train+val, validate on fold K, train on the others")
     parser.add_argument("--set", dest="assignments", action="append", default=[],

@@ -282,13 +282,21 @@ def remove_leftovers(directory: Path) -> int:
     return removed
 
 
+def class_folder(folder: Path, class_name: str) -> Path:
+    """``folder/class_name``, each part of ``class_name`` (a class, or ``_review/<class>`` for
+    a flagged frame) checked to be one folder name (:func:`skyshard.names.check_class_name`):
+    a class name from a shared run never leads outside ``folder``."""
+    return folder.joinpath(*(check_class_name(part, "--sort-into")
+                             for part in class_name.split("/")))
+
+
 def place(source: str | Path, folder: Path, class_name: str, mode: str,
           known: Iterable[Path] = ()) -> tuple[Path, str]:
     """Put one frame into ``folder/class_name/``; returns ``(entry, "created" | "renamed" |
     "already_present")``. ``known`` are entries the index recorded for this frame and class,
     looked at first (a renamed entry is found even when a name before it was freed)."""
     source = Path(source).resolve()
-    directory = folder / check_class_name(class_name, "--sort-into")
+    directory = class_folder(folder, class_name)
     for entry in known:
         if entry.parent == directory and same_frame(entry, source):
             return entry, "already_present"
@@ -367,7 +375,7 @@ def sort_into(rows: Iterable[dict], folder: str | Path, mode: str,
             result.add(record_row(str(row["path"]), row["predicted_class"], error=error))
         return result
     for class_name in sorted({row["predicted_class"] for row in rows}):
-        remove_leftovers(target / check_class_name(class_name, "--sort-into"))
+        remove_leftovers(class_folder(target, class_name))
     for row in rows:
         result.add(sort_one(str(row["path"]), row["predicted_class"], target, mode, index))
     return result
