@@ -58,16 +58,22 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("outputs")
     frames = root / "frames"
-    write_sample_tree(frames, per_class=2, seed=0)
-    first = sorted((frames / "bias").iterdir())[0]
+    write_sample_tree(frames, per_class=2, seed=1)  # a val and a test split: calibration, evaluate
+    first = plain_fits(frames / "bias")
     shutil.copy(first, frames / "bias" / LATIN1)
     export = export_tree(frames, root / "export").out_dir
     run = root / "run"
     train(export, run, load_config(overrides=TINY), echo=lambda line: None)
     night = root / "night"
-    write_sample_tree(night, per_class=1, seed=1, unlabeled=True)
-    shutil.copy(next(night.glob("*.fit*")), night / LATIN1)
+    write_sample_tree(night, per_class=1, seed=2, unlabeled=True)
+    shutil.copy(plain_fits(night), night / LATIN1)
     return {"root": root, "frames": frames, "export": export, "run": run, "night": night}
+
+
+def plain_fits(folder: Path) -> Path:
+    """The first uncompressed ``.fits`` frame under ``folder`` (the sample trees mix formats)."""
+    return next(p for p in sorted(folder.rglob("*")) if p.name.endswith(".fits")
+                and not p.name.startswith("bias_"))
 
 
 def cli(*args) -> list[str]:
@@ -127,7 +133,7 @@ def test_a_name_that_is_not_utf8_is_exported_keyed_by_its_bytes(world):
 
 def test_scoring_and_sorting_names_that_are_not_utf8(world, tmp_path, capsys):
     """A raw folder and an export of it: predictions.csv shows the name as \\xNN, and
-    --sort-into copies the original file under its own name."""
+    --sort-into copies the original file under its own name; a Beam scoring too."""
     run, night = world["run"], world["night"]
     like_export = tmp_path / "night-export"
     assert main(cli("export", night, like_export, "--unlabeled", "--like", world["export"])) == 0
@@ -141,11 +147,16 @@ def test_scoring_and_sorting_names_that_are_not_utf8(world, tmp_path, capsys):
         assert LATIN1_SHOWN in record and ",failed," not in record
         copies = [p for p in sorted_into.rglob("*") if p.name == LATIN1]
         assert len(copies) == 1 and sha256_file(copies[0]) == sha256_file(night / LATIN1)
+    # The Beam scoring hands names to Beam's coders as bytes: the same row comes out.
+    beam_out = tmp_path / "beam"
+    assert main(cli("score", run, night, "--out", beam_out, "--beam",
+                    "--direct_num_workers=1")) == 0, capsys.readouterr().err
+    assert LATIN1_SHOWN in (beam_out / "predictions.csv").read_text(encoding="utf-8")
 
 
 def test_a_night_deeper_than_the_recursion_limit_is_scored(world, tmp_path):
     deep = tmp_path / "deep"
-    frame = next(world["night"].glob("*.fits"))
+    frame = plain_fits(world["night"])
     make_deep_tree(deep, 1000, "m31.fits", frame.read_bytes())
     try:
         assert main(cli("score", world["run"], deep, "--out", tmp_path / "out")) == 0
