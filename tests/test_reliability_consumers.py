@@ -46,7 +46,7 @@ def world(tmp_path_factory):
     from trainer.train import train
 
     root = tmp_path_factory.mktemp("consumers")
-    write_sample_tree(root / "frames", per_class=2, seed=0)
+    write_sample_tree(root / "frames", per_class=2, seed=1)  # val and test splits not empty
     export = export_tree(root / "frames", root / "export").out_dir
     run = root / "run"
     train(export, run, load_config(overrides=TINY), echo=lambda line: None)
