@@ -28,7 +28,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("s3")
     with s3_server(root) as endpoint:
         frames = root / "frames"
-        write_sample_tree(frames, per_class=4, seed=5, classes=CLASSES)
+        write_sample_tree(frames, per_class=4, seed=7, classes=CLASSES)  # a test split too
         (frames / "darks" / "notes.txt").write_text("dark library, -10 C\n")  # not a frame
         (frames / "flats" / "M31.xisf").write_bytes(b"XISF0100" + b"\0" * 64)  # not read
         night = root / "night"
