@@ -37,12 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from skyshard.locks import FolderError
     from trainer.ensemble import EnsembleError, build_ensemble
 
     try:
         build_ensemble(args.runs, args.out, any_export=args.any_export,
                        echo=lambda line: print(line, flush=True))
-    except (EnsembleError, FileNotFoundError) as exc:
+    except (EnsembleError, FileNotFoundError, FolderError) as exc:
         print(f"skyshard ensemble: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -16,7 +16,8 @@ examples:
   skyshard evaluate run/ export/ --baseline-map light=galaxies,arc=spectra
 
 Writes DIR/metrics.json, confusion_matrix.png, reliability.png, misclassified.csv, rules.toml
-and a self-contained report.html (default DIR: RUN/evaluation/SPLIT).
+and a self-contained report.html (default DIR: RUN/evaluation/SPLIT); nothing else, and never
+over a file it did not write unless --overwrite.
 """
 
 
@@ -25,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json)")
     parser.add_argument("export", metavar="EXPORT",
                         help="labelled export folder made like the run's (manifest.json)")
-    parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    parser.add_argument("--split", default="test",
+                        help="split to evaluate, or 'all' for every split of the export (an "
+                             "evaluation set exported with --test-fraction 1 has them all in "
+                             "test) (default: test)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default RUN/evaluation/SPLIT)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="frames per prediction batch (memory grows with it, not with the "
@@ -37,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report the model alone, without post-processing rules")
     parser.add_argument("--worst", type=int, default=24, metavar="N",
                         help="thumbnails of the N most confident mistakes in the report")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a finished evaluation in DIR, or write beside files "
+                             "evaluate did not write there (files of its own names are replaced)")
     parser.add_argument("--baseline-map", "--header-map", metavar="TYPE=CLASS,...",
                         help="header frame type -> class for the header-only baseline and for "
                              "trusted headers (types: bias, dark, flat, arc, light, planetary); "
@@ -65,7 +72,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
                           use_rules=not args.no_rules, worst_n=args.worst,
                           baseline_mapping=parse_mapping(args.baseline_map or ""),
                           header_trust=not args.no_header_trust,
-                          low_confidence=args.low_confidence)
+                          low_confidence=args.low_confidence, overwrite=args.overwrite)
     except (ManifestError, ShardIntegrityError, TFRecordCorruptError, RunError, RulesError,
             EvaluationError, FileNotFoundError, ValueError) as exc:
         print(f"skyshard evaluate: error: {exc}", file=sys.stderr)

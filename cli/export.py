@@ -49,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="any tree, no classes: one split 'score' (for `skyshard score`)")
     parser.add_argument("--like", metavar="MANIFEST",
                         help="take classes (and order), image size, preprocessing and features "
-                             "from an earlier export (its folder or manifest.json), or from the "
-                             "built-in model: --like builtin")
+                             "from an earlier export (its folder or manifest.json), a "
+                             "training run (its folder or run.json), or the built-in model: "
+                             "--like builtin")
     parser.add_argument("--classes", help="comma-separated class folders to export, in label "
                                           "order (default: all class folders, sorted)")
     # Options an export --like takes from its reference default to None: what was typed is known.
@@ -59,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"{schema.DEFAULT_IMAGE_SIZE}, at least {schema.MIN_IMAGE_SIZE}; "
                              "350-512 for more detail)")
     parser.add_argument("--val-fraction", type=float, default=None, help="(default 0.15)")
-    parser.add_argument("--test-fraction", type=float, default=None, help="(default 0.15)")
+    parser.add_argument("--test-fraction", type=float, default=None,
+                        help="(default 0.15; 1: the whole tree is the test split, an "
+                             "evaluation set)")
     parser.add_argument("--seed", type=int, default=None,
                         help="salt of the split hash (default 42)")
     parser.add_argument("--folds", type=fold_count, default=None,
@@ -75,6 +78,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a file whose reading and measuring takes longer becomes a dead "
                              "letter (stage 'timeout'); frames are read in a helper process "
                              "that is stopped then (default 120; 0 = no limit, in-process)")
+    parser.add_argument("--reader-memory-mb", type=int, default=None, metavar="MB",
+                        help="memory one frame's reader may use beyond its own libraries; a "
+                             "frame that needs more is a dead letter (stage 'limits') (default "
+                             "2048; 0 = no cap)")
     prep = parser.add_argument_group("preprocessing of the image channel")
     prep.add_argument("--stretch", choices=("asinh", "linear", "log", "sqrt"), default=None)
     prep.add_argument("--resize", choices=("squash", "pad"), default=None,
@@ -154,25 +161,40 @@ def check_beam_args(extra: list[str], known: list[str]) -> None:
                              "does not know pass to Apache Beam)")
 
 
-#: Options that decide what a record holds, as ``ExportSpec`` fields; ``--like`` takes them from
-#: its reference export.
-SPEC_OPTIONS = ("image_size", "seed", "val_fraction", "test_fraction", "folds")
+#: Options that decide what a record holds, as ``ExportSpec`` fields: the image size a model
+#: depends on, and the split settings, which decide only where each record goes.
+MODEL_OPTIONS = ("image_size",)
+SPLIT_OPTIONS = ("seed", "val_fraction", "test_fraction", "folds")
+SPEC_OPTIONS = MODEL_OPTIONS + SPLIT_OPTIONS
 
 
 def build_spec(args: argparse.Namespace, like):
-    """The :class:`~exporter.spec.ExportSpec` of the parsed options; with ``like`` (an
-    earlier manifest) that export's spec, where options typed that contradict it raise
-    ``ValueError``."""
+    """The :class:`~exporter.spec.ExportSpec` of the parsed options.
+
+    With ``like`` (an earlier export's manifest, or a run's export block) the classes, image
+    size, preprocessing and features are that export's: options typed that contradict them
+    raise ``ValueError``. Split settings typed (``--seed``, ``--val-fraction``,
+    ``--test-fraction``, ``--folds``) apply either way; not typed, they are the reference's.
+    ``--test-fraction 1`` without ``--val-fraction`` makes the whole tree the test split.
+    """
     from exporter.spec import ExportSpec
     from exporter.preprocessing import PreprocessOptions
 
+    split = {name: getattr(args, name) for name in SPLIT_OPTIONS
+             if getattr(args, name) is not None}
+    if split.get("test_fraction") == 1.0 and "val_fraction" not in split:
+        split["val_fraction"] = 0.0  # an evaluation set: every frame in test
     if like is not None:
         spec = ExportSpec.from_manifest(like, labelled=not args.unlabelled)
         check_like_options(args, spec)
+        for name, value in split.items():
+            setattr(spec, name, value)
         if args.max_pixels:
             spec.max_pixels = args.max_pixels
         if args.file_timeout is not None:
             spec.file_timeout = args.file_timeout
+        if args.reader_memory_mb is not None:
+            spec.reader_memory_mb = args.reader_memory_mb
         return spec
     options = PreprocessOptions()
     for name in ("stretch", "resize"):
@@ -183,24 +205,28 @@ def build_spec(args: argparse.Namespace, like):
     for name in ("background", "clahe"):
         if getattr(args, name):
             setattr(options, name, True)
-    typed = {name: getattr(args, name) for name in SPEC_OPTIONS
-             if getattr(args, name) is not None}
+    typed = dict(split)
+    if args.image_size is not None:
+        typed["image_size"] = args.image_size
     if args.max_pixels:
         typed["max_pixels"] = args.max_pixels
     if args.file_timeout is not None:
         typed["file_timeout"] = args.file_timeout
+    if args.reader_memory_mb is not None:
+        typed["reader_memory_mb"] = args.reader_memory_mb
     return ExportSpec(classes=[], preprocessing=options, labelled=not args.unlabelled,
                       file_names=not args.ignore_file_names, **typed)
 
 
 def check_like_options(args: argparse.Namespace, spec) -> None:
     """Raise ``ValueError`` naming every typed option that differs from ``spec``, the
-    ``--like`` reference's (options equal to it, and options not typed, are fine)."""
+    ``--like`` reference's, among those a model depends on (options equal to it, options not
+    typed, and the split settings are fine)."""
     def flag(name: str) -> str:
         return "--" + name.replace("_", "-")
 
     conflicts = [f"{flag(name)} {getattr(args, name)} (the reference has {getattr(spec, name)})"
-                 for name in SPEC_OPTIONS
+                 for name in MODEL_OPTIONS
                  if getattr(args, name) is not None and getattr(args, name) != getattr(spec, name)]
     prep = spec.preprocessing
     conflicts += [f"--{name} {getattr(args, name)} (the reference has {getattr(prep, name)})"
@@ -218,7 +244,7 @@ def check_like_options(args: argparse.Namespace, spec) -> None:
         conflicts.append(f"--classes {','.join(classes)} "
                          f"(the reference has {','.join(spec.classes)})")
     if conflicts:
-        raise ValueError("--like takes these from the reference export, and they differ: "
+        raise ValueError("--like takes these from the reference, and they differ: "
                          + "; ".join(conflicts) + ". Leave them out, or export without --like")
 
 
@@ -233,25 +259,36 @@ def parse_classes(value: str | None) -> list[str] | None:
     repeated = sorted({c for c in classes if classes.count(c) > 1})
     if repeated:
         raise ValueError(f"--classes names {', '.join(repeated)} more than once")
+    from skyshard.names import check_class_name
+
+    for name in classes:
+        check_class_name(name, "--classes")
     return classes
 
 
 def load_like(value: str | None):
-    """The :class:`~skyshard.manifest.Manifest` ``--like`` names (an export folder or a file
-    in it), with :attr:`~skyshard.manifest.Manifest.source` the path as given, resolved;
-    ``None`` without ``--like``."""
+    """What ``--like`` names, with the path it was named by: an export (its folder or its
+    ``manifest.json``: the :class:`~skyshard.manifest.Manifest`) or a training run (its folder
+    or its ``run.json``: the run's export block, :class:`~skyshard.run_record.RunExport`, which
+    holds everything the model depends on); ``None`` without ``--like``. A manifest's
+    :attr:`~skyshard.manifest.Manifest.source` is the path as given, resolved."""
     if not value:
         return None
     from skyshard.builtin import resolve_run
     from skyshard.manifest import Manifest
+    from skyshard.run_record import RUN_FILE, RunRecord
 
     from skyshard import storage
 
     if storage.is_url(value):
         return Manifest.read(value)
     path = resolve_run(value)  # `builtin`: the built-in model's folder holds its manifest.json
-    if path.is_file() and path.name != schema.MANIFEST_FILE:
+    if path.is_file() and path.name not in (schema.MANIFEST_FILE, RUN_FILE):
         path = path.parent
+    folder = path.parent if path.is_file() else path
+    if path.name == RUN_FILE or (path.is_dir() and (folder / RUN_FILE).is_file()
+                                 and not (folder / schema.MANIFEST_FILE).exists()):
+        return RunRecord.read(folder).export
     return Manifest.read(path)
 
 
@@ -289,14 +326,19 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         check_beam_args(extra, args._export_options)
         if args.file_timeout is not None and args.file_timeout < 0:
             raise ValueError("--file-timeout must be 0 (no limit) or a positive number of seconds")
+        if args.reader_memory_mb is not None and args.reader_memory_mb < 0:
+            raise ValueError("--reader-memory-mb must be 0 (no cap) or a positive number of MB")
         like = load_like(args.like)
+        # A manifest knows where it was read from; a run's export block does not.
+        like_source = (str(Path(args.like).resolve())
+                       if like is not None and getattr(like, "source", None) is None else None)
         spec = build_spec(args, like)
         validate_fractions(spec.val_fraction, spec.test_fraction)
         classes = parse_classes(args.classes)
         result = run_export(args.input, args.out, spec=spec, beam_args=extra,
                             shard_mb=args.shard_size_mb, compress=args.compress,
-                            overwrite=args.overwrite, like=like, classes=classes,
-                            command=shlex.join(["skyshard", *sys.argv[1:]]),
+                            overwrite=args.overwrite, like=like, like_source=like_source,
+                            classes=classes, command=shlex.join(["skyshard", *sys.argv[1:]]),
                             file_list=args.file_list)
     except (ExportError, ManifestError, ValueError, FileNotFoundError, StorageError) as exc:
         print(f"skyshard export: error: {exc}", file=sys.stderr)

@@ -65,13 +65,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"skyshard pretrain: {exc}", file=sys.stderr)
         return 2
 
+    from skyshard.locks import FolderError
     from skyshard.manifest import ManifestError, ShardIntegrityError
     from trainer.callbacks import MemoryBudgetExceeded
     from trainer.pretrain import pretrain
 
     try:
         pretrain(args.exports, args.out, config, echo=lambda line: print(line, flush=True))
-    except (ShardIntegrityError, ManifestError, ConfigError) as exc:
+    except (ShardIntegrityError, ManifestError, ConfigError, FolderError) as exc:
         print(f"skyshard pretrain: {exc}", file=sys.stderr)
         return 2
     except MemoryBudgetExceeded as exc:

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json)")
     parser.add_argument("input", metavar="INPUT", help="folder of frames, one frame file, or an export folder")
     parser.add_argument("--out", metavar="DIR", required=True,
-                        help="output folder: predictions.csv, errors.jsonl, score.json")
+                        help="output folder: predictions.csv, errors.jsonl, rules.toml, "
+                             "sorted.csv, score.json (nothing else)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="frames per prediction batch (default 64)")
     parser.add_argument("--low-confidence", type=probability, default=None, metavar="P",
@@ -72,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the scoring as an Apache Beam job (Beam's local FnApiRunner "
                              "unless --runner is given)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace predictions already in DIR")
+                        help="replace a finished scoring in DIR, or write beside files score "
+                             "did not write there (files of its own names are replaced)")
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     try:
         base = _saved_config(args.run) if args.resume and args.run else None
         config = load_config(args.config, overrides_from_args(args), base=base)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (ConfigError, FileNotFoundError, ValueError) as exc:  # ValueError: a damaged run.json
         print(f"skyshard train: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
@@ -109,14 +109,17 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print("skyshard train: EXPORT and RUN are required", file=sys.stderr)
         return 2
 
+    from skyshard.locks import FolderError
     from skyshard.manifest import ManifestError, ShardIntegrityError
+    from skyshard.run_record import RunRecordError
     from trainer.callbacks import MemoryBudgetExceeded
     from trainer.train import RunFolderError, train
 
     try:
         train(args.export, args.run, config, resume=args.resume,
               echo=lambda line: print(line, flush=True))
-    except (ShardIntegrityError, ManifestError, ConfigError, RunFolderError) as exc:
+    except (ShardIntegrityError, ManifestError, ConfigError, RunFolderError, RunRecordError,
+            FolderError) as exc:
         print(f"skyshard train: {exc}", file=sys.stderr)
         return 2
     except MemoryBudgetExceeded as exc:

@@ -46,13 +46,14 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         print(f"skyshard tune: {exc}", file=sys.stderr)
         return 2
 
+    from skyshard.locks import FolderError
     from skyshard.manifest import ManifestError, ShardIntegrityError
     from trainer.tune import tune
 
     try:
         tune(args.export, args.study, train_config, tune_config,
              echo=lambda line: print(line, flush=True))
-    except (ShardIntegrityError, ManifestError, ConfigError) as exc:
+    except (ShardIntegrityError, ManifestError, ConfigError, FolderError) as exc:
         print(f"skyshard tune: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -22,6 +22,7 @@ import numpy as np
 from skyshard import schema
 from skyshard.example_proto import decode_example
 from skyshard.manifest import Manifest, ShardIntegrityError
+from skyshard.names import UnsafeNameError, check_relative_path, key_text, shown_name
 from skyshard.storage import join
 from skyshard.tfrecord import read_records
 
@@ -100,9 +101,10 @@ def shard_records(shard: str, manifest: Manifest) -> Iterator[dict]:
     """Records of one shard file, CRC-checked.
 
     ``path`` is the original file (the export's input root + key) when the manifest records the
-    root. A truncated or corrupted record raises :class:`skyshard.tfrecord.TFRecordCorruptError`
-    naming the shard; a record of other shapes than the manifest's raises
-    :class:`ShardIntegrityError`.
+    root; a key that would leave that folder (absolute, or with ``..``) raises
+    :class:`ShardIntegrityError`. A truncated or corrupted record raises
+    :class:`skyshard.tfrecord.TFRecordCorruptError` naming the shard; a record of other shapes
+    than the manifest's raises :class:`ShardIntegrityError`.
     """
     input_root = (manifest.input.root if manifest.input else None) or ""
     size = int(manifest.image_size)
@@ -114,7 +116,13 @@ def shard_records(shard: str, manifest: Manifest) -> Iterator[dict]:
 
 def _record_from_example(example: dict, shard: str, input_root: str, size: int,
                          n_features: int, n_conf: int) -> dict:
-    key = _text(example.get(schema.KEY))
+    key = key_text(example.get(schema.KEY))
+    try:
+        # With the input root the key names the original frame, which --sort-into links or
+        # copies: it must stay below that folder.
+        check_relative_path(key, shard, "record key")
+    except UnsafeNameError as exc:
+        raise ShardIntegrityError(shown_name(str(exc))) from None
     raw = example.get(schema.IMAGE)
     features = example.get(schema.FEATURES)
     confidences = example.get(schema.CONFIDENCES)
@@ -133,10 +141,6 @@ def _record_from_example(example: dict, shard: str, input_root: str, size: int,
         "confidences": confidences,
         "label": int(label[0]) if label is not None and len(label) else schema.UNLABELLED,
     }
-
-
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value or "")
 
 
 def frame_records(refs: Iterable, spec, dead_letters: list[dict]) -> Iterator[dict]:

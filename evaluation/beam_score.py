@@ -32,6 +32,7 @@ from evaluation.decision import Policy
 from evaluation.model import RunInfo, load_run_model, read_run_info
 from evaluation.predictions import Prediction, predictions_of
 from skyshard import schema
+from skyshard.names import key_bytes, key_text
 from exporter.runner import beam_pipeline
 
 DEAD_LETTERS = "dead_letters"
@@ -91,19 +92,28 @@ class ReadFrameDoFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - the dead-letter contract: never crash the job
             yield beam.pvalue.TaggedOutput(DEAD_LETTERS, frame_dead_letter(ref, exc))
             return
-        yield record["path"], record
+        yield on_the_wire(record)
 
 
-def keyed_shard_records(shard: str, manifest: dict) -> Iterator[tuple[str, dict]]:
+def on_the_wire(record: dict) -> tuple[bytes, dict]:
+    """``(path, record)`` with the path and key as bytes: a file name need not be UTF-8, and
+    Beam's coders encode text as UTF-8 (:mod:`skyshard.names`)."""
+    wired = {**record, "path": key_bytes(record["path"]), "key": key_bytes(record["key"])}
+    return wired["path"] or wired["key"], wired
+
+
+def keyed_shard_records(shard: str, manifest: dict) -> Iterator[tuple[bytes, dict]]:
     """``(path, record)`` for every record of one shard file (CRC-checked)."""
     for record in shard_records(shard, manifest):
-        yield record["path"] or record["key"], record
+        yield on_the_wire(record)
 
 
-def to_row(element: tuple[str, PredictionResult], policy: Policy) -> str:
-    """One JSON line per frame: its :class:`Prediction` (:meth:`Prediction.to_row`)."""
+def to_row(element: tuple[bytes, PredictionResult], policy: Policy) -> str:
+    """One JSON line per frame: its :class:`Prediction` (:meth:`Prediction.to_row`); the path
+    and key come as bytes (:func:`on_the_wire`) and go back to names as Python has them."""
     path, result = element
-    record = result.example
+    path = key_text(path)
+    record = {**result.example, "key": key_text(result.example["key"])}
     probs, ood_score = result.inference
     prediction, = predictions_of(
         [path], [record["key"]], np.asarray(probs, dtype=np.float32)[None, :],

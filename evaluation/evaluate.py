@@ -35,14 +35,18 @@ from evaluation.metrics import agreement, classification_metrics
 from evaluation.mistakes import WorstMistakes
 from evaluation.model import (RunInfo, RunModel, RunUncertainty, load_model, pad_batch,
                               predict_probs, read_run_info, read_uncertainty)
-from evaluation.outputs import check_out_dir
-from evaluation.rules import build_rule_set, rules_to_toml
+from evaluation.outputs import (EVALUATE_MARKER, OutputFiles, check_out_dir, claim_out_dir,
+                                retire_result)
+from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema, storage
 from skyshard.builtin import BUILTIN, is_builtin_folder
-from skyshard.files import atomic_output, write_json_atomic, write_text_atomic
+from skyshard.files import (atomic_output, write_bytes_atomic, write_json_atomic,
+                           write_text_atomic)
+from skyshard.locks import FolderLock
 from skyshard.manifest import Manifest, ManifestError
 from skyshard.run_record import RunRecord
 from skyshard.memory import RssMonitor
+from skyshard.names import shown_name
 from skyshard.schema import SCORE_SPLIT
 
 log = logging.getLogger("skyshard.evaluation")
@@ -50,6 +54,13 @@ log = logging.getLogger("skyshard.evaluation")
 FILES = {"metrics": "metrics.json", "confusion_matrix": "confusion_matrix.png",
          "reliability": "reliability.png", "misclassified": "misclassified.csv",
          "rules": "rules.toml", "report": "report.html"}
+
+#: Everything ``evaluate`` writes into ``--out`` (and all it may replace there); metrics last.
+OUTPUTS = OutputFiles("skyshard evaluate", EVALUATE_MARKER, tuple(FILES.values()),
+                      finished=FILES["metrics"])
+
+#: ``--split all``: every split of the export at once.
+ALL_SPLITS = "all"
 
 
 class EvaluationError(ValueError):
@@ -92,12 +103,14 @@ def differing_values(want, got, prefix: str = "") -> list[tuple[str, object, obj
     return out
 
 
-def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> Manifest:
-    """Load the export's manifest, check it against the run, verify the shards of ``splits``.
-    ``export_dir`` may be a URL (:mod:`skyshard.storage`)."""
+def open_export(info: RunInfo, export_dir: str | Path, splits: list[str] | None) -> Manifest:
+    """Load the export's manifest, check it against the run, verify the shards of ``splits``
+    (``None``: every split). ``export_dir`` may be a URL (:mod:`skyshard.storage`)."""
     manifest = Manifest.read(export_dir)
     info.check_export(manifest)
     check_preprocessing(info, manifest)
+    if splits is None:
+        splits = list(manifest.splits)
     for split in splits:
         if split not in manifest.splits:
             hint = ""
@@ -158,10 +171,12 @@ def stream_predictions(run_model: RunModel, batches: Iterable[Batch], info: RunI
     for batch in batches:
         labels = batch.labels
         if np.any(labels < 0) or np.any(labels >= len(classes)):
-            bad = batch.keys[int(np.flatnonzero((labels < 0) | (labels >= len(classes)))[0])]
+            bad = shown_name(batch.keys[int(np.flatnonzero((labels < 0)
+                                                           | (labels >= len(classes)))[0])])
             raise EvaluationError(
                 f"record {bad!r} has no label among the run's {len(classes)} classes; evaluate "
                 "needs a labelled export (use `skyshard score` for unlabelled frames)")
+        keys = [shown_name(key) for key in batch.keys]  # as every text output shows them
         probs, raw, ood_score = run_model.predict(batch.inputs(), pad_to=batch_size)
         if header_columns:
             out.stripped.append(predict_probs(
@@ -179,7 +194,7 @@ def stream_predictions(run_model: RunModel, batches: Iterable[Batch], info: RunI
             confidence = float(probs[i, predicted[i]])
             if worst.would_keep(confidence):
                 worst.offer(confidence, {
-                    "key": batch.keys[i], "true": classes[labels[i]],
+                    "key": keys[i], "true": classes[labels[i]],
                     "predicted": classes[predicted[i]], "confidence": confidence,
                     "probs": probs[i].copy(), "features": batch.features[i].copy(),
                     "rule": rule_names[i], "rule_class": classes[ruled[i]],
@@ -190,7 +205,7 @@ def stream_predictions(run_model: RunModel, batches: Iterable[Batch], info: RunI
                         ("unfamiliar", decided.unfamiliar[i])) if on],
                 }, batch.image[i])
         max_held = max(max_held, len(batch) + len(worst))
-        out.keys.extend(batch.keys)
+        out.keys.extend(keys)
         out.labels.append(labels.copy())
         out.probs.append(probs)
         out.raw_probs.append(raw)
@@ -344,6 +359,10 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
     except OSError:
         return None
     folds = _folds_trained(info.run)
+    if same and split == ALL_SPLITS:
+        return ("--split all includes the train split the run was trained on: these figures "
+                "mix how well it fits its own training frames with how it does on new ones "
+                "(use --split test)")
     if not same or split == "test" or (split == "val" and not folds):
         return None
     if split == "train":
@@ -377,14 +396,18 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
              out_dir: str | Path | None = None, batch_size: int = 64,
              rules_path: str | Path | None = None, use_rules: bool = True, worst_n: int = 24,
              baseline_mapping: dict[str, str] | None = None, header_trust: bool = True,
-             low_confidence: float | None = None) -> EvaluationResult:
-    """Evaluate ``run_dir``'s model on ``split`` of ``export_dir``; see the module docstring.
+             low_confidence: float | None = None, overwrite: bool = False) -> EvaluationResult:
+    """Evaluate ``run_dir``'s model on ``split`` of ``export_dir`` (``"all"``: every split of
+    it, e.g. an export made with ``--test-fraction 1`` or a new camera's labelled frames); see
+    the module docstring. ``out_dir`` holding files evaluate did not write, or a finished
+    earlier evaluation, is refused unless ``overwrite``.
 
     Raises :class:`skyshard.manifest.ManifestError` when the export does not match the run,
     :class:`skyshard.manifest.ShardIntegrityError` / :class:`skyshard.tfrecord.
     TFRecordCorruptError` (naming the file) for damaged shards, :class:`EvaluationError` for
     unlabelled records, :class:`evaluation.rules.RulesError` for a bad rules file,
-    :class:`evaluation.outputs.OutDirError` for an unusable ``out_dir`` (before any work).
+    :class:`evaluation.outputs.OutDirError` for an unusable ``out_dir`` and
+    :class:`skyshard.locks.FolderError` for one in use or not writable (before any work).
     ``header_trust=False`` ignores trusted headers; ``low_confidence`` replaces the run's
     threshold of the ``low_confidence`` flag.
     """
@@ -394,7 +417,22 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     out = check_out_dir(out_dir or default_out_dir(info.run_dir, split))
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
-    manifest = open_export(info, export_dir, [split])
+    # One command at a time in --out; taking the lock is also the first write there, so a
+    # folder that cannot be written is refused before the prediction pass.
+    with FolderLock(out, "skyshard evaluate"):
+        claim_out_dir(out, OUTPUTS, overwrite)
+        return _evaluate_locked(info, uncertainty, export_dir, split, out, rules, started,
+                                batch_size=batch_size, worst_n=worst_n,
+                                baseline_mapping=baseline_mapping, header_trust=header_trust)
+
+
+def _evaluate_locked(info: RunInfo, uncertainty: RunUncertainty, export_dir: str | Path,
+                     split: str, out: Path, rules: RuleSet, started: float, *, batch_size: int,
+                     worst_n: int, baseline_mapping: dict[str, str] | None,
+                     header_trust: bool) -> EvaluationResult:
+    """The evaluation proper, holding ``out``'s lock."""
+    manifest = open_export(info, export_dir, None if split == ALL_SPLITS else [split])
+    splits = list(manifest.splits) if split == ALL_SPLITS else [split]
     overlap = training_overlap(info, export_dir, split)
     if overlap:
         log.warning("%s", overlap)
@@ -406,7 +444,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
 
     with RssMonitor() as rss:
         model = RunModel(load_model(info.run_dir), uncertainty, len(info.classes))
-        records = export_records(export_dir, manifest, [split])
+        records = export_records(export_dir, manifest, splits)
         batches = batched(records, batch_size, int(manifest.image_size),
                           len(manifest.feature_names), len(manifest.confidence_names))
         collected, max_held = stream_predictions(model, batches, info, policy, baseline, worst,
@@ -419,16 +457,19 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
         from evaluation.plots import confusion_matrix_png, reliability_png
         from evaluation.report import render_report
 
-        out.mkdir(parents=True, exist_ok=True)
         files = {name: out / filename for name, filename in FILES.items()}
         confusion = confusion_matrix_png(metrics["confusion_matrix"], info.classes)
         calibration_png = reliability_png(
             metrics["calibration"], title="Reliability diagram, T = "
             f"{uncertainty.temperature:.2f}{'' if uncertainty.calibrated else ' (not fitted)'}")
-        files["confusion_matrix"].write_bytes(confusion)
-        files["reliability"].write_bytes(calibration_png)
+        # From here on the folder says "unfinished" (no metrics.json) until the new one is,
+        # and its marker names every file before any is written.
+        retire_result(out, OUTPUTS)
+        OUTPUTS.note(out, set(OUTPUTS.files))
+        write_bytes_atomic(files["confusion_matrix"], confusion)
+        write_bytes_atomic(files["reliability"], calibration_png)
         n_wrong = write_misclassified(files["misclassified"], collected, info.classes)
-        files["rules"].write_text(rules_to_toml(rules.rules), encoding="utf-8")
+        write_text_atomic(files["rules"], rules_to_toml(rules.rules))
         rss.sample()
 
     seconds = time.monotonic() - started

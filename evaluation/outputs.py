@@ -1,20 +1,40 @@
-"""Where ``evaluate`` and ``score`` may write their ``--out`` folder.
+"""Where ``evaluate`` and ``score`` may write their ``--out`` folder, and what they own there.
 
 Never onto a regular file, never into an export (its ``errors.jsonl`` would be replaced and
 ``skyshard export --overwrite`` would refuse the folder afterwards) and never into a training
-run's own folder. Checked before any work, so a wrong ``--out`` costs nothing.
+run's own folder (:func:`check_out_dir`, before any work, so a wrong ``--out`` costs nothing).
+
+Each command owns a fixed list of files in its ``--out`` (:class:`OutputFiles`): it writes those
+and nothing else, each to a unique temporary name renamed into place, and never replaces or
+deletes a file it did not write. A marker, written before any output, lists the files the
+command wrote there; :func:`claim_out_dir`, run under the folder's lock (:mod:`skyshard.locks`),
+refuses a folder holding any other file unless ``--overwrite`` is given (then it writes beside
+them, replacing only files of its own names, and deletes none of them), and a finished earlier
+result (its last file, e.g. ``score.json``) unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from skyshard import schema
-from skyshard.files import file_in_the_way
+from skyshard import __version__, schema
+from skyshard.files import file_in_the_way, temporary_target, write_json_atomic
+from skyshard.locks import is_lock_file
 from skyshard.run_record import MODEL_FILE, RUN_FILE
+
+log = logging.getLogger("skyshard")
 
 EXPORT_FILES = (schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR)
 RUN_FILES = (RUN_FILE, MODEL_FILE)
+
+#: The markers of ``score`` and ``evaluate`` output folders (:class:`OutputFiles`).
+SCORE_MARKER = ".skyshard-score"
+EVALUATE_MARKER = ".skyshard-evaluate"
+OUTPUT_MARKERS = (SCORE_MARKER, EVALUATE_MARKER)
 
 
 class OutDirError(ValueError):
@@ -49,3 +69,98 @@ def check_out_dir(out: str | Path) -> Path:
             raise OutDirError(f"--out {out} is inside the export folder {parent}; choose a folder "
                               "outside it")
     return out
+
+
+@dataclass(frozen=True)
+class OutputFiles:
+    """The files one command owns in its ``--out``.
+
+    Attributes
+    ----------
+    command : str
+        The command, for messages (``"skyshard score"``).
+    marker : str
+        Hidden JSON file, written before any output, listing the files the command wrote there
+        (and is about to write): only those are its own to replace or delete.
+    files : tuple of str
+        Every file the command may write there, its main result first.
+    finished : str
+        The one of ``files`` written last: without it, the outputs are unfinished.
+    scratch_prefixes : tuple of str
+        Name prefixes of scratch folders the command makes there and removes (``.beam-``).
+    """
+
+    command: str
+    marker: str
+    files: tuple[str, ...]
+    finished: str
+    scratch_prefixes: tuple[str, ...] = ()
+
+    def is_leftover(self, name: str) -> bool:
+        """Whether ``name`` is what a killed run of the command leaves: a temporary file of one
+        of its files (or of its marker), or a scratch folder."""
+        return (temporary_target(name) in (*self.files, self.marker)
+                or any(name.startswith(prefix) for prefix in self.scratch_prefixes))
+
+    def written(self, out: Path) -> set[str] | None:
+        """The files ``out``'s marker says the command wrote (those still there); ``None``
+        without a marker."""
+        try:
+            listed = json.loads((out / self.marker).read_text(encoding="utf-8"))["files"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return set()  # a damaged marker vouches for nothing
+        return {name for name in listed if name in self.files and (out / name).exists()}
+
+    def note(self, out: Path, names: set[str]) -> None:
+        """Rewrite the marker listing ``names`` (atomically): call it before writing them, so
+        a kill leaves none of them unaccounted for."""
+        write_json_atomic(out / self.marker, {
+            "command": self.command, "skyshard_version": __version__,
+            "files": sorted(name for name in names if name in self.files)})
+
+
+def claim_out_dir(out: Path, outputs: OutputFiles, overwrite: bool) -> set[str]:
+    """Make ``out`` (made and locked by the caller) ready for ``outputs``: refuse what must not
+    be replaced, and clear what a killed run of the command left. Returns the files an earlier
+    run of the command wrote there (its own to replace or delete). Nothing is written: the
+    command notes its files (:meth:`OutputFiles.note`) just before it writes the first, so a
+    command that fails before that leaves a new ``out`` as it was (or gone).
+
+    Raises
+    ------
+    OutDirError
+        When ``out`` holds files the command did not write (listed), or a finished earlier
+        result, and ``overwrite`` is false.
+    """
+    written = outputs.written(out)
+    names = sorted(path.name for path in out.iterdir() if not is_lock_file(path.name))
+    ours = set() if written is None else {outputs.marker, *written}
+    strangers = [name for name in names if name not in ours
+                 and not (written is not None and outputs.is_leftover(name))]
+    if strangers and not overwrite:
+        shown = ", ".join(strangers[:5]) + (", …" if len(strangers) > 5 else "")
+        raise OutDirError(f"--out {out} holds files {outputs.command} did not write there "
+                          f"({shown}); choose a new or empty folder, or pass --overwrite to "
+                          "write beside them (files of the same names are then replaced)")
+    written = written or set()
+    if outputs.finished in written and not overwrite:
+        raise OutDirError(f"{out} already holds {outputs.files[0]} of a finished "
+                          f"{outputs.command}; choose another --out or pass --overwrite")
+    if outputs.marker in names:
+        for path in sorted(out.iterdir()):
+            if outputs.is_leftover(path.name):
+                log.info("removing %s, left by an interrupted %s", path, outputs.command)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+    return written
+
+
+def retire_result(out: Path, outputs: OutputFiles) -> None:
+    """Remove the earlier result's last file before the first new output replaces anything:
+    from then on the folder says "unfinished" until the new last file is written, never an old
+    summary beside new outputs."""
+    (out / outputs.finished).unlink(missing_ok=True)

@@ -15,6 +15,7 @@ import numpy as np
 
 from evaluation.decision import Policy
 from skyshard.files import atomic_output
+from skyshard.names import shown_name
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -90,13 +91,15 @@ def write_predictions(path: Path, predictions: list[Prediction], classes: list[s
     ``low_confidence`` and ``unfamiliar`` the flags (0/1), ``ood_score`` the
     out-of-distribution score (empty without statistics), ``header_class`` the class a trusted
     header states (empty when none does) and ``header_overruled`` 1 where the model's clear
-    answer overruled it."""
+    answer overruled it. A path or key that is not UTF-8 is shown with ``\\xNN`` escapes
+    (:func:`skyshard.names.shown_name`)."""
     with atomic_output(path) as partial, \
             open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(prediction_header(classes))
         for p in sorted(predictions, key=lambda p: (p.path, p.key)):
-            writer.writerow([p.path, p.key, classes[p.final_class], f"{p.confidence:.6f}",
+            writer.writerow([shown_name(p.path), shown_name(p.key), classes[p.final_class],
+                             f"{p.confidence:.6f}",
                              *(f"{float(v):.6f}" for v in p.probs), classes[p.model_class],
                              p.rule, int(p.low_confidence), int(p.unfamiliar),
                              f"{p.ood_score:.4f}" if math.isfinite(p.ood_score) else "",

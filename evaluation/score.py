@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,13 +37,16 @@ from evaluation.model import (RunInfo, RunModel, RunUncertainty, load_model, rea
                               read_uncertainty)
 from evaluation.predictions import (PREDICTIONS_FILE, Prediction, predictions_of,
                                     write_predictions)
+from evaluation.outputs import SCORE_MARKER, OutputFiles, claim_out_dir, retire_result
 from evaluation.outputs import check_out_dir as check_writable_out
-from evaluation.rules import build_rule_set, rules_to_toml
+from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from exporter.runner import recorded_options
 from skyshard import __version__, schema, storage
 from skyshard.files import write_json_atomic, write_text_atomic
+from skyshard.locks import FolderLock
 from skyshard.manifest import Manifest, ManifestError, is_export_folder
 from skyshard.memory import RssMonitor
+from skyshard.names import shown_name
 
 log = logging.getLogger("skyshard.score")
 
@@ -51,6 +55,12 @@ RULES_FILE = "rules.toml"
 SORTED_FILE = "sorted.csv"
 #: ``--sort-into`` files flagged frames under ``FOLDER/_review/<predicted class>/``.
 REVIEW_FOLDER = "_review"
+
+#: Everything ``score`` writes into ``--out`` (and all it may replace or delete there);
+#: ``score.json`` last. Beam scoring works in a ``.beam-*`` folder there, removed at the end.
+OUTPUTS = OutputFiles("skyshard score", SCORE_MARKER,
+                      (PREDICTIONS_FILE, schema.ERRORS_FILE, RULES_FILE, SORTED_FILE,
+                       SUMMARY_FILE), finished=SUMMARY_FILE, scratch_prefixes=(".beam-",))
 
 
 class ScoreError(ValueError):
@@ -233,17 +243,16 @@ def write_errors(path: Path, letters: list[dict]) -> None:
     write_text_atomic(path, "".join(lines))
 
 
-def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Resolve ``--out`` and refuse it before any work: a file, an export or run folder
-    (:func:`evaluation.outputs.check_out_dir`), or earlier predictions without ``overwrite``."""
-    out = check_writable_out(out_dir)
-    # score.json is written last: without it the earlier scoring was interrupted, and its
-    # files are replaced by this one's.
-    finished = (out / PREDICTIONS_FILE).exists() and (out / SUMMARY_FILE).exists()
-    if finished and not overwrite:
-        raise ScoreError(f"{out} already holds {PREDICTIONS_FILE}; choose another --out or "
-                         "pass --overwrite")
-    return out
+def check_input_and_out(source: ScoreInput, out: Path) -> None:
+    """Refuse ``--out`` inside INPUT (its files would be scored next time) and INPUT inside
+    ``--out`` (the scoring's own files would be written among the frames)."""
+    if storage.is_url(source.root):
+        return  # on object storage, never a local --out
+    if source.kind == "folder" and (out == source.root or source.root in out.parents):
+        raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
+    if out == source.root or out in source.root.parents:
+        raise ScoreError(f"INPUT {source.root} must not be inside --out {out}; choose an --out "
+                         "outside it")
 
 
 @dataclass
@@ -277,16 +286,15 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     started = time.monotonic()
     info = read_run_info(run_dir)
     uncertainty = read_uncertainty(info, low_confidence)
-    out = check_out_dir(out_dir, overwrite)
+    out = check_writable_out(out_dir)
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
     policy = build_policy(info.classes, info.export.feature_names, info.export.confidence_names,
                           rules, uncertainty.low_confidence, uncertainty.header_veto,
                           header_mapping, header_trust)
     source = locate_input(info, input_path)
-    if (source.kind == "folder" and not storage.is_url(source.root)
-            and (out == source.root or source.root in out.parents)):
-        raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
+    check_input_and_out(source, out)
+    target = None
     if sort_into is not None:
         from evaluation.sort_into import MODES, check_target
 
@@ -301,15 +309,32 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
         if REVIEW_FOLDER in info.classes:
             raise ScoreError(f"--sort-into: the run has a class named {REVIEW_FOLDER!r}, the "
                              "folder flagged frames are filed under; rename that class")
-        check_target(sort_into, source.original_root)
-    survey_input(source)
-    out.mkdir(parents=True, exist_ok=True)
+        # Flagged frames go to _review/<class>: those folders must not be INPUT either.
+        folders = [*info.classes, *(f"{REVIEW_FOLDER}/{name}" for name in info.classes)]
+        target = check_target(sort_into, source.original_root, folders, out=out)
+    # One command at a time in --out and in the sort folder; taking the locks is also the first
+    # write there, so a folder that cannot be written is refused before any work.
+    with FolderLock(out, "skyshard score"), \
+            (FolderLock(target, "skyshard score --sort-into") if target else nullcontext()):
+        earlier = claim_out_dir(out, OUTPUTS, overwrite)
+        survey_input(source)
+        return _score_locked(info, source, out, uncertainty, policy, rules, started, earlier,
+                             batch_size=batch_size, sort_into=sort_into, mode=mode,
+                             beam=beam, beam_args=beam_args)
 
+
+def _score_locked(info: RunInfo, source: ScoreInput, out: Path, uncertainty: RunUncertainty,
+                  policy: Policy, rules: RuleSet, started: float, earlier: set[str], *,
+                  batch_size: int, sort_into: str | Path | None, mode: str, beam: bool,
+                  beam_args: list[str] | None) -> ScoreResult:
+    """Score and write the outputs, holding the locks; ``earlier``: the files an earlier
+    scoring wrote in ``out`` (its own to replace or delete)."""
     dead_letters = [r.dead_letter() for r in source.rejected]
     with RssMonitor() as rss:
         if beam:
             from evaluation.beam_score import score_with_beam
 
+            OUTPUTS.note(out, earlier)  # the job's scratch folder goes into out: say whose
             predictions, read_letters = score_with_beam(
                 source, info.run_dir, info, policy, batch_size, list(beam_args or []), out)
             dead_letters += read_letters
@@ -317,9 +342,14 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
             model = RunModel(load_model(info.run_dir), uncertainty, len(info.classes))
             predictions = list(predict_local(model, input_records(source, dead_letters), info,
                                              policy, batch_size))
+        # From here on the folder says "unfinished" (no score.json) until the new one is there,
+        # and its marker names every file this scoring writes before any is written.
+        retire_result(out, OUTPUTS)
+        planned = {PREDICTIONS_FILE, schema.ERRORS_FILE, RULES_FILE, SUMMARY_FILE}
+        OUTPUTS.note(out, earlier | planned | ({SORTED_FILE} if sort_into is not None else set()))
         write_predictions(out / PREDICTIONS_FILE, predictions, info.classes)
         write_errors(out / schema.ERRORS_FILE, dead_letters)
-        (out / RULES_FILE).write_text(rules_to_toml(rules.rules), encoding="utf-8")
+        write_text_atomic(out / RULES_FILE, rules_to_toml(rules.rules))
         sorted_summary = None
         if sort_into is not None:
             from evaluation.sort_into import sort_into as sort_frames, write_record
@@ -328,8 +358,8 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
                     for p in predictions]
             sorted_summary = sort_frames(rows, sort_into, mode, source.original_root)
             write_record(out / SORTED_FILE, sorted_summary.rows)
-        else:  # a record left by an earlier scoring into this --out would describe other frames
-            (out / SORTED_FILE).unlink(missing_ok=True)
+        elif SORTED_FILE in earlier:  # a record an earlier scoring left would describe other
+            (out / SORTED_FILE).unlink(missing_ok=True)  # frames; a sorted.csv of yours stays
         rss.sample()
 
     seconds = time.monotonic() - started
@@ -338,7 +368,9 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     summary["warnings"] = source.warnings()
     if sorted_summary is not None:
         summary["sort_into"] = {"folder": str(Path(sort_into).resolve()), "mode": mode,
-                                **sorted_summary.to_dict(), "failures": sorted_summary.failed,
+                                **sorted_summary.to_dict(),
+                                "failures": [{key: shown_name(value) for key, value in f.items()}
+                                             for f in sorted_summary.failed],
                                 "index": str(sorted_summary.index)}
         summary["files"]["sorted"] = SORTED_FILE
         summary["warnings"] += sort_warnings(sorted_summary.also_in_other_class, out)
@@ -387,7 +419,8 @@ def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: lis
     unfamiliar = sum(p.unfamiliar for p in predictions)
     scores = np.array([p.ood_score for p in predictions], dtype=np.float64)
     return {
-        "run": str(info.run_dir.resolve()), "input": str(source.root), "input_kind": source.kind,
+        "run": str(info.run_dir.resolve()), "input": shown_name(str(source.root)),
+        "input_kind": source.kind,
         "out": str(out), "scored": len(predictions), "errors": len(dead_letters),
         "predicted_per_class": counts, "low_confidence": low,
         "low_confidence_threshold": uncertainty.low_confidence, "unfamiliar": unfamiliar,

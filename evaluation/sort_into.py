@@ -6,9 +6,11 @@ every entry is created exclusively (``O_EXCL`` semantics), so even a concurrent 
 clobbered. An entry that already holds the same frame (a rerun) is left as it is.
 
 Modes: ``link`` (symbolic link to the absolute original path), ``hardlink`` (same file, same
-filesystem only), ``copy`` (bytes and timestamps, as ``shutil.copy2``). An entry holds "the same
-frame" whatever mode made it: a link to the original, a hard link of it, or a copy of its bytes;
-so sorting into FOLDER in another mode adds nothing where the frame already is.
+filesystem only), ``copy`` (bytes and timestamps, as ``shutil.copy2``; written under a hidden
+temporary name and linked to its entry name only when whole, so a killed copy never leaves a
+truncated frame under a frame's name, and a rerun removes the temporary file). An entry holds
+"the same frame" whatever mode made it: a link to the original, a hard link of it, or a copy of
+its bytes; so sorting into FOLDER in another mode adds nothing where the frame already is.
 
 FOLDER keeps an index of what skyshard put there, ``FOLDER/.skyshard-sorted.jsonl``: one JSON
 line per entry (``original`` absolute path, ``class``, ``entry`` relative to FOLDER, ``mode``,
@@ -31,8 +33,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from skyshard.files import atomic_output, file_in_the_way, sha256_file
-from skyshard.schema import FRAME_EXTENSIONS
+from evaluation.outputs import EXPORT_FILES, OUTPUT_MARKERS, RUN_FILES, holding
+from skyshard import faults
+from skyshard.files import atomic_output, file_in_the_way, sha256_file, temporary_name
+from skyshard.files import temporary_target
+from skyshard.names import check_class_name, shown_name
+from skyshard.schema import EXPORT_MARKER, FRAME_EXTENSIONS, is_frame_file
 
 MODES = ("link", "hardlink", "copy")
 INDEX_FILE = ".skyshard-sorted.jsonl"
@@ -147,9 +153,13 @@ def open_index(folder: Path) -> SortIndex:
     return index
 
 
-def check_target(folder: str | Path, input_root: str | Path | None) -> Path:
-    """Resolve FOLDER and refuse it inside INPUT (sorted links would be scored next night), or
-    when it (or a folder above it) is an existing file: every frame would fail."""
+def check_target(folder: str | Path, input_root: str | Path | None,
+                 classes: Iterable[str] = (), out: str | Path | None = None) -> Path:
+    """Resolve FOLDER and refuse it, naming why, when sorting into it would be unsafe: inside
+    INPUT, or INPUT in one of its class folders ``FOLDER/<class>`` (sorted frames would be
+    scored next night, or written into INPUT itself); an existing file (or a file above it);
+    an export (or a folder inside one) or a training run (export and run commands would then
+    find files they did not write); or ``out``, or another command's ``--out``."""
     target = Path(folder).resolve()
     path = file_in_the_way(target)
     if path is not None:
@@ -160,6 +170,30 @@ def check_target(folder: str | Path, input_root: str | Path | None) -> Path:
         if target == root or root in target.parents:
             raise SortError(f"--sort-into {target} is inside the input {root}; choose a folder "
                             "outside it")
+        for class_name in classes:
+            class_folder = target / class_name
+            if class_folder == root or class_folder in root.parents:
+                raise SortError(f"--sort-into {target}: its class folder {class_folder} is the "
+                                f"input {root} or holds it, so frames would be filed into the "
+                                "input; choose another folder")
+    found = holding(target, EXPORT_FILES)
+    if found:
+        raise SortError(f"--sort-into {target} is an export folder (it holds {found}); choose a "
+                        "folder outside exports")
+    for parent in target.parents:
+        if (parent / EXPORT_MARKER).exists():
+            raise SortError(f"--sort-into {target} is inside the export folder {parent}; "
+                            "choose a folder outside exports")
+    found = holding(target, RUN_FILES)
+    if found:
+        raise SortError(f"--sort-into {target} is a training run folder (it holds {found}); "
+                        "choose another folder")
+    if out is not None and Path(out).resolve() == target:
+        raise SortError(f"--sort-into {target} is the --out folder; choose another folder")
+    found = holding(target, OUTPUT_MARKERS)
+    if found:
+        raise SortError(f"--sort-into {target} is the --out folder of another command (it "
+                        f"holds {found}); choose another folder")
     return target
 
 
@@ -205,14 +239,55 @@ def _create(entry: Path, source: Path, mode: str) -> None:
     elif mode == "hardlink":
         os.link(source, entry)
     else:
-        with open(source, "rb") as src, open(entry, "xb") as dst:
-            try:
-                shutil.copyfileobj(src, dst, 1 << 20)
-            except BaseException:
-                dst.close()
-                entry.unlink(missing_ok=True)
-                raise
-        shutil.copystat(source, entry)
+        _copy_whole(source, entry)
+
+
+def _copy_whole(source: Path, entry: Path) -> None:
+    """Copy ``source`` to a hidden temporary file beside ``entry`` and give it the entry's name
+    only when whole (a hard link, which fails rather than replace an entry; a rename where the
+    file system has no hard links). A kill leaves the temporary file, never part of a frame
+    under its name; :func:`remove_leftovers` clears it on the next sort."""
+    partial = temporary_name(entry)
+    try:
+        with open(source, "rb") as src, open(partial, "xb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                faults.point("sort.copy", entry.name)
+        shutil.copystat(source, partial)
+        try:
+            os.link(partial, entry)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (FAT, exFAT, some network shares)
+            if entry.exists() or entry.is_symlink():
+                raise FileExistsError(entry) from None
+            os.rename(partial, entry)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def remove_leftovers(directory: Path) -> int:
+    """Remove the temporary files of copies a killed sort left in ``directory`` (hidden files
+    named by :func:`skyshard.files.temporary_name` for a frame); returns how many."""
+    removed = 0
+    try:
+        names = [entry.name for entry in os.scandir(directory) if entry.name.startswith(".")]
+    except OSError:
+        return 0
+    for name in names:
+        target = temporary_target(name)
+        if target is not None and is_frame_file(target):
+            (directory / name).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def class_folder(folder: Path, class_name: str) -> Path:
+    """``folder/class_name``, each part of ``class_name`` (a class, or ``_review/<class>`` for
+    a flagged frame) checked to be one folder name (:func:`skyshard.names.check_class_name`):
+    a class name from a shared run never leads outside ``folder``."""
+    return folder.joinpath(*(check_class_name(part, "--sort-into")
+                             for part in class_name.split("/")))
 
 
 def place(source: str | Path, folder: Path, class_name: str, mode: str,
@@ -221,7 +296,7 @@ def place(source: str | Path, folder: Path, class_name: str, mode: str,
     "already_present")``. ``known`` are entries the index recorded for this frame and class,
     looked at first (a renamed entry is found even when a name before it was freed)."""
     source = Path(source).resolve()
-    directory = folder / class_name
+    directory = class_folder(folder, class_name)
     for entry in known:
         if entry.parent == directory and same_frame(entry, source):
             return entry, "already_present"
@@ -299,6 +374,8 @@ def sort_into(rows: Iterable[dict], folder: str | Path, mode: str,
         for row in rows:
             result.add(record_row(str(row["path"]), row["predicted_class"], error=error))
         return result
+    for class_name in sorted({row["predicted_class"] for row in rows}):
+        remove_leftovers(class_folder(target, class_name))
     for row in rows:
         result.add(sort_one(str(row["path"]), row["predicted_class"], target, mode, index))
     return result
@@ -306,9 +383,12 @@ def sort_into(rows: Iterable[dict], folder: str | Path, mode: str,
 
 def write_record(path: str | Path, rows: Iterable[dict]) -> None:
     """The record (``OUT/sorted.csv``), sorted by path: one row per frame, columns
-    :data:`RECORD_HEADER`; written beside ``path`` then renamed over it, never half a file."""
+    :data:`RECORD_HEADER`; written beside ``path`` then renamed over it, never half a file.
+    Names that are not UTF-8 are shown with ``\\xNN`` escapes
+    (:func:`skyshard.names.shown_name`)."""
     with atomic_output(path) as partial, \
             open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=RECORD_HEADER)
         writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda r: (r["path"], r["class"])))
+        writer.writerows({key: shown_name(value) for key, value in row.items()}
+                         for row in sorted(rows, key=lambda r: (r["path"], r["class"])))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from skyshard.names import shown_name
 from skyshard.schema import FRAME_EXTENSIONS, is_frame_file, unread_frame_format
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FrameRef:
     """A frame file to export: ``key`` (relative path), absolute ``path``, ``class_name`` or
-    ``None`` for unlabelled input."""
+    ``None`` for unlabelled input. ``key`` and ``path`` are as Python names the file (a name
+    that is not UTF-8 holds lone surrogates, see :mod:`skyshard.names`)."""
 
     key: str
     path: str
@@ -39,8 +41,9 @@ class Rejected:
 
     def dead_letter(self) -> dict:
         """Its line of ``errors.jsonl`` (stage ``discover``)."""
-        return {"path": self.path, "key": self.key, "class": None, "stage": "discover",
-                "error_type": "Rejected", "message": self.message}
+        return {"path": shown_name(self.path), "key": shown_name(self.key), "class": None,
+                "stage": "discover", "error_type": "Rejected",
+                "message": shown_name(self.message)}
 
 
 def walk_frames(root: str | os.PathLike,
@@ -52,28 +55,45 @@ def walk_frames(root: str | os.PathLike,
     through symlinks (a loop) is visited only once. A folder that cannot be listed is passed to
     ``on_error`` as the ``OSError`` (its ``filename`` is the folder) and skipped; every other
     file that is not a frame file to ``on_other``.
+
+    The walk keeps its own stack (no recursion, so a tree of any depth is walked) and takes
+    names as the file system gives them: a name that is not valid UTF-8 comes as ``str`` with
+    its undecodable bytes as lone surrogates (:func:`os.fsdecode`), which opens the file again.
+    Order: a folder's files by name, then its subfolders by name, each one whole (as
+    ``os.walk``, top-down).
     """
     seen: set[tuple[int, int]] = set()
-    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+    pending = [os.fspath(root)]
+    while pending:
+        folder = pending.pop()
         try:
-            stat = os.stat(dirpath)
-        except OSError as exc:  # removed or made unreadable while walking
+            status = os.stat(folder)
+            if (status.st_dev, status.st_ino) in seen:
+                continue
+            seen.add((status.st_dev, status.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as exc:  # unreadable, or removed or made unreadable while walking
+            if exc.filename is None:
+                exc.filename = folder
             if on_error is not None:
                 on_error(exc)
-            dirnames[:] = []
             continue
-        if (stat.st_dev, stat.st_ino) in seen:
-            dirnames[:] = []
-            continue
-        seen.add((stat.st_dev, stat.st_ino))
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            if is_frame_file(name):
-                yield Path(dirpath) / name
+            try:
+                is_folder = entry.is_dir()  # follows symlinks, as os.walk(followlinks=True)
+            except OSError:
+                is_folder = False
+            if is_folder:
+                subfolders.append(entry.path)
+            elif is_frame_file(entry.name):
+                yield Path(entry.path)
             elif on_other is not None:
-                on_other(Path(dirpath) / name)
+                on_other(Path(entry.path))
+        pending.extend(reversed(subfolders))
 
 
 def discover(root: str | os.PathLike, labelled: bool = True,

@@ -22,6 +22,7 @@ import logging
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,8 +35,11 @@ from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
 from skyshard import __version__, schema, storage
 from skyshard.files import file_in_the_way
-from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, Preprocessing,
-                               Scaler, ShardEntry, ShardSettings, SplitInfo, SplitSettings)
+from skyshard.locks import LOCK_FILE, FolderLock
+from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, ModelInputs,
+                               Preprocessing, Scaler, ShardEntry, ShardSettings, SplitInfo,
+                               SplitSettings)
+from skyshard.names import UnsafeNameError, check_class_name, shown_name
 from skyshard.memory import RssMonitor
 from exporter.runner import beam_pipeline, recorded_options
 from skyshard.versions import library_versions
@@ -43,8 +47,10 @@ from skyshard.versions import library_versions
 log = logging.getLogger("skyshard.export")
 
 MARKER = schema.EXPORT_MARKER
+#: What an export writes into OUT, and all it may replace there (docs/failure-modes.md, what
+#: each command writes); the lock (:mod:`skyshard.locks`) is there while a command runs.
 OWNED = (schema.MANIFEST_FILE, schema.ERRORS_FILE, INCOMPLETE_DIR, MARKER,
-         *schema.LABELLED_SPLITS, schema.SCORE_SPLIT)
+         *schema.LABELLED_SPLITS, schema.SCORE_SPLIT, LOCK_FILE)
 
 
 class ExportError(RuntimeError):
@@ -77,7 +83,7 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> None:
     cleared): :func:`retire_previous` removes it once the new job has succeeded.
     """
     out_dir = str(out_dir)
-    names = names_in(out_dir)
+    names = names_in(out_dir) - {LOCK_FILE}
     if names:
         finished = schema.MANIFEST_FILE in names
         if finished and not overwrite:
@@ -108,7 +114,7 @@ def retire_previous(out_dir: str | Path) -> None:
     out_dir = str(out_dir)
     storage.delete([storage.join(out_dir, schema.MANIFEST_FILE)])
     storage.delete([storage.join(out_dir, name) for name in OWNED
-                    if name not in (INCOMPLETE_DIR, MARKER, schema.MANIFEST_FILE)])
+                    if name not in (INCOMPLETE_DIR, MARKER, schema.MANIFEST_FILE, LOCK_FILE)])
 
 
 def read_jsonl(pattern: str) -> list[dict]:
@@ -134,13 +140,27 @@ def split_summary(splits: list[str], entries: dict[str, list[ShardEntry]],
     return out
 
 
-def resolve_classes(refs: list[FrameRef], like: Manifest | None,
+def resolve_classes(refs: list[FrameRef], like: ModelInputs | None,
                     classes: list[str] | None) -> list[str]:
+    """The export's classes in label order: the ``--like`` reference's, ``--classes``, or the
+    class folders found (sorted). Raises :class:`ExportError` for a class folder whose name
+    cannot be a class name (:func:`skyshard.names.check_class_name`)."""
     if like is not None:
         return list(like.classes)
     if classes:
         return list(classes)
-    return sorted({r.class_name for r in refs if r.class_name})
+    return checked_class_folders(sorted({r.class_name for r in refs if r.class_name}))
+
+
+def checked_class_folders(names: list[str]) -> list[str]:
+    """``names`` (class folders found under INPUT) when each can be a class name; else
+    :class:`ExportError` naming the first that cannot."""
+    for name in names:
+        try:
+            check_class_name(name, "class folder")
+        except UnsafeNameError as exc:
+            raise ExportError(shown_name(str(exc))) from None
+    return names
 
 
 def warn_empty_class_folders(input_dir: Path, classes: list[str]) -> list[str]:
@@ -203,7 +223,7 @@ def check_frames(input_dir: Path, refs: list[FrameRef], rejected: list[Rejected]
                               f"{input_dir} (class folders there: {folders})")
 
 
-def check_like(like: Manifest, layout: dict) -> None:
+def check_like(like: ModelInputs, layout: dict) -> None:
     if like.schema_version != schema.SCHEMA_VERSION:
         raise ExportError(f"--like manifest has schema_version {like.schema_version}, "
                           f"this skyshard writes {schema.SCHEMA_VERSION}")
@@ -261,20 +281,23 @@ def check_found(plan: InputPlan, found: int, rejected: int, counts: list[dict],
 
 def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                beam_args: list[str] | None = None, shard_mb: float = 100.0,
-               compress: bool = False, overwrite: bool = False, like: Manifest | None = None,
-               classes: list[str] | None = None, command: str | None = None,
-               file_list: str | None = None) -> ExportResult:
+               compress: bool = False, overwrite: bool = False, like: ModelInputs | None = None,
+               like_source: str | None = None, classes: list[str] | None = None,
+               command: str | None = None, file_list: str | None = None) -> ExportResult:
     """Export ``input_dir`` into ``out_dir``; returns the manifest and run figures.
 
-    ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest; its
-    :attr:`~skyshard.manifest.Manifest.source` is recorded as the manifest's ``like``), ``classes``
-    or the class folders found. ``beam_args`` are Beam pipeline options, untouched. Either path
-    may be a URL (:mod:`skyshard.storage`); an INPUT on object storage, or a ``file_list`` (one
-    path or URL per line, relative ones under ``input_dir``), is matched inside the job
+    ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest or a
+    run's export block; ``like_source``, by default a manifest's
+    :attr:`~skyshard.manifest.Manifest.source`, is recorded as the manifest's ``like``),
+    ``classes`` or the class folders found. ``beam_args`` are Beam pipeline options,
+    untouched. Either path may be a URL (:mod:`skyshard.storage`); an INPUT on object storage,
+    or a ``file_list`` (one path or URL per line, relative ones under ``input_dir``), is matched
+    inside the job
     (:mod:`exporter.matching`). Raises :class:`ExportError` before anything is written when OUT
     is not usable, the image size is too small, no frame can be exported or a requested class
     has no frames (when the job finds the frames itself, the last two after the job, with
-    nothing committed).
+    nothing committed), and :class:`skyshard.locks.FolderError` when a local OUT is in use by
+    another command or cannot be written.
     """
     started = time.monotonic()
     storage.configure(beam_args)
@@ -299,7 +322,8 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             raise ExportError(str(exc)) from exc
         if like is None:
             check_planned_classes(plan, classes)
-        spec.classes = list(allowed or (plan.folders if spec.labelled else []))
+        spec.classes = list(allowed or (checked_class_folders(list(plan.folders))
+                                        if spec.labelled else []))
         log.info("exporting from %s: the workers find the frames (%s); %d classes",
                  input_dir, f"--file-list {plan.file_list}" if plan.file_list
                  else f"{len(plan.patterns)} folder pattern(s)", len(spec.classes))
@@ -313,89 +337,100 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             warn_empty_class_folders(Path(input_dir), spec.classes)
         log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
                  len(refs), len(spec.classes), input_dir, len(rejected))
-    prepare_out_dir(out_dir, overwrite)
-    incomplete = storage.join(out_dir, INCOMPLETE_DIR)
-    meta_dir = storage.join(incomplete, "meta")
+    # One command at a time in OUT; taking the lock is also the first write there, so an OUT
+    # that cannot be written is refused here, before the job. Object storage has no locks.
+    with FolderLock(out_dir, "skyshard export") if not storage.is_url(out_dir) else nullcontext():
+        prepare_out_dir(out_dir, overwrite)
+        incomplete = storage.join(out_dir, INCOMPLETE_DIR)
+        meta_dir = storage.join(incomplete, "meta")
 
-    fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
-    with RssMonitor() as rss:
-        from exporter.pipeline import build_export
-        pipeline, runner = beam_pipeline(beam_args)
-        build_export(pipeline, plan if plan is not None else refs, spec, out_dir, meta_dir,
-                     target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
-                     n_features=len(layout["feature_names"]), fit_split=fit_split)
-        pipeline.run().wait_until_finish()
+        fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
+        with RssMonitor() as rss:
+            from exporter.pipeline import build_export
+            pipeline, runner = beam_pipeline(beam_args)
+            build_export(pipeline, plan if plan is not None else refs, spec, out_dir, meta_dir,
+                         target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
+                         n_features=len(layout["feature_names"]), fit_split=fit_split)
+            pipeline.run().wait_until_finish()
 
-        counts = read_jsonl(storage.join(meta_dir, "counts*.jsonl"))
-        job_errors = read_jsonl(storage.join(meta_dir, "errors*.jsonl"))
-        frames_found = len(refs) + len(rejected)
-        if plan is not None:
-            found = sum(row["frames"] for row in read_jsonl(storage.join(meta_dir,
-                                                                         "found*.jsonl")))
-            discovered = sum(1 for e in job_errors if e["stage"] == "discover")
-            frames_found = found + discovered
-            log_other_files(read_jsonl(storage.join(meta_dir, "other*.jsonl")), input_dir)
-            try:
-                check_found(plan, found, discovered, counts, spec.classes, spec.labelled)
-            except ExportError:
-                storage.delete([incomplete])
-                raise
-        # Hash the new shards while a replaced export is still whole; then swap quickly.
-        planned = plan_shards(read_jsonl(storage.join(meta_dir, "shards*.jsonl")), compress)
-        retire_previous(out_dir)
-        entries = rename_shards(out_dir, planned)
-        scalers = read_jsonl(storage.join(meta_dir, "scaler*.jsonl"))
-        errors = [r.dead_letter() for r in rejected] + job_errors
-        errors.sort(key=lambda e: e["key"])
-        storage.write_bytes_whole(
-            storage.join(out_dir, schema.ERRORS_FILE),
-            "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors).encode("utf-8"))
+            counts = read_jsonl(storage.join(meta_dir, "counts*.jsonl"))
+            job_errors = read_jsonl(storage.join(meta_dir, "errors*.jsonl"))
+            frames_found = len(refs) + len(rejected)
+            if plan is not None:
+                found = sum(row["frames"] for row in read_jsonl(storage.join(meta_dir,
+                                                                             "found*.jsonl")))
+                discovered = sum(1 for e in job_errors if e["stage"] == "discover")
+                frames_found = found + discovered
+                log_other_files(read_jsonl(storage.join(meta_dir, "other*.jsonl")), input_dir)
+                try:
+                    check_found(plan, found, discovered, counts, spec.classes, spec.labelled)
+                except ExportError:
+                    storage.delete([incomplete])
+                    raise
+            # Hash the new shards while a replaced export is still whole; then swap quickly.
+            planned = plan_shards(read_jsonl(storage.join(meta_dir, "shards*.jsonl")), compress)
+            retire_previous(out_dir)
+            entries = rename_shards(out_dir, planned)
+            scalers = read_jsonl(storage.join(meta_dir, "scaler*.jsonl"))
+            errors = [r.dead_letter() for r in rejected] + job_errors
+            errors.sort(key=lambda e: e["key"])
+            storage.write_bytes_whole(
+                storage.join(out_dir, schema.ERRORS_FILE),
+                "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors).encode("utf-8"))
 
-        splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
-        scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
-        exported = sum(row["count"] for row in counts)
-        seconds = time.monotonic() - started
-        rss.sample()
-        manifest = Manifest(
-            schema_version=schema.SCHEMA_VERSION,
-            skyshard_version=__version__,
-            command=command or " ".join(sys.argv),
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            labelled=spec.labelled,
-            classes=spec.classes,
-            image_size=spec.image_size,
-            image_dtype=schema.IMAGE_DTYPE,
-            image_shape=(spec.image_size, spec.image_size, 1),
-            preprocessing=preprocessing_entry(spec),
-            feature_names=layout["feature_names"],
-            feature_groups={name: tuple(members)
-                            for name, members in layout["feature_groups"].items()},
-            feature_confidence_group=layout["feature_confidence_group"],
-            confidence_names=schema.CONFIDENCE_NAMES,
-            scaler=scaler,
-            split=SplitSettings(seed=spec.seed, val_fraction=spec.val_fraction,
-                                test_fraction=spec.test_fraction, folds=spec.folds,
-                                method="salted sha256 of file content, per frame"),
-            splits=split_summary(splits, entries, counts),
-            errors=ErrorSummary(count=len(errors), path=schema.ERRORS_FILE,
-                                by_stage=_count_by(errors, "stage")),
-            input=InputInfo(root=str(input_dir), frames_found=frames_found),
-            max_pixels=spec.max_pixels,
-            file_timeout=spec.file_timeout,
-            file_names_as_metadata=spec.file_names,
-            shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
-            like=None if like is None or like.source is None else str(like.source),
-            beam_options=tuple(recorded_options(beam_args)), beam_runner=runner,
-            stats=ExportStats(seconds=round(seconds, 2),
-                              frames_per_second=round((exported if plan is not None
-                                                       else len(refs)) / max(seconds, 1e-9), 2),
-                              peak_rss_mb=round(rss.peak_mb, 1)),
-            versions=library_versions(),
-        )
-        manifest.write(out_dir)
-    storage.delete([incomplete])
-    return ExportResult(manifest, out_dir if storage.is_url(out_dir) else Path(out_dir),
-                        seconds, rss.peak_mb, errors)
+            splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
+            scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
+            exported = sum(row["count"] for row in counts)
+            seconds = time.monotonic() - started
+            rss.sample()
+            manifest = Manifest(
+                schema_version=schema.SCHEMA_VERSION,
+                skyshard_version=__version__,
+                command=command or " ".join(sys.argv),
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                labelled=spec.labelled,
+                classes=spec.classes,
+                image_size=spec.image_size,
+                image_dtype=schema.IMAGE_DTYPE,
+                image_shape=(spec.image_size, spec.image_size, 1),
+                preprocessing=preprocessing_entry(spec),
+                feature_names=layout["feature_names"],
+                feature_groups={name: tuple(members)
+                                for name, members in layout["feature_groups"].items()},
+                feature_confidence_group=layout["feature_confidence_group"],
+                confidence_names=schema.CONFIDENCE_NAMES,
+                scaler=scaler,
+                split=SplitSettings(seed=spec.seed, val_fraction=spec.val_fraction,
+                                    test_fraction=spec.test_fraction, folds=spec.folds,
+                                    method="salted sha256 of file content, per frame"),
+                splits=split_summary(splits, entries, counts),
+                errors=ErrorSummary(count=len(errors), path=schema.ERRORS_FILE,
+                                    by_stage=_count_by(errors, "stage")),
+                input=InputInfo(root=str(input_dir), frames_found=frames_found),
+                max_pixels=spec.max_pixels,
+                file_timeout=spec.file_timeout,
+                reader_memory_mb=spec.reader_memory_mb,
+                file_names_as_metadata=spec.file_names,
+                shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
+                like=_like_source(like, like_source),
+                beam_options=tuple(recorded_options(beam_args)), beam_runner=runner,
+                stats=ExportStats(seconds=round(seconds, 2),
+                                  frames_per_second=round((exported if plan is not None
+                                                           else len(refs)) / max(seconds, 1e-9), 2),
+                                  peak_rss_mb=round(rss.peak_mb, 1)),
+                versions=library_versions(),
+            )
+            manifest.write(out_dir)
+        storage.delete([incomplete])
+        return ExportResult(manifest, out_dir if storage.is_url(out_dir) else Path(out_dir),
+                            seconds, rss.peak_mb, errors)
+
+
+def _like_source(like: ModelInputs | None, given: str | None) -> str | None:
+    if like is None:
+        return None
+    source = given or getattr(like, "source", None)
+    return None if source is None else str(source)
 
 
 def log_other_files(rows: list[dict], root: str) -> None:

@@ -20,6 +20,7 @@ from exporter.spec import ExportSpec
 from exporter.split import assign_fold, assign_split
 from skyshard import schema, storage
 from skyshard.example_proto import encode_example
+from skyshard.names import key_bytes
 
 
 @dataclass
@@ -96,7 +97,7 @@ def extract(ref: FrameRef, spec: ExportSpec) -> ExtractedFrame:
         schema.CONFIDENCES: arrays["confidences"],
         schema.LABEL: label,
         schema.CLASS_NAME: ref.class_name or "",
-        schema.KEY: ref.key,
+        schema.KEY: key_bytes(ref.key),  # the name's bytes, also when they are not UTF-8
         schema.SHA256: sha,
         schema.SPLIT: split,
         schema.FOLD: fold,

@@ -8,6 +8,13 @@ stage ``timeout`` and the next file gets a fresh helper. A helper that dies whil
 segfault or abort in a decoder, the kernel's OOM killer) makes the file a ``FrameError`` of stage
 ``crash``. Either way the job goes on.
 
+Memory: before each file the helper caps what it may allocate to what it uses plus
+``spec.reader_memory_mb`` (:func:`cap_memory`, ``--reader-memory-mb``), so a small file that
+decompresses into gigabytes cannot take the machine's memory: its read fails with
+``MemoryError`` and the file becomes a ``FrameError`` of stage ``limits``. Compressed frames
+whose header already says they would need more are refused before decompressing
+(:func:`exporter.readers.read_frame`).
+
 Helpers are plain child processes (``python -m exporter.isolation OWNER_PID``) talking over
 their stdin and stdout: nothing of the parent is re-imported in them (scripts calling
 :func:`exporter.extract.frame_arrays` need no ``if __name__ == "__main__"`` guard) and nothing
@@ -31,6 +38,7 @@ import atexit
 import json
 import logging
 import os
+import resource
 import select
 import signal
 import struct
@@ -303,21 +311,61 @@ def main(argv: list[str]) -> int:
             return 0
 
 
+def cap_memory(megabytes: int | None) -> int | None:
+    """Let this process allocate at most ``megabytes`` more (``RLIMIT_DATA`` set to what it uses
+    now plus that; no cap for 0 or None). Returns the new soft limit in bytes, None when there is
+    no cap or the platform cannot tell what the process uses.
+
+    ``RLIMIT_DATA`` counts the heap and private writable mappings (every numpy array, every
+    decompression buffer), not read-only memory maps of the file, so an uncompressed frame read
+    through a memory map costs only what is made from it. An allocation past the limit fails
+    with ``MemoryError`` (a dead letter of stage ``limits``); the helper then goes on.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    used = _data_memory_bytes()
+    limit = resource.RLIM_INFINITY
+    if megabytes and used is not None:
+        limit = used + (int(megabytes) << 20)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+    if limit != soft:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def _data_memory_bytes() -> int | None:
+    """This process's data memory (``VmData`` of ``/proc/self/status``), None where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def answer_request(request: dict[str, Any]) -> bytes:
     """Measure the requested frame; the answer's bytes (success or a reported failure)."""
-    from exporter.measure import file_sha256, measure_frame
+    from exporter.measure import file_sha256, measure_frame, reader_memory_bytes
+    from exporter.readers import out_of_memory_message, ran_out_of_memory
     from exporter.spec import ExportSpec
 
     path = request["path"]
+    spec = None
     try:
         faults.point("read", os.path.basename(path), spec=request.get("faults", ""))
         spec = ExportSpec.from_dict(request["spec"])
+        cap_memory(spec.reader_memory_mb)
         arrays = measure_frame(path, spec)
         if request.get("sha256"):
             arrays["sha256"] = file_sha256(path)
     except FrameError as exc:
         return encode_failure(exc.stage, exc.error_type, str(exc))
     except Exception as exc:  # noqa: BLE001 - reported to the parent as the file's dead letter
+        if ran_out_of_memory(exc):
+            return encode_failure("limits", "FrameError", out_of_memory_message(
+                "reading the frame", reader_memory_bytes(spec) if spec is not None else None))
         return encode_failure("unexpected", type(exc).__name__, str(exc) or repr(exc),
                               traceback.format_exc(limit=4))
     return encode_success(arrays)

@@ -68,6 +68,12 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def reader_memory_bytes(spec: ExportSpec) -> int | None:
+    """``spec.reader_memory_mb`` in bytes; None when there is no cap (0)."""
+    megabytes = int(getattr(spec, "reader_memory_mb", 0) or 0)
+    return megabytes << 20 if megabytes > 0 else None
+
+
 def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     """Read and measure one frame in this process: ``image`` (float16 [S,S,1]), ``features``
     (float32, raw, NaN = unknown), ``confidences`` (float32 [4]) and ``source`` (provenance).
@@ -79,9 +85,10 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     from exporter.features.pixel_stats import pixel_features
     from exporter.features.sampling import FrameSamples
     from exporter.features.sensor import recover_adu, sensor_features
-    from exporter.readers import read_frame
+    from exporter.readers import out_of_memory_message, ran_out_of_memory, read_frame
 
-    frame = read_frame(path, max_pixels=spec.max_pixels)
+    max_bytes = reader_memory_bytes(spec)
+    frame = read_frame(path, max_pixels=spec.max_pixels, max_bytes=max_bytes)
     try:
         frame = recover_adu(frame)
         # Pre- and overscan cut off: every feature and the image see only pixels that saw
@@ -105,6 +112,9 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     except FrameError:
         raise
     except Exception as exc:  # a feature bug must become a dead letter, not a dead job
+        if ran_out_of_memory(exc):
+            raise FrameError("limits", out_of_memory_message("measuring the frame",
+                                                             max_bytes)) from exc
         raise FrameError("features", f"{type(exc).__name__}: {exc}") from exc
     names = feature_layout()["feature_names"]
     features = np.array([values.get(name, np.nan) for name in names], dtype=np.float32)
@@ -112,6 +122,9 @@ def measure_frame(path: str, spec: ExportSpec) -> dict[str, Any]:
     try:
         image = preprocess_image(frame.data, spec.image_size, spec.preprocessing)
     except Exception as exc:
+        if ran_out_of_memory(exc):
+            raise FrameError("limits", out_of_memory_message("making the image",
+                                                             max_bytes)) from exc
         raise FrameError("preprocess", f"{type(exc).__name__}: {exc}") from exc
     if image.shape != (spec.image_size, spec.image_size, 1) or not np.isfinite(image).all():
         raise FrameError("preprocess", f"preprocessing gave an invalid image {image.shape}")

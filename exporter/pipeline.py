@@ -32,6 +32,7 @@ from exporter.isolation import HelperUnavailable
 from exporter.matching import InputPlan, matched_frames
 from exporter.scaler import ScalerCombineFn
 from exporter.shards import WriteShardsDoFn, destination
+from skyshard.names import shown_name
 
 DEAD_LETTERS = "dead_letters"
 log = logging.getLogger("skyshard.export")
@@ -39,10 +40,12 @@ log = logging.getLogger("skyshard.export")
 
 def dead_letter(ref: FrameRef, stage: str, error: BaseException) -> dict:
     """One ``errors.jsonl`` line: which input, where it failed, and why (plus ``traceback`` for
-    a bug reported from the reader's helper process)."""
-    letter = {"path": ref.path, "key": ref.key, "class": ref.class_name, "stage": stage,
+    a bug reported from the reader's helper process). Names that are not UTF-8 are shown with
+    ``\\xNN`` escapes (:func:`skyshard.names.shown_name`)."""
+    letter = {"path": shown_name(ref.path), "key": shown_name(ref.key),
+              "class": ref.class_name, "stage": stage,
               "error_type": getattr(error, "error_type", None) or type(error).__name__,
-              "message": str(error) or repr(error)}
+              "message": shown_name(str(error) or repr(error))}
     if getattr(error, "traceback", None):
         letter["traceback"] = error.traceback
     return letter

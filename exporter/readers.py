@@ -66,13 +66,17 @@ def frame_kind(path: str | os.PathLike) -> str:
     raise FrameError("discover", f"not a FITS or TIFF file name: {os.path.basename(name)!r}")
 
 
-def read_frame(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> RawFrame:
+def read_frame(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int | None = None) -> RawFrame:
     """Read the image in ``path`` as a 2-D frame in physical units.
 
     ``max_pixels`` bounds the number of stored values (all axes, planes and colour samples
     included) that a file may claim; larger files are refused (stage ``limits``) from their
-    header, before any pixel is read. Raises :class:`FrameError` for any file that cannot become
-    a frame, and ValueError only for a ``max_pixels`` below 1.
+    header, before any pixel is read. ``max_bytes`` (None: no bound) bounds the memory the read
+    may need: a compressed file whose decoded data plus one float32 plane would take more is
+    refused from its header too, before anything is decompressed (stage ``limits``), and so is a
+    read that runs out of memory. Raises :class:`FrameError` for any file that cannot become a
+    frame, and ValueError only for a ``max_pixels`` below 1.
     """
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
@@ -81,12 +85,13 @@ def read_frame(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
     reader = _read_fits if kind == "fits" else _read_tiff
     file_size = _regular_file_size(path)
     try:
-        return reader(path, file_size, max_pixels)
+        return reader(path, file_size, max_pixels, max_bytes)
     except FrameError:
         raise
-    except MemoryError as exc:
-        raise FrameError("read", "out of memory while reading pixels") from exc
     except Exception as exc:  # decoders raise anything from OSError to TypeError to zlib.error
+        if ran_out_of_memory(exc):
+            raise FrameError("limits", out_of_memory_message("reading pixels", max_bytes)) \
+                from exc
         raise FrameError("read", _read_error_message(kind, exc)) from exc
 
 
@@ -120,6 +125,40 @@ def _check_pixel_count(shape: tuple[int, ...], max_pixels: int) -> None:
                                    f"more than max_pixels={max_pixels}")
 
 
+def ran_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a ``MemoryError``: a decoder that
+    could not allocate may report it as something else (a bzip2 stream then "ends before the
+    end-of-stream marker")."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, MemoryError):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def out_of_memory_message(doing: str, max_bytes: int | None) -> str:
+    """The dead letter's message for a frame that ran out of memory while ``doing``."""
+    if max_bytes is None:
+        return f"out of memory while {doing}"
+    return (f"out of memory while {doing}: the frame needs more than the reader may use "
+            f"({max_bytes >> 20} MB, --reader-memory-mb)")
+
+
+def _check_memory(decoded_bytes: int, plane_pixels: int, max_bytes: int | None) -> None:
+    """Refuse (stage ``limits``) a frame whose read needs more than ``max_bytes``: the bytes a
+    decoder must hold at once (``decoded_bytes``, 0 for a memory-mapped file) plus one float32
+    plane. A lower bound of what the read takes, known from the header."""
+    needed = decoded_bytes + 4 * plane_pixels
+    if max_bytes is not None and needed > max_bytes:
+        held = f"{decoded_bytes >> 20} MB of decoded data and " if decoded_bytes else ""
+        raise FrameError("limits", f"reading the frame needs at least {needed >> 20} MB ({held}"
+                                   f"a {(4 * plane_pixels) >> 20} MB float32 plane), more than "
+                                   f"the reader may use ({max_bytes >> 20} MB, "
+                                   "--reader-memory-mb)")
+
+
 def _read_only(data: np.ndarray) -> np.ndarray:
     data.flags.writeable = False
     return data
@@ -147,7 +186,8 @@ class _Scaling:
         return self.bzero == 0 and self.bscale == 1
 
 
-def _read_fits(path: Path, file_size: int, max_pixels: int) -> RawFrame:
+def _read_fits(path: Path, file_size: int, max_pixels: int,
+               max_bytes: int | None = None) -> RawFrame:
     from astropy.io import fits
 
     compression = _magic_compression(path)
@@ -155,10 +195,14 @@ def _read_fits(path: Path, file_size: int, max_pixels: int) -> RawFrame:
                    lazy_load_hdus=True) as hdul:
         index, hdu, shape = _first_image_hdu(hdul)
         _check_pixel_count(shape, max_pixels)
-        if compression is None and not _is_tile_compressed(hdu):
+        mapped = compression is None and not _is_tile_compressed(hdu)
+        if mapped:
             _check_not_truncated(hdu, shape, file_size)
-        scaling = _fits_scaling(hdu.header, _stored_dtype(hdu.header))
         image_axes, plane_axes = _plane_layout(shape)
+        # A gzip or bzip2 stream and a tile-compressed HDU are decoded whole, in memory.
+        _check_memory(0 if mapped else math.prod(shape) * _stored_dtype(hdu.header).itemsize,
+                      shape[image_axes[0]] * shape[image_axes[1]], max_bytes)
+        scaling = _fits_scaling(hdu.header, _stored_dtype(hdu.header))
         # A cube is read through .section one plane at a time; a plain image through .data, which
         # is a memmap for uncompressed files.
         pixels = hdu.section if plane_axes else hdu.data
@@ -465,7 +509,8 @@ def _mean(planes: Iterator[np.ndarray], count: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------- TIFF
 
 
-def _read_tiff(path: Path, file_size: int, max_pixels: int) -> RawFrame:
+def _read_tiff(path: Path, file_size: int, max_pixels: int,
+               max_bytes: int | None = None) -> RawFrame:
     """First page of a TIFF; colour samples reduced to luminance. Other pages are ignored."""
     import tifffile
 
@@ -473,6 +518,9 @@ def _read_tiff(path: Path, file_size: int, max_pixels: int) -> RawFrame:
         page = tif.pages.first
         _check_pixel_count(page.shape, max_pixels)
         _check_tiff_not_truncated(page, file_size)
+        decoded = 0 if page.is_memmappable else math.prod(page.shape) * page.dtype.itemsize
+        _check_memory(decoded, math.prod(page.shape) // max(1, int(page.samplesperpixel)),
+                      max_bytes)
         if page.is_memmappable:
             raw = tifffile.memmap(path, page=0, mode="r")
         else:

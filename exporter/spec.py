@@ -18,6 +18,12 @@ from skyshard.manifest import Manifest, ModelInputs, SplitSettings
 #: Default per-file time limit in seconds (``--file-timeout``; 0 = no limit, read in-process).
 DEFAULT_FILE_TIMEOUT = 120.0
 
+#: Default memory one reader helper may use for a frame, beyond its own libraries, in MB
+#: (``--reader-memory-mb``; 0 = no cap). A 151-megapixel 16-bit frame (the largest astronomy
+#: sensors) takes about 580 MB, a 151-megapixel float32 stack about 1.2 GB
+#: (``python -m research.reader_memory``, docs/benchmarks.md).
+DEFAULT_READER_MEMORY_MB = 2048
+
 
 @dataclass
 class ExportSpec:
@@ -37,6 +43,8 @@ class ExportSpec:
     file_timeout: float = DEFAULT_FILE_TIMEOUT
     #: Read frame type, exposure and sensor settings from file names where headers lack them.
     file_names: bool = True
+    #: MB a reader helper may use for one frame beyond its libraries; 0 = no cap.
+    reader_memory_mb: int = DEFAULT_READER_MEMORY_MB
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -68,10 +76,11 @@ class ExportSpec:
             Settings the manifest does not record take their defaults here.
         """
         preprocessing = manifest.preprocessing
-        # A run's export block records neither the split settings nor the time limit.
+        # A run's export block records neither the split settings nor the reader's limits.
         is_manifest = isinstance(manifest, Manifest)
         split = manifest.split if is_manifest else SplitSettings()
         file_timeout = manifest.file_timeout if is_manifest else None
+        reader_memory = manifest.reader_memory_mb if is_manifest else None
         return cls(
             classes=list(manifest.classes),
             image_size=int(manifest.image_size),
@@ -84,6 +93,7 @@ class ExportSpec:
             max_pixels=int(_default(manifest.max_pixels, DEFAULT_MAX_PIXELS)),
             labelled=labelled,
             file_timeout=float(_default(file_timeout, DEFAULT_FILE_TIMEOUT)),
+            reader_memory_mb=int(_default(reader_memory, DEFAULT_READER_MEMORY_MB)),
             # Exports made before file names were read did not read them (the manifest's
             # default).
             file_names=manifest.file_names_as_metadata,

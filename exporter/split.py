@@ -44,8 +44,15 @@ def assign_fold(content_sha256: str, seed: int, folds: int) -> int:
 
 
 def validate_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise ``ValueError`` naming the option unless the fractions leave a train split, or
+    ``test_fraction`` is 1 (with ``val_fraction`` 0): every frame in test, an evaluation set
+    such as a new camera's labelled frames."""
+    if test_fraction == 1.0 and val_fraction == 0.0:
+        return
     for name, value in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
         if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
+            raise ValueError(f"{name} must be in [0, 1) (or --test-fraction 1 alone, for an "
+                             f"evaluation set), got {value}")
     if val_fraction + test_fraction >= 1.0:
-        raise ValueError("--val-fraction + --test-fraction must leave a train split (< 1)")
+        raise ValueError("--val-fraction + --test-fraction must leave a train split (< 1), or "
+                         "--test-fraction 1 alone exports every frame as the test split")

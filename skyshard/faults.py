@@ -36,6 +36,8 @@ POINTS = {
     "export.shard_renamed": "the export's driver after each shard got its final name",
     "file.in_place": "an atomic write after its file got its final name (subject: the base "
                      "name), e.g. each file of the trainer's backups",
+    "sort.copy": "--sort-into --mode copy after each MiB copied to a frame's temporary file "
+                 "(subject: the entry's base name)",
 }
 
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 from contextlib import contextmanager
@@ -40,6 +41,17 @@ def temporary_name(target: str | os.PathLike) -> Path:
     stem = target.name[:len(target.name) - len(suffix)]
     return target.with_name(f".{stem}.{os.getpid()}-{secrets.token_hex(4)}{TEMPORARY_MARK}"
                             f"{suffix}")
+
+
+_TEMPORARY = re.compile(r"^\.(?P<stem>.+)\.\d+-[0-9a-f]{8}" + re.escape(TEMPORARY_MARK)
+                        + r"(?P<suffix>.*)$")
+
+
+def temporary_target(name: str) -> str | None:
+    """The final name a :func:`temporary_name` was made for (``None`` when ``name`` is not one):
+    for clearing what a killed writer left beside its target."""
+    match = _TEMPORARY.match(name)
+    return None if match is None else match["stem"] + match["suffix"]
 
 
 def put_in_place(partial: str | os.PathLike, target: str | os.PathLike) -> None:

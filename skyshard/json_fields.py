@@ -156,6 +156,15 @@ class JsonObject:
                              + (" (it is null)" if name in self.payload else ""))
         return self.value(name, kind)
 
+    def checked(self, name: str, value: Any, check: Callable[[Any, str], Any]) -> Any:
+        """``check(value, place)`` for a value read from ``name``, where ``place`` names the
+        origin and key; a ``ValueError`` it raises becomes this object's error (e.g. a class
+        name or a path that would leave its folder, :mod:`skyshard.names`)."""
+        try:
+            return check(value, self._place(name))
+        except ValueError as exc:
+            raise self.error(str(exc)) from exc
+
     def child(self, name: str, where: str | None = None) -> "JsonObject | None":
         """The object under ``name`` as a :class:`JsonObject` (``None`` when absent or null)."""
         self._read.add(name)

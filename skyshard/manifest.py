@@ -27,6 +27,7 @@ from typing import Any, Iterable, Mapping
 
 from skyshard import schema, storage
 from skyshard.files import json_safe, read_json, write_json_atomic
+from skyshard.names import check_class_name, check_relative_path
 from skyshard.json_fields import (BOOL, INT, INT_LIST, INT_MAP, NUMBER, NUMBER_LIST,
                                   OBJECT, OPTIONAL_STR_MAP, STR, STR_LIST, STR_LIST_MAP,
                                   STR_MAP, JsonObject, shown)
@@ -69,6 +70,27 @@ def is_export_folder(folder: str | Path) -> bool:
     folder = Path(folder)
     return any((folder / name).exists() for name in (
         schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR))
+
+
+# -- names that become paths ----------------------------------------------------------------------
+
+def _class_names(classes: tuple[str, ...], place: str) -> tuple[str, ...]:
+    """Every class name usable as a folder name, none twice (:mod:`skyshard.names`)."""
+    for name in classes:
+        check_class_name(name, place)
+    repeated = sorted({name for name in classes if classes.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{place}: class name(s) {', '.join(map(repr, repeated))} appear more "
+                         "than once")
+    return classes
+
+
+def _class_name(name: str | None, place: str) -> str | None:
+    return None if name is None else check_class_name(name, place)
+
+
+def _shard_path(path: str, place: str) -> str:
+    return check_relative_path(path, place, "shard path")
 
 
 # -- the nested records -------------------------------------------------------------------------
@@ -128,7 +150,9 @@ class ShardEntry:
     def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "ShardEntry":
         """The entry read from its JSON object; raises the object's error naming a bad value."""
         data = _object(data, cls)
-        values = dict(path=data.required("path", STR), class_name=data.value("class", STR),
+        # Both become paths: a shard read, a class folder; neither may leave the export folder.
+        values = dict(path=data.checked("path", data.required("path", STR), _shard_path),
+                      class_name=data.checked("class", data.value("class", STR), _class_name),
                       records=data.required("records", INT), bytes=data.value("bytes", INT),
                       sha256=data.required("sha256", STR))
         return cls(**values, extra=data.extra())
@@ -534,7 +558,7 @@ class ModelInputs:
         """Keyword arguments of the :class:`ModelInputs` fields read from ``data``."""
         return dict(
             schema_version=data.value("schema_version", INT, schema.SCHEMA_VERSION),
-            classes=data.required("classes", STR_LIST),
+            classes=data.checked("classes", data.required("classes", STR_LIST), _class_names),
             image_size=data.required("image_size", INT),
             image_dtype=data.value("image_dtype", STR, schema.IMAGE_DTYPE),
             feature_names=data.required("feature_names", STR_LIST),
@@ -656,6 +680,9 @@ class Manifest(ModelInputs):
         The folder the export read.
     file_timeout : float or None
         Seconds one frame could take to read (0: no limit).
+    reader_memory_mb : int or None
+        Memory one frame's reader helper could use beyond its own libraries, in MB (0: no cap;
+        ``None``: not recorded, made before there was a cap).
     shards : ShardSettings or None
         Shard size target and compression.
     like : str or None
@@ -689,6 +716,7 @@ class Manifest(ModelInputs):
     errors: ErrorSummary = field(default_factory=ErrorSummary)
     input: InputInfo | None = None
     file_timeout: float | None = None
+    reader_memory_mb: int | None = None
     shards: ShardSettings | None = None
     like: str | None = None
     beam_options: tuple[str, ...] | None = None
@@ -802,6 +830,7 @@ class Manifest(ModelInputs):
             errors=_child(data, "errors", ErrorSummary) or ErrorSummary(),
             input=_child(data, "input", InputInfo),
             file_timeout=data.value("file_timeout", NUMBER),
+            reader_memory_mb=data.value("reader_memory_mb", INT),
             shards=_child(data, "shards", ShardSettings),
             like=data.value("like", STR),
             beam_options=data.value("beam_options", STR_LIST),
@@ -850,6 +879,7 @@ class Manifest(ModelInputs):
             "input": None if self.input is None else self.input.to_json(),
             "max_pixels": self.max_pixels,
             "file_timeout": self.file_timeout,
+            "reader_memory_mb": self.reader_memory_mb,
             "file_names_as_metadata": self.file_names_as_metadata,
             "shards": None if self.shards is None else self.shards.to_json(),
             "like": self.like,

@@ -520,16 +520,19 @@ class RunRecord:
         ------
         FileNotFoundError
             When the folder holds no ``run.json`` (not a skyshard training run).
-        ValueError
-            When the file is not JSON (naming it).
         RunRecordError
-            When it lacks its export block's required fields or holds a value of the wrong
-            kind; the message names the file.
+            When the file is not JSON, lacks its export block's required fields or holds a
+            value of the wrong kind (a class name that cannot be a folder name among them); the
+            message names the file.
         """
         path = run_file(run_dir)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a skyshard training run")
-        return cls.from_json(read_json(path), origin=str(path))
+        try:
+            payload = read_json(path)
+        except ValueError as exc:  # names the file
+            raise RunRecordError(str(exc)) from exc
+        return cls.from_json(payload, origin=str(path))
 
     @classmethod
     def from_json(cls, payload: Any, *, origin: str = RUN_FILE) -> "RunRecord":

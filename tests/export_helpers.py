@@ -44,6 +44,8 @@ def export_tree(input_dir, out_dir, *, image_size=32, beam_args=None, labelled=T
 
 def read_export(out_dir) -> dict[str, dict]:
     """key -> decoded record (plus ``_shard``), over every shard the manifest lists."""
+    from skyshard.names import key_text
+
     out_dir = Path(out_dir)
     manifest = Manifest.read(out_dir)
     records = {}
@@ -53,5 +55,43 @@ def read_export(out_dir) -> dict[str, dict]:
                 record = decode_example(data)
                 record["_shard"] = shard.path
                 record["_bytes"] = data
-                records[record[schema.KEY].decode()] = record
+                records[key_text(record[schema.KEY])] = record
     return records
+
+
+def make_deep_tree(root: Path, depth: int, file_name: str, data: bytes) -> Path:
+    """``root/d/d/…/d/FILE_NAME`` (``depth`` folders), made relative to folder descriptors so
+    that no call meets a long path or recursion; returns the file's path. Remove it with
+    :func:`remove_deep_tree` (``shutil.rmtree``, and so pytest's clean-up, recurses per level)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open(file_name, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as f:
+            f.write(data)
+    finally:
+        os.close(fd)
+    return root.joinpath(*["d"] * depth, file_name)
+
+
+def remove_deep_tree(root: Path) -> None:
+    """Remove a tree made by :func:`make_deep_tree`, deepest folder first, without recursion."""
+    fds = [os.open(root, os.O_RDONLY)]
+    while True:
+        try:
+            fds.append(os.open("d", os.O_RDONLY, dir_fd=fds[-1]))
+        except (FileNotFoundError, NotADirectoryError):
+            break
+    while fds:
+        fd = fds.pop()
+        for name in os.listdir(fd):
+            if name == "d":
+                os.rmdir(name, dir_fd=fd)
+            else:
+                os.unlink(name, dir_fd=fd)
+        os.close(fd)
+    root.rmdir()

@@ -308,10 +308,10 @@ def test_out_that_is_an_export_a_run_or_a_file_is_refused_before_any_work(setup,
     # The other cheap refusals come before the input is read too.
     (tmp_path / "done").mkdir()
     (tmp_path / "done" / "predictions.csv").write_text("")
-    (tmp_path / "done" / "score.json").write_text("{}")  # a finished scoring
+    (tmp_path / "done" / "score.json").write_text("{}")  # files score did not write there
     rc, _, err = _run_cli(["score", str(run), str(night), "--out", str(tmp_path / "done")],
                           capsys)
-    assert rc == 2 and "already holds predictions.csv" in err
+    assert rc == 2 and "did not write there (predictions.csv, score.json)" in err
     bad_rules = tmp_path / "rules.toml"
     bad_rules.write_text("[[rule]]\nname = 'x'\nclass = 'no_such_class'\nfeature = 'y'\n"
                          "max = 1.0\n")

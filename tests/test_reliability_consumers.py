@@ -41,17 +41,13 @@ def world(tmp_path_factory):
     """A labelled export, a run trained on it, a night of raw frames (with broken and hostile
     files) and its unlabelled export made ``--like`` the training export."""
     from cli.export import load_like
-    from exporter.export import run_export
-    from exporter.spec import ExportSpec
     from sample import write_bad_files, write_sample_tree
     from trainer.config import load_config
     from trainer.train import train
 
     root = tmp_path_factory.mktemp("consumers")
-    write_sample_tree(root / "frames", per_class=2, seed=0)
-    # Twelve frames: a fifth each for val and test gives each split frames (9 / 2 / 1 here).
-    spec = ExportSpec(classes=[], image_size=32, folds=3, val_fraction=0.2, test_fraction=0.2)
-    export = run_export(root / "frames", root / "export", spec=spec, command="pytest").out_dir
+    write_sample_tree(root / "frames", per_class=2, seed=1)  # val and test splits not empty
+    export = export_tree(root / "frames", root / "export").out_dir
     run = root / "run"
     train(export, run, load_config(overrides=TINY), echo=lambda line: None)
     night = root / "night"
@@ -165,7 +161,7 @@ def test_raw_folder_scoring_changes_no_input(world, tmp_path, capsys):
     assert rc == 0, err
     assert state(night) == before
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == \
-        ["errors.jsonl", "predictions.csv", "rules.toml", "score.json"]
+        [".skyshard-score", "errors.jsonl", "predictions.csv", "rules.toml", "score.json"]
 
 
 def test_model_files_load_only_in_safe_mode(world, tmp_path):

@@ -38,6 +38,7 @@ import numpy as np
 from skyshard import __version__, schema
 from skyshard.files import atomic_output, sha256_file
 from skyshard.json_fields import shown
+from skyshard.locks import FolderLock, is_lock_file
 from skyshard.manifest import ModelInputs
 from skyshard.memory import RssMonitor
 from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, EnsembleInfo,
@@ -79,6 +80,14 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
     members = read_members(run_dirs)
     check_members(members, any_export=any_export)
     check_out_dir(out, [path for path, _ in members])
+    with FolderLock(out, "skyshard ensemble"):
+        check_out_dir(out, [path for path, _ in members])  # again, now that no one else can
+        return _build(members, out, any_export, started, echo)
+
+
+def _build(members: Sequence[tuple[Path, RunRecord]], out: Path, any_export: bool,
+           started: float, echo: Callable[[str], None]) -> RunRecord:
+    """:func:`build_ensemble`'s work, holding ``out``'s lock."""
     with RssMonitor() as rss:
         models = load_members(members)
         ensemble = average_models(models, members[0][1].export)
@@ -164,7 +173,8 @@ def check_out_dir(out: Path, member_dirs: Sequence[Path]) -> None:
     """The ensemble folder must be new or empty (and so never one of the members)."""
     if out.resolve() in {path.resolve() for path in member_dirs}:
         raise EnsembleError(f"--out {out} is one of the member runs")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir()
+                         or any(not is_lock_file(p.name) for p in out.iterdir())):
         raise EnsembleError(f"{out} already exists and is not empty; choose a new folder")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from skyshard.files import atomic_output
+
 
 def plot_history(history: Mapping[str, Sequence[float | None]], path: str | Path,
                  best_epoch: int | None = None, title: str = "") -> Path:
@@ -58,6 +60,7 @@ def plot_history(history: Mapping[str, Sequence[float | None]], path: str | Path
         fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_output(path) as partial:  # whole or not at all, like every output
+        fig.savefig(partial, dpi=110)
     plt.close(fig)
     return path

@@ -33,6 +33,7 @@ from keras import layers
 
 from skyshard import __version__, schema
 from skyshard.files import atomic_output, read_json, sha256_file, write_json_atomic
+from skyshard.locks import FolderLock, is_lock_file
 from skyshard.manifest import Manifest, ManifestError, ModelInputs, manifest_path
 from skyshard.memory import RssMonitor
 from skyshard.versions import library_versions
@@ -302,9 +303,15 @@ def pretrain(export_dirs: Sequence[str | Path], out_dir: str | Path, config: Map
     for export_dir, manifest in exports:
         manifest.verify_shards(export_dir, [s for s in splits if s in manifest.splits])
     paths, summary = pretraining_shards(exports, splits)
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        raise ConfigError(f"{out_dir} is not empty; choose a new folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir, "skyshard pretrain"):
+        if any(not is_lock_file(p.name) for p in out_dir.iterdir()):
+            raise ConfigError(f"{out_dir} is not empty; choose a new folder")
+        return _pretrain(exports, paths, summary, out_dir, config, started, echo)
+
+
+def _pretrain(exports, paths, summary, out_dir: Path, config: Mapping[str, Any],
+              started: float, echo: Callable[[str], None]) -> dict:
+    """:func:`pretrain`'s training, holding ``out_dir``'s lock."""
 
     pre = config["pretrain"]
     keras.utils.set_random_seed(int(config["train"]["seed"]))

@@ -25,7 +25,8 @@ import keras
 import tensorflow as tf
 
 from skyshard import __version__, storage
-from skyshard.files import atomic_output
+from skyshard.files import atomic_output, write_text_atomic
+from skyshard.locks import FolderLock, is_lock_file
 from skyshard.manifest import (Manifest, ManifestError, ShardIntegrityError, export_folder,
                                manifest_path)
 from skyshard.memory import RssMonitor
@@ -72,8 +73,21 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     Raises ``ShardIntegrityError`` (naming the file) before any training when a shard is missing
     or corrupted, :class:`MemoryBudgetExceeded` when the RSS passes the budget (after saving
     the best model so far and ``run.json``), ``ConfigError`` / ``ManifestError`` /
-    :class:`RunFolderError` for unusable inputs.
+    :class:`RunFolderError` for unusable inputs, :class:`skyshard.locks.FolderError` for a
+    run folder in use by another command or not writable (the run holds the folder's lock).
     """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
+    with FolderLock(run_dir, "skyshard train"):
+        return _train(export_dir, run_dir, config, resume=resume,
+                      extra_callbacks=extra_callbacks, echo=echo)
+
+
+def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, resume: bool,
+           extra_callbacks: Sequence[keras.callbacks.Callback],
+           echo: Callable[[str], None]) -> RunRecord:
+    """:func:`train`, holding the run folder's lock."""
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
     manifest = Manifest.read(export_dir)
@@ -113,7 +127,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
                    previous)
     # run.json first: a folder holding anything else is then always resumable.
     record.write(run_dir)
-    (run_dir / CONFIG_FILE).write_text(dump_toml(config), encoding="utf-8")
+    write_text_atomic(run_dir / CONFIG_FILE, dump_toml(config))
 
     keras.utils.set_random_seed(int(config["train"]["seed"]))
     plan = _plan(export_dir, manifest, config)
@@ -188,7 +202,7 @@ def _previous_run(run_dir: Path, resume: bool) -> RunRecord | None:
     earlier run); returns the earlier run.json. Creates nothing."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
-    existing = run_dir.is_dir() and any(run_dir.iterdir())
+    existing = run_dir.is_dir() and any(not is_lock_file(p.name) for p in run_dir.iterdir())
     if resume:
         if not (run_dir / RUN_FILE).is_file():
             raise RunFolderError(f"--resume: {run_dir / RUN_FILE} not found; nothing to resume")

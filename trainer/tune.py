@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -19,6 +20,7 @@ import keras
 import optuna
 
 from skyshard.files import write_json_atomic
+from skyshard.locks import FolderLock, is_lock_file
 from trainer.callbacks import MemoryBudgetExceeded
 from trainer.config import ConfigError, load_config, merge
 from trainer.train import train
@@ -166,7 +168,14 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
         A continued study asked for other epochs or another monitored value.
     """
     study_dir = Path(study_dir)
-    study_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(study_dir, "skyshard tune"):
+        return _tune(export_dir, study_dir, train_config, tune_config, echo)
+
+
+def _tune(export_dir: str | Path, study_dir: Path, train_config: Mapping[str, Any],
+          tune_config: Mapping[str, Any], echo: Callable[[str], None]) -> dict[str, Any]:
+    """:func:`tune`, holding the study folder's lock."""
+    check_study_folder(study_dir)
     settings = tune_config["study"]
     monitor = train_config["train"]["monitor"]
     study = _study(study_dir, settings, "minimize" if "loss" in monitor else "maximize")
@@ -203,6 +212,20 @@ def tune(export_dir: str | Path, study_dir: str | Path, train_config: Mapping[st
          f"best: trial {best['number']} ({monitor} {best['value']:.4f}) in "
          f"{study_dir / best['run']}: {_short(best['params'])}")
     return summary
+
+
+def check_study_folder(study_dir: Path) -> None:
+    """Refuse a study folder holding files ``tune`` does not write there (it owns
+    ``study.journal`` and Optuna's lock beside it, ``study.json`` and the ``trial-NNN``
+    run folders): a new study goes into a new or empty folder, a continued one into its own."""
+    strangers = sorted(
+        path.name for path in study_dir.iterdir()
+        if not (is_lock_file(path.name) or path.name.startswith(JOURNAL_FILE)
+                or path.name == SUMMARY_FILE or re.fullmatch(r"trial-\d{3,}", path.name)))
+    if strangers:
+        raise ConfigError(f"{study_dir} holds files skyshard tune did not write "
+                          f"({', '.join(strangers[:5])}); choose a new or empty folder, or the "
+                          "folder of the study to continue")
 
 
 def check_continued(study: optuna.Study, study_dir: Path, terms: Mapping[str, Any]) -> None:
