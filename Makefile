@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(TF)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: venv test demo bench bench-quick bench-test docker clean
+.PHONY: venv test demo model bench bench-quick bench-test docker clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,13 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
 
+# The built-in general model (skyshard/builtin/general/): a large sample, exported and trained
+# with a fixed recipe (research/builtin_model.py); about an hour on two cores.
+MODEL_WORK ?= build/builtin-model
+
+model: $(STAMP)
+	$(BIN)/python -m research.builtin_model --work $(MODEL_WORK)
+
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
@@ -45,8 +52,11 @@ bench-quick: $(STAMP)
 bench-test: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench $(PYTEST_ARGS)
 
+# Two images: the command line (skyshard:0.1.0) and a Beam SDK worker for cluster runners
+# (skyshard-worker:0.1.0); docs/cluster.md.
 docker:
-	docker build -f docker/Dockerfile -t skyshard:0.1.0 .
+	docker build -f docker/Dockerfile --target cli -t skyshard:0.1.0 .
+	docker build -f docker/Dockerfile --target worker -t skyshard-worker:0.1.0 .
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

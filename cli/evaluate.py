@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cli.score import probability
+
 EPILOG = """\
 examples:
   skyshard evaluate run/ export/
@@ -35,10 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="report the model alone, without post-processing rules")
     parser.add_argument("--worst", type=int, default=24, metavar="N",
                         help="thumbnails of the N most confident mistakes in the report")
-    parser.add_argument("--baseline-map", metavar="TYPE=CLASS,...",
-                        help="header frame type -> class for the header-only baseline (types: "
-                             "bias, dark, flat, arc, light, planetary); default: matched by "
-                             "class name")
+    parser.add_argument("--baseline-map", "--header-map", metavar="TYPE=CLASS,...",
+                        help="header frame type -> class for the header-only baseline and for "
+                             "trusted headers (types: bias, dark, flat, arc, light, planetary); "
+                             "default: matched by class name")
+    parser.add_argument("--no-header-trust", action="store_true",
+                        help="ignore what trusted headers state: report the model's and the "
+                             "rules' answers only")
+    parser.add_argument("--low-confidence", type=probability, default=None, metavar="P",
+                        help="flag answers whose calibrated probability is below P (default: "
+                             "the run's threshold, chosen on validation; 0.5 without one)")
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
@@ -55,7 +63,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         result = evaluate(args.run, args.export, split=args.split, out_dir=args.out,
                           batch_size=args.batch_size, rules_path=args.rules,
                           use_rules=not args.no_rules, worst_n=args.worst,
-                          baseline_mapping=parse_mapping(args.baseline_map or ""))
+                          baseline_mapping=parse_mapping(args.baseline_map or ""),
+                          header_trust=not args.no_header_trust,
+                          low_confidence=args.low_confidence)
     except (ManifestError, ShardIntegrityError, TFRecordCorruptError, RunError, RulesError,
             EvaluationError, FileNotFoundError, ValueError) as exc:
         print(f"skyshard evaluate: error: {exc}", file=sys.stderr)

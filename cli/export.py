@@ -21,6 +21,12 @@ examples:
   skyshard export frames/ export/ --direct_running_mode=multi_processing --direct_num_workers=2
   skyshard export frames/ export/ --runner=PortableRunner --job_endpoint=embed \\
       --environment_type=LOOPBACK
+  skyshard export s3://archive/frames s3://archive/export --runner=FlinkRunner ...
+  skyshard export s3://archive/frames s3://archive/export --file-list s3://archive/list.txt
+
+INPUT, OUT, --like and --file-list may be URLs of any file system Apache Beam knows (s3://,
+gs://, ...); S3 credentials and endpoint come from the AWS environment variables
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) or from Beam's --s3_* options.
 
 Any option not listed above is an Apache Beam pipeline option and is passed on untouched
 (--runner, --direct_num_workers, --job_endpoint, --project, --temp_location, ...). Without
@@ -35,11 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of frames; labelled: INPUT/<class>/**/*.fits|fit|fts|fz|"
                              "fits.gz|fits.bz2|tif|tiff")
     parser.add_argument("out", metavar="OUT", help="export folder to create")
+    parser.add_argument("--file-list", metavar="FILE",
+                        help="export the frames listed in FILE (one path or URL per line, "
+                             "relative ones under INPUT; # starts a comment) instead of "
+                             "listing INPUT; the workers read it")
     parser.add_argument("--unlabeled", "--unlabelled", dest="unlabelled", action="store_true",
                         help="any tree, no classes: one split 'score' (for `skyshard score`)")
     parser.add_argument("--like", metavar="MANIFEST",
                         help="take classes (and order), image size, preprocessing and features "
-                             "from an earlier export (its folder or manifest.json)")
+                             "from an earlier export (its folder or manifest.json), or from the "
+                             "built-in model: --like builtin")
     parser.add_argument("--classes", help="comma-separated class folders to export, in label "
                                           "order (default: all class folders, sorted)")
     # Options an export --like takes from its reference default to None: what was typed is known.
@@ -231,9 +242,14 @@ def load_like(value: str | None):
     ``None`` without ``--like``."""
     if not value:
         return None
+    from skyshard.builtin import resolve_run
     from skyshard.manifest import Manifest
 
-    path = Path(value)
+    from skyshard import storage
+
+    if storage.is_url(value):
+        return Manifest.read(value)
+    path = resolve_run(value)  # `builtin`: the built-in model's folder holds its manifest.json
     if path.is_file() and path.name != schema.MANIFEST_FILE:
         path = path.parent
     return Manifest.read(path)
@@ -254,18 +270,22 @@ def print_summary(result) -> None:
         f"{manifest.splits[s].count:>7}" for s in splits))
     n_shards = sum(len(manifest.splits[s].shards) for s in splits)
     print("\n".join(lines))
+    from skyshard.storage import join
+
     print(f"{n_shards} shards, {manifest.errors.count} dead letters "
-          f"({result.out_dir / manifest.errors.path}), {result.seconds:.1f} s, "
+          f"({join(str(result.out_dir), manifest.errors.path)}), {result.seconds:.1f} s, "
           f"peak RSS {result.peak_rss_mb:.0f} MB")
-    print(f"manifest: {result.out_dir / schema.MANIFEST_FILE}")
+    print(f"manifest: {join(str(result.out_dir), schema.MANIFEST_FILE)}")
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
     from exporter.export import ExportError, run_export
     from exporter.split import validate_fractions
     from skyshard.manifest import ManifestError
+    from skyshard.storage import StorageError, configure
 
     try:
+        configure(extra)
         check_beam_args(extra, args._export_options)
         if args.file_timeout is not None and args.file_timeout < 0:
             raise ValueError("--file-timeout must be 0 (no limit) or a positive number of seconds")
@@ -276,8 +296,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         result = run_export(args.input, args.out, spec=spec, beam_args=extra,
                             shard_mb=args.shard_size_mb, compress=args.compress,
                             overwrite=args.overwrite, like=like, classes=classes,
-                            command=shlex.join(["skyshard", *sys.argv[1:]]))
-    except (ExportError, ManifestError, ValueError, FileNotFoundError) as exc:
+                            command=shlex.join(["skyshard", *sys.argv[1:]]),
+                            file_list=args.file_list)
+    except (ExportError, ManifestError, ValueError, FileNotFoundError, StorageError) as exc:
         print(f"skyshard export: error: {exc}", file=sys.stderr)
         return 2
     print_summary(result)

@@ -47,15 +47,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder: predictions.csv, errors.jsonl, score.json")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="frames per prediction batch (default 64)")
-    parser.add_argument("--low-confidence", type=probability, default=0.5, metavar="P",
-                        help="flag predictions whose probability is below P (default 0.5)")
+    parser.add_argument("--low-confidence", type=probability, default=None, metavar="P",
+                        help="flag predictions whose calibrated probability is below P "
+                             "(default: the run's threshold, chosen on validation; 0.5 for "
+                             "runs trained without calibration)")
+    parser.add_argument("--no-header-trust", action="store_true",
+                        help="ignore what trusted headers state (bias, dark, flat, arc cards "
+                             "consistent with the exposure): the model's and the rules' answer "
+                             "only")
+    parser.add_argument("--header-map", metavar="TYPE=CLASS,...",
+                        help="header frame type -> class for trusted headers (types: bias, "
+                             "dark, flat, arc); default: matched by class name")
     parser.add_argument("--rules", metavar="FILE",
                         help="post-processing rules (TOML); default: the shipped rules")
     parser.add_argument("--no-rules", action="store_true", help="the model's answer only")
     parser.add_argument("--sort-into", metavar="FOLDER",
-                        help="also file each frame under FOLDER/<predicted class>/ (originals "
-                             "are never moved or changed; nothing is overwritten); where each "
-                             "went: DIR/sorted.csv")
+                        help="also file each frame under FOLDER/<predicted class>/, flagged "
+                             "ones (low confidence, unfamiliar) under FOLDER/_review/<predicted "
+                             "class>/ (originals are never moved or changed; nothing is "
+                             "overwritten); where each went: DIR/sorted.csv")
     parser.add_argument("--mode", choices=("link", "hardlink", "copy"), default="link",
                         help="--sort-into: symbolic link (default), hard link, or copy")
     parser.add_argument("--beam", action="store_true",
@@ -66,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from evaluation.baseline import parse_mapping
     from evaluation.model import RunError
     from evaluation.rules import RulesError
     from evaluation.score import SUMMARY_FILE, ScoreError, score, summary_lines
@@ -83,7 +94,9 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         result = score(args.run, args.input, args.out, batch_size=args.batch_size,
                        low_confidence=args.low_confidence, rules_path=args.rules,
                        use_rules=not args.no_rules, sort_into=args.sort_into, mode=args.mode,
-                       beam=args.beam, beam_args=extra, overwrite=args.overwrite)
+                       beam=args.beam, beam_args=extra, overwrite=args.overwrite,
+                       header_trust=not args.no_header_trust,
+                       header_mapping=parse_mapping(args.header_map or ""))
     except (ManifestError, ShardIntegrityError, TFRecordCorruptError, RunError, RulesError,
             ScoreError, SortError, FileNotFoundError, ValueError) as exc:
         print(f"skyshard score: error: {exc}", file=sys.stderr)

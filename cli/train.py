@@ -24,6 +24,8 @@ examples:
   skyshard train export/ runs/g2 --strategy mirrored  # every local GPU
   skyshard train export/ runs/mw --strategy multiworker \
       --workers host1:2222,host2:2222 --worker-index 0  # on host1; index 1 on host2
+  skyshard export my-camera/ mine/ --like builtin     # fine-tune the built-in model:
+  skyshard train mine/ runs/mine --init builtin --epochs 20 --learning-rate 0.0003
 
 The defaults and every config key are in trainer/default.toml (skyshard train --print-config).
 """
@@ -38,6 +40,7 @@ FLAG_KEYS = {
     "fold": "data.fold",
     "ram_budget_gb": "memory.ram_budget_gb",
     "strategy": "train.strategy",
+    "init": "model.init",
 }
 
 
@@ -68,6 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=default_help("model.name", defaults=defaults))
     parser.add_argument("--seed", type=int, metavar="N",
                         help=default_help("train.seed", defaults=defaults))
+    parser.add_argument("--init", metavar="RUN",
+                        help="model.init: start from a trained run's weights and scaler (a run "
+                             "folder, or `builtin` for the model shipped with skyshard); export "
+                             "the frames --like it")
     parser.add_argument("--fold", type=int, metavar="K",
                         help="k-fold: pool train+val, validate on fold K, train on the others")
     parser.add_argument("--set", dest="assignments", action="append", default=[],

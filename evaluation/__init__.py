@@ -6,7 +6,9 @@ Commands: ``skyshard evaluate`` (:mod:`evaluation.evaluate`, CLI in
 scored frame and ``predictions.csv`` both share.
 
 Building blocks, one job each: :mod:`~evaluation.batches` (records from shards or raw files into
-fixed-size batches), :mod:`~evaluation.model` (run.json, the ``.keras`` model, predictions),
+fixed-size batches), :mod:`~evaluation.model` (run.json, the ``.keras`` model, calibrated
+predictions and out-of-distribution scores), :mod:`~evaluation.decision` (the answer per frame:
+model, trusted header, rules, flags),
 :mod:`~evaluation.metrics`, :mod:`~evaluation.calibration`, :mod:`~evaluation.baseline` (the
 header-only baseline), :mod:`~evaluation.rules` (post-processing rules),
 :mod:`~evaluation.mistakes` (the worst mistakes, bounded), :mod:`~evaluation.plots`,

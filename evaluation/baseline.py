@@ -17,44 +17,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from evaluation.metrics import ABSTAIN
+from skyshard.frame_types import (HINT_PREFIX, PLANETARY_HINTS, TYPE_PREFIX, default_mapping,
+                                  header_types, type_columns)
 
-TYPE_PREFIX = "frame_type_"
-HINT_PREFIX = "object_hint_"
-
-#: Header frame type -> words, one of which the class name must contain (first match wins).
-TYPE_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "bias": ("bias", "zero"),
-    "dark": ("dark",),
-    "flat": ("flat",),
-    "arc": ("spec", "arc"),
-    "light": ("deep", "light", "sky"),
-}
-#: Object hints that make a light frame planetary (Sun, Moon, planets).
-PLANETARY_HINTS = ("sun", "solar", "moon", "lunar", "planet", "mercury", "venus", "mars",
-                   "jupiter", "saturn", "uranus", "neptune")
-PLANETARY_KEYWORDS = ("planet", "lunar", "solar", "moon", "sun")
-
-
-def _find_class(classes: Sequence[str], words: Sequence[str]) -> str | None:
-    for word in words:
-        for name in classes:
-            if word in name.lower():
-                return name
-    return None
-
-
-def default_mapping(classes: Sequence[str]) -> dict[str, str]:
-    """Header frame type (and ``planetary`` for the object hints) -> class name, by matching
-    class names against :data:`TYPE_KEYWORDS`; types with no matching class are left out."""
-    mapping = {}
-    for frame_type, words in TYPE_KEYWORDS.items():
-        found = _find_class(classes, words)
-        if found:
-            mapping[frame_type] = found
-    planetary = _find_class(classes, PLANETARY_KEYWORDS)
-    if planetary:
-        mapping["planetary"] = planetary
-    return mapping
+# The type -> class mapping lives with the features' contract (skyshard.frame_types): the
+# trainer reads the same statements when it measures how far a header may be trusted.
+__all__ = ["HeaderBaseline", "default_mapping", "parse_mapping", "TYPE_PREFIX", "HINT_PREFIX"]
 
 
 def parse_mapping(text: str) -> dict[str, str]:
@@ -85,8 +53,7 @@ class HeaderBaseline:
             raise ValueError(f"baseline mapping names unknown class(es) {unknown}; the run's "
                              f"classes are {self.classes}")
         names = list(feature_names)
-        self.type_columns = {n[len(TYPE_PREFIX):]: i for i, n in enumerate(names)
-                             if n.startswith(TYPE_PREFIX)}
+        self.type_columns = type_columns(names)
         self.planetary_columns = [i for i, n in enumerate(names) if n.startswith(HINT_PREFIX)
                                   and any(h in n[len(HINT_PREFIX):].lower()
                                           for h in PLANETARY_HINTS)]
@@ -107,17 +74,12 @@ class HeaderBaseline:
         out = np.full(n, ABSTAIN, dtype=np.int64)
         if not self.available:
             return out
-        types = list(self.type_columns)
-        onehot = np.nan_to_num(features[:, [self.type_columns[t] for t in types]], nan=0.0)
-        strongest = np.argmax(onehot, axis=1)
-        present = onehot.max(axis=1) > 0.5
-        for k, frame_type in enumerate(types):
-            target = self.mapping.get(frame_type)
-            if target is not None:
-                out[present & (strongest == k)] = self.classes.index(target)
+        stated = np.array(header_types(features, self.type_columns), dtype=object)
+        for frame_type, target in self.mapping.items():
+            if frame_type in self.type_columns:
+                out[stated == frame_type] = self.classes.index(target)
         planetary = self.mapping.get("planetary")
         if planetary is not None and self.planetary_columns and "light" in self.type_columns:
             hinted = np.nan_to_num(features[:, self.planetary_columns], nan=0.0).max(axis=1) > 0.5
-            is_light = present & (strongest == types.index("light"))
-            out[is_light & hinted] = self.classes.index(planetary)
+            out[(stated == "light") & hinted] = self.classes.index(planetary)
         return out

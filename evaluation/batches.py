@@ -15,7 +15,6 @@ import logging
 import os
 import traceback
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -23,6 +22,7 @@ import numpy as np
 from skyshard import schema
 from skyshard.example_proto import decode_example
 from skyshard.manifest import Manifest, ShardIntegrityError
+from skyshard.storage import join
 from skyshard.tfrecord import read_records
 
 log = logging.getLogger("skyshard.evaluation")
@@ -89,11 +89,11 @@ def batched(records: Iterable[dict], batch_size: int, image_size: int, n_feature
 
 def export_records(export_dir: str | os.PathLike, manifest: Manifest,
                    splits: Iterable[str]) -> Iterator[dict]:
-    """Records of the shards of ``splits``, in manifest order (see :func:`shard_records`)."""
-    root = Path(export_dir)
+    """Records of the shards of ``splits``, in manifest order (see :func:`shard_records`);
+    ``export_dir`` may be a URL."""
     for split in splits:
-        for entry in manifest.shard_entries(split):
-            yield from shard_records(str(root / entry.path), manifest)
+        for path in manifest.shard_paths(export_dir, split):
+            yield from shard_records(path, manifest)
 
 
 def shard_records(shard: str, manifest: Manifest) -> Iterator[dict]:
@@ -127,7 +127,7 @@ def _record_from_example(example: dict, shard: str, input_root: str, size: int,
     label = example.get(schema.LABEL)
     return {
         "key": key,
-        "path": os.path.join(input_root, key) if input_root else "",
+        "path": join(input_root, key) if input_root else "",
         "image": np.frombuffer(raw, dtype=np.float16).reshape(size, size, 1),
         "features": features,
         "confidences": confidences,

@@ -2,14 +2,14 @@
 
 Shape of the job (the Reshuffle sits on the small list of inputs, before any pixels exist)::
 
-    frame refs | shard paths ─ Reshuffle ─ Read (keyed by path) ─┬─ RunInference ─ Rules ─ rows
-                                                                 └─ dead letters
+    frame refs | shard paths ─ Reshuffle ─ Read (by path) ─┬─ RunInference ─ Decide ─ rows
+                                                           └─ dead letters
 
 ``RunInference`` runs a :class:`KeyedModelHandler` around :class:`KerasModelHandler`, a small
-handler for the run's ``.keras`` model (Beam's TensorFlow handlers need tensorflow-hub). Every
-per-frame step is the function the local path uses (:mod:`evaluation.batches`,
-:func:`evaluation.model.predict_probs`, :meth:`evaluation.rules.RuleSet.apply`), so both paths
-give the same predictions. Beam options pass through untouched; without ``--runner`` the job runs on
+handler for the run's ``.keras`` model with its calibration and distance statistics (Beam's
+TensorFlow handlers need tensorflow-hub). Every per-frame step is the function the local path
+uses (:mod:`evaluation.batches`, :meth:`evaluation.model.RunModel.predict`,
+:meth:`evaluation.decision.Policy.decide`), so both paths give the same predictions and flags. Beam options pass through untouched; without ``--runner`` the job runs on
 Beam's local runner (:func:`exporter.runner.beam_pipeline`).
 """
 
@@ -28,9 +28,9 @@ from apache_beam.ml.inference.base import (KeyedModelHandler, ModelHandler, Pred
                                            RunInference)
 
 from evaluation.batches import frame_dead_letter, read_frame_record, shard_records
-from evaluation.model import RunInfo, load_model, predict_probs
-from evaluation.predictions import Prediction
-from evaluation.rules import RuleSet
+from evaluation.decision import Policy
+from evaluation.model import RunInfo, load_run_model, read_run_info
+from evaluation.predictions import Prediction, predictions_of
 from skyshard import schema
 from exporter.runner import beam_pipeline
 
@@ -40,10 +40,11 @@ MODEL_INPUTS = (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)
 
 class KerasModelHandler(ModelHandler[dict, PredictionResult, Any]):
     """RunInference handler for a skyshard run: loads ``RUN/model.keras`` (``safe_mode=True``)
-    and predicts batches of record dicts (``image``, ``features``, ``confidences``).
+    with the run's calibration and ``ood.npz`` (:func:`evaluation.model.load_run_model`) and
+    predicts batches of record dicts (``image``, ``features``, ``confidences``).
 
-    Each :class:`PredictionResult` carries the record without its image (the rules need the
-    features) and the float32 probabilities.
+    Each :class:`PredictionResult` carries the record without its image (the decision needs
+    the features) and ``(calibrated probabilities, out-of-distribution score)``.
     """
 
     def __init__(self, run_dir: str, n_classes: int, batch_size: int = 64):
@@ -53,14 +54,15 @@ class KerasModelHandler(ModelHandler[dict, PredictionResult, Any]):
         self._batch_size = int(batch_size)
 
     def load_model(self):
-        return load_model(self._run_dir)
+        return load_run_model(read_run_info(self._run_dir))
 
     def run_inference(self, batch: Sequence[dict], model,
                       inference_args: dict | None = None) -> Iterable[PredictionResult]:
         inputs = {name: np.stack([record[name] for record in batch]) for name in MODEL_INPUTS}
-        probs = predict_probs(model, inputs, pad_to=self._batch_size, n_classes=self._n_classes)
-        return [PredictionResult({k: v for k, v in record.items() if k != schema.IMAGE}, p)
-                for record, p in zip(batch, probs)]
+        probs, _, ood_score = model.predict(inputs, pad_to=self._batch_size)
+        return [PredictionResult({k: v for k, v in record.items() if k != schema.IMAGE},
+                                 (p, float(s)))
+                for record, p, s in zip(batch, probs, ood_score)]
 
     def batch_elements_kwargs(self) -> dict:
         return {"min_batch_size": 1, "max_batch_size": self._batch_size}
@@ -98,24 +100,24 @@ def keyed_shard_records(shard: str, manifest: dict) -> Iterator[tuple[str, dict]
         yield record["path"] or record["key"], record
 
 
-def to_row(element: tuple[str, PredictionResult], rules: RuleSet) -> str:
-    """One JSON line per frame: path, key, probabilities, model and final class, rule."""
+def to_row(element: tuple[str, PredictionResult], policy: Policy) -> str:
+    """One JSON line per frame: its :class:`Prediction` (:meth:`Prediction.to_row`)."""
     path, result = element
     record = result.example
-    probs = np.asarray(result.inference, dtype=np.float32)[None, :]
-    final, applied = rules.apply(probs, record[schema.FEATURES][None, :],
-                                 record[schema.CONFIDENCES][None, :])
-    return json.dumps({"path": path, "key": record["key"], "probs": probs[0].tolist(),
-                       "model_class": int(probs[0].argmax()), "final_class": int(final[0]),
-                       "rule": applied[0]})
+    probs, ood_score = result.inference
+    prediction, = predictions_of(
+        [path], [record["key"]], np.asarray(probs, dtype=np.float32)[None, :],
+        np.array([ood_score], dtype=np.float64), record[schema.FEATURES][None, :],
+        record[schema.CONFIDENCES][None, :], policy)
+    return json.dumps(prediction.to_row())
 
 
-def build_scoring(pipeline: beam.Pipeline, source, run_dir: str, n_classes: int, rules: RuleSet,
-                  batch_size: int, tmp_dir: str) -> None:
+def build_scoring(pipeline: beam.Pipeline, source, run_dir: str, n_classes: int,
+                  policy: Policy, batch_size: int, tmp_dir: str) -> None:
     """Add the scoring transforms; rows and dead letters land as JSON lines under tmp_dir."""
     if source.kind == "export":
-        shards = [str(source.root / entry.path) for info in source.manifest.splits.values()
-                  for entry in info.shards]
+        shards = [path for split in source.manifest.splits
+                  for path in source.manifest.shard_paths(source.root, split)]
         keyed = (pipeline
                  | "ListShards" >> beam.Create(shards, reshuffle=False)
                  | "SpreadOverWorkers" >> beam.Reshuffle()
@@ -131,7 +133,7 @@ def build_scoring(pipeline: beam.Pipeline, source, run_dir: str, n_classes: int,
     handler = KeyedModelHandler(KerasModelHandler(run_dir, n_classes, batch_size))
     rows = (keyed
             | "Predict" >> RunInference(handler)
-            | "ApplyRules" >> beam.Map(to_row, rules))
+            | "Decide" >> beam.Map(to_row, policy))
     rows | "WritePredictions" >> beam.io.WriteToText(f"{tmp_dir}/predictions",
                                                      file_name_suffix=".jsonl")
     if letters is not None:
@@ -148,17 +150,16 @@ def _read_lines(pattern: str) -> Iterator[dict]:
                     yield json.loads(line)
 
 
-def score_with_beam(source, run_dir: Path, info: RunInfo, rules: RuleSet, batch_size: int,
+def score_with_beam(source, run_dir: Path, info: RunInfo, policy: Policy, batch_size: int,
                     beam_args: list[str], out_dir: Path):
     """Run the job and read its small outputs back: ``(predictions, dead_letters)``."""
     tmp_dir = out_dir / f".beam-{uuid.uuid4().hex[:8]}"
     try:
         pipeline, _ = beam_pipeline(beam_args)
-        build_scoring(pipeline, source, str(run_dir.resolve()), len(info.classes), rules,
+        build_scoring(pipeline, source, str(run_dir.resolve()), len(info.classes), policy,
                       batch_size, str(tmp_dir))
         pipeline.run().wait_until_finish()
-        predictions = [Prediction(row["path"], row["key"], np.asarray(row["probs"], np.float32),
-                                  row["model_class"], row["final_class"], row["rule"])
+        predictions = [Prediction.from_row(row)
                        for row in _read_lines(f"{tmp_dir}/predictions*.jsonl")]
         letters = list(_read_lines(f"{tmp_dir}/errors*.jsonl"))
     finally:

@@ -4,10 +4,13 @@ In: a run folder, an export folder, a split. Out (in ``out_dir``, default ``RUN/
 <split>``): ``metrics.json``, ``confusion_matrix.png``, ``reliability.png``,
 ``misclassified.csv``, ``rules.toml`` (the rules in effect) and a self-contained ``report.html``.
 
-The split is streamed in batches; per frame only its key, label, probabilities and the four
-small predictions (model, model + rules, header baseline, model with every header stripped) are
-kept, plus the images of the ``worst_n`` most confident mistakes. Before any prediction the export must match the run
-(schema, classes, image size, features, confidences, preprocessing) and its shards their sha256.
+The split is streamed in batches; per frame only its key, label, probabilities (calibrated and
+not), out-of-distribution score, flags and the small predictions (model, the final answer after
+a trusted header and the rules, header baseline, model with every header stripped) are kept,
+plus the images of the ``worst_n`` most confident mistakes. Answers and flags are decided by
+:class:`evaluation.decision.Policy`, as ``skyshard score`` decides them. Before any prediction
+the export must match the run (schema, classes, image size, features, confidences,
+preprocessing) and its shards their sha256.
 """
 
 from __future__ import annotations
@@ -27,12 +30,15 @@ from evaluation.branches import branch_split
 from evaluation.branches import summarise as branch_summary
 from evaluation.batches import Batch, batched, export_records
 from evaluation.calibration import DEFAULT_BINS, reliability
+from evaluation.decision import Policy, build_policy
 from evaluation.metrics import agreement, classification_metrics
 from evaluation.mistakes import WorstMistakes
-from evaluation.model import RunInfo, load_model, pad_batch, predict_probs, read_run_info
+from evaluation.model import (RunInfo, RunModel, RunUncertainty, load_model, pad_batch,
+                              predict_probs, read_run_info, read_uncertainty)
 from evaluation.outputs import check_out_dir
-from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
-from skyshard import __version__, schema
+from evaluation.rules import build_rule_set, rules_to_toml
+from skyshard import __version__, schema, storage
+from skyshard.builtin import BUILTIN, is_builtin_folder
 from skyshard.files import atomic_output, write_json_atomic, write_text_atomic
 from skyshard.manifest import Manifest, ManifestError
 from skyshard.run_record import RunRecord
@@ -87,7 +93,8 @@ def differing_values(want, got, prefix: str = "") -> list[tuple[str, object, obj
 
 
 def open_export(info: RunInfo, export_dir: str | Path, splits: list[str]) -> Manifest:
-    """Load the export's manifest, check it against the run, verify the shards of ``splits``."""
+    """Load the export's manifest, check it against the run, verify the shards of ``splits``.
+    ``export_dir`` may be a URL (:mod:`skyshard.storage`)."""
     manifest = Manifest.read(export_dir)
     info.check_export(manifest)
     check_preprocessing(info, manifest)
@@ -109,10 +116,17 @@ class _Collected:
 
     keys: list[str] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
-    probs: list[np.ndarray] = field(default_factory=list)
-    ruled: list[np.ndarray] = field(default_factory=list)
+    probs: list[np.ndarray] = field(default_factory=list)      # calibrated
+    raw_probs: list[np.ndarray] = field(default_factory=list)  # as the model gives them
+    ruled: list[np.ndarray] = field(default_factory=list)      # after a trusted header + rules
     rule_names: list[str] = field(default_factory=list)
     baseline: list[np.ndarray] = field(default_factory=list)
+    header_class: list[np.ndarray] = field(default_factory=list)  # a trusted header's, or -1
+    header_kept: list[np.ndarray] = field(default_factory=list)
+    header_overruled: list[np.ndarray] = field(default_factory=list)
+    low_confidence: list[np.ndarray] = field(default_factory=list)
+    unfamiliar: list[np.ndarray] = field(default_factory=list)
+    ood_score: list[np.ndarray] = field(default_factory=list)
     stripped: list[np.ndarray] = field(default_factory=list)  # predicted, every header stripped
     image_part: list[np.ndarray] = field(default_factory=list)    # logits of each branch
     feature_part: list[np.ndarray] = field(default_factory=list)  # (evaluation.branches)
@@ -124,14 +138,20 @@ class _Collected:
         return (cat(self.labels, np.int64), cat(self.probs, np.float32, (0, n_classes)),
                 cat(self.ruled, np.int64), cat(self.baseline, np.int64))
 
+    def column(self, name: str, dtype) -> np.ndarray:
+        """One per-frame list concatenated (``header_class``, ``unfamiliar``, ...)."""
+        parts = getattr(self, name)
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
 
-def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: RuleSet,
-                       baseline: HeaderBaseline, worst: WorstMistakes,
+
+def stream_predictions(run_model: RunModel, batches: Iterable[Batch], info: RunInfo,
+                       policy: Policy, baseline: HeaderBaseline, worst: WorstMistakes,
                        batch_size: int) -> tuple[_Collected, int]:
     """Run the model over ``batches`` and collect the small per-frame results; returns them and
     the most images held at once."""
     classes = info.classes
     header_columns = info.export.header_columns()
+    model = run_model.model
     split = branch_split(model)
     out = _Collected(branch_bias=None if split is None else split.bias)
     max_held = 0
@@ -142,7 +162,7 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
             raise EvaluationError(
                 f"record {bad!r} has no label among the run's {len(classes)} classes; evaluate "
                 "needs a labelled export (use `skyshard score` for unlabelled frames)")
-        probs = predict_probs(model, batch.inputs(), pad_to=batch_size, n_classes=len(classes))
+        probs, raw, ood_score = run_model.predict(batch.inputs(), pad_to=batch_size)
         if header_columns:
             out.stripped.append(predict_probs(
                 model, batch.inputs_without_headers(header_columns), pad_to=batch_size,
@@ -151,7 +171,8 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
             image_part, feature_part = split.logit_parts(pad_batch(batch.inputs(), batch_size))
             out.image_part.append(image_part[:len(batch)])
             out.feature_part.append(feature_part[:len(batch)])
-        ruled, rule_names = rules.apply(probs, batch.features, batch.confidences)
+        decided = policy.decide(probs, ood_score, batch.features, batch.confidences)
+        ruled, rule_names = decided.final_class, decided.rule
         header = baseline.predict(batch.features)
         predicted = probs.argmax(axis=1)
         for i in np.flatnonzero(predicted != labels):
@@ -163,27 +184,41 @@ def stream_predictions(model, batches: Iterable[Batch], info: RunInfo, rules: Ru
                     "probs": probs[i].copy(), "features": batch.features[i].copy(),
                     "rule": rule_names[i], "rule_class": classes[ruled[i]],
                     "baseline_class": classes[header[i]] if header[i] >= 0 else None,
+                    "ood_score": float(ood_score[i]),
+                    "flags": [name for name, on in (
+                        ("low confidence", decided.low_confidence[i]),
+                        ("unfamiliar", decided.unfamiliar[i])) if on],
                 }, batch.image[i])
         max_held = max(max_held, len(batch) + len(worst))
         out.keys.extend(batch.keys)
         out.labels.append(labels.copy())
         out.probs.append(probs)
+        out.raw_probs.append(raw)
         out.ruled.append(ruled)
         out.rule_names.extend(rule_names)
         out.baseline.append(header)
+        out.header_class.append(decided.header_class)
+        out.header_kept.append(decided.header_kept)
+        out.header_overruled.append(decided.header_overruled)
+        out.low_confidence.append(decided.low_confidence)
+        out.unfamiliar.append(decided.unfamiliar)
+        out.ood_score.append(decided.ood_score)
     return out, max_held
 
 
-def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
-              baseline: HeaderBaseline) -> dict:
+def summarise(collected: _Collected, info: RunInfo, policy: Policy, baseline: HeaderBaseline,
+              uncertainty: RunUncertainty) -> dict:
     """metrics.json's numbers from the collected per-frame results."""
     classes = info.classes
+    rules = policy.rules
     labels, probs, ruled, header = collected.arrays(len(classes))
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     calibration = reliability(probs, labels, DEFAULT_BINS)
+    raw = collected.column("raw_probs", np.float32).reshape(-1, len(classes))
     metrics = {"classes": classes, **classification_metrics(labels, predicted, classes)}
     metrics["expected_calibration_error"] = calibration["ece"]
-    metrics["calibration"] = calibration
+    metrics["calibration"] = {**calibration, **uncertainty.describe(),
+                              "ece_uncalibrated": reliability(raw, labels, DEFAULT_BINS)["ece"]}
 
     changed = ruled != predicted
     fired: dict[str, int] = {}
@@ -203,6 +238,9 @@ def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
         **classification_metrics(labels, header, classes),
         "model_vs_baseline": agreement(labels, predicted, header),
     }
+    metrics["header_trust"] = header_trust_summary(collected, labels, predicted, ruled, header,
+                                                   policy, classes)
+    metrics["flags"] = flag_summary(collected, labels, ruled)
     metrics["branches"] = {"available": False}
     if collected.image_part:
         metrics["branches"] = branch_summary(np.concatenate(collected.image_part),
@@ -218,10 +256,67 @@ def summarise(collected: _Collected, info: RunInfo, rules: RuleSet,
     return metrics
 
 
+def _error_rate(wrong: np.ndarray) -> float | None:
+    return float(np.mean(wrong)) if len(wrong) else None
+
+
+def header_trust_summary(collected: _Collected, labels, predicted, final, baseline_pred,
+                         policy: Policy, classes: list[str]) -> dict:
+    """metrics.json's ``header_trust``: on the frames whose trusted header states a class
+    (:mod:`skyshard.frame_types`), their count and the error rates of the model, of the final
+    answer (header trust and rules) and of the header-only baseline on the same frames; how
+    often the header was kept or overruled, and how that went."""
+    stated = collected.column("header_class", np.int64)
+    kept = collected.column("header_kept", bool)
+    overruled = collected.column("header_overruled", bool)
+    with_header = stated >= 0
+    on = labels[with_header]
+    out = {"enabled": policy.trust is not None, "header_veto": policy.header_veto,
+           "trusted": None if policy.trust is None else policy.trust.describe(),
+           "frames": int(with_header.sum()),
+           "model_error_rate": _error_rate(predicted[with_header] != on),
+           "final_error_rate": _error_rate(final[with_header] != on),
+           "baseline_error_rate": _error_rate(baseline_pred[with_header] != on),
+           "model_errors": int(np.sum(predicted[with_header] != on)),
+           "final_errors": int(np.sum(final[with_header] != on)),
+           "baseline_errors": int(np.sum(baseline_pred[with_header] != on)),
+           "header_wrong": int(np.sum(stated[with_header] != on)),
+           "kept": int(kept.sum()), "overruled": int(overruled.sum()),
+           "overruled_rightly": int(np.sum(overruled & (stated != labels)
+                                           & (final == labels))),
+           "overruled_wrongly": int(np.sum(overruled & (stated == labels)))}
+    out["final_not_worse_than_baseline"] = out["final_errors"] <= out["baseline_errors"]
+    return out
+
+
+def flag_summary(collected: _Collected, labels: np.ndarray, final: np.ndarray) -> dict:
+    """metrics.json's ``flags``: how many answers are flagged (``low_confidence``,
+    ``unfamiliar``), the error rate among flagged and unflagged answers, and the share of the
+    errors (and of the right answers) that carry a flag."""
+    low = collected.column("low_confidence", bool)
+    far = collected.column("unfamiliar", bool)
+    scores = collected.column("ood_score", np.float64)
+    flagged = low | far
+    wrong = final != labels
+    return {"frames": int(len(labels)), "flagged": int(flagged.sum()),
+            "low_confidence": int(low.sum()), "unfamiliar": int(far.sum()),
+            "error_rate_flagged": _error_rate(wrong[flagged]),
+            "error_rate_unflagged": _error_rate(wrong[~flagged]),
+            "errors": int(wrong.sum()),
+            "errors_flagged": _error_rate(flagged[wrong]),
+            "correct_flagged": _error_rate(flagged[~wrong]),
+            "ood_score_median": float(np.median(scores)) if np.isfinite(scores).any()
+            else None}
+
+
 def write_misclassified(path: Path, collected: _Collected, classes: list[str]) -> int:
-    """``key,true,predicted,confidence,predicted_with_rules,rule`` per wrong frame, most
-    confident first; returns the number of rows."""
+    """``key,true,predicted,confidence,predicted_with_rules,rule,low_confidence,unfamiliar,
+    ood_score`` per frame the model gets wrong, most confident first (``confidence``
+    calibrated; the flags are those of the final answer); returns the number of rows."""
     labels, probs, ruled, _ = collected.arrays(len(classes))
+    low = collected.column("low_confidence", bool)
+    far = collected.column("unfamiliar", bool)
+    scores = collected.column("ood_score", np.float64)
     predicted = probs.argmax(axis=1) if len(probs) else np.zeros(0, dtype=np.int64)
     confidence = probs.max(axis=1) if len(probs) else np.zeros(0)
     wrong = sorted(np.flatnonzero(predicted != labels),
@@ -230,10 +325,12 @@ def write_misclassified(path: Path, collected: _Collected, classes: list[str]) -
             open(partial, "w", newline="", encoding="utf-8") as stream:
         writer = csv.writer(stream)
         writer.writerow(["key", "true", "predicted", "confidence", "predicted_with_rules",
-                         "rule"])
+                         "rule", "low_confidence", "unfamiliar", "ood_score"])
         for i in wrong:
             writer.writerow([collected.keys[i], classes[labels[i]], classes[predicted[i]],
-                             f"{confidence[i]:.6f}", classes[ruled[i]], collected.rule_names[i]])
+                             f"{confidence[i]:.6f}", classes[ruled[i]], collected.rule_names[i],
+                             int(low[i]), int(far[i]),
+                             f"{scores[i]:.4f}" if np.isfinite(scores[i]) else ""])
     return len(wrong)
 
 
@@ -241,11 +338,9 @@ def training_overlap(info: RunInfo, export_dir: str | Path, split: str) -> str |
     """What the run saw of ``split`` while it trained, when ``export_dir`` is its own export:
     ``train`` was fitted, a k-fold run pooled every ``val`` frame outside its fold; else None
     (``test`` is never seen; another export's frames are the user's business)."""
-    from skyshard.files import sha256_file
-
     trained_on = info.export.manifest_sha256
     try:
-        same = trained_on == sha256_file(Path(export_dir) / schema.MANIFEST_FILE)
+        same = trained_on == storage.sha256(storage.join(str(export_dir), schema.MANIFEST_FILE))
     except OSError:
         return None
     folds = _folds_trained(info.run)
@@ -271,13 +366,18 @@ def _folds_trained(run: RunRecord) -> list[int]:
 
 
 def default_out_dir(run_dir: str | Path, split: str) -> Path:
+    """``RUN/evaluation/SPLIT``; for the built-in model, whose folder is read-only package data,
+    ``builtin-evaluation/SPLIT`` in the working directory."""
+    if is_builtin_folder(run_dir):
+        return Path.cwd() / f"{BUILTIN}-evaluation" / split
     return Path(run_dir) / "evaluation" / split
 
 
 def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test",
              out_dir: str | Path | None = None, batch_size: int = 64,
              rules_path: str | Path | None = None, use_rules: bool = True, worst_n: int = 24,
-             baseline_mapping: dict[str, str] | None = None) -> EvaluationResult:
+             baseline_mapping: dict[str, str] | None = None, header_trust: bool = True,
+             low_confidence: float | None = None) -> EvaluationResult:
     """Evaluate ``run_dir``'s model on ``split`` of ``export_dir``; see the module docstring.
 
     Raises :class:`skyshard.manifest.ManifestError` when the export does not match the run,
@@ -285,10 +385,13 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     TFRecordCorruptError` (naming the file) for damaged shards, :class:`EvaluationError` for
     unlabelled records, :class:`evaluation.rules.RulesError` for a bad rules file,
     :class:`evaluation.outputs.OutDirError` for an unusable ``out_dir`` (before any work).
+    ``header_trust=False`` ignores trusted headers; ``low_confidence`` replaces the run's
+    threshold of the ``low_confidence`` flag.
     """
     started = time.monotonic()
     info = read_run_info(run_dir)
-    out = check_out_dir(out_dir or default_out_dir(run_dir, split))
+    uncertainty = read_uncertainty(info, low_confidence)
+    out = check_out_dir(out_dir or default_out_dir(info.run_dir, split))
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
     manifest = open_export(info, export_dir, [split])
@@ -296,18 +399,21 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     if overlap:
         log.warning("%s", overlap)
     baseline = HeaderBaseline(info.classes, list(info.export.feature_names), baseline_mapping)
+    policy = build_policy(info.classes, info.export.feature_names, info.export.confidence_names,
+                          rules, uncertainty.low_confidence, uncertainty.header_veto,
+                          baseline_mapping, header_trust)
     worst = WorstMistakes(worst_n)
 
     with RssMonitor() as rss:
-        model = load_model(run_dir)
+        model = RunModel(load_model(info.run_dir), uncertainty, len(info.classes))
         records = export_records(export_dir, manifest, [split])
         batches = batched(records, batch_size, int(manifest.image_size),
                           len(manifest.feature_names), len(manifest.confidence_names))
-        collected, max_held = stream_predictions(model, batches, info, rules, baseline, worst,
+        collected, max_held = stream_predictions(model, batches, info, policy, baseline, worst,
                                                  batch_size)
         if not collected.keys:
             raise EvaluationError(f"split {split!r} of {export_dir} holds no records")
-        metrics = summarise(collected, info, rules, baseline)
+        metrics = summarise(collected, info, policy, baseline, uncertainty)
         mistakes = worst.worst_first()
 
         from evaluation.plots import confusion_matrix_png, reliability_png
@@ -316,7 +422,9 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
         out.mkdir(parents=True, exist_ok=True)
         files = {name: out / filename for name, filename in FILES.items()}
         confusion = confusion_matrix_png(metrics["confusion_matrix"], info.classes)
-        calibration_png = reliability_png(metrics["calibration"])
+        calibration_png = reliability_png(
+            metrics["calibration"], title="Reliability diagram, T = "
+            f"{uncertainty.temperature:.2f}{'' if uncertainty.calibrated else ' (not fitted)'}")
         files["confusion_matrix"].write_bytes(confusion)
         files["reliability"].write_bytes(calibration_png)
         n_wrong = write_misclassified(files["misclassified"], collected, info.classes)
@@ -325,7 +433,7 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
 
     seconds = time.monotonic() - started
     metrics.update({
-        "run": str(Path(run_dir).resolve()), "export": str(Path(export_dir).resolve()),
+        "run": str(info.run_dir.resolve()), "export": storage.absolute(export_dir),
         "split": split, "misclassified": n_wrong, "batch_size": batch_size,
         "seconds": round(seconds, 2), "peak_rss_mb": round(rss.peak_mb, 1),
         "max_images_held": max_held,
@@ -343,17 +451,36 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     return EvaluationResult(out, metrics, files, seconds, rss.peak_mb, max_held)
 
 
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def summary_lines(result: EvaluationResult) -> list[str]:
     """What ``skyshard evaluate`` prints."""
     m = result.metrics
     ruled, base = m["with_rules"], m["header_baseline"]
+    cal, flags, trust = m["calibration"], m["flags"], m["header_trust"]
     lines = [f"warning: {text}" for text in m.get("warnings", [])] + [
         f"{m['n']} frames of split {m['split']!r}: accuracy {m['accuracy']:.3f}, macro-F1 "
-        f"{m['macro_f1']:.3f}, ECE {m['expected_calibration_error']:.3f}",
-        f"with {len(ruled['rules'])} rule(s): accuracy {ruled['accuracy']:.3f}, macro-F1 "
-        f"{ruled['macro_f1']:.3f} ({ruled['changed']} changed: {ruled['fixed']} fixed, "
-        f"{ruled['broken']} broken)",
+        f"{m['macro_f1']:.3f}, ECE {m['expected_calibration_error']:.3f} (T = "
+        f"{cal['temperature']:.3f}{'' if cal['calibrated'] else ', not fitted'}; "
+        f"uncalibrated {cal['ece_uncalibrated']:.3f})",
+        f"with trusted headers and {len(ruled['rules'])} rule(s): accuracy "
+        f"{ruled['accuracy']:.3f}, macro-F1 {ruled['macro_f1']:.3f} ({ruled['changed']} "
+        f"changed: {ruled['fixed']} fixed, {ruled['broken']} broken)",
+        f"{flags['flagged']} flagged ({flags['low_confidence']} low confidence below "
+        f"{cal['low_confidence_threshold']:.3f}, {flags['unfamiliar']} unfamiliar): error rate "
+        f"{_percent(flags['error_rate_flagged'])} flagged, "
+        f"{_percent(flags['error_rate_unflagged'])} unflagged; "
+        f"{_percent(flags['errors_flagged'])} of the errors flagged",
     ]
+    lines += [f"note: {note}" for note in cal["notes"]]
+    if trust["frames"]:
+        lines.append(f"{trust['frames']} frames with a trusted header: errors model "
+                     f"{_percent(trust['model_error_rate'])}, final "
+                     f"{_percent(trust['final_error_rate'])}, header-only baseline "
+                     f"{_percent(trust['baseline_error_rate'])} (kept {trust['kept']}, "
+                     f"overruled {trust['overruled']})")
     if base["available"]:
         lines.append(f"header-only baseline: accuracy {base['accuracy']:.3f}, macro-F1 "
                      f"{base['macro_f1']:.3f}, coverage {base['coverage']:.3f}")

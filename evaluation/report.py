@@ -48,7 +48,7 @@ def _summary_table(metrics: dict) -> str:
     rows = [("header-only baseline (IMAGETYP/OBSTYPE)",
              baseline if baseline.get("available") else None),
             ("model", metrics),
-            ("model + rules", metrics.get("with_rules")),
+            ("model + trusted headers + rules", metrics.get("with_rules")),
             ("model, every header stripped", stripped if stripped.get("available") else None),
             ("image branch alone", branches.get("image_alone")),
             ("feature branch alone", branches.get("features_alone"))]
@@ -97,6 +97,67 @@ def _baseline_section(metrics: dict) -> str:
         f"wrong: {vs.get('neither', 0)}.</p>")
 
 
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def _trust_section(metrics: dict) -> str:
+    block = metrics.get("header_trust") or {}
+    if not block.get("enabled", False):
+        return "<p>Header trust was off: every answer is the model's (and the rules').</p>"
+    trusted = (block.get("trusted") or {}).get("types", {})
+    types = ", ".join(f"{html.escape(k)} → {html.escape(v)}" for k, v in trusted.items())
+    if not block.get("frames"):
+        what = types or "no type maps to a class"
+        return (f"<p>No frame of this split has a trusted header ({what}: the type card present, "
+                "well formed and consistent with the exposure card).</p>")
+    verdict = ("<span class=good>not worse than</span>" if block.get(
+        "final_not_worse_than_baseline") else "<span class=bad>worse than</span>")
+    return (
+        f"<p><b>{block['frames']}</b> frames have a trusted header ({types}; the type card "
+        "present, well formed and consistent with the exposure card). The header keeps its class "
+        "unless the frame looks familiar and the model gives that class less than "
+        f"{_fmt(block.get('header_veto'))}; the rules never reject it. Kept "
+        f"{block.get('kept', 0)}, overruled {block.get('overruled', 0)} "
+        f"({block.get('overruled_rightly', 0)} rightly, {block.get('overruled_wrongly', 0)} "
+        f"wrongly). On these frames the final answer is {verdict} the header-only baseline:</p>"
+        "<table><tr><th class=l>on frames with a trusted header</th><th>errors</th>"
+        "<th>error rate</th></tr>"
+        f"<tr><td class=l>model alone</td><td>{block.get('model_errors')}</td>"
+        f"<td>{_percent(block.get('model_error_rate'))}</td></tr>"
+        f"<tr><td class=l>final answer (header trust + rules)</td>"
+        f"<td>{block.get('final_errors')}</td><td>{_percent(block.get('final_error_rate'))}</td>"
+        f"</tr><tr><td class=l>header-only baseline</td><td>{block.get('baseline_errors')}</td>"
+        f"<td>{_percent(block.get('baseline_error_rate'))}</td></tr></table>")
+
+
+def _flags_section(metrics: dict) -> str:
+    cal = metrics.get("calibration") or {}
+    flags = metrics.get("flags") or {}
+    if not flags:
+        return ""
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in cal.get("notes", []))
+    fitted = "fitted on validation" if cal.get("calibrated") else "not fitted"
+    return (
+        f"<p>Probabilities are calibrated by temperature scaling (T = "
+        f"{_fmt(cal.get('temperature'))}, {fitted}): ECE {_fmt(cal.get('ece'))} "
+        f"(uncalibrated {_fmt(cal.get('ece_uncalibrated'))}). An answer resting on the model is "
+        f"flagged <i>low confidence</i> below a calibrated probability of "
+        f"{_fmt(cal.get('low_confidence_threshold'))} "
+        f"({html.escape(str(cal.get('low_confidence_from', '')))}), "
+        "and <i>unfamiliar</i> when its out-of-distribution score is above 1 (farther from the "
+        "training frames than the chosen share of validation frames).</p>"
+        + (f"<ul>{notes}</ul>" if notes else "") +
+        "<table><tr><th class=l></th><th>frames</th><th>error rate</th></tr>"
+        f"<tr><td class=l>flagged</td><td>{flags.get('flagged')} ({flags.get('low_confidence')} "
+        f"low confidence, {flags.get('unfamiliar')} unfamiliar)</td>"
+        f"<td>{_percent(flags.get('error_rate_flagged'))}</td></tr>"
+        f"<tr><td class=l>not flagged</td><td>{flags.get('frames', 0) - flags.get('flagged', 0)}"
+        f"</td><td>{_percent(flags.get('error_rate_unflagged'))}</td></tr></table>"
+        f"<p>{_percent(flags.get('errors_flagged'))} of the {flags.get('errors')} wrong answers "
+        f"carry a flag, and {_percent(flags.get('correct_flagged'))} of the right ones.</p>")
+
+
 def _rules_section(metrics: dict) -> str:
     block = metrics.get("with_rules") or {}
     rules = block.get("rules", [])
@@ -127,12 +188,16 @@ def _mistake_card(mistake: dict, classes: Sequence[str], feature_names: Sequence
     rule = (f"<br>rules → <b>{html.escape(mistake['rule_class'])}</b> "
             f"({html.escape(mistake['rule'])})" if mistake.get("rule") else "")
     baseline = mistake.get("baseline_class") or "no frame type"
+    flags = ", ".join(mistake.get("flags") or []) or "none"
+    score = mistake.get("ood_score")
+    score_text = "" if score is None or not math.isfinite(score) else f", ood score {score:.2f}"
     return (
         f"<div class=card><img alt='' src='{_data_uri(thumbnail_png(mistake['image']))}'>"
         f"<div><b>{html.escape(mistake['key'])}</b></div>"
         f"<div>true <b class=good>{html.escape(mistake['true'])}</b>, predicted "
         f"<b class=bad>{html.escape(mistake['predicted'])}</b> ({mistake['confidence']:.3f})"
         f"{rule}</div><div>headers say: {html.escape(baseline)}</div>"
+        f"<div>flags: {html.escape(flags)}{score_text}</div>"
         f"<div class=meta>{top_text}</div>"
         f"<details><summary>features (raw)</summary><table>{known}</table></details></div>")
 
@@ -159,8 +224,10 @@ def render_report(metrics: dict, confusion_png: bytes, reliability_png: bytes,
 <h2>Summary</h2>{_summary_table(metrics)}
 <p>Expected calibration error {_fmt(metrics.get('expected_calibration_error'))}
 ({calibration.get('n_bins', '')} equal-width bins).</p>
+<h2>How far to believe it</h2>{_flags_section(metrics)}
 <h2>Per class</h2>{_per_class_table(metrics)}
 <h2>What the model adds over the headers</h2>{_baseline_section(metrics)}
+<h2>Frames whose header states their type</h2>{_trust_section(metrics)}
 <h2>Post-processing rules</h2>{_rules_section(metrics)}
 <h2>Plots</h2><div class=plots>
 <img alt="confusion matrix" src="{_data_uri(confusion_png)}">

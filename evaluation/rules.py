@@ -7,7 +7,9 @@ fires only when its ``require`` conditions hold: minimum values of other feature
 ``range_known = 1.0``: the full scale came from the stored bit depth, not from an estimate) or of
 header confidence groups (``confidence.exposure = 1.0``: the exposure header was present and
 well formed). An unknown (NaN) value never fires a rule: missing evidence is no evidence against
-the model.
+the model. A rule never rejects the class a trusted header states (:mod:`skyshard.frame_types`):
+a well-formed, self-consistent ``IMAGETYP = 'BIAS'`` with zero exposure outweighs a plausibility
+check on the pixels.
 
 Rules are plain data: a TOML file with one ``[[rule]]`` table per rule (see
 :data:`DEFAULT_RULES` and ``docs/evaluation.md``).
@@ -253,12 +255,14 @@ class RuleSet:
                 out[:, j] = bad & np.isfinite(values)
         return out
 
-    def apply(self, probs: np.ndarray, features: np.ndarray,
-              confidences: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    def apply(self, probs: np.ndarray, features: np.ndarray, confidences: np.ndarray,
+              protected: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
         """Final class per frame and the rule(s) that changed it (``""`` when none did).
 
         Classes are tried in decreasing probability; the first one no rule rejects wins. When
         every class is rejected the model's answer stands: a rule cannot invent a class.
+        ``protected`` (class index per frame, ``-1`` for none) is a class no rule rejects for
+        that frame: the class a trusted header states (:mod:`evaluation.decision`).
         """
         n = len(probs)
         model_pred = np.argmax(probs, axis=1) if n else np.zeros(0, dtype=np.int64)
@@ -266,12 +270,14 @@ class RuleSet:
         applied = [""] * n
         if not self.rules or n == 0:
             return final, applied
+        if protected is None:
+            protected = np.full(n, -1, dtype=np.int64)
         broken = self.violations(features, confidences)
         for i in np.flatnonzero(broken.any(axis=1)):
             fired: list[str] = []
             for cls in np.argsort(-probs[i], kind="stable"):
                 hits = [self.rules[j].name for j in np.flatnonzero(broken[i])
-                        if self._class[j] == cls]
+                        if self._class[j] == cls and cls != protected[i]]
                 if not hits:
                     final[i] = cls
                     break

@@ -4,9 +4,14 @@ In: a run folder and an INPUT that is either an export (a folder with ``manifest
 from ``skyshard export --unlabeled --like MANIFEST``) or a raw folder of frames, which are read
 and preprocessed exactly as the run's export was (``exporter.extract.frame_arrays``). Out, in
 ``out_dir``: ``predictions.csv`` (sorted by path), ``errors.jsonl`` (inputs that could not be
-read, the export's dead-letter format), ``score.json`` (summary: counts, seconds, peak RSS) and
-``rules.toml`` (the rules in effect); optionally FOLDER/<class>/ links or copies, with
+read, the export's dead-letter format), ``score.json`` (summary: counts, flags, header trust,
+calibration, seconds, peak RSS) and ``rules.toml`` (the rules in effect); optionally
+FOLDER/<class>/ links or copies (flagged frames under FOLDER/_review/<class>/), with
 ``sorted.csv`` saying where each frame went (:mod:`evaluation.sort_into`).
+
+Every answer is decided by :class:`evaluation.decision.Policy` from the run's calibrated
+probabilities and out-of-distribution score (:class:`evaluation.model.RunModel`), a trusted
+header and the rules.
 
 Locally, frames stream through fixed-size batches (one batch of images in memory); with
 ``beam=True`` the same per-frame work runs as an Apache Beam job (:mod:`evaluation.beam_score`).
@@ -22,15 +27,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 
 from evaluation.batches import batched, export_records, frame_records
+from evaluation.decision import TRUSTED_HEADER, Policy, build_policy
 from evaluation.evaluate import check_preprocessing
-from evaluation.model import RunInfo, load_model, predict_probs, read_run_info
+from evaluation.model import (RunInfo, RunModel, RunUncertainty, load_model, read_run_info,
+                              read_uncertainty)
 from evaluation.predictions import (PREDICTIONS_FILE, Prediction, predictions_of,
                                     write_predictions)
 from evaluation.outputs import check_out_dir as check_writable_out
-from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
-from skyshard import __version__, schema
+from evaluation.rules import build_rule_set, rules_to_toml
+from exporter.runner import recorded_options
+from skyshard import __version__, schema, storage
 from skyshard.files import write_json_atomic, write_text_atomic
 from skyshard.manifest import Manifest, ManifestError, is_export_folder
 from skyshard.memory import RssMonitor
@@ -40,6 +49,8 @@ log = logging.getLogger("skyshard.score")
 SUMMARY_FILE = "score.json"
 RULES_FILE = "rules.toml"
 SORTED_FILE = "sorted.csv"
+#: ``--sort-into`` files flagged frames under ``FOLDER/_review/<predicted class>/``.
+REVIEW_FOLDER = "_review"
 
 
 class ScoreError(ValueError):
@@ -51,7 +62,7 @@ class ScoreInput:
     """What ``score`` reads: an export's records, or a raw folder's frames."""
 
     kind: str                       # "export" or "folder"
-    root: Path
+    root: Path | str                # a URL (str) on object storage
     only: Path | None = None        # folder input: the one frame file INPUT named
     manifest: Manifest | None = None  # export input
     refs: list = field(default_factory=list)  # folder input: exporter.discovery.FrameRef
@@ -68,11 +79,12 @@ class ScoreInput:
 
     @property
     def original_root(self) -> Path | None:
-        """Folder holding the original frames (the export's input root for an export)."""
+        """Folder holding the original frames (the export's input root for an export); None
+        when unknown or on object storage."""
         if self.kind == "folder":
-            return self.root
+            return None if storage.is_url(self.root) else self.root
         root = self.manifest.input.root if self.manifest and self.manifest.input else None
-        return Path(root) if root else None
+        return Path(root) if root and not storage.is_url(root) else None
 
 
 def spec_from_run(info: RunInfo):
@@ -99,7 +111,10 @@ def spec_from_run(info: RunInfo):
 
 def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     """Decide what INPUT is, cheaply: an export (manifest checked against the run) or a raw
-    folder. A folder an export wrote to but did not finish is an error, never a raw folder."""
+    folder. A folder an export wrote to but did not finish is an error, never a raw folder.
+    INPUT may be a URL (:mod:`skyshard.storage`)."""
+    if storage.is_url(input_path):
+        return locate_url_input(info, storage.absolute(input_path))
     root = Path(input_path).resolve()
     if not root.exists():
         raise ScoreError(f"input not found: {root}")
@@ -117,14 +132,32 @@ def locate_input(info: RunInfo, input_path: str | Path) -> ScoreInput:
     return ScoreInput("folder", root, spec=spec_from_run(info))
 
 
-def single_frame(path: Path) -> Path:
+def locate_url_input(info: RunInfo, root: str) -> ScoreInput:
+    """:func:`locate_input` for a URL: an export, one frame file, or a folder (key prefix)."""
+    if root.endswith("/" + schema.MANIFEST_FILE):
+        root = storage.parent(root)
+    if is_export_folder(root):
+        manifest = Manifest.read(root)
+        info.check_export(manifest, what="input export")
+        check_preprocessing(info, manifest)
+        return ScoreInput("export", root, manifest=manifest)
+    if storage.exists(root):
+        return ScoreInput("folder", storage.parent(root), spec=spec_from_run(info),
+                          only=single_frame(root))
+    if not storage.is_folder(root):
+        raise ScoreError(f"input not found: {root}")
+    return ScoreInput("folder", root, spec=spec_from_run(info))
+
+
+def single_frame(path: Path | str) -> Path | str:
     """``path`` when it names a frame file skyshard reads, else :class:`ScoreError` saying what
     it is (a format that is not read, or not a frame)."""
-    unread = schema.unread_frame_format(path.name)
+    name = storage.basename(str(path))
+    unread = schema.unread_frame_format(name)
     if unread:
         raise ScoreError(f"input {path} is {unread}, which skyshard does not read; convert it "
                          "to FITS or TIFF")
-    if not schema.is_frame_file(path.name):
+    if not schema.is_frame_file(name):
         raise ScoreError(f"input {path} is not a frame file (FITS or TIFF) or a folder")
     return path
 
@@ -139,8 +172,11 @@ def survey_input(source: ScoreInput) -> None:
     from exporter.discovery import FrameRef, discover, walk_frames
 
     if source.only is not None:
-        source.refs = [FrameRef(key=source.only.name, path=str(source.only))]
+        source.refs = [FrameRef(key=storage.basename(str(source.only)), path=str(source.only))]
         log.info("input is one frame: %s", source.only)
+        return
+    if storage.is_url(source.root):
+        survey_url_folder(source)
         return
     source.refs, source.rejected = discover(source.root, labelled=False)
     log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
@@ -152,6 +188,26 @@ def survey_input(source: ScoreInput) -> None:
         source.other_files = len(others)
 
 
+def survey_url_folder(source: ScoreInput) -> None:
+    """:func:`survey_input` of a folder on object storage: one listing of everything under
+    it, sorted into frames, refused files (dead letters) and other files, as
+    :func:`exporter.discovery.discover` sorts a local folder."""
+    from exporter.discovery import FrameRef, Rejected
+    from exporter.matching import classify
+
+    for path, _ in storage.list_files(str(source.root)):
+        found = classify(path, str(source.root), labelled=False, classes=None)
+        if isinstance(found, FrameRef):
+            source.refs.append(found)
+        elif isinstance(found, Rejected):
+            source.rejected.append(found)
+        elif found is not None:
+            source.other_files += 1
+    source.refs.sort(key=lambda r: r.key)
+    log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
+             len(source.refs), source.root, len(source.rejected))
+
+
 def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict]:
     """Records of every frame of the input (see :mod:`evaluation.batches`)."""
     if source.kind == "export":
@@ -159,16 +215,16 @@ def input_records(source: ScoreInput, dead_letters: list[dict]) -> Iterator[dict
     return frame_records(source.refs, source.spec, dead_letters)
 
 
-def predict_local(model, records: Iterable[dict], info: RunInfo, rules: RuleSet,
+def predict_local(model: RunModel, records: Iterable[dict], info: RunInfo, policy: Policy,
                   batch_size: int) -> Iterator[Prediction]:
-    """Stream ``records`` through the model in fixed-size batches; rules applied per batch."""
+    """Stream ``records`` through the model in fixed-size batches; each batch decided by
+    ``policy``."""
     export = info.export
     for batch in batched(records, batch_size, int(export.image_size),
                          len(export.feature_names), len(export.confidence_names)):
-        probs = predict_probs(model, batch.inputs(), pad_to=batch_size,
-                              n_classes=len(info.classes))
-        yield from predictions_of(batch.paths, batch.keys, probs, batch.features,
-                                  batch.confidences, rules)
+        probs, _, ood_score = model.predict(batch.inputs(), pad_to=batch_size)
+        yield from predictions_of(batch.paths, batch.keys, probs, ood_score, batch.features,
+                                  batch.confidences, policy)
 
 
 def write_errors(path: Path, letters: list[dict]) -> None:
@@ -204,26 +260,47 @@ class ScoreResult:
 
 
 def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
-          batch_size: int = 64, low_confidence: float = 0.5,
+          batch_size: int = 64, low_confidence: float | None = None,
           rules_path: str | Path | None = None, use_rules: bool = True,
           sort_into: str | Path | None = None, mode: str = "link", beam: bool = False,
-          beam_args: list[str] | None = None, overwrite: bool = False) -> ScoreResult:
+          beam_args: list[str] | None = None, overwrite: bool = False,
+          header_trust: bool = True, header_mapping: dict[str, str] | None = None
+          ) -> ScoreResult:
     """Score INPUT with the run's model; see the module docstring. Unreadable frames become
     dead letters; a mismatched or unfinished export raises :class:`ManifestError`. The cheap
-    checks (run and model, ``out_dir``, rules, what INPUT is) come before INPUT is read."""
+    checks (run, model and its statistics, ``out_dir``, rules, what INPUT is) come before INPUT
+    is read.
+
+    ``low_confidence`` replaces the run's threshold (chosen on validation; 0.5 for a run
+    without calibration); ``header_trust=False`` ignores headers; ``header_mapping`` maps frame
+    types to classes (as ``evaluate --baseline-map``)."""
     started = time.monotonic()
     info = read_run_info(run_dir)
+    uncertainty = read_uncertainty(info, low_confidence)
     out = check_out_dir(out_dir, overwrite)
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
+    policy = build_policy(info.classes, info.export.feature_names, info.export.confidence_names,
+                          rules, uncertainty.low_confidence, uncertainty.header_veto,
+                          header_mapping, header_trust)
     source = locate_input(info, input_path)
-    if source.kind == "folder" and (out == source.root or source.root in out.parents):
+    if (source.kind == "folder" and not storage.is_url(source.root)
+            and (out == source.root or source.root in out.parents)):
         raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
     if sort_into is not None:
         from evaluation.sort_into import MODES, check_target
 
         if mode not in MODES:
             raise ScoreError(f"--mode must be one of {', '.join(MODES)}")
+        if source.original_root is None and storage.is_url(
+                source.root if source.kind == "folder" else
+                (source.manifest.input.root if source.manifest.input else "")):
+            raise ScoreError("--sort-into links or copies the original files, which are on "
+                             "object storage here; sort them with the store's own tools from "
+                             "predictions.csv")
+        if REVIEW_FOLDER in info.classes:
+            raise ScoreError(f"--sort-into: the run has a class named {REVIEW_FOLDER!r}, the "
+                             "folder flagged frames are filed under; rename that class")
         check_target(sort_into, source.original_root)
     survey_input(source)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,20 +311,20 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
             from evaluation.beam_score import score_with_beam
 
             predictions, read_letters = score_with_beam(
-                source, Path(run_dir), info, rules, batch_size, list(beam_args or []), out)
+                source, info.run_dir, info, policy, batch_size, list(beam_args or []), out)
             dead_letters += read_letters
         else:
-            model = load_model(run_dir)
+            model = RunModel(load_model(info.run_dir), uncertainty, len(info.classes))
             predictions = list(predict_local(model, input_records(source, dead_letters), info,
-                                             rules, batch_size))
-        write_predictions(out / PREDICTIONS_FILE, predictions, info.classes, low_confidence)
+                                             policy, batch_size))
+        write_predictions(out / PREDICTIONS_FILE, predictions, info.classes)
         write_errors(out / schema.ERRORS_FILE, dead_letters)
         (out / RULES_FILE).write_text(rules_to_toml(rules.rules), encoding="utf-8")
         sorted_summary = None
         if sort_into is not None:
             from evaluation.sort_into import sort_into as sort_frames, write_record
 
-            rows = [{"path": p.path, "predicted_class": info.classes[p.final_class]}
+            rows = [{"path": p.path, "predicted_class": sort_folder(p, info.classes)}
                     for p in predictions]
             sorted_summary = sort_frames(rows, sort_into, mode, source.original_root)
             write_record(out / SORTED_FILE, sorted_summary.rows)
@@ -256,8 +333,8 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
         rss.sample()
 
     seconds = time.monotonic() - started
-    summary = build_summary(info, source, out, predictions, dead_letters, low_confidence,
-                            rules, seconds, rss.peak_mb, beam, beam_args, batch_size)
+    summary = build_summary(info, source, out, predictions, dead_letters, uncertainty,
+                            policy, seconds, rss.peak_mb, beam, beam_args, batch_size)
     summary["warnings"] = source.warnings()
     if sorted_summary is not None:
         summary["sort_into"] = {"folder": str(Path(sort_into).resolve()), "mode": mode,
@@ -269,6 +346,13 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     return ScoreResult(out, summary, predictions, dead_letters)
 
 
+def sort_folder(prediction: Prediction, classes: list[str]) -> str:
+    """Where ``--sort-into`` files a frame: its class folder, or ``_review/<class>`` when it is
+    flagged (``low_confidence`` or ``unfamiliar``)."""
+    name = classes[prediction.final_class]
+    return f"{REVIEW_FOLDER}/{name}" if prediction.flagged else name
+
+
 def sort_warnings(also_in_other_class: int, out: Path) -> list[str]:
     """The warning for frames an earlier run sorted into another class folder (kept there)."""
     if not also_in_other_class:
@@ -277,23 +361,44 @@ def sort_warnings(also_in_other_class: int, out: Path) -> list[str]:
             f"run: see {out / SORTED_FILE} (column also_in)"]
 
 
+def header_summary(predictions: list[Prediction], policy: Policy) -> dict:
+    """score.json's ``header_trust``: on the frames whose trusted header states a class, how
+    often the model disagrees with it (no truth is known here), and how often the header was
+    kept or overruled."""
+    stated = [p for p in predictions if p.header_class >= 0]
+    disagree = sum(p.model_class != p.header_class for p in stated)
+    return {"enabled": policy.trust is not None, "header_veto": policy.header_veto,
+            "frames": len(stated), "model_disagrees": disagree,
+            "model_disagreement_rate": disagree / len(stated) if stated else None,
+            "kept": sum(p.final_class == p.header_class for p in stated),
+            "overruled": sum(p.header_overruled for p in stated)}
+
+
 def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: list[Prediction],
-                  dead_letters: list[dict], low_confidence: float, rules: RuleSet,
+                  dead_letters: list[dict], uncertainty: RunUncertainty, policy: Policy,
                   seconds: float, peak_rss_mb: float, beam: bool, beam_args, batch_size) -> dict:
     classes = info.classes
     counts = {c: 0 for c in classes}
-    n_low = n_rule = 0
+    n_rule = 0
     for p in predictions:
         counts[classes[p.final_class]] += 1
-        n_low += float(p.probs[p.final_class]) < low_confidence
-        n_rule += bool(p.rule)
+        n_rule += bool(p.rule) and p.rule != TRUSTED_HEADER
+    low = sum(p.low_confidence for p in predictions)
+    unfamiliar = sum(p.unfamiliar for p in predictions)
+    scores = np.array([p.ood_score for p in predictions], dtype=np.float64)
     return {
         "run": str(info.run_dir.resolve()), "input": str(source.root), "input_kind": source.kind,
         "out": str(out), "scored": len(predictions), "errors": len(dead_letters),
-        "predicted_per_class": counts, "low_confidence": n_low,
-        "low_confidence_threshold": low_confidence, "rule_applied": n_rule,
-        "rules": [r.name for r in rules.rules], "engine": "beam" if beam else "local",
-        "beam_options": list(beam_args or []), "batch_size": batch_size,
+        "predicted_per_class": counts, "low_confidence": low,
+        "low_confidence_threshold": uncertainty.low_confidence, "unfamiliar": unfamiliar,
+        "flagged": sum(p.flagged for p in predictions),
+        "ood_score_median": float(np.median(scores)) if np.isfinite(scores).any() else None,
+        "calibration": uncertainty.describe(), "header_trust": header_summary(predictions,
+                                                                              policy),
+        "rule_applied": n_rule, "trusted_header_applied": sum(p.rule == TRUSTED_HEADER
+                                                              for p in predictions),
+        "rules": [r.name for r in policy.rules.rules], "engine": "beam" if beam else "local",
+        "beam_options": recorded_options(beam_args), "batch_size": batch_size,
         "seconds": round(seconds, 2), "frames_per_second": round(
             len(predictions) / max(seconds, 1e-9), 2),
         "peak_rss_mb": round(peak_rss_mb, 1),
@@ -308,12 +413,25 @@ def summary_lines(result: ScoreResult) -> list[str]:
     """What ``skyshard score`` prints."""
     s = result.summary
     per_class = ", ".join(f"{c} {n}" for c, n in s["predicted_per_class"].items())
+    cal, header = s["calibration"], s["header_trust"]
     lines = [
         f"scored {s['scored']} frames ({s['input_kind']}, {s['engine']}): {per_class}",
-        f"{s['low_confidence']} below confidence {s['low_confidence_threshold']}, "
+        f"{s['flagged']} flagged for review: {s['low_confidence']} below calibrated confidence "
+        f"{s['low_confidence_threshold']:.3f}, {s['unfamiliar']} unfamiliar; "
         f"{s['rule_applied']} changed by rules, {s['errors']} unreadable "
         f"({result.out_dir / schema.ERRORS_FILE})",
     ]
+    if header["enabled"]:
+        rate = header["model_disagreement_rate"]
+        lines.append(f"{header['frames']} frames with a trusted header: the model disagrees on "
+                     f"{header['model_disagrees']}"
+                     + (f" ({rate:.1%})" if rate is not None else "")
+                     + f"; header kept {header['kept']}, overruled {header['overruled']}")
+    else:
+        lines.append("header trust off: every answer is the model's (and the rules')")
+    lines.append(f"calibration: T = {cal['temperature']:.3f}"
+                 + ("" if cal["calibrated"] else " (not fitted)")
+                 + "".join(f"; {note}" for note in cal["notes"]))
     if "sort_into" in s:
         sorted_ = s["sort_into"]
         lines.append(f"sorted into {sorted_['folder']} ({sorted_['mode']}): {sorted_['created']} "

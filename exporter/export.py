@@ -6,14 +6,20 @@ last step, so a manifest always describes complete shards. A rerun into an unfin
 the leftovers and starts again; a finished OUT (one with a manifest) is only replaced with
 ``overwrite=True``, and even then it stays whole and valid until the new job has succeeded: its
 manifest is removed only in the finalize step, just before the new shards are renamed.
+
+INPUT and OUT may be URLs (``s3://…``, ``gs://…``: :mod:`skyshard.storage`). On object storage,
+which has no atomic rename, the same holds: the job writes whole objects under
+``OUT/.incomplete/``, the launcher then copies each shard to its final name (server-side) and
+uploads ``manifest.json`` last, so a manifest is never there before its shards. An INPUT on object
+storage, or a ``--file-list``, is matched by the workers (:mod:`exporter.matching`): the launcher
+lists the class folders only.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
-import shutil
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,16 +27,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from exporter.discovery import FrameRef, Rejected, discover
+from exporter.matching import InputError, InputPlan, plan_input
 from exporter.measure import feature_layout
 from exporter.spec import ExportSpec
 from exporter.preprocessing import describe
 from exporter.shards import INCOMPLETE_DIR, plan_shards, rename_shards
-from skyshard import __version__, schema
+from skyshard import __version__, schema, storage
 from skyshard.files import file_in_the_way
 from skyshard.manifest import (ErrorSummary, ExportStats, InputInfo, Manifest, Preprocessing,
                                Scaler, ShardEntry, ShardSettings, SplitInfo, SplitSettings)
 from skyshard.memory import RssMonitor
-from exporter.runner import beam_pipeline
+from exporter.runner import beam_pipeline, recorded_options
 from skyshard.versions import library_versions
 
 log = logging.getLogger("skyshard.export")
@@ -47,60 +54,70 @@ class ExportError(RuntimeError):
 @dataclass
 class ExportResult:
     manifest: Manifest
-    out_dir: Path
+    out_dir: Path | str
     seconds: float
     peak_rss_mb: float
     errors: list[dict] = field(default_factory=list)
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def names_in(out_dir: str) -> set[str]:
+    """The names directly in OUT, hidden ones included (on object storage: the first part of
+    every key under the prefix); none when OUT does not exist."""
+    if not storage.is_url(out_dir):
+        return set(os.listdir(out_dir)) if os.path.isdir(out_dir) else set()
+    prefix = out_dir.rstrip("/") + "/"
+    return {path[len(prefix):].split("/", 1)[0] for path, _ in storage.list_files(prefix)}
+
+
+def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> None:
     """Make OUT ready: refuse a finished export unless ``overwrite``; refuse a folder with
     files skyshard did not write; clear what an interrupted export left.
 
     A finished export that ``overwrite`` will replace is left in place (only ``.incomplete/`` is
     cleared): :func:`retire_previous` removes it once the new job has succeeded.
     """
-    if out_dir.exists() and any(out_dir.iterdir()):
-        finished = (out_dir / schema.MANIFEST_FILE).exists()
+    out_dir = str(out_dir)
+    names = names_in(out_dir)
+    if names:
+        finished = schema.MANIFEST_FILE in names
         if finished and not overwrite:
             raise ExportError(f"{out_dir} already holds a finished export; pass --overwrite to "
                               "replace it")
-        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in OWNED)
-        if foreign or not (out_dir / MARKER).exists():
+        foreign = sorted(name for name in names if name not in OWNED)
+        if foreign or MARKER not in names:
             raise ExportError(
                 f"{out_dir} is not empty and is not a skyshard export folder "
                 f"(unexpected: {', '.join(foreign[:5]) or 'no export marker'}); choose a new OUT")
         if finished:
-            shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
+            storage.delete([storage.join(out_dir, INCOMPLETE_DIR)])
             log.info("the finished export in %s stays valid until the new one has succeeded",
                      out_dir)
         else:
             retire_previous(out_dir)
-            shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
+            storage.delete([storage.join(out_dir, INCOMPLETE_DIR)])
             log.info("cleared an unfinished export in %s", out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text(f"skyshard {__version__} export folder\n")
+    if not storage.is_url(out_dir):
+        os.makedirs(out_dir, exist_ok=True)
+    storage.write_bytes_whole(storage.join(out_dir, MARKER),
+                              f"skyshard {__version__} export folder\n".encode("utf-8"))
 
 
-def retire_previous(out_dir: Path) -> None:
+def retire_previous(out_dir: str | Path) -> None:
     """Remove an earlier export's files from OUT, manifest first (from then on the folder is
     unfinished, never half-described); ``.incomplete/`` and the marker stay."""
-    (out_dir / schema.MANIFEST_FILE).unlink(missing_ok=True)
-    for name in OWNED:
-        path = out_dir / name
-        if name in (INCOMPLETE_DIR, MARKER):
-            continue
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    out_dir = str(out_dir)
+    storage.delete([storage.join(out_dir, schema.MANIFEST_FILE)])
+    storage.delete([storage.join(out_dir, name) for name in OWNED
+                    if name not in (INCOMPLETE_DIR, MARKER, schema.MANIFEST_FILE)])
 
 
 def read_jsonl(pattern: str) -> list[dict]:
+    """The rows of the JSON-lines files matching ``pattern`` (the job's small outputs)."""
     rows = []
-    for path in sorted(glob.glob(pattern)):
-        with open(path, encoding="utf-8") as stream:
-            rows.extend(json.loads(line) for line in stream if line.strip())
+    for path, _ in storage.match(pattern):
+        with storage.open_read(path) as stream:
+            rows.extend(json.loads(line) for line in stream.read().decode("utf-8").splitlines()
+                        if line.strip())
     return rows
 
 
@@ -195,27 +212,76 @@ def check_like(like: Manifest, layout: dict) -> None:
                           "re-export the reference data with this version")
 
 
+def check_placement(input_dir: str, out_dir: str) -> None:
+    """Refuse OUT inside INPUT (its shards would be found as input next time) and INPUT inside
+    OUT (clearing or replacing OUT could delete the frames being exported)."""
+    def inside(inner: str, outer: str) -> bool:
+        return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
+    if storage.is_url(input_dir) or storage.is_url(out_dir):
+        out_in, in_out = inside(out_dir, input_dir), inside(input_dir, out_dir)
+    else:
+        input_path, out_path = Path(input_dir), Path(out_dir)
+        out_in = out_path == input_path or input_path in out_path.parents
+        in_out = out_path in input_path.parents
+    if out_in:
+        raise ExportError("OUT must not be inside INPUT")
+    if in_out:
+        raise ExportError("INPUT must not be inside OUT")
+
+
+def check_planned_classes(plan: InputPlan, classes: list[str] | None) -> None:
+    """Refuse, before the job, requested classes without a folder under INPUT."""
+    if classes and plan.file_list is None:
+        missing = [c for c in classes if c not in plan.folders]
+        if missing:
+            raise ExportError(f"no folder for class {', '.join(map(repr, missing))} under "
+                              f"{plan.root} (class folders there: "
+                              f"{', '.join(plan.folders) or 'none'})")
+
+
+def check_found(plan: InputPlan, found: int, rejected: int, counts: list[dict],
+                classes: list[str], labelled: bool) -> None:
+    """After a job that found its own frames: refuse an export that holds nothing, or a class
+    without frames (its label would be taught from nothing)."""
+    if not found:
+        where = f"--file-list {plan.file_list}" if plan.file_list else plan.root
+        detail = f" ({rejected} file(s) rejected: see the dead letters)" if rejected else ""
+        raise ExportError(f"no frame files (FITS or TIFF) in {where}{detail}")
+    if labelled:
+        exported = {row["class"] for row in counts if row["count"]}
+        empty = [c for c in classes if c not in exported]
+        if empty and len(empty) == len(classes):
+            raise ExportError(f"no frame under {plan.root} could be exported; see the dead "
+                              "letters of the job")
+        if empty:
+            log.warning("class(es) without exported frames: %s (pass --classes to leave them "
+                        "out)", ", ".join(empty))
+
+
 def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                beam_args: list[str] | None = None, shard_mb: float = 100.0,
                compress: bool = False, overwrite: bool = False, like: Manifest | None = None,
-               classes: list[str] | None = None, command: str | None = None) -> ExportResult:
+               classes: list[str] | None = None, command: str | None = None,
+               file_list: str | None = None) -> ExportResult:
     """Export ``input_dir`` into ``out_dir``; returns the manifest and run figures.
 
     ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest; its
     :attr:`~skyshard.manifest.Manifest.source` is recorded as the manifest's ``like``), ``classes``
-    or the class folders found. ``beam_args`` are Beam pipeline options, untouched. Raises
-    :class:`ExportError` before anything is written when OUT is not usable, the image size is
-    too small, no frame can be exported or a requested class has no frames.
+    or the class folders found. ``beam_args`` are Beam pipeline options, untouched. Either path
+    may be a URL (:mod:`skyshard.storage`); an INPUT on object storage, or a ``file_list`` (one
+    path or URL per line, relative ones under ``input_dir``), is matched inside the job
+    (:mod:`exporter.matching`). Raises :class:`ExportError` before anything is written when OUT
+    is not usable, the image size is too small, no frame can be exported or a requested class
+    has no frames (when the job finds the frames itself, the last two after the job, with
+    nothing committed).
     """
     started = time.monotonic()
-    input_dir, out_dir = Path(input_dir).resolve(), Path(out_dir).resolve()
-    if out_dir == input_dir or input_dir in out_dir.parents:
-        # Inside INPUT, the shards would be found as input (a class folder) next time.
-        raise ExportError("OUT must not be inside INPUT")
-    if out_dir in input_dir.parents:
-        # Clearing or replacing OUT could then delete the frames being exported.
-        raise ExportError("INPUT must not be inside OUT")
-    check_out_path(out_dir)
+    storage.configure(beam_args)
+    input_dir, out_dir = storage.absolute(input_dir), storage.absolute(out_dir)
+    check_placement(input_dir, out_dir)
+    if not storage.is_url(out_dir):
+        check_out_path(Path(out_dir))
     if spec.image_size < schema.MIN_IMAGE_SIZE:
         raise ExportError(f"image size must be at least {schema.MIN_IMAGE_SIZE} pixels, "
                           f"got {spec.image_size}")
@@ -223,40 +289,71 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     if like is not None:
         check_like(like, layout)
     allowed = list(like.classes) if like is not None else classes
-    refs, rejected = discover(input_dir, labelled=spec.labelled, classes=allowed)
-    check_frames(input_dir, refs, rejected, spec.labelled,
-                 classes=None if like is not None else classes)
-    spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
-        like.classes if like else classes or [])
-    if spec.labelled and like is None and not classes:
-        warn_empty_class_folders(Path(input_dir), spec.classes)
+    plan: InputPlan | None = None
+    refs: list[FrameRef] = []
+    rejected: list[Rejected] = []
+    if storage.is_url(input_dir) or file_list is not None:
+        try:
+            plan = plan_input(input_dir, spec.labelled, file_list)
+        except InputError as exc:
+            raise ExportError(str(exc)) from exc
+        if like is None:
+            check_planned_classes(plan, classes)
+        spec.classes = list(allowed or (plan.folders if spec.labelled else []))
+        log.info("exporting from %s: the workers find the frames (%s); %d classes",
+                 input_dir, f"--file-list {plan.file_list}" if plan.file_list
+                 else f"{len(plan.patterns)} folder pattern(s)", len(spec.classes))
+    else:
+        refs, rejected = discover(Path(input_dir), labelled=spec.labelled, classes=allowed)
+        check_frames(Path(input_dir), refs, rejected, spec.labelled,
+                     classes=None if like is not None else classes)
+        spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
+            like.classes if like else classes or [])
+        if spec.labelled and like is None and not classes:
+            warn_empty_class_folders(Path(input_dir), spec.classes)
+        log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
+                 len(refs), len(spec.classes), input_dir, len(rejected))
     prepare_out_dir(out_dir, overwrite)
-    meta_dir = out_dir / INCOMPLETE_DIR / "meta"
-    log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
-             len(refs), len(spec.classes), input_dir, len(rejected))
+    incomplete = storage.join(out_dir, INCOMPLETE_DIR)
+    meta_dir = storage.join(incomplete, "meta")
 
     fit_split = "train" if spec.labelled else schema.SCORE_SPLIT
     with RssMonitor() as rss:
         from exporter.pipeline import build_export
         pipeline, runner = beam_pipeline(beam_args)
-        build_export(pipeline, refs, spec, str(out_dir), str(meta_dir),
+        build_export(pipeline, plan if plan is not None else refs, spec, out_dir, meta_dir,
                      target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
                      n_features=len(layout["feature_names"]), fit_split=fit_split)
         pipeline.run().wait_until_finish()
 
+        counts = read_jsonl(storage.join(meta_dir, "counts*.jsonl"))
+        job_errors = read_jsonl(storage.join(meta_dir, "errors*.jsonl"))
+        frames_found = len(refs) + len(rejected)
+        if plan is not None:
+            found = sum(row["frames"] for row in read_jsonl(storage.join(meta_dir,
+                                                                         "found*.jsonl")))
+            discovered = sum(1 for e in job_errors if e["stage"] == "discover")
+            frames_found = found + discovered
+            log_other_files(read_jsonl(storage.join(meta_dir, "other*.jsonl")), input_dir)
+            try:
+                check_found(plan, found, discovered, counts, spec.classes, spec.labelled)
+            except ExportError:
+                storage.delete([incomplete])
+                raise
         # Hash the new shards while a replaced export is still whole; then swap quickly.
-        planned = plan_shards(read_jsonl(f"{meta_dir}/shards*.jsonl"), compress)
+        planned = plan_shards(read_jsonl(storage.join(meta_dir, "shards*.jsonl")), compress)
         retire_previous(out_dir)
-        entries = rename_shards(str(out_dir), planned)
-        counts = read_jsonl(f"{meta_dir}/counts*.jsonl")
-        scalers = read_jsonl(f"{meta_dir}/scaler*.jsonl")
-        errors = [r.dead_letter() for r in rejected] + read_jsonl(f"{meta_dir}/errors*.jsonl")
+        entries = rename_shards(out_dir, planned)
+        scalers = read_jsonl(storage.join(meta_dir, "scaler*.jsonl"))
+        errors = [r.dead_letter() for r in rejected] + job_errors
         errors.sort(key=lambda e: e["key"])
-        with open(out_dir / schema.ERRORS_FILE, "w", encoding="utf-8") as stream:
-            stream.writelines(json.dumps(e, sort_keys=True) + "\n" for e in errors)
+        storage.write_bytes_whole(
+            storage.join(out_dir, schema.ERRORS_FILE),
+            "".join(json.dumps(e, sort_keys=True) + "\n" for e in errors).encode("utf-8"))
 
         splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
         scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
+        exported = sum(row["count"] for row in counts)
         seconds = time.monotonic() - started
         rss.sample()
         manifest = Manifest(
@@ -282,21 +379,32 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             splits=split_summary(splits, entries, counts),
             errors=ErrorSummary(count=len(errors), path=schema.ERRORS_FILE,
                                 by_stage=_count_by(errors, "stage")),
-            input=InputInfo(root=str(input_dir), frames_found=len(refs) + len(rejected)),
+            input=InputInfo(root=str(input_dir), frames_found=frames_found),
             max_pixels=spec.max_pixels,
             file_timeout=spec.file_timeout,
             file_names_as_metadata=spec.file_names,
             shards=ShardSettings(target_mb=shard_mb, compression="GZIP" if compress else None),
             like=None if like is None or like.source is None else str(like.source),
-            beam_options=tuple(beam_args or []), beam_runner=runner,
+            beam_options=tuple(recorded_options(beam_args)), beam_runner=runner,
             stats=ExportStats(seconds=round(seconds, 2),
-                              frames_per_second=round(len(refs) / max(seconds, 1e-9), 2),
+                              frames_per_second=round((exported if plan is not None
+                                                       else len(refs)) / max(seconds, 1e-9), 2),
                               peak_rss_mb=round(rss.peak_mb, 1)),
             versions=library_versions(),
         )
         manifest.write(out_dir)
-    shutil.rmtree(out_dir / INCOMPLETE_DIR, ignore_errors=True)
-    return ExportResult(manifest, out_dir, seconds, rss.peak_mb, errors)
+    storage.delete([incomplete])
+    return ExportResult(manifest, out_dir if storage.is_url(out_dir) else Path(out_dir),
+                        seconds, rss.peak_mb, errors)
+
+
+def log_other_files(rows: list[dict], root: str) -> None:
+    """The one log line about files that are no frames (as :func:`discover` logs it)."""
+    if rows:
+        rows = sorted(rows, key=lambda r: -r["count"])
+        log.info("ignored %d file(s) that are not frames under %s: %s",
+                 sum(r["count"] for r in rows), root,
+                 ", ".join(f"{r['count']} {r['extension']}" for r in rows[:8]))
 
 
 def fitted_scaler(fields: dict, labelled: bool) -> Scaler:

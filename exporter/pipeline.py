@@ -7,7 +7,9 @@ Shape of the job (no barrier after the image-producing step, see docs/design.md)
                                      ├─ (split, class) ─ Count ──────── counts (small)
                                      └─ dead letters ────────────────── errors (small)
 
-The Reshuffle sits on the file *list*, before any pixels exist, to spread frames over workers.
+The file list is the launcher's (a local INPUT) or found by the workers themselves (object
+storage, ``--file-list``: :mod:`exporter.matching`). The Reshuffle sits on the file *list*,
+before any pixels exist, to spread frames over workers.
 Everything after Extract streams; only small metadata reaches the driver, which then renames the
 shards and writes the manifest last (see :mod:`exporter.export`).
 """
@@ -27,6 +29,7 @@ from exporter.extract import ExtractedFrame, extract
 from exporter.spec import ExportSpec
 from exporter.frame import FrameError
 from exporter.isolation import HelperUnavailable
+from exporter.matching import InputPlan, matched_frames
 from exporter.scaler import ScalerCombineFn
 from exporter.shards import WriteShardsDoFn, destination
 
@@ -53,7 +56,7 @@ class ExtractDoFn(beam.DoFn):
     the bundle. Logs progress every ``log_every`` frames per worker.
     """
 
-    def __init__(self, spec: ExportSpec, total: int, log_every: int = 100):
+    def __init__(self, spec: ExportSpec, total: int | None, log_every: int = 100):
         self.spec = spec
         self.total = total
         self.log_every = log_every
@@ -86,8 +89,8 @@ class ExtractDoFn(beam.DoFn):
         self._done += 1
         if self._done % self.log_every == 0:
             rate = self._done / max(time.monotonic() - self._started, 1e-9)
-            log.info("worker: %d frames processed (%.1f frames/s; %d in the export)",
-                     self._done, rate, self.total)
+            total = f"; {self.total} in the export" if self.total else ""
+            log.info("worker: %d frames processed (%.1f frames/s%s)", self._done, rate, total)
 
 
 def route(record: ExtractedFrame) -> tuple[str, bytes]:
@@ -111,23 +114,49 @@ def count_line(element) -> str:
     return json.dumps({"split": split, "class": class_name, "count": count})
 
 
-def build_export(pipeline: beam.Pipeline, refs: list[FrameRef], spec: ExportSpec, out_dir: str,
-                 meta_dir: str, target_bytes: int, compress: bool, n_features: int,
-                 fit_split: str) -> None:
+def found_line(count: int) -> str:
+    return json.dumps({"frames": count})
+
+
+def other_line(element) -> str:
+    extension, count = element
+    return json.dumps({"extension": extension, "count": count})
+
+
+def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", spec: ExportSpec,
+                 out_dir: str, meta_dir: str, target_bytes: int, compress: bool,
+                 n_features: int, fit_split: str) -> None:
     """Add the export transforms to ``pipeline``; outputs land under ``meta_dir`` and the
-    temporary shard folder. ``fit_split`` is the split the scaler is fitted on."""
+    temporary shard folder. ``fit_split`` is the split the scaler is fitted on.
+
+    ``refs`` is the frame list the launcher found (a local INPUT), or an
+    :class:`~exporter.matching.InputPlan`: the workers then find the frames themselves
+    (:func:`exporter.matching.matched_frames`), and how many they found and how many other
+    files they saw land under ``meta_dir`` too (``found``, ``other``).
+    """
+    def write_lines(pcoll, name):
+        # No file for an empty output: an empty object cannot be uploaded in parts to S3.
+        return pcoll | f"Save{name.title()}Metadata" >> beam.io.WriteToText(
+            f"{meta_dir}/{name}", file_name_suffix=".jsonl", skip_if_empty=True)
+
+    if isinstance(refs, InputPlan):
+        frames, discover_letters, others = matched_frames(pipeline, refs, spec.classes
+                                                          if spec.labelled else None)
+        total = None
+        write_lines(frames | "CountFound" >> beam.combiners.Count.Globally()
+                    | "FoundJson" >> beam.Map(found_line), "found")
+        write_lines(others | "CountOther" >> beam.combiners.Count.PerElement()
+                    | "OtherJson" >> beam.Map(other_line), "other")
+    else:
+        frames = pipeline | "ListFrames" >> beam.Create(refs, reshuffle=False)
+        discover_letters, total = None, len(refs)
     extracted = (
-        pipeline
-        | "ListFrames" >> beam.Create(refs, reshuffle=False)
+        frames
         | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=len(refs))).with_outputs(
+        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=total)).with_outputs(
             DEAD_LETTERS, main="records")
     )
     records = extracted.records
-
-    def write_lines(pcoll, name):
-        return pcoll | f"Save{name.title()}Metadata" >> beam.io.WriteToText(
-            f"{meta_dir}/{name}", file_name_suffix=".jsonl")
 
     shards = (records
               | "Route" >> beam.Map(route)
@@ -145,5 +174,7 @@ def build_export(pipeline: beam.Pipeline, refs: list[FrameRef], spec: ExportSpec
               | "Count" >> beam.combiners.Count.PerElement())
     write_lines(counts | "CountJson" >> beam.Map(count_line), "counts")
 
-    write_lines(extracted[DEAD_LETTERS] | "ErrorJson" >> beam.Map(json.dumps, sort_keys=True),
-                "errors")
+    letters = extracted[DEAD_LETTERS]
+    if discover_letters is not None:
+        letters = (letters, discover_letters) | "AllDeadLetters" >> beam.Flatten()
+    write_lines(letters | "ErrorJson" >> beam.Map(json.dumps, sort_keys=True), "errors")

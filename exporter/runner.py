@@ -19,6 +19,31 @@ from skyshard.runtime import VERBOSE_ENV
 DEFAULT_RUNNER = "FnApiRunner"
 
 
+#: Beam options whose values are secrets: never written into a manifest or a summary.
+SECRET_OPTIONS = ("--s3_access_key_id", "--s3_secret_access_key", "--s3_session_token")
+
+
+def recorded_options(beam_args: list[str] | None) -> list[str]:
+    """``beam_args`` as a manifest or summary records them: credentials replaced by ``***``
+    (``--s3_secret_access_key=…`` or ``--s3_secret_access_key …``)."""
+    out, hide_next = [], False
+    for arg in beam_args or []:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        name, equals, _ = arg.partition("=")
+        if name in SECRET_OPTIONS:
+            if equals:
+                out.append(f"{name}=***")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(arg)
+    return out
+
+
 def beam_pipeline(beam_args: list[str] | None):
     """A Beam pipeline for ``beam_args``, passed through untouched, and the name of its runner.
 

@@ -3,27 +3,31 @@
 Inside the Beam job, :class:`WriteShardsDoFn` streams each record into an open temporary file
 per destination (``train/<class>``, ``val``, ``test`` or ``score``) and starts a new file when
 the current one reaches the size target; at the end of a bundle it closes its files and emits one
-small metadata dict per file. Only after the whole job has succeeded does the driver give the
-temporary files their TFDS-like final names (:func:`plan_shards`, then :func:`rename_shards`),
-so a killed export never leaves a file under a final name that a manifest describes wrongly.
+small metadata dict per file, with the sha256 of the bytes it stored. Only after the whole job has
+succeeded does the driver give the temporary files their TFDS-like final names
+(:func:`plan_shards`, then :func:`rename_shards`), so a killed export never leaves a file under a
+final name that a manifest describes wrongly.
+
+OUT may be a URL (:mod:`skyshard.storage`): the temporary shards are then objects under
+``OUT/.incomplete/shards/``, each uploaded whole when its writer closes, and the final names are
+given by a server-side copy and delete; the launcher never downloads a shard.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
-import os
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from skyshard import faults, schema
+from skyshard import faults, schema, storage
 from skyshard.manifest import ShardEntry
-from skyshard.tfrecord import open_shard, write_record
+from skyshard.tfrecord import write_record
 
 INCOMPLETE_DIR = schema.INCOMPLETE_DIR
 
@@ -33,20 +37,40 @@ def destination(split: str, class_name: str | None) -> str:
     return f"{split}/{class_name}" if split == "train" and class_name else split
 
 
+class HashingWriter:
+    """A binary stream that hashes (sha256) every byte on its way to ``raw``."""
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.digest = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
+
+
 @dataclass
 class _OpenShard:
     path: str
     stream: object
+    stored: HashingWriter
     records: int = 0
     bytes: int = 0
 
 
 class WriteShardsDoFn(beam.DoFn):
     """Consumes ``(destination, example_bytes)``; emits one metadata dict per closed shard:
-    ``{"destination", "tmp_path", "records", "bytes"}``."""
+    ``{"destination", "tmp_path", "records", "bytes", "sha256"}`` (``bytes`` counts the framed
+    records, ``sha256`` the file as stored, compressed or not)."""
 
     def __init__(self, out_dir: str, target_bytes: int, compress: bool):
-        self.tmp_root = os.path.join(out_dir, INCOMPLETE_DIR, "shards")
+        self.tmp_root = storage.join(out_dir, INCOMPLETE_DIR, "shards")
         self.target_bytes = target_bytes
         self.suffix = ".gz" if compress else ""
 
@@ -72,24 +96,22 @@ class WriteShardsDoFn(beam.DoFn):
             yield WindowedValue(meta, MIN_TIMESTAMP, [GlobalWindow()])
 
     def _new_shard(self, dest: str) -> _OpenShard:
-        folder = os.path.join(self.tmp_root, dest)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"{uuid.uuid4().hex}.tfrecord{self.suffix}")
-        return _OpenShard(path, open_shard(path, "wb"))
+        path = storage.join(self.tmp_root, *dest.split("/"),
+                            f"{uuid.uuid4().hex}.tfrecord{self.suffix}")
+        stored = HashingWriter(storage.open_write(path))
+        stream = stored
+        if self.suffix:  # no file name, no clock in the header: same records, same bytes
+            stream = gzip.GzipFile(filename="", mode="wb", fileobj=stored, mtime=0)
+        return _OpenShard(path, stream, stored)
 
     def _close(self, dest: str) -> None:
         shard = self._open.pop(dest)
         shard.stream.close()
+        if shard.stream is not shard.stored:
+            shard.stored.close()
         self._closed.append({"destination": dest, "tmp_path": shard.path,
-                             "records": shard.records, "bytes": shard.bytes})
-
-
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+                             "records": shard.records, "bytes": shard.bytes,
+                             "sha256": shard.stored.digest.hexdigest()})
 
 
 def plan_shards(written: list[dict], compress: bool) -> list[dict]:
@@ -97,7 +119,9 @@ def plan_shards(written: list[dict], compress: bool) -> list[dict]:
     metadata); reads each shard once for its sha256 and renames nothing.
 
     Shards of one destination are ordered by content hash, so the numbering does not depend on
-    which worker finished first. Each item: ``tmp_path``, ``split`` and ``entry`` (a
+    which worker finished first. The sha256 is the one the writer computed while storing the
+    file (read back only for metadata that lacks it). Each item: ``tmp_path``, ``split`` and
+    ``entry`` (a
     :class:`~skyshard.manifest.ShardEntry`: ``path`` relative to OUT, ``class_name`` for train
     only, ``records``, ``bytes``, ``sha256``).
     """
@@ -105,7 +129,7 @@ def plan_shards(written: list[dict], compress: bool) -> list[dict]:
     by_dest: dict[str, list[dict]] = {}
     for meta in written:
         if meta["records"]:
-            meta = {**meta, "sha256": sha256_of(meta["tmp_path"])}
+            meta = {**meta, "sha256": meta.get("sha256") or storage.sha256(meta["tmp_path"])}
             by_dest.setdefault(meta["destination"], []).append(meta)
     planned = []
     for dest in sorted(by_dest):
@@ -125,10 +149,9 @@ def rename_shards(out_dir: str, planned: list[dict]) -> dict[str, list[ShardEntr
     shard entries per split."""
     entries: dict[str, list[ShardEntry]] = {}
     for item in planned:
-        final = Path(out_dir) / item["entry"].path
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(item["tmp_path"], final)
+        final = storage.join(out_dir, *item["entry"].path.split("/"))
+        storage.rename(item["tmp_path"], final)
         entries.setdefault(item["split"], []).append(item["entry"])
-        faults.point("export.shard_renamed", final.name)
+        faults.point("export.shard_renamed", storage.basename(final))
     return entries
 

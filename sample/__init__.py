@@ -3,8 +3,11 @@
 Six classes (:data:`CLASSES`): ``bias``, ``darks``, ``flats``, ``deep_sky``, ``planetary`` and
 ``spectrum``, made by physics rather than noise (sensor models with dark current, hot
 pixels, amp glow, read noise and column patterns; optics with vignetting and dust; stars,
-galaxies, nebulae, planets, the Moon and the Sun; long-slit spectra and arc lamps), written in
-the formats and header conventions of real capture programs, including their mistakes.
+galaxies, nebulae, planets, the Moon and the Sun in white light, H-alpha and the extreme
+ultraviolet; long-slit, échelle and space spectra, arc lamps and lamp flats), written in the
+formats and header conventions of real capture programs, observatories and space missions,
+including their mistakes. What does not define a class (camera, frame size and orientation,
+bit depth, zero level, file format) is drawn without knowing the class.
 
 Python API::
 
@@ -24,7 +27,7 @@ import importlib
 _EXPORTS = {
     "BAD_FILES": "badfiles", "UNREADABLE": "badfiles", "write_bad_files": "badfiles",
     "CLASSES": "frames", "Frame": "frames", "FramePlan": "frames", "frame_rng": "frames",
-    "make_frame": "frames", "plan_frame": "frames",
+    "make_frame": "frames", "plan_frame": "frames", "Geometry": "frames",
     "LABELS_FILE": "tree", "SampleExistsError": "tree", "write_sample_tree": "tree",
 }
 

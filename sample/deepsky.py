@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sample.physics import (Canvas, gradient, line_image, loguniform,
-                                     power_law_fluxes, random_field, render_sources, rotated,
-                                     smoothstep)
+from sample.physics import (SCENE_POINTS, Canvas, coarse_step, gradient, grid, line_image,
+                            loguniform, power_law_fluxes, random_field, render_sources, resize,
+                            rotated, smoothstep)
 
 #: Catalogue names by kind of target, as users type them into capture programs.
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -70,11 +70,18 @@ def add_stars(canvas: Canvas, rng: np.random.Generator, *, density: float, sky_e
     if spikes:
         for yi, xi, fi in zip(y[bright][:4], x[bright][:4], flux[bright][:4]):
             peak = fi * peak_fraction * 0.02
+            length = 6 * fwhm * np.sqrt(fi * peak_fraction / full_scale_e + 1)
+            # The spikes fade as exp(-d / length): drawn on a window 10 lengths around the star.
+            reach = int(10 * length) + 4
+            y0, y1 = max(0, int(yi) - reach), min(h, int(yi) + reach + 1)
+            x0, x1 = max(0, int(xi) - reach), min(w, int(xi) + reach + 1)
+            if y0 >= y1 or x0 >= x1:
+                continue
+            window = (y1 - y0, x1 - x0)
             for spike_angle in (0.0, np.pi / 2):
-                line = line_image((h, w), (yi, xi), spike_angle + angle, 1.2, peak)
-                length = 6 * fwhm * np.sqrt(fi * peak_fraction / full_scale_e + 1)
-                u, v = rotated((h, w), (yi, xi), spike_angle + angle)
-                stars += line * np.exp(-np.abs(u) / length)
+                line = line_image(window, (yi - y0, xi - x0), spike_angle + angle, 1.2, peak)
+                u, v = rotated(window, (yi - y0, xi - x0), spike_angle + angle)
+                stars[y0:y1, x0:x1] += line * np.exp(-np.abs(u) / np.float32(length))
     if absorption is not None:
         stars *= absorption
     canvas.add(stars, STARLIGHT)
@@ -200,9 +207,10 @@ def star_cluster(shape: tuple[int, int], rng: np.random.Generator, globular: boo
     flux = power_law_fluxes(rng, count, brightest_e * 1e-3, brightest_e, 1.0)
     image = render_sources(shape, y, x, flux, fwhm, beta)
     if globular:
-        yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
+        yy, xx = grid(shape, coarse_step(shape))
         r2 = ((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / np.float32(core * core)
-        image += np.float32(brightest_e * 0.002 / fwhm ** 2) * (1.0 + r2) ** -2.5
+        glow = np.float32(brightest_e * 0.002 / fwhm ** 2) * (1.0 + r2) ** -2.5
+        image += resize(glow.astype(np.float32), shape)
     return image
 
 
@@ -213,6 +221,10 @@ def deep_sky_scene(canvas: Canvas, rng: np.random.Generator, kind: str, *, sky_e
     saturation; ``fwhm``: seeing in pixels; ``narrowband`` dims stars and sky relative to
     emission nebulae; ``reflector`` gives the brightest stars diffraction spikes."""
     h, w = canvas.shape
+    # Extended targets are smooth at the scale of pixels: large frames get them on a grid of at
+    # most SCENE_POINTS points, interpolated up (stars are always drawn at full resolution).
+    step = coarse_step(canvas.shape, SCENE_POINTS)
+    small = (int(np.ceil(h / step)), int(np.ceil(w / step)))
     sky = sky_e * _sky_gradient(canvas.shape, rng)
     canvas.add(sky, sky_colour(rng))
     beta = None if rng.random() < 0.3 else float(rng.uniform(2.3, 4.5))
@@ -221,22 +233,28 @@ def deep_sky_scene(canvas: Canvas, rng: np.random.Generator, kind: str, *, sky_e
     absorption = None
     density = float(loguniform(rng, 8, 250))
     if kind == "nebula":
-        brightness, depth = nebula(canvas.shape, rng)
-        absorption = np.exp(-depth)
+        brightness, depth = nebula(small, rng)
+        absorption = resize(np.exp(-depth), canvas.shape)
         surface = min(sky_e * float(loguniform(rng, 0.3, 8.0)) * (4.0 if narrowband else 1.0),
                       0.8 * full_scale_e)
         colours = [H_ALPHA, OIII, REFLECTION]
         weights = [0.6, 0.25, 0.15]
         first = int(rng.choice(3, p=weights))
-        canvas.add(brightness * absorption * np.float32(surface), colours[first])
+        layer = resize(brightness, canvas.shape)
+        layer *= absorption
+        layer *= np.float32(surface)
+        canvas.add(layer, colours[first])
         if rng.random() < 0.5:
-            second, _ = nebula(canvas.shape, rng)
-            canvas.add(second * absorption * np.float32(surface * rng.uniform(0.2, 0.7)),
-                       colours[(first + 1) % 3])
+            layer = resize(nebula(small, rng)[0], canvas.shape)
+            layer *= absorption
+            layer *= np.float32(surface * rng.uniform(0.2, 0.7))
+            canvas.add(layer, colours[(first + 1) % 3])
+        del layer
     elif kind == "galaxy":
         scale = float(loguniform(rng, 0.03, 0.22) * min(h, w))
         core = sky_e * float(loguniform(rng, 0.5, 30.0))
-        canvas.add(galaxy(canvas.shape, rng, scale) * np.float32(core), OLD_STARS)
+        canvas.add(resize(galaxy(small, rng, scale / step), canvas.shape) * np.float32(core),
+                   OLD_STARS)
         canvas.add(background_galaxies(canvas.shape, rng, int(rng.integers(0, 25)))
                    * np.float32(sky_e * 0.3), OLD_STARS)
         density *= 0.6

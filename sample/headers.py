@@ -1,14 +1,19 @@
 """FITS headers and file names in the conventions of capture programs, with their defects.
 
 Each :class:`Program` writes what one capture program writes: MaxIm DL, Sequence Generator Pro,
-N.I.N.A., APT, SharpCap, KStars/Ekos (INDI), ZWO ASIAIR, FireCapture, and observatory data
-systems (``OBSTYPE``, ``DETECTOR``, ``CCDSUM``, ``DATASEC``/``BIASSEC``). They disagree about
-almost everything, as they do in real archives:
+N.I.N.A., APT, SharpCap, KStars/Ekos (INDI), ZWO ASIAIR, FireCapture, observatory data systems
+(``OBSTYPE``, ``DETECTOR``, ``CCDSUM``, ``DATASEC``/``BIASSEC``), IRAF-era NOAO systems
+(``IMAGETYP = 'zero' | 'object' | 'comp'``), ESO's (``HIERARCH ESO DPR CATG/TYPE/TECH``) and
+space missions (HST-like ``IMAGETYP``/``OBSTYPE``/``OBSMODE``/``FILETYPE``/``TARGNAME``, or
+solar-mission ``WAVELNTH``/``IMG_TYPE``). They disagree about almost everything, as they do in
+real archives:
 
 * frame type: ``IMAGETYP = 'Dark Frame'`` (MaxIm, SGP), ``'DARK'`` (N.I.N.A.), ``'Dark'``
   (APT, ASIAIR), ``FRAME = 'Dark'`` (Ekos), ``FRAMETYP`` (SharpCap, when set), ``OBSTYPE``
   (observatories: ``BIAS``, ``DARK``, ``FLAT``/``DOMEFLAT``/``LAMPFLAT``, ``OBJECT``,
-  ``ARC``/``COMP``), nothing at all (FireCapture);
+  ``ARC``/``COMP``), ``IMAGETYP = 'zero'`` (IRAF), ``ESO DPR TYPE = 'FLAT,LAMP'`` (ESO),
+  ``IMAGETYP = 'EXT' | 'WAVECAL'`` (HST), ``IMG_TYPE = 'LIGHT' | 'DARK'`` (solar missions),
+  nothing at all (FireCapture);
 * exposure: ``EXPTIME`` and/or ``EXPOSURE`` (seconds), ``DARKTIME``;
 * temperature: ``CCD-TEMP``, ``SET-TEMP``, ``TEMPERAT``, ``CCDTEMP``;
 * binning: ``XBINNING``/``YBINNING`` or ``CCDSUM = '2 2'``; pixel size ``XPIXSZ`` or
@@ -36,7 +41,8 @@ from astropy.time import Time
 from sample.cameras import Camera, Settings
 
 #: Keywords that carry a frame type in one convention or another.
-FRAME_TYPE_KEYS = ("IMAGETYP", "FRAME", "FRAMETYP", "OBSTYPE")
+FRAME_TYPE_KEYS = ("IMAGETYP", "FRAME", "FRAMETYP", "OBSTYPE", "IMG_TYPE", "ESO DPR TYPE",
+                   "ESO DPR CATG")
 EXPOSURE_KEYS = ("EXPTIME", "EXPOSURE", "DARKTIME")
 TEMPERATURE_KEYS = ("CCD-TEMP", "TEMPERAT", "CCDTEMP")
 OPTICS_KEYS = ("TELESCOP", "FOCALLEN", "APTDIA", "APTAREA", "FOCRATIO", "SCALE")
@@ -77,6 +83,10 @@ SPECTRO_TELESCOPES = (
     Telescope("Celestron C8", 2032, 203, True), Telescope("Sky-Watcher 150/750", 750, 150, True),
     Telescope("Celestron C11", 2800, 280, True), Telescope("Meade LX200 10in", 2500, 254, True),
     Telescope("TS Photon 8 f/4", 812, 203, True),
+)
+SPACE_TELESCOPES = (
+    Telescope("HST", 57600, 2400, True), Telescope("SDO", 4125, 200, True),
+    Telescope("SOHO", 1650, 120, True), Telescope("TRACE", 8660, 300, True),
 )
 OBSERVATORY_TELESCOPES = (
     Telescope("Shane 3m", 45720, 3000, True), Telescope("Liverpool Telescope", 20000, 2000, True),
@@ -204,9 +214,11 @@ def _gain_cards(f: Facts) -> list[Card]:
 
 
 def _bayer_cards(f: Facts) -> list[Card]:
+    """The mosaic as stored: the sensor's pattern, turned with the image when it was saved
+    rotated or mirrored."""
     if f.camera.bayer is None or f.extra.get("rgb"):
         return []
-    return [("BAYERPAT", f.camera.bayer, "Sensor Bayer pattern"),
+    return [("BAYERPAT", f.extra.get("bayer", f.camera.bayer), "Sensor Bayer pattern"),
             ("XBAYROFF", 0, "Bayer pattern X axis offset"),
             ("YBAYROFF", 0, "Bayer pattern Y axis offset")]
 
@@ -282,7 +294,7 @@ def nina_cards(f: Facts, rng: np.random.Generator, types: dict[str, str]) -> lis
         ("USBLIMIT", 40, "Camera-specific USB setting"), *_bayer_cards(f),
         *_optics_cards(f, True), *_target_cards(f, rng, "both"), *_site_cards(f),
         ("FWHEEL", "ZWO EFW", "Filter Wheel name"), *_filter_card(f),
-        ("ROWORDER", "TOP-DOWN", "FITS Image Orientation"),
+        ("ROWORDER", f.extra.get("roworder", "TOP-DOWN"), "FITS Image Orientation"),
         ("EQUINOX", 2000.0, "Equinox of celestial coordinate system"),
         ("SWCREATE", "N.I.N.A. 3.1.2.9001 (x64)", "Software that created this file"),
     ]
@@ -322,7 +334,7 @@ def sharpcap_cards(f: Facts, rng: np.random.Generator, types: dict[str, str]) ->
         ("CCD-TEMP", round(f.settings.sensor_temp_c, 1), ""), *_bayer_cards(f),
     ]
     if f.camera.bayer and not f.extra.get("rgb"):
-        cards.append(("COLORTYP", f.camera.bayer, ""))
+        cards.append(("COLORTYP", f.extra.get("bayer", f.camera.bayer), ""))
     if rng.random() < 0.6:
         cards.insert(1, ("FRAMETYP", types[f.kind], ""))
     if f.target and f.kind == "light" and rng.random() < 0.5:
@@ -335,7 +347,8 @@ def ekos_cards(f: Facts, rng: np.random.Generator, types: dict[str, str]) -> lis
     t = f.telescope
     scale = 206.265 * f.camera.pixel_um * f.settings.binning / t.focal_mm
     cards: list[Card] = [
-        ("ROWORDER", "TOP-DOWN", "Row Order"), ("INSTRUME", f.camera.name, "CCD Name"),
+        ("ROWORDER", f.extra.get("roworder", "TOP-DOWN"), "Row Order"),
+        ("INSTRUME", f.camera.name, "CCD Name"),
         ("TELESCOP", t.name, "Telescope name"), ("OBSERVER", "Unknown", "Observer name"),
         ("EXPTIME", f.settings.exptime_s, "Total Exposure Time (s)"),
         ("CCD-TEMP", round(f.settings.sensor_temp_c, 2), "CCD Temperature (Celsius)"),
@@ -385,7 +398,6 @@ def observatory_cards(f: Facts, rng: np.random.Generator, types: dict[str, str])
     """Observatory data systems: OBSTYPE synonyms, CCDSUM, DATASEC/BIASSEC, TEMPERAT, UT,
     MJD-OBS, GAIN/RDNOISE; spectrograph keywords for long-slit frames."""
     s, c = f.settings, f.camera
-    width = f.width - c.overscan_px
     moment = Time(f.date_obs, scale="utc")
     cards: list[Card] = [
         ("OBSERVAT", rng.choice(["Lick", "ORM", "ESO-LASILLA", "Haleakala", "Siding Spring"]),
@@ -404,10 +416,8 @@ def observatory_cards(f: Facts, rng: np.random.Generator, types: dict[str, str])
         ("CCDSUM", f"{s.binning} {s.binning}", "On-chip binning"),
         ("GAIN", round(s.e_per_adu, 3), "[e-/ADU] Gain"),
         ("RDNOISE", round(s.read_noise_e, 2), "[e-] Read noise"),
-        ("DATASEC", f"[1:{width},1:{f.height}]", "Image data section"),
+        *_section_cards(f),
     ]
-    if c.overscan_px:
-        cards.append(("BIASSEC", f"[{width + 1}:{f.width},1:{f.height}]", "Overscan section"))
     cards.append((str(rng.choice(["TEMPERAT", "CCDTEMP"])), round(s.sensor_temp_c, 1),
                   "[C] Detector temperature"))
     if f.target and (f.kind in ("light", "arc", "lampflat") or rng.random() < 0.5):
@@ -430,12 +440,202 @@ def observatory_cards(f: Facts, rng: np.random.Generator, types: dict[str, str])
     return cards
 
 
+def _section_cards(f: Facts) -> list[Card]:
+    """DATASEC (and BIASSEC when overscan columns were read), in FITS 1-based x-then-y ranges;
+    the overscan sits on the right, or on the left of a frame saved mirrored."""
+    overscan = int(f.extra.get("overscan", 0))
+    width = f.width - overscan
+    if not overscan:
+        return [("DATASEC", f"[1:{width},1:{f.height}]", "Image data section")]
+    if f.extra.get("overscan_left"):
+        return [("DATASEC", f"[{overscan + 1}:{f.width},1:{f.height}]", "Image data section"),
+                ("BIASSEC", f"[1:{overscan},1:{f.height}]", "Overscan section")]
+    return [("DATASEC", f"[1:{width},1:{f.height}]", "Image data section"),
+            ("BIASSEC", f"[{width + 1}:{f.width},1:{f.height}]", "Overscan section")]
+
+
+def iraf_cards(f: Facts, rng: np.random.Generator, types: dict[str, str]) -> list[Card]:
+    """NOAO/IRAF-era data systems (KPNO, CTIO, WIYN): lower-case ``IMAGETYP`` ('zero', 'dark',
+    'flat', 'object', 'comp'), ``CCDSUM``, ``DATASEC``/``BIASSEC``/``TRIMSEC``, ``UT``/``ST``,
+    sexagesimal ``RA``/``DEC`` with ``EPOCH``, ``DARKTIME``, ``IRAF-TLM``."""
+    s = f.settings
+    width = f.width - int(f.extra.get("overscan", 0))
+    cards: list[Card] = [
+        ("OBSERVAT", str(rng.choice(["KPNO", "CTIO", "NOAO", "WIYN"])), "Observatory"),
+        ("TELESCOP", f.telescope.name, "Telescope"),
+        ("INSTRUME", str(rng.choice(["GoldCam", "RCSpec", "T2KA", "Mosaic", "echelle"])),
+         "Instrument"),
+        ("IMAGETYP", types[f.kind], "Image type"),
+        ("OBJECT", f.target or types[f.kind], "Object name"),
+        ("EXPTIME", s.exptime_s, "Exposure time (sec)"),
+        ("DARKTIME", round(s.exptime_s + float(rng.uniform(0.5, 2)), 3), "Dark time (sec)"),
+        ("DATE-OBS", iso(f.date_obs, 1), "Date of observation start (UTC)"),
+        ("UT", f.date_obs.strftime("%H:%M:%S"), "Universal time"),
+        ("ST", f"{int(rng.integers(0, 24)):02d}:{int(rng.integers(0, 60)):02d}:00",
+         "Sidereal time"),
+        ("RA", sexagesimal(f.ra_deg, True).replace(" ", ":"), "Right ascension"),
+        ("DEC", sexagesimal(f.dec_deg, False).replace(" ", ":"), "Declination"),
+        ("EPOCH", 2000.0, "Epoch of RA and DEC"),
+        ("CCDSUM", f"{s.binning} {s.binning}", "CCD pixel summing"),
+        *_section_cards(f),
+        ("TRIMSEC", f"[2:{max(2, width - 1)},1:{f.height}]", "Section of useful data"),
+        ("GAIN", round(s.e_per_adu, 2), "Gain (electrons/ADU)"),
+        ("RDNOISE", round(s.read_noise_e, 1), "Read noise (electrons)"),
+        ("CCDTEMP", round(s.sensor_temp_c, 1), "CCD temperature (C)"),
+        ("IRAF-TLM", iso(f.date_obs + dt.timedelta(days=1), 0), "Time of last modification"),
+    ]
+    if f.kind in ("light", "arc"):
+        cards.append(("AIRMASS", round(float(rng.uniform(1.0, 2.2)), 3), "Airmass"))
+    if f.filter_name:
+        cards.append(("FILTERS", f.filter_name, "Filter positions"))
+    if "grating" in f.extra:
+        cards += [("GRATING", f.extra["grating"].split()[0], "Grating"),
+                  ("DISPAXIS", 2 if f.extra.get("vertical") else 1, "Dispersion axis")]
+    return cards
+
+
+#: ESO ``DPR`` category, type and technique by frame kind (type values are the ESO ones).
+_ESO_DPR = {"bias": ("CALIB", "BIAS"), "dark": ("CALIB", "DARK"), "flat": ("CALIB", "FLAT"),
+            "lampflat": ("CALIB", "FLAT,LAMP|LAMP,FLAT"), "arc": ("CALIB", "WAVE,LAMP|WAVE"),
+            "light": ("SCIENCE", "OBJECT|OBJECT|STD")}
+_ESO_FLATS = {"sky": "FLAT,SKY", "dome": "FLAT,DOME", "panel": "FLAT,LAMP",
+              "internal": "FLAT,LAMP"}
+
+
+def eso_cards(f: Facts, rng: np.random.Generator, types: dict[str, str]) -> list[Card]:
+    """ESO data flow system: ``HIERARCH ESO DPR CATG/TYPE/TECH``, ``ORIGIN = 'ESO'``,
+    ``MJD-OBS``, RA/DEC in degrees and detector keywords under ``HIERARCH ESO DET``."""
+    s = f.settings
+    catg, dpr_type = _ESO_DPR[f.kind]
+    dpr_type = str(rng.choice(dpr_type.split("|")))
+    if f.kind == "flat":
+        dpr_type = _ESO_FLATS.get(str(f.extra.get("subtype")), "FLAT")
+    spectro = "grating" in f.extra or f.kind in ("arc", "lampflat")
+    tech = ("ECHELLE" if f.extra.get("echelle") else "SPECTRUM") if spectro else str(
+        rng.choice(["IMAGE", "IMAGE", "IMAGE,JITTER"]))
+    moment = Time(f.date_obs, scale="utc")
+    cards: list[Card] = [
+        ("ORIGIN", "ESO", "European Southern Observatory"),
+        ("TELESCOP", str(rng.choice(["ESO-NTT", "ESO-3P6", "ESO-VLT-U1", "ESO-VLT-U2"])),
+         "ESO telescope designation"),
+        ("INSTRUME", str(rng.choice(["UVES", "HARPS", "FEROS"] if f.extra.get("echelle") else
+                                    ["EFOSC", "FORS2", "SOFI", "XSHOOTER"])), "Instrument used"),
+        ("OBJECT", f.target or dpr_type, "Original target"),
+        ("RA", round(f.ra_deg, 6), "[deg] Telescope pointing"),
+        ("DEC", round(f.dec_deg, 6), "[deg] Telescope pointing"),
+        ("EQUINOX", 2000.0, "Standard FK5"),
+        ("EXPTIME", s.exptime_s, "Integration time"),
+        ("MJD-OBS", round(moment.mjd, 8), "Obs start"),
+        ("DATE-OBS", iso(f.date_obs), "Date of observation"),
+        ("ESO DPR CATG", catg, "Observation category"),
+        ("ESO DPR TYPE", dpr_type, "Observation type"),
+        ("ESO DPR TECH", tech, "Observation technique"),
+        ("ESO DET CHIP1 NAME", f.camera.name, "Detector chip name"),
+        ("ESO DET WIN1 BINX", s.binning, "Binning factor along X"),
+        ("ESO DET WIN1 BINY", s.binning, "Binning factor along Y"),
+        ("ESO DET OUT1 CONAD", round(1.0 / s.e_per_adu, 3), "Conversion ADUs to electrons"),
+        ("ESO DET OUT1 RON", round(s.read_noise_e, 2), "Readout noise per output (e-)"),
+        ("ESO DET OUT1 PRSCX", int(f.extra.get("overscan", 0)), "Prescan region in X"),
+        ("ESO TPL ID", "_".join(("SPEC" if spectro else "IMG", catg.lower(),
+                                 dpr_type.split(",")[0].lower())), "Template signature ID"),
+    ]
+    if f.filter_name:
+        cards.append(("ESO INS FILT1 NAME", f.filter_name, "Filter name"))
+    if "grating" in f.extra:
+        cards.append(("ESO INS GRIS1 NAME", f"Gr#{int(rng.integers(1, 20))}", "Grism name"))
+    return cards
+
+
+#: HST-like ``IMAGETYP`` / ``TARGNAME`` by frame kind (``EXT``: an external target).
+_HST_TARGETS = {"bias": "BIAS", "dark": "DARK", "flat": "CCDFLAT", "lampflat": "CCDFLAT",
+                "arc": "WAVE"}
+#: Solar missions: (TELESCOP, INSTRUME, band in angstrom, arcsec per pixel of the full sensor).
+#: The first three image the extreme ultraviolet, HMI the white-light disc, Hinode granulation.
+SOLAR_MISSIONS = (("SDO/AIA", "AIA_3", (171, 193, 211, 304, 335, 94, 131), 0.6),
+                  ("SOHO", "EIT", (171, 195, 284, 304), 2.63),
+                  ("TRACE", "TRACE", (171, 195, 284), 0.5),
+                  ("SDO/HMI", "HMI_FRONT2", (6173,), 0.5),
+                  ("HINODE", "SOT/BFI", (4305, 5550), 0.054))
+
+
+def space_cards(f: Facts, rng: np.random.Generator, types: dict[str, str]) -> list[Card]:
+    """Space missions: HST-like raw files (``FILETYPE``, ``IMAGETYP``, ``OBSTYPE``,
+    ``OBSMODE``, ``TARGNAME``, ``OPT_ELEM``, ``APERTURE``, ``DATE-OBS`` and ``TIME-OBS``), or
+    solar missions (``WAVELNTH``, ``WAVEUNIT``, ``IMG_TYPE``, ``CDELT1``, ``RSUN_OBS``)."""
+    s = f.settings
+    mission = f.extra.get("mission")
+    if mission is not None:
+        telescope, instrument, band, scale = mission
+        img_type = {"bias": "DARK", "dark": "DARK"}.get(f.kind, "LIGHT")
+        return [
+            ("TELESCOP", telescope, "Observatory"), ("INSTRUME", instrument, "Instrument"),
+            ("DATE-OBS", iso(f.date_obs, 2), "Start of exposure"),
+            ("T_OBS", iso(f.date_obs + dt.timedelta(seconds=s.exptime_s / 2), 2),
+             "Mid-exposure"),
+            ("WAVELNTH", int(band), "[angstrom] Wavelength of the passband"),
+            ("WAVEUNIT", "angstrom", ""), ("EXPTIME", s.exptime_s, "[s] Exposure duration"),
+            ("IMG_TYPE", img_type, "Image type"),
+            ("OBJECT", str(rng.choice(["Full Sun", "full FOV", "Sun", "Active region"])), ""),
+            ("CDELT1", round(scale * s.binning, 4), "[arcsec] Pixel size in x"),
+            ("CDELT2", round(scale * s.binning, 4), "[arcsec] Pixel size in y"),
+            ("CRPIX1", round(f.width / 2 + float(rng.normal(0, 3)), 2), "Sun centre x"),
+            ("CRPIX2", round(f.height / 2 + float(rng.normal(0, 3)), 2), "Sun centre y"),
+            ("RSUN_OBS", round(float(rng.uniform(944, 976)), 2), "[arcsec] Solar radius"),
+            ("QUALITY", 0, "Quality flags"), ("CCDTEMP", round(s.sensor_temp_c, 1), "[C]"),
+        ]
+    spectro = "grating" in f.extra or f.kind in ("arc", "lampflat")
+    instrument = "STIS" if spectro else str(rng.choice(["WFC3", "ACS", "STIS"]))
+    target = _HST_TARGETS.get(f.kind) or (f.target or "UNKNOWN").upper().replace(" ", "")
+    root = "o" if instrument == "STIS" else ("i" if instrument == "WFC3" else "j")
+    root += "".join(str(c) for c in rng.choice(list("abcdefghijklmnopqrstuvwxyz0123456789"), 8))
+    start = Time(f.date_obs, scale="utc")
+    cards: list[Card] = [
+        ("FILENAME", f"{root}_raw.fits", "Name of file"),
+        ("FILETYPE", "SCI" if f.kind != "arc" else "WAV", "Type of data found in data file"),
+        ("TELESCOP", "HST", "Telescope used to acquire data"),
+        ("INSTRUME", instrument, "Identifier for instrument used to acquire data"),
+        ("ROOTNAME", root, "Rootname of the observation set"),
+        ("IMAGETYP", types[f.kind], "Type of exposure identifier"),
+        ("PRIMESI", instrument, "Instrument designated as prime"),
+        ("TARGNAME", target, "Proposer's target name"),
+        ("RA_TARG", round(f.ra_deg, 6), "[deg] Right ascension of the target"),
+        ("DEC_TARG", round(f.dec_deg, 6), "[deg] Declination of the target"),
+        ("DATE-OBS", start.isot[:10], "UT date of start of observation (yyyy-mm-dd)"),
+        ("TIME-OBS", start.isot[11:19], "UT time of start of observation (hh:mm:ss)"),
+        ("EXPSTART", round(start.mjd, 8), "Exposure start time (Modified Julian Date)"),
+        ("EXPTIME", s.exptime_s, "Exposure duration (seconds)--calculated"),
+        ("OBSTYPE", "SPECTROSCOPIC" if spectro else "IMAGING", "Observation type"),
+        ("OBSMODE", str(rng.choice(["ACCUM", "ACCUM", "ACQ"])) if f.kind == "light"
+         else "ACCUM", "Operating mode"),
+        ("DETECTOR", "CCD" if instrument == "STIS" else ("UVIS" if instrument == "WFC3"
+                                                        else "WFC"), "Detector in use"),
+        ("CCDGAIN", round(s.e_per_adu), "Commanded gain of CCD"),
+        ("CCDAMP", str(rng.choice(["A", "B", "C", "D"])), "CCD amplifier read out"),
+        ("BINAXIS1", s.binning, "Axis 1 data bin size in unbinned pixels"),
+        ("BINAXIS2", s.binning, "Axis 2 data bin size in unbinned pixels"),
+    ]
+    if spectro:
+        grating = "E230M" if f.extra.get("echelle") else str(rng.choice(["G430L", "G750L",
+                                                                         "G430M", "G140L"]))
+        cards += [("OPT_ELEM", grating, "Optical element in use"),
+                  ("APERTURE", str(rng.choice(["52X0.2", "52X2", "0.2X0.2", "52X0.1"])),
+                   "Aperture name")]
+        if f.kind in ("arc", "lampflat"):
+            cards.append(("SCLAMP", "HITM1" if f.kind == "arc" else "TUNGSTEN",
+                          "Lamp status"))
+    elif f.filter_name:
+        cards.append(("FILTER", f.filter_name, "Filter"))
+    return cards
+
+
 @dataclass(frozen=True)
 class Program:
     """A capture program: its frame-type values, header writer and file-name style.
 
     ``types`` maps :data:`KINDS` to the value it writes (synonyms separated by ``|`` are
     picked at random); ``extensions`` are the FITS extensions it uses, with weights.
+    ``type_keys``: the keywords whose values defects change (default: every frame-type keyword
+    present); ``group``: who runs it (``amateur``, ``observatory`` or ``space``).
     """
 
     name: str
@@ -443,6 +643,8 @@ class Program:
     cards: Callable[[Facts, np.random.Generator, dict[str, str]], list[Card]]
     extensions: tuple[tuple[str, float], ...]
     light_value: str
+    type_keys: tuple[str, ...] | None = None
+    group: str = "amateur"
 
     def type_values(self, rng: np.random.Generator) -> dict[str, str]:
         """One value per kind, synonyms resolved with ``rng``."""
@@ -474,16 +676,28 @@ PROGRAMS: dict[str, Program] = {p.name: p for p in (
     Program("observatory", _types("BIAS|ZERO|BIAS", "DARK", "FLAT|DOMEFLAT|SKYFLAT",
                                   "OBJECT|EXPOSE|SCIENCE", "ARC|COMP|LAMP|WAVE",
                                   "LAMPFLAT|LAMP-FLAT|FLAT"),
-            observatory_cards, ((".fits", 0.8), (".fts", 0.2)), "OBJECT"),
+            observatory_cards, ((".fits", 0.8), (".fts", 0.2)), "OBJECT", group="observatory"),
+    Program("iraf", _types("zero", "dark", "flat|dflat|sflat", "object", "comp", "flat"),
+            iraf_cards, ((".fits", 0.85), (".fts", 0.1), (".fit", 0.05)), "object",
+            type_keys=("IMAGETYP",), group="observatory"),
+    Program("eso", _types("BIAS", "DARK", "FLAT", "OBJECT", "WAVE,LAMP", "FLAT,LAMP"),
+            eso_cards, ((".fits", 1.0),), "OBJECT", type_keys=("ESO DPR TYPE",),
+            group="observatory"),
+    Program("space", _types("BIAS", "DARK", "FLAT", "EXT", "WAVECAL", "FLAT"),
+            space_cards, ((".fits", 1.0),), "EXT", type_keys=("IMAGETYP", "IMG_TYPE"),
+            group="space"),
 )}
 
 
 @contextlib.contextmanager
 def quiet_cards() -> Iterator[None]:
-    """Silence astropy's notice that a long value pushed a card's comment past 80 characters
-    (it truncates the comment, as capture programs do)."""
+    """Silence astropy's notices that a long value pushed a card's comment past 80 characters
+    (it truncates the comment, as capture programs do) and that a long keyword became a
+    ``HIERARCH`` card (as ESO's are meant to)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Card is too long",
+                                category=fits.verify.VerifyWarning)
+        warnings.filterwarnings("ignore", message=".*a HIERARCH card will be created",
                                 category=fits.verify.VerifyWarning)
         yield
 
@@ -520,10 +734,11 @@ def apply_defects(header: fits.Header, facts: Facts, program: Program,
 def _apply_defects(header: fits.Header, facts: Facts, program: Program,
                    rng: np.random.Generator) -> list[str]:
     defects: list[str] = []
-    type_keys = [k for k in FRAME_TYPE_KEYS if k in header]
+    present = [k for k in FRAME_TYPE_KEYS if k in header]
+    type_keys = [k for k in program.type_keys or FRAME_TYPE_KEYS if k in header]
     roll = rng.random()
     if type_keys and roll < 0.15:
-        for key in type_keys:
+        for key in present:
             del header[key]
         defects.append("missing_type")
     elif type_keys and roll < 0.26:
@@ -540,7 +755,7 @@ def _apply_defects(header: fits.Header, facts: Facts, program: Program,
         for key in type_keys:
             header[key] = value
         defects.append("wrong_type")
-    type_keys = [k for k in FRAME_TYPE_KEYS if k in header]
+    type_keys = [k for k in program.type_keys or FRAME_TYPE_KEYS if k in header]
     if type_keys and rng.random() < 0.06:
         for key in type_keys:
             header[key] = str(header[key]).lower()

@@ -3,6 +3,11 @@ random fields, optical response (vignetting, dust shadows, gradients) and linear
 
 Everything here works in expected photo-electrons per pixel (float32) on arrays of shape
 ``(height, width)``; the sensor model in :mod:`sample.cameras` adds the noise.
+
+Frames reach 60 megapixels, so smooth maps (vignetting, gradients, glow) and random fields are
+evaluated on coarser grids (:data:`SMOOTH_POINTS`, :data:`FIELD_POINTS` points at most) and
+interpolated up, and point sources are drawn in batches: no step holds more than a few
+frame-sized float32 arrays.
 """
 
 from __future__ import annotations
@@ -10,22 +15,22 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+#: Most points a smooth map (vignetting, gradient, glow) is evaluated on before it is
+#: interpolated to the frame; random fields get :data:`FIELD_POINTS`, scenes drawn on a grid
+#: (planets, the Sun) :data:`SCENE_POINTS`.
+SMOOTH_POINTS = 1 << 18
+FIELD_POINTS = 1 << 20
+SCENE_POINTS = 1 << 22
+
+#: Stamp pixels drawn per batch by :func:`render_sources`.
+STAMP_BATCH = 1 << 18
+
 #: Relative colour of a neutral (white) source in R, G, B.
 NEUTRAL = (1.0, 1.0, 1.0)
 
 #: Relative quantum efficiency of a colour sensor's R, G, B pixels (mosaic filters included),
 #: normalised so that white light gives a mono sensor's signal on average.
 COLOUR_QE = (0.93, 1.22, 0.85)
-
-
-def bayer_masks(shape: tuple[int, int], pattern: str) -> np.ndarray:
-    """Float32 masks (3, H, W): which pixels sit behind the R, G and B filters of ``pattern``
-    (e.g. ``"RGGB"``: R at (0, 0), G at (0, 1) and (1, 0), B at (1, 1))."""
-    h, w = shape
-    masks = np.zeros((3, h, w), dtype=np.float32)
-    for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern.upper()):
-        masks["RGB".index(colour), dy::2, dx::2] = 1.0
-    return masks
 
 
 class Canvas:
@@ -45,7 +50,9 @@ class Canvas:
         self.filter_rgb = np.asarray(filter_rgb, dtype=np.float32)
         planes = (3,) if mode == "rgb" else ()
         self.data = np.zeros(planes + self.shape, dtype=np.float32)
-        self._masks = bayer_masks(self.shape, pattern) if mode == "bayer" else None
+        #: (row phase, column phase, colour index) of the mosaic's four cells.
+        self._cells = tuple((dy, dx, "RGB".index(colour)) for (dy, dx), colour in zip(
+            ((0, 0), (0, 1), (1, 0), (1, 1)), pattern.upper()))
 
     def add(self, image: np.ndarray | float,
             rgb: tuple[float, float, float] = NEUTRAL) -> None:
@@ -55,8 +62,9 @@ class Canvas:
             self.data += image * np.float32(np.mean(rgb * self.filter_rgb))
         elif self.mode == "bayer":
             gains = rgb * np.asarray(COLOUR_QE, np.float32)
-            weights = np.tensordot(gains, self._masks, axes=1)
-            self.data += image * weights
+            for dy, dx, colour in self._cells:
+                part = image[dy::2, dx::2] if np.ndim(image) == 2 else image
+                self.data[dy::2, dx::2] += part * gains[colour]
         else:
             for c in range(3):
                 self.data[c] += image * np.float32(rgb[c] * COLOUR_QE[c])
@@ -64,11 +72,20 @@ class Canvas:
     def add_planes(self, planes: np.ndarray) -> None:
         """Add a colour image already split into R, G, B electrons, shape (3, H, W)."""
         if self.mode == "mono":
-            self.data += np.tensordot(self.filter_rgb / 3.0, planes, axes=1)
+            for c in range(3):
+                self.data += planes[c] * np.float32(self.filter_rgb[c] / 3.0)
         elif self.mode == "bayer":
-            self.data += np.sum(planes * self._masks, axis=0)
+            for dy, dx, colour in self._cells:
+                self.data[dy::2, dx::2] += planes[colour, dy::2, dx::2]
         else:
             self.data += planes
+
+    def crop(self, top: int, left: int, shape: tuple[int, int]) -> None:
+        """Keep only the window of ``shape`` at (``top``, ``left``): a cut-out of the scene. A
+        mosaic canvas keeps its pattern when ``top`` and ``left`` are even."""
+        h, w = shape
+        self.data = np.ascontiguousarray(self.data[..., top:top + h, left:left + w])
+        self.shape = (h, w)
 
     def multiply(self, response: np.ndarray) -> None:
         """Apply a multiplicative (H, W) response to every plane: vignetting, dust, absorption."""
@@ -76,8 +93,10 @@ class Canvas:
 
     def scale_to(self, quantile: float, target_e: float, floor: float = 0.0) -> None:
         """Scale so that the ``quantile`` (0..1) of the illuminated pixels becomes ``target_e``;
-        illuminated means above ``floor`` times the brightest pixel."""
-        lit = self.data[self.data > max(floor * float(self.data.max()), 0.0)]
+        illuminated means above ``floor`` times the brightest pixel. Large frames are measured
+        on an even subsample of their pixels."""
+        sample = self.data.reshape(-1)[::max(1, self.data.size // SCENE_POINTS)]
+        lit = sample[sample > max(floor * float(self.data.max()), 0.0)]
         if lit.size == 0:
             return
         level = float(np.quantile(lit, quantile))
@@ -85,16 +104,27 @@ class Canvas:
             self.data *= np.float32(target_e / level)
 
 
-def grid(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel row and column coordinates as broadcastable float32 arrays (H, 1) and (1, W)."""
+def grid(shape: tuple[int, int], step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel row and column coordinates as broadcastable float32 arrays (H, 1) and (1, W).
+
+    With ``step`` > 1: the centres of ``step`` x ``step`` blocks, in the frame's pixel units
+    (the grid of :func:`coarse_step`, to be brought back with :func:`resize`)."""
     h, w = shape
-    return (np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :])
+    offset = (step - 1) / 2.0
+    return (np.arange(0, h, step, dtype=np.float32)[:, None] + np.float32(offset),
+            np.arange(0, w, step, dtype=np.float32)[None, :] + np.float32(offset))
+
+
+def coarse_step(shape: tuple[int, int], points: int = SMOOTH_POINTS) -> int:
+    """Block size at which a smooth map of ``shape`` has at most ``points`` points."""
+    return max(1, int(np.ceil(np.sqrt(shape[0] * shape[1] / points))))
 
 
 def rotated(shape: tuple[int, int], centre: tuple[float, float],
-            angle: float) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates (u, v) relative to ``centre`` (y, x), rotated by ``angle`` (radians)."""
-    yy, xx = grid(shape)
+            angle: float, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates (u, v) relative to ``centre`` (y, x), rotated by ``angle`` (radians), on
+    the grid of :func:`grid` with ``step``."""
+    yy, xx = grid(shape, step)
     dy, dx = yy - np.float32(centre[0]), xx - np.float32(centre[1])
     c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     return dx * c + dy * s, -dx * s + dy * c
@@ -120,10 +150,26 @@ def render_sources(shape: tuple[int, int], y: np.ndarray, x: np.ndarray, flux: n
     (default 3 FWHM), so cost scales with the number of sources, not the frame size.
     """
     h, w = shape
-    out = np.zeros(h * w, dtype=np.float64)
+    out = np.zeros(h * w, dtype=np.float32)
     if len(flux) == 0:
-        return out.reshape(shape).astype(np.float32)
+        return out.reshape(shape)
     radius = int(radius or max(3, np.ceil(3.0 * fwhm)))
+    y, x, flux = np.asarray(y), np.asarray(x), np.asarray(flux)
+    order = np.argsort(y, kind="stable")
+    batch = max(1, STAMP_BATCH // (2 * radius + 1) ** 2)
+    for start in range(0, len(flux), batch):
+        chosen = order[start:start + batch]
+        _add_stamps(out, shape, y[chosen], x[chosen], flux[chosen], fwhm, beta, ellipticity,
+                    angle, radius)
+    return out.reshape(shape)
+
+
+def _add_stamps(out: np.ndarray, shape: tuple[int, int], y: np.ndarray, x: np.ndarray,
+                flux: np.ndarray, fwhm: float, beta: float | None, ellipticity: float,
+                angle: float, radius: int) -> None:
+    """Add one batch of PSF stamps of half-size ``radius`` into the flat ``out``; the batch's
+    rows are close together, so only the span of ``out`` they touch is summed into."""
+    h, w = shape
     offsets = np.arange(-radius, radius + 1)
     iy = np.floor(y).astype(int)
     ix = np.floor(x).astype(int)
@@ -145,8 +191,11 @@ def render_sources(shape: tuple[int, int], y: np.ndarray, x: np.ndarray, flux: n
     values = profile * flux[:, None, None]
     inside = (py >= 0) & (py < h) & (px >= 0) & (px < w)
     index = (py * w + px)[inside]
-    out += np.bincount(index, weights=values[inside], minlength=h * w)
-    return out.reshape(shape).astype(np.float32)
+    if index.size == 0:
+        return
+    low, high = int(index.min()), int(index.max()) + 1
+    out[low:high] += np.bincount(index - low, weights=values[inside],
+                                 minlength=high - low).astype(np.float32)
 
 
 def power_law_fluxes(rng: np.random.Generator, count: int, faintest: float, brightest: float,
@@ -166,6 +215,7 @@ def random_field(shape: tuple[int, int], rng: np.random.Generator, slope: float 
     clouds, maria and albedo features does not need full resolution.
     """
     h, w = shape
+    coarsen = max(coarsen, coarse_step(shape, FIELD_POINTS))
     small = (max(8, int(np.ceil(h / coarsen))), max(8, int(np.ceil(w / coarsen))))
     spectrum = np.fft.rfft2(rng.standard_normal(small))
     ky = np.fft.fftfreq(small[0])[:, None]
@@ -178,15 +228,36 @@ def random_field(shape: tuple[int, int], rng: np.random.Generator, slope: float 
 
 
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-D array to exactly ``shape``."""
+    """Bilinear resize of a 2-D array to exactly ``shape``, float32.
+
+    Pixels are areas (scipy's ``zoom(order=1, grid_mode=True, mode="nearest")``): the centre of
+    output pixel i samples input coordinate (i + 0.5) * n_in / n_out - 0.5, clipped to the
+    edges. Computed one band of rows at a time, separably, so enlarging a small map to a large
+    frame needs no more than the output array.
+    """
     if image.shape == tuple(shape):
         return image
-    zoom = (shape[0] / image.shape[0], shape[1] / image.shape[1])
-    out = ndimage.zoom(image, zoom, order=1, grid_mode=True, mode="nearest")
-    out = out[:shape[0], :shape[1]]
-    if out.shape != tuple(shape):
-        out = np.pad(out, ((0, shape[0] - out.shape[0]), (0, shape[1] - out.shape[1])),
-                     mode="edge")
+    h, w = shape
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        position = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        low = np.floor(position).astype(np.intp)
+        high = np.minimum(low + 1, n_in - 1)
+        return low, high, (position - low).astype(np.float32)
+
+    y0, y1, fy = axis(image.shape[0], h)
+    x0, x1, fx = axis(image.shape[1], w)
+    source = np.asarray(image, dtype=np.float32)
+    columns = source[:, x0] * (1 - fx) + source[:, x1] * fx  # (rows in, w)
+    out = np.empty((h, w), dtype=np.float32)
+    band = max(1, (1 << 20) // max(w, 1))
+    for top in range(0, h, band):
+        rows = slice(top, min(h, top + band))
+        low = columns[y0[rows]]
+        step = columns[y1[rows]]
+        step -= low
+        step *= fy[rows, None]
+        np.add(low, step, out=out[rows])
     return out
 
 
@@ -195,6 +266,20 @@ def blur(image: np.ndarray, sigma: float) -> np.ndarray:
     if sigma < 0.3:
         return image
     return ndimage.gaussian_filter(image, sigma, mode="nearest")
+
+
+def wide_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of a large ``sigma`` (scattered light, glows): done on a grid of blocks
+    averaged ``sigma / 4`` pixels on a side and interpolated back, so the cost does not grow
+    with ``sigma``."""
+    factor = int(sigma // 4)
+    if factor < 2:
+        return blur(image, sigma)
+    h, w = image.shape
+    padded = np.pad(image, ((0, -h % factor), (0, -w % factor)), mode="edge")
+    blocks = padded.reshape(padded.shape[0] // factor, factor, padded.shape[1] // factor,
+                            factor).mean(axis=(1, 3), dtype=np.float32)
+    return resize(blur(blocks, sigma / factor), image.shape)
 
 
 def smoothstep(x: np.ndarray, edge0: float, edge1: float) -> np.ndarray:
@@ -208,13 +293,14 @@ def vignetting(shape: tuple[int, int], rng: np.random.Generator, corner_loss: fl
     the frame corners, falling off as (1 + (r/r0)^2)^-2 (the cos^4 law). The axis sits slightly
     off the frame centre and the fall-off is a little elliptical (tilted or off-axis optics)."""
     h, w = shape
+    step = coarse_step(shape)
     centre = (h / 2 * (1 + rng.uniform(-0.15, 0.15)), w / 2 * (1 + rng.uniform(-0.15, 0.15)))
-    u, v = rotated(shape, centre, float(rng.uniform(0, np.pi)))
+    u, v = rotated(shape, centre, float(rng.uniform(0, np.pi)), step)
     half_diagonal = 0.5 * np.hypot(h, w)
     r2 = (u * u + (v * rng.uniform(0.85, 1.15)) ** 2) / np.float32(half_diagonal ** 2)
     corner_loss = float(np.clip(corner_loss, 1e-3, 0.9))
     r0_2 = 1.0 / ((1.0 - corner_loss) ** -0.5 - 1.0)
-    return (1.0 + r2 / np.float32(r0_2)) ** -2
+    return resize(((1.0 + r2 / np.float32(r0_2)) ** -2).astype(np.float32), shape)
 
 
 def dust_shadows(shape: tuple[int, int], rng: np.random.Generator, count: int,
@@ -257,21 +343,30 @@ def gradient(shape: tuple[int, int], rng: np.random.Generator, amplitude: float,
     ``amplitude`` across the frame, plus a quadratic term (light-pollution domes, twilight)."""
     h, w = shape
     angle = float(rng.uniform(0, 2 * np.pi))
-    u, _ = rotated(shape, (h / 2, w / 2), angle)
+    u, _ = rotated(shape, (h / 2, w / 2), angle, coarse_step(shape))
     t = u / np.float32(0.5 * np.hypot(h, w))
     plane = 1.0 + 0.5 * amplitude * t + curvature * amplitude * 0.5 * (t * t - 0.33)
-    return np.maximum(plane, 0.05).astype(np.float32)
+    return resize(np.maximum(plane, 0.05).astype(np.float32), shape)
 
 
 def line_image(shape: tuple[int, int], point: tuple[float, float], angle: float,
                width: float, peak: float) -> np.ndarray:
     """A straight line through ``point`` (y, x) at ``angle``: Gaussian cross-section of FWHM
-    ``width`` px and ``peak`` electrons (satellite and aircraft trails, diffraction spikes)."""
+    ``width`` px and ``peak`` electrons (satellite and aircraft trails, diffraction spikes).
+    Computed one band of rows at a time."""
+    h, w = shape
     yy, xx = grid(shape)
-    distance = (xx - point[1]) * np.float32(np.sin(angle)) - (yy - point[0]) * np.float32(
-        np.cos(angle))
-    sigma = width / 2.3548
-    return (np.float32(peak) * np.exp(-0.5 * (distance / sigma) ** 2)).astype(np.float32)
+    across = (xx - np.float32(point[1])) * np.float32(np.sin(angle))
+    sigma = np.float32(width / 2.3548)
+    out = np.empty(shape, dtype=np.float32)
+    band = max(1, (1 << 20) // max(w, 1))
+    for top in range(0, h, band):
+        rows = slice(top, min(h, top + band))
+        distance = across - (yy[rows] - np.float32(point[0])) * np.float32(np.cos(angle))
+        distance /= sigma
+        np.exp(-0.5 * distance * distance, out=out[rows])
+    out *= np.float32(peak)
+    return out
 
 
 def disc_coordinates(shape: tuple[int, int], centre: tuple[float, float], radius: float,

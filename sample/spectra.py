@@ -1,7 +1,7 @@
-"""Long-slit spectra as a Baader DADOS (or an observatory spectrograph) records them.
+"""Slit spectra as a Baader DADOS, an observatory or a space spectrograph records them.
 
 The slit is imaged across the spatial axis as a band of illuminated rows; the grating disperses
-wavelength along the other axis (mostly horizontal). Frames:
+wavelength along the other axis (horizontal or vertical, equally often). Frames:
 
 * ``star``: one or a few stellar traces (a few to tens of pixels wide, slightly tilted and
   curved) carrying a continuum (Planck x detector QE) with absorption lines of the star's
@@ -10,7 +10,23 @@ wavelength along the other axis (mostly horizontal). Frames:
   many narrow emission lines across the whole slit length, curved by the spectrograph's smile;
 * ``nebula``: extended emission lines (H-alpha, [O III], H-beta ...) along part of the slit;
 * ``solar``: daylight through the slit, a continuum with Fraunhofer lines along the whole slit;
-* ``lampflat`` (a flat, not a spectrum class): a tungsten-lamp continuum filling the slit.
+* ``echelle`` and ``echelle_arc``: an échelle or cross-dispersed spectrograph's many curved
+  orders stacked across the frame (4..8 orders cross-dispersed, 15..60 échelle), each under the
+  grating's blaze, carrying a star's spectrum or a thorium-argon lamp's dense lines;
+* ``spectroheliograph``: a Sol'Ex-like solar scan frame: a narrow window of the solar spectrum
+  around a strong line (H-alpha, Ca II K and H, the Na D pair, the Mg b triplet, He I D3, Fe I)
+  across a long slit laid on the solar disc: a bright continuum whose brightness follows the
+  limb darkening along the slit (dark beyond the limb when the slit crosses it), the lines
+  strongly curved by the spectrograph's smile, sunspots as dark streaks along the dispersion,
+  dust on the slit as thin dark lines;
+* ``raster``: a space ultraviolet spectrograph's readout: a few narrow spectral windows side by
+  side, each with emission lines whose brightness and Doppler shift change along the slit as it
+  crosses solar structures, sometimes with the dark fiducial marks of the slit;
+* ``lampflat`` and ``echelle_flat`` (flats, not spectra): a tungsten-lamp continuum filling
+  the slit, or the orders of an échelle.
+
+A space spectrograph (``SlitSetup.space``) sees no sky: no airglow or light pollution, sharper
+traces. Frames are computed in blocks of rows, so memory does not grow with their size.
 
 Wavelengths are in nanometres. :func:`spectrum_scene` adds the electrons to a canvas; colour
 cameras see the dispersion as a gradual change of colour along the trace.
@@ -24,8 +40,21 @@ import numpy as np
 
 from sample.physics import Canvas, loguniform, smoothstep
 
-KINDS = ("star", "arc", "nebula", "solar")
-KIND_WEIGHTS = (0.52, 0.3, 0.08, 0.1)
+KINDS = ("star", "arc", "nebula", "solar", "spectroheliograph", "echelle", "echelle_arc",
+         "raster")
+#: How often each kind is taken (per cent), by who observes.
+KIND_WEIGHTS: dict[str, tuple[float, ...]] = {
+    "amateur":     (36, 23, 7, 8, 14, 7, 5, 0),
+    "observatory": (36, 23, 8, 2, 5, 15, 11, 0),
+    "space":       (30, 10, 15, 0, 0, 12, 5, 28),
+}
+
+#: Strong solar lines a spectroheliograph is centred on (nm) and the width of their wings.
+SOLAR_LINES = ((656.28, 0.12), (393.37, 0.35), (396.85, 0.3), (589.0, 0.05), (589.59, 0.05),
+               (517.27, 0.08), (518.36, 0.09), (587.56, 0.02), (527.04, 0.03), (516.89, 0.03))
+
+#: Pixels of the frame computed per block of rows.
+BLOCK_PIXELS = 1 << 20
 
 #: Emission lines (nm, relative intensity) of calibration lamps.
 LAMPS: dict[str, tuple[tuple[float, float], ...]] = {
@@ -50,6 +79,17 @@ LAMPS: dict[str, tuple[tuple[float, float], ...]] = {
                            (593.4, 0.15), (611.6, 1.0), (625.7, 0.1), (631.1, 0.2),
                            (650.8, 0.1), (662.6, 0.08), (687.7, 0.1), (707.0, 0.1)),
 }
+
+def _thorium_argon() -> tuple[tuple[float, float], ...]:
+    """A thorium-argon hollow-cathode lamp for échelle work: argon's strong lines plus several
+    hundred thorium lines of widely spread strength (a fixed, seeded list: same every run)."""
+    rng = np.random.default_rng(232)
+    thorium = tuple(zip(np.round(rng.uniform(370.0, 900.0, 600), 3),
+                        np.round(np.exp(rng.uniform(np.log(0.01), 0.0, 600)), 3)))
+    return thorium + LAMPS["Argon"]
+
+
+LAMPS["Thorium-Argon"] = _thorium_argon()
 
 #: Lamp mixtures offered by calibration units, with the OBJECT names people give them.
 ARC_SETUPS: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
@@ -195,23 +235,40 @@ def resample_along_slit(spectrum: np.ndarray, oversample: int, shape: tuple[int,
     return np.interp(x.ravel(), fine, spectrum, left=0.0, right=0.0).reshape(shape)
 
 
+@dataclass(frozen=True)
+class TraceProfile:
+    """Spatial profile of a star along the slit: a Moffat-like core of FWHM ``width`` rows
+    (seeing, guiding drift), or a flat band ``2 * half`` rows wide when trailed along the slit,
+    centred on ``centre`` (one row per column: it drifts along the dispersion axis). Each column
+    sums to about 1."""
+
+    centre: np.ndarray
+    width: float
+    half: float | None
+
+    def rows(self, top: int, bottom: int) -> np.ndarray:
+        """The profile's rows ``top`` to ``bottom`` (exclusive), shape (rows, W)."""
+        rows = np.arange(top, bottom, dtype=np.float64)[:, None]
+        centre = self.centre[None, :]
+        if self.half is not None:
+            half = self.half
+            profile = smoothstep(rows, centre - half - 1.5, centre - half + 1.5) * (
+                1 - smoothstep(rows, centre + half - 1.5, centre + half + 1.5))
+            return profile / (2 * half)
+        alpha = self.width / 1.2
+        return (1 + ((rows - centre) / alpha) ** 2) ** -2.5 / (alpha * 1.18)
+
+
 def trace_profile(shape: tuple[int, int], rng: np.random.Generator, row: float,
-                  width: float) -> np.ndarray:
-    """Spatial profile of a star along the slit: Moffat-like core of FWHM ``width`` rows
-    (seeing, guiding drift), centred on a row that drifts linearly and quadratically along the
-    dispersion axis (misalignment, atmospheric dispersion). Shape (H, W), rows sum to ~1."""
+                  width: float) -> TraceProfile:
+    """A star's :class:`TraceProfile` on a frame of ``shape``, centred near ``row``: it drifts
+    linearly and quadratically along the dispersion axis (misalignment, atmospheric
+    dispersion), and 20 % are trailed along the slit to widen the spectrum."""
     h, w = shape
-    xs = np.arange(w, dtype=np.float64)[None, :] / max(w, 1) - 0.5
+    xs = np.arange(w, dtype=np.float64) / max(w, 1) - 0.5
     centre = row + float(rng.normal(0, 0.01)) * w * xs + float(rng.normal(0, 4)) * xs * xs
-    rows = np.arange(h, dtype=np.float64)[:, None]
-    if rng.random() < 0.2:  # trailed along the slit to widen the spectrum
-        half = width * float(rng.uniform(1.5, 5))
-        profile = smoothstep(rows, centre - half - 1.5, centre - half + 1.5) * (
-            1 - smoothstep(rows, centre + half - 1.5, centre + half + 1.5))
-        return profile / (2 * half)
-    alpha = width / 1.2
-    profile = (1 + ((rows - centre) / alpha) ** 2) ** -2.5
-    return profile / (alpha * 1.18)
+    half = width * float(rng.uniform(1.5, 5)) if rng.random() < 0.2 else None
+    return TraceProfile(centre=centre, width=width, half=half)
 
 
 @dataclass(frozen=True)
@@ -219,7 +276,8 @@ class SlitSetup:
     """What the observer set up for one long-slit frame (decided before exposing, so headers
     and file names can say it): frame ``kind``, wavelength solution, slit width in microns,
     dispersion along the rows (``vertical``), lamps switched on, the star's spectral type
-    (index into :data:`SPECTRAL_TYPES`) and the OBJECT name."""
+    (index into :data:`SPECTRAL_TYPES`) and the OBJECT name; ``orders`` of an échelle (0 for
+    a long slit); ``space``: a spectrograph in orbit (no sky)."""
 
     kind: str
     dispersion: Dispersion
@@ -228,38 +286,56 @@ class SlitSetup:
     lamps: tuple[str, ...]
     spectral_type: int | None
     object_name: str
+    orders: int = 0
+    space: bool = False
 
     @property
     def grating(self) -> str:
+        if self.orders:
+            return "31.6 l/mm echelle" if self.orders > 10 else "110 l/mm cross-dispersed"
         return "900 l/mm" if abs(self.dispersion.step) < 0.12 else "200 l/mm"
 
 
 def draw_setup(rng: np.random.Generator, kind: str, shape: tuple[int, int],
-               vertical: bool) -> SlitSetup:
-    """Grating, slit, lamps and target for a frame of ``kind`` (star, arc, nebula, solar,
-    lampflat) on a sensor of ``shape``."""
+               vertical: bool, space: bool = False) -> SlitSetup:
+    """Grating, slit, lamps, orders and target for a frame of ``kind`` (star, arc, nebula,
+    solar, echelle, echelle_arc, raster, lampflat, echelle_flat) on a sensor of ``shape``."""
     length = shape[0] if vertical else shape[1]
+    across = shape[1] if vertical else shape[0]
     dispersion = draw_dispersion(rng, length)
     lamps: tuple[str, ...] = ()
     spectral_type = None
+    orders = 0
+    if kind.startswith("echelle"):
+        wanted = int(rng.integers(4, 9)) if rng.random() < 0.3 else int(rng.integers(15, 61))
+        orders = int(max(2, min(wanted, across // 7)))
     if kind == "arc":
         lamps, names = ARC_SETUPS[int(rng.integers(0, len(ARC_SETUPS)))]
         name = str(rng.choice(names))
         dispersion = _centre_on_lines(dispersion, lamps, rng)
-    elif kind == "lampflat":
+    elif kind == "echelle_arc":
+        lamps = ("Thorium-Argon",)
+        name = str(rng.choice(["ThAr", "ThAr lamp", "WAVE", "Th-Ar", "Calibration"]))
+    elif kind in ("lampflat", "echelle_flat"):
         lamps = ("Tungsten",)
-        name = str(rng.choice(["Flat", "LAMPFLAT", "Tungsten", "halogen flat", "W lamp"]))
+        name = str(rng.choice(["Flat", "LAMPFLAT", "Tungsten", "halogen flat", "W lamp",
+                               "Quartz", "FLAT,LAMP", "flat lamp", "Halogen"]))
     elif kind == "solar":
         spectral_type = 3
         name = str(rng.choice(["Sun", "Daylight", "sky", "Solar spectrum"]))
     elif kind == "nebula":
-        name = str(rng.choice(["M57", "M42", "NGC 7027", "NGC 6543", "M27"]))
+        name = str(rng.choice(["M57", "M42", "NGC 7027", "NGC 6543", "M27", "NGC 4151"]))
+    elif kind == "raster":
+        name = str(rng.choice(["AR 12192", "Quiet Sun", "Coronal hole", "Limb", "Sun"]))
+    elif kind == "spectroheliograph":
+        name = str(rng.choice(["Sun", "Sun Ha", "Soleil", "Sun CaK", "sun"]))
     else:
         spectral_type = int(rng.integers(0, len(SPECTRAL_TYPES)))
         name = str(rng.choice(STAR_NAMES[SPECTRAL_TYPES[spectral_type][0]]))
     return SlitSetup(kind=kind, dispersion=dispersion,
                      slit_um=int(rng.choice([25, 35, 50])), vertical=vertical, lamps=lamps,
-                     spectral_type=spectral_type, object_name=name)
+                     spectral_type=spectral_type, object_name=name, orders=orders,
+                     space=space)
 
 
 def _centre_on_lines(dispersion: Dispersion, lamps: tuple[str, ...],
@@ -279,13 +355,40 @@ def _centre_on_lines(dispersion: Dispersion, lamps: tuple[str, ...],
 
 def spectrum_scene(canvas: Canvas, rng: np.random.Generator, setup: SlitSetup, *,
                    full_scale_e: float, exptime_s: float) -> None:
-    """Fill ``canvas`` with the long-slit frame described by ``setup``.
+    """Fill ``canvas`` with the slit frame described by ``setup``: an échelle's orders, a
+    space spectrograph's raster windows or a long-slit frame (:func:`long_slit_scene`)."""
+    h, w = canvas.shape
+    shape = (w, h) if setup.vertical else (h, w)
+    if setup.orders:
+        planes = echelle_planes(rng, setup, shape, full_scale_e, canvas.mode != "mono")
+    elif setup.kind == "spectroheliograph":
+        planes = spectroheliograph_planes(rng, shape, full_scale_e, canvas.mode != "mono")
+    elif setup.kind == "raster":
+        planes = raster_planes(rng, shape, full_scale_e)
+    else:
+        planes = long_slit_planes(rng, setup, shape, full_scale_e, exptime_s,
+                                  canvas.mode != "mono")
+    if setup.vertical:
+        planes = np.ascontiguousarray(np.transpose(planes, (0, 2, 1)))
+    if canvas.mode == "mono" or planes.shape[0] == 1:
+        canvas.add(planes[0])
+    else:
+        canvas.add_planes(planes)
+
+
+def _row_blocks(height: int, width: int):
+    """Row ranges of at most :data:`BLOCK_PIXELS` pixels."""
+    rows = max(1, BLOCK_PIXELS // max(width, 1))
+    return ((start, min(height, start + rows)) for start in range(0, height, rows))
+
+
+def long_slit_planes(rng: np.random.Generator, setup: SlitSetup, shape: tuple[int, int],
+                     full_scale_e: float, exptime_s: float, colour: bool) -> np.ndarray:
+    """Electrons (planes, H, W) of a long-slit frame dispersed along the rows.
 
     Light that fills the slit (lamps, sky, daylight, nebulae) is spread over the slit rows with
     the slit image's curvature; stellar traces are narrow enough to ignore it.
     """
-    h, w = canvas.shape
-    shape = (w, h) if setup.vertical else (h, w)
     oversample = 4
     wavelength = setup.dispersion.wavelengths(oversample)
     slit_px = float(rng.uniform(1.6, 4.5)) * setup.slit_um / 35.0
@@ -294,7 +397,7 @@ def spectrum_scene(canvas: Canvas, rng: np.random.Generator, setup: SlitSetup, *
     qe = detector_qe(wavelength)
     filling = np.zeros_like(wavelength)        # light filling the slit, e- per row
     extended: list[tuple[np.ndarray, np.ndarray]] = []  # (spectrum, profile along the slit)
-    traces: list[tuple[np.ndarray, np.ndarray]] = []    # (spectrum, (H, W) spatial profile)
+    traces: list[tuple[np.ndarray, TraceProfile]] = []  # (spectrum, spatial profile)
     if setup.kind == "arc":
         lines = [(c, i * float(loguniform(rng, 0.5, 2.0)))
                  for lamp in setup.lamps for c, i in LAMPS[lamp]]
@@ -311,9 +414,10 @@ def spectrum_scene(canvas: Canvas, rng: np.random.Generator, setup: SlitSetup, *
         spectrum = stellar_spectrum(wavelength, rng, SPECTRAL_TYPES[3]) * qe
         filling += spectrum / spectrum.max() * full_scale_e * rng.uniform(0.3, 0.8)
     else:
-        sky = 0.02 * planck(wavelength, 4000) + emission_lines(
-            wavelength, SKY_LINES, line_fwhm_nm) * loguniform(rng, 0.1, 2.0)
-        filling += sky * qe * loguniform(rng, 0.5, 30.0) * np.sqrt(max(exptime_s, 1.0))
+        if not setup.space:
+            sky = 0.02 * planck(wavelength, 4000) + emission_lines(
+                wavelength, SKY_LINES, line_fwhm_nm) * loguniform(rng, 0.1, 2.0)
+            filling += sky * qe * loguniform(rng, 0.5, 30.0) * np.sqrt(max(exptime_s, 1.0))
         if setup.kind == "nebula":
             lines = [(c, i * float(rng.uniform(0.5, 1.5))) for c, i in NEBULAR]
             spectrum = emission_lines(wavelength, lines, line_fwhm_nm) * qe
@@ -326,41 +430,222 @@ def spectrum_scene(canvas: Canvas, rng: np.random.Generator, setup: SlitSetup, *
             extended.append((spectrum / max(spectrum.max(), 1e-9) * level, extent))
         else:
             _add_star_traces(traces, rng, setup.spectral_type, shape, wavelength, qe, first,
-                             last, full_scale_e)
-    channels = [np.ones_like(wavelength)] if canvas.mode == "mono" else list(
-        channel_response(wavelength))
+                             last, full_scale_e, sharp=setup.space)
+    channels = [np.ones_like(wavelength)] if not colour else list(channel_response(wavelength))
     planes = np.zeros((len(channels),) + shape, dtype=np.float32)
-    curvature, tilt = float(rng.normal(0, 2e-4)), float(rng.normal(0, 0.01))
+    # The smile bends a line by about 3 % of the slit image's half length at its ends.
+    half_slit = max(0.5 * (last - first), 8.0)
+    curvature, tilt = float(rng.normal(0, 0.03)) / half_slit, float(rng.normal(0, 0.01))
     centre_row = 0.5 * (first + last)
-    for c, channel in enumerate(channels):
-        planes[c] += (resample_along_slit(filling * channel, oversample, shape, curvature, tilt,
-                                          centre_row) * slit[:, None]).astype(np.float32)
-        for spectrum, extent in extended:
-            planes[c] += (resample_along_slit(spectrum * channel, oversample, shape, curvature,
-                                              tilt, centre_row)
-                          * (extent * slit)[:, None]).astype(np.float32)
-        for spectrum, spatial in traces:
-            binned = (spectrum * channel).reshape(-1, oversample).mean(axis=1)
-            planes[c] += (spatial * binned[None, :]).astype(np.float32)
-    if setup.vertical:
-        planes = np.ascontiguousarray(np.transpose(planes, (0, 2, 1)))
-    if canvas.mode == "mono":
-        canvas.add(planes[0])
-    else:
-        canvas.add_planes(planes)
+    for top, bottom in _row_blocks(*shape):
+        block = (bottom - top, shape[1])
+        for c, channel in enumerate(channels):
+            part = resample_along_slit(filling * channel, oversample, block, curvature, tilt,
+                                       centre_row - top) * slit[top:bottom, None]
+            for spectrum, extent in extended:
+                part += (resample_along_slit(spectrum * channel, oversample, block, curvature,
+                                             tilt, centre_row - top)
+                         * (extent * slit)[top:bottom, None])
+            for spectrum, profile in traces:
+                binned = (spectrum * channel).reshape(-1, oversample).mean(axis=1)
+                part += profile.rows(top, bottom) * binned[None, :]
+            planes[c, top:bottom] = part
+    return planes
 
 
 def _add_star_traces(traces: list, rng: np.random.Generator, spectral_type: int,
                      shape: tuple[int, int], wavelength: np.ndarray, qe: np.ndarray,
-                     first: float, last: float, full_scale_e: float) -> None:
-    """Append the target star's trace and sometimes fainter neighbours on the slit."""
+                     first: float, last: float, full_scale_e: float,
+                     sharp: bool = False) -> None:
+    """Append the target star's trace and sometimes fainter neighbours on the slit; ``sharp``
+    traces (no seeing: a space spectrograph) are 1.5..4 rows wide."""
     count = 1 + int(rng.poisson(0.4))
     for n in range(count):
         row = float(rng.uniform(first + 3, max(first + 4, last - 3)))
-        width = float(loguniform(rng, 2.0, 14.0))
+        width = float(loguniform(rng, 1.5, 4.0) if sharp else loguniform(rng, 2.0, 14.0))
         star_type = spectral_type if n == 0 else int(rng.integers(0, len(SPECTRAL_TYPES)))
         spectrum = stellar_spectrum(wavelength, rng, SPECTRAL_TYPES[star_type]) * qe
         peak = full_scale_e * loguniform(rng, 0.1, 1.5) * (
             1.0 if n == 0 else loguniform(rng, 0.01, 0.3))
         spatial = trace_profile(shape, rng, row, width)
         traces.append((spectrum / spectrum.max() * peak * width, spatial))
+
+
+def echelle_planes(rng: np.random.Generator, setup: SlitSetup, shape: tuple[int, int],
+                   full_scale_e: float, colour: bool) -> np.ndarray:
+    """Electrons (planes, H, W) of an échelle frame: ``setup.orders`` orders dispersed along
+    the rows and stacked across them, spaced as 1/m^2 (wider apart in the blue), curved and
+    tilted. Order m covers lambda_c = K/m over one free spectral range lambda_c/m, under the
+    blaze sinc^2(pi m (1 - lambda/lambda_c)). A star's orders are seeing-wide traces; a lamp's
+    (thorium-argon, tungsten flat) fill the short slit, so their lines are short dashes."""
+    h, w = shape
+    n = setup.orders
+    first_order = int(rng.integers(3, 6)) if n <= 10 else int(rng.integers(30, 90))
+    m = np.arange(first_order, first_order + n)
+    centre_nm = float(rng.uniform(500, 650))
+    k_const = centre_nm * (first_order + n / 2)
+    spacing = 1.0 / m.astype(float) ** 2
+    spacing = np.cumsum(spacing) - spacing[0]
+    margin = float(rng.uniform(0.02, 0.1)) * h
+    rows_c = margin + spacing / max(spacing[-1], 1e-9) * (h - 2 * margin)
+    gap = (h - 2 * margin) / max(n - 1, 1)
+    curvature = float(rng.normal(0, 0.6)) * gap / (w / 2) ** 2
+    tilt = float(rng.normal(0, 0.02))
+    lamp = setup.kind != "echelle"
+    slit_rows = float(rng.uniform(0.4, 0.8)) * gap if lamp else 0.0
+    fwhm = float(loguniform(rng, 1.5, 5.0))
+    x = np.arange(w, dtype=np.float64)
+    xc = w / 2 + float(rng.normal(0, 0.05)) * w
+    temperature = float(rng.uniform(2700, 3300))
+    star = SPECTRAL_TYPES[setup.spectral_type if setup.spectral_type is not None
+                          else int(rng.integers(0, len(SPECTRAL_TYPES)))]
+    lines = LAMPS["Thorium-Argon"]
+    overlap = float(rng.uniform(1.0, 1.3))
+    level = full_scale_e * float(loguniform(rng, 0.15, 0.9))
+    planes = np.zeros((1 if not colour else 3,) + shape, dtype=np.float32)
+    for order, centre_row in zip(m, rows_c):
+        lambda_c = k_const / order
+        wavelength = lambda_c + (x - xc) / w * lambda_c / order * overlap
+        blaze = np.sinc(order * (1.0 - wavelength / lambda_c)) ** 2
+        qe = detector_qe(wavelength)
+        if setup.kind == "echelle_arc":
+            fwhm_nm = 2.5 * lambda_c / order * overlap / w
+            flux = emission_lines(wavelength, [(c, i) for c, i in lines
+                                               if abs(c - lambda_c) < lambda_c / order], fwhm_nm)
+        elif setup.kind == "echelle_flat":
+            flux = planck(wavelength, temperature)
+        else:
+            flux = stellar_spectrum(wavelength, rng, star)
+        spectrum = (flux * blaze * qe).astype(np.float32)
+        centre = centre_row + curvature * (x - xc) ** 2 + tilt * (x - xc)
+        reach = (slit_rows / 2 if lamp else 0) + 3 * fwhm + 2
+        low = int(max(0, np.floor(centre.min() - reach)))
+        high = int(min(h, np.ceil(centre.max() + reach) + 1))
+        if low >= high:
+            continue
+        rows = np.arange(low, high, dtype=np.float64)[:, None]
+        offset = rows - centre[None, :]
+        if lamp:
+            edge = max(0.7, fwhm / 2)
+            profile = smoothstep(offset, -slit_rows / 2 - edge, -slit_rows / 2 + edge) * (
+                1 - smoothstep(offset, slit_rows / 2 - edge, slit_rows / 2 + edge))
+        else:
+            alpha = fwhm / 1.2
+            profile = (1 + (offset / alpha) ** 2) ** -2.5
+        values = (profile * spectrum[None, :]).astype(np.float32)
+        if colour:
+            response = channel_response(wavelength)
+            for c in range(3):
+                planes[c, low:high] += values * response[c][None, :].astype(np.float32)
+        else:
+            planes[0, low:high] += values
+    peak = float(planes.max())
+    if peak > 0:
+        planes *= np.float32(level / peak)
+    # Scattered light fills the gaps between the orders faintly.
+    planes += np.float32(float(rng.uniform(0.002, 0.02)) * float(planes.mean()))
+    return planes
+
+
+def spectroheliograph_planes(rng: np.random.Generator, shape: tuple[int, int],
+                             full_scale_e: float, colour: bool) -> np.ndarray:
+    """Electrons (planes, H, W) of one spectroheliograph frame, dispersed along the rows (W
+    columns of wavelength), the slit along the columns (H rows).
+
+    The slit lies on the solar disc as a chord at distance ``d`` from the centre; along it the
+    continuum follows the limb darkening I = 1 - u(1 - mu) - v(1 - mu)^2 and drops to scattered
+    light beyond the limb. The window (0.002..0.02 nm/px) is centred near a strong line of
+    :data:`SOLAR_LINES`, with its neighbours and weak photospheric lines; every line bends
+    along the slit with the smile (its ends shifted by up to a third of the window). Sunspots
+    dim the continuum over a few rows and deepen the lines; plage brightens a line core; dust
+    on the slit leaves thin dark lines along the dispersion.
+    """
+    h, w = shape
+    rows = np.arange(h, dtype=np.float64)
+    columns = np.arange(w, dtype=np.float64)
+    # Where the slit lies on the disc: the disc's radius in rows, the chord's offset.
+    radius = float(loguniform(rng, 0.35, 2.0)) * h
+    chord = float(rng.uniform(0.0, 0.9))
+    centre_row = h / 2 + float(rng.normal(0, 0.3)) * h
+    along = (rows - centre_row) / radius
+    mu = np.sqrt(np.clip(1.0 - chord ** 2 - along ** 2, 0.0, None))
+    u, v = float(rng.uniform(0.75, 0.95)), float(rng.uniform(-0.25, -0.15))
+    inside = smoothstep(mu, 0.0, 0.02)
+    continuum = inside * (1 - u * (1 - mu) - v * (1 - mu) ** 2) + 0.01 * (1 - inside)
+    for _ in range(int(rng.poisson(0.8))):  # sunspots
+        middle, half = float(rng.uniform(0, h)), float(loguniform(rng, 1.0, 0.03 * h + 2))
+        continuum *= 1 - 0.7 * np.exp(-0.5 * ((rows - middle) / half) ** 2)
+    step = float(loguniform(rng, 0.002, 0.02))  # nm per px
+    centre_nm, wing = SOLAR_LINES[int(rng.integers(0, len(SOLAR_LINES)))]
+    centre_nm += float(rng.normal(0, 0.15)) * step * w
+    wavelength = centre_nm + (columns - w / 2) * step
+    smile = float(rng.uniform(-0.35, 0.35)) * w / max(h / 2, 1) ** 2
+    bend = smile * (rows - h / 2) ** 2  # px, per row
+    lines = [(c, min(0.95, 0.2 + 2 * width), width) for c, width in SOLAR_LINES
+             if abs(c - centre_nm) < step * w]
+    lines += [(float(c), float(rng.uniform(0.05, 0.5)), float(loguniform(rng, 0.003, 0.015)))
+              for c in rng.uniform(wavelength[0], wavelength[-1], int(rng.integers(2, 12)))]
+    plage = np.exp(0.3 * np.convolve(rng.standard_normal(h), np.ones(15) / 15, mode="same"))
+    level = full_scale_e * float(rng.uniform(0.3, 0.9))
+    planes = np.zeros((3 if colour else 1,) + shape, dtype=np.float32)
+    response = channel_response(wavelength) if colour else np.ones((1, w))
+    for top, bottom in _row_blocks(h, w):
+        shifted = wavelength[None, :] - (bend[top:bottom, None] * step)
+        transmission = np.ones((bottom - top, w))
+        for centre, depth, width in lines:
+            core = depth / np.where(width > 0.05, plage[top:bottom, None], 1.0)
+            transmission *= 1 - np.clip(core, 0, 0.97) * np.exp(
+                -0.5 * ((shifted - centre) / max(width, 0.6 * step)) ** 2)
+        block = transmission * continuum[top:bottom, None] * level
+        for c in range(planes.shape[0]):
+            planes[c, top:bottom] = (block * response[c][None, :]).astype(np.float32)
+    for dust in rng.uniform(0, h, int(rng.poisson(2))):
+        planes *= (1 - 0.4 * np.exp(-0.5 * ((rows - dust) / 0.8) ** 2))[None, :, None].astype(
+            np.float32)
+    return planes
+
+
+def raster_planes(rng: np.random.Generator, shape: tuple[int, int],
+                  full_scale_e: float) -> np.ndarray:
+    """Electrons (1, H, W) of a space ultraviolet spectrograph's readout (IRIS, SUMER, EIS
+    style): 1..4 spectral windows side by side along the rows, each holding 1..3 emission
+    lines 1.5..4 px wide. Along the slit (the rows) the solar structures it crosses make each
+    line's brightness vary by a factor of ten and its Doppler shift by a few pixels; a weak
+    continuum sits under some windows; dark fiducial marks cross the slit in 40 %."""
+    h, w = shape
+    count = int(rng.integers(1, 5))
+    cuts = np.sort(rng.uniform(0, w, count - 1)).astype(int)
+    edges = np.concatenate([[0], cuts, [w]])
+    rows = np.arange(h, dtype=np.float64)
+
+    def along_slit(slope: float) -> np.ndarray:
+        walk = np.cumsum(rng.standard_normal(h))
+        smooth = np.convolve(walk, np.ones(9) / 9, mode="same")
+        return (smooth - smooth.mean()) / (smooth.std() + 1e-9) * slope
+
+    structure = np.exp(along_slit(1.0))
+    planes = np.zeros((1,) + shape, dtype=np.float32)
+    for left, right in zip(edges[:-1], edges[1:]):
+        gap = int(rng.integers(0, 6)) if right - left > 20 else 0
+        x = np.arange(left + gap, right, dtype=np.float64)
+        if x.size == 0:
+            continue
+        window = np.zeros((h, x.size))
+        for _ in range(int(rng.integers(1, 4))):
+            centre = float(rng.uniform(x[0], x[-1] + 1))
+            width = float(rng.uniform(1.5, 4.0)) / 2.3548
+            shift = along_slit(float(rng.uniform(0.3, 3.0)))
+            bright = structure ** float(rng.uniform(0.5, 1.5)) * np.exp(along_slit(0.5))
+            window += (bright[:, None] * float(loguniform(rng, 0.1, 1.0))
+                       * np.exp(-0.5 * ((x[None, :] - centre - shift[:, None]) / width) ** 2))
+        if rng.random() < 0.4:
+            window += float(rng.uniform(0.005, 0.05)) * structure[:, None]
+        planes[0, :, left + gap:right] = window.astype(np.float32)
+    if rng.random() < 0.4:
+        for mark in rng.uniform(0.1, 0.9, 2) * h:
+            planes[0] *= (1 - 0.8 * np.exp(-0.5 * ((rows - mark) / 1.2) ** 2))[:, None].astype(
+                np.float32)
+    peak = float(planes.max())
+    if peak > 0:
+        planes *= np.float32(full_scale_e * float(loguniform(rng, 0.1, 0.8)) / peak)
+    return planes

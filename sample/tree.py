@@ -27,7 +27,8 @@ LOG = logging.getLogger("sample")
 LABELS_FILE = "labels.csv"
 
 #: Extensions recognised when making a file name unique (longest first).
-_EXTENSIONS = (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts", ".fz", ".tiff", ".tif")
+_EXTENSIONS = (".fits.bz2", ".fits.gz", ".fits.fz", ".fit.gz", ".fits", ".fit", ".fts", ".fz",
+               ".tiff", ".tif")
 
 
 class SampleExistsError(FileExistsError):

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from skyshard import schema
-from skyshard.files import read_json, sha256_file, write_json_atomic
+from skyshard import schema, storage
+from skyshard.files import json_safe, read_json, write_json_atomic
 from skyshard.json_fields import (BOOL, INT, INT_LIST, INT_MAP, NUMBER, NUMBER_LIST,
                                   OBJECT, OPTIONAL_STR_MAP, STR, STR_LIST, STR_LIST_MAP,
                                   STR_MAP, JsonObject, shown)
@@ -42,14 +42,19 @@ class ShardIntegrityError(IOError):
 
 # -- where a manifest lives ---------------------------------------------------------------------
 
-def manifest_path(export_dir: str | Path) -> Path:
-    """``EXPORT/manifest.json`` of the export folder ``export_dir``."""
+def manifest_path(export_dir: str | Path) -> Path | str:
+    """``EXPORT/manifest.json`` of the export folder ``export_dir`` (a URL for a URL)."""
+    if storage.is_url(export_dir):
+        return storage.join(str(export_dir), schema.MANIFEST_FILE)
     return Path(export_dir) / schema.MANIFEST_FILE
 
 
-def export_folder(path: str | Path) -> Path:
+def export_folder(path: str | Path) -> Path | str:
     """The export folder named by ``path``: the folder itself, or the folder of its
-    ``manifest.json`` when ``path`` is that file."""
+    ``manifest.json`` when ``path`` is that file. A URL stays a URL (``str``)."""
+    if storage.is_url(path):
+        text = str(path).rstrip("/")
+        return storage.parent(text) if text.endswith("/" + schema.MANIFEST_FILE) else text
     path = Path(path)
     return path.parent if path.name == schema.MANIFEST_FILE and path.is_file() else path
 
@@ -57,6 +62,10 @@ def export_folder(path: str | Path) -> Path:
 def is_export_folder(folder: str | Path) -> bool:
     """True for a folder an export wrote to, finished or not (its marker, manifest or
     ``.incomplete/``): never to be read as a folder of frames."""
+    if storage.is_url(folder):
+        return (any(storage.exists(storage.join(str(folder), name))
+                    for name in (schema.EXPORT_MARKER, schema.MANIFEST_FILE))
+                or storage.is_folder(storage.join(str(folder), schema.INCOMPLETE_DIR)))
     folder = Path(folder)
     return any((folder / name).exists() for name in (
         schema.EXPORT_MARKER, schema.MANIFEST_FILE, schema.INCOMPLETE_DIR))
@@ -686,7 +695,7 @@ class Manifest(ModelInputs):
     beam_runner: str | None = None
     stats: ExportStats | None = None
     versions: Mapping[str, str] | None = None
-    source: Path | None = field(default=None, compare=False, repr=False)
+    source: Path | str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -706,7 +715,7 @@ class Manifest(ModelInputs):
         Returns
         -------
         Manifest
-            With :attr:`source` set to ``path``, resolved.
+            With :attr:`source` set to ``path``, resolved (a URL as given, as ``str``).
 
         Raises
         ------
@@ -716,6 +725,8 @@ class Manifest(ModelInputs):
             the message names the file and the value.
         """
         file = manifest_path(export_folder(path))
+        if storage.is_url(file):
+            return cls._read_url(str(file), str(path))
         if not file.is_file():
             raise ManifestError(
                 f"{file} not found: not an export folder, or the export did not finish "
@@ -725,6 +736,22 @@ class Manifest(ModelInputs):
         except ValueError as exc:
             raise ManifestError(str(exc)) from exc
         return cls.from_json(payload, origin=str(file), source=Path(path).resolve())
+
+    @classmethod
+    def _read_url(cls, file: str, path: str) -> "Manifest":
+        import json
+
+        try:
+            data = storage.read_bytes(file)
+        except FileNotFoundError:
+            raise ManifestError(
+                f"{file} not found: not an export folder, or the export did not finish "
+                "(the manifest is written last)") from None
+        try:
+            payload = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"{file} is not valid JSON: {exc}") from exc
+        return cls.from_json(payload, origin=file, source=path.rstrip("/"))
 
     @classmethod
     def from_json(cls, payload: Any, *, origin: str = "manifest",
@@ -835,9 +862,16 @@ class Manifest(ModelInputs):
         return {**{key: value for key, value in out.items()
                    if value is not None or key in kept_null}, **self.extra}
 
-    def write(self, out_dir: str | Path) -> Path:
-        """Write ``OUT_DIR/manifest.json`` atomically (whole or not at all); returns its path."""
+    def write(self, out_dir: str | Path) -> Path | str:
+        """Write ``OUT_DIR/manifest.json`` atomically (whole or not at all; on an object store
+        one upload); returns its path."""
         path = manifest_path(out_dir)
+        if storage.is_url(path):
+            import json
+
+            text = json.dumps(json_safe(self.to_json()), indent=2, allow_nan=False) + "\n"
+            storage.write_bytes_whole(str(path), text.encode("utf-8"))
+            return path
         write_json_atomic(path, self.to_json())
         return path
 
@@ -861,8 +895,11 @@ class Manifest(ModelInputs):
 
     def shard_paths(self, export_dir: str | Path, split: str,
                     class_name: str | None = None) -> list[str]:
-        """Absolute paths of the shards of ``split`` (and class) under ``export_dir``, in
-        manifest order."""
+        """Absolute paths (URLs under a URL) of the shards of ``split`` (and class) under
+        ``export_dir``, in manifest order."""
+        if storage.is_url(export_dir):
+            return [storage.join(str(export_dir), s.path)
+                    for s in self.shard_entries(split, class_name)]
         root = Path(export_dir)
         return [str(root / s.path) for s in self.shard_entries(split, class_name)]
 
@@ -883,14 +920,14 @@ class Manifest(ModelInputs):
         ShardIntegrityError
             Naming the first missing or corrupted file.
         """
-        root = Path(export_dir)
         checked = 0
         for split in splits or self.splits:
-            for entry in self.shard_entries(split):
-                path = root / entry.path
-                if not path.is_file():
-                    raise ShardIntegrityError(f"shard missing: {path} (listed in the manifest)")
-                digest = sha256_file(path)
+            for entry, path in zip(self.shard_entries(split), self.shard_paths(export_dir, split)):
+                try:
+                    digest = storage.sha256(path)
+                except (FileNotFoundError, IsADirectoryError):
+                    raise ShardIntegrityError(
+                        f"shard missing: {path} (listed in the manifest)") from None
                 if digest != entry.sha256:
                     raise ShardIntegrityError(
                         f"shard corrupted: {path} has sha256 {digest[:12]}…, the manifest says "
@@ -912,10 +949,8 @@ class Manifest(ModelInputs):
         """
         from skyshard.tfrecord import TFRecordCorruptError, read_records
 
-        root = Path(export_dir)
         for split in splits or self.splits:
-            for entry in self.shard_entries(split):
-                path = str(root / entry.path)
+            for path in self.shard_paths(export_dir, split):
                 try:
                     for _ in read_records(path):
                         pass

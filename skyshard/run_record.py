@@ -5,8 +5,9 @@
 others. Evaluation and scoring read either the same way. :class:`RunRecord` is ``run.json``:
 the status, the effective configuration, the export the model was trained on
 (:class:`RunExport`: which export, and the :class:`~skyshard.manifest.ModelInputs` the model
-depends on), the history and best epoch, peak RSS, seconds, versions, the run's files and, for an
-ensemble, its members.
+depends on), the history and best epoch, peak RSS, seconds, versions, the run's files, for an
+ensemble its members, and what says how far to believe the model (:class:`Calibration`,
+:class:`OutOfDistribution`).
 
 The JSON names are the contract: fields are added, never renamed. Fields this version does not
 know are kept (``extra``) and written back unchanged.
@@ -113,6 +114,9 @@ class ModelSummary:
         pretrain summary).
     members : int or None
         Member models of an ensemble.
+    init : dict or None
+        The trained run the weights started from (``model.init``: run, model sha256, layers
+        copied, class head, scaler).
     extra : dict
         JSON fields this version does not know.
     """
@@ -121,6 +125,7 @@ class ModelSummary:
     params: int | None = None
     encoder: Mapping[str, Any] | None = None
     members: int | None = None
+    init: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -129,13 +134,15 @@ class ModelSummary:
         data = _object(data, cls)
         return cls(name=data.value("name", STR), params=data.value("params", INT),
                    encoder=data.value("encoder", OBJECT), members=data.value("members", INT),
-                   extra=data.extra())
+                   init=data.value("init", OBJECT), extra=data.extra())
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object: ``name``, ``params``, ``encoder``, ``members``."""
+        """The JSON object: ``name``, ``params``, ``encoder``, ``members``, ``init``."""
         return {**_without_none({"name": self.name, "params": self.params,
                                  "encoder": None if self.encoder is None else dict(self.encoder),
-                                 "members": self.members}), **self.extra}
+                                 "members": self.members,
+                                 "init": None if self.init is None else dict(self.init)}),
+                **self.extra}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -288,6 +295,155 @@ class EnsembleInfo:
                 "members": [member.to_json() for member in self.members], **self.extra}
 
 
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """``run.json``'s ``calibration`` block: how far the model's probabilities are to be
+    believed, fitted on the validation split when training ends (``trainer/calibrate.py``).
+
+    A run without the block (trained before calibration existed) is used with ``T = 1``, the
+    default low-confidence threshold and header veto; evaluation and scoring say so.
+
+    Attributes
+    ----------
+    temperature : float
+        ``T`` of temperature scaling: calibrated probabilities are ``softmax(log p / T)``.
+    fitted_on : str or None
+        The frames it was fitted on (``val``, ``val fold 2``), or why it was not fitted.
+    records : int or None
+        How many.
+    nll_before, nll_after : float or None
+        Mean negative log-likelihood there, before and after scaling.
+    ece_before, ece_after : float or None
+        Expected calibration error there (``ece_bins`` equal-width bins).
+    ece_bins : int or None
+    low_confidence : float or None
+        Threshold of the ``low_confidence`` flag: a calibrated confidence below it is flagged.
+    low_confidence_share : float or None
+        The share of correctly classified validation frames below the threshold.
+    header_veto : float or None
+        A trusted header's class yields to the model only when the model gives it less than this
+        calibrated probability (and the frame looks familiar).
+    header_veto_measured : dict or None
+        What the veto was chosen from (:func:`trainer.uncertainty.header_veto_threshold`).
+    validation : dict or None
+        The flags on the validation frames: how many frames are flagged, errors among them.
+    note : str or None
+        Anything to know, e.g. why nothing was fitted.
+    extra : dict
+        JSON fields this version does not know.
+    """
+
+    temperature: float = 1.0
+    fitted_on: str | None = None
+    records: int | None = None
+    nll_before: float | None = None
+    nll_after: float | None = None
+    ece_before: float | None = None
+    ece_after: float | None = None
+    ece_bins: int | None = None
+    low_confidence: float | None = None
+    low_confidence_share: float | None = None
+    header_veto: float | None = None
+    header_veto_measured: Mapping[str, Any] | None = None
+    validation: Mapping[str, Any] | None = None
+    note: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "Calibration":
+        """The block read from its JSON object (``temperature`` required, positive)."""
+        data = _object(data, cls)
+        temperature = data.required("temperature", NUMBER)
+        if not temperature > 0:
+            raise RunRecordError(f"{data.origin}: calibration.temperature must be positive, "
+                                 f"got {temperature}")
+        return cls(temperature=float(temperature), fitted_on=data.value("fitted_on", STR),
+                   records=data.value("records", INT),
+                   nll_before=data.value("nll_before", NUMBER),
+                   nll_after=data.value("nll_after", NUMBER),
+                   ece_before=data.value("ece_before", NUMBER),
+                   ece_after=data.value("ece_after", NUMBER),
+                   ece_bins=data.value("ece_bins", INT),
+                   low_confidence=data.value("low_confidence", NUMBER),
+                   low_confidence_share=data.value("low_confidence_share", NUMBER),
+                   header_veto=data.value("header_veto", NUMBER),
+                   header_veto_measured=data.value("header_veto_measured", OBJECT),
+                   validation=data.value("validation", OBJECT),
+                   note=data.value("note", STR), extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object (every field written, ``null`` where unknown)."""
+        return {"temperature": self.temperature, "fitted_on": self.fitted_on,
+                "records": self.records, "nll_before": self.nll_before,
+                "nll_after": self.nll_after, "ece_before": self.ece_before,
+                "ece_after": self.ece_after, "ece_bins": self.ece_bins,
+                "low_confidence": self.low_confidence,
+                "low_confidence_share": self.low_confidence_share,
+                "header_veto": self.header_veto,
+                "header_veto_measured": None if self.header_veto_measured is None
+                else dict(self.header_veto_measured),
+                "validation": None if self.validation is None else dict(self.validation),
+                "note": self.note, **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutOfDistribution:
+    """``run.json``'s ``ood`` block: how far a frame lies from what the model was trained on.
+
+    Attributes
+    ----------
+    method : str
+        ``mahalanobis``: the smallest class-conditional Mahalanobis distance on ``layer``
+        (shared, shrunk covariance fitted on the train split).
+    layer : str
+        The layer whose output is measured (``fuse``).
+    file : str
+        The statistics in the run folder (``ood.npz``: plain arrays, no pickle).
+    sha256 : str or None
+        Of that file; a file that differs is refused.
+    quantile : float or None
+        The share of validation frames whose distance stays within the threshold.
+    combine : str or None
+        How the score is formed: the distance over the threshold (above 1: unfamiliar), averaged
+        over an ensemble's members.
+    models : tuple of dict
+        Per model (one, or one per ensemble member): ``threshold``, ``dims``, ``shrinkage``,
+        ``train_records``, ``val_records``.
+    extra : dict
+        JSON fields this version does not know.
+    """
+
+    method: str
+    layer: str
+    file: str
+    sha256: str | None = None
+    quantile: float | None = None
+    combine: str | None = None
+    models: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "OutOfDistribution":
+        """The block read from its JSON object (``method``, ``layer``, ``file`` required; the
+        file name must be a plain name inside the run folder)."""
+        data = _object(data, cls)
+        file = data.required("file", STR)
+        if Path(file).name != file or file in (".", ".."):
+            raise RunRecordError(f"{data.origin}: ood.file must be a file name in the run "
+                                 f"folder, got {file!r}")
+        return cls(method=data.required("method", STR), layer=data.required("layer", STR),
+                   file=file, sha256=data.value("sha256", STR),
+                   quantile=data.value("quantile", NUMBER), combine=data.value("combine", STR),
+                   models=tuple(dict(item.payload) for item in data.items("models")),
+                   extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object."""
+        return {"method": self.method, "layer": self.layer, "file": self.file,
+                "sha256": self.sha256, "quantile": self.quantile, "combine": self.combine,
+                "models": [dict(m) for m in self.models], **self.extra}
+
+
 def _child(data: JsonObject, name: str, record: type) -> Any:
     child = data.child(name)
     return None if child is None else record.from_json(child)
@@ -347,6 +503,11 @@ class RunRecord:
         it was: they trained on one device).
     check : dict or None
         An ensemble's reload check against its members' mean.
+    calibration : Calibration or None
+        Temperature scaling and the thresholds chosen on validation (``None``: a run trained
+        before they existed, or one that stopped early; used with ``T = 1``).
+    ood : OutOfDistribution or None
+        The out-of-distribution statistics (``None``: none; ``unfamiliar`` is never set).
     note : str or None
         Something to know about the saved model (e.g. the last weights were saved).
     error : str or None
@@ -379,6 +540,8 @@ class RunRecord:
     model: ModelSummary | None = None
     distribution: Distribution | None = None
     check: dict[str, Any] | None = None
+    calibration: Calibration | None = None
+    ood: OutOfDistribution | None = None
     note: str | None = None
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -465,6 +628,8 @@ class RunRecord:
             model=_child(data, "model", ModelSummary),
             distribution=_child(data, "distribution", Distribution),
             check=data.value("check", OBJECT),
+            calibration=_child(data, "calibration", Calibration),
+            ood=_child(data, "ood", OutOfDistribution),
             note=data.value("note", STR),
             error=data.value("error", STR),
             extra=data.extra(),
@@ -499,6 +664,8 @@ class RunRecord:
             "model": None if self.model is None else self.model.to_json(),
             "distribution": None if self.distribution is None else self.distribution.to_json(),
             "check": self.check,
+            "calibration": None if self.calibration is None else self.calibration.to_json(),
+            "ood": None if self.ood is None else self.ood.to_json(),
             "note": self.note,
             "error": self.error,
         }

@@ -31,7 +31,8 @@ def configure_logging(verbose: bool = False) -> None:
     if verbose:
         os.environ[VERBOSE_ENV] = "1"  # inherited by reader helpers and Beam worker processes
     quiet_library_warnings()
-    for noisy in ("apache_beam", "absl", "tensorflow", "matplotlib", "PIL"):
+    for noisy in ("apache_beam", "absl", "tensorflow", "matplotlib", "PIL", "botocore",
+                  "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -63,5 +64,9 @@ def _drop_interrupt_report(record: logging.LogRecord) -> bool:
 
 
 def _drop_beam_import_noise(record: logging.LogRecord) -> bool:
-    """Beam warns about optional Google Cloud clients on import; irrelevant offline."""
-    return "apitools not found" not in record.getMessage()
+    """Beam warns about optional Google Cloud clients on import, irrelevant offline, and logs
+    every listing of its object-store file systems on the root logger."""
+    message = record.getMessage()
+    return "apitools not found" not in message and not (
+        record.name == "root" and message.startswith("Finished listing")) and not (
+        message.startswith("No shards found to finalize"))

@@ -42,8 +42,30 @@ def write_record(stream: BinaryIO, data: bytes) -> int:
 
 
 def open_shard(path: str, mode: str = "rb") -> BinaryIO:
-    """Open a shard, transparently GZIP when the name ends with ``.gz``."""
-    return gzip.open(path, mode) if str(path).endswith(".gz") else open(path, mode)
+    """Open a shard for reading (``rb``) or writing (``wb``), transparently GZIP when the name
+    ends with ``.gz``. ``path`` may be a URL (:mod:`skyshard.storage`): its bytes stream
+    through Beam's ``FileSystems``, never held whole."""
+    from skyshard import storage
+
+    if mode not in ("rb", "wb"):
+        raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r}")
+    raw = storage.open_read(path) if mode == "rb" else storage.open_write(path)
+    if not str(path).endswith(".gz"):
+        return raw
+    # No file name and no clock in the GZIP header: the same records give the same bytes.
+    return _ClosingGzip(filename="", mode=mode, fileobj=raw, mtime=0)
+
+
+class _ClosingGzip(gzip.GzipFile):
+    """A GzipFile that also closes the stream it wraps."""
+
+    def close(self) -> None:
+        inner = self.fileobj
+        try:
+            super().close()
+        finally:
+            if inner is not None:
+                inner.close()
 
 
 def read_records(path: str) -> Iterator[bytes]:

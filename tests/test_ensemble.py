@@ -139,10 +139,12 @@ def test_evaluate_and_score_use_the_ensemble_unchanged(setup, tmp_path, capsys):
                  "--batch-size", "8"]) == 0
     assert main(["score", str(ensemble), str(frames), "--out", str(tmp_path / "beam"),
                  "--batch-size", "8", "--beam", "--direct_num_workers=1"]) == 0
-    assert main(["score", str(setup["runs"][0]), str(frames), "--out", str(tmp_path / "m0"),
-                 "--batch-size", "8"]) == 0
-    assert main(["score", str(setup["runs"][1]), str(frames), "--out", str(tmp_path / "m1"),
-                 "--batch-size", "8"]) == 0
+    # The members' own probabilities (their calibration left out): a k-fold ensemble keeps
+    # T = 1, so its probabilities are their mean.
+    for index, run in enumerate(setup["runs"]):
+        plain = _uncalibrated_copy(run, tmp_path / f"plain{index}")
+        assert main(["score", str(plain), str(frames), "--out", str(tmp_path / f"m{index}"),
+                     "--batch-size", "8"]) == 0
     assert "peak RSS" in capsys.readouterr().out
     local, beam = _predictions(tmp_path / "raw"), _predictions(tmp_path / "beam")
     assert sorted(local) == sorted(beam) and len(local) == 24
@@ -151,6 +153,64 @@ def test_evaluate_and_score_use_the_ensemble_unchanged(setup, tmp_path, capsys):
     mean = (_probabilities(_predictions(tmp_path / "m0"), classes)
             + _probabilities(_predictions(tmp_path / "m1"), classes)) / 2
     np.testing.assert_allclose(_probabilities(local, classes), mean, atol=2e-6)
+
+
+def _uncalibrated_copy(run: Path, to: Path) -> Path:
+    """A copy of ``run`` as a run trained before calibration existed."""
+    shutil.copytree(run, to, ignore=shutil.ignore_patterns("checkpoints", "evaluation"))
+    record = RunRecord.read(to)
+    record.calibration = record.ood = None
+    record.write(to)
+    (to / "ood.npz").unlink()
+    return to
+
+
+def test_an_ensemble_combines_its_members_distances_and_says_why_kfold_is_not_calibrated(
+        setup, tmp_path):
+    from trainer.uncertainty import load_statistics
+
+    record = RunRecord.read(setup["ensemble"])
+    members = [RunRecord.read(run) for run in setup["runs"]]
+    assert record.calibration.temperature == 1.0
+    assert record.calibration.fitted_on.startswith("not fitted")
+    assert "k-fold" in record.calibration.note
+    lows = [m.calibration.low_confidence for m in members
+            if m.calibration.low_confidence is not None]  # None: no val frame right
+    assert record.calibration.low_confidence == (pytest.approx(np.mean(lows)) if lows else None)
+    assert [m["threshold"] for m in record.ood.models] == \
+        [m.ood.models[0]["threshold"] for m in members]
+    stats = load_statistics(setup["ensemble"] / record.ood.file, record.ood.sha256)
+    assert len(stats) == 2 and record.files["ood"] == "ood.npz"
+    assert main(["evaluate", str(setup["ensemble"]), str(setup["export"]), "--out",
+                 str(tmp_path / "eval")]) == 0
+    metrics = read_json(tmp_path / "eval" / "metrics.json")
+    assert metrics["calibration"]["ood_models"] == 2 and not metrics["calibration"]["calibrated"]
+    assert metrics["flags"]["ood_score_median"] is not None
+
+
+def test_a_seed_ensemble_fits_its_own_temperature_on_val(setup, tmp_path):
+    from trainer.config import load_config
+    from trainer.train import train
+
+    runs = []
+    for seed in (0, 1):
+        run = tmp_path / f"seed{seed}"
+        train(setup["export"], run, load_config(overrides={**TINY, "train.seed": seed}),
+              echo=lambda line: None)
+        runs.append(run)
+    # One member trained before calibration existed: the ensemble still fits its own T.
+    _uncalibrated_copy(runs[1], tmp_path / "old1")
+    assert main(["ensemble", str(runs[0]), str(tmp_path / "old1"), "--out",
+                 str(tmp_path / "mixed")]) == 0
+    mixed = RunRecord.read(tmp_path / "mixed")
+    assert mixed.ood is None and mixed.calibration.fitted_on == "val"
+    assert main(["ensemble", *map(str, runs), "--out", str(tmp_path / "seeds")]) == 0
+    record = RunRecord.read(tmp_path / "seeds")
+    from skyshard.manifest import Manifest
+    assert record.calibration.fitted_on == "val"
+    assert record.calibration.records == Manifest.read(setup["export"]).split_records("val")
+    assert record.calibration.temperature > 0 and record.calibration.ece_after is not None
+    assert len(record.ood.models) == 2
 
 
 def _copy_run(run: Path, to: Path, **export_changes) -> Path:

@@ -79,18 +79,28 @@ def test_evaluate_metrics_equal_sklearn_on_the_same_predictions(trained, tmp_pat
         assert metrics["per_class"][name]["recall"] == pytest.approx(recall[i])
         assert metrics["per_class"][name]["f1"] == pytest.approx(f1[i])
         assert metrics["per_class"][name]["support"] == support[i]
-    confidence, correct = probs.max(axis=1), y_pred == y_true
-    bins = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)
-    ece = sum(abs(correct[bins == b].mean() - confidence[bins == b].mean()) * np.sum(bins == b)
-              for b in range(15) if np.any(bins == b)) / len(y_true)
-    assert metrics["expected_calibration_error"] == pytest.approx(ece, abs=1e-5)
+    def ece(p):
+        confidence, correct = p.max(axis=1), p.argmax(axis=1) == y_true
+        bins = np.clip(np.ceil(confidence * 15).astype(int) - 1, 0, 14)
+        return sum(abs(correct[bins == b].mean() - confidence[bins == b].mean())
+                   * np.sum(bins == b) for b in range(15) if np.any(bins == b)) / len(y_true)
+
+    # The ECE of the calibrated probabilities softmax(log p / T), T from run.json; and of the
+    # model's own.
+    temperature = read_json(run / "run.json")["calibration"]["temperature"]
+    logits = np.log(np.clip(probs.astype(np.float64), 1e-30, 1)) / temperature
+    calibrated = np.exp(logits - logits.max(axis=1, keepdims=True))
+    calibrated /= calibrated.sum(axis=1, keepdims=True)
+    assert metrics["calibration"]["temperature"] == temperature
+    assert metrics["expected_calibration_error"] == pytest.approx(ece(calibrated), abs=1e-5)
+    assert metrics["calibration"]["ece_uncalibrated"] == pytest.approx(ece(probs), abs=1e-5)
 
     with open(out / "misclassified.csv", newline="") as stream:
         rows = list(csv.DictReader(stream))
     assert sorted(r["key"] for r in rows) == sorted(k for k, t, p in zip(keys, y_true, y_pred)
                                                     if t != p)
     assert list(rows[0]) == ["key", "true", "predicted", "confidence", "predicted_with_rules",
-                             "rule"]
+                             "rule", "low_confidence", "unfamiliar", "ood_score"]
     # No frame-type features in the synthetic export: the baseline abstains on everything.
     assert metrics["header_baseline"]["available"] is False
     assert metrics["header_baseline"]["coverage"] == 0.0

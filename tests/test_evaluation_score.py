@@ -9,11 +9,13 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from export_helpers import export_tree
 from cli.main import main
 from skyshard.files import sha256_file
+from skyshard.manifest import Manifest
 from skyshard.run_record import RunRecord
 
 TINY = {"train.epochs": 1, "train.steps_per_epoch": 3, "model.filters": [8],
@@ -59,9 +61,14 @@ def _assert_same_predictions(a: dict[str, dict], b: dict[str, dict]) -> None:
         y = b[path]
         assert (x["key"], x["predicted_class"], x["model_class"], x["rule_applied"]) == \
             (y["key"], y["predicted_class"], y["model_class"], y["rule_applied"]), path
+        for name in ("low_confidence", "unfamiliar", "header_class", "header_overruled"):
+            assert x[name] == y[name], (path, name)
+        assert (x["ood_score"] == "") == (y["ood_score"] == "")
         for name in x:
             if name == "confidence" or name.startswith("p_"):
                 assert float(x[name]) == pytest.approx(float(y[name]), abs=2e-6), (path, name)
+        if x["ood_score"]:
+            assert float(x["ood_score"]) == pytest.approx(float(y["ood_score"]), abs=2e-3)
 
 
 def _state(folder: Path) -> dict[Path, tuple[str, int]]:
@@ -176,7 +183,7 @@ def test_sort_into_copies_without_overwriting(setup, tmp_path, capsys):
     placed = sorted(p for p in sorted_dir.rglob("*") if p.is_file() and p.parent != sorted_dir)
     assert len(placed) == len(rows)
     for row in rows.values():
-        entry = sorted_dir / row["predicted_class"] / Path(row["path"]).name
+        entry = sorted_dir / _folder(row) / Path(row["path"]).name
         assert entry.read_bytes() == Path(row["path"]).read_bytes()
     record = _sorted_record(tmp_path / "out")
     assert list(record) == list(rows)  # one row per prediction, same order
@@ -204,6 +211,12 @@ def test_sort_into_copies_without_overwriting(setup, tmp_path, capsys):
     assert main(["score", str(run), str(night), "--out", str(tmp_path / "out2"),
                  "--sort-into", str(night / "sorted")]) == 2
     assert "inside the input" in capsys.readouterr().err
+
+
+def _folder(row: dict) -> str:
+    """Where --sort-into files a predictions.csv row: flagged frames under _review/."""
+    flagged = row["low_confidence"] == "1" or row["unfamiliar"] == "1"
+    return f"_review/{row['predicted_class']}" if flagged else row["predicted_class"]
 
 
 def _sorted_record(out: Path) -> dict[str, dict]:
@@ -356,9 +369,9 @@ def test_sort_into_failures_exit_1_and_a_file_is_refused(setup, tmp_path, capsys
                            "--sort-into", str(afile)], capsys)
     assert rc == 2 and "is an existing file" in err and not (tmp_path / "a").exists()
 
-    blocked = tmp_path / "blocked"  # every class folder is a file: each frame fails
+    blocked = tmp_path / "blocked"  # every class folder (and _review) is a file: all fail
     blocked.mkdir()
-    for name in RunRecord.read(run).export.classes:
+    for name in [*RunRecord.read(run).export.classes, "_review"]:
         (blocked / name).write_text("")
     rc, _, err = _run_cli(["score", str(run), str(night), "--out", str(tmp_path / "b"),
                            "--sort-into", str(blocked)], capsys)
@@ -402,3 +415,140 @@ def test_export_that_read_file_names_differently_is_refused(setup, tmp_path, cap
     rc, _, err = _run_cli(["score", str(run), str(tmp_path / "n-ifn"), "--out",
                            str(tmp_path / "s")], capsys)
     assert rc == 2 and expected in err and "input export has False" in err, err
+
+
+# -- calibration, flags and header trust ---------------------------------------------------------
+
+def test_predictions_carry_calibrated_confidence_flags_and_scores(setup, tmp_path):
+    """The flags follow the run's thresholds (chosen on validation and saved in run.json):
+    low_confidence below the calibrated-confidence threshold, unfamiliar above an ood_score of
+    1, neither where a trusted header gave the class; --low-confidence overrides the
+    threshold."""
+    run, night = setup["run"], setup["night"]
+    record = RunRecord.read(run)
+    threshold = record.calibration.low_confidence
+    assert record.calibration.temperature > 0 and record.ood is not None
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "a")]) == 0
+    rows = _rows(tmp_path / "a")
+    header = list(next(iter(rows.values())))
+    assert header[-5:] == ["low_confidence", "unfamiliar", "ood_score", "header_class",
+                           "header_overruled"]
+    classes = record.export.classes
+    for row in rows.values():
+        probs = [float(row[f"p_{c}"]) for c in classes]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+        assert float(row["confidence"]) == pytest.approx(probs[classes.index(
+            row["predicted_class"])], abs=1e-6)
+        kept = row["header_class"] != "" and row["header_overruled"] == "0"
+        assert row["low_confidence"] == str(int(not kept and float(row["confidence"])
+                                                < threshold))
+        assert row["unfamiliar"] == str(int(not kept and float(row["ood_score"]) > 1))
+        if kept:
+            assert row["predicted_class"] == row["header_class"]
+    summary = json.loads((tmp_path / "a" / "score.json").read_text())
+    assert summary["low_confidence_threshold"] == threshold
+    assert summary["calibration"]["low_confidence_from"] == "run"
+    assert summary["flagged"] == sum(r["low_confidence"] == "1" or r["unfamiliar"] == "1"
+                                     for r in rows.values())
+    stated = [r for r in rows.values() if r["header_class"]]
+    assert summary["header_trust"]["frames"] == len(stated)
+    assert summary["header_trust"]["model_disagrees"] == sum(
+        r["model_class"] != r["header_class"] for r in stated)
+
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "b"),
+                 "--low-confidence", "1"]) == 0
+    every = _rows(tmp_path / "b")
+    assert all(r["low_confidence"] == "1" for r in every.values()
+               if not (r["header_class"] and r["header_overruled"] == "0"))
+    assert json.loads((tmp_path / "b" / "score.json").read_text())[
+        "calibration"]["low_confidence_from"] == "option"
+
+
+def test_flagged_frames_are_sorted_for_review(setup, tmp_path):
+    run, night = setup["run"], setup["night"]
+    sorted_dir = tmp_path / "sorted"
+    assert main(["score", str(run), str(night), "--out", str(tmp_path / "out"),
+                 "--sort-into", str(sorted_dir), "--low-confidence", "1"]) == 0
+    rows, record = _rows(tmp_path / "out"), _sorted_record(tmp_path / "out")
+    flagged = [p for p, r in rows.items() if r["low_confidence"] == "1"]
+    assert flagged
+    for path, row in rows.items():
+        where = _folder(row)
+        assert record[path]["class"] == where
+        assert Path(record[path]["entry"]) == sorted_dir / where / Path(path).name
+        assert Path(record[path]["entry"]).is_symlink()
+    assert {record[p]["class"].split("/")[0] for p in flagged} == {"_review"}
+
+
+def test_a_run_trained_before_calibration_still_scores(setup, tmp_path, capsys):
+    """No calibration and no ood statistics in run.json: T = 1 (the model's own
+    probabilities), the default threshold, no unfamiliar flag, and the summary says so."""
+    from skyshard.files import read_json, write_json_atomic
+    from trainer.model_io import load_model
+    from evaluation.batches import batched, export_records
+
+    old = tmp_path / "old-run"
+    shutil.copytree(setup["run"], old)
+    payload = read_json(old / "run.json")
+    del payload["calibration"], payload["ood"]
+    payload["files"].pop("ood", None)
+    write_json_atomic(old / "run.json", payload)
+    (old / "ood.npz").unlink()
+    rc, stdout, _ = _run_cli(["score", str(old), str(setup["night_export"]), "--out",
+                              str(tmp_path / "out")], capsys)
+    assert rc == 0 and "T = 1.000 (not fitted)" in stdout and "no calibration" in stdout
+    rows = _rows(tmp_path / "out")
+    assert all(r["unfamiliar"] == "0" and r["ood_score"] == "" for r in rows.values())
+    summary = json.loads((tmp_path / "out" / "score.json").read_text())
+    assert summary["low_confidence_threshold"] == 0.5
+    assert not summary["calibration"]["calibrated"] and summary["unfamiliar"] == 0
+    # The probabilities are the model's own.
+    manifest = Manifest.read(setup["night_export"])
+    model = load_model(old)
+    batch = next(batched(export_records(setup["night_export"], manifest, ["score"]), 64,
+                         manifest.image_size, len(manifest.feature_names),
+                         len(manifest.confidence_names)))
+    raw = np.asarray(model.predict_on_batch(batch.inputs()))
+    classes = manifest.classes
+    for i, path in enumerate(batch.paths):
+        got = [float(rows[path][f"p_{c}"]) for c in classes]
+        assert got == pytest.approx(raw[i].tolist(), abs=2e-6)
+
+
+def test_a_changed_ood_file_is_refused_naming_it(setup, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(setup["run"], run)
+    with open(run / "ood.npz", "ab") as stream:
+        stream.write(b"\0")
+    rc, _, err = _run_cli(["score", str(run), str(setup["night"]), "--out",
+                           str(tmp_path / "out")], capsys)
+    assert rc == 2 and "ood.npz is not the file run.json names" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_with_trusted_headers_the_answer_is_never_worse_than_the_header_baseline(setup,
+                                                                                 tmp_path):
+    """On a sample export's frames whose header states a type that can be trusted, the final
+    answer (header trust, then rules) makes no more errors than sorting by the header alone;
+    without header trust the model and rules decide alone."""
+    from evaluation.evaluate import evaluate
+
+    stated = 0
+    for split in ("train", "val", "test"):
+        metrics = evaluate(setup["run"], setup["export"], split=split,
+                           out_dir=tmp_path / split, batch_size=8).metrics
+        trust = metrics["header_trust"]
+        stated += trust["frames"]
+        assert trust["final_errors"] <= trust["baseline_errors"]
+        assert trust["final_not_worse_than_baseline"]
+        assert trust["kept"] + trust["overruled"] == trust["frames"]
+        flags = metrics["flags"]
+        assert flags["frames"] == metrics["n"] and 0 <= flags["flagged"] <= metrics["n"]
+        report = (tmp_path / split / "report.html").read_text()
+        assert "Frames whose header states their type" in report
+        assert "How far to believe it" in report
+    assert stated > 0
+    off = evaluate(setup["run"], setup["export"], split="train", out_dir=tmp_path / "off",
+                   batch_size=8, header_trust=False).metrics
+    assert not off["header_trust"]["enabled"] and off["header_trust"]["frames"] == 0
+    assert "trusted_header" not in off["with_rules"]["fired"]

@@ -108,6 +108,23 @@ def test_small_training_run_writes_the_run_folder(export, tmp_path):
     assert len(run.export.manifest_sha256) == 64
     assert run.config["train"]["epochs"] == 2
 
+    # Calibrated on val after the best weights were restored; distances fitted on train.
+    calibration = run.calibration
+    assert calibration.fitted_on == "val" and calibration.records == 18
+    assert 0.05 <= calibration.temperature <= 20.0
+    assert calibration.nll_after <= calibration.nll_before + 1e-9
+    assert calibration.ece_before is not None and calibration.ece_after is not None
+    # None when no val frame was right (then the default threshold applies)
+    assert calibration.low_confidence is None or 0 < calibration.low_confidence <= 1
+    assert calibration.header_veto > 0
+    assert calibration.validation["frames"] == 18
+    assert any(line.startswith("calibration on val (18 frames): T = ") for line in lines)
+    assert run.ood.method == "mahalanobis" and run.ood.layer == "fuse"
+    assert run.files["ood"] == "ood.npz" and run.ood.models[0]["train_records"] == 48
+    assert run.ood.models[0]["dims"] == 32 and run.ood.models[0]["threshold"] > 0
+    with np.load(run_dir / "ood.npz", allow_pickle=False) as stats:
+        assert stats["means_0"].shape == (6, 32) and stats["precision_0"].shape == (32, 32)
+
     inputs = _sample_inputs(export)
     fresh = _predict_in_fresh_process(run_dir, inputs, tmp_path)
     assert fresh["classes"] == list(manifest.classes)
@@ -149,6 +166,32 @@ def test_resume_after_an_interruption_reaches_the_planned_epochs(export, tmp_pat
     expected = float(learning_rate(config, steps)(3 * steps))
     assert run.history["learning_rate"][2] == pytest.approx(expected, rel=1e-4)
     assert (run_dir / "model.keras").is_file()
+
+
+def test_resume_calibrates_a_finished_run_trained_before_calibration(export, tmp_path):
+    """``--resume`` of a finished run without calibration fits it on the saved model and
+    changes nothing else; a second ``--resume`` has nothing left to do."""
+    run_dir = tmp_path / "run"
+    config = tiny_config(**{"train.epochs": 1, "train.tensorboard": False})
+    train(export, run_dir, config, echo=_silent)
+    record = RunRecord.read(run_dir)
+    fitted = record.calibration
+    record.calibration = record.ood = None
+    record.files.pop("ood")
+    record.write(run_dir)
+    (run_dir / "ood.npz").unlink()
+    model_sha = (run_dir / "model.keras").read_bytes()
+
+    lines: list[str] = []
+    again = train(export, run_dir, config, resume=True, echo=lines.append)
+    assert "not calibrated" in lines[0]
+    assert again.calibration.temperature == pytest.approx(fitted.temperature, rel=1e-4)
+    assert again.epochs_completed == 1 and again.sessions == record.sessions
+    assert (run_dir / "model.keras").read_bytes() == model_sha
+    assert RunRecord.read(run_dir).ood is not None and (run_dir / "ood.npz").is_file()
+    lines.clear()
+    train(export, run_dir, config, resume=True, echo=lines.append)
+    assert "nothing to resume" in lines[-1]
 
 
 def test_corrupted_or_missing_shard_stops_training_naming_the_file(export, tmp_path):

@@ -24,14 +24,20 @@ LOSSES = ("crossentropy", "focal")
 MONITORS = ("val_f1_macro", "val_loss")
 #: ``train.strategy``: where a run trains (:mod:`trainer.distribute`).
 STRATEGIES = ("default", "mirrored", "multiworker")
+OOD_METHODS = ("mahalanobis", "none")
 
 #: Memory settings that leave the optimisation unchanged (same steps, schedule and model): the
 #: ways out of an exceeded memory budget that ``--resume`` accepts.
 MEMORY_KEYS = ("memory.ram_budget_gb", "memory.sample_seconds", "data.shuffle_buffer_mb",
                "data.tfdata_ram_fraction", "data.val_batch_size")
 
+#: What is fitted after training (``[calibration]``): it never changes the optimisation.
+CALIBRATION_KEYS = ("calibration.temperature", "calibration.low_confidence_share",
+                    "calibration.ood", "calibration.ood_quantile", "calibration.header_veto_max")
+
 #: Keys that may change when a run is resumed; anything else would make it another run.
-RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.tensorboard", *MEMORY_KEYS)
+RESUMABLE_CHANGES = ("train.epochs", "train.patience", "train.tensorboard", *MEMORY_KEYS,
+                     *CALIBRATION_KEYS)
 
 
 class ConfigError(ValueError):
@@ -280,6 +286,22 @@ def validate(config: Mapping[str, Any]) -> None:
         raise ConfigError(f"model.encoder must be a folder path or \"\", got {model['encoder']!r}")
     _validate_policies(config["augment"])
     _validate_pretrain(config["pretrain"], config["augment"])
+    _validate_calibration(config["calibration"])
+
+
+def _validate_calibration(calibration: Mapping[str, Any]) -> None:
+    """Raise :class:`ConfigError` for unusable ``[calibration]`` settings."""
+    if not isinstance(calibration["temperature"], bool):
+        raise ConfigError(f"calibration.temperature must be true or false, got "
+                          f"{calibration['temperature']!r}")
+    _check_choice("calibration.ood", calibration["ood"], OOD_METHODS)
+    for key, low, high in (("low_confidence_share", 0.0, 0.5), ("ood_quantile", 0.5, 1.0),
+                           ("header_veto_max", 0.0, 0.5)):
+        value = calibration[key]
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not low < value < high):
+            raise ConfigError(f"calibration.{key} must be a number between {low} and {high} "
+                              f"(exclusive), got {value!r}")
 
 
 def _validate_pretrain(pretrain: Mapping[str, Any], augment: Mapping[str, Any]) -> None:

@@ -233,6 +233,53 @@ def tfrecord_dataset(path: tf.Tensor) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(path, compression_type=compression)
 
 
+def streamed_records(path: tf.Tensor) -> tf.data.Dataset:
+    """Read the records of one shard through Beam's ``FileSystems`` (``s3://`` and every other
+    scheme TensorFlow's file systems do not know), streamed and CRC-checked by
+    :func:`skyshard.tfrecord.read_records`: one record in memory at a time, nothing on disk.
+
+    Parameters
+    ----------
+    path : tf.Tensor
+        Scalar string tensor, the shard's URL.
+
+    Returns
+    -------
+    tf.data.Dataset
+        The serialised records (scalar strings).
+    """
+    return tf.data.Dataset.from_generator(
+        _shard_records, args=(path,), output_signature=tf.TensorSpec([], tf.string))
+
+
+def _shard_records(path: bytes):
+    from skyshard.tfrecord import read_records
+
+    yield from read_records(path.decode("utf-8"))
+
+
+def shard_reader(paths: list[str]):
+    """:func:`tfrecord_dataset` when TensorFlow reads the shards' file system itself (local
+    files, ``gs://``), else :func:`streamed_records`.
+
+    Parameters
+    ----------
+    paths : list of str
+        The shard files (all of one export, so of one scheme).
+
+    Returns
+    -------
+    callable
+        ``path tensor -> tf.data.Dataset`` of serialised records.
+    """
+    from skyshard import storage
+
+    kind = storage.scheme(paths[0]) if paths else None
+    if kind is None or kind in tf.io.gfile.get_registered_schemes():
+        return tfrecord_dataset
+    return streamed_records
+
+
 def sequential_records(paths: list[str]) -> tf.data.Dataset:
     """Read the records of shard files in order, one file after the other.
 
@@ -246,7 +293,7 @@ def sequential_records(paths: list[str]) -> tf.data.Dataset:
     tf.data.Dataset
         The serialised records.
     """
-    return tf.data.Dataset.from_tensor_slices(paths).flat_map(tfrecord_dataset)
+    return tf.data.Dataset.from_tensor_slices(paths).flat_map(shard_reader(paths))
 
 
 def interleaved_records(paths: list[str], cycle_length: int, seed: int) -> tf.data.Dataset:
@@ -269,7 +316,7 @@ def interleaved_records(paths: list[str], cycle_length: int, seed: int) -> tf.da
     files = tf.data.Dataset.from_tensor_slices(paths)
     if len(paths) > 1:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    return files.interleave(tfrecord_dataset, cycle_length=max(1, min(cycle_length, len(paths))),
+    return files.interleave(shard_reader(paths), cycle_length=max(1, min(cycle_length, len(paths))),
                             num_parallel_calls=AUTOTUNE, deterministic=False)
 
 
@@ -571,3 +618,38 @@ def eval_dataset(export_dir: str | Path, manifest: Manifest, split: str,
     ds = sequential_records(manifest.shard_paths(export_dir, split)).batch(batch_size)
     ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     return ds.map(make_parser(manifest), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
+def train_pass_dataset(export_dir: str | Path, manifest: Manifest,
+                       config: Mapping[str, Any]) -> tf.data.Dataset:
+    """The run's train records, each once, in order, never augmented nor header-dropped.
+
+    What the model saw in training, as it is (for statistics fitted after training, such as
+    the out-of-distribution score's): the train split, or with ``data.fold = K`` the pooled
+    train and val records of the other folds.
+
+    Parameters
+    ----------
+    export_dir : str or Path
+        The export folder.
+    manifest
+        Its manifest.
+    config : mapping
+        The run's configuration (``data.fold``, ``data.val_batch_size``).
+
+    Returns
+    -------
+    tf.data.Dataset
+        ``(inputs, one_hot)`` batches of ``data.val_batch_size`` (the last may be smaller).
+    """
+    fold = int(config["data"]["fold"])
+    batch_size = int(config["data"]["val_batch_size"])
+    if fold < 0:
+        ds = sequential_records(manifest.shard_paths(export_dir, "train"))
+        ds = ds.batch(batch_size).map(make_parser(manifest), num_parallel_calls=AUTOTUNE)
+    else:
+        ds = sequential_records(_pooled_paths(export_dir, manifest))
+        ds = ds.map(make_single_parser(manifest), num_parallel_calls=AUTOTUNE)
+        ds = ds.filter(lambda r: r[schema.FOLD] != fold).batch(batch_size)
+    ds = ds.map(to_model_example(len(manifest.classes)), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE).with_options(dataset_options(config))

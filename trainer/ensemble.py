@@ -12,8 +12,13 @@ In: run folders written by ``skyshard train`` (``--fold 0..k-1`` of a k-fold, or
 - ``run.json``: ``kind: "ensemble"``, the members' shared ``export`` block (what ``evaluate``
   and ``score`` check an export against), ``ensemble`` (method, every member's run folder,
   model sha256, fold, seed, best epoch and validation metrics, export identity), ``model``,
-  ``versions``, ``command``, ``seconds``, ``peak_rss_mb`` and ``check`` (the saved model,
-  reloaded with ``safe_mode=True``, against the mean of the members on a probe batch).
+  ``versions``, ``command``, ``seconds``, ``peak_rss_mb``, ``check`` (the saved model,
+  reloaded with ``safe_mode=True``, against the mean of the members on a probe batch) and
+  ``calibration`` / ``ood`` (:func:`trainer.calibrate.calibrate_ensemble`).
+- ``ood.npz``: every member's out-of-distribution statistics; the ensemble's score is the mean
+  of its members'. A seed ensemble fits its own temperature and thresholds on the export's val
+  split; a k-fold one cannot (its members trained on the val records outside their folds) and
+  keeps ``T = 1`` with the members' thresholds.
 
 Members must be compatible: finished, not ensembles themselves, trained on the same export
 (same manifest sha256; ``any_export=True`` relaxes this to the fields a model depends on), with
@@ -38,6 +43,7 @@ from skyshard.memory import RssMonitor
 from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, EnsembleInfo,
                                  EnsembleMember, ModelSummary, RunRecord, RunRecordError)
 from skyshard.versions import library_versions
+from trainer.calibrate import calibrate_ensemble
 from trainer.model_io import load_model
 
 KIND = ENSEMBLE_KIND
@@ -79,9 +85,13 @@ def build_ensemble(run_dirs: Sequence[str | Path], out_dir: str | Path, *,
         out.mkdir(parents=True, exist_ok=True)
         save_model_atomic(ensemble, out / MODEL_FILE)
         check = check_saved_model(out / MODEL_FILE, models, members[0][1].export)
+        calibration, ood = calibrate_ensemble(ensemble, members, out, echo)
         rss.sample()
     record = ensemble_record(members, ensemble, check, any_export,
                              time.monotonic() - started, rss.peak_mb)
+    record.calibration, record.ood = calibration, ood
+    if ood is not None:
+        record.files["ood"] = ood.file
     record.write(out)
     echo(summary_line(record, out))
     return record

@@ -4,8 +4,9 @@ history.csv, training_curves.png, config.toml).
 Order of work: check the run folder (new, or with ``resume`` an earlier run whose saved
 configuration still holds); verify the shards the run reads against the manifest's sha256;
 create (or reopen) the run folder; build the streams and the model; fit under an RSS monitor;
-then export the best epoch's weights as an inference-only ``model.keras`` and write
-``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
+then export the best epoch's weights as an inference-only ``model.keras``, fit its calibration
+and out-of-distribution statistics (:mod:`trainer.calibrate`: ``run.json``'s ``calibration``
+and ``ood``, ``ood.npz``) and write ``run.json``. ``run.json`` is also rewritten after every epoch, so a crashed run still says how
 far it got; ``--resume`` continues from the last completed epoch (``AtomicBackupAndRestore``:
 backups written atomically, a torn or unreadable one replaced by the one before it), and
 ``history.csv`` is cut back to the epochs the restored backup covers, so the history stays
@@ -27,8 +28,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from skyshard import __version__
-from skyshard.files import atomic_output, sha256_file
+from skyshard import __version__, storage
+from skyshard.files import atomic_output
 from skyshard.manifest import (Manifest, ManifestError, ShardIntegrityError, export_folder,
                                manifest_path)
 from skyshard.memory import RssMonitor
@@ -97,7 +98,7 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
     manifest = Manifest.read(export_dir)
-    manifest_sha = sha256_file(manifest_path(export_dir))
+    manifest_sha = storage.sha256(str(manifest_path(export_dir)))
     # The cheap checks first: the run folder and a resumed configuration, then the shards.
     _check_fold(manifest, config)
     placement = _place(config, cluster, echo, join_timeout)  # before other TensorFlow work
@@ -106,6 +107,9 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
         if _nothing_left(previous, config):
+            if chief and previous.calibration is None and (run_dir / MODEL_FILE).is_file():
+                return _calibrate_finished(previous, export_dir, manifest, config, run_dir,
+                                           echo)
             echo(f"{run_dir}: already {previous.status} after "
                  f"{previous.epochs_completed} epoch(s); nothing to resume")
             return previous
@@ -116,6 +120,12 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     if config["model"]["encoder"]:
         from trainer.pretrain import checked_encoder
         checked_encoder(config, manifest)
+    init = None
+    model_inputs = manifest  # what the model is built from: the export's, or its init run's scaler
+    if config["model"]["init"]:
+        from trainer.warm_start import checked_init
+        init = checked_init(config, manifest)
+        model_inputs = init.model_inputs(manifest)
 
     record = _new_record(export_dir, manifest, manifest_sha, config, previous)
     budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
@@ -140,9 +150,17 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
                                       cache_dir=cache_dir)
         val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
                                   cache_dir=cache_dir)
-    model, encoder = _compiled_model(config, manifest, plan, placement)
+    model, encoder = _compiled_model(config, model_inputs, plan, placement)
+    started_from = None
+    if init is not None and previous is None:  # a resumed run restores its own weights
+        from trainer.warm_start import initialise_from_run
+        started_from = initialise_from_run(model, init)
+        echo(f"starting from {started_from['run']}: {len(started_from['layers_copied'])} layers "
+             f"copied, class head {started_from['class_head']}")
+    elif previous is not None and previous.model is not None:
+        started_from = previous.model.init
     record.model = ModelSummary(name=config["model"]["name"], params=int(model.count_params()),
-                                encoder=encoder or None)
+                                encoder=encoder or None, init=started_from)
 
     backup = AtomicBackupAndRestore(run_dir / CHECKPOINT_DIR,
                                     best_path=run_dir / CHECKPOINT_DIR / BEST_WEIGHTS, echo=echo)
@@ -193,9 +211,14 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
         return record
     history = read_history(run_dir / HISTORY_FILE)
     _update_record(record, history, config, monitor, started, previous)
-    _finish(record, history, lost or failure, model, config, manifest, run_dir)
+    inference = _finish(record, history, lost or failure, model, config, model_inputs, run_dir)
     if lost is not None:
         raise lost from failure
+    if failure is None and inference is not None:
+        try:
+            _calibrate(record, inference, export_dir, manifest, config, run_dir, echo)
+        except tf.errors.DataLossError as exc:
+            failure = exc
     if isinstance(failure, tf.errors.DataLossError):
         # tf.data says "corrupted record at N" without the file: find and name it.
         problem = manifest.find_corrupt_record(export_dir, splits)
@@ -423,7 +446,7 @@ def _fit_distributed(model, placement: Placement, plan, config, export_dir: Path
 
 # -- the pieces of the fit ----------------------------------------------------------------------
 
-def _plan(export_dir: Path, manifest: Manifest, config: Mapping[str, Any],
+def _plan(export_dir: Path | str, manifest: Manifest, config: Mapping[str, Any],
           placement: Placement | None = None) -> dict:
     """Counts, sampling probabilities, steps and class weights of this run (and, with several
     workers, how each class's files are shared out)."""
@@ -532,22 +555,58 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
     return callbacks
 
 
-def _finish(record, history, failure, model, config, manifest, run_dir: Path) -> None:
+def _finish(record, history, failure, model, config, manifest, run_dir: Path):
     """Final status, the best model and the curves (when an epoch completed and the stop was
-    orderly: done, early stopped, or over the memory budget), and run.json."""
+    orderly: done, early stopped, or over the memory budget), and run.json. Returns the saved
+    inference model (``None`` when none was saved)."""
     record.status = _status(failure, history, config)
+    inference = None
     if history and (failure is None or isinstance(failure, MemoryBudgetExceeded)):
-        _save_best_model(model, config, manifest, run_dir, record)
+        inference = _save_best_model(model, config, manifest, run_dir, record)
         plot_history(history, run_dir / CURVES_FILE, record.best_epoch,
                      title=f"{run_dir.name}: {config['model']['name']}")
     if failure is not None:
         record.error = f"{type(failure).__name__}: {failure}"
     record.write(run_dir)
+    return inference
+
+
+def _calibrate(record: RunRecord, model: keras.Model, export_dir: Path, manifest: Manifest,
+               config, run_dir: Path, echo: Callable[[str], None]) -> None:
+    """Fit what says how far to believe the saved model (:mod:`trainer.calibrate`: temperature,
+    thresholds, out-of-distribution statistics) and record it in run.json; only after an
+    orderly end (a run stopped over its memory budget is saved uncalibrated)."""
+    from trainer.calibrate import calibrate_run
+
+    begun = time.monotonic()
+    with RssMonitor(interval=float(config["memory"]["sample_seconds"])) as monitor:
+        record.calibration, record.ood = calibrate_run(model, export_dir, manifest, config,
+                                                       run_dir, echo)
+    if record.ood is not None:
+        record.files["ood"] = record.ood.file
+    record.peak_rss_mb = round(max(record.peak_rss_mb, monitor.peak_mb), 1)
+    record.seconds = round(record.seconds + time.monotonic() - begun, 2)
+    record.updated = _now()
+    record.write(run_dir)
+
+
+def _calibrate_finished(record: RunRecord, export_dir: Path, manifest: Manifest, config,
+                        run_dir: Path, echo: Callable[[str], None]) -> RunRecord:
+    """``--resume`` of a finished run that has no calibration (trained before it existed):
+    fit it on the saved model, change nothing else."""
+    from trainer.model_io import load_model
+
+    echo(f"{run_dir}: already {record.status} after {record.epochs_completed} epoch(s) but not "
+         "calibrated: fitting the calibration and out-of-distribution statistics")
+    manifest.verify_shards(export_dir, ["train", "val"])
+    record.config = {**(record.config or {}), "calibration": config["calibration"]}
+    _calibrate(record, load_model(run_dir), export_dir, manifest, config, run_dir, echo)
+    return record
 
 
 def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Path,
-                     record: RunRecord) -> None:
-    """Write the best epoch's weights as an uncompiled inference model, atomically."""
+                     record: RunRecord) -> keras.Model:
+    """Write the best epoch's weights as an uncompiled inference model, atomically; return it."""
     best = run_dir / CHECKPOINT_DIR / BEST_WEIGHTS
     if not best.is_file():
         record.note = "no best checkpoint (monitor never improved); saved the last weights"
@@ -561,11 +620,12 @@ def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Pa
     with atomic_output(run_dir / MODEL_FILE) as partial:
         inference.save(partial)
     record.files["model"] = MODEL_FILE
+    return inference
 
 
 # -- run.json -----------------------------------------------------------------------------------
 
-def _new_record(export_dir: Path, manifest: Manifest, manifest_sha: str, config,
+def _new_record(export_dir: Path | str, manifest: Manifest, manifest_sha: str, config,
                 previous: RunRecord | None) -> RunRecord:
     """A new session's run record: a fresh one, or the resumed run's carried on (its start
     time, peak RSS, seconds and session count)."""
@@ -577,7 +637,7 @@ def _new_record(export_dir: Path, manifest: Manifest, manifest_sha: str, config,
         updated=_now(),
         command=" ".join(sys.argv),
         config=config,
-        export=RunExport.of(manifest, export_dir.resolve(), manifest_sha),
+        export=RunExport.of(manifest, storage.absolute(export_dir), manifest_sha),
         history={},
         best_epoch=None,
         best=None,

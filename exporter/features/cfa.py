@@ -18,7 +18,8 @@ What is done, without any header (``BAYERPAT`` is often missing, and TIFFs have 
   gives ``a_c = 0, b_c = 1``; a colour mosaic gives the filters' relative gains ``b_c`` and,
   for a uniform coloured background (sky glow), the level offsets ``a_c``;
 * when the fitted positions differ by more than :data:`EQUALISE_SIGMA` of the pixel noise at
-  the background level, or their gains by more than :data:`MIN_GAIN_DIFFERENCE` (and visibly
+  the background level and by more than :data:`MIN_GAIN_DIFFERENCE` of the light above the
+  frame's darkest level, or their gains by more than :data:`MIN_GAIN_DIFFERENCE` (and visibly
   at the bright end), and the difference has a Bayer mosaic's shape (the two green positions
   on one diagonal alike, :func:`is_bayer_like`), the frame is **equalised**: every pixel of
   position ``c`` becomes ``(x - a_c) / b_c``, back on the frame's value lattice and in its
@@ -74,6 +75,9 @@ MIN_GAIN_DIFFERENCE = 0.1
 DIAGONAL_TOLERANCE = 0.5
 #: Percentiles of the superpixel level at which the mosaic is compared: background, bright end.
 LEVEL_PERCENTILES = (50.0, 99.5)
+#: Percentile of the superpixel level taken as the frame's darkest level (the light of a
+#: coloured background is measured above it).
+FLOOR_PERCENTILE = 1.0
 
 CFA_FEATURE_NAMES: tuple[str, ...] = ("cfa_checker_sigma_log", "cfa_equalised")
 
@@ -321,8 +325,14 @@ def cfa_analysis(data: np.ndarray, step: float | None = None
     if not (np.all(gains > GAIN_RANGE[0]) and np.all(gains < GAIN_RANGE[1])
             and np.all(np.isfinite(offsets))):
         return out, None
-    # A coloured background (sky glow): the levels differ by more than a fraction of the noise.
-    background_mosaic = (float(np.abs(at["background"]).max()) > EQUALISE_SIGMA * noise
+    # A coloured background (sky glow): the levels differ by more than a fraction of the noise,
+    # and by a colour filter's share of the light above the frame's darkest level (filters pass
+    # tens of per cent more or less of any sky; fixed even/odd offsets of a read-out, or the
+    # sampling of sharp lines in a bright frame, are a fraction of a per cent of its light).
+    floor = float(np.percentile(level, FLOOR_PERCENTILE))
+    amplitude = float(np.abs(at["background"]).max())
+    background_mosaic = (amplitude > EQUALISE_SIGMA * noise
+                         and amplitude > MIN_GAIN_DIFFERENCE * (background - floor)
                          and is_bayer_like(at["background"]))
     # Coloured light above it (a flat, a disk, a spectrum): the gains differ by more than
     # MIN_GAIN_DIFFERENCE (colour filters: tens of per cent; the sampling of sharp structure
