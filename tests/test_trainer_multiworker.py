@@ -149,7 +149,7 @@ def test_two_workers_on_loopback_resume_and_match_a_single_process(tmp_path):
               if line.startswith("worker 1: epoch ")]
     assert [int(epoch) for epoch, _ in epochs] == list(range(2, 9)) and epochs == echoed
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["checkpoints", "config.toml", "history.csv", "model.keras", "run.json",
+        ["checkpoints", "config.toml", "history.csv", "model.keras", "ood.npz", "run.json",
          "training_curves.png"])
 
     accuracy = _test_accuracy(run, export)  # loads model.keras with safe_mode=True
