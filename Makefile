@@ -1,8 +1,13 @@
 # skyshard: `make test` and `make demo` create .venv from constraints.txt on first use.
+# GPU=1 (`make venv GPU=1`, `make test GPU=1`): TensorFlow with CUDA (the `gpu` extra, pinned by
+# constraints-gpu.txt) instead of the CPU build. One .venv holds one of the two, never both.
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+GPU    ?=
+TF     := $(if $(GPU),gpu,cpu)
+OTHER  := $(if $(GPU),cpu,gpu)
+STAMP  := $(VENV)/.installed-$(TF)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
@@ -10,10 +15,12 @@ export TF_ENABLE_ONEDNN_OPTS := 0
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt constraints-gpu.txt
+	@if [ -e $(VENV)/.installed-$(OTHER) ] || { [ "$(TF)" = gpu ] && [ -e $(VENV)/.installed ]; }; \
+	then echo "make: $(VENV) holds the $(OTHER) TensorFlow; 'make clean' first (two TensorFlows cannot share it)" >&2; exit 2; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c $(if $(GPU),constraints-gpu.txt,constraints.txt) -e '.[$(TF),test]'
 	touch $(STAMP)
 
 # Two pytest processes (pytest-xdist), each test file whole on one of them: the suite is mostly

@@ -80,6 +80,9 @@ INTERRUPTED = {
     "score": "score.json, written last, is missing, so the same command scores again into the "
              "same --out (frames already sorted are recognised)",
 }
+#: How to get TensorFlow, for the commands that need it (the export and the sample do not).
+NO_TENSORFLOW = ("pip install -c constraints.txt 'skyshard[cpu]' (or `make venv`), or "
+                 "'skyshard[gpu]' with constraints-gpu.txt for CUDA (`make venv GPU=1`)")
 INTERRUPTED_DEFAULT = ("nothing finished was written (outputs are written whole, at the end); "
                        "run the same command again")
 
@@ -121,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.verbose)
     try:
         return int(importlib.import_module(args._module).run(args, extra) or 0)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "tensorflow":
+            raise
+        print(f"skyshard {args.command}: TensorFlow is not installed; install skyshard with "
+              f"one of its extras: {NO_TENSORFLOW}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, RuntimeError) as exc:
         if not interrupted(exc):
             raise

@@ -1,4 +1,4 @@
-"""``skyshard train EXPORT RUN [--config FILE.toml] [overrides] [--resume] [--ram-budget-gb 18]``
+"""``skyshard train EXPORT RUN [--config FILE.toml] [overrides] [--resume] [--strategy S]``
 
 Import-light: TensorFlow is imported inside :func:`run`, so ``skyshard --help`` stays fast.
 """
@@ -6,11 +6,14 @@ Import-light: TensorFlow is imported inside :func:`run`, so ``skyshard --help`` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-from trainer.config import (MODELS, ConfigError, default_config, get_dotted, load_config,
-                            parse_assignment)
+from trainer.config import (MODELS, STRATEGIES, ConfigError, default_config, get_dotted,
+                            load_config, parse_assignment)
+from trainer.distribute import (JOIN_TIMEOUT_S, TF_CONFIG, ClusterError, ClusterSpec,
+                                cluster_from_environment)
 
 DESCRIPTION_EPILOG = """\
 examples:
@@ -18,6 +21,9 @@ examples:
   skyshard train export/ runs/r2 --config my.toml --epochs 40 --set train.loss=focal
   skyshard train export/ runs/r1 --resume            # after a crash: from the last epoch
   skyshard train export/ runs/k2 --fold 2            # k-fold: validate on fold 2
+  skyshard train export/ runs/g2 --strategy mirrored  # every local GPU
+  skyshard train export/ runs/mw --strategy multiworker \
+      --workers host1:2222,host2:2222 --worker-index 0  # on host1; index 1 on host2
   skyshard export my-camera/ mine/ --like builtin     # fine-tune the built-in model:
   skyshard train mine/ runs/mine --init builtin --epochs 20 --learning-rate 0.0003
 
@@ -33,6 +39,7 @@ FLAG_KEYS = {
     "seed": "train.seed",
     "fold": "data.fold",
     "ram_budget_gb": "memory.ram_budget_gb",
+    "strategy": "train.strategy",
     "init": "model.init",
 }
 
@@ -79,6 +86,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ram-budget-gb", type=float, metavar="GB",
                         help=default_help("memory.ram_budget_gb",
                                           "stop when the trainer's RSS passes this", defaults))
+    parser.add_argument("--strategy", choices=STRATEGIES,
+                        help=default_help("train.strategy", "default: one device; mirrored: "
+                                          "every local GPU; multiworker: one process per "
+                                          "machine, from TF_CONFIG or --workers", defaults))
+    parser.add_argument("--workers", metavar="HOST:PORT,...",
+                        help="multiworker: every worker's address, the chief first (writes "
+                             "TF_CONFIG for this process, with --worker-index)")
+    parser.add_argument("--worker-index", type=int, metavar="I",
+                        help="multiworker: this process's position in --workers (0: the chief, "
+                             "which writes the run folder)")
+    parser.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S, metavar="SECONDS",
+                        help="multiworker: how long to wait for the other workers to start "
+                             "(default %(default).0f)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective configuration as TOML and exit")
 
@@ -108,28 +128,62 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     if not args.export or not args.run:
         print("skyshard train: EXPORT and RUN are required", file=sys.stderr)
         return 2
+    try:
+        cluster = _cluster(args, config)
+    except ClusterError as exc:
+        print(f"skyshard train: {exc}", file=sys.stderr)
+        return 2
 
     from skyshard.locks import FolderError
     from skyshard.manifest import ManifestError, ShardIntegrityError
     from skyshard.run_record import RunRecordError
     from trainer.callbacks import MemoryBudgetExceeded
-    from trainer.train import RunFolderError, train
+    from trainer.train import RunFolderError, WorkerLost, train
 
     try:
         train(args.export, args.run, config, resume=args.resume,
-              echo=lambda line: print(line, flush=True))
+              echo=lambda line: print(line, flush=True), cluster=cluster,
+              join_timeout=args.join_timeout)
     except (ShardIntegrityError, ManifestError, ConfigError, RunFolderError, RunRecordError,
-            FolderError) as exc:
+            FolderError, ClusterError) as exc:
         print(f"skyshard train: {exc}", file=sys.stderr)
         return 2
     except MemoryBudgetExceeded as exc:
         print(f"skyshard train: {exc}", file=sys.stderr)
         return 3
+    except WorkerLost as exc:
+        print(f"skyshard train: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"skyshard train: interrupted; `skyshard train {args.export} {args.run} "
               "--resume` continues from the last completed epoch", file=sys.stderr)
         return 130
     return 0
+
+
+def _cluster(args: argparse.Namespace, config: dict[str, Any]) -> ClusterSpec | None:
+    """The multi-worker cluster: ``--workers``/``--worker-index`` (which also write
+    ``TF_CONFIG`` for this process), else ``TF_CONFIG``; ``None`` for one worker.
+
+    Raises
+    ------
+    ClusterError
+        One of the two flags without the other, the flags with another strategy than
+        ``multiworker``, or an unusable address list or ``TF_CONFIG``.
+    """
+    flags = (args.workers is not None, args.worker_index is not None)
+    if any(flags) and not all(flags):
+        raise ClusterError("--workers and --worker-index go together")
+    if not all(flags):
+        if config["train"]["strategy"] != "multiworker":
+            return None
+        return cluster_from_environment()
+    if config["train"]["strategy"] != "multiworker":
+        raise ClusterError(f"--workers needs --strategy multiworker (train.strategy is "
+                           f"{config['train']['strategy']!r})")
+    cluster = ClusterSpec.from_flags(args.workers, args.worker_index)
+    os.environ[TF_CONFIG] = cluster.tf_config()
+    return cluster
 
 
 def _saved_config(run_dir: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from skyshard.files import read_json, write_json_atomic
-from skyshard.json_fields import BOOL, INT, NUMBER, OBJECT, STR, JsonObject
+from skyshard.json_fields import BOOL, INT, NUMBER, OBJECT, STR, STR_LIST, JsonObject
 from skyshard.manifest import REQUIRED_INPUT_FIELDS, Manifest, ModelInputs
 
 #: The trained (inference-only) Keras model of a run folder.
@@ -143,6 +143,55 @@ class ModelSummary:
                                  "members": self.members,
                                  "init": None if self.init is None else dict(self.init)}),
                 **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distribution:
+    """``run.json``'s ``distribution`` block: where the latest session of a run trained.
+
+    Attributes
+    ----------
+    strategy : str
+        ``train.strategy``: ``default``, ``mirrored`` or ``multiworker``.
+    workers : int
+        Worker processes (machines) that trained together.
+    replicas : int
+        Model replicas over all workers (``num_replicas_in_sync``).
+    devices : tuple of str
+        The chief's devices holding a replica (empty for ``default``).
+    gpus : int
+        GPUs visible to the chief.
+    mixed_precision : bool
+        Whether the arithmetic was float16 (``train.mixed_precision`` on a GPU).
+    extra : dict
+        JSON fields this version does not know.
+    """
+
+    strategy: str = "default"
+    workers: int = 1
+    replicas: int = 1
+    devices: tuple[str, ...] = ()
+    gpus: int = 0
+    mixed_precision: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | JsonObject) -> "Distribution":
+        """The block read from its JSON object."""
+        data = _object(data, cls)
+        return cls(strategy=data.value("strategy", STR, "default"),
+                   workers=data.value("workers", INT, 1),
+                   replicas=data.value("replicas", INT, 1),
+                   devices=data.value("devices", STR_LIST, ()),
+                   gpus=data.value("gpus", INT, 0),
+                   mixed_precision=data.value("mixed_precision", BOOL, False),
+                   extra=data.extra())
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object (every field written)."""
+        return {"strategy": self.strategy, "workers": self.workers, "replicas": self.replicas,
+                "devices": list(self.devices), "gpus": self.gpus,
+                "mixed_precision": self.mixed_precision, **self.extra}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -449,6 +498,9 @@ class RunRecord:
         Class counts, sampling probabilities, steps, class weights, features used.
     model : ModelSummary or None
         Architecture and parameter count, once the model is built.
+    distribution : Distribution or None
+        Strategy, workers and replicas of the latest session (absent in runs recorded before
+        it was: they trained on one device).
     check : dict or None
         An ensemble's reload check against its members' mean.
     calibration : Calibration or None
@@ -486,6 +538,7 @@ class RunRecord:
     files: dict[str, str | None] = field(default_factory=dict)
     sampling: dict[str, Any] | None = None
     model: ModelSummary | None = None
+    distribution: Distribution | None = None
     check: dict[str, Any] | None = None
     calibration: Calibration | None = None
     ood: OutOfDistribution | None = None
@@ -576,6 +629,7 @@ class RunRecord:
             files=data.value("files", OBJECT, {}),
             sampling=data.value("sampling", OBJECT),
             model=_child(data, "model", ModelSummary),
+            distribution=_child(data, "distribution", Distribution),
             check=data.value("check", OBJECT),
             calibration=_child(data, "calibration", Calibration),
             ood=_child(data, "ood", OutOfDistribution),
@@ -611,6 +665,7 @@ class RunRecord:
             "files": self.files,
             "sampling": self.sampling,
             "model": None if self.model is None else self.model.to_json(),
+            "distribution": None if self.distribution is None else self.distribution.to_json(),
             "check": self.check,
             "calibration": None if self.calibration is None else self.calibration.to_json(),
             "ood": None if self.ood is None else self.ood.to_json(),

@@ -37,7 +37,7 @@ def test_worker_target_is_a_beam_worker_of_the_pinned_beam():
     assert worker.startswith("base AS worker")
     assert "COPY --from=beam-sdk /opt/apache/beam /opt/apache/beam" in worker
     assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in worker
-    assert "'.[aws]'" in stages["base"] and "-c constraints.txt" in stages["base"]
+    assert "'.[cpu,aws]'" in stages["base"] and "-c constraints.txt" in stages["base"]
     assert 'ENTRYPOINT ["skyshard"]' in stages["cli"]
     # `docker build` without --target still gives the command-line image.
     assert list(stages)[-1] == "cli"

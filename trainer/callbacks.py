@@ -69,10 +69,27 @@ class MemoryGuard(keras.callbacks.Callback):
             return
         where = f"epoch {self._epoch + 1}" + (f", batch {batch + 1}" if batch is not None
                                                 else "")
-        raise MemoryBudgetExceeded(
-            f"memory budget exceeded: the trainer's RSS reached {self.monitor.exceeded_mb:.0f} MB "
-            f"during {where}, above the budget of {self.monitor.budget_mb:.0f} MB "
-            f"(--ram-budget-gb). {self.hint}")
+        raise MemoryBudgetExceeded(budget_message(self.monitor.exceeded_mb,
+                                                  self.monitor.budget_mb, where, self.hint))
+
+
+def budget_message(rss_mb: float, budget_mb: float, where: str, hint: str = "",
+                   whose: str = "the trainer's") -> str:
+    """The message of :class:`MemoryBudgetExceeded`.
+
+    Parameters
+    ----------
+    rss_mb, budget_mb : float
+        The RSS reached and the budget, MB.
+    where : str
+        When it happened (``"epoch 3, batch 12"``).
+    hint : str, default ""
+        How to go on, appended.
+    whose : str, default "the trainer's"
+        Whose RSS (``"worker 1's"`` in a multi-worker run).
+    """
+    return (f"memory budget exceeded: {whose} RSS reached {rss_mb:.0f} MB during {where}, "
+            f"above the budget of {budget_mb:.0f} MB (--ram-budget-gb). {hint}").rstrip()
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):

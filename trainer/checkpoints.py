@@ -130,6 +130,36 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
                       "training restarts from epoch 1")
         return self._restored({"epoch": 0, "best_sha256": None})
 
+    def load(self, epoch: int) -> int:
+        """Load the latest backup as it is, changing no file: how a worker of a multi-worker
+        run follows the chief, which restored (and repaired) the backups first.
+
+        Parameters
+        ----------
+        epoch : int
+            The completed epochs the chief restored; the latest backup must hold exactly these.
+
+        Returns
+        -------
+        int
+            ``epoch``.
+
+        Raises
+        ------
+        BackupUnusable
+            The latest backup is not whole, or holds another epoch than the chief's.
+        """
+        (_, weights, metadata), _ = self._slots()
+        meta = _check_backup(weights, metadata, None)
+        if meta["epoch"] != epoch:
+            raise BackupUnusable(f"{metadata} is after epoch {meta['epoch']}, the chief "
+                                 f"restored epoch {epoch}")
+        _build_optimizer(self.model)
+        self.model.load_weights(str(weights))
+        self.restored_epoch = epoch
+        self._current_epoch = epoch
+        return epoch
+
     def _restored(self, meta: Mapping[str, Any]) -> int:
         """Set the model's and the callback's epoch from the restored metadata ``meta``, put
         back the best checkpoint, and return the number of completed epochs."""

@@ -22,6 +22,8 @@ MODELS = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0", "vit_tiny
 SCHEDULES = ("cosine", "cosine_restarts", "constant")
 LOSSES = ("crossentropy", "focal")
 MONITORS = ("val_f1_macro", "val_loss")
+#: ``train.strategy``: where a run trains (:mod:`trainer.distribute`).
+STRATEGIES = ("default", "mirrored", "multiworker")
 OOD_METHODS = ("mahalanobis", "none")
 
 #: Memory settings that leave the optimisation unchanged (same steps, schedule and model): the
@@ -243,6 +245,10 @@ def validate(config: Mapping[str, Any]) -> None:
     _check_choice("train.schedule", train["schedule"], SCHEDULES)
     _check_choice("train.loss", train["loss"], LOSSES)
     _check_choice("train.monitor", train["monitor"], MONITORS)
+    _check_choice("train.strategy", train["strategy"], STRATEGIES)
+    if not isinstance(train["mixed_precision"], bool):
+        raise ConfigError(f"train.mixed_precision must be true or false, got "
+                          f"{train['mixed_precision']!r}")
     _check_choice("model.name", model["name"], MODELS)
     _check_choice("model.head", model["head"], ("gap", "flatten"))
     _check_choice("model.norm", model["norm"], ("batch", "group"))

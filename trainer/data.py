@@ -25,9 +25,12 @@ from skyshard import schema
 from skyshard.manifest import Manifest, ManifestError, ModelInputs
 from trainer.augment import (is_identity, make_batch_mixer, make_header_dropout,
                              make_record_augmenter, policy_for)
+from trainer.distribute import WorkerShard
 from trainer.records import MODEL_INPUTS, make_parser, make_single_parser
 
 AUTOTUNE = tf.data.AUTOTUNE
+#: Worker ``i`` of a distributed run seeds its streams with ``train.seed + i * stride``.
+WORKER_SEED_STRIDE = 1009
 _MB = 1 << 20
 _RECORD_OVERHEAD_BYTES = 512  # key, class name, sha256, framing
 
@@ -317,6 +320,35 @@ def interleaved_records(paths: list[str], cycle_length: int, seed: int) -> tf.da
                             num_parallel_calls=AUTOTUNE, deterministic=False)
 
 
+def worker_records(paths: list[str], cycle_length: int, seed: int,
+                   shard: WorkerShard | None = None) -> tf.data.Dataset:
+    """Read one worker's part of a class's shard files (all of them with no ``shard``).
+
+    Parameters
+    ----------
+    paths : list of str
+        The class's shard files, in manifest order.
+    cycle_length : int
+        Files read at once.
+    seed : int
+        Seed of the file-order shuffle.
+    shard : WorkerShard, optional
+        This worker's part: every ``count``-th file from ``index`` when there are at least
+        ``count`` files (:func:`interleaved_records` over them), else every ``count``-th record
+        of the files read in order, so that the workers' parts never overlap.
+
+    Returns
+    -------
+    tf.data.Dataset
+        The serialised records.
+    """
+    if shard is None:
+        return interleaved_records(paths, cycle_length, seed)
+    if shard.by_file(paths):
+        return interleaved_records(paths[shard.index::shard.count], cycle_length, seed)
+    return sequential_records(paths).shard(shard.count, shard.index)
+
+
 def count_folds(export_dir: str | Path, manifest: Manifest) -> dict[tuple[str, int], int]:
     """Count the records per (class, fold) of the pooled train and val splits, in one light pass.
 
@@ -384,9 +416,20 @@ def _fit_fields(record: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     return {name: record[name] for name in (*MODEL_INPUTS, schema.LABEL)}
 
 
+def class_paths(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
+                class_name: str) -> list[str]:
+    """The shard files a class's train stream reads: the class's train shards, or with
+    ``data.fold = K`` the pooled train and val shards (filtered to the class as they are read).
+    """
+    if int(config["data"]["fold"]) < 0:
+        return manifest.shard_paths(export_dir, "train", class_name)
+    return _pooled_paths(export_dir, manifest)
+
+
 def class_stream(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
                  class_name: str, buffer_records: int, seed: int,
-                 cache_dir: str | Path | None = None) -> tf.data.Dataset:
+                 cache_dir: str | Path | None = None,
+                 shard: WorkerShard | None = None) -> tf.data.Dataset:
     """The endless, shuffled, augmented stream of one class's train records.
 
     The class's train shards (with ``data.fold = K``: the pooled shards, filtered to the class
@@ -409,6 +452,8 @@ def class_stream(export_dir: str | Path, manifest: Manifest, config: Mapping[str
         Seed of the file order and of the shuffle.
     cache_dir : str or Path, optional
         Where to cache the parsed records (``data.cache = "disk"``); ``None``: no cache.
+    shard : WorkerShard, optional
+        Read only this worker's part of the files (:func:`worker_records`); ``None``: all.
 
     Returns
     -------
@@ -418,11 +463,8 @@ def class_stream(export_dir: str | Path, manifest: Manifest, config: Mapping[str
     data = config["data"]
     fold = int(data["fold"])
     label = manifest.classes.index(class_name)
-    if fold < 0:
-        paths = manifest.shard_paths(export_dir, "train", class_name)
-    else:
-        paths = _pooled_paths(export_dir, manifest)
-    ds = interleaved_records(paths, int(data["cycle_length"]), seed)
+    paths = class_paths(export_dir, manifest, config, class_name)
+    ds = worker_records(paths, int(data["cycle_length"]), seed, shard)
     ds = ds.map(make_single_parser(manifest), num_parallel_calls=AUTOTUNE, deterministic=False)
     if fold >= 0:
         ds = ds.filter(lambda r: (r[schema.LABEL] == label) & (r[schema.FOLD] != fold))
@@ -439,7 +481,8 @@ def class_stream(export_dir: str | Path, manifest: Manifest, config: Mapping[str
 
 def train_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
                   *, counts: Mapping[str, int] | None = None,
-                  cache_dir: str | Path | None = None) -> tf.data.Dataset:
+                  cache_dir: str | Path | None = None, batch_size: int | None = None,
+                  shard: WorkerShard | None = None) -> tf.data.Dataset:
     """The class-balanced, endless train stream.
 
     One :func:`class_stream` per class with records, merged by ``sample_from_datasets`` with the
@@ -459,22 +502,28 @@ def train_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[st
         :func:`train_counts`).
     cache_dir : str or Path, optional
         Where to cache parsed records on disk; ``None``: no cache.
+    batch_size : int, optional
+        Records per batch (default ``train.batch_size``; a replica's share of it when training
+        is distributed).
+    shard : WorkerShard, optional
+        This worker's part of every class's files (:func:`worker_records`); its seeds are
+        offset by the worker index, so workers draw and augment differently. ``None``: all.
 
     Returns
     -------
     tf.data.Dataset
-        ``(inputs, one_hot)`` batches of ``train.batch_size``, without end.
+        ``(inputs, one_hot)`` batches of ``batch_size``, without end.
     """
     counts = counts or class_counts(manifest, "train")
     weights = sampling_weights(counts, config["data"]["balance_power"])
-    seed = int(config["train"]["seed"])
+    seed = int(config["train"]["seed"]) + (WORKER_SEED_STRIDE * shard.index if shard else 0)
     buffer_records = shuffle_buffer_records(manifest, config, len(weights))
     streams = [class_stream(export_dir, manifest, config, name, buffer_records, seed + i,
-                            cache_dir)
+                            cache_dir, shard)
                for i, name in enumerate(weights)]
     ds = tf.data.Dataset.sample_from_datasets(
         streams, weights=list(weights.values()), seed=seed, rerandomize_each_iteration=True)
-    ds = ds.batch(int(config["train"]["batch_size"]), drop_remainder=True)
+    ds = ds.batch(int(batch_size or config["train"]["batch_size"]), drop_remainder=True)
     ds = ds.map(to_model_example(len(manifest.classes)), num_parallel_calls=AUTOTUNE)
     dropout = make_header_dropout(manifest, float(config["features"]["header_dropout"]))
     if dropout is not None:
@@ -492,7 +541,8 @@ def split_records(manifest: Manifest, split: str) -> int:
 
 def val_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[str, Any],
                 *, records: int | None = None,
-                cache_dir: str | Path | None = None) -> tf.data.Dataset:
+                cache_dir: str | Path | None = None,
+                shard: WorkerShard | None = None) -> tf.data.Dataset:
     """The validation batches, in order, never augmented.
 
     The val split, or with ``data.fold = K`` fold K of the pooled train and val shards.
@@ -510,6 +560,9 @@ def val_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[str,
         count). It fixes the dataset's cardinality, so Keras knows where an epoch ends.
     cache_dir : str or Path, optional
         Where to cache the batches on disk; ``None``: no cache.
+    shard : WorkerShard, optional
+        Keep only this worker's records (every ``count``-th from ``index``); the
+        cardinality is then unknown. ``None``: all.
 
     Returns
     -------
@@ -520,18 +573,24 @@ def val_dataset(export_dir: str | Path, manifest: Manifest, config: Mapping[str,
     batch_size = int(config["data"]["val_batch_size"])
     if fold < 0:
         records = split_records(manifest, "val") if records is None else records
-        ds = sequential_records(manifest.shard_paths(export_dir, "val"))
+        ds = _worker_part(sequential_records(manifest.shard_paths(export_dir, "val")), shard)
         ds = ds.batch(batch_size).map(make_parser(manifest), num_parallel_calls=AUTOTUNE)
     else:
         ds = sequential_records(_pooled_paths(export_dir, manifest))
         ds = ds.map(make_single_parser(manifest), num_parallel_calls=AUTOTUNE)
-        ds = ds.filter(lambda r: r[schema.FOLD] == fold).batch(batch_size)
-    if records is not None:
+        ds = _worker_part(ds.filter(lambda r: r[schema.FOLD] == fold), shard).batch(batch_size)
+    if records is not None and shard is None:
         ds = ds.apply(tf.data.experimental.assert_cardinality(math.ceil(records / batch_size)))
     ds = ds.map(to_model_example(len(manifest.classes)), num_parallel_calls=AUTOTUNE)
     if cache_dir is not None:
         ds = ds.cache(str(Path(cache_dir) / "val"))
     return ds.prefetch(AUTOTUNE).with_options(dataset_options(config))
+
+
+def _worker_part(ds: tf.data.Dataset, shard: WorkerShard | None) -> tf.data.Dataset:
+    """Return every ``shard.count``-th element of ``ds`` from ``shard.index`` (``ds`` itself
+    without a shard)."""
+    return ds if shard is None else ds.shard(shard.count, shard.index)
 
 
 def eval_dataset(export_dir: str | Path, manifest: Manifest, split: str,

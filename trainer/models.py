@@ -25,9 +25,17 @@ from trainer.vit import vit_branch
 
 IMAGE_BRANCHES = ("separable", "simple_cnn", "resnet50v2", "efficientnetv2b0", "vit_tiny")
 
+#: The feature branch computes in float32 under any dtype policy (mixed precision included).
+FEATURE_DTYPE = "float32"
 
-def build_model(config: Mapping[str, Any], manifest: ModelInputs) -> keras.Model:
+
+def build_model(config: Mapping[str, Any], manifest: ModelInputs, *,
+                synchronized: bool = False) -> keras.Model:
     """Build the classifier of an export, per the configuration.
+
+    Under Keras' ``mixed_float16`` policy (:mod:`trainer.precision`) the image branch and the
+    dense layers compute in float16; the feature branch (:data:`FEATURE_DTYPE`) and the output
+    stay float32, and so do the inputs' dtypes.
 
     Parameters
     ----------
@@ -36,6 +44,10 @@ def build_model(config: Mapping[str, Any], manifest: ModelInputs) -> keras.Model
     manifest
         The export's manifest: classes, image size, feature and confidence names, feature
         groups, scaler.
+    synchronized : bool, default False
+        Batch normalisation of the CNN branches over the global batch of all replicas of a
+        ``tf.distribute`` strategy, not each replica's share (:func:`normalization`). The
+        weights are the same either way; the saved model is built without it.
 
     Returns
     -------
@@ -59,7 +71,7 @@ def build_model(config: Mapping[str, Any], manifest: ModelInputs) -> keras.Model
     }
     model_config = config["model"]
     image = Cast("float32", name="image_float32")(inputs[schema.IMAGE])
-    x_image = image_branch(model_config["name"], image, model_config)
+    x_image = image_branch(model_config["name"], image, model_config, synchronized)
     x_image = layers.Dense(int(model_config["image_units"]), activation="relu",
                            name="image_dense")(x_image)
 
@@ -139,7 +151,7 @@ def scaler_layer(manifest: ModelInputs) -> layers.Normalization:
         mean.append(0.0 if unknown else float(m))
         scale.append(1.0 if unknown or s is None or not math.isfinite(s) or s <= 0 else float(s))
     return layers.Normalization(mean=mean, variance=[s * s for s in scale],
-                                name="feature_scaler")
+                                name="feature_scaler", dtype=FEATURE_DTYPE)
 
 
 def feature_branch(features, confidences, manifest: ModelInputs,
@@ -167,25 +179,30 @@ def feature_branch(features, confidences, manifest: ModelInputs,
         ``[B, 2 * n_used + C]``: the processed features, their missing indicators (1 where the
         feature was NaN) and the confidences, concatenated.
     """
+    # float32 whatever the dtype policy: raw features (exposures of hours, counts of
+    # millions) would overflow float16 before they are scaled.
+    exact = FEATURE_DTYPE
     indices, gate_groups = feature_plan(manifest, features_config)
     scaled = scaler_layer(manifest)(features)
-    selected = SelectFeatures(indices, name="select_features")(scaled)
+    selected = SelectFeatures(indices, name="select_features", dtype=exact)(scaled)
     limit = float(features_config["clip"])
     if limit > 0:  # NaN passes tanh unchanged, so the missing indicator below still sees it
-        selected = SoftClip(limit, name="feature_clip")(selected)
-    missing = MissingIndicator(name="missing_indicator")(selected)
-    values = ImputeMissing(0.0, name="impute_missing")(selected)
+        selected = SoftClip(limit, name="feature_clip", dtype=exact)(selected)
+    missing = MissingIndicator(name="missing_indicator", dtype=exact)(selected)
+    values = ImputeMissing(0.0, name="impute_missing", dtype=exact)(selected)
     if any(g >= 0 for g in gate_groups):
         values = ConfidenceGate(gate_groups, n_groups=len(manifest.confidence_names),
                                 a_init=float(features_config["gate_init_a"]),
                                 b_init=float(features_config["gate_init_b"]),
-                                name="confidence_gate")([values, confidences])
-    return layers.Concatenate(name="feature_inputs")([values, missing, confidences])
+                                name="confidence_gate", dtype=exact)([values, confidences])
+    return layers.Concatenate(name="feature_inputs", dtype=exact)([values, missing,
+                                                                   confidences])
 
 
 # -- image branches -----------------------------------------------------------------------------
 
-def image_branch(name: str, image, model_config: Mapping[str, Any]):
+def image_branch(name: str, image, model_config: Mapping[str, Any],
+                 synchronized: bool = False):
     """The image half of the model, before its dense layer, by the configured architecture.
 
     Parameters
@@ -197,6 +214,9 @@ def image_branch(name: str, image, model_config: Mapping[str, Any]):
         float32 ``[B,S,S,1]``.
     model_config : mapping
         The ``[model]`` table.
+    synchronized : bool, default False
+        Batch statistics over all replicas (:func:`normalization`; the CNN branches only, a
+        backbone keeps its own batch normalisation per replica).
 
     Returns
     -------
@@ -208,7 +228,7 @@ def image_branch(name: str, image, model_config: Mapping[str, Any]):
     ConfigError
         An unknown architecture or normalisation, or backbone weights that are not a local file.
     """
-    norm = normalization(model_config)
+    norm = normalization(model_config, synchronized)
     if name == "separable":
         return separable_cnn(image, model_config["filters"], norm)
     if name == "simple_cnn":
@@ -223,7 +243,7 @@ def image_branch(name: str, image, model_config: Mapping[str, Any]):
 NORMALIZATIONS = ("batch", "group")
 
 
-def normalization(model_config: Mapping[str, Any]):
+def normalization(model_config: Mapping[str, Any], synchronized: bool = False):
     """The configured normalisation of the CNN branches.
 
     ``batch``: ``BatchNormalization`` with ``model.batchnorm_momentum``. ``group``:
@@ -236,6 +256,10 @@ def normalization(model_config: Mapping[str, Any]):
     ----------
     model_config : mapping
         The ``[model]`` table (``norm`` and its settings).
+    synchronized : bool, default False
+        ``batch``: compute the statistics over the global batch of all replicas of a
+        ``tf.distribute`` strategy (Keras' ``synchronized=True``), so a batch split over
+        replicas is normalised as the whole batch would be on one device.
 
     Returns
     -------
@@ -250,6 +274,9 @@ def normalization(model_config: Mapping[str, Any]):
     kind = model_config["norm"]
     if kind == "batch":
         momentum = float(model_config["batchnorm_momentum"])
+        if synchronized:
+            return lambda channels, name: layers.BatchNormalization(
+                momentum=momentum, name=name, synchronized=True)
         return lambda channels, name: layers.BatchNormalization(momentum=momentum, name=name)
     if kind == "group":
         wanted = int(model_config["norm_groups"])

@@ -17,7 +17,7 @@ from trainer.config import ConfigError
 F1_METRIC = "f1_macro"
 
 
-def learning_rate(config: Mapping[str, Any], steps_per_epoch: int):
+def learning_rate(config: Mapping[str, Any], steps_per_epoch: int, per_update: int = 1):
     """The learning rate or schedule of ``[train]``.
 
     Parameters
@@ -26,56 +26,95 @@ def learning_rate(config: Mapping[str, Any], steps_per_epoch: int):
         The run's configuration (``train.learning_rate``, ``schedule``, ``epochs``,
         ``warmup_epochs``, ``min_learning_rate_fraction``, ``restart_*``).
     steps_per_epoch : int
-        Optimiser steps (batches) per epoch.
+        Steps (batches) per epoch.
+    per_update : int, default 1
+        Steps per optimiser update when gradients are accumulated outside the optimiser (the
+        distributed loop, :mod:`trainer.loop`); the schedule then counts updates. 1: it counts
+        steps, as Keras' optimiser does also when it accumulates gradients itself.
 
     Returns
     -------
     float or keras.optimizers.schedules.LearningRateSchedule
         The constant rate (``schedule = "constant"``), ``CosineDecayRestarts``
         (``"cosine_restarts"``), or ``CosineDecay`` over all epochs (``"cosine"``, after a linear
-        warm-up when ``warmup_epochs`` > 0), in optimiser steps.
+        warm-up when ``warmup_epochs`` > 0), in optimiser iterations.
     """
     train = config["train"]
     lr = float(train["learning_rate"])
     floor = float(train["min_learning_rate_fraction"])
-    total = max(1, int(train["epochs"]) * steps_per_epoch)
+
+    def iterations(epochs: float) -> int:
+        return int(epochs * steps_per_epoch) // per_update
+
+    total = max(1, iterations(int(train["epochs"])))
     if train["schedule"] == "constant":
         return lr
     if train["schedule"] == "cosine_restarts":
         return keras.optimizers.schedules.CosineDecayRestarts(
-            lr, first_decay_steps=max(1, int(train["restart_epochs"]) * steps_per_epoch),
+            lr, first_decay_steps=max(1, iterations(int(train["restart_epochs"]))),
             t_mul=float(train["restart_t_mul"]), m_mul=float(train["restart_m_mul"]),
             alpha=floor)
-    warmup = min(int(train["warmup_epochs"]) * steps_per_epoch, total - 1)
+    warmup = min(iterations(int(train["warmup_epochs"])), total - 1)
     if warmup > 0:
         return keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=total - warmup, alpha=floor, warmup_target=lr, warmup_steps=warmup)
     return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total, alpha=floor)
 
 
-def make_optimizer(config: Mapping[str, Any], steps_per_epoch: int) -> keras.optimizers.AdamW:
+def make_optimizer(config: Mapping[str, Any], steps_per_epoch: int, *,
+                   accumulate: bool = True) -> keras.optimizers.Optimizer:
     """The optimiser of ``[train]``: AdamW with decoupled weight decay.
 
     Parameters
     ----------
     config : mapping
-        The run's configuration (``train.weight_decay``, ``gradient_accumulation_steps`` and the
-        learning-rate keys of :func:`learning_rate`).
+        The run's configuration (``train.weight_decay``, ``gradient_accumulation_steps``,
+        ``mixed_precision`` and the learning-rate keys of :func:`learning_rate`).
     steps_per_epoch : int
-        Optimiser steps (batches) per epoch.
+        Steps (batches) per epoch.
+    accumulate : bool, default True
+        Whether the optimiser accumulates gradients itself (``model.fit``). False for the
+        distributed loop, which accumulates them per replica (Keras' accumulation does not run
+        under a ``tf.distribute`` strategy); the schedule then counts optimiser updates.
 
     Returns
     -------
-    keras.optimizers.AdamW
-        With the learning rate of :func:`learning_rate`; gradients are accumulated by the
-        optimiser itself when ``gradient_accumulation_steps`` > 1.
+    keras.optimizers.Optimizer
+        ``AdamW`` with the learning rate of :func:`learning_rate`, wrapped in a
+        :class:`ReplicaSafeLossScaleOptimizer` when ``train.mixed_precision`` is on.
     """
     train = config["train"]
-    accumulate = int(train["gradient_accumulation_steps"])
-    return keras.optimizers.AdamW(
-        learning_rate=learning_rate(config, steps_per_epoch),
+    steps = int(train["gradient_accumulation_steps"])
+    inner = keras.optimizers.AdamW(
+        learning_rate=learning_rate(config, steps_per_epoch, 1 if accumulate else steps),
         weight_decay=float(train["weight_decay"]),
-        gradient_accumulation_steps=accumulate if accumulate > 1 else None)
+        gradient_accumulation_steps=steps if accumulate and steps > 1 else None)
+    if train["mixed_precision"]:
+        return ReplicaSafeLossScaleOptimizer(inner)
+    return inner
+
+
+class ReplicaSafeLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras' dynamic loss scaling, with one decision for all replicas.
+
+    ``LossScaleOptimizer`` skips an update (and halves its scale) when a gradient is not finite,
+    judged on the gradients it is given. Under a ``tf.distribute`` strategy those are each
+    replica's own, before the inner optimiser adds them up over the replicas: one replica could
+    skip while another applies, and the one that applies would wait forever for the others in
+    the sum. Here the replicas agree: an update is skipped when any replica's gradient is not
+    finite. Outside a strategy it is ``LossScaleOptimizer`` unchanged.
+    """
+
+    def check_finite(self, grads):
+        finite = super().check_finite(grads)
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return finite
+        bad = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                 tf.cast(tf.logical_not(finite), tf.float32))
+        return tf.equal(bad, 0.0)
 
 
 def balanced_weights(sample_probabilities: Sequence[float]) -> list[float]:

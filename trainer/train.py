@@ -15,13 +15,17 @@ continuous however the run was killed.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import sys
 import time
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from skyshard import __version__, storage
@@ -30,19 +34,23 @@ from skyshard.locks import FolderLock, is_lock_file
 from skyshard.manifest import (Manifest, ManifestError, ShardIntegrityError, export_folder,
                                manifest_path)
 from skyshard.memory import RssMonitor
-from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, ModelSummary, RunExport,
-                                 RunRecord)
+from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, Distribution,
+                                 ModelSummary, RunExport, RunRecord)
 from skyshard.versions import library_versions
 from trainer import data
 from trainer.callbacks import (EpochReport, EpochScalars, LearningRateLog, MemoryBudgetExceeded,
                                MemoryGuard, ResumableEarlyStopping)
-from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint
+from trainer.checkpoints import AtomicBackupAndRestore, AtomicModelCheckpoint, BackupUnusable
+from trainer.distribute import (JOIN_TIMEOUT_S, ClusterSpec, Placement,
+                                cluster_from_environment, place)
 from trainer.history import best_epoch, complete_epochs, read_history, rewind_history
 from trainer.config import (MEMORY_KEYS, ConfigError, dump_toml, get_dotted,
                             resume_differences)
+from trainer.loop import DistributedLoop
 from trainer.models import build_model, feature_plan
 from trainer.optim import class_weights, make_loss, make_metrics, make_optimizer
 from trainer.plots import plot_history
+from trainer.precision import FLOAT32, compute_policy, dtype_policy
 
 HISTORY_FILE = "history.csv"
 CURVES_FILE = "training_curves.png"
@@ -65,28 +73,50 @@ class RunFolderError(RuntimeError):
     """The run folder is in use by another run (without ``--resume``) or not resumable."""
 
 
+class WorkerLost(RuntimeError):
+    """A worker of a multi-worker run stopped or could not be reached (killed, crashed, its
+    machine or network gone): the others cannot go on without it."""
+
+
 def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any], *,
           resume: bool = False, extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-          echo: Callable[[str], None] = print) -> RunRecord:
+          echo: Callable[[str], None] = print, cluster: ClusterSpec | None = None,
+          join_timeout: float | None = JOIN_TIMEOUT_S) -> RunRecord:
     """Train per ``config`` and return the final ``run.json`` record.
+
+    ``train.strategy`` places the run (:mod:`trainer.distribute`): ``default`` fits on one
+    device with ``model.fit``; ``mirrored`` and ``multiworker`` train with the distributed loop
+    of :mod:`trainer.loop`. In a multi-worker run (``cluster``, default ``TF_CONFIG``) every
+    worker calls this with the same export, run folder and configuration; only the chief writes
+    the run folder, the others return their record unwritten. A worker waits ``join_timeout``
+    seconds for the others to start (:func:`trainer.distribute.place`).
 
     Raises ``ShardIntegrityError`` (naming the file) before any training when a shard is missing
     or corrupted, :class:`MemoryBudgetExceeded` when the RSS passes the budget (after saving
     the best model so far and ``run.json``), ``ConfigError`` / ``ManifestError`` /
-    :class:`RunFolderError` for unusable inputs, :class:`skyshard.locks.FolderError` for a
-    run folder in use by another command or not writable (the run holds the folder's lock).
+    :class:`RunFolderError` / ``ClusterError`` for unusable inputs,
+    :class:`skyshard.locks.FolderError` for a run folder in use by another command or not
+    writable (the run, its chief in a multi-worker run, holds the folder's lock).
     """
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
-    with FolderLock(run_dir, "skyshard train"):
+    chief = True
+    if config["train"]["strategy"] == "multiworker":
+        spec = cluster or cluster_from_environment()
+        chief = spec is None or spec.is_chief
+    # Only the process that writes the run folder holds its lock (the chief of a multi-worker
+    # run; its workers share the folder read-only).
+    with FolderLock(run_dir, "skyshard train") if chief else nullcontext():
         return _train(export_dir, run_dir, config, resume=resume,
-                      extra_callbacks=extra_callbacks, echo=echo)
+                      extra_callbacks=extra_callbacks, echo=echo, cluster=cluster,
+                      join_timeout=join_timeout)
 
 
 def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, resume: bool,
            extra_callbacks: Sequence[keras.callbacks.Callback],
-           echo: Callable[[str], None]) -> RunRecord:
+           echo: Callable[[str], None], cluster: ClusterSpec | None,
+           join_timeout: float | None) -> RunRecord:
     """:func:`train`, holding the run folder's lock."""
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
@@ -94,11 +124,13 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
     manifest_sha = storage.sha256(str(manifest_path(export_dir)))
     # The cheap checks first: the run folder and a resumed configuration, then the shards.
     _check_fold(manifest, config)
-    previous = _previous_run(run_dir, resume)
+    placement = _place(config, cluster, echo, join_timeout)  # before other TensorFlow work
+    chief = placement.is_chief
+    previous = _previous_run(run_dir, resume, chief)
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
         if _nothing_left(previous, config):
-            if previous.calibration is None and (run_dir / MODEL_FILE).is_file():
+            if chief and previous.calibration is None and (run_dir / MODEL_FILE).is_file():
                 return _calibrate_finished(previous, export_dir, manifest, config, run_dir,
                                            echo)
             echo(f"{run_dir}: already {previous.status} after "
@@ -118,26 +150,30 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
         init = checked_init(config, manifest)
         model_inputs = init.model_inputs(manifest)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     record = _new_record(export_dir, manifest, manifest_sha, config, previous)
     budget_mb = float(config["memory"]["ram_budget_gb"]) * 1024
     monitor = RssMonitor(interval=float(config["memory"]["sample_seconds"]), budget_mb=budget_mb)
     record.status = "running"
-    _update_record(record, read_history(run_dir / HISTORY_FILE), config, monitor, started,
-                   previous)
-    # run.json first: a folder holding anything else is then always resumable.
-    record.write(run_dir)
-    write_text_atomic(run_dir / CONFIG_FILE, dump_toml(config))
+    record.distribution = Distribution.from_json(placement.summary(
+        compute_policy(config, placement.gpus) != FLOAT32))
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _update_record(record, read_history(run_dir / HISTORY_FILE), config, monitor, started,
+                       previous)
+        # run.json first: a folder holding anything else is then always resumable.
+        record.write(run_dir)
+        write_text_atomic(run_dir / CONFIG_FILE, dump_toml(config))
 
     keras.utils.set_random_seed(int(config["train"]["seed"]))
-    plan = _plan(export_dir, manifest, config)
+    plan = _plan(export_dir, manifest, config, placement)
     record.sampling = plan["summary"]
-    cache_dir = _cache_dir(run_dir, config)
-    train_ds = data.train_dataset(export_dir, manifest, config, counts=plan["counts"],
+    if not placement.distributed:
+        cache_dir = _cache_dir(run_dir, config)
+        train_ds = data.train_dataset(export_dir, manifest, config, counts=plan["counts"],
+                                      cache_dir=cache_dir)
+        val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
                                   cache_dir=cache_dir)
-    val_ds = data.val_dataset(export_dir, manifest, config, records=plan["val_records"],
-                              cache_dir=cache_dir)
-    model, encoder = _compiled_model(config, model_inputs, plan)
+    model, encoder = _compiled_model(config, model_inputs, plan, placement)
     started_from = None
     if init is not None and previous is None:  # a resumed run restores its own weights
         from trainer.warm_start import initialise_from_run
@@ -151,33 +187,56 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
 
     backup = AtomicBackupAndRestore(run_dir / CHECKPOINT_DIR,
                                     best_path=run_dir / CHECKPOINT_DIR / BEST_WEIGHTS, echo=echo)
-    if previous is not None:
-        _restore(run_dir, model, backup, echo)
+    restored = _restore(run_dir, model, backup, echo) if previous is not None and chief else 0
+    if placement.workers > 1:
+        _join_workers(placement, model, backup, config, manifest_sha, restored)
+    if placement.distributed:  # after the chief created RUN (building the model waited for it)
+        cache_dir = _cache_dir(run_dir, config, placement)
+        train_ds = None
+        val_ds = data.val_dataset(export_dir, manifest, config, cache_dir=cache_dir,
+                                  shard=placement.shard)
     past = read_history(run_dir / HISTORY_FILE)
-    _update_record(record, past, config, monitor, started, previous)
-    record.write(run_dir)
+    if chief:
+        _update_record(record, past, config, monitor, started, previous)
+        record.write(run_dir)
 
     def on_epoch(epoch: int, logs: Mapping[str, Any]) -> None:
         history = read_history(run_dir / HISTORY_FILE)
         _update_record(record, history, config, monitor, started, previous)
         record.write(run_dir)
 
-    callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record, backup)
+    callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record, backup,
+                           placement)
     echo(_start_line(record, plan, config, resume and bool(past)))
     failure: BaseException | None = None
     with monitor:
         try:
-            model.fit(train_ds, epochs=int(config["train"]["epochs"]),
-                      steps_per_epoch=plan["steps_per_epoch"], validation_data=val_ds,
-                      class_weight=plan["class_weight"], callbacks=[*callbacks,
-                                                                   *extra_callbacks],
-                      verbose=0, shuffle=False)
+            if not placement.distributed:
+                model.fit(train_ds, epochs=int(config["train"]["epochs"]),
+                          steps_per_epoch=plan["steps_per_epoch"], validation_data=val_ds,
+                          class_weight=plan["class_weight"], callbacks=[*callbacks,
+                                                                       *extra_callbacks],
+                          verbose=0, shuffle=False)
+            else:
+                _fit_distributed(model, placement, plan, config, export_dir, manifest,
+                                 cache_dir, val_ds, monitor, [*callbacks, *extra_callbacks],
+                                 backup.restored_epoch or restored)
         except (Exception, KeyboardInterrupt) as exc:  # recorded in run.json, then re-raised
             failure = exc
 
+    lost = _lost_worker(failure, placement)
+    if not chief:  # a worker writes nothing; the chief records the run
+        if lost is not None:
+            raise lost from failure
+        if failure is not None:
+            raise failure
+        record.status = _status(None, read_history(run_dir / HISTORY_FILE), config)
+        return record
     history = read_history(run_dir / HISTORY_FILE)
     _update_record(record, history, config, monitor, started, previous)
-    inference = _finish(record, history, failure, model, config, model_inputs, run_dir)
+    inference = _finish(record, history, lost or failure, model, config, model_inputs, run_dir)
+    if lost is not None:
+        raise lost from failure
     if failure is None and inference is not None:
         try:
             _calibrate(record, inference, export_dir, manifest, config, run_dir, echo)
@@ -197,9 +256,12 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
 
 # -- run folder ---------------------------------------------------------------------------------
 
-def _previous_run(run_dir: Path, resume: bool) -> RunRecord | None:
+def _previous_run(run_dir: Path, resume: bool, chief: bool = True) -> RunRecord | None:
     """Check that ``run_dir`` can hold this run (a new or empty folder, or with ``resume`` an
-    earlier run); returns the earlier run.json. Creates nothing."""
+    earlier run); returns the earlier run.json. Creates nothing. A worker that is not the chief
+    only reads the earlier run.json (the chief checks the folder and creates it)."""
+    if not chief and not resume:
+        return None
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
     existing = run_dir.is_dir() and any(not is_lock_file(p.name) for p in run_dir.iterdir())
@@ -270,20 +332,147 @@ def _check_fold(manifest: Manifest, config: Mapping[str, Any]) -> None:
                           f"to {folds - 1}")
 
 
-def _cache_dir(run_dir: Path, config: Mapping[str, Any]) -> Path | None:
+def _cache_dir(run_dir: Path, config: Mapping[str, Any],
+               placement: Placement | None = None) -> Path | None:
+    """``RUN/cache/`` (``RUN/cache/worker-I/`` for worker I of several: each caches its own
+    records), created; ``None`` without ``data.cache = "disk"``."""
     if config["data"]["cache"] != "disk":
         return None
     cache = run_dir / CACHE_DIR
-    cache.mkdir(exist_ok=True)
+    if placement is not None and placement.workers > 1:
+        cache = cache / f"worker-{placement.worker_index}"
+    cache.mkdir(parents=True, exist_ok=True)
     for stale in cache.glob("*.lockfile"):  # left by a crashed session; tf.data refuses them
         stale.unlink()
     return cache
 
 
+# -- placement ----------------------------------------------------------------------------------
+
+def _place(config: Mapping[str, Any], cluster: ClusterSpec | None,
+           echo: Callable[[str], None], join_timeout: float | None = JOIN_TIMEOUT_S
+           ) -> Placement:
+    """The run's placement (``train.strategy``), checked against ``train.batch_size``."""
+    name = config["train"]["strategy"]
+    if name == "multiworker":
+        cluster = cluster or cluster_from_environment()
+        if cluster is not None and cluster.workers > 1:
+            echo(f"worker {cluster.worker_index} of {cluster.workers} "
+                 f"({cluster.addresses[cluster.worker_index]}): waiting for every worker to "
+                 "start")
+    placement = place(name, cluster, join_timeout)
+    try:
+        placement.replica_batch(int(config["train"]["batch_size"]))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if config["train"]["mixed_precision"] and not placement.gpus:
+        echo("train.mixed_precision: no GPU visible, so the arithmetic stays float32 (the "
+             "optimiser still scales the loss, so the run can resume on a GPU)")
+    return placement
+
+
+def _join_workers(placement: Placement, model: keras.Model, backup: AtomicBackupAndRestore,
+                  config: Mapping[str, Any], manifest_sha: str, restored: int) -> None:
+    """Start every worker of a multi-worker run from the same state (collective: every worker
+    calls it once, after building the model).
+
+    Checks that all workers train the same configuration (memory settings aside: each machine
+    has its own) on the same export, and waits for the chief's restore; the other workers then
+    load the backup the chief restored (reading the run folder, writing nothing).
+
+    Raises
+    ------
+    RunFolderError
+        On every worker, when a worker trains another configuration or export, or could not
+        load the chief's backup (the run folder is not on storage every worker sees).
+    """
+    n, index = placement.workers, placement.worker_index
+    shared = copy.deepcopy(dict(config))
+    for key in MEMORY_KEYS:
+        table, name = key.split(".")
+        shared[table].pop(name, None)
+    text = dump_toml(shared) + manifest_sha
+    digest = float(int(hashlib.sha256(text.encode()).hexdigest()[:12], 16))  # exact in float64
+    announced = np.zeros(n + 1)
+    announced[index] = digest
+    announced[n] = restored if placement.is_chief else 0
+    total = placement.sum_over_workers(announced)
+    others = [i for i in range(n) if total[i] != total[0]]
+    if others:
+        raise RunFolderError(
+            f"worker(s) {others} train another configuration or export than the chief (worker "
+            "0): start every worker with the same EXPORT, options and --set values")
+    restored = int(total[n])
+    failed, problem = np.zeros(2 * n), ""
+    if restored and not placement.is_chief:
+        try:
+            backup.set_model(model)
+            backup.load(restored)
+        except (BackupUnusable, OSError, ValueError) as exc:
+            failed[index], problem = 1, f" ({exc})"
+    failed[n + index] = _state_checksum(model)
+    total = placement.sum_over_workers(failed)
+    if total[:n].any():
+        raise RunFolderError(
+            f"worker(s) {[i for i in range(n) if total[i]]} could not load the backup the "
+            f"chief restored (after epoch {restored}){problem}: RUN must lie on storage every "
+            "worker sees, at the same path")
+    others = [i for i in range(n) if total[n + i] != total[n]]
+    if others:
+        raise RunFolderError(f"worker(s) {others} would start from other weights than the "
+                             "chief (worker 0); start every worker with the same EXPORT, RUN "
+                             "and options")
+
+
+def _state_checksum(model: keras.Model) -> float:
+    """A number that changes with any of the model's or its optimiser's values (this worker's
+    copy): the sum of their absolute values, in float64."""
+    values = [*model.weights, *(model.optimizer.variables if model.optimizer else [])]
+    return float(sum(np.abs(np.asarray(v.numpy(), dtype=np.float64)).sum() for v in values))
+
+
+def _lost_worker(failure: BaseException | None, placement: Placement) -> WorkerLost | None:
+    """The :class:`WorkerLost` a multi-worker run's ``failure`` means, if it is TensorFlow
+    saying a collective lost its peers; ``None`` otherwise."""
+    lost = (tf.errors.UnavailableError, tf.errors.CancelledError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError)
+    if placement.workers < 2 or not isinstance(failure, lost):
+        return None
+    lines = [line.strip() for line in str(failure.message).splitlines() if line.strip()]
+    reason = next((line for line in lines if "aborted" in line.lower()), lines[0] if lines
+                  else type(failure).__name__)
+    return WorkerLost(
+        f"worker {placement.worker_index} of {placement.workers} lost the others ({reason}); "
+        "start every worker again with --resume: it continues from the last completed epoch")
+
+
+def _fit_distributed(model, placement: Placement, plan, config, export_dir: Path,
+                     manifest: Manifest, cache_dir: Path | None, val_ds, monitor: RssMonitor,
+                     callbacks, initial_epoch: int) -> None:
+    """Train with :class:`trainer.loop.DistributedLoop`: each worker's own class-balanced
+    stream, batched per replica."""
+    train = config["train"]
+
+    def make_train(batch_size: int):
+        return data.train_dataset(export_dir, manifest, config, counts=plan["counts"],
+                                  cache_dir=cache_dir, batch_size=batch_size,
+                                  shard=placement.shard)
+
+    loop = DistributedLoop(model, placement, global_batch=int(train["batch_size"]),
+                           accumulation=int(train["gradient_accumulation_steps"]),
+                           class_weight=plan["class_weight"], monitor=monitor,
+                           hint=MEMORY_HINT)
+    loop.fit(make_train, val_ds, epochs=int(train["epochs"]),
+             steps_per_epoch=plan["steps_per_epoch"], initial_epoch=initial_epoch,
+             callbacks=callbacks)
+
+
 # -- the pieces of the fit ----------------------------------------------------------------------
 
-def _plan(export_dir: Path | str, manifest: Manifest, config: Mapping[str, Any]) -> dict:
-    """Counts, sampling probabilities, steps and class weights of this run."""
+def _plan(export_dir: Path | str, manifest: Manifest, config: Mapping[str, Any],
+          placement: Placement | None = None) -> dict:
+    """Counts, sampling probabilities, steps and class weights of this run (and, with several
+    workers, how each class's files are shared out)."""
     fold_counts = (data.count_folds(export_dir, manifest)
                    if int(config["data"]["fold"]) >= 0 else None)
     counts = data.train_counts(manifest, config, fold_counts)
@@ -304,6 +493,11 @@ def _plan(export_dir: Path | str, manifest: Manifest, config: Mapping[str, Any])
     }
     if config["train"]["loss"] == "focal":
         summary["focal_alpha"] = list(make_loss(config, per_class).alpha)
+    shard = placement.shard if placement is not None else None
+    if shard is not None:  # how each class's train files are shared out among the workers
+        summary["worker_split"] = {
+            name: "file" if shard.by_file(data.class_paths(export_dir, manifest, config, name))
+            else "record" for name in probabilities}
     fold = int(config["data"]["fold"])
     val_records = (data.split_records(manifest, "val") if fold_counts is None
                    else sum(n for (_, f), n in fold_counts.items() if f == fold))
@@ -314,33 +508,57 @@ def _plan(export_dir: Path | str, manifest: Manifest, config: Mapping[str, Any])
             "class_weight": weights, "val_records": val_records, "summary": summary}
 
 
-def _compiled_model(config, manifest, plan) -> tuple[keras.Model, dict[str, Any] | None]:
+def _compiled_model(config, manifest, plan, placement: Placement | None = None
+                    ) -> tuple[keras.Model, dict[str, Any] | None]:
     """The compiled model and, when it starts from a pretrained encoder, what run.json says of
-    that encoder."""
-    model = build_model(config, manifest)
-    encoder = None
-    if config["model"]["encoder"]:
-        from trainer.pretrain import initialise_from_encoder
-        encoder = initialise_from_encoder(model, config, manifest)
-    model.compile(optimizer=make_optimizer(config, plan["steps_per_epoch"]),
-                  loss=make_loss(config, plan["probabilities"]),
-                  metrics=make_metrics(len(manifest.classes)))
+    that encoder. Built in the placement's scope, under the mixed policy when it applies; a
+    distributed model's optimiser is built at once (its variables are created on every worker
+    together)."""
+    distributed = placement is not None and placement.distributed
+    policy = compute_policy(config, placement.gpus if placement is not None else 0)
+    precision = dtype_policy(policy) if policy != FLOAT32 else nullcontext()
+    with (placement.scope() if placement is not None else nullcontext()), precision:
+        model = build_model(config, manifest,
+                            synchronized=distributed and placement.replicas > 1)
+        encoder = None
+        if config["model"]["encoder"]:
+            from trainer.pretrain import initialise_from_encoder
+            encoder = initialise_from_encoder(model, config, manifest)
+        model.compile(optimizer=make_optimizer(config, plan["steps_per_epoch"],
+                                               accumulate=not distributed),
+                      loss=make_loss(config, plan["probabilities"]),
+                      metrics=make_metrics(len(manifest.classes)))
+        if distributed:
+            model.optimizer.build(model.trainable_variables)
     return model, encoder
 
 
 def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo, record,
-               backup: AtomicBackupAndRestore):
+               backup: AtomicBackupAndRestore, placement: Placement | None = None):
+    """The run's callbacks. A distributed run watches memory in its loop (every worker stops
+    together), not with :class:`MemoryGuard`; a worker that is not the chief keeps only those
+    that write nothing (learning rate in the logs, early stopping, its epoch line)."""
     train = config["train"]
     metric = train["monitor"]
     mode = "min" if "loss" in metric else "max"
     past_values = past.get(metric, [])
     best_so_far = [v for v in past_values if v is not None]
     threshold = (min(best_so_far) if mode == "min" else max(best_so_far)) if best_so_far else None
+    distributed = placement is not None and placement.distributed
+    if placement is not None and not placement.is_chief:
+        callbacks: list[keras.callbacks.Callback] = [LearningRateLog()]
+        if int(train["patience"]) > 0:
+            callbacks.append(ResumableEarlyStopping(past_values, monitor=metric, mode=mode,
+                                                    patience=int(train["patience"])))
+        prefix = f"worker {placement.worker_index}: "
+        callbacks.append(EpochReport(int(train["epochs"]), monitor, best_of=lambda: None,
+                                     echo=lambda line: echo(prefix + line)))
+        return callbacks
     checkpoints = run_dir / CHECKPOINT_DIR
     checkpoints.mkdir(exist_ok=True)
-    callbacks: list[keras.callbacks.Callback] = [
+    callbacks = [
         LearningRateLog(),
-        MemoryGuard(monitor, MEMORY_HINT),
+        *([] if distributed else [MemoryGuard(monitor, MEMORY_HINT)]),
         keras.callbacks.CSVLogger(str(run_dir / HISTORY_FILE), append=True),
         AtomicModelCheckpoint(
             str(checkpoints / BEST_WEIGHTS), monitor=metric, mode=mode, save_best_only=True,
@@ -494,7 +712,15 @@ def _start_line(record: RunRecord, plan, config, resumed: bool) -> str:
     probabilities = ", ".join(f"{k} {v:.2f}" for k, v in
                               record.sampling["class_probabilities"].items())
     verb = "resuming" if resumed else "training"
-    return (f"{verb} {config['model']['name']} ({record.model.params:,} parameters) for "
+    placed = record.distribution
+    where = ""
+    if placed is not None and placed.strategy != "default":
+        where = (f" on {placed.workers} worker(s) x {placed.replicas // placed.workers} "
+                 f"replica(s) ({placed.strategy}"
+                 f"{', mixed precision' if placed.mixed_precision else ''})")
+    elif placed is not None and placed.mixed_precision:
+        where = " (mixed precision)"
+    return (f"{verb} {config['model']['name']} ({record.model.params:,} parameters){where} for "
             f"{config['train']['epochs']} epochs x {plan['steps_per_epoch']} steps of "
             f"{config['train']['batch_size']}; class sampling: {probabilities}")
 
@@ -508,4 +734,4 @@ def _summary(record: RunRecord, run_dir: Path) -> str:
             f"{record.best_epoch}: {shown}\nmodel: {run_dir / MODEL_FILE}")
 
 
-__all__ = ["train", "RunFolderError", "MemoryBudgetExceeded", "ManifestError"]
+__all__ = ["train", "RunFolderError", "WorkerLost", "MemoryBudgetExceeded", "ManifestError"]
