@@ -19,7 +19,7 @@ import copy
 import hashlib
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -101,23 +101,19 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
-    chief = True
-    if config["train"]["strategy"] == "multiworker":
-        spec = cluster or cluster_from_environment()
-        chief = spec is None or spec.is_chief
-    # Only the process that writes the run folder holds its lock (the chief of a multi-worker
-    # run; its workers share the folder read-only).
-    with FolderLock(run_dir, "skyshard train") if chief else nullcontext():
+    with ExitStack() as held:
         return _train(export_dir, run_dir, config, resume=resume,
                       extra_callbacks=extra_callbacks, echo=echo, cluster=cluster,
-                      join_timeout=join_timeout)
+                      join_timeout=join_timeout, held=held)
 
 
 def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, resume: bool,
            extra_callbacks: Sequence[keras.callbacks.Callback],
            echo: Callable[[str], None], cluster: ClusterSpec | None,
-           join_timeout: float | None) -> RunRecord:
-    """:func:`train`, holding the run folder's lock."""
+           join_timeout: float | None, held: ExitStack) -> RunRecord:
+    """:func:`train`; the run folder's lock is taken into ``held`` once the run is placed, by
+    the process that writes the folder (the chief of a multi-worker run, after every worker
+    joined: a run whose workers never meet creates nothing)."""
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
     manifest = Manifest.read(export_dir)
@@ -126,6 +122,8 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
     _check_fold(manifest, config)
     placement = _place(config, cluster, echo, join_timeout)  # before other TensorFlow work
     chief = placement.is_chief
+    if chief:
+        held.enter_context(FolderLock(run_dir, "skyshard train"))
     previous = _previous_run(run_dir, resume, chief)
     if previous is not None:
         config = _resumed_config(previous, config, manifest_sha)
