@@ -18,7 +18,9 @@ fleet does not hold, so neither the shipped model nor a sample-trained run has s
    seed from ``--seed`` up that leaves every class a train frame and the set a val frame;
 4. per shot count: ``skyshard train`` twice on that export, from scratch (the default recipe)
    and ``--init RUN``, both with ``--seed`` and the same ``--set`` overrides, each in its own
-   process (so its ``run.json`` has its own seconds and peak RSS);
+   process (so its ``run.json`` has its own seconds and peak RSS); every run from scratch
+   first. Exports and runs already finished in ``--work`` with the same settings are reused
+   (others are refused), so an interrupted measurement continues;
 5. each run, and the initial run as it is (0 shots), evaluated on the held-out export: accuracy
    and macro-F1 of the model, and with trusted headers and rules as ``skyshard score`` answers.
 
@@ -104,7 +106,7 @@ def write_frames(out: Path, camera: Camera, classes: Sequence[str], per_class: i
     dict
         Class name -> the paths, in frame order.
     """
-    from sample.frames import frame_rng, make_frame
+    from sample.frames import frame_rng, make_frame, plan_frame
     from sample.tree import unique_name
     from sample.writers import frame_bytes
     from skyshard.files import write_bytes_atomic
@@ -116,11 +118,13 @@ def write_frames(out: Path, camera: Camera, classes: Sequence[str], per_class: i
         taken: set[str] = set()
         paths = written.setdefault(class_name, [])
         for index in range(per_class):
-            frame = make_frame(class_name, frame_rng(seed, class_name, index, stream), index,
-                               camera=camera)
-            plan = frame.plan
+            # Planning is cheap: it names the file; pixels only for a file not yet written.
+            plan = plan_frame(class_name, index, frame_rng(seed, class_name, index, stream),
+                              camera=camera)
             path = folder / unique_name(plan.file_name, taken)
             if not path.is_file():
+                frame = make_frame(class_name, frame_rng(seed, class_name, index, stream), index,
+                                   camera=camera)
                 write_bytes_atomic(path, frame_bytes(frame.data, plan.header, plan.fmt,
                                                      plan.software, dither_seed=1 + index % 9999))
             paths.append(path)
@@ -273,6 +277,7 @@ def measure(init: str, work: Path, shots: Sequence[int], test_per_class: int, se
     from exporter.spec import ExportSpec
     from sample.frames import CLASSES
     from skyshard.builtin import resolve_run
+    from skyshard.memory import peak_rss_mb
     from skyshard.run_record import MODEL_FILE, RunRecord
     from skyshard.versions import library_versions
 
@@ -309,6 +314,8 @@ def measure(init: str, work: Path, shots: Sequence[int], test_per_class: int, se
     print(f"evaluate: {init} as it is on the held-out frames", flush=True)
     zero_shot = held_out_figures(folder, held_export, work / "evaluations" / "zero-shot")
 
+    # Exports and runs from scratch first (they do not depend on the initial run), then the
+    # runs from it.
     results = []
     for n in shots:
         tree = work / "frames" / f"shots-{n}"
@@ -325,17 +332,21 @@ def measure(init: str, work: Path, shots: Sequence[int], test_per_class: int, se
         if any(exported[s].get(c, 0) != counts[s][c] for s in counts for c in classes):
             raise FineTuneError(f"the export of {n} shots split them {exported}, not as "
                                 f"foreseen {counts}")
-        row: dict[str, Any] = {"shots": n, "split_seed": split_seed, "split": counts,
-                               "dead_letters": manifest.errors.count}
-        for name, start in (("scratch", None), ("init", init)):
+        results.append({"shots": n, "split_seed": split_seed, "split": counts,
+                        "dead_letters": manifest.errors.count, "export": export})
+    for name, start in (("scratch", None), ("init", init)):
+        for row in results:
+            n = row["shots"]
             run = work / "runs" / f"shots-{n}-{name}"
             print(f"train: {n} shots, {'from scratch' if start is None else 'from ' + start}",
                   flush=True)
-            figures = train_run(train_command(export, run, seed, start, assignments), run)
+            figures = train_run(train_command(row["export"], run, seed, start, assignments),
+                                run)
             figures.update(held_out_figures(run, held_export,
                                             work / "evaluations" / f"shots-{n}-{name}"))
             row[name] = figures
-        results.append(row)
+    for row in results:
+        row["export"] = str(row["export"])
     return {
         "what": "fine-tuning on a camera the sample does not model: accuracy on its held-out "
                 "frames, trained from scratch on N labelled frames per class or from a "
@@ -345,7 +356,9 @@ def measure(init: str, work: Path, shots: Sequence[int], test_per_class: int, se
         "camera": {**dataclasses.asdict(UNSEEN_CAMERA), "unseen_by": unseen_by(UNSEEN_CAMERA)},
         "init": {"run": init, "folder": str(folder), "model_sha256": sha256_file(
                      folder / MODEL_FILE), "skyshard_version": record.skyshard_version,
-                 "image_size": record.export.image_size, "classes": classes},
+                 "image_size": record.export.image_size, "classes": classes,
+                 "trained_by": record.command, "best_epoch": record.best_epoch,
+                 "epochs": record.epochs_completed},
         "seed": seed, "config_overrides": list(assignments),
         "frames": {"labelled_pool_per_class": shots[-1], "held_out_per_class": test_per_class,
                    "streams": {"labelled": SHOT_STREAM, "held_out": HELD_OUT_STREAM},
@@ -357,6 +370,8 @@ def measure(init: str, work: Path, shots: Sequence[int], test_per_class: int, se
         "zero_shot": zero_shot,
         "results": results,
         "wall_seconds": round(time.monotonic() - started, 1),
+        # this process: frames, exports and evaluations (each training reports its own)
+        "peak_rss_mb": round(peak_rss_mb(include_children=False), 1),
         "versions": library_versions(),
     }
 
@@ -391,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.returncode
     write_json_atomic(args.out, report)
     print(table(report))
-    print(f"wrote {args.out} ({report['wall_seconds']:.0f} s)")
+    print(f"wrote {args.out} ({report['wall_seconds']:.0f} s; peak RSS {report['peak_rss_mb']:.0f} "
+          "MB, each training's in the table)")
     return 0
 
 
