@@ -475,20 +475,24 @@ def draw_date(rng: np.random.Generator, daytime: bool) -> dt.datetime:
 
 
 def plan_frame(class_name: str, index: int, rng: np.random.Generator, *,
-               camera: str | None = None, program: str | None = None,
+               camera: str | Camera | None = None, program: str | None = None,
                family: str | None = None, subtype: str | None = None,
                shape: tuple[int, int] | None = None) -> FramePlan:
     """Decide everything about frame ``index`` of ``class_name`` except its pixels.
 
     Keyword arguments force a choice: ``camera`` (a :data:`~sample.cameras.CAMERAS`
-    name), ``program`` (a :data:`~sample.headers.PROGRAMS` name), ``family`` (a
+    name, or a :class:`~sample.cameras.Camera` of one's own, e.g. a camera the fleet does not
+    hold), ``program`` (a :data:`~sample.headers.PROGRAMS` name), ``family`` (a
     :data:`~sample.writers.FAMILIES` name), ``subtype`` and ``shape`` (rows, columns: a
     region of interest of that size, saved as read out).
     """
     if class_name not in CLASSES:
         raise ValueError(f"unknown class {class_name!r}; expected one of {CLASSES}")
     # What does not define the class: camera, geometry, readout, storage.
-    cam = CAMERAS[camera] if camera else draw_camera(rng, program)
+    if isinstance(camera, Camera):
+        cam = camera
+    else:
+        cam = CAMERAS[camera] if camera else draw_camera(rng, program)
     geometry = draw_geometry(rng, cam)
     if shape is not None:
         geometry = Geometry(mode="roi", binning=1, shape=tuple(shape),
