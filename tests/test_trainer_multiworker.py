@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 
 pytest.importorskip("keras")
 
+from bench.distributed import free_ports  # noqa: E402
 from skyshard.faults import FAULTS_ENV  # noqa: E402
 from skyshard.run_record import RunRecord  # noqa: E402
 from synthetic_export import write_synthetic_export  # noqa: E402
@@ -38,17 +38,6 @@ EPOCH = re.compile(r"epoch +(\d+)/8  (.*?)  [\d.]+s  rss")
 PHASE_SECONDS = 420
 
 
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _environment() -> dict[str, str]:
     env = {key: value for key, value in os.environ.items()
            if key not in ("TF_CONFIG", FAULTS_ENV)}
@@ -57,7 +46,7 @@ def _environment() -> dict[str, str]:
 
 
 def _start_workers(export, run, log_dir: Path, phase: str, extra=(), chief_env=None):
-    ports = _free_ports(2)
+    ports = free_ports(2)
     workers = ",".join(f"127.0.0.1:{port}" for port in ports)
     env = _environment()
     processes = []
@@ -160,7 +149,7 @@ def test_two_workers_on_loopback_resume_and_match_a_single_process(tmp_path):
 def test_a_worker_whose_peers_never_start_stops_after_the_join_timeout(tmp_path):
     export = write_synthetic_export(tmp_path / "export", per_class={"train": 2, "val": 1,
                                                                    "test": 1})
-    ports = _free_ports(2)
+    ports = free_ports(2)
     done = subprocess.run(
         [sys.executable, "-m", "cli", "train", str(export), str(tmp_path / "run"),
          "--strategy", "multiworker", "--workers", f"127.0.0.1:{ports[0]},127.0.0.1:{ports[1]}",
