@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt constraints-gpu.txt
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench and not research" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
@@ -51,6 +51,10 @@ bench-quick: $(STAMP)
 # The quick benchmark end to end (a few minutes), checking the shape of what it writes.
 bench-test: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench $(PYTEST_ARGS)
+
+# The research tools (ablation, fine-tuning, real-frame report) end to end on tiny data.
+research-test: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m research $(PYTEST_ARGS)
 
 # Two images: the command line (skyshard:0.1.0) and a Beam SDK worker for cluster runners
 # (skyshard-worker:0.1.0); docs/cluster.md.

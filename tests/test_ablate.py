@@ -41,6 +41,7 @@ def test_strip_headers_blanks_header_features_and_zeroes_confidences(export):
     assert not batch["confidences"].numpy().any()
 
 
+@pytest.mark.research
 def test_quick_ablation_writes_json_and_table(export, tmp_path):
     out, markdown = tmp_path / "ablation.json", tmp_path / "ablation.md"
     assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "1",
@@ -73,6 +74,7 @@ def test_quick_ablation_writes_json_and_table(export, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.research
 def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path):
     out, markdown = tmp_path / "ablation.json", tmp_path / "ablation.md"
     assert ablate.main(["--export", str(export), "--variants", "base", "--seeds", "2",
@@ -95,6 +97,7 @@ def test_ensemble_option_averages_the_seeds_and_tabulates_them(export, tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.research
 def test_kfold_option_scores_the_average_of_one_run_per_fold(tmp_path):
     export = write_synthetic_export(tmp_path / "export", image_size=16, folds=2,
                                     per_class={"train": 4, "val": 2, "test": 2})

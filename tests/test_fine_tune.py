@@ -57,6 +57,7 @@ def tiny_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.research
 def test_scratch_and_fine_tuned_runs_are_measured_on_held_out_frames(tiny_run, tmp_path):
     out = tmp_path / "fine-tune.json"
     work = tmp_path / "work"

@@ -30,6 +30,7 @@ def test_summary_counts_right_frames_and_splits_the_flags():
 
 
 @pytest.mark.slow
+@pytest.mark.research
 def test_the_command_trains_a_default_run_and_writes_the_table(tmp_path):
     from sample import write_sample_tree
 
