@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from skyshard.storage import refuse_urls
+
+    refused = refuse_urls([*(("RUN", run) for run in args.runs), ("--out", args.out)],
+                          "an ensemble reads and writes local (or mounted) run folders")
+    if refused:
+        print(f"skyshard ensemble: {refused}", file=sys.stderr)
+        return 2
     from skyshard.locks import FolderError
     from trainer.ensemble import EnsembleError, build_ensemble
 

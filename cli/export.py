@@ -281,6 +281,13 @@ def load_like(value: str | None):
     from skyshard import storage
 
     if storage.is_url(value):
+        url = storage.absolute(value)
+        if storage.basename(url) == RUN_FILE:
+            return RunRecord.read(storage.parent(url)).export
+        if (storage.basename(url) != schema.MANIFEST_FILE
+                and not storage.exists(storage.join(url, schema.MANIFEST_FILE))
+                and storage.exists(storage.join(url, RUN_FILE))):
+            return RunRecord.read(url).export  # a training run on object storage
         return Manifest.read(value)
     path = resolve_run(value)  # `builtin`: the built-in model's folder holds its manifest.json
     if path.is_file() and path.name not in (schema.MANIFEST_FILE, RUN_FILE):
@@ -320,6 +327,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from exporter.split import validate_fractions
     from skyshard.manifest import ManifestError
     from skyshard.storage import StorageError, configure
+    from skyshard.storage import absolute as storage_absolute
 
     try:
         configure(extra)
@@ -330,7 +338,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
             raise ValueError("--reader-memory-mb must be 0 (no cap) or a positive number of MB")
         like = load_like(args.like)
         # A manifest knows where it was read from; a run's export block does not.
-        like_source = (str(Path(args.like).resolve())
+        like_source = (storage_absolute(args.like)
                        if like is not None and getattr(like, "source", None) is None else None)
         spec = build_spec(args, like)
         validate_fractions(spec.val_fraction, spec.test_fraction)

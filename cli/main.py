@@ -122,8 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "_import_error", None):
         parser.error(f"'{args.command}' is unavailable: {args._import_error}")
     configure_logging(args.verbose)
+    from skyshard.storage import StorageError
+
     try:
         return int(importlib.import_module(args._module).run(args, extra) or 0)
+    except StorageError as exc:  # an object store that cannot be reached or refuses: one line
+        print(f"skyshard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "tensorflow":
             raise

@@ -56,6 +56,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from skyshard.storage import refuse_urls
+
+    refused = refuse_urls([("OUT", args.out)], "the encoder folder is written locally (or on a "
+                          "mounted filesystem)")
+    if refused:
+        print(f"skyshard pretrain: {refused}", file=sys.stderr)
+        return 2
     overrides = dict(parse_assignment(text) for text in args.assignments)
     overrides.update({key: getattr(args, dest) for dest, key in FLAG_KEYS.items()
                       if getattr(args, dest, None) is not None})

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
     from evaluation.rules import RulesError
     from evaluation.score import SUMMARY_FILE, ScoreError, score, summary_lines
     from evaluation.sort_into import SortError
+    from skyshard import storage
     from skyshard.manifest import ManifestError, ShardIntegrityError
     from skyshard.tfrecord import TFRecordCorruptError
 
@@ -111,6 +112,6 @@ def run(args: argparse.Namespace, extra: list[str]) -> int:
         first = failures[0]
         print(f"skyshard score: error: {len(failures)} frame(s) could not be sorted into "
               f"{args.sort_into}; first: {first['path']}: {first['error']} (all in "
-              f"{result.out_dir / SUMMARY_FILE})", file=sys.stderr)
+              f"{storage.join(str(result.out_dir), SUMMARY_FILE)})", file=sys.stderr)
         return SORT_FAILED
     return 0

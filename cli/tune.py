@@ -35,6 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, extra: list[str]) -> int:
+    from skyshard.storage import refuse_urls
+
+    refused = refuse_urls([("STUDY", args.study)], "a study keeps its trials and Optuna journal "
+                          "in a local (or mounted) folder")
+    if refused:
+        print(f"skyshard tune: {refused}", file=sys.stderr)
+        return 2
     try:
         from trainer.tune import load_tune_config
 

@@ -31,7 +31,7 @@ from evaluation.batches import frame_dead_letter, read_frame_record, shard_recor
 from evaluation.decision import Policy
 from evaluation.model import RunInfo, load_run_model, read_run_info
 from evaluation.predictions import Prediction, predictions_of
-from skyshard import schema
+from skyshard import schema, storage
 from skyshard.names import key_bytes, key_text
 from exporter.runner import beam_pipeline
 
@@ -160,13 +160,15 @@ def _read_lines(pattern: str) -> Iterator[dict]:
                     yield json.loads(line)
 
 
-def score_with_beam(source, run_dir: Path, info: RunInfo, policy: Policy, batch_size: int,
-                    beam_args: list[str], out_dir: Path):
-    """Run the job and read its small outputs back: ``(predictions, dead_letters)``."""
+def score_with_beam(source, run_dir: Path | str, info: RunInfo, policy: Policy,
+                    batch_size: int, beam_args: list[str], out_dir: Path):
+    """Run the job and read its small outputs back: ``(predictions, dead_letters)``.
+    ``run_dir``: where the workers find the run (a URL: each worker fetches its own copy)."""
     tmp_dir = out_dir / f".beam-{uuid.uuid4().hex[:8]}"
+    where = run_dir if storage.is_url(run_dir) else str(Path(run_dir).resolve())
     try:
         pipeline, _ = beam_pipeline(beam_args)
-        build_scoring(pipeline, source, str(run_dir.resolve()), len(info.classes), policy,
+        build_scoring(pipeline, source, where, len(info.classes), policy,
                       batch_size, str(tmp_dir))
         pipeline.run().wait_until_finish()
         predictions = [Prediction.from_row(row)

@@ -16,6 +16,7 @@ preprocessing) and its shards their sha256.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from evaluation.mistakes import WorstMistakes
 from evaluation.model import (RunInfo, RunModel, RunUncertainty, load_model, pad_batch,
                               predict_probs, read_run_info, read_uncertainty)
 from evaluation.outputs import (EVALUATE_MARKER, OutputFiles, check_out_dir, claim_out_dir,
+                                staged_out,
                                 retire_result)
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from skyshard import __version__, schema, storage
@@ -69,9 +71,9 @@ class EvaluationError(ValueError):
 
 @dataclass
 class EvaluationResult:
-    out_dir: Path
+    out_dir: Path | str             # a URL (str) for an --out on object storage
     metrics: dict
-    files: dict[str, Path]
+    files: dict[str, Path | str]
     seconds: float
     peak_rss_mb: float
     #: Most images held at once by the evaluation itself: the current batch plus the mistakes
@@ -384,9 +386,12 @@ def _folds_trained(run: RunRecord) -> list[int]:
     return sorted({int(f) for f in folds if f is not None and int(f) >= 0})
 
 
-def default_out_dir(run_dir: str | Path, split: str) -> Path:
-    """``RUN/evaluation/SPLIT``; for the built-in model, whose folder is read-only package data,
-    ``builtin-evaluation/SPLIT`` in the working directory."""
+def default_out_dir(run_dir: str | Path, split: str) -> Path | str:
+    """``RUN/evaluation/SPLIT`` (a URL for a run on object storage); for the built-in model,
+    whose folder is read-only package data, ``builtin-evaluation/SPLIT`` in the working
+    directory."""
+    if storage.is_url(run_dir):
+        return storage.join(storage.absolute(run_dir), "evaluation", split)
     if is_builtin_folder(run_dir):
         return Path.cwd() / f"{BUILTIN}-evaluation" / split
     return Path(run_dir) / "evaluation" / split
@@ -414,9 +419,19 @@ def evaluate(run_dir: str | Path, export_dir: str | Path, *, split: str = "test"
     started = time.monotonic()
     info = read_run_info(run_dir)
     uncertainty = read_uncertainty(info, low_confidence)
-    out = check_out_dir(out_dir or default_out_dir(info.run_dir, split))
+    target = out_dir or default_out_dir(info.url or info.run_dir, split)
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
+    if storage.is_url(target):  # written in a staging folder, uploaded at the end
+        with staged_out(target, OUTPUTS, overwrite) as staged:
+            result = _evaluate_locked(info, uncertainty, export_dir, split, staged.local, rules,
+                                      started, batch_size=batch_size, worst_n=worst_n,
+                                      baseline_mapping=baseline_mapping,
+                                      header_trust=header_trust)
+            staged.publish()
+        return dataclasses.replace(result, out_dir=staged.url, files={
+            name: storage.join(staged.url, path.name) for name, path in result.files.items()})
+    out = check_out_dir(target)
     # One command at a time in --out; taking the lock is also the first write there, so a
     # folder that cannot be written is refused before the prediction pass.
     with FolderLock(out, "skyshard evaluate"):
@@ -474,7 +489,7 @@ def _evaluate_locked(info: RunInfo, uncertainty: RunUncertainty, export_dir: str
 
     seconds = time.monotonic() - started
     metrics.update({
-        "run": str(info.run_dir.resolve()), "export": storage.absolute(export_dir),
+        "run": info.name, "export": storage.absolute(export_dir),
         "split": split, "misclassified": n_wrong, "batch_size": batch_size,
         "seconds": round(seconds, 2), "peak_rss_mb": round(rss.peak_mb, 1),
         "max_images_held": max_held,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from skyshard import schema
+from skyshard import schema, storage
 from skyshard.builtin import BuiltinModelError, resolve_run
 from skyshard.manifest import ManifestError, ModelInputs, check_compatible
 from skyshard.run_record import RunExport, RunRecord, RunRecordError
@@ -47,11 +47,25 @@ class RunInfo:
     export : RunExport
         ``run.export``: the manifest fields the model was trained on (schema_version, classes,
         image_size, feature_names, confidence_names, preprocessing, ...).
+    url : str or None
+        Where the run lies when it is on object storage (``run_dir`` is then a verified local
+        copy of the files its model needs); ``None`` for a local run.
     """
 
     run_dir: Path
     run: RunRecord
     export: RunExport
+    url: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The run as the user named it, for outputs: its URL, or its local folder resolved."""
+        return self.url or str(self.run_dir.resolve())
+
+    @property
+    def location(self) -> str:
+        """Where another process (a Beam worker) finds the run: its URL or its local folder."""
+        return self.url or str(self.run_dir)
 
     @property
     def classes(self) -> list[str]:
@@ -64,19 +78,28 @@ class RunInfo:
 
 def read_run_info(run_dir: str | Path) -> RunInfo:
     """Read ``RUN/run.json`` (:meth:`skyshard.run_record.RunRecord.read`) and check its export
-    block and that ``RUN/model.keras`` is there (checked before any input is read).
+    block and that ``RUN/model.keras`` is there (checked before any input is read). A run on
+    object storage (a URL) is read through a verified local copy
+    (:func:`skyshard.builtin.resolve_run`).
 
     Raises
     ------
     RunError
         For a missing folder, ``run.json`` or ``model.keras``, or a ``run.json`` whose export
-        block lacks the fields a model needs.
+        block lacks the fields a model needs, or a fetched file that fails its sha256.
+    skyshard.storage.StorageError
+        For a run on an object store that cannot be reached.
     """
     from trainer.model_io import model_path
 
+    url = storage.absolute(run_dir) if storage.is_url(run_dir) else None
     try:
         run_dir = resolve_run(run_dir)
     except BuiltinModelError as exc:
+        raise RunError(str(exc)) from exc
+    except FileNotFoundError as exc:  # a URL without run.json
+        raise RunError(f"{url} is not a finished training run: {exc}") from exc
+    except RunRecordError as exc:
         raise RunError(str(exc)) from exc
     if not run_dir.is_dir():
         raise RunError(f"run folder not found: {run_dir}")
@@ -88,11 +111,13 @@ def read_run_info(run_dir: str | Path) -> RunInfo:
     except RunRecordError as exc:
         problem = exc
     if not model_path(run_dir).is_file():
-        raise RunError(f"{run_dir} is not a finished training run: {model_path(run_dir)} not "
+        shown = url or str(run_dir)
+        raise RunError(f"{shown} is not a finished training run: "
+                       f"{storage.join(shown, model_path(run_dir).name)} not "
                        "found (model.keras is written when training ends)")
     if problem is not None:
         raise RunError(str(problem)) from problem
-    return RunInfo(run_dir, run, run.export)
+    return RunInfo(run_dir, run, run.export, url)
 
 
 def load_model(run_dir: str | Path):

@@ -11,17 +11,23 @@ command wrote there; :func:`claim_out_dir`, run under the folder's lock (:mod:`s
 refuses a folder holding any other file unless ``--overwrite`` is given (then it writes beside
 them, replacing only files of its own names, and deletes none of them), and a finished earlier
 result (its last file, e.g. ``score.json``) unless ``--overwrite``.
+
+An ``--out`` on object storage (a URL) is written through a local staging folder
+(:func:`staged_out`): the same refusals, checked on the store's listing; the outputs uploaded
+at the end, each object whole, the last file after all the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
-from skyshard import __version__, schema
+from skyshard import __version__, schema, storage
 from skyshard.files import file_in_the_way, temporary_target, write_json_atomic
 from skyshard.locks import is_lock_file
 from skyshard.run_record import MODEL_FILE, RUN_FILE
@@ -136,6 +142,22 @@ def claim_out_dir(out: Path, outputs: OutputFiles, overwrite: bool) -> set[str]:
     """
     written = outputs.written(out)
     names = sorted(path.name for path in out.iterdir() if not is_lock_file(path.name))
+    written = _refuse_unless_ours(str(out), names, written, outputs, overwrite)
+    if outputs.marker in names:
+        for path in sorted(out.iterdir()):
+            if outputs.is_leftover(path.name):
+                log.info("removing %s, left by an interrupted %s", path, outputs.command)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+    return written
+
+
+def _refuse_unless_ours(out: str, names: list[str], written: set[str] | None,
+                       outputs: OutputFiles, overwrite: bool) -> set[str]:
+    """:func:`claim_out_dir`'s refusals, for a folder holding ``names`` of which the marker
+    says ``written`` are the command's (``None``: no marker); returns ``written``."""
     ours = set() if written is None else {outputs.marker, *written}
     strangers = [name for name in names if name not in ours
                  and not (written is not None and outputs.is_leftover(name))]
@@ -148,14 +170,6 @@ def claim_out_dir(out: Path, outputs: OutputFiles, overwrite: bool) -> set[str]:
     if outputs.finished in written and not overwrite:
         raise OutDirError(f"{out} already holds {outputs.files[0]} of a finished "
                           f"{outputs.command}; choose another --out or pass --overwrite")
-    if outputs.marker in names:
-        for path in sorted(out.iterdir()):
-            if outputs.is_leftover(path.name):
-                log.info("removing %s, left by an interrupted %s", path, outputs.command)
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
     return written
 
 
@@ -164,3 +178,100 @@ def retire_result(out: Path, outputs: OutputFiles) -> None:
     from then on the folder says "unfinished" until the new last file is written, never an old
     summary beside new outputs."""
     (out / outputs.finished).unlink(missing_ok=True)
+
+
+# -- an --out on object storage -------------------------------------------------------------------
+
+def claim_remote_out(url: str, outputs: OutputFiles, overwrite: bool) -> set[str]:
+    """:func:`check_out_dir` and :func:`claim_out_dir` for an ``--out`` on object storage
+    (``url``, without a trailing ``/``): the same refusals (an export or a run folder, or inside
+    an export; files the command did not write; a finished earlier result, unless
+    ``overwrite``). Returns the files an earlier run of the command wrote there. Object
+    storage has no locks: two commands writing one ``--out`` at once are not told apart."""
+    prefix = url + "/"
+    names = sorted({storage.relative(path, url).split("/", 1)[0]
+                    for path, _ in storage.list_files(prefix)})
+    for kind, blocking in (("an export folder", EXPORT_FILES), ("a training run folder",
+                                                                RUN_FILES)):
+        found = next((name for name in blocking if name in names), None)
+        if found:
+            raise OutDirError(f"--out {url} is {kind} (it holds {found}); writing there would "
+                              "spoil it: choose another folder")
+    above = storage.parent(url)
+    while storage.is_url(above) and "/" in above.split("://", 1)[1]:
+        if storage.exists(storage.join(above, schema.EXPORT_MARKER)):
+            raise OutDirError(f"--out {url} is inside the export folder {above}; choose a "
+                              "folder outside it")
+        above = storage.parent(above)
+    written = None
+    if outputs.marker in names:
+        try:
+            listed = json.loads(storage.read_bytes(storage.join(url, outputs.marker)))["files"]
+            written = {name for name in listed if name in outputs.files and name in names}
+        except (ValueError, KeyError, TypeError):
+            written = set()  # a damaged marker vouches for nothing
+    return _refuse_unless_ours(url, names, written, outputs, overwrite)
+
+
+class StagedOut:
+    """An ``--out`` on object storage written through a private local staging folder: the
+    command writes ``local`` as it would a local ``--out``; :meth:`publish` uploads its files,
+    each object whole, the result's last file (``outputs.finished``) after all the others.
+
+    Attributes
+    ----------
+    url : str
+        The ``--out`` on object storage.
+    local : Path
+        The staging folder (new and empty).
+    earlier : set of str
+        The files an earlier run of the command wrote at ``url``.
+    """
+
+    def __init__(self, url: str, outputs: OutputFiles, earlier: set[str]):
+        self.url, self.outputs, self.earlier = url, outputs, earlier
+        self.local = Path(storage.private_folder("skyshard-out-"))
+
+    def publish(self) -> list[str]:
+        """Upload what the command wrote in ``local``: first remove the earlier result's last
+        file (the folder then says "unfinished"), write the marker listing every file about to
+        be written, upload them, delete the earlier files of the command not written again
+        (they describe another result), and upload the last file. Returns the names
+        uploaded."""
+        outputs = self.outputs
+        produced = sorted(name for name in outputs.files if (self.local / name).is_file())
+        storage.delete([storage.join(self.url, outputs.finished)])
+        self._note(self.earlier | set(produced))
+        storage.upload_folder(self.local, self.url,
+                              [n for n in produced if n != outputs.finished])
+        stale = sorted(self.earlier - set(produced))
+        if stale:
+            storage.delete([storage.join(self.url, name) for name in stale])
+        self._note(set(produced))
+        if outputs.finished in produced:
+            storage.upload_folder(self.local, self.url, [outputs.finished])
+        return produced
+
+    def _note(self, names: set[str]) -> None:
+        storage.write_bytes_whole(storage.join(self.url, self.outputs.marker), json.dumps({
+            "command": self.outputs.command, "skyshard_version": __version__,
+            "files": sorted(name for name in names if name in self.outputs.files)},
+            indent=2).encode())
+
+    def close(self) -> None:
+        """Remove the staging folder."""
+        shutil.rmtree(self.local, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_out(url: str, outputs: OutputFiles, overwrite: bool) -> Iterator[StagedOut]:
+    """Claim the ``--out`` at ``url`` (:func:`claim_remote_out`) and yield its
+    :class:`StagedOut`; the staging folder is removed when the block ends (the caller publishes
+    once the command succeeded; a failed command uploads nothing)."""
+    url = storage.absolute(url)
+    earlier = claim_remote_out(url, outputs, overwrite)
+    staged = StagedOut(url, outputs, earlier)
+    try:
+        yield staged
+    finally:
+        staged.close()

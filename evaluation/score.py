@@ -37,7 +37,8 @@ from evaluation.model import (RunInfo, RunModel, RunUncertainty, load_model, rea
                               read_uncertainty)
 from evaluation.predictions import (PREDICTIONS_FILE, Prediction, predictions_of,
                                     write_predictions)
-from evaluation.outputs import SCORE_MARKER, OutputFiles, claim_out_dir, retire_result
+from evaluation.outputs import (SCORE_MARKER, OutputFiles, claim_out_dir, retire_result,
+                                staged_out)
 from evaluation.outputs import check_out_dir as check_writable_out
 from evaluation.rules import RuleSet, build_rule_set, rules_to_toml
 from exporter.runner import recorded_options
@@ -113,7 +114,7 @@ def spec_from_run(info: RunInfo):
             "made with the run's skyshard version, or retrain")
     if info.export.preprocessing is None or info.export.preprocessing.options is None:
         raise ManifestError(
-            f"{info.run_dir}/run.json does not record the export's preprocessing options, so raw "
+            f"{info.name}/run.json does not record the export's preprocessing options, so raw "
             "frames cannot be prepared the same way; score an export made with `skyshard export "
             "--unlabeled --like` the run's export instead")
     return ExportSpec.from_manifest(info.export, labelled=False)
@@ -257,7 +258,7 @@ def check_input_and_out(source: ScoreInput, out: Path) -> None:
 
 @dataclass
 class ScoreResult:
-    out_dir: Path
+    out_dir: Path | str             # a URL (str) for an --out on object storage
     summary: dict
     predictions: list[Prediction]
     errors: list[dict]
@@ -284,16 +285,26 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     without calibration); ``header_trust=False`` ignores headers; ``header_mapping`` maps frame
     types to classes (as ``evaluate --baseline-map``)."""
     started = time.monotonic()
+    if sort_into is not None and storage.is_url(sort_into):
+        raise ScoreError(f"--sort-into {sort_into}: links and copies are made on a local or "
+                         "mounted filesystem, not on object storage; sort the frames from "
+                         "predictions.csv with the store's own tools")
     info = read_run_info(run_dir)
     uncertainty = read_uncertainty(info, low_confidence)
-    out = check_writable_out(out_dir)
+    remote_out = storage.absolute(out_dir) if storage.is_url(out_dir) else None
+    out = None if remote_out else check_writable_out(out_dir)
     rules = build_rule_set(rules_path, use_rules, info.classes, list(info.export.feature_names),
                            list(info.export.confidence_names))
     policy = build_policy(info.classes, info.export.feature_names, info.export.confidence_names,
                           rules, uncertainty.low_confidence, uncertainty.header_veto,
                           header_mapping, header_trust)
     source = locate_input(info, input_path)
-    check_input_and_out(source, out)
+    if out is not None:
+        check_input_and_out(source, out)
+    elif storage.is_url(source.root) and (remote_out == storage.absolute(source.root) or
+                                          remote_out.startswith(storage.absolute(
+                                              source.root) + "/")):
+        raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
     target = None
     if sort_into is not None:
         from evaluation.sort_into import MODES, check_target
@@ -312,6 +323,17 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
         # Flagged frames go to _review/<class>: those folders must not be INPUT either.
         folders = [*info.classes, *(f"{REVIEW_FOLDER}/{name}" for name in info.classes)]
         target = check_target(sort_into, source.original_root, folders, out=out)
+    if remote_out is not None:  # written in a staging folder, uploaded at the end
+        with staged_out(remote_out, OUTPUTS, overwrite) as staged, \
+                (FolderLock(target, "skyshard score --sort-into") if target else nullcontext()):
+            survey_input(source)
+            result = _score_locked(info, source, staged.local, uncertainty, policy, rules,
+                                   started, set(), batch_size=batch_size, sort_into=sort_into,
+                                   mode=mode, beam=beam, beam_args=beam_args,
+                                   shown_out=staged.url)
+            staged.publish()
+        result.out_dir = staged.url
+        return result
     # One command at a time in --out and in the sort folder; taking the locks is also the first
     # write there, so a folder that cannot be written is refused before any work.
     with FolderLock(out, "skyshard score"), \
@@ -326,9 +348,11 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
 def _score_locked(info: RunInfo, source: ScoreInput, out: Path, uncertainty: RunUncertainty,
                   policy: Policy, rules: RuleSet, started: float, earlier: set[str], *,
                   batch_size: int, sort_into: str | Path | None, mode: str, beam: bool,
-                  beam_args: list[str] | None) -> ScoreResult:
+                  beam_args: list[str] | None, shown_out: str | None = None) -> ScoreResult:
     """Score and write the outputs, holding the locks; ``earlier``: the files an earlier
-    scoring wrote in ``out`` (its own to replace or delete)."""
+    scoring wrote in ``out`` (its own to replace or delete); ``shown_out``: the ``--out`` the
+    outputs say (a URL, when ``out`` is its staging folder)."""
+    shown_out = shown_out or str(out)
     dead_letters = [r.dead_letter() for r in source.rejected]
     with RssMonitor() as rss:
         if beam:
@@ -336,7 +360,7 @@ def _score_locked(info: RunInfo, source: ScoreInput, out: Path, uncertainty: Run
 
             OUTPUTS.note(out, earlier)  # the job's scratch folder goes into out: say whose
             predictions, read_letters = score_with_beam(
-                source, info.run_dir, info, policy, batch_size, list(beam_args or []), out)
+                source, info.location, info, policy, batch_size, list(beam_args or []), out)
             dead_letters += read_letters
         else:
             model = RunModel(load_model(info.run_dir), uncertainty, len(info.classes))
@@ -363,7 +387,7 @@ def _score_locked(info: RunInfo, source: ScoreInput, out: Path, uncertainty: Run
         rss.sample()
 
     seconds = time.monotonic() - started
-    summary = build_summary(info, source, out, predictions, dead_letters, uncertainty,
+    summary = build_summary(info, source, shown_out, predictions, dead_letters, uncertainty,
                             policy, seconds, rss.peak_mb, beam, beam_args, batch_size)
     summary["warnings"] = source.warnings()
     if sorted_summary is not None:
@@ -373,7 +397,7 @@ def _score_locked(info: RunInfo, source: ScoreInput, out: Path, uncertainty: Run
                                              for f in sorted_summary.failed],
                                 "index": str(sorted_summary.index)}
         summary["files"]["sorted"] = SORTED_FILE
-        summary["warnings"] += sort_warnings(sorted_summary.also_in_other_class, out)
+        summary["warnings"] += sort_warnings(sorted_summary.also_in_other_class, shown_out)
     write_json_atomic(out / SUMMARY_FILE, summary)
     return ScoreResult(out, summary, predictions, dead_letters)
 
@@ -385,12 +409,12 @@ def sort_folder(prediction: Prediction, classes: list[str]) -> str:
     return f"{REVIEW_FOLDER}/{name}" if prediction.flagged else name
 
 
-def sort_warnings(also_in_other_class: int, out: Path) -> list[str]:
+def sort_warnings(also_in_other_class: int, out: Path | str) -> list[str]:
     """The warning for frames an earlier run sorted into another class folder (kept there)."""
     if not also_in_other_class:
         return []
     return [f"{also_in_other_class} frames were sorted into another class folder by an earlier "
-            f"run: see {out / SORTED_FILE} (column also_in)"]
+            f"run: see {storage.join(str(out), SORTED_FILE)} (column also_in)"]
 
 
 def header_summary(predictions: list[Prediction], policy: Policy) -> dict:
@@ -406,7 +430,8 @@ def header_summary(predictions: list[Prediction], policy: Policy) -> dict:
             "overruled": sum(p.header_overruled for p in stated)}
 
 
-def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: list[Prediction],
+def build_summary(info: RunInfo, source: ScoreInput, out: Path | str,
+                  predictions: list[Prediction],
                   dead_letters: list[dict], uncertainty: RunUncertainty, policy: Policy,
                   seconds: float, peak_rss_mb: float, beam: bool, beam_args, batch_size) -> dict:
     classes = info.classes
@@ -419,7 +444,7 @@ def build_summary(info: RunInfo, source: ScoreInput, out: Path, predictions: lis
     unfamiliar = sum(p.unfamiliar for p in predictions)
     scores = np.array([p.ood_score for p in predictions], dtype=np.float64)
     return {
-        "run": str(info.run_dir.resolve()), "input": shown_name(str(source.root)),
+        "run": info.name, "input": shown_name(str(source.root)),
         "input_kind": source.kind,
         "out": str(out), "scored": len(predictions), "errors": len(dead_letters),
         "predicted_per_class": counts, "low_confidence": low,
@@ -452,7 +477,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
         f"{s['flagged']} flagged for review: {s['low_confidence']} below calibrated confidence "
         f"{s['low_confidence_threshold']:.3f}, {s['unfamiliar']} unfamiliar; "
         f"{s['rule_applied']} changed by rules, {s['errors']} unreadable "
-        f"({result.out_dir / schema.ERRORS_FILE})",
+        f"({storage.join(str(result.out_dir), schema.ERRORS_FILE)})",
     ]
     if header["enabled"]:
         rate = header["model_disagreement_rate"]
@@ -470,7 +495,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
         lines.append(f"sorted into {sorted_['folder']} ({sorted_['mode']}): {sorted_['created']} "
                      f"created ({sorted_['renamed']} renamed on a name clash), "
                      f"{sorted_['already_present']} already there, {sorted_['failed']} failed; "
-                     f"record: {result.out_dir / SORTED_FILE}")
+                     f"record: {storage.join(str(result.out_dir), SORTED_FILE)}")
     lines.append(f"{s['seconds']:.1f} s, peak RSS {s['peak_rss_mb']:.0f} MB; predictions: "
-                 f"{result.out_dir / PREDICTIONS_FILE}")
+                 f"{storage.join(str(result.out_dir), PREDICTIONS_FILE)}")
     return lines

@@ -15,10 +15,14 @@ know are kept (``extra``) and written back unchanged.
 
 from __future__ import annotations
 
+import atexit
+import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from skyshard import storage
 from skyshard.files import read_json, write_json_atomic
 from skyshard.json_fields import BOOL, INT, NUMBER, OBJECT, STR, STR_LIST, JsonObject
 from skyshard.manifest import REQUIRED_INPUT_FIELDS, Manifest, ModelInputs
@@ -494,6 +498,9 @@ class RunRecord:
         Python, skyshard and library versions.
     files : dict of str to str or None
         The run folder's files by role (``model``, ``history``, ``config``, ...).
+    model_sha256 : str or None
+        sha256 of ``model.keras`` as it was saved (a copy fetched from object storage is checked
+        against it); absent in runs saved before it was recorded.
     sampling : dict or None
         Class counts, sampling probabilities, steps, class weights, features used.
     model : ModelSummary or None
@@ -536,6 +543,7 @@ class RunRecord:
     sessions: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     files: dict[str, str | None] = field(default_factory=dict)
+    model_sha256: str | None = None
     sampling: dict[str, Any] | None = None
     model: ModelSummary | None = None
     distribution: Distribution | None = None
@@ -567,7 +575,7 @@ class RunRecord:
         Parameters
         ----------
         run_dir : str or Path
-            The run folder.
+            The run folder, local or a URL (``s3://bucket/runs/r1``).
 
         Raises
         ------
@@ -577,7 +585,18 @@ class RunRecord:
             When the file is not JSON, lacks its export block's required fields or holds a
             value of the wrong kind (a class name that cannot be a folder name among them); the
             message names the file.
+        skyshard.storage.StorageError
+            When the object store cannot be reached or refuses the request.
         """
+        if storage.is_url(run_dir):
+            url = storage.join(storage.absolute(run_dir), RUN_FILE)
+            if not storage.exists(url):
+                raise FileNotFoundError(f"{url} not found: not a skyshard training run")
+            try:
+                payload = json.loads(storage.read_bytes(url))
+            except ValueError as exc:
+                raise RunRecordError(f"{url} is not valid JSON: {exc}") from exc
+            return cls.from_json(payload, origin=url)
         path = run_file(run_dir)
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a skyshard training run")
@@ -627,6 +646,7 @@ class RunRecord:
             sessions=data.value("sessions", INT),
             versions=data.value("versions", OBJECT, {}),
             files=data.value("files", OBJECT, {}),
+            model_sha256=data.value("model_sha256", STR),
             sampling=data.value("sampling", OBJECT),
             model=_child(data, "model", ModelSummary),
             distribution=_child(data, "distribution", Distribution),
@@ -663,6 +683,7 @@ class RunRecord:
             "sessions": self.sessions,
             "versions": self.versions,
             "files": self.files,
+            "model_sha256": self.model_sha256,
             "sampling": self.sampling,
             "model": None if self.model is None else self.model.to_json(),
             "distribution": None if self.distribution is None else self.distribution.to_json(),
@@ -683,3 +704,69 @@ class RunRecord:
         path = run_file(run_dir)
         write_json_atomic(path, self.to_json())
         return path
+
+
+# -- a run on object storage, read through a local copy -----------------------------------------
+
+#: Fetched runs of this process: URL -> (sha256 of its run.json, local folder).
+_fetched: dict[str, tuple[str, Path]] = {}
+
+
+def fetch_run(url: str) -> Path:
+    """A verified local copy of the run folder at ``url`` (a run on object storage), holding
+    only what using its model needs: ``run.json``, ``model.keras``, the out-of-distribution
+    statistics and ``config.toml`` (never its checkpoints, TensorBoard logs or evaluations).
+
+    The copy lies in a private folder (under ``$SKYSHARD_SPILL_DIR`` or the system's temporary
+    folder), removed when the process ends; fetching the same unchanged run again in one process
+    reuses it. ``model.keras`` is checked against run.json's ``model_sha256`` and the statistics
+    against ``ood.sha256`` where the run records them.
+
+    Raises
+    ------
+    FileNotFoundError
+        No ``run.json`` at ``url``.
+    RunRecordError
+        A ``run.json`` that cannot be used, or a file whose sha256 differs from the one
+        run.json records (the run changed while it was read, or the copy is damaged).
+    skyshard.storage.StorageError
+        The object store cannot be reached or refuses the request.
+    """
+    url = storage.absolute(url)
+    record_url = storage.join(url, RUN_FILE)
+    if not storage.exists(record_url):
+        raise FileNotFoundError(f"{record_url} not found: not a skyshard training run")
+    folder = Path(storage.private_folder("skyshard-fetched-run-"))
+    try:
+        record_sha = storage.download_file(record_url, folder / RUN_FILE)
+        earlier = _fetched.get(url)
+        if earlier is not None and earlier[0] == record_sha and earlier[1].is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            return earlier[1]
+        record = RunRecord.read(folder)
+        expected = {record.files.get("model") or MODEL_FILE: record.model_sha256}
+        if record.ood is not None:
+            expected[record.ood.file] = record.ood.sha256
+        if record.files.get("config"):
+            expected[record.files["config"]] = None
+        copied = storage.download_folder(url, folder, sorted(expected))
+        for name, sha in expected.items():
+            if sha is not None and name in copied and copied[name] != sha:
+                raise RunRecordError(
+                    f"{storage.join(url, name)}: sha256 {copied[name][:12]}… differs from the "
+                    f"{sha[:12]}… {RUN_FILE} records (the run changed while it was read, or the "
+                    "copy is damaged); read it again")
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if earlier is not None:
+        shutil.rmtree(earlier[1], ignore_errors=True)
+    _fetched[url] = (record_sha, folder)
+    return folder
+
+
+@atexit.register
+def _remove_fetched() -> None:
+    for _, folder in _fetched.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    _fetched.clear()

@@ -371,3 +371,93 @@ def local_copy(path: str, max_bytes: int | None = None) -> Iterator[tuple[str, s
         yield local, digest.hexdigest()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- folders copied whole between a URL and a local folder ----------------------------------------
+
+def private_folder(prefix: str) -> str:
+    """A new private local folder (mode 0700) under ``$SKYSHARD_SPILL_DIR`` or the system's
+    temporary folder: a working copy, a staging folder or a cache; the caller removes it."""
+    return tempfile.mkdtemp(prefix=prefix, dir=os.environ.get(SPILL_DIR_ENV))
+
+
+def upload_file(local: str | os.PathLike, url: str) -> None:
+    """Copy the local file ``local`` to ``url``, streamed in 1 MiB chunks; on an object store
+    the object appears (or is replaced), whole, only once the upload completes."""
+    if os.path.getsize(local) == 0:
+        write_bytes_whole(url, b"")
+        return
+    with open(local, "rb") as source, _errors(url), open_write(url) as target:
+        while chunk := source.read(_CHUNK):
+            target.write(chunk)
+
+
+def download_file(url: str, local: str | os.PathLike) -> str:
+    """Copy ``url`` to the local path ``local`` (a temporary name renamed into place, folders
+    made); returns the sha256 of the bytes copied. ``FileNotFoundError`` when it is absent."""
+    from skyshard.files import temporary_name
+
+    local = Path(local)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    partial = temporary_name(local)
+    digest = hashlib.sha256()
+    try:
+        with _errors(url), open_read(url) as source, open(partial, "wb") as target:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                target.write(chunk)
+        os.replace(partial, local)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
+
+
+def download_folder(prefix: str, local: str | os.PathLike,
+                    names: list[str] | None = None) -> dict[str, str]:
+    """Copy the files under ``prefix`` (every one, any depth, or only the relative ``names``
+    given, those absent skipped) into the local folder ``local``, keeping their relative
+    paths; returns ``{relative name: sha256}`` of what was copied.
+
+    A relative name that would leave ``local`` (``..``, an absolute path) is refused with
+    ``ValueError``: object keys are not trusted to become paths.
+    """
+    root = Path(local).resolve()
+    if names is None:
+        names = [relative(path, prefix.rstrip("/")) for path, _ in list_files(prefix)]
+    copied = {}
+    for name in names:
+        target = (root / name).resolve()
+        if name.startswith("/") or root not in target.parents:
+            raise ValueError(f"{join(prefix, name)}: the name {name!r} leaves the folder it is "
+                             "copied to; refused")
+        try:
+            copied[name] = download_file(join(prefix, name), target)
+        except FileNotFoundError:
+            continue
+    return copied
+
+
+def upload_folder(local: str | os.PathLike, prefix: str, names: list[str],
+                  last: str | None = None) -> None:
+    """Copy the relative ``names`` of the local folder ``local`` to ``prefix``, each object
+    whole, ``last`` (when among them) after all the others: a reader that finds ``last``
+    finds every file written with it."""
+    ordered = sorted(n for n in names if n != last) + ([last] if last in names else [])
+    for name in ordered:
+        upload_file(os.path.join(local, name), join(prefix, name))
+
+
+#: What takes a URL, for the commands whose folders must be local.
+URL_SUPPORT = ("URLs are taken by export (INPUT, OUT, --like, --file-list), train (EXPORT, RUN, "
+               "--init), evaluate and score (RUN, EXPORT or INPUT, --out)")
+
+
+def refuse_urls(named: list[tuple[str, str | os.PathLike | None]], why: str) -> str | None:
+    """The one-line refusal of the first of ``named`` (``[("--out", value), ...]``) that is a
+    URL, saying ``why`` that argument must be local and what does take URLs; ``None`` when
+    none is one."""
+    for what, value in named:
+        if is_url(value):
+            return f"{what} {value}: {why}; {URL_SUPPORT}"
+    return None

@@ -97,21 +97,73 @@ def test_file_list_exports_the_frames_it_names(world, capsys):
     assert manifest.input.frames_found == 4
 
 
-@pytest.fixture(scope="module")
-def run(world, tmp_path_factory):
-    """A tiny run trained from the export on S3."""
-    folder = tmp_path_factory.mktemp("s3-run") / "run"
-    assert main(["train", world["s3"], str(folder), "--epochs", "1", "--batch-size", "4",
-                 *TINY]) == 0
-    return folder
+def _interrupt_after_first_epoch(url: str):
+    """A Keras callback: Ctrl-C at the end of the first epoch, noting in ``.seen`` what the
+    store holds at that moment (what a kill there would leave)."""
+    import keras
 
-
-def test_train_from_s3_records_the_url(run, world):
     from skyshard.run_record import RunRecord
 
-    record = RunRecord.read(run)
+    class Interrupt(keras.callbacks.Callback):
+        seen: dict = {}
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen = {"keys": keys_under(url), "record": RunRecord.read(url)}
+            raise KeyboardInterrupt
+
+    return Interrupt()
+
+
+@pytest.fixture(scope="module")
+def run(world):
+    """A tiny run trained from the export on S3 into S3: interrupted after its first epoch,
+    then resumed to its second with ``--resume``. Returns its URL and what the store held
+    after the first epoch and after the interrupt."""
+    from skyshard.run_record import RunRecord
+    from trainer.config import load_config, parse_assignment
+    from trainer.train import train
+
+    url = f"s3://{BUCKET}/runs/r1"
+    config = load_config(None, {**dict(parse_assignment(text) for text in TINY[1::2]),
+                                "train.epochs": 2, "train.batch_size": 4})
+    interrupt = _interrupt_after_first_epoch(url)
+    with pytest.raises(KeyboardInterrupt):
+        train(world["s3"], url, config, extra_callbacks=[interrupt], echo=lambda line: None)
+    interrupted = {"keys": keys_under(url), "record": RunRecord.read(url)}
+    assert main(["train", world["s3"], url, "--resume"]) == 0
+    return {"url": url, "after_epoch": dict(interrupt.seen), "interrupted": interrupted}
+
+
+def test_train_into_s3_uploads_every_epoch_and_resumes(run, world, capsys, tmp_path):
+    from skyshard import storage
+    from skyshard.run_record import RunRecord
+    from trainer.model_io import load_model
+
+    # After the first epoch, before the run ended: run.json, the history and the backup.
+    during = run["after_epoch"]
+    assert during["record"].status == "running" and during["record"].epochs_completed == 1
+    for name in ("run.json", "config.toml", "history.csv", "checkpoints/latest.weights.h5",
+                 "checkpoints/training_metadata.json"):
+        assert name in during["keys"], name
+    # Interrupted: the record says so, and the backup is there for --resume.
+    assert run["interrupted"]["record"].status == "interrupted"
+    assert "checkpoints/latest.weights.h5" in run["interrupted"]["keys"]
+    # Resumed to the end: a finished run, its model whole and as run.json records it.
+    record = RunRecord.read(run["url"])
     assert record.export.path == world["s3"]
-    assert record.epochs_completed == 1 and (run / "model.keras").is_file()
+    assert (record.status, record.epochs_completed, record.sessions) == ("completed", 2, 2)
+    names = keys_under(run["url"])
+    assert {"model.keras", "ood.npz", "training_curves.png"} <= set(names)
+    assert not [n for n in names if n.startswith(".") or "/." in n or n.startswith("cache/")]
+    local = tmp_path / "model.keras"
+    assert storage.download_file(f"{run['url']}/model.keras", local) == record.model_sha256
+    assert load_model(local).outputs[0].shape[-1] == len(CLASSES)
+    # The refusals of a local run folder.
+    assert main(["train", world["s3"], run["url"], "--resume"]) == 0
+    assert "already completed after 2 epoch(s); nothing to resume" in capsys.readouterr().out
+    assert main(["train", world["s3"], run["url"]]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "Traceback" not in err
 
 
 def _predictions(folder) -> dict[str, list[str]]:
@@ -121,33 +173,65 @@ def _predictions(folder) -> dict[str, list[str]]:
 
 
 def test_evaluate_and_score_on_s3_equal_local(run, world, capsys):
-    root = world["root"]
-    assert main(["evaluate", str(run), world["s3"], "--out", str(root / "eval-s3")]) == 0
-    assert main(["evaluate", str(run), str(world["local"]), "--out",
+    """RUN, EXPORT or INPUT and --out all on S3 give what a local copy of the run gives on
+    local paths."""
+    from skyshard import storage
+
+    root, url = world["root"], run["url"]
+    local_run = root / "run-copy"
+    storage.download_folder(url, local_run)
+    out = f"s3://{BUCKET}/results/eval"
+    assert main(["evaluate", url, world["s3"], "--out", out]) == 0
+    assert main(["evaluate", str(local_run), str(world["local"]), "--out",
                  str(root / "eval-local")]) == 0
-    remote = json.loads((root / "eval-s3" / "metrics.json").read_text())
+    remote = json.loads(storage.read_bytes(f"{out}/metrics.json"))
     local = json.loads((root / "eval-local" / "metrics.json").read_text())
-    for name in ("accuracy", "f1_macro", "confusion_matrix", "per_class"):
+    for name in ("accuracy", "f1_macro", "confusion_matrix", "per_class", "n"):
         assert remote.get(name) == local.get(name), name
-    assert main(["score", str(run), f"s3://{BUCKET}/night", "--out", str(root / "score-s3")]) == 0
-    assert main(["score", str(run), str(world["night"]), "--out",
+    assert remote["run"] == url
+    assert {"metrics.json", "report.html", "confusion_matrix.png",
+            ".skyshard-evaluate"} <= set(keys_under(out))
+    assert main(["evaluate", url, world["s3"], "--out", out]) == 2
+    assert "already holds" in capsys.readouterr().err
+    scored = f"s3://{BUCKET}/results/night"
+    assert main(["score", url, f"s3://{BUCKET}/night", "--out", scored]) == 0
+    assert main(["score", str(local_run), str(world["night"]), "--out",
                  str(root / "score-local")]) == 0
-    remote, local = _predictions(root / "score-s3"), _predictions(root / "score-local")
+    predictions = root / "score-s3"
+    storage.download_folder(scored, predictions)
+    remote, local = _predictions(predictions), _predictions(root / "score-local")
     assert remote and remote == local
-    with open(root / "score-s3" / "predictions.csv", newline="") as stream:
+    with open(predictions / "predictions.csv", newline="") as stream:
         assert all(row["path"].startswith(f"s3://{BUCKET}/night/")
                    for row in csv.DictReader(stream))
+    summary = json.loads((predictions / "score.json").read_text())
+    assert (summary["run"], summary["out"]) == (url, scored)
     capsys.readouterr()
 
 
 def test_score_beam_reads_an_export_on_s3(run, world, capsys, tmp_path):
-    assert main(["score", str(run), world["s3"], "--out", str(tmp_path / "beam"), "--beam"]) == 0
-    assert main(["score", str(run), str(world["local"]), "--out", str(tmp_path / "local")]) == 0
+    assert main(["score", run["url"], world["s3"], "--out", str(tmp_path / "beam"),
+                 "--beam"]) == 0
+    assert main(["score", run["url"], str(world["local"]), "--out",
+                 str(tmp_path / "local")]) == 0
     assert _predictions(tmp_path / "beam") == _predictions(tmp_path / "local")
     capsys.readouterr()
 
 
-def test_a_missing_s3_export_is_one_clear_error(world, run, capsys, tmp_path):
-    assert main(["train", f"s3://{BUCKET}/nothing-here", str(tmp_path / "r")]) == 2
+@pytest.mark.parametrize("argv, message", [
+    (["train", "s3://BUCKET/nothing-here", "LOCAL"], "manifest.json not found"),
+    (["evaluate", "s3://BUCKET/nothing-here", "EXPORT"], "not a finished training run"),
+    (["score", "RUN", "NIGHT", "--out", "OUT", "--sort-into", "s3://BUCKET/sorted"],
+     "--sort-into s3://"),
+    (["ensemble", "RUN", "RUN", "--out", "s3://BUCKET/ens"], "RUN s3://"),
+    (["pretrain", "EXPORT", "s3://BUCKET/encoder"], "OUT s3://"),
+    (["tune", "EXPORT", "s3://BUCKET/study"], "STUDY s3://"),
+    (["score", "s3://no-such-bucket-here/run", "NIGHT", "--out", "OUT"], "no-such-bucket-here"),
+])
+def test_a_bad_url_is_one_clear_error(world, run, capsys, tmp_path, argv, message):
+    values = {"EXPORT": world["s3"], "RUN": run["url"], "NIGHT": f"s3://{BUCKET}/night",
+              "OUT": str(tmp_path / "out"), "LOCAL": str(tmp_path / "run")}
+    argv = [values.get(a, a.replace("BUCKET", BUCKET)) for a in argv]
+    assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "manifest.json not found" in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

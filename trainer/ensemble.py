@@ -99,6 +99,7 @@ def _build(members: Sequence[tuple[Path, RunRecord]], out: Path, any_export: boo
     record = ensemble_record(members, ensemble, check, any_export,
                              time.monotonic() - started, rss.peak_mb)
     record.calibration, record.ood = calibration, ood
+    record.model_sha256 = sha256_file(out / MODEL_FILE)
     if ood is not None:
         record.files["ood"] = ood.file
     record.write(out)

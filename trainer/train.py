@@ -29,11 +29,12 @@ import numpy as np
 import tensorflow as tf
 
 from skyshard import __version__, storage
-from skyshard.files import atomic_output, write_text_atomic
+from skyshard.files import atomic_output, sha256_file, write_text_atomic
 from skyshard.locks import FolderLock, is_lock_file
 from skyshard.manifest import (Manifest, ManifestError, ShardIntegrityError, export_folder,
                                manifest_path)
 from skyshard.memory import RssMonitor
+from skyshard.mirror import MirroredFolder
 from skyshard.run_record import (ENSEMBLE_KIND, MODEL_FILE, RUN_FILE, Distribution,
                                  ModelSummary, RunExport, RunRecord)
 from skyshard.versions import library_versions
@@ -98,6 +99,10 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
     :class:`skyshard.locks.FolderError` for a run folder in use by another command or not
     writable (the run, its chief in a multi-worker run, holds the folder's lock).
     """
+    if storage.is_url(run_dir):
+        return _train_on_storage(export_dir, storage.absolute(run_dir), config, resume=resume,
+                                 extra_callbacks=extra_callbacks, echo=echo, cluster=cluster,
+                                 join_timeout=join_timeout)
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunFolderError(f"{run_dir} is a file, not a folder; choose a new run folder")
@@ -107,15 +112,66 @@ def train(export_dir: str | Path, run_dir: str | Path, config: Mapping[str, Any]
                       join_timeout=join_timeout, held=held)
 
 
+def _train_on_storage(export_dir: str | Path, url: str, config: Mapping[str, Any], *,
+                      resume: bool, extra_callbacks: Sequence[keras.callbacks.Callback],
+                      echo: Callable[[str], None], cluster: ClusterSpec | None,
+                      join_timeout: float | None) -> RunRecord:
+    """:func:`train` into a run folder on object storage (``url``), through a private local
+    working copy (:class:`skyshard.mirror.MirroredFolder`): with ``resume`` the run's files are
+    fetched into it first; the files that changed are uploaded after every epoch, ``run.json``
+    last, and once more when training ends, also after a failure or an interrupt (so that
+    ``--resume`` continues from the last completed epoch); the working copy is then removed.
+    The tf.data cache (``data.cache = "disk"``) stays local."""
+    if config["train"]["strategy"] == "multiworker":
+        raise RunFolderError(
+            f"{url}: a multi-worker run keeps RUN on storage every worker mounts at the same "
+            "path (every worker reads the chief's backups); train into such a folder, or use "
+            "--strategy default or mirrored for a run on object storage")
+    mirror = MirroredFolder(url, last=RUN_FILE,
+                            keep_local=lambda name: name.split("/", 1)[0] == CACHE_DIR)
+    try:
+        names = mirror.remote_names()
+        if resume:
+            if RUN_FILE not in names:
+                raise RunFolderError(f"--resume: {storage.join(url, RUN_FILE)} not found; "
+                                     "nothing to resume")
+            echo(f"{url}: fetching the run's {len(names)} file(s) to continue it")
+            mirror.fetch()
+        elif names:
+            raise RunFolderError(
+                f"{url} already holds a run; choose a new folder, or pass --resume to "
+                "continue it")
+        try:
+            with ExitStack() as held:
+                record = _train(export_dir, mirror.local, config, resume=resume,
+                                extra_callbacks=extra_callbacks, echo=echo, cluster=cluster,
+                                join_timeout=join_timeout, held=held, mirror=mirror, shown=url)
+        except BaseException:
+            try:
+                mirror.sync()  # what the failed session saved: --resume continues from it
+            except Exception as problem:  # noqa: BLE001 - the training's failure is the news
+                echo(f"{url}: could not upload the run's last files ({problem}); --resume "
+                     "continues from the last epoch uploaded")
+            raise
+        mirror.sync()
+        return record
+    finally:
+        mirror.close()
+
+
 def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, resume: bool,
            extra_callbacks: Sequence[keras.callbacks.Callback],
            echo: Callable[[str], None], cluster: ClusterSpec | None,
-           join_timeout: float | None, held: ExitStack) -> RunRecord:
+           join_timeout: float | None, held: ExitStack, mirror: MirroredFolder | None = None,
+           shown: str | None = None) -> RunRecord:
     """:func:`train`; the run folder's lock is taken into ``held`` once the run is placed, by
     the process that writes the folder (the chief of a multi-worker run, after every worker
-    joined: a run whose workers never meet creates nothing)."""
+    joined: a run whose workers never meet creates nothing). ``mirror``: the run on object
+    storage that ``run_dir`` is the working copy of, synced after every epoch; ``shown``: the
+    run as messages name it (its URL)."""
     started = time.monotonic()
     export_dir, run_dir = export_folder(export_dir), Path(run_dir)
+    shown = shown or str(run_dir)
     manifest = Manifest.read(export_dir)
     manifest_sha = storage.sha256(str(manifest_path(export_dir)))
     # The cheap checks first: the run folder and a resumed configuration, then the shards.
@@ -131,7 +187,7 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
             if chief and previous.calibration is None and (run_dir / MODEL_FILE).is_file():
                 return _calibrate_finished(previous, export_dir, manifest, config, run_dir,
                                            echo)
-            echo(f"{run_dir}: already {previous.status} after "
+            echo(f"{shown}: already {previous.status} after "
                  f"{previous.epochs_completed} epoch(s); nothing to resume")
             return previous
     splits = ["train", "val"]
@@ -202,6 +258,8 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
         history = read_history(run_dir / HISTORY_FILE)
         _update_record(record, history, config, monitor, started, previous)
         record.write(run_dir)
+        if mirror is not None:  # the epoch's files on object storage, run.json last
+            mirror.sync()
 
     callbacks = _callbacks(run_dir, config, monitor, past, on_epoch, echo, record, backup,
                            placement)
@@ -232,7 +290,8 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
         return record
     history = read_history(run_dir / HISTORY_FILE)
     _update_record(record, history, config, monitor, started, previous)
-    inference = _finish(record, history, lost or failure, model, config, model_inputs, run_dir)
+    inference = _finish(record, history, lost or failure, model, config, model_inputs, run_dir,
+                        storage.basename(shown))
     if lost is not None:
         raise lost from failure
     if failure is None and inference is not None:
@@ -248,7 +307,7 @@ def _train(export_dir: str | Path, run_dir: Path, config: Mapping[str, Any], *, 
         ) from failure
     if failure is not None:
         raise failure
-    echo(_summary(record, run_dir))
+    echo(_summary(record, shown))
     return record
 
 
@@ -576,7 +635,8 @@ def _callbacks(run_dir: Path, config, monitor: RssMonitor, past, on_epoch, echo,
     return callbacks
 
 
-def _finish(record, history, failure, model, config, manifest, run_dir: Path):
+def _finish(record, history, failure, model, config, manifest, run_dir: Path,
+            name: str | None = None):
     """Final status, the best model and the curves (when an epoch completed and the stop was
     orderly: done, early stopped, or over the memory budget), and run.json. Returns the saved
     inference model (``None`` when none was saved)."""
@@ -585,7 +645,7 @@ def _finish(record, history, failure, model, config, manifest, run_dir: Path):
     if history and (failure is None or isinstance(failure, MemoryBudgetExceeded)):
         inference = _save_best_model(model, config, manifest, run_dir, record)
         plot_history(history, run_dir / CURVES_FILE, record.best_epoch,
-                     title=f"{run_dir.name}: {config['model']['name']}")
+                     title=f"{name or run_dir.name}: {config['model']['name']}")
     if failure is not None:
         record.error = f"{type(failure).__name__}: {failure}"
     record.write(run_dir)
@@ -641,6 +701,7 @@ def _save_best_model(model: keras.Model, config, manifest: Manifest, run_dir: Pa
     with atomic_output(run_dir / MODEL_FILE) as partial:
         inference.save(partial)
     record.files["model"] = MODEL_FILE
+    record.model_sha256 = sha256_file(run_dir / MODEL_FILE)
     return inference
 
 
@@ -723,13 +784,13 @@ def _start_line(record: RunRecord, plan, config, resumed: bool) -> str:
             f"{config['train']['batch_size']}; class sampling: {probabilities}")
 
 
-def _summary(record: RunRecord, run_dir: Path) -> str:
+def _summary(record: RunRecord, run_dir: Path | str) -> str:
     best = record.best or {}
     shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items()
                       if k.startswith("val_") and isinstance(v, float))
     return (f"{record.status}: {record.epochs_completed} epoch(s) in "
             f"{record.seconds:.1f}s, peak RSS {record.peak_rss_mb:.0f} MB; best epoch "
-            f"{record.best_epoch}: {shown}\nmodel: {run_dir / MODEL_FILE}")
+            f"{record.best_epoch}: {shown}\nmodel: {storage.join(str(run_dir), MODEL_FILE)}")
 
 
 __all__ = ["train", "RunFolderError", "WorkerLost", "MemoryBudgetExceeded", "ManifestError"]

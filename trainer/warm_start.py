@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from skyshard import storage
 from skyshard.builtin import BuiltinModelError, is_builtin_folder, resolve_run
 from skyshard.files import sha256_file
 from skyshard.manifest import ModelInputs
@@ -43,6 +44,7 @@ class InitialRun:
     folder: Path
     record: RunRecord
     same_classes: bool
+    url: str | None = None   # the run on object storage that ``folder`` is a local copy of
 
     def model_inputs(self, manifest: ModelInputs) -> ModelInputs:
         """``manifest`` with the trained run's scaler: what the new model is built from."""
@@ -72,7 +74,7 @@ def checked_init(config: Mapping[str, Any], manifest: ModelInputs) -> InitialRun
     """
     value = str(config["model"]["init"])
     try:
-        folder = resolve_run(value)
+        folder = resolve_run(value)  # a URL: a verified local copy of the run's model files
         record = RunRecord.read(folder)
     except (BuiltinModelError, FileNotFoundError, RunRecordError) as exc:
         raise ConfigError(f"model.init {value!r}: not a finished training run ({exc})") from exc
@@ -87,7 +89,8 @@ def checked_init(config: Mapping[str, Any], manifest: ModelInputs) -> InitialRun
             raise ConfigError(
                 f"model.init {value!r} was trained on another {name} than this export's; "
                 f"export the frames with `skyshard export FRAMES OUT --like {value}`")
-    return InitialRun(folder, record, list(trained.classes) == list(manifest.classes))
+    return InitialRun(folder, record, list(trained.classes) == list(manifest.classes),
+                      url=storage.absolute(value) if storage.is_url(value) else None)
 
 
 def initialise_from_run(model, init: InitialRun) -> dict[str, Any]:
@@ -139,7 +142,7 @@ def initialise_from_run(model, init: InitialRun) -> dict[str, Any]:
                           + "; ".join(mismatched)
                           + ". Train with its [model] and [features] settings (its config.toml)")
     return {
-        "run": "builtin" if is_builtin_folder(init.folder) else str(init.folder),
+        "run": init.url or ("builtin" if is_builtin_folder(init.folder) else str(init.folder)),
         "model_sha256": sha256_file(init.folder / MODEL_FILE),
         "skyshard_version": init.record.skyshard_version,
         "layers_copied": copied,

@@ -59,9 +59,21 @@ def is_builtin_name(value: str | os.PathLike | None) -> bool:
 
 
 def resolve_run(value: str | os.PathLike) -> Path:
-    """The run folder ``value`` names: the built-in model's for ``builtin`` / ``builtin:NAME``,
+    """The local run folder ``value`` names: the built-in model's for ``builtin`` /
+    ``builtin:NAME``; for a URL (a run on object storage), a verified local copy of the files
+    its model needs (:func:`skyshard.run_record.fetch_run`, removed when the process ends);
     else ``value`` itself as a path. A folder or file really called ``builtin`` in the working
-    directory wins over the built-in model."""
+    directory wins over the built-in model.
+
+    Raises ``FileNotFoundError`` (a URL without ``run.json``),
+    :class:`~skyshard.run_record.RunRecordError` (a fetched file that fails its sha256) and
+    :class:`~skyshard.storage.StorageError` (an unreachable store) for a URL."""
+    from skyshard import storage
+
+    if storage.is_url(value):
+        from skyshard.run_record import fetch_run
+
+        return fetch_run(os.fspath(value))
     if is_builtin_name(value):
         text = os.fspath(value)
         return builtin_folder(text.partition(":")[2] or MODELS[0])
