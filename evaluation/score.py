@@ -244,11 +244,21 @@ def write_errors(path: Path, letters: list[dict]) -> None:
     write_text_atomic(path, "".join(lines))
 
 
-def check_input_and_out(source: ScoreInput, out: Path) -> None:
+def check_input_and_out(source: ScoreInput, out: Path | str) -> None:
     """Refuse ``--out`` inside INPUT (its files would be scored next time) and INPUT inside
-    ``--out`` (the scoring's own files would be written among the frames)."""
-    if storage.is_url(source.root):
-        return  # on object storage, never a local --out
+    ``--out`` (the scoring's own files would be written among the frames); ``out`` a URL for
+    an ``--out`` on object storage."""
+    if storage.is_url(source.root) or storage.is_url(out):
+        if not (storage.is_url(source.root) and storage.is_url(out)):
+            return  # one on object storage, the other local: apart
+        root, out = storage.absolute(source.root), storage.absolute(out)
+        if source.kind == "folder" and (out == root or out.startswith(root + "/")):
+            raise ScoreError("--out must not be inside INPUT (its files would be scored next "
+                             "time)")
+        if out == root or root.startswith(out + "/"):
+            raise ScoreError(f"INPUT {root} must not be inside --out {out}; choose an --out "
+                             "outside it")
+        return
     if source.kind == "folder" and (out == source.root or source.root in out.parents):
         raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
     if out == source.root or out in source.root.parents:
@@ -299,12 +309,7 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
                           rules, uncertainty.low_confidence, uncertainty.header_veto,
                           header_mapping, header_trust)
     source = locate_input(info, input_path)
-    if out is not None:
-        check_input_and_out(source, out)
-    elif storage.is_url(source.root) and (remote_out == storage.absolute(source.root) or
-                                          remote_out.startswith(storage.absolute(
-                                              source.root) + "/")):
-        raise ScoreError("--out must not be inside INPUT (its files would be scored next time)")
+    check_input_and_out(source, out if out is not None else remote_out)
     target = None
     if sort_into is not None:
         from evaluation.sort_into import MODES, check_target

@@ -67,11 +67,13 @@ class MirroredFolder:
         return [storage.relative(path, self.url) for path, _ in storage.list_files(prefix)
                 if self._copied(storage.relative(path, self.url))]
 
-    def fetch(self) -> list[str]:
-        """Copy the folder's files from the URL into the working copy (to continue it);
-        returns their relative names. They count as synced: only what changes afterwards is
-        uploaded again."""
-        copied = storage.download_folder(self.url, self.local, self.remote_names())
+    def fetch(self, wanted: Callable[[str], bool] = lambda name: True) -> list[str]:
+        """Copy the folder's files (those ``wanted(relative_name)`` accepts) from the URL into
+        the working copy, to continue it; returns their relative names. They count as synced:
+        only what changes afterwards is uploaded again (what is not fetched stays there
+        untouched unless the command writes a file of its name)."""
+        copied = storage.download_folder(self.url, self.local,
+                                         [name for name in self.remote_names() if wanted(name)])
         self._synced = self._state()
         return sorted(copied)
 

@@ -129,6 +129,8 @@ def _errors(path: str) -> Iterator[None]:
     from apache_beam.io.filesystem import BeamIOError
 
     try:
+        if scheme(path) == "s3":
+            _probe_s3(path)
         yield
     except (StorageError, FileNotFoundError):
         raise
@@ -140,6 +142,49 @@ def _errors(path: str) -> Iterator[None]:
         kind = scheme(path)
         extra = " (pip install 'skyshard[aws]' for s3://)" if kind == "s3" else ""
         raise StorageError(f"{path}: cannot use {kind}:// here{extra}: {exc}") from exc
+    except Exception as exc:
+        if not _from_a_client(exc):
+            raise
+        raise StorageError(f"{path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _from_a_client(exc: BaseException) -> bool:
+    """True for an error of an object store's client (an unreachable endpoint, a refused
+    request): Beam's S3 client errors, botocore's, Google's."""
+    module = type(exc).__module__ or ""
+    return module.startswith(("apache_beam.io.aws", "apache_beam.io.gcp", "botocore", "boto3",
+                              "google", "urllib3"))
+
+
+_probed: dict[int, tuple[object, set[str]]] = {}
+
+
+def _probe_s3(path: str) -> None:
+    """Ask the store once per bucket (and options) whether the bucket is there, with the S3
+    client's own short retries: Beam's S3 layer retries an unreachable endpoint for minutes,
+    logging a traceback each time, before it gives up. Raises :class:`StorageError` for an
+    endpoint that does not answer, missing credentials or a missing bucket; a refused
+    ``HeadBucket`` (403) is left to the request itself."""
+    bucket = path[len("s3://"):].split("/", 1)[0]
+    options = _filesystems()._pipeline_options  # noqa: SLF001
+    seen = _probed.get(id(options))
+    if seen is None or seen[0] is not options:
+        seen = _probed[id(options)] = (options, set())
+    if bucket in seen[1]:
+        return
+    client = _s3io().client.client
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            raise StorageError(f"{path}: no bucket {bucket!r} at {client.meta.endpoint_url}"
+                               ) from exc
+    except BotoCoreError as exc:  # no connection, no credentials, a timeout
+        raise StorageError(f"{path}: {exc}") from exc
+    seen[1].add(bucket)
 
 
 def exists(path: str) -> bool:

@@ -235,3 +235,19 @@ def test_a_bad_url_is_one_clear_error(world, run, capsys, tmp_path, argv, messag
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_like_and_train_init_read_a_run_on_s3(run, world):
+    """``export --like RUN`` and ``train --init RUN`` with RUN a URL: the run's export block,
+    and a verified local copy of its model for the warm start, named by its URL."""
+    from cli.export import load_like
+    from skyshard.manifest import Manifest
+    from skyshard.run_record import RunRecord
+    from trainer.config import load_config
+    from trainer.warm_start import checked_init
+
+    record = RunRecord.read(run["url"])
+    assert load_like(run["url"]) == record.export == load_like(f"{run['url']}/run.json")
+    init = checked_init(load_config(None, {"model.init": run["url"]}), Manifest.read(world["s3"]))
+    assert init.url == run["url"] and init.record.model_sha256 == record.model_sha256
+    assert (init.folder / "model.keras").is_file() and not (init.folder / "checkpoints").exists()

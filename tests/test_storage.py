@@ -73,3 +73,75 @@ def test_credentials_never_reach_a_manifest():
     assert recorded_options(args) == ["--runner=FlinkRunner", "--s3_secret_access_key=***",
                                       "--s3_access_key_id", "***",
                                       "--s3_endpoint_url=http://127.0.0.1:9000"]
+
+
+def test_a_mirrored_folder_uploads_what_changed_with_its_last_file_last(tmp_path, monkeypatch):
+    """skyshard.mirror against a local folder standing in for the store (the same storage
+    calls): changed files only, run.json after the others, deletions carried over; locks,
+    temporary files and what stays local never copied; a fetched copy counts as synced."""
+    import os
+
+    from skyshard.locks import LOCK_FILE
+    from skyshard.mirror import MirroredFolder
+
+    monkeypatch.setenv(storage.SPILL_DIR_ENV, str(tmp_path))
+    remote = tmp_path / "remote"
+    uploaded = []
+    real_upload = storage.upload_file
+    monkeypatch.setattr(storage, "upload_file",
+                        lambda local, url: (uploaded.append(os.path.basename(url)),
+                                            real_upload(local, url)))
+    mirror = MirroredFolder(str(remote), last="run.json",
+                            keep_local=lambda name: name.startswith("cache/"))
+    work = mirror.local
+    for name in ("run.json", "history.csv", "checkpoints/latest.weights.h5", "cache/train.data",
+                 LOCK_FILE, "checkpoints/.latest.123-0badc0de.tmp.weights.h5"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(name)
+    assert mirror.sync()[-1] == "run.json" and uploaded[-1] == "run.json"
+    assert sorted(p.relative_to(remote).as_posix() for p in remote.rglob("*") if p.is_file()) \
+        == ["checkpoints/latest.weights.h5", "history.csv", "run.json"]
+    uploaded.clear()
+    (work / "history.csv").write_text("epoch 2")
+    (work / "checkpoints" / "latest.weights.h5").unlink()
+    os.utime(work / "run.json", ns=(1, 1))  # "rewritten"
+    mirror.sync()
+    assert uploaded == ["history.csv", "run.json"]
+    assert not (remote / "checkpoints" / "latest.weights.h5").exists()
+    assert (remote / "history.csv").read_text() == "epoch 2"
+    mirror.close()
+    assert not work.exists()
+
+    again = MirroredFolder(str(remote), last="run.json")
+    assert again.fetch() == ["history.csv", "run.json"]
+    uploaded.clear()
+    assert again.sync() == [] and uploaded == []
+    again.close()
+
+
+def test_a_downloaded_name_never_leaves_its_folder(tmp_path):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "secret").write_text("x")
+    with pytest.raises(ValueError, match="leaves the folder"):
+        storage.download_folder(str(tmp_path / "store"), tmp_path / "copy", ["../secret"])
+
+
+def test_an_unreachable_store_is_one_clear_error(monkeypatch):
+    """An endpoint where nothing listens: a StorageError naming the URL and the reason from
+    the S3 client's own short retries, not Beam's minutes of retried tracebacks."""
+    pytest.importorskip("boto3")
+    from apache_beam.io.filesystems import FileSystems
+
+    from bench.object_store import AWS_VARIABLES, free_port
+
+    saved = FileSystems._pipeline_options  # noqa: SLF001
+    for name, value in {**AWS_VARIABLES,
+                        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}.items():
+        monkeypatch.setenv(name, value)
+    storage.configure()
+    try:
+        with pytest.raises(storage.StorageError, match=r"s3://archive/runs/r1/run\.json: .*"
+                                                       r"Could not connect"):
+            storage.exists("s3://archive/runs/r1/run.json")
+    finally:
+        FileSystems._pipeline_options = saved  # noqa: SLF001 - the options as they were

@@ -135,8 +135,11 @@ def _train_on_storage(export_dir: str | Path, url: str, config: Mapping[str, Any
             if RUN_FILE not in names:
                 raise RunFolderError(f"--resume: {storage.join(url, RUN_FILE)} not found; "
                                      "nothing to resume")
-            echo(f"{url}: fetching the run's {len(names)} file(s) to continue it")
-            mirror.fetch()
+            fetched = mirror.fetch(lambda name: name in (RUN_FILE, CONFIG_FILE, HISTORY_FILE,
+                                                         MODEL_FILE)
+                                   or name.startswith(CHECKPOINT_DIR + "/"))
+            echo(f"{url}: fetched {len(fetched)} file(s) of the run (record, history, "
+                 "backups) to continue it")
         elif names:
             raise RunFolderError(
                 f"{url} already holds a run; choose a new folder, or pass --resume to "
