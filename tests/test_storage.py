@@ -145,3 +145,46 @@ def test_an_unreachable_store_is_one_clear_error(monkeypatch):
             storage.exists("s3://archive/runs/r1/run.json")
     finally:
         FileSystems._pipeline_options = saved  # noqa: SLF001 - the options as they were
+
+
+def test_an_out_on_object_storage_is_claimed_and_published_as_a_local_one(tmp_path, monkeypatch):
+    """evaluation.outputs.staged_out against a local folder standing in for the store (the
+    same storage calls): another command's files and a finished result are refused unless
+    --overwrite; publishing uploads the summary last and deletes the command's earlier files
+    it did not write again, never another's."""
+    import json
+    import os
+
+    from evaluation.outputs import OutDirError, staged_out
+    from evaluation.score import OUTPUTS
+
+    monkeypatch.setenv(storage.SPILL_DIR_ENV, str(tmp_path))
+    out = tmp_path / "store" / "scored"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutDirError, match="did not write there"):
+        with staged_out(str(out), OUTPUTS, overwrite=False):
+            pass
+    uploaded = []
+    real_upload = storage.upload_file
+    monkeypatch.setattr(storage, "upload_file",
+                        lambda local, url: (uploaded.append(os.path.basename(url)),
+                                            real_upload(local, url)))
+
+    def score_into(names, overwrite):
+        with staged_out(str(out), OUTPUTS, overwrite=overwrite) as staged:
+            for name in names:
+                (staged.local / name).write_text(name)
+            staged.publish()
+        assert not staged.local.exists()
+
+    score_into(["predictions.csv", "sorted.csv", "score.json"], overwrite=True)
+    assert uploaded[-1] == "score.json" and (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    with pytest.raises(OutDirError, match="already holds predictions.csv of a finished"):
+        score_into(["predictions.csv", "score.json"], overwrite=False)
+    uploaded.clear()
+    score_into(["predictions.csv", "score.json"], overwrite=True)
+    assert uploaded == ["predictions.csv", "score.json"] and not (out / "sorted.csv").exists()
+    marker = json.loads((out / OUTPUTS.marker).read_text())
+    assert marker["files"] == ["predictions.csv", "score.json"]
