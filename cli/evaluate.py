@@ -23,14 +23,16 @@ over a file it did not write unless --overwrite.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json)")
+    parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json), "
+                        "local or a URL")
     parser.add_argument("export", metavar="EXPORT",
                         help="labelled export folder made like the run's (manifest.json)")
     parser.add_argument("--split", default="test",
                         help="split to evaluate, or 'all' for every split of the export (an "
                              "evaluation set exported with --test-fraction 1 has them all in "
                              "test) (default: test)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default RUN/evaluation/SPLIT)")
+    parser.add_argument("--out", metavar="DIR", help="output folder, local or a URL (default "
+                        "RUN/evaluation/SPLIT)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="frames per prediction batch (memory grows with it, not with the "
                              "split; default 64)")

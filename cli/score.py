@@ -41,11 +41,12 @@ def probability(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
-    parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json)")
+    parser.add_argument("run", metavar="RUN", help="training run folder (model.keras, run.json), "
+                        "local or a URL")
     parser.add_argument("input", metavar="INPUT", help="folder of frames, one frame file, or an export folder")
     parser.add_argument("--out", metavar="DIR", required=True,
-                        help="output folder: predictions.csv, errors.jsonl, rules.toml, "
-                             "sorted.csv, score.json (nothing else)")
+                        help="output folder, local or a URL: predictions.csv, errors.jsonl, "
+                             "rules.toml, sorted.csv, score.json (nothing else)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="frames per prediction batch (default 64)")
     parser.add_argument("--low-confidence", type=probability, default=None, metavar="P",

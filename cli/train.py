@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("export", nargs="?", metavar="EXPORT",
                         help="export folder (holds manifest.json)")
     parser.add_argument("run", nargs="?", metavar="RUN",
-                        help="run folder to create (or to --resume)")
+                        help="run folder to create (or to --resume); a URL such as "
+                             "s3://bucket/runs/r1 is trained in a local working copy uploaded "
+                             "after every epoch")
     parser.add_argument("--config", metavar="FILE.toml",
                         help="TOML file overriding any subset of the defaults")
     parser.add_argument("--epochs", type=int, metavar="N",

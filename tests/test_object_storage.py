@@ -186,8 +186,9 @@ def test_evaluate_and_score_on_s3_equal_local(run, world, capsys):
                  str(root / "eval-local")]) == 0
     remote = json.loads(storage.read_bytes(f"{out}/metrics.json"))
     local = json.loads((root / "eval-local" / "metrics.json").read_text())
-    for name in ("accuracy", "f1_macro", "confusion_matrix", "per_class", "n"):
-        assert remote.get(name) == local.get(name), name
+    for name in ("n", "accuracy", "macro_f1", "confusion_matrix", "per_class",
+                 "expected_calibration_error", "with_rules"):
+        assert name in remote and remote[name] == local[name], name
     assert remote["run"] == url
     assert {"metrics.json", "report.html", "confusion_matrix.png",
             ".skyshard-evaluate"} <= set(keys_under(out))
