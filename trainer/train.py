@@ -156,7 +156,9 @@ def _train_on_storage(export_dir: str | Path, url: str, config: Mapping[str, Any
                 echo(f"{url}: could not upload the run's last files ({problem}); --resume "
                      "continues from the last epoch uploaded")
             raise
-        mirror.sync()
+        changed = mirror.sync()
+        if changed:
+            echo(f"{url}: uploaded {len(changed)} changed file(s) of the run, {RUN_FILE} last")
         return record
     finally:
         mirror.close()
