@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(TF)
 export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 
-.PHONY: venv test demo model bench bench-quick bench-test docker clean
+.PHONY: venv test demo model bench bench-quick bench-test docker docker-test clean
 
 venv: $(STAMP)
 
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt constraints-gpu.txt
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench and not research" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not bench and not research and not docker" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/skyshard demo $(or $(WORKDIR),demo-run) --fresh
@@ -58,9 +58,20 @@ research-test: $(STAMP)
 
 # Two images: the command line (skyshard:0.1.0) and a Beam SDK worker for cluster runners
 # (skyshard-worker:0.1.0); docs/cluster.md.
+# PYTHON_IMAGE / BEAM_SDK_IMAGE: a registry's copies of the base images where Docker Hub is out
+# of reach (`make docker PYTHON_IMAGE=registry.example.org/python:3.11-slim ...`).
+DOCKER_BASES := $(if $(PYTHON_IMAGE),--build-arg PYTHON_IMAGE=$(PYTHON_IMAGE)) \
+                $(if $(BEAM_SDK_IMAGE),--build-arg BEAM_SDK_IMAGE=$(BEAM_SDK_IMAGE))
+
 docker:
-	docker build -f docker/Dockerfile --target cli -t skyshard:0.1.0 .
-	docker build -f docker/Dockerfile --target worker -t skyshard-worker:0.1.0 .
+	docker build $(DOCKER_BASES) -f docker/Dockerfile --target cli -t skyshard:0.1.0 .
+	docker build $(DOCKER_BASES) -f docker/Dockerfile --target worker -t skyshard-worker:0.1.0 .
+
+# Builds both images and runs them: the command line on a mounted folder, the worker as Beam's
+# DOCKER environment against an S3 server on loopback (needs a Docker daemon; the base images
+# from Docker Hub, or SKYSHARD_PYTHON_IMAGE / SKYSHARD_BEAM_SDK_IMAGE naming copies).
+docker-test: $(STAMP)
+	$(BIN)/python -m pytest -q -m docker tests/test_docker_images.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-run .pytest_cache

@@ -6,10 +6,12 @@ launcher's cost as the frame list grows.
     python -m bench.cluster --only launcher --list-sizes 10000 30000 100000
 
 **workers**: a sample tree (``--per-class`` frames of each of the six classes) in a bucket of
-moto's S3 server on 127.0.0.1; ``skyshard export s3://… s3://…`` on Beam's portable runner with
-EXTERNAL workers from a worker pool on loopback (the protocol of Flink, Spark and Dataflow
-workers), ``--direct_num_workers`` N. Per N: wall time, frames per second and its ratio to one
-worker, and the object-store requests per frame (counted in the server's request log).
+moto's S3 server on 127.0.0.1; ``skyshard export s3://… s3://…`` with EXTERNAL workers from a
+worker pool on loopback (the protocol of Flink, Spark and Dataflow workers),
+``--direct_num_workers`` N: the local runner starts N workers, each a process of its own that
+the pool starts, and shares every stage's bundles among them (Beam's embedded portable job
+service would start one, whatever N is). Per N: wall time, frames per second and its ratio to
+one worker, and the object-store requests per frame (counted in the server's request log).
 
 **launcher**: the export's job graph built for a ``--file-list`` of N synthetic paths (no frame
 exists; nothing is read) and, for comparison, for the same N frames listed by the launcher (the
@@ -51,7 +53,6 @@ def measure_workers(work: Path, per_class: int, workers: list[int], image_size: 
                 before = _requests(log)
                 command = [sys.executable, "-m", "cli", "export", f"s3://{BUCKET}/frames",
                            f"s3://{BUCKET}/export-{n}", "--image-size", str(image_size),
-                           "--runner=PortableRunner", "--job_endpoint=embed",
                            "--environment_type=EXTERNAL", f"--environment_config={pool}",
                            f"--direct_num_workers={n}"]
                 started = time.monotonic()

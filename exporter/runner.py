@@ -69,10 +69,27 @@ def beam_pipeline(beam_args: list[str] | None):
 
 
 def _local_runner(options):
+    """:data:`DEFAULT_RUNNER` with the job's options handed to its workers.
+
+    With ``--environment_type`` (``EXTERNAL`` workers of a worker pool, ``PROCESS``, ``DOCKER``)
+    and the default ``--direct_running_mode`` (``in_memory``), the workers are that environment's, and
+    ``--direct_num_workers`` N of them are started (each a process of its own, e.g. one
+    ``StartWorker`` call to the pool per worker) and share every stage's bundles. This is the
+    local way to run N workers that share nothing with the launcher: Beam's embedded portable
+    job service (``--runner=PortableRunner --job_endpoint=embed``) runs the job on this same
+    runner but with one worker per environment whatever ``--direct_num_workers`` says.
+    """
+    from apache_beam.options.pipeline_options import DirectOptions, PortableOptions
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
+    from apache_beam.transforms import environments
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    provision = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    environment = None
+    if (options.view_as(PortableOptions).environment_type
+            and options.view_as(DirectOptions).direct_running_mode == "in_memory"):
+        environment = environments.Environment.from_options(options.view_as(PortableOptions))
+    return fn_runner.FnApiRunner(default_environment=environment, provision_info=provision)

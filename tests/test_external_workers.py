@@ -30,8 +30,22 @@ def test_export_with_external_workers_on_s3_is_the_local_export(tmp_path, capsys
         from skyshard.manifest import Manifest
 
         assert Manifest.read(out).beam_runner == "PortableRunner"
+        started = (tmp_path / "worker-pool.log").read_text().count("Starting worker with command")
+        # The local runner with the pool's workers: --direct_num_workers of them, each a
+        # process of its own (the embedded job service above starts one, whatever it is told).
+        two = f"s3://{BUCKET}/export-2"
+        assert main(["export", f"s3://{BUCKET}/frames", two, "--image-size", "32",
+                     "--environment_type=EXTERNAL", f"--environment_config={pool}",
+                     "--direct_num_workers=2"]) == 0
+        two_workers = export_contents(two)
     local = export_contents(tmp_path / "local")
     assert local["records"] and remote == local
-    # The work ran in the pool's worker processes, not in the launcher.
-    assert "Starting worker with command" in (tmp_path / "worker-pool.log").read_text()
+    # Two workers cut the bundles differently, so the records fall into other shard files:
+    # every record, the split, the scaler and the counts are the same.
+    assert {k: v for k, v in two_workers.items() if k != "shards"} == {
+        k: v for k, v in local.items() if k != "shards"}
+    # The work ran in the pool's worker processes, not in the launcher: one for the portable
+    # job, then two more.
+    log = (tmp_path / "worker-pool.log").read_text()
+    assert started >= 1 and log.count("Starting worker with command") >= started + 2
     capsys.readouterr()
