@@ -7,15 +7,18 @@ Shape of the job (no barrier after the image-producing step, see docs/design.md)
                                      ├─ (split, class) ─ Count ──────── counts (small)
                                      └─ dead letters ────────────────── errors (small)
 
-The file list is the launcher's (a local INPUT) or found by the workers themselves (object
-storage, ``--file-list``: :mod:`exporter.matching`). The Reshuffle sits on the file *list*,
-before any pixels exist, to spread frames over workers.
+The file list is found by the workers themselves (:mod:`exporter.matching`: the launcher lists
+the class folders only), or, for a caller that has its own, given as a list of FrameRefs. The
+Reshuffle sits on the file *list*, before any pixels exist, to spread frames over workers. When
+the classes are the class folders that hold frames, the job finds them (a small side input of
+Extract) before any frame is read.
 Everything after Extract streams; only small metadata reaches the driver, which then renames the
 shards and writes the manifest last (see :mod:`exporter.export`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -63,6 +66,7 @@ class ExtractDoFn(beam.DoFn):
         self.spec = spec
         self.total = total
         self.log_every = log_every
+        self._specs: dict[tuple[str, ...], ExportSpec] = {}
         self.frames = Metrics.counter("skyshard", "frames_exported")
         self.failures = Metrics.counter("skyshard", "dead_letters")
 
@@ -73,9 +77,18 @@ class ExtractDoFn(beam.DoFn):
         self._done = 0
         self._started = time.monotonic()
 
-    def process(self, ref: FrameRef):
+    def spec_for(self, classes: list[str] | None) -> ExportSpec:
+        """The spec, with ``classes`` when the job found them (a side input)."""
+        if classes is None:
+            return self.spec
+        key = tuple(classes)
+        if key not in self._specs:
+            self._specs[key] = dataclasses.replace(self.spec, classes=list(classes))
+        return self._specs[key]
+
+    def process(self, ref: FrameRef, classes: list[str] | None = None):
         try:
-            record = extract(ref, self.spec)
+            record = extract(ref, self.spec_for(classes))
         except HelperUnavailable:
             raise
         except FrameError as exc:
@@ -117,8 +130,13 @@ def count_line(element) -> str:
     return json.dumps({"split": split, "class": class_name, "count": count})
 
 
-def found_line(count: int) -> str:
-    return json.dumps({"frames": count})
+def class_of(ref: FrameRef) -> str:
+    return ref.class_name or ""
+
+
+def found_line(element) -> str:
+    class_name, count = element
+    return json.dumps({"class": class_name, "frames": count})
 
 
 def other_line(element) -> str:
@@ -128,14 +146,16 @@ def other_line(element) -> str:
 
 def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", spec: ExportSpec,
                  out_dir: str, meta_dir: str, target_bytes: int, compress: bool,
-                 n_features: int, fit_split: str) -> None:
+                 n_features: int, fit_split: str, classes_found: bool = False) -> None:
     """Add the export transforms to ``pipeline``; outputs land under ``meta_dir`` and the
     temporary shard folder. ``fit_split`` is the split the scaler is fitted on.
 
-    ``refs`` is the frame list the launcher found (a local INPUT), or an
-    :class:`~exporter.matching.InputPlan`: the workers then find the frames themselves
-    (:func:`exporter.matching.matched_frames`), and how many they found and how many other
-    files they saw land under ``meta_dir`` too (``found``, ``other``).
+    ``refs`` is an :class:`~exporter.matching.InputPlan`: the workers find the frames
+    themselves (:func:`exporter.matching.matched_frames`), and how many they found per class
+    and how many other files they saw land under ``meta_dir`` too (``found``, ``other``); or a
+    list of FrameRefs found beforehand. ``classes_found``: the export's classes are the class
+    folders the job finds frames in (sorted), not ``spec.classes``; a labelled export's labels
+    wait for that list.
     """
     def write_lines(pcoll, name):
         # No file for an empty output: an empty object cannot be uploaded in parts to S3.
@@ -143,20 +163,29 @@ def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", sp
             f"{meta_dir}/{name}", file_name_suffix=".jsonl", skip_if_empty=True)
 
     if isinstance(refs, InputPlan):
-        frames, discover_letters, others = matched_frames(pipeline, refs, spec.classes
-                                                          if spec.labelled else None)
+        frames, discover_letters, others = matched_frames(
+            pipeline, refs, spec.classes if spec.labelled and not classes_found else None)
         total = None
-        write_lines(frames | "CountFound" >> beam.combiners.Count.Globally()
+        write_lines(frames | "FoundClass" >> beam.Map(class_of)
+                    | "CountFound" >> beam.combiners.Count.PerElement()
                     | "FoundJson" >> beam.Map(found_line), "found")
         write_lines(others | "CountOther" >> beam.combiners.Count.PerElement()
                     | "OtherJson" >> beam.Map(other_line), "other")
     else:
         frames = pipeline | "ListFrames" >> beam.Create(refs, reshuffle=False)
         discover_letters, total = None, len(refs)
+    side = {}
+    if classes_found:
+        side["classes"] = beam.pvalue.AsSingleton(
+            frames
+            | "ClassNames" >> beam.Map(class_of)
+            | "DistinctClasses" >> beam.Distinct()
+            | "ClassList" >> beam.combiners.ToList()
+            | "SortClasses" >> beam.Map(sorted))
     extracted = (
         frames
         | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=total)).with_outputs(
+        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=total), **side).with_outputs(
             DEAD_LETTERS, main="records")
     )
     records = extracted.records
