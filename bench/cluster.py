@@ -11,10 +11,12 @@ EXTERNAL workers from a worker pool on loopback (the protocol of Flink, Spark an
 workers), ``--direct_num_workers`` N. Per N: wall time, frames per second and its ratio to one
 worker, and the object-store requests per frame (counted in the server's request log).
 
-**launcher**: the export's job graph built for a ``--file-list`` of N synthetic paths (no frame
-exists; nothing is read) and, for comparison, for the same N frames listed by the launcher (the
-local-INPUT graph, ``beam.Create`` of the frame list), each in a fresh process: seconds to build
-and serialise the graph, the serialised graph's bytes, the process's peak RSS.
+**launcher**: what the launcher does before any worker starts, for N frames, each in a fresh
+process: for a ``--file-list`` of N synthetic paths (no frame exists; nothing is read), and for
+a local INPUT, a real folder tree of N empty ``.fits`` files in three class folders (made in a
+temporary folder before the measurement; the launcher lists the class folders, the workers
+would walk them). Seconds to plan INPUT and build and serialise the graph, the serialised
+graph's bytes, the process's peak RSS.
 
 Figures are for this machine (2 cores shared, moto a single Python process): the ratios and the
 per-frame request counts carry over, the absolute rates do not (docs/cluster.md).
@@ -90,8 +92,7 @@ def graph_figures(n_frames: int, mode: str) -> dict:
     seconds, serialised bytes, peak RSS."""
     import apache_beam as beam
 
-    from exporter.discovery import FrameRef
-    from exporter.matching import InputPlan
+    from exporter.matching import InputPlan, plan_input
     from exporter.measure import feature_layout
     from exporter.pipeline import build_export
     from exporter.spec import ExportSpec
@@ -101,6 +102,12 @@ def graph_figures(n_frames: int, mode: str) -> dict:
     n_features = len(feature_layout()["feature_names"])
     with tempfile.TemporaryDirectory() as tmp:
         lines = (f"{classes[i % 3]}/night_{i // 3:07d}.fits" for i in range(n_frames))
+        if mode == "local":  # a real tree of empty frame files, made before the measurement
+            spec.classes = []  # the classes are the folders the job finds frames in
+            for name in classes:
+                os.makedirs(os.path.join(tmp, "frames", name))
+            for line in lines:
+                open(os.path.join(tmp, "frames", line), "wb").close()
         started = time.monotonic()
         if mode == "file-list":  # the list is written as it would arrive: a file
             listing = Path(tmp) / "frames.txt"
@@ -108,11 +115,11 @@ def graph_figures(n_frames: int, mode: str) -> dict:
                 stream.writelines(line + "\n" for line in lines)
             source = InputPlan(root=tmp, labelled=True, file_list=str(listing),
                                folders=tuple(classes))
-        else:
-            source = [FrameRef(line, f"{tmp}/{line}", line.split("/")[0]) for line in lines]
+        else:  # what the export does with a local INPUT: list the class folders
+            source = plan_input(os.path.join(tmp, "frames"), labelled=True)
         pipeline = beam.Pipeline()
         build_export(pipeline, source, spec, f"{tmp}/out", f"{tmp}/out/meta", 100 << 20, False,
-                     n_features, "train")
+                     n_features, "train", classes_found=mode == "local")
         graph = pipeline.to_runner_api().SerializeToString()
         seconds = time.monotonic() - started
     return {"frames": n_frames, "mode": mode, "seconds": round(seconds, 2),
@@ -122,7 +129,7 @@ def graph_figures(n_frames: int, mode: str) -> dict:
 
 def measure_launcher(sizes: list[int]) -> dict:
     rows = []
-    for mode in ("file-list", "launcher-list"):
+    for mode in ("file-list", "local"):
         for n in sizes:
             done = subprocess.run([sys.executable, "-m", "bench.cluster", "--graph", str(n),
                                    mode], capture_output=True, text=True, cwd=ROOT,
@@ -146,7 +153,7 @@ def markdown(results: dict) -> str:
         out.append("")
     if "launcher" in results:
         out += ["Launcher: building the job graph (nothing run):", "",
-                "| frame list | frames | seconds | graph bytes | peak RSS MB |",
+                "| INPUT | frames | seconds | graph bytes | peak RSS MB |",
                 "|---|---|---|---|---|"]
         out += [f"| {r['mode']} | {r['frames']} | {r['seconds']} | {r['graph_bytes']} | "
                 f"{r['peak_rss_mb']} |" for r in results["launcher"]["rows"]]
@@ -165,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graph", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.graph:
-        mode = "file-list" if args.graph[1] == "file-list" else "launcher-list"
+        mode = "file-list" if args.graph[1] == "file-list" else "local"
         figures = graph_figures(int(args.graph[0]), mode)
         print(json.dumps(figures))
         return 0
