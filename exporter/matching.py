@@ -101,11 +101,11 @@ def plan_input(root: str, labelled: bool, file_list: str | None = None) -> Input
     return InputPlan(root, labelled, patterns, file_list, tuple(folders))
 
 
-def plan_local_input(root: str, labelled: bool) -> InputPlan:
+def plan_local_input(root: str, labelled: bool, empty_ok: bool = False) -> InputPlan:
     """A local INPUT: its folder names (hidden ones left out, sorted) and whether files lie
     directly in it; the names of those files are not kept (a flat folder of an unlabelled
     export may hold every frame). Raises :class:`InputError` when ``root`` is no folder, cannot
-    be listed or holds nothing."""
+    be listed or (unless ``empty_ok``) holds nothing."""
     if not os.path.isdir(root):
         raise InputError(f"input folder not found: {root}")
     folders, root_files = [], False
@@ -125,7 +125,7 @@ def plan_local_input(root: str, labelled: bool) -> InputPlan:
     except OSError as exc:
         raise InputError(f"input folder {root} cannot be listed: "
                          f"{exc.strerror or exc}") from exc
-    if not folders and not root_files:
+    if not folders and not root_files and not empty_ok:
         raise InputError(f"no frame files (FITS or TIFF) under {root}")
     return InputPlan(root, labelled, folders=tuple(sorted(folders)), local=True,
                      root_files=root_files)
