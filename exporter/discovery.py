@@ -60,7 +60,8 @@ def walk_frames(root: str | os.PathLike,
                 on_error: Callable[[OSError], None] | None = None,
                 on_other: Callable[[Path], None] | None = None, *,
                 seen: Iterable[tuple[int, int]] = (),
-                descend: bool = True) -> Iterable[Path]:
+                descend: bool = True,
+                skip_link: Callable[[str], bool] | None = None) -> Iterable[Path]:
     """Yield frame files under ``root`` in sorted order, following directory symlinks once.
 
     Hidden files and folders (starting with ``.``) are skipped; a directory reached twice
@@ -68,7 +69,8 @@ def walk_frames(root: str | os.PathLike,
     :func:`folder_identity` is in ``seen`` (folders walked elsewhere). A folder that cannot be
     listed is passed to ``on_error`` as the ``OSError`` (its ``filename`` is the folder) and
     skipped; every other file that is not a frame file to ``on_other``. ``descend=False``
-    yields the files directly in ``root`` only.
+    yields the files directly in ``root`` only; a symlinked folder for which ``skip_link``
+    (given its path) is true is not walked.
 
     The walk keeps its own stack (no recursion, so a tree of any depth is walked) and takes
     names as the file system gives them: a name that is not valid UTF-8 comes as ``str`` with
@@ -102,7 +104,8 @@ def walk_frames(root: str | os.PathLike,
             except OSError:
                 is_folder = False
             if is_folder:
-                if descend:
+                if descend and not (skip_link is not None and entry.is_symlink()
+                                    and skip_link(entry.path)):
                     subfolders.append(entry.path)
             elif is_frame_file(entry.name):
                 yield Path(entry.path)
@@ -118,12 +121,15 @@ UNREAD_ADVICE = ("skyshard reads FITS and TIFF ({}); save or convert the frame a
 def found_under(root: Path, start: Path, labelled: bool = True,
                 classes: frozenset[str] | None = None,
                 seen: Iterable[tuple[int, int]] = (),
-                descend: bool = True) -> Iterator[FrameRef | Rejected | str]:
+                descend: bool = True,
+                skip_link: Callable[[str], bool] | None = None
+                ) -> Iterator[FrameRef | Rejected | str]:
     """What :func:`walk_frames` finds under ``start`` (``root`` or a folder in it), as
     :func:`discover` judges it: a :class:`FrameRef`, a :class:`Rejected` (a folder that cannot
     be listed, a frame outside a class folder or the ``classes``, a format that is not read), or
     the extension of a file that is no frame (``'.txt'``, ``'(no extension)'``), in walk order.
-    Keys are relative to ``root``; ``seen`` and ``descend`` go to :func:`walk_frames`.
+    Keys are relative to ``root``; ``seen``, ``descend`` and ``skip_link`` go to
+    :func:`walk_frames`.
     """
     found: list[FrameRef | Rejected | str] = []
 
@@ -142,7 +148,7 @@ def found_under(root: Path, start: Path, labelled: bool = True,
                                   + UNREAD_ADVICE.format(", ".join(FRAME_EXTENSIONS))))
 
     for path in walk_frames(start, on_error=unlisted, on_other=other_file, seen=seen,
-                            descend=descend):
+                            descend=descend, skip_link=skip_link):
         yield from found
         found.clear()
         key = path.relative_to(root).as_posix()

@@ -21,8 +21,9 @@ Keys, classes and dead letters are those of :func:`exporter.discovery.discover`:
 path relative to INPUT with ``/``, the class its first folder; hidden files and folders are
 skipped (when walking or matching); a frame outside a class folder, in a folder that is not a
 class of the export, or in a format that is not read is a dead letter of stage ``discover``.
-Each local class folder is walked on its own: a folder reached through a symlink to INPUT or to
-another class folder is not walked again (the whole-tree walk visited each folder once too).
+Each local class folder is walked on its own: a symlink to INPUT, to another class folder or
+into one is not followed (the whole-tree walk visited each folder once too), so each frame is
+found once, under its own class folder.
 """
 
 from __future__ import annotations
@@ -139,9 +140,10 @@ class WalkFolderDoFn(beam.DoFn):
 
     A folder is walked once in the whole job, as :func:`~exporter.discovery.discover` walks the
     tree once: a folder under INPUT that is INPUT itself or an earlier folder (symlinks) is not
-    walked, and a walk does not enter INPUT or another folder under it through a symlink. The
-    folders' identities are taken on the worker (``st_dev`` differs between the machines
-    mounting one network file system).
+    walked, and a walk does not enter INPUT, another folder under it or anything inside one
+    through a symlink, so every frame is found once, under its own class folder, whichever
+    worker walks first. The folders' identities are taken on the worker (``st_dev`` differs
+    between the machines mounting one network file system).
     """
 
     def __init__(self, root: str, labelled: bool, classes: list[str] | None,
@@ -153,6 +155,7 @@ class WalkFolderDoFn(beam.DoFn):
 
     def setup(self):
         self._root = Path(self.root)
+        self._real_root = Path(os.path.realpath(self._root))
         self._root_id = folder_identity(self._root)
         self._ids = {name: folder_identity(self._root / os.fsdecode(name))
                      for name in self.folders}
@@ -181,7 +184,18 @@ class WalkFolderDoFn(beam.DoFn):
                 if other != item and ident is not None and ident != own}
         seen.add(self._root_id)
         return found_under(self._root, self._root / name, self.labelled, self.classes,
-                           seen=seen - {None})
+                           seen=seen - {None}, skip_link=lambda path: self.elsewhere(path, name))
+
+    def elsewhere(self, link: str, name: str) -> bool:
+        """Whether the symlinked folder ``link``, met while walking folder ``name``, leads to
+        INPUT or into another of its folders (walked there)."""
+        try:
+            inside = Path(os.path.realpath(link)).relative_to(self._real_root).parts
+        except ValueError:
+            return False  # outside INPUT: followed, as discover does
+        if not inside:
+            return True
+        return inside[0] != name and os.fsencode(inside[0]) in self.folders
 
 
 def classify(path: str, root: str, labelled: bool, classes: frozenset[str] | None,

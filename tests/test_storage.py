@@ -102,8 +102,8 @@ def walked_in_a_job(root, labelled: bool, classes):
 def test_a_local_input_walked_in_the_job_is_what_discover_lists(tmp_path):
     """Each class folder walked by a worker gives the frames, dead letters and other files
     of one walk of the whole tree: root files, hidden names, names that are not UTF-8, unread
-    formats, symlink loops; a link into an earlier class folder is not walked twice. A link
-    into a later class folder is not followed either (each frame under its own folder)."""
+    formats, symlink loops; a link into an earlier class folder is not walked twice. A link to
+    or into a later class folder is not followed either (each frame under its own folder)."""
     import json
     import os
 
@@ -135,7 +135,8 @@ def test_a_local_input_walked_in_the_job_is_what_discover_lists(tmp_path):
                             if unread_frame_format(p.name) is None)}
     assert len(expected[True, False]["frames"]) == 6  # a, b, dunkel, c, g, d
     assert len(expected[True, False]["letters"]) == 2  # top.fits, M31.xisf
-    (root / "bias" / "toflats").symlink_to("../flats")  # a later class folder: not followed
+    (root / "bias" / "toflats").symlink_to("../flats")  # a later class folder: not followed,
+    (root / "bias" / "intodarks").symlink_to(os.fsdecode(b"../darks/sub_\xe9"))  # nor into one
     for labelled, classes in cases:
         assert walked_in_a_job(root, labelled, classes) == expected[labelled, bool(classes)], \
             (labelled, classes)
