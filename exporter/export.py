@@ -10,9 +10,13 @@ manifest is removed only in the finalize step, just before the new shards are re
 INPUT and OUT may be URLs (``s3://…``, ``gs://…``: :mod:`skyshard.storage`). On object storage,
 which has no atomic rename, the same holds: the job writes whole objects under
 ``OUT/.incomplete/``, the launcher then copies each shard to its final name (server-side) and
-uploads ``manifest.json`` last, so a manifest is never there before its shards. An INPUT on object
-storage, or a ``--file-list``, is matched by the workers (:mod:`exporter.matching`): the launcher
-lists the class folders only.
+uploads ``manifest.json`` last, so a manifest is never there before its shards.
+
+The workers find the frames (:mod:`exporter.matching`: a local class folder is walked, one on
+object storage matched, a ``--file-list`` read): the launcher lists the class folders only, so
+its memory and the job graph do not grow with the archive. What needs only those names is
+checked before the job; what needs the frames (anything to export at all, a class without
+frames) after it, and a refusal then commits nothing and leaves OUT as it was.
 """
 
 from __future__ import annotations
@@ -271,15 +275,16 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest or a
     run's export block; ``like_source``, by default a manifest's
     :attr:`~skyshard.manifest.Manifest.source`, is recorded as the manifest's ``like``),
-    ``classes`` or the class folders found. ``beam_args`` are Beam pipeline options,
-    untouched. Either path may be a URL (:mod:`skyshard.storage`); an INPUT on object storage,
-    or a ``file_list`` (one path or URL per line, relative ones under ``input_dir``), is matched
-    inside the job
-    (:mod:`exporter.matching`). Raises :class:`ExportError` before anything is written when OUT
-    is not usable, the image size is too small, no frame can be exported or a requested class
-    has no frames (when the job finds the frames itself, the last two after the job, with
-    nothing committed), and :class:`skyshard.locks.FolderError` when a local OUT is in use by
-    another command or cannot be written.
+    ``classes`` or the class folders found (a local INPUT: those holding frames, found by the
+    job; on object storage: every folder). ``beam_args`` are Beam pipeline options,
+    untouched. Either path may be a URL (:mod:`skyshard.storage`); the frames of INPUT, or of a
+    ``file_list`` (one path or URL per line, relative ones under ``input_dir``), are found
+    inside the job (:mod:`exporter.matching`). Raises :class:`ExportError` before anything is
+    written when OUT is not usable, the image size is too small, INPUT is empty or a requested
+    class has no folder; after the job, with nothing committed and OUT as it was before, when
+    no frame can be exported or a requested class has no frames; and
+    :class:`skyshard.locks.FolderError` when a local OUT is in use by another command or cannot
+    be written.
     """
     started = time.monotonic()
     storage.configure(beam_args)
