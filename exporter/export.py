@@ -340,6 +340,8 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
             discovered = sorted((e for e in job_errors if e["stage"] == "discover"),
                                 key=lambda e: e["key"])
             frames_found = sum(found.values()) + len(discovered)
+            log.info("the job found %d frame(s) under %s (%d rejected before reading)",
+                     sum(found.values()), input_dir, len(discovered))
             log_other_files(read_jsonl(storage.join(meta_dir, "other*.jsonl")), input_dir)
             try:
                 if plan.local:
