@@ -14,8 +14,8 @@ worker, and the object-store requests per frame (counted in the server's request
 **launcher**: what the launcher does before any worker starts, for N frames, each in a fresh
 process: for a ``--file-list`` of N synthetic paths (no frame exists; nothing is read), and for
 a local INPUT, a real folder tree of N empty ``.fits`` files in three class folders (made in a
-temporary folder before the measurement; the launcher lists the class folders, the workers
-would walk them). Seconds to plan INPUT and build and serialise the graph, the serialised
+temporary folder by the parent process, so the measured process only plans and builds; the
+launcher lists the class folders, the workers would walk them). Seconds to plan INPUT and build and serialise the graph, the serialised
 graph's bytes, the process's peak RSS.
 
 Figures are for this machine (2 cores shared, moto a single Python process): the ratios and the
@@ -87,9 +87,28 @@ def _requests(log: Path) -> dict[str, int]:
     return counts
 
 
-def graph_figures(n_frames: int, mode: str) -> dict:
-    """Build (not run) the export's job graph for ``n_frames`` synthetic frames in this process;
-    seconds, serialised bytes, peak RSS."""
+CLASSES = ("bias", "darks", "flats")
+
+
+def frame_names(n_frames: int):
+    """``n_frames`` synthetic frame paths relative to INPUT, spread over :data:`CLASSES`."""
+    return (f"{CLASSES[i % 3]}/night_{i // 3:07d}.fits" for i in range(n_frames))
+
+
+def make_tree(root: Path, n_frames: int) -> Path:
+    """A local INPUT of ``n_frames`` empty frame files (nothing is read: only the graph is
+    built)."""
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+    for line in frame_names(n_frames):
+        open(root / line, "wb").close()
+    return root
+
+
+def graph_figures(n_frames: int, mode: str, tree: str | None = None) -> dict:
+    """Plan INPUT and build (not run) the export's job graph for ``n_frames`` synthetic frames
+    in this process (``tree``: the local INPUT :func:`make_tree` made); seconds, serialised
+    bytes, peak RSS."""
     import apache_beam as beam
 
     from exporter.matching import InputPlan, plan_input
@@ -97,26 +116,19 @@ def graph_figures(n_frames: int, mode: str) -> dict:
     from exporter.pipeline import build_export
     from exporter.spec import ExportSpec
 
-    classes = ["bias", "darks", "flats"]
-    spec = ExportSpec(classes=classes, image_size=64)
+    # A local INPUT's classes are the folders the job finds frames in.
+    spec = ExportSpec(classes=[] if mode == "local" else list(CLASSES), image_size=64)
     n_features = len(feature_layout()["feature_names"])
     with tempfile.TemporaryDirectory() as tmp:
-        lines = (f"{classes[i % 3]}/night_{i // 3:07d}.fits" for i in range(n_frames))
-        if mode == "local":  # a real tree of empty frame files, made before the measurement
-            spec.classes = []  # the classes are the folders the job finds frames in
-            for name in classes:
-                os.makedirs(os.path.join(tmp, "frames", name))
-            for line in lines:
-                open(os.path.join(tmp, "frames", line), "wb").close()
         started = time.monotonic()
         if mode == "file-list":  # the list is written as it would arrive: a file
             listing = Path(tmp) / "frames.txt"
             with open(listing, "w") as stream:
-                stream.writelines(line + "\n" for line in lines)
+                stream.writelines(line + "\n" for line in frame_names(n_frames))
             source = InputPlan(root=tmp, labelled=True, file_list=str(listing),
-                               folders=tuple(classes))
+                               folders=CLASSES)
         else:  # what the export does with a local INPUT: list the class folders
-            source = plan_input(os.path.join(tmp, "frames"), labelled=True)
+            source = plan_input(tree, labelled=True)
         pipeline = beam.Pipeline()
         build_export(pipeline, source, spec, f"{tmp}/out", f"{tmp}/out/meta", 100 << 20, False,
                      n_features, "train", classes_found=mode == "local")
@@ -131,9 +143,12 @@ def measure_launcher(sizes: list[int]) -> dict:
     rows = []
     for mode in ("file-list", "local"):
         for n in sizes:
-            done = subprocess.run([sys.executable, "-m", "bench.cluster", "--graph", str(n),
-                                   mode], capture_output=True, text=True, cwd=ROOT,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            with tempfile.TemporaryDirectory(prefix="skyshard-launcher-bench-") as tmp:
+                tree = ["--tree", str(make_tree(Path(tmp) / "frames", n))] \
+                    if mode == "local" else []
+                done = subprocess.run([sys.executable, "-m", "bench.cluster", "--graph", str(n),
+                                       mode, *tree], capture_output=True, text=True, cwd=ROOT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-2000:])
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -170,10 +185,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list-sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cluster.json")
     parser.add_argument("--graph", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.graph:
         mode = "file-list" if args.graph[1] == "file-list" else "local"
-        figures = graph_figures(int(args.graph[0]), mode)
+        figures = graph_figures(int(args.graph[0]), mode, args.tree)
         print(json.dumps(figures))
         return 0
     results: dict = {"command": " ".join(["python -m bench.cluster", *(argv or sys.argv[1:])])}
