@@ -335,14 +335,14 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
 
             counts = read_jsonl(storage.join(meta_dir, "counts*.jsonl"))
             job_errors = read_jsonl(storage.join(meta_dir, "errors*.jsonl"))
-            found = {row["class"]: row["frames"]
-                     for row in read_jsonl(storage.join(meta_dir, "found*.jsonl"))}
+            found_rows = read_jsonl(storage.join(meta_dir, "found*.jsonl"))
+            found = {row["class"]: row["frames"] for row in found_rows if "frames" in row}
             discovered = sorted((e for e in job_errors if e["stage"] == "discover"),
                                 key=lambda e: e["key"])
             frames_found = sum(found.values()) + len(discovered)
             log.info("the job found %d frame(s) under %s (%d rejected before reading)",
                      sum(found.values()), input_dir, len(discovered))
-            log_other_files(read_jsonl(storage.join(meta_dir, "other*.jsonl")), input_dir)
+            log_other_files([row for row in found_rows if "extension" in row], input_dir)
             try:
                 if plan.local:
                     check_frames(plan, found, discovered, spec.labelled,

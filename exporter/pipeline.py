@@ -152,7 +152,8 @@ def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", sp
 
     ``refs`` is an :class:`~exporter.matching.InputPlan`: the workers find the frames
     themselves (:func:`exporter.matching.matched_frames`), and how many they found per class
-    and how many other files they saw land under ``meta_dir`` too (``found``, ``other``); or a
+    and how many other files they saw land under ``meta_dir`` too (``found``: rows with
+    ``class`` and ``frames``, rows with ``extension`` and ``count``); or a
     list of FrameRefs found beforehand. ``classes_found``: the export's classes are the class
     folders the job finds frames in (sorted), not ``spec.classes``; a labelled export's labels
     wait for that list.
@@ -166,11 +167,12 @@ def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", sp
         frames, discover_letters, others = matched_frames(
             pipeline, refs, spec.classes if spec.labelled and not classes_found else None)
         total = None
-        write_lines(frames | "FoundClass" >> beam.Map(class_of)
-                    | "CountFound" >> beam.combiners.Count.PerElement()
-                    | "FoundJson" >> beam.Map(found_line), "found")
-        write_lines(others | "CountOther" >> beam.combiners.Count.PerElement()
-                    | "OtherJson" >> beam.Map(other_line), "other")
+        found = (frames | "FoundClass" >> beam.Map(class_of)
+                 | "CountFound" >> beam.combiners.Count.PerElement()
+                 | "FoundJson" >> beam.Map(found_line))
+        other = (others | "CountOther" >> beam.combiners.Count.PerElement()
+                 | "OtherJson" >> beam.Map(other_line))
+        write_lines((found, other) | "FoundAndOther" >> beam.Flatten(), "found")
     else:
         frames = pipeline | "ListFrames" >> beam.Create(refs, reshuffle=False)
         discover_letters, total = None, len(refs)
