@@ -75,10 +75,12 @@ class InputPlan:
 
 def plan_input(root: str, labelled: bool, file_list: str | None = None) -> InputPlan:
     """List what is directly under ``root`` (one cheap listing; none with a ``file_list``
-    except the class folders of a labelled export) and make the job's patterns.
+    except the class folders of a labelled export) and make the job's patterns; a local
+    ``root`` without a ``file_list`` is planned by :func:`plan_local_input` (its folders are
+    walked).
 
     Raises :class:`InputError` when ``root`` or ``file_list`` does not exist or cannot be
-    listed.
+    listed, or a local ``root`` holds nothing.
     """
     root = storage.absolute(root)
     if file_list is None and not storage.is_url(root):
