@@ -8,10 +8,9 @@ Shape of the job (no barrier after the image-producing step, see docs/design.md)
                                      └─ dead letters ────────────────── errors (small)
 
 The file list is found by the workers themselves (:mod:`exporter.matching`: the launcher lists
-the class folders only), or, for a caller that has its own, given as a list of FrameRefs. The
-Reshuffle sits on the file *list*, before any pixels exist, to spread frames over workers. When
-the classes are the class folders that hold frames, the job finds them (a small side input of
-Extract) before any frame is read.
+the class folders only). The Reshuffle sits on the file *list*, before any pixels exist, to
+spread frames over workers. When the classes are the class folders that hold frames, the job
+finds them (a small side input of Extract) before any frame is read.
 Everything after Extract streams; only small metadata reaches the driver, which then renames the
 shards and writes the manifest last (see :mod:`exporter.export`).
 """
@@ -62,9 +61,8 @@ class ExtractDoFn(beam.DoFn):
     the bundle. Logs progress every ``log_every`` frames per worker.
     """
 
-    def __init__(self, spec: ExportSpec, total: int | None, log_every: int = 100):
+    def __init__(self, spec: ExportSpec, log_every: int = 100):
         self.spec = spec
-        self.total = total
         self.log_every = log_every
         self._specs: dict[tuple[str, ...], ExportSpec] = {}
         self.frames = Metrics.counter("skyshard", "frames_exported")
@@ -105,8 +103,7 @@ class ExtractDoFn(beam.DoFn):
         self._done += 1
         if self._done % self.log_every == 0:
             rate = self._done / max(time.monotonic() - self._started, 1e-9)
-            total = f"; {self.total} in the export" if self.total else ""
-            log.info("worker: %d frames processed (%.1f frames/s%s)", self._done, rate, total)
+            log.info("worker: %d frames processed (%.1f frames/s)", self._done, rate)
 
 
 def route(record: ExtractedFrame) -> tuple[str, bytes]:
@@ -144,50 +141,44 @@ def other_line(element) -> str:
     return json.dumps({"extension": extension, "count": count})
 
 
-def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", spec: ExportSpec,
+def build_export(pipeline: beam.Pipeline, plan: InputPlan, spec: ExportSpec,
                  out_dir: str, meta_dir: str, target_bytes: int, compress: bool,
                  n_features: int, fit_split: str, classes_found: bool = False) -> None:
     """Add the export transforms to ``pipeline``; outputs land under ``meta_dir`` and the
     temporary shard folder. ``fit_split`` is the split the scaler is fitted on.
 
-    ``refs`` is an :class:`~exporter.matching.InputPlan`: the workers find the frames
-    themselves (:func:`exporter.matching.matched_frames`), and how many they found per class
-    and how many other files they saw land under ``meta_dir`` too (``found``: rows with
-    ``class`` and ``frames``, rows with ``extension`` and ``count``); or a
-    list of FrameRefs found beforehand. ``classes_found``: the export's classes are the class
-    folders the job finds frames in (sorted), not ``spec.classes``; a labelled export's labels
-    wait for that list.
+    The workers find the frames of ``plan`` (:func:`exporter.matching.matched_frames`); how
+    many they found per class and how many other files they saw land under ``meta_dir`` too
+    (``found``: rows with ``class`` and ``frames``, rows with ``extension`` and ``count``).
+    ``classes_found``: the export's classes are the class folders the job finds frames in
+    (sorted), not ``spec.classes``; a labelled export's labels wait for that list.
     """
     def write_lines(pcoll, name):
         # No file for an empty output: an empty object cannot be uploaded in parts to S3.
         return pcoll | f"Save{name.title()}Metadata" >> beam.io.WriteToText(
             f"{meta_dir}/{name}", file_name_suffix=".jsonl", skip_if_empty=True)
 
-    if isinstance(refs, InputPlan):
-        frames, discover_letters, others = matched_frames(
-            pipeline, refs, spec.classes if spec.labelled and not classes_found else None)
-        total = None
-        found = (frames | "FoundClass" >> beam.Map(class_of)
-                 | "CountFound" >> beam.combiners.Count.PerElement()
-                 | "FoundJson" >> beam.Map(found_line))
-        other = (others | "CountOther" >> beam.combiners.Count.PerElement()
-                 | "OtherJson" >> beam.Map(other_line))
-        write_lines((found, other) | "FoundAndOther" >> beam.Flatten(), "found")
-    else:
-        frames = pipeline | "ListFrames" >> beam.Create(refs, reshuffle=False)
-        discover_letters, total = None, len(refs)
+    frames, discover_letters, others = matched_frames(
+        pipeline, plan, spec.classes if spec.labelled and not classes_found else None)
+    per_class = (frames
+                 | "FoundClass" >> beam.Map(class_of)
+                 | "CountFound" >> beam.combiners.Count.PerElement())
+    other = (others
+             | "CountOther" >> beam.combiners.Count.PerElement()
+             | "OtherJson" >> beam.Map(other_line))
+    write_lines((per_class | "FoundJson" >> beam.Map(found_line), other)
+                | "FoundAndOther" >> beam.Flatten(), "found")
     side = {}
     if classes_found:
         side["classes"] = beam.pvalue.AsSingleton(
-            frames
-            | "ClassNames" >> beam.Map(class_of)
-            | "DistinctClasses" >> beam.Distinct()
+            per_class
+            | "ClassNames" >> beam.Keys()
             | "ClassList" >> beam.combiners.ToList()
             | "SortClasses" >> beam.Map(sorted))
     extracted = (
         frames
         | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=total), **side).with_outputs(
+        | "Extract" >> beam.ParDo(ExtractDoFn(spec), **side).with_outputs(
             DEAD_LETTERS, main="records")
     )
     records = extracted.records
@@ -208,7 +199,5 @@ def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", sp
               | "Count" >> beam.combiners.Count.PerElement())
     write_lines(counts | "CountJson" >> beam.Map(count_line), "counts")
 
-    letters = extracted[DEAD_LETTERS]
-    if discover_letters is not None:
-        letters = (letters, discover_letters) | "AllDeadLetters" >> beam.Flatten()
+    letters = (extracted[DEAD_LETTERS], discover_letters) | "AllDeadLetters" >> beam.Flatten()
     write_lines(letters | "ErrorJson" >> beam.Map(json.dumps, sort_keys=True), "errors")
