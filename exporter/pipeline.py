@@ -127,18 +127,25 @@ def count_line(element) -> str:
     return json.dumps({"split": split, "class": class_name, "count": count})
 
 
-def class_of(ref: FrameRef) -> str:
-    return ref.class_name or ""
+def found_key(ref: FrameRef) -> tuple[str, str]:
+    return "class", ref.class_name or ""
+
+
+def other_key(extension: str) -> tuple[str, str]:
+    return "extension", extension
 
 
 def found_line(element) -> str:
-    class_name, count = element
-    return json.dumps({"class": class_name, "frames": count})
+    """A ``found`` row: frames found per class, or other files per extension."""
+    (kind, name), count = element
+    if kind == "class":
+        return json.dumps({"class": name, "frames": count})
+    return json.dumps({"extension": name, "count": count})
 
 
-def other_line(element) -> str:
-    extension, count = element
-    return json.dumps({"extension": extension, "count": count})
+def class_name_of(element) -> list[str]:
+    (kind, name), _ = element
+    return [name] if kind == "class" else []
 
 
 def build_export(pipeline: beam.Pipeline, plan: InputPlan, spec: ExportSpec,
@@ -160,19 +167,16 @@ def build_export(pipeline: beam.Pipeline, plan: InputPlan, spec: ExportSpec,
 
     frames, discover_letters, others = matched_frames(
         pipeline, plan, spec.classes if spec.labelled and not classes_found else None)
-    per_class = (frames
-                 | "FoundClass" >> beam.Map(class_of)
-                 | "CountFound" >> beam.combiners.Count.PerElement())
-    other = (others
-             | "CountOther" >> beam.combiners.Count.PerElement()
-             | "OtherJson" >> beam.Map(other_line))
-    write_lines((per_class | "FoundJson" >> beam.Map(found_line), other)
-                | "FoundAndOther" >> beam.Flatten(), "found")
+    counted = ((frames | "FoundClass" >> beam.Map(found_key),
+                others | "OtherExtension" >> beam.Map(other_key))
+               | "FoundAndOther" >> beam.Flatten()
+               | "CountFound" >> beam.combiners.Count.PerElement())
+    write_lines(counted | "FoundJson" >> beam.Map(found_line), "found")
     side = {}
     if classes_found:
         side["classes"] = beam.pvalue.AsSingleton(
-            per_class
-            | "ClassNames" >> beam.Keys()
+            counted
+            | "ClassNames" >> beam.FlatMap(class_name_of)
             | "ClassList" >> beam.combiners.ToList()
             | "SortClasses" >> beam.Map(sorted))
     extracted = (
