@@ -21,9 +21,9 @@ Keys, classes and dead letters are those of :func:`exporter.discovery.discover`:
 path relative to INPUT with ``/``, the class its first folder; hidden files and folders are
 skipped (when walking or matching); a frame outside a class folder, in a folder that is not a
 class of the export, or in a format that is not read is a dead letter of stage ``discover``.
-Each local class folder is walked on its own: a symlink to INPUT, to another class folder or
-into one is not followed (the whole-tree walk visited each folder once too), so each frame is
-found once, under its own class folder.
+Each local class folder is walked on its own: a symlink that leads to INPUT, to another class
+folder or into one is not followed, also one directly under INPUT (the whole-tree walk visited
+each folder once too), so each frame is found once, under its own class folder.
 """
 
 from __future__ import annotations
@@ -141,10 +141,10 @@ class WalkFolderDoFn(beam.DoFn):
     ``other_files``.
 
     A folder is walked once in the whole job, as :func:`~exporter.discovery.discover` walks the
-    tree once: a folder under INPUT that is INPUT itself or an earlier folder (symlinks) is not
-    walked, and a walk does not enter INPUT, another folder under it or anything inside one
-    through a symlink, so every frame is found once, under its own class folder, whichever
-    worker walks first. The folders' identities are taken on the worker (``st_dev`` differs
+    tree once: a folder under INPUT that is INPUT itself, the same as an earlier folder or a
+    link into another folder is not walked, and a walk does not enter INPUT, another folder
+    under it or anything inside one through a symlink, so every frame is found once, under its
+    own class folder, whichever worker walks first. The folders' identities are taken on the worker (``st_dev`` differs
     between the machines mounting one network file system).
     """
 
@@ -159,8 +159,13 @@ class WalkFolderDoFn(beam.DoFn):
         self._root = Path(self.root)
         self._real_root = Path(os.path.realpath(self._root))
         self._root_id = folder_identity(self._root)
-        self._ids = {name: folder_identity(self._root / os.fsdecode(name))
-                     for name in self.folders}
+        # A folder that is a link to INPUT or into another folder is walked there.
+        self._linked = {name for name in self.folders
+                        if os.path.islink(self._root / os.fsdecode(name))
+                        and self.elsewhere(str(self._root / os.fsdecode(name)),
+                                           os.fsdecode(name))}
+        self._ids = {name: ident for name in self.folders if name not in self._linked
+                     and (ident := folder_identity(self._root / os.fsdecode(name))) is not None}
 
     def process(self, item: bytes):
         for one in self.found(item):
@@ -173,17 +178,17 @@ class WalkFolderDoFn(beam.DoFn):
 
     def found(self, item: bytes):
         """:func:`~exporter.discovery.found_under` of one work item; nothing for a folder that
-        is INPUT or an earlier folder (it is walked there)."""
+        is INPUT, a link into another folder, or the same folder as an earlier one (each is
+        walked there)."""
         if not item:
             return found_under(self._root, self._root, self.labelled, self.classes,
                                descend=False)
         name = os.fsdecode(item)
         own = self._ids.get(item)
-        earlier = {self._ids[other] for other in self.folders if os.fsdecode(other) < name}
-        if own is not None and (own == self._root_id or own in earlier):
+        earlier = {ident for other, ident in self._ids.items() if os.fsdecode(other) < name}
+        if item in self._linked or own is not None and (own == self._root_id or own in earlier):
             return ()
-        seen = {ident for other, ident in self._ids.items()
-                if other != item and ident is not None and ident != own}
+        seen = {ident for other, ident in self._ids.items() if other != item and ident != own}
         seen.add(self._root_id)
         return found_under(self._root, self._root / name, self.labelled, self.classes,
                            seen=seen - {None}, skip_link=lambda path: self.elsewhere(path, name))

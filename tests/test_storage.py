@@ -137,6 +137,7 @@ def test_a_local_input_walked_in_the_job_is_what_discover_lists(tmp_path):
     assert len(expected[True, False]["letters"]) == 2  # top.fits, M31.xisf
     (root / "bias" / "toflats").symlink_to("../flats")  # a later class folder: not followed,
     (root / "bias" / "intodarks").symlink_to(os.fsdecode(b"../darks/sub_\xe9"))  # nor into one
+    (root / "alias").symlink_to("bias/sub")  # a class folder that is a link into another
     for labelled, classes in cases:
         assert walked_in_a_job(root, labelled, classes) == expected[labelled, bool(classes)], \
             (labelled, classes)
