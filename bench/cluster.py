@@ -13,10 +13,12 @@ the pool starts, and shares every stage's bundles among them (Beam's embedded po
 service would start one, whatever N is). Per N: wall time, frames per second and its ratio to
 one worker, and the object-store requests per frame (counted in the server's request log).
 
-**launcher**: the export's job graph built for a ``--file-list`` of N synthetic paths (no frame
-exists; nothing is read) and, for comparison, for the same N frames listed by the launcher (the
-local-INPUT graph, ``beam.Create`` of the frame list), each in a fresh process: seconds to build
-and serialise the graph, the serialised graph's bytes, the process's peak RSS.
+**launcher**: what the launcher does before any worker starts, for N frames, each in a fresh
+process: for a ``--file-list`` of N synthetic paths (no frame exists; nothing is read), and for
+a local INPUT, a real folder tree of N empty ``.fits`` files in three class folders (made in a
+temporary folder by the parent process, so the measured process only plans and builds; the
+launcher lists the class folders, the workers would walk them). Seconds to plan INPUT and build and serialise the graph, the serialised
+graph's bytes, the process's peak RSS.
 
 Figures are for this machine (2 cores shared, moto a single Python process): the ratios and the
 per-frame request counts carry over, the absolute rates do not (docs/cluster.md).
@@ -86,34 +88,51 @@ def _requests(log: Path) -> dict[str, int]:
     return counts
 
 
-def graph_figures(n_frames: int, mode: str) -> dict:
-    """Build (not run) the export's job graph for ``n_frames`` synthetic frames in this process;
-    seconds, serialised bytes, peak RSS."""
+CLASSES = ("bias", "darks", "flats")
+
+
+def frame_names(n_frames: int):
+    """``n_frames`` synthetic frame paths relative to INPUT, spread over :data:`CLASSES`."""
+    return (f"{CLASSES[i % 3]}/night_{i // 3:07d}.fits" for i in range(n_frames))
+
+
+def make_tree(root: Path, n_frames: int) -> Path:
+    """A local INPUT of ``n_frames`` empty frame files (nothing is read: only the graph is
+    built)."""
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+    for line in frame_names(n_frames):
+        open(root / line, "wb").close()
+    return root
+
+
+def graph_figures(n_frames: int, mode: str, tree: str | None = None) -> dict:
+    """Plan INPUT and build (not run) the export's job graph for ``n_frames`` synthetic frames
+    in this process (``tree``: the local INPUT :func:`make_tree` made); seconds, serialised
+    bytes, peak RSS."""
     import apache_beam as beam
 
-    from exporter.discovery import FrameRef
-    from exporter.matching import InputPlan
+    from exporter.matching import InputPlan, plan_input
     from exporter.measure import feature_layout
     from exporter.pipeline import build_export
     from exporter.spec import ExportSpec
 
-    classes = ["bias", "darks", "flats"]
-    spec = ExportSpec(classes=classes, image_size=64)
+    # A local INPUT's classes are the folders the job finds frames in.
+    spec = ExportSpec(classes=[] if mode == "local" else list(CLASSES), image_size=64)
     n_features = len(feature_layout()["feature_names"])
     with tempfile.TemporaryDirectory() as tmp:
-        lines = (f"{classes[i % 3]}/night_{i // 3:07d}.fits" for i in range(n_frames))
         started = time.monotonic()
         if mode == "file-list":  # the list is written as it would arrive: a file
             listing = Path(tmp) / "frames.txt"
             with open(listing, "w") as stream:
-                stream.writelines(line + "\n" for line in lines)
+                stream.writelines(line + "\n" for line in frame_names(n_frames))
             source = InputPlan(root=tmp, labelled=True, file_list=str(listing),
-                               folders=tuple(classes))
-        else:
-            source = [FrameRef(line, f"{tmp}/{line}", line.split("/")[0]) for line in lines]
+                               folders=CLASSES)
+        else:  # what the export does with a local INPUT: list the class folders
+            source = plan_input(tree, labelled=True)
         pipeline = beam.Pipeline()
         build_export(pipeline, source, spec, f"{tmp}/out", f"{tmp}/out/meta", 100 << 20, False,
-                     n_features, "train")
+                     n_features, "train", classes_found=mode == "local")
         graph = pipeline.to_runner_api().SerializeToString()
         seconds = time.monotonic() - started
     return {"frames": n_frames, "mode": mode, "seconds": round(seconds, 2),
@@ -123,11 +142,14 @@ def graph_figures(n_frames: int, mode: str) -> dict:
 
 def measure_launcher(sizes: list[int]) -> dict:
     rows = []
-    for mode in ("file-list", "launcher-list"):
+    for mode in ("file-list", "local"):
         for n in sizes:
-            done = subprocess.run([sys.executable, "-m", "bench.cluster", "--graph", str(n),
-                                   mode], capture_output=True, text=True, cwd=ROOT,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
+            with tempfile.TemporaryDirectory(prefix="skyshard-launcher-bench-") as tmp:
+                tree = ["--tree", str(make_tree(Path(tmp) / "frames", n))] \
+                    if mode == "local" else []
+                done = subprocess.run([sys.executable, "-m", "bench.cluster", "--graph", str(n),
+                                       mode, *tree], capture_output=True, text=True, cwd=ROOT,
+                                      env={**os.environ, "PYTHONPATH": str(ROOT)})
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-2000:])
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -147,7 +169,7 @@ def markdown(results: dict) -> str:
         out.append("")
     if "launcher" in results:
         out += ["Launcher: building the job graph (nothing run):", "",
-                "| frame list | frames | seconds | graph bytes | peak RSS MB |",
+                "| INPUT | frames | seconds | graph bytes | peak RSS MB |",
                 "|---|---|---|---|---|"]
         out += [f"| {r['mode']} | {r['frames']} | {r['seconds']} | {r['graph_bytes']} | "
                 f"{r['peak_rss_mb']} |" for r in results["launcher"]["rows"]]
@@ -164,10 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list-sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cluster.json")
     parser.add_argument("--graph", nargs=2, metavar=("N", "MODE"), help=argparse.SUPPRESS)
+    parser.add_argument("--tree", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.graph:
-        mode = "file-list" if args.graph[1] == "file-list" else "launcher-list"
-        figures = graph_figures(int(args.graph[0]), mode)
+        mode = "file-list" if args.graph[1] == "file-list" else "local"
+        figures = graph_figures(int(args.graph[0]), mode, args.tree)
         print(json.dumps(figures))
         return 0
     results: dict = {"command": " ".join(["python -m bench.cluster", *(argv or sys.argv[1:])])}

@@ -2,8 +2,12 @@
 
 Shape of the job (the Reshuffle sits on the small list of inputs, before any pixels exist)::
 
-    frame refs | shard paths ─ Reshuffle ─ Read (by path) ─┬─ RunInference ─ Decide ─ rows
-                                                           └─ dead letters
+    frames found | shard paths ─ Reshuffle ─ Read (by path) ─┬─ RunInference ─ Decide ─ rows
+                                                             └─ dead letters
+
+A local folder's frames are found by the workers, as an export's are
+(:func:`exporter.matching.matched_frames`: the launcher lists the folders directly under it); one
+frame file, or a folder on object storage, is listed by the launcher.
 
 ``RunInference`` runs a :class:`KeyedModelHandler` around :class:`KerasModelHandler`, a small
 handler for the run's ``.keras`` model with its calibration and distance statistics (Beam's
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import shutil
 import uuid
 from pathlib import Path
@@ -33,9 +38,11 @@ from evaluation.model import RunInfo, load_run_model, read_run_info
 from evaluation.predictions import Prediction, predictions_of
 from skyshard import schema, storage
 from skyshard.names import key_bytes, key_text
+from exporter.matching import matched_frames
 from exporter.runner import beam_pipeline
 
 DEAD_LETTERS = "dead_letters"
+log = logging.getLogger("skyshard.score")
 MODEL_INPUTS = (schema.IMAGE, schema.FEATURES, schema.CONFIDENCES)
 
 
@@ -134,12 +141,23 @@ def build_scoring(pipeline: beam.Pipeline, source, run_dir: str, n_classes: int,
                  | "ReadShards" >> beam.FlatMap(keyed_shard_records, source.manifest))
         letters = None
     else:
-        read = (pipeline
-                | "ListFrames" >> beam.Create(source.refs, reshuffle=False)
+        walked = None
+        if source.plan is not None:  # a local folder: the workers walk it
+            refs, walked, others = matched_frames(pipeline, source.plan, None)
+            for name, pcoll in (("found", refs), ("other", others)):
+                (pcoll
+                 | f"Count{name.title()}" >> beam.combiners.Count.Globally()
+                 | f"Write{name.title()}" >> beam.io.WriteToText(f"{tmp_dir}/{name}",
+                                                                 file_name_suffix=".txt"))
+        else:
+            refs = pipeline | "ListFrames" >> beam.Create(source.refs, reshuffle=False)
+        read = (refs
                 | "SpreadOverWorkers" >> beam.Reshuffle()
                 | "ReadFrames" >> beam.ParDo(ReadFrameDoFn(source.spec)).with_outputs(
                     DEAD_LETTERS, main="records"))
         keyed, letters = read.records, read[DEAD_LETTERS]
+        if walked is not None:
+            letters = (letters, walked) | "AllDeadLetters" >> beam.Flatten()
     handler = KeyedModelHandler(KerasModelHandler(run_dir, n_classes, batch_size))
     rows = (keyed
             | "Predict" >> RunInference(handler)
@@ -174,6 +192,12 @@ def score_with_beam(source, run_dir: Path | str, info: RunInfo, policy: Policy,
         predictions = [Prediction.from_row(row)
                        for row in _read_lines(f"{tmp_dir}/predictions*.jsonl")]
         letters = list(_read_lines(f"{tmp_dir}/errors*.jsonl"))
+        if source.kind == "folder" and source.plan is not None:
+            source.found = sum(_read_lines(f"{tmp_dir}/found*.txt"))
+            source.other_files = sum(_read_lines(f"{tmp_dir}/other*.txt"))
+            source.refused = sum(letter["stage"] == "discover" for letter in letters)
+            log.info("input is a folder: the job found %d frame file(s) under %s (%d rejected "
+                     "before reading)", source.found, source.root, source.refused)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return predictions, letters

@@ -80,11 +80,18 @@ class ScoreInput:
     rejected: list = field(default_factory=list)  # folder input: exporter.discovery.Rejected
     spec: object = None             # folder input: exporter.spec.ExportSpec
     other_files: int = 0            # folder input without frames: files that are not frames
+    # A local folder scored with --beam is walked by the job (exporter.matching.InputPlan);
+    # ``found`` and ``refused`` are then its counts of frames and of refused files.
+    plan: object = None
+    found: int | None = None
+    refused: int = 0
 
     def warnings(self) -> list[str]:
         """What a caller should hear about an input that gave nothing to score."""
-        if self.kind == "folder" and not self.refs:
-            rejected = f", {len(self.rejected)} refused: see errors.jsonl" if self.rejected else ""
+        found = len(self.refs) if self.found is None else self.found
+        refused = len(self.rejected) + self.refused
+        if self.kind == "folder" and not found:
+            rejected = f", {refused} refused: see errors.jsonl" if refused else ""
             return [f"no frames found in {self.root} ({self.other_files} other files{rejected})"]
         return []
 
@@ -173,9 +180,11 @@ def single_frame(path: Path | str) -> Path | str:
     return path
 
 
-def survey_input(source: ScoreInput) -> None:
+def survey_input(source: ScoreInput, beam: bool = False) -> None:
     """The expensive part of opening INPUT: verify an export's shards (sha256), or list a
-    folder's frames (``refs``, ``rejected``; ``other_files`` counts files that are neither)."""
+    folder's frames (``refs``, ``rejected``; ``other_files`` counts files that are neither).
+    With ``beam``, a local folder is not listed here: its first level becomes the job's
+    :class:`~exporter.matching.InputPlan` and the workers walk it."""
     if source.kind == "export":
         checked = source.manifest.verify_shards(source.root)
         log.info("input is an export: %d shard(s) verified", checked)
@@ -189,6 +198,13 @@ def survey_input(source: ScoreInput) -> None:
     if storage.is_url(source.root):
         survey_url_folder(source)
         return
+    if beam:
+        from exporter.matching import plan_local_input
+
+        source.plan = plan_local_input(str(source.root), labelled=False, empty_ok=True)
+        log.info("input is a folder: the Beam job finds its frames (%d folder(s) under %s)",
+                 len(source.plan.folders), source.root)
+        return
     source.refs, source.rejected = discover(source.root, labelled=False)
     log.info("input is a folder: %d frame file(s) under %s (%d rejected before reading)",
              len(source.refs), source.root, len(source.rejected))
@@ -196,7 +212,8 @@ def survey_input(source: ScoreInput) -> None:
         others: list[Path] = []
         for _ in walk_frames(source.root, on_other=others.append):
             pass
-        source.other_files = len(others)
+        source.other_files = sum(schema.unread_frame_format(path.name) is None
+                                 for path in others)  # a refused format is no "other" file
 
 
 def survey_url_folder(source: ScoreInput) -> None:
@@ -344,7 +361,7 @@ def score(run_dir: str | Path, input_path: str | Path, out_dir: str | Path, *,
     with FolderLock(out, "skyshard score"), \
             (FolderLock(target, "skyshard score --sort-into") if target else nullcontext()):
         earlier = claim_out_dir(out, OUTPUTS, overwrite)
-        survey_input(source)
+        survey_input(source, beam=beam)
         return _score_locked(info, source, out, uncertainty, policy, rules, started, earlier,
                              batch_size=batch_size, sort_into=sort_into, mode=mode,
                              beam=beam, beam_args=beam_args)

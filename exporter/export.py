@@ -10,9 +10,13 @@ manifest is removed only in the finalize step, just before the new shards are re
 INPUT and OUT may be URLs (``s3://…``, ``gs://…``: :mod:`skyshard.storage`). On object storage,
 which has no atomic rename, the same holds: the job writes whole objects under
 ``OUT/.incomplete/``, the launcher then copies each shard to its final name (server-side) and
-uploads ``manifest.json`` last, so a manifest is never there before its shards. An INPUT on object
-storage, or a ``--file-list``, is matched by the workers (:mod:`exporter.matching`): the launcher
-lists the class folders only.
+uploads ``manifest.json`` last, so a manifest is never there before its shards.
+
+The workers find the frames (:mod:`exporter.matching`: a local class folder is walked, one on
+object storage matched, a ``--file-list`` read): the launcher lists the class folders only, so
+its memory and the job graph do not grow with the archive. What needs only those names is
+checked before the job; what needs the frames (anything to export at all, a class without
+frames) after it, and a refusal then commits nothing and leaves OUT as it was.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exporter.discovery import FrameRef, Rejected, discover
 from exporter.matching import InputError, InputPlan, plan_input
 from exporter.measure import feature_layout
 from exporter.spec import ExportSpec
@@ -75,9 +78,11 @@ def names_in(out_dir: str) -> set[str]:
     return {path[len(prefix):].split("/", 1)[0] for path, _ in storage.list_files(prefix)}
 
 
-def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> None:
+def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> bool:
     """Make OUT ready: refuse a finished export unless ``overwrite``; refuse a folder with
-    files skyshard did not write; clear what an interrupted export left.
+    files skyshard did not write; clear what an interrupted export left. Returns True when
+    OUT had no export marker before (this command wrote it: an export refused after its job
+    removes it again).
 
     A finished export that ``overwrite`` will replace is left in place (only ``.incomplete/`` is
     cleared): :func:`retire_previous` removes it once the new job has succeeded.
@@ -106,6 +111,7 @@ def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> None:
         os.makedirs(out_dir, exist_ok=True)
     storage.write_bytes_whole(storage.join(out_dir, MARKER),
                               f"skyshard {__version__} export folder\n".encode("utf-8"))
+    return MARKER not in names
 
 
 def retire_previous(out_dir: str | Path) -> None:
@@ -138,18 +144,6 @@ def split_summary(splits: list[str], entries: dict[str, list[ShardEntry]],
                                counts_per_class=dict(sorted(per_class.items())),
                                shards=tuple(entries.get(split, [])))
     return out
-
-
-def resolve_classes(refs: list[FrameRef], like: ModelInputs | None,
-                    classes: list[str] | None) -> list[str]:
-    """The export's classes in label order: the ``--like`` reference's, ``--classes``, or the
-    class folders found (sorted). Raises :class:`ExportError` for a class folder whose name
-    cannot be a class name (:func:`skyshard.names.check_class_name`)."""
-    if like is not None:
-        return list(like.classes)
-    if classes:
-        return list(classes)
-    return checked_class_folders(sorted({r.class_name for r in refs if r.class_name}))
 
 
 def checked_class_folders(names: list[str]) -> list[str]:
@@ -188,36 +182,27 @@ def check_out_path(out_dir: Path) -> None:
                           "choose a new OUT")
 
 
-def class_folders(input_dir: Path) -> list[str]:
-    """The folder names directly under ``input_dir`` (hidden ones left out), sorted; none when
-    it cannot be listed."""
-    try:
-        return sorted(p.name for p in input_dir.iterdir()
-                      if p.is_dir() and not p.name.startswith("."))
-    except OSError:
-        return []
-
-
-def check_frames(input_dir: Path, refs: list[FrameRef], rejected: list[Rejected], labelled: bool,
-                 classes: list[str] | None = None) -> None:
-    """Raise :class:`ExportError` before any work when discovery found nothing to export, or
-    (labelled, ``classes`` requested) a requested class without frames; the message names the
-    folders there are. Frames of a ``--like`` export's other classes stay dead letters."""
-    folders = ", ".join(class_folders(input_dir)) or "none"
-    if not refs:
+def check_frames(plan: InputPlan, found: dict[str | None, int], rejected: list[dict],
+                 labelled: bool, classes: list[str] | None = None) -> None:
+    """After a job that walked a local INPUT: raise :class:`ExportError` when it found nothing
+    to export, or (labelled, ``classes`` requested) a requested class without frames; the
+    message names the folders there are. ``found``: frames per class (the job's ``found``
+    rows); ``rejected``: its dead letters of stage ``discover``, sorted by key. Frames of a
+    ``--like`` export's other classes stay dead letters."""
+    input_dir, folders = plan.root, ", ".join(plan.folders) or "none"
+    if not sum(found.values()):
         if not rejected:
             raise ExportError(f"no frame files (FITS or TIFF) under {input_dir}")
+        first = f"the first {rejected[0]['key']}: {rejected[0]['message']}"
         if labelled:
             raise ExportError(
                 f"no frame under {input_dir} is in a class folder of this export (class "
-                f"folders there: {folders}; {len(rejected)} file(s) rejected, the first "
-                f"{rejected[0].key}: {rejected[0].message}); for frames without classes, "
-                "did you mean --unlabeled?")
+                f"folders there: {folders}; {len(rejected)} file(s) rejected, {first}); for "
+                "frames without classes, did you mean --unlabeled?")
         raise ExportError(f"no frame under {input_dir} can be exported ({len(rejected)} "
-                          f"file(s) rejected, the first {rejected[0].key}: {rejected[0].message})")
+                          f"file(s) rejected, {first})")
     if labelled and classes:
-        found = {r.class_name for r in refs}
-        missing = [c for c in classes if c not in found]
+        missing = [c for c in classes if not found.get(c)]
         if missing:
             raise ExportError(f"no frames of class {', '.join(map(repr, missing))} under "
                               f"{input_dir} (class folders there: {folders})")
@@ -255,7 +240,8 @@ def check_planned_classes(plan: InputPlan, classes: list[str] | None) -> None:
     if classes and plan.file_list is None:
         missing = [c for c in classes if c not in plan.folders]
         if missing:
-            raise ExportError(f"no folder for class {', '.join(map(repr, missing))} under "
+            what = "frames of" if plan.local else "folder for"
+            raise ExportError(f"no {what} class {', '.join(map(repr, missing))} under "
                               f"{plan.root} (class folders there: "
                               f"{', '.join(plan.folders) or 'none'})")
 
@@ -289,15 +275,16 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     ``spec.classes`` is ignored: classes come from ``like`` (an earlier export's manifest or a
     run's export block; ``like_source``, by default a manifest's
     :attr:`~skyshard.manifest.Manifest.source`, is recorded as the manifest's ``like``),
-    ``classes`` or the class folders found. ``beam_args`` are Beam pipeline options,
-    untouched. Either path may be a URL (:mod:`skyshard.storage`); an INPUT on object storage,
-    or a ``file_list`` (one path or URL per line, relative ones under ``input_dir``), is matched
-    inside the job
-    (:mod:`exporter.matching`). Raises :class:`ExportError` before anything is written when OUT
-    is not usable, the image size is too small, no frame can be exported or a requested class
-    has no frames (when the job finds the frames itself, the last two after the job, with
-    nothing committed), and :class:`skyshard.locks.FolderError` when a local OUT is in use by
-    another command or cannot be written.
+    ``classes`` or the class folders found (a local INPUT: those holding frames, found by the
+    job; on object storage: every folder). ``beam_args`` are Beam pipeline options,
+    untouched. Either path may be a URL (:mod:`skyshard.storage`); the frames of INPUT, or of a
+    ``file_list`` (one path or URL per line, relative ones under ``input_dir``), are found
+    inside the job (:mod:`exporter.matching`). Raises :class:`ExportError` before anything is
+    written when OUT is not usable, the image size is too small, INPUT is empty or a requested
+    class has no folder; after the job, with nothing committed and OUT as it was before, when
+    no frame can be exported or a requested class has no frames; and
+    :class:`skyshard.locks.FolderError` when a local OUT is in use by another command or cannot
+    be written.
     """
     started = time.monotonic()
     storage.configure(beam_args)
@@ -312,35 +299,27 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
     if like is not None:
         check_like(like, layout)
     allowed = list(like.classes) if like is not None else classes
-    plan: InputPlan | None = None
-    refs: list[FrameRef] = []
-    rejected: list[Rejected] = []
-    if storage.is_url(input_dir) or file_list is not None:
-        try:
-            plan = plan_input(input_dir, spec.labelled, file_list)
-        except InputError as exc:
-            raise ExportError(str(exc)) from exc
-        if like is None:
-            check_planned_classes(plan, classes)
-        spec.classes = list(allowed or (checked_class_folders(list(plan.folders))
-                                        if spec.labelled else []))
-        log.info("exporting from %s: the workers find the frames (%s); %d classes",
-                 input_dir, f"--file-list {plan.file_list}" if plan.file_list
-                 else f"{len(plan.patterns)} folder pattern(s)", len(spec.classes))
-    else:
-        refs, rejected = discover(Path(input_dir), labelled=spec.labelled, classes=allowed)
-        check_frames(Path(input_dir), refs, rejected, spec.labelled,
-                     classes=None if like is not None else classes)
-        spec.classes = resolve_classes(refs, like, classes) if spec.labelled else list(
-            like.classes if like else classes or [])
-        if spec.labelled and like is None and not classes:
-            warn_empty_class_folders(Path(input_dir), spec.classes)
-        log.info("exporting %d frames of %d classes from %s (%d rejected before reading)",
-                 len(refs), len(spec.classes), input_dir, len(rejected))
+    try:
+        plan = plan_input(input_dir, spec.labelled, file_list)
+    except InputError as exc:
+        raise ExportError(str(exc)) from exc
+    if like is None:
+        check_planned_classes(plan, classes)
+    # A local INPUT's classes are the class folders that hold frames: the job finds them.
+    classes_found = plan.local and spec.labelled and not allowed
+    if spec.labelled and not allowed:
+        checked_class_folders(list(plan.folders))
+    spec.classes = list(allowed or ([] if classes_found or not spec.labelled
+                                    else plan.folders))
+    log.info("exporting from %s: the workers find the frames (%s)%s", input_dir,
+             f"--file-list {plan.file_list}" if plan.file_list
+             else f"{len(plan.folders)} folder(s)" if plan.local
+             else f"{len(plan.patterns)} folder pattern(s)",
+             f"; {len(spec.classes)} classes" if spec.classes else "")
     # One command at a time in OUT; taking the lock is also the first write there, so an OUT
     # that cannot be written is refused here, before the job. Object storage has no locks.
     with FolderLock(out_dir, "skyshard export") if not storage.is_url(out_dir) else nullcontext():
-        prepare_out_dir(out_dir, overwrite)
+        marked = prepare_out_dir(out_dir, overwrite)
         incomplete = storage.join(out_dir, INCOMPLETE_DIR)
         meta_dir = storage.join(incomplete, "meta")
 
@@ -348,31 +327,43 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
         with RssMonitor() as rss:
             from exporter.pipeline import build_export
             pipeline, runner = beam_pipeline(beam_args)
-            build_export(pipeline, plan if plan is not None else refs, spec, out_dir, meta_dir,
+            build_export(pipeline, plan, spec, out_dir, meta_dir,
                          target_bytes=int(shard_mb * 1024 * 1024), compress=compress,
-                         n_features=len(layout["feature_names"]), fit_split=fit_split)
+                         n_features=len(layout["feature_names"]), fit_split=fit_split,
+                         classes_found=classes_found)
             pipeline.run().wait_until_finish()
 
             counts = read_jsonl(storage.join(meta_dir, "counts*.jsonl"))
             job_errors = read_jsonl(storage.join(meta_dir, "errors*.jsonl"))
-            frames_found = len(refs) + len(rejected)
-            if plan is not None:
-                found = sum(row["frames"] for row in read_jsonl(storage.join(meta_dir,
-                                                                             "found*.jsonl")))
-                discovered = sum(1 for e in job_errors if e["stage"] == "discover")
-                frames_found = found + discovered
-                log_other_files(read_jsonl(storage.join(meta_dir, "other*.jsonl")), input_dir)
-                try:
-                    check_found(plan, found, discovered, counts, spec.classes, spec.labelled)
-                except ExportError:
-                    storage.delete([incomplete])
-                    raise
+            found_rows = read_jsonl(storage.join(meta_dir, "found*.jsonl"))
+            found = {row["class"]: row["frames"] for row in found_rows if "frames" in row}
+            discovered = sorted((e for e in job_errors if e["stage"] == "discover"),
+                                key=lambda e: e["key"])
+            frames_found = sum(found.values()) + len(discovered)
+            log.info("the job found %d frame(s) under %s (%d rejected before reading)",
+                     sum(found.values()), input_dir, len(discovered))
+            log_other_files([row for row in found_rows if "extension" in row], input_dir)
+            try:
+                if plan.local:
+                    check_frames(plan, found, discovered, spec.labelled,
+                                 classes=None if like is not None else classes)
+                    if classes_found:
+                        spec.classes = sorted(name for name in found if name)
+                        warn_empty_class_folders(Path(input_dir), spec.classes)
+                else:
+                    check_found(plan, sum(found.values()), len(discovered), counts,
+                                spec.classes, spec.labelled)
+            except ExportError:
+                # Refused with nothing committed: OUT is left as it was before the command.
+                storage.delete([incomplete] + ([storage.join(out_dir, MARKER)] if marked
+                                               else []))
+                raise
             # Hash the new shards while a replaced export is still whole; then swap quickly.
             planned = plan_shards(read_jsonl(storage.join(meta_dir, "shards*.jsonl")), compress)
             retire_previous(out_dir)
             entries = rename_shards(out_dir, planned)
             scalers = read_jsonl(storage.join(meta_dir, "scaler*.jsonl"))
-            errors = [r.dead_letter() for r in rejected] + job_errors
+            errors = job_errors
             errors.sort(key=lambda e: e["key"])
             storage.write_bytes_whole(
                 storage.join(out_dir, schema.ERRORS_FILE),
@@ -380,7 +371,6 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
 
             splits = list(schema.LABELLED_SPLITS) if spec.labelled else [schema.SCORE_SPLIT]
             scaler = fitted_scaler(scalers[0], spec.labelled) if scalers else None
-            exported = sum(row["count"] for row in counts)
             seconds = time.monotonic() - started
             rss.sample()
             manifest = Manifest(
@@ -415,8 +405,8 @@ def run_export(input_dir: str | Path, out_dir: str | Path, *, spec: ExportSpec,
                 like=_like_source(like, like_source),
                 beam_options=tuple(recorded_options(beam_args)), beam_runner=runner,
                 stats=ExportStats(seconds=round(seconds, 2),
-                                  frames_per_second=round((exported if plan is not None
-                                                           else len(refs)) / max(seconds, 1e-9), 2),
+                                  frames_per_second=round(sum(found.values())
+                                                          / max(seconds, 1e-9), 2),
                                   peak_rss_mb=round(rss.peak_mb, 1)),
                 versions=library_versions(),
             )

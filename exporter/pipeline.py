@@ -7,15 +7,17 @@ Shape of the job (no barrier after the image-producing step, see docs/design.md)
                                      ├─ (split, class) ─ Count ──────── counts (small)
                                      └─ dead letters ────────────────── errors (small)
 
-The file list is the launcher's (a local INPUT) or found by the workers themselves (object
-storage, ``--file-list``: :mod:`exporter.matching`). The Reshuffle sits on the file *list*,
-before any pixels exist, to spread frames over workers.
+The file list is found by the workers themselves (:mod:`exporter.matching`: the launcher lists
+the class folders only). The Reshuffle sits on the file *list*, before any pixels exist, to
+spread frames over workers. When the classes are the class folders that hold frames, the job
+finds them (a small side input of Extract) before any frame is read.
 Everything after Extract streams; only small metadata reaches the driver, which then renames the
 shards and writes the manifest last (see :mod:`exporter.export`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -59,10 +61,10 @@ class ExtractDoFn(beam.DoFn):
     the bundle. Logs progress every ``log_every`` frames per worker.
     """
 
-    def __init__(self, spec: ExportSpec, total: int | None, log_every: int = 100):
+    def __init__(self, spec: ExportSpec, log_every: int = 100):
         self.spec = spec
-        self.total = total
         self.log_every = log_every
+        self._specs: dict[tuple[str, ...], ExportSpec] = {}
         self.frames = Metrics.counter("skyshard", "frames_exported")
         self.failures = Metrics.counter("skyshard", "dead_letters")
 
@@ -73,9 +75,18 @@ class ExtractDoFn(beam.DoFn):
         self._done = 0
         self._started = time.monotonic()
 
-    def process(self, ref: FrameRef):
+    def spec_for(self, classes: list[str] | None) -> ExportSpec:
+        """The spec, with ``classes`` when the job found them (a side input)."""
+        if classes is None:
+            return self.spec
+        key = tuple(classes)
+        if key not in self._specs:
+            self._specs[key] = dataclasses.replace(self.spec, classes=list(classes))
+        return self._specs[key]
+
+    def process(self, ref: FrameRef, classes: list[str] | None = None):
         try:
-            record = extract(ref, self.spec)
+            record = extract(ref, self.spec_for(classes))
         except HelperUnavailable:
             raise
         except FrameError as exc:
@@ -92,8 +103,7 @@ class ExtractDoFn(beam.DoFn):
         self._done += 1
         if self._done % self.log_every == 0:
             rate = self._done / max(time.monotonic() - self._started, 1e-9)
-            total = f"; {self.total} in the export" if self.total else ""
-            log.info("worker: %d frames processed (%.1f frames/s%s)", self._done, rate, total)
+            log.info("worker: %d frames processed (%.1f frames/s)", self._done, rate)
 
 
 def route(record: ExtractedFrame) -> tuple[str, bytes]:
@@ -117,46 +127,62 @@ def count_line(element) -> str:
     return json.dumps({"split": split, "class": class_name, "count": count})
 
 
-def found_line(count: int) -> str:
-    return json.dumps({"frames": count})
+def found_key(ref: FrameRef) -> tuple[str, str]:
+    return "class", ref.class_name or ""
 
 
-def other_line(element) -> str:
-    extension, count = element
-    return json.dumps({"extension": extension, "count": count})
+def other_key(extension: str) -> tuple[str, str]:
+    return "extension", extension
 
 
-def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", spec: ExportSpec,
+def found_line(element) -> str:
+    """A ``found`` row: frames found per class, or other files per extension."""
+    (kind, name), count = element
+    if kind == "class":
+        return json.dumps({"class": name, "frames": count})
+    return json.dumps({"extension": name, "count": count})
+
+
+def class_name_of(element) -> list[str]:
+    (kind, name), _ = element
+    return [name] if kind == "class" else []
+
+
+def build_export(pipeline: beam.Pipeline, plan: InputPlan, spec: ExportSpec,
                  out_dir: str, meta_dir: str, target_bytes: int, compress: bool,
-                 n_features: int, fit_split: str) -> None:
+                 n_features: int, fit_split: str, classes_found: bool = False) -> None:
     """Add the export transforms to ``pipeline``; outputs land under ``meta_dir`` and the
     temporary shard folder. ``fit_split`` is the split the scaler is fitted on.
 
-    ``refs`` is the frame list the launcher found (a local INPUT), or an
-    :class:`~exporter.matching.InputPlan`: the workers then find the frames themselves
-    (:func:`exporter.matching.matched_frames`), and how many they found and how many other
-    files they saw land under ``meta_dir`` too (``found``, ``other``).
+    The workers find the frames of ``plan`` (:func:`exporter.matching.matched_frames`); how
+    many they found per class and how many other files they saw land under ``meta_dir`` too
+    (``found``: rows with ``class`` and ``frames``, rows with ``extension`` and ``count``).
+    ``classes_found``: the export's classes are the class folders the job finds frames in
+    (sorted), not ``spec.classes``; a labelled export's labels wait for that list.
     """
     def write_lines(pcoll, name):
         # No file for an empty output: an empty object cannot be uploaded in parts to S3.
         return pcoll | f"Save{name.title()}Metadata" >> beam.io.WriteToText(
             f"{meta_dir}/{name}", file_name_suffix=".jsonl", skip_if_empty=True)
 
-    if isinstance(refs, InputPlan):
-        frames, discover_letters, others = matched_frames(pipeline, refs, spec.classes
-                                                          if spec.labelled else None)
-        total = None
-        write_lines(frames | "CountFound" >> beam.combiners.Count.Globally()
-                    | "FoundJson" >> beam.Map(found_line), "found")
-        write_lines(others | "CountOther" >> beam.combiners.Count.PerElement()
-                    | "OtherJson" >> beam.Map(other_line), "other")
-    else:
-        frames = pipeline | "ListFrames" >> beam.Create(refs, reshuffle=False)
-        discover_letters, total = None, len(refs)
+    frames, discover_letters, others = matched_frames(
+        pipeline, plan, spec.classes if spec.labelled and not classes_found else None)
+    counted = ((frames | "FoundClass" >> beam.Map(found_key),
+                others | "OtherExtension" >> beam.Map(other_key))
+               | "FoundAndOther" >> beam.Flatten()
+               | "CountFound" >> beam.combiners.Count.PerElement())
+    write_lines(counted | "FoundJson" >> beam.Map(found_line), "found")
+    side = {}
+    if classes_found:
+        side["classes"] = beam.pvalue.AsSingleton(
+            counted
+            | "ClassNames" >> beam.FlatMap(class_name_of)
+            | "ClassList" >> beam.combiners.ToList()
+            | "SortClasses" >> beam.Map(sorted))
     extracted = (
         frames
         | "SpreadOverWorkers" >> beam.Reshuffle()
-        | "Extract" >> beam.ParDo(ExtractDoFn(spec, total=total)).with_outputs(
+        | "Extract" >> beam.ParDo(ExtractDoFn(spec), **side).with_outputs(
             DEAD_LETTERS, main="records")
     )
     records = extracted.records
@@ -177,7 +203,5 @@ def build_export(pipeline: beam.Pipeline, refs: "list[FrameRef] | InputPlan", sp
               | "Count" >> beam.combiners.Count.PerElement())
     write_lines(counts | "CountJson" >> beam.Map(count_line), "counts")
 
-    letters = extracted[DEAD_LETTERS]
-    if discover_letters is not None:
-        letters = (letters, discover_letters) | "AllDeadLetters" >> beam.Flatten()
+    letters = (extracted[DEAD_LETTERS], discover_letters) | "AllDeadLetters" >> beam.Flatten()
     write_lines(letters | "ErrorJson" >> beam.Map(json.dumps, sort_keys=True), "errors")

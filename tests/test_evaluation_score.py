@@ -348,12 +348,15 @@ def test_a_night_without_frames_scores_nothing_with_a_warning(setup, tmp_path, c
     previews.mkdir()
     for name in ("a.jpg", "b.jpg", "notes.txt"):
         (previews / name).write_bytes(b"\xff\xd8\xff")
-    for night, others in ((empty, 0), (previews, 3)):
-        out = tmp_path / f"out-{night.name}"
-        rc, stdout, err = _run_cli(["score", str(setup["run"]), str(night), "--out", str(out)],
-                                   capsys)
+    (previews / "M31.xisf").write_bytes(b"XISF0100")  # refused: a dead letter
+    for night, others, beam in ((empty, 0, []), (previews, 3, []),
+                                (previews, 3, ["--beam", "--direct_num_workers=1"])):
+        out = tmp_path / f"out-{night.name}{'-beam' if beam else ''}"
+        rc, stdout, err = _run_cli(["score", str(setup["run"]), str(night), "--out", str(out),
+                                    *beam], capsys)
         assert rc == 0, err  # an empty night is normal for a nightly job, but it is said
-        assert f"warning: no frames found in {night} ({others} other files)" in err
+        refused = ", 1 refused: see errors.jsonl" if night == previews else ""
+        assert f"warning: no frames found in {night} ({others} other files{refused})" in err
         assert "scored 0 frames" in stdout
         summary = json.loads((out / "score.json").read_text())
         assert summary["scored"] == 0 and summary["warnings"]

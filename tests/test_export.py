@@ -326,7 +326,8 @@ def _export_cli(*args) -> int:
 
 def test_exports_that_would_hold_no_frames_are_refused(export, sample_tree, tmp_path, capsys):
     """Nothing to export, a requested class without frames, a labelled export of a flat
-    folder: exit status 2, a message that says why, and no OUT."""
+    folder: exit status 2, a message that says why, and no OUT. The job finds the frames, so
+    some of these come after it: OUT is left as it was, an empty folder stays empty."""
     night = tmp_path / "night"
     night.mkdir()
     for path in sorted((sample_tree / "bias").iterdir())[:2]:
@@ -334,6 +335,10 @@ def test_exports_that_would_hold_no_frames_are_refused(export, sample_tree, tmp_
     out = tmp_path / "out"
     assert _export_cli(night, out, "--like", export.out_dir) == 2
     assert "did you mean --unlabeled?" in capsys.readouterr().err
+    out.mkdir()
+    assert _export_cli(night, out, "--like", export.out_dir) == 2
+    assert list(out.iterdir()) == [] and "did you mean" in capsys.readouterr().err
+    out.rmdir()
     assert _export_cli(sample_tree, out, "--classes", "bias,dark,flats", "--image-size", 32) == 2
     err = capsys.readouterr().err
     assert "skyshard export: error: no frames of class 'dark'" in err and "darks" in err

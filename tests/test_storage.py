@@ -7,7 +7,7 @@ import pytest
 
 from exporter.discovery import FrameRef, Rejected
 from exporter.matching import classify, listed_path
-from exporter.runner import recorded_options
+from exporter.runner import beam_pipeline, recorded_options
 from skyshard import storage
 
 
@@ -188,3 +188,71 @@ def test_an_out_on_object_storage_is_claimed_and_published_as_a_local_one(tmp_pa
     assert uploaded == ["predictions.csv", "score.json"] and not (out / "sorted.csv").exists()
     marker = json.loads((out / OUTPUTS.marker).read_text())
     assert marker["files"] == ["predictions.csv", "score.json"]
+
+
+def walked_in_a_job(root, labelled: bool, classes):
+    """What :func:`exporter.matching.matched_frames` finds under a local ``root`` in a Beam
+    job (FnApiRunner): frames, dead letters and other files' extensions, each sorted."""
+    import json
+
+    import apache_beam as beam
+
+    from exporter.matching import matched_frames, plan_input
+
+    out = root.parent / f"walked-{labelled}-{bool(classes)}"
+    plan = plan_input(str(root), labelled)
+    pipeline, _ = beam_pipeline([])
+    with pipeline:
+        found = matched_frames(pipeline, plan, classes)
+        for name, pcoll in zip(("frames", "letters", "other"), found):
+            (pcoll | f"{name}Json" >> beam.Map(
+                lambda item: json.dumps(item.__dict__ if isinstance(item, FrameRef) else item,
+                                        sort_keys=True, ensure_ascii=True))
+             | f"Write{name}" >> beam.io.WriteToText(str(out / name)))
+    return {name: sorted(line for path in sorted(out.glob(f"{name}*"))
+                         for line in path.read_text().splitlines())
+            for name in ("frames", "letters", "other")}
+
+
+def test_a_local_input_walked_in_the_job_is_what_discover_lists(tmp_path):
+    """Each class folder walked by a worker gives the frames, dead letters and other files
+    of one walk of the whole tree: root files, hidden names, names that are not UTF-8, unread
+    formats, symlink loops; a link into an earlier class folder is not walked twice. A link to
+    or into a later class folder is not followed either (each frame under its own folder)."""
+    import json
+    import os
+
+    from exporter.discovery import discover, walk_frames
+    from skyshard.schema import unread_frame_format
+
+    root = tmp_path / "frames"
+    for relative in ("bias/a.fits", "bias/sub/deeper/b.fit", "darks/c.fits", "flats/d.tif",
+                     "flats/M31.xisf", "flats/notes.txt", "flats/noext", "top.fits",
+                     "readme.md", ".hidden/e.fits", "bias/.f.fits", "empty/.keep"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"x")
+    (root / "bias" / os.fsdecode(b"dunkel_\xe9.fits")).write_bytes(b"x")
+    os.mkdir(os.fsencode(root / "darks") + b"/sub_\xe9")
+    (root / "darks" / os.fsdecode(b"sub_\xe9") / "g.fits").write_bytes(b"x")
+    (root / "bias" / "up").symlink_to("..")
+    (root / "darks" / "self").symlink_to(".")
+    (root / "flats" / "todarks").symlink_to("../darks")
+    others = []
+    list(walk_frames(root, on_other=others.append))
+    cases = ((True, None), (True, ["bias", "flats"]), (False, None))
+    expected = {}
+    for labelled, classes in cases:
+        refs, rejected = discover(root, labelled=labelled, classes=classes)
+        expected[labelled, bool(classes)] = {
+            "frames": sorted(json.dumps(ref.__dict__, sort_keys=True) for ref in refs),
+            "letters": sorted(json.dumps(r.dead_letter(), sort_keys=True) for r in rejected),
+            "other": sorted(json.dumps(p.suffix.lower() or "(no extension)") for p in others
+                            if unread_frame_format(p.name) is None)}
+    assert len(expected[True, False]["frames"]) == 6  # a, b, dunkel, c, g, d
+    assert len(expected[True, False]["letters"]) == 2  # top.fits, M31.xisf
+    (root / "bias" / "toflats").symlink_to("../flats")  # a later class folder: not followed,
+    (root / "bias" / "intodarks").symlink_to(os.fsdecode(b"../darks/sub_\xe9"))  # nor into one
+    (root / "alias").symlink_to("bias/sub")  # a class folder that is a link into another
+    for labelled, classes in cases:
+        assert walked_in_a_job(root, labelled, classes) == expected[labelled, bool(classes)], \
+            (labelled, classes)
