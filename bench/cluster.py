@@ -11,7 +11,8 @@ worker pool on loopback (the protocol of Flink, Spark and Dataflow workers),
 ``--direct_num_workers`` N: the local runner starts N workers, each a process of its own that
 the pool starts, and shares every stage's bundles among them (Beam's embedded portable job
 service would start one, whatever N is). Per N: wall time, frames per second and its ratio to
-one worker, and the object-store requests per frame (counted in the server's request log).
+one worker, the object-store requests per frame (counted in the server's request log), and
+how many of the machine's cores the run kept busy (workers, store and launcher share them).
 
 **launcher**: what the launcher does before any worker starts, for N frames, each in a fresh
 process: for a ``--file-list`` of N synthetic paths (no frame exists; nothing is read), and for
@@ -57,10 +58,10 @@ def measure_workers(work: Path, per_class: int, workers: list[int], image_size: 
                            f"s3://{BUCKET}/export-{n}", "--image-size", str(image_size),
                            "--environment_type=EXTERNAL", f"--environment_config={pool}",
                            f"--direct_num_workers={n}"]
-                started = time.monotonic()
+                started, cpu_before = time.monotonic(), _cpu_jiffies()
                 done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-                seconds = time.monotonic() - started
+                seconds, cpu_after = time.monotonic() - started, _cpu_jiffies()
                 if done.returncode != 0:
                     raise RuntimeError(f"export with {n} workers failed: {done.stderr[-2000:]}")
                 after = _requests(log)
@@ -68,12 +69,33 @@ def measure_workers(work: Path, per_class: int, workers: list[int], image_size: 
                 rows.append({"workers": n, "frames": n_frames, "seconds": round(seconds, 1),
                              "frames_per_s": round(n_frames / seconds, 3),
                              "requests": requests,
-                             "requests_per_frame": round(sum(requests.values()) / n_frames, 2)})
+                             "requests_per_frame": round(sum(requests.values()) / n_frames, 2),
+                             "machine_cores_busy": _busy_cores(cpu_before, cpu_after)})
     base = rows[0]["frames_per_s"]
     for row in rows:
         row["ratio_to_1"] = round(row["frames_per_s"] / base, 2)
     return {"endpoint": endpoint, "per_class": per_class, "image_size": image_size,
-            "rows": rows}
+            "cores": os.cpu_count(), "rows": rows}
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (Linux), else None:
+    with the workers, the store and the launcher on one machine, how many of its cores a run
+    kept busy says how far more workers could go."""
+    try:
+        with open("/proc/stat") as stream:
+            values = [int(v) for v in stream.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _busy_cores(before, after) -> float | None:
+    """Cores kept busy on average between two :func:`_cpu_jiffies` readings."""
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1), 2)
 
 
 def _requests(log: Path) -> dict[str, int]:
@@ -162,10 +184,12 @@ def markdown(results: dict) -> str:
         w = results["workers"]
         out += [f"Export s3 -> s3, EXTERNAL workers on loopback, {w['rows'][0]['frames']} frames "
                 f"at {w['image_size']} px:", "",
-                "| workers | seconds | frames/s | ratio to 1 | S3 requests per frame |",
-                "|---|---|---|---|---|"]
+                "| workers | seconds | frames/s | ratio to 1 | S3 requests per frame | "
+                f"cores busy (of {w.get('cores')}) |",
+                "|---|---|---|---|---|---|"]
         out += [f"| {r['workers']} | {r['seconds']} | {r['frames_per_s']} | {r['ratio_to_1']} | "
-                f"{r['requests_per_frame']} |" for r in w["rows"]]
+                f"{r['requests_per_frame']} | {r.get('machine_cores_busy')} |"
+                for r in w["rows"]]
         out.append("")
     if "launcher" in results:
         out += ["Launcher: building the job graph (nothing run):", "",
