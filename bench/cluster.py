@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -98,12 +99,16 @@ def _busy_cores(before, after) -> float | None:
     return round((after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1), 2)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _requests(log: Path) -> dict[str, int]:
     """Requests the S3 server logged so far, by HTTP method (werkzeug's access log)."""
     counts: dict[str, int] = {}
     if not log.exists():
         return counts
     for line in log.read_text(errors="replace").splitlines():
+        line = _ANSI.sub("", line)  # werkzeug colours some lines (a 206 ranged GET)
         for method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
             if f'"{method} ' in line:
                 counts[method] = counts.get(method, 0) + 1

@@ -210,9 +210,7 @@ def size(path: str) -> int:
         return os.path.getsize(path)
     with _errors(path):
         if scheme(path) == "s3":
-            if not _s3io().exists(path):
-                raise FileNotFoundError(f"not found: {path}")
-            return int(_s3io().size(path))
+            return _s3_size(path)
         result = _filesystems().match([path])[0]
     if not result.metadata_list:
         raise FileNotFoundError(f"not found: {path}")
@@ -339,6 +337,32 @@ def write_bytes_whole(path: str, data: bytes) -> None:
         stream.write(data)
 
 
+def _s3_size(path: str) -> int:
+    """The size of an S3 object from one ``HeadObject`` (Beam's S3 layer asks twice: whether it
+    exists, then its size); FileNotFoundError when there is none."""
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = path[len("s3://"):].partition("/")
+    try:
+        head = _s3io().client.client.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
+            raise FileNotFoundError(f"not found: {path}") from exc
+        raise
+    return int(head["ContentLength"])
+
+
+def _s3_stream(path: str) -> Iterator[bytes]:
+    """An S3 object's bytes in chunks from one ``GetObject`` (Beam's reader first asks for its
+    size, then reads it in ranges)."""
+    bucket, _, key = path[len("s3://"):].partition("/")
+    body = _s3io().client.client.get_object(Bucket=bucket, Key=key)["Body"]
+    try:
+        yield from body.iter_chunks(_CHUNK)
+    finally:
+        body.close()
+
+
 def _s3_put_empty(path: str) -> None:
     """An empty S3 object: Beam's S3 writer uploads in parts, and S3 refuses an upload of
     none."""
@@ -409,10 +433,17 @@ def local_copy(path: str, max_bytes: int | None = None) -> Iterator[tuple[str, s
     try:
         local = os.path.join(folder, basename(path))
         digest = hashlib.sha256()
-        with open_read(path) as source, open(local, "wb") as target:
-            while chunk := source.read(_CHUNK):
-                digest.update(chunk)
-                target.write(chunk)
+        with open(local, "wb") as target:
+            if scheme(path) == "s3":  # one GET: the size was asked for above
+                with _errors(path):
+                    for chunk in _s3_stream(path):
+                        digest.update(chunk)
+                        target.write(chunk)
+            else:
+                with open_read(path) as source:
+                    while chunk := source.read(_CHUNK):
+                        digest.update(chunk)
+                        target.write(chunk)
         yield local, digest.hexdigest()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
