@@ -575,7 +575,7 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     base_common = first["common_overrides"]
     runs: dict[str, list] = {}
     specs: dict[str, Mapping[str, Any]] = {}
-    planned_done: dict[str, int] = {}  # seeds planned in the reports where the variant ran
+    planned_done: dict[str, int] = {}  # most seeds a report where the variant ran planned
     planned_any: dict[str, int] = {}
     skipped = []
     for report in reports:
@@ -588,11 +588,15 @@ def merge_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             runs.setdefault(name, []).extend(report["runs"].get(row["variant"], []))
             planned_any.setdefault(name, row["seeds_planned"])
             if row["seeds_done"]:
-                planned_done[name] = planned_done.get(name, 0) + row["seeds_planned"]
+                planned_done[name] = max(planned_done.get(name, 0), row["seeds_planned"])
         skipped.extend({**s, "variant": s["variant"] + label} for s in report["skipped"])
     done_names = {name for name, rs in runs.items() if any("test" in r for r in rs)}
     skipped = [s for s in skipped if s["variant"] not in done_names]
-    planned = {name: planned_done.get(name, planned_any[name]) for name in runs}
+    # Seeds planned: the most any report planned, or the distinct seeds run, when reports ran
+    # further seeds of it (seeds 2-3 after a report that ran seed 1 of 3 makes 3, not 5).
+    planned = {name: max(planned_done.get(name, planned_any[name]),
+                         len({r.get("seed") for r in runs[name] if "test" in r}))
+               for name in runs}
     return {**first, "rows": [summarise(name, specs[name], runs[name], planned[name])
                               for name in runs],
             "runs": runs, "skipped": skipped,

@@ -184,3 +184,12 @@ def test_merge_pools_reports_and_labels_unlike_common_overrides():
     assert math.isnan(rows["base"]["errors_val_test"])
     base_line = next(line for line in table.splitlines() if line.startswith("| base |"))
     assert "| – | – | – / – |" in base_line
+
+
+def test_merging_the_further_seeds_of_a_stopped_run_counts_each_seed_once():
+    first = _fake_report("base", 1, {})  # seed 1 of 3, then stopped
+    later = _fake_report("base", 2, {})  # seeds 2 and 3, run on their own
+    later["runs"]["base"] = [{**run, "seed": run["seed"] + 1} for run in later["runs"]["base"]]
+    later["rows"] = [ablate.summarise("base", {}, later["runs"]["base"], 2)]
+    row = ablate.merge_reports([first, later])["rows"][0]
+    assert (row["seeds_done"], row["seeds_planned"]) == (3, 3)
