@@ -196,7 +196,12 @@ def calibrate_run(model, export_dir: str | Path, manifest: Manifest, config: Map
              "no augmentation)")
         moments = train_moments(forward, data.train_pass_dataset(export_dir, manifest, config),
                                 len(manifest.classes))
-        stats = [moments.fit()]
+        try:
+            stats = [moments.fit()]
+        except ValueError as exc:  # a train split too small for a covariance
+            echo(f"no out-of-distribution statistics: {exc}; this run flags no frame as "
+                 "unfamiliar (train on more frames for that)")
+            forward = model
     val = validation_pass(forward, data.val_dataset(export_dir, manifest, config), stats,
                           trusted)
     ood = None
