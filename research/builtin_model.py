@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -57,9 +58,10 @@ MAX_MODEL_BYTES = 10 * 1024 * 1024
 
 
 def build(work: Path, per_class: int, seed: int, image_size: int,
-          overrides: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
-    """Sample, export, train and evaluate in ``work`` (each step skipped when its output is
-    already complete there); returns the export, the run and the test figures."""
+          overrides: dict[str, Any], jobs: int = 1) -> tuple[Path, Path, dict[str, Any]]:
+    """Sample (rendered in ``jobs`` processes; the files do not depend on it), export, train
+    and evaluate in ``work`` (each step skipped when its output is already complete there);
+    returns the export, the run and the test figures."""
     from evaluation.evaluate import evaluate
     from exporter.export import run_export
     from exporter.spec import ExportSpec
@@ -70,7 +72,7 @@ def build(work: Path, per_class: int, seed: int, image_size: int,
     frames, export, run = work / "sample", work / "export", work / "run"
     if not (frames / "labels.csv").exists() and not frames.is_dir():
         print(f"1/4 sample: {per_class} frames per class, seed {seed}", flush=True)
-        write_sample_tree(frames, per_class=per_class, seed=seed)
+        write_sample_tree(frames, per_class=per_class, seed=seed, jobs=jobs)
     if not (export / "manifest.json").is_file():
         print(f"2/4 export at {image_size} px", flush=True)
         run_export(frames, export, spec=ExportSpec(classes=[], image_size=image_size),
@@ -130,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-class", type=int, default=PER_CLASS)
     parser.add_argument("--seed", type=int, default=SAMPLE_SEED)
     parser.add_argument("--image-size", type=int, default=IMAGE_SIZE)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="processes rendering the sample (the same files for any number; "
+                        "default: one per core, %(default)s here)")
     parser.add_argument("--set", dest="assignments", action="append", default=[],
                         metavar="KEY=VALUE", help="a config key on top of the recipe")
     args = parser.parse_args(argv)
@@ -138,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {**RECIPE, **dict(parse_assignment(text) for text in args.assignments)}
     started = time.monotonic()
     export, run, figures = build(args.work, args.per_class, args.seed, args.image_size,
-                                 overrides)
+                                 overrides, jobs=max(1, args.jobs))
     manifest = Manifest.read(export)
     created = datetime.now(timezone.utc)
     description = {

@@ -28,6 +28,7 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 
 from sample.physics import coarse_step, grid, resize
 
@@ -95,6 +96,7 @@ class Camera:
     cosmic_factor: float = 1.0           # cosmic-ray rate relative to sea level (orbit: ~50)
     hot_rate_scale: float = 1.0          # hot-pixel dark rates relative to the usual decades
     amplifiers: int = 1                  # output amplifiers: 2 read the halves, 4 the quadrants
+    depth_um: float = 0.0                # charge-collecting depth; 0: the kind's usual
 
     @property
     def is_colour(self) -> bool:
@@ -103,6 +105,18 @@ class Camera:
     @property
     def megapixels(self) -> float:
         return self.sensor[0] * self.sensor[1] / 1e6
+
+    @property
+    def collection_depth_um(self) -> float:
+        """Depth of silicon that collects charge (µm): the epitaxial layer of CMOS sensors and
+        DSLRs (~5), an amateur CCD's (~15), a thick observatory or space CCD's (~40). It sets
+        how long a slanted cosmic-ray track is and how far its charge spreads (``depth_um``
+        when given)."""
+        if self.depth_um > 0:
+            return self.depth_um
+        if self.kind != "ccd":
+            return 5.0
+        return 40.0 if self.cryogenic or self.group == "space" else 15.0
 
 
 def _cmos(name, sensor, bits, scaled, bayer, cooled, pixel, well, gain, noise, gain_range,
@@ -433,31 +447,62 @@ def amp_glow(shape: tuple[int, int], pattern: FixedPattern, peak_e: float,
 
 
 def add_cosmic_rays(electrons: np.ndarray, rng: np.random.Generator, exptime_s: float,
-                    pixel_um: float, binning: int = 1, factor: float = 1.0) -> int:
-    """Add muon and radioactivity hits in place: short straight tracks of 300..30000 e-.
+                    pixel_um: float, binning: int = 1, factor: float = 1.0,
+                    depth_um: float = 15.0) -> int:
+    """Add muon and radioactivity hits in place; returns how many were added.
 
     The rate, about 2 events / cm^2 / min at sea level (``factor`` times that in orbit), scales
-    with sensor area and exposure; returns how many tracks were added. ``electrons`` is (H, W)
-    or (C, H, W).
+    with sensor area and exposure. Each hit crosses ``depth_um`` of charge-collecting silicon:
+    at zenith angle theta (sea-level muons: cos^2 law; in orbit: isotropic) its track on the
+    frame is ``depth_um * tan(theta)`` long, so most hits on thin sensors and many on thick ones
+    are compact spots, the rest straight tracks. 300..30000 e- are deposited along it with
+    ionisation fluctuations, and the charge diffuses sideways on its way to the pixels (a
+    Gaussian of about an eighth of the depth, at least a quarter pixel) before it is
+    collected. ``electrons`` is (H, W) or (C, H, W).
     """
     h, w = electrons.shape[-2:]
-    area_cm2 = h * w * (pixel_um * binning * 1e-4) ** 2
+    pixel = pixel_um * binning
+    area_cm2 = h * w * (pixel * 1e-4) ** 2
     count = int(rng.poisson(area_cm2 * 2.0 * factor * max(exptime_s, 0.0) / 60.0))
     count = min(count, 400 if factor <= 1 else 3000)
     for _ in range(count):
-        length = float(rng.exponential(3.0 if factor <= 1 else 5.0)) + 1.0
+        # Hits per unit area of a flat sensor: cos^3 law at sea level (the muons' cos^2 times
+        # the projected area), cos law under the isotropic flux in orbit.
+        cos_theta = float(rng.uniform(1e-4, 1.0)) ** (1 / 4 if factor <= 1 else 1 / 2)
+        length = min(depth_um * np.sqrt(1 - cos_theta ** 2) / cos_theta / pixel, 200.0)
         angle = float(rng.uniform(0, np.pi))
-        y0, x0 = float(rng.uniform(0, h)), float(rng.uniform(0, w))
-        steps = np.linspace(0.0, length, int(np.ceil(length)) + 1)
-        ys = np.clip((y0 + steps * np.sin(angle)).astype(int), 0, h - 1)
-        xs = np.clip((x0 + steps * np.cos(angle)).astype(int), 0, w - 1)
+        sigma = max(0.12 * depth_um / pixel * float(rng.uniform(0.7, 1.3)), 0.25)
         energy = float(np.exp(rng.uniform(np.log(300), np.log(30000))))
-        deposit = energy / len(steps) * rng.uniform(0.5, 1.5, len(steps))
-        if electrons.ndim == 3:
-            electrons[:, ys, xs] += deposit.astype(np.float32)
-        else:
-            electrons[ys, xs] += deposit.astype(np.float32)
+        y0, x0 = float(rng.uniform(0, h)), float(rng.uniform(0, w))
+        steps = np.linspace(0.0, length, max(int(np.ceil(length * 2)) + 1, 2))
+        ys = y0 + steps * np.sin(angle)
+        xs = x0 + steps * np.cos(angle)
+        deposit = rng.uniform(0.5, 1.5, len(steps))
+        stamp, top, left = _diffused_track(ys, xs, deposit * (energy / deposit.sum()), sigma)
+        y_lo, x_lo = max(top, 0), max(left, 0)
+        y_hi, x_hi = min(top + stamp.shape[0], h), min(left + stamp.shape[1], w)
+        if y_lo >= y_hi or x_lo >= x_hi:
+            continue
+        piece = stamp[y_lo - top:y_hi - top, x_lo - left:x_hi - left]
+        electrons[..., y_lo:y_hi, x_lo:x_hi] += piece
     return count
+
+
+def _diffused_track(ys: np.ndarray, xs: np.ndarray, charge: np.ndarray,
+                    sigma: float) -> tuple[np.ndarray, int, int]:
+    """The ``charge`` of points (``ys``, ``xs``) spread by a Gaussian of ``sigma`` pixels and
+    integrated over each pixel (pixel r spans [r, r + 1)): (stamp float32, top row, left
+    column) of the stamp on the frame."""
+    reach = int(np.ceil(3 * sigma)) + 1
+    top, left = int(np.floor(ys.min())) - reach, int(np.floor(xs.min())) - reach
+    row_edges = np.arange(top, int(np.floor(ys.max())) + reach + 2, dtype=np.float64)
+    column_edges = np.arange(left, int(np.floor(xs.max())) + reach + 2, dtype=np.float64)
+    scale = 1.0 / (sigma * np.sqrt(2.0))
+    # The share of each point's charge in each pixel row and column (the Gaussian separates).
+    in_row = np.diff(special.erf((row_edges[None, :] - ys[:, None]) * scale), axis=1) / 2
+    in_column = np.diff(special.erf((column_edges[None, :] - xs[:, None]) * scale), axis=1) / 2
+    stamp = np.einsum("p,pr,pc->rc", charge, in_row, in_column).astype(np.float32)
+    return stamp, top, left
 
 
 def bleed_columns(electrons: np.ndarray, full_well: float) -> None:
@@ -521,7 +566,7 @@ def read_out(camera: Camera, settings: Settings, electrons: np.ndarray | None,
     charge = shot_noise(expected, rng)
     del expected
     add_cosmic_rays(charge, rng, settings.exptime_s, camera.pixel_um, settings.binning,
-                    camera.cosmic_factor)
+                    camera.cosmic_factor, camera.collection_depth_um)
     well = camera.full_well_e * settings.binning ** 2
     if camera.blooming and charge.ndim == 2:
         bleed_columns(charge, well)

@@ -21,7 +21,7 @@ from astropy.time import Time
 
 from sample import (BAD_FILES, CLASSES, LABELS_FILE, UNREADABLE, SampleExistsError,
                     frame_rng, make_frame, plan_frame, write_bad_files, write_sample_tree)
-from sample.cameras import CAMERAS, ZERO_LEVELS, draw_settings, read_out
+from sample.cameras import CAMERAS, ZERO_LEVELS, add_cosmic_rays, draw_settings, read_out
 from sample.frames import (FLEET, PROGRAM_WEIGHTS, draw_geometry, orient, programs_for,
                            stored_pattern)
 from sample.headers import FRAME_TYPE_KEYS, PROGRAMS
@@ -379,6 +379,44 @@ def test_darks_carry_dark_current_hot_pixels_and_glow_above_bias():
         hot_bias = np.count_nonzero(bias > np.median(bias) + 8 * noise)
         hot_dark = np.count_nonzero(dark > np.median(dark) + 8 * noise)
         assert hot_dark > hot_bias + 3, name
+
+
+def _hits(electrons: np.ndarray, threshold: float = 30.0) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels per connected hit above ``threshold`` e-, and each hit's brightest pixel's share
+    of its charge."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(electrons > threshold)
+    index = np.arange(1, count + 1)
+    sizes = ndimage.sum(np.ones_like(electrons), labels, index)
+    peak_share = (ndimage.maximum(electrons, labels, index)
+                  / ndimage.sum(electrons, labels, index))
+    return sizes, peak_share
+
+
+def test_cosmic_rays_are_spots_and_tracks_whose_charge_diffuses():
+    # A thick observatory CCD (40 um of silicon, 15 um pixels) at sea level, one hour.
+    thick = np.zeros((600, 600), np.float32)
+    count = add_cosmic_rays(thick, np.random.default_rng(4), 3600.0, 15.0, depth_um=40.0)
+    sizes, _ = _hits(thick)
+    _, peak_share = _hits(thick, threshold=1.0)
+    assert count > 50 and len(sizes) > 0.8 * count
+    # Charge is conserved: 300..30000 e- per hit, none lost but at the frame's edges.
+    assert 300 * count * 0.9 < thick.sum() < 30000 * count
+    # Diffusion: the brightest pixel never holds a hit's whole charge ...
+    assert peak_share.max() < 0.95
+    # ... most hits are compact spots and short tracks, a few cross many pixels.
+    assert np.median(sizes) <= 12 and sizes.max() >= 20
+    # A thin CMOS layer (5 um, 3.8 um pixels) makes smaller hits than the thick CCD.
+    thin = np.zeros((600, 600), np.float32)
+    add_cosmic_rays(thin, np.random.default_rng(4), 36000.0, 3.8, depth_um=5.0)
+    thin_sizes, _ = _hits(thin)
+    assert np.median(thin_sizes) < np.median(sizes)
+    # Isotropic flux in orbit: more slanted hits, so longer tracks than at sea level.
+    orbit = np.zeros((600, 600), np.float32)
+    add_cosmic_rays(orbit, np.random.default_rng(4), 72.0, 15.0, factor=50.0, depth_um=40.0)
+    orbit_sizes, _ = _hits(orbit)
+    assert np.percentile(orbit_sizes, 90) > np.percentile(sizes, 90)
 
 
 def test_flats_are_bright_above_their_zero_level_and_bias_sits_on_it():
