@@ -333,3 +333,19 @@ def test_the_flag_check_reads_a_scoring_of_a_labelled_tree(tmp_path, capsys):
     assert report["trusted_header"] == {"frames": 1, "final_errors": 0, "header_errors": 0,
                                         "model_errors": 0, "kept": 1}
     assert "50% of the 2 wrong answers flagged" in capsys.readouterr().out
+
+
+def test_a_train_split_too_small_for_a_covariance_gives_no_statistics_and_one_line():
+    from trainer.calibrate import fit_statistics
+
+    rng = np.random.default_rng(3)
+    lines: list[str] = []
+    tiny = ClassMoments(6, 8)
+    tiny.update(rng.normal(size=(4, 8)), np.array([0, 1, 2, 3]))  # 4 frames of 4 classes
+    assert fit_statistics(tiny, lines.append) == []
+    assert len(lines) == 1 and "4 rows, 4 classes" in lines[0] and "unfamiliar" in lines[0]
+    x, labels, _ = _clusters(rng)
+    enough = ClassMoments(3, x.shape[1])
+    enough.update(x, labels)
+    stats = fit_statistics(enough, lines.append)
+    assert len(stats) == 1 and isinstance(stats[0], Mahalanobis) and len(lines) == 1

@@ -78,6 +78,19 @@ def train_moments(forward, dataset, n_classes: int) -> ClassMoments:
     return moments
 
 
+def fit_statistics(moments: ClassMoments, echo: Callable[[str], None] = print
+                   ) -> list[Mahalanobis]:
+    """The distance statistics of ``moments`` as a one-element list, or an empty list (and
+    one line through ``echo``) when the train split is too small for a covariance: such a run
+    trains and calibrates, and flags no frame as unfamiliar."""
+    try:
+        return [moments.fit()]
+    except ValueError as exc:
+        echo(f"no out-of-distribution statistics: {exc}; this run flags no frame as "
+             "unfamiliar (train on more frames for that)")
+        return []
+
+
 def validation_pass(forward, dataset, stats: Sequence[Mahalanobis],
                     trusted: TrustedHeaders) -> ValidationPass:
     """Run ``forward`` (:func:`trainer.uncertainty.with_embeddings` of the model, or the model
@@ -196,11 +209,8 @@ def calibrate_run(model, export_dir: str | Path, manifest: Manifest, config: Map
              "no augmentation)")
         moments = train_moments(forward, data.train_pass_dataset(export_dir, manifest, config),
                                 len(manifest.classes))
-        try:
-            stats = [moments.fit()]
-        except ValueError as exc:  # a train split too small for a covariance
-            echo(f"no out-of-distribution statistics: {exc}; this run flags no frame as "
-                 "unfamiliar (train on more frames for that)")
+        stats = fit_statistics(moments, echo)
+        if not stats:
             forward = model
     val = validation_pass(forward, data.val_dataset(export_dir, manifest, config), stats,
                           trusted)
