@@ -96,6 +96,7 @@ class Camera:
     cosmic_factor: float = 1.0           # cosmic-ray rate relative to sea level (orbit: ~50)
     hot_rate_scale: float = 1.0          # hot-pixel dark rates relative to the usual decades
     amplifiers: int = 1                  # output amplifiers: 2 read the halves, 4 the quadrants
+    tap_split: str = "columns"           # two amplifiers read left | right, or "rows": top / bottom
     depth_um: float = 0.0                # charge-collecting depth; 0: the kind's usual
 
     @property
@@ -172,6 +173,11 @@ CAMERAS: dict[str, Camera] = {c.name: c for c in (
     _cmos("ZWO ASI462MC", (1096, 1936), 12, True, "RGGB", False, 2.9, 11200, (2.8, 0.07),
           (2.7, 0.7), (0, 570), (0, 60), 1.0, 0.01, 1e-4, 0.25, 0.45, 0.6,
           min_exposure_s=3.2e-5),
+    # A scientific CMOS sensor read from the middle out: the top and bottom halves have their
+    # own amplifiers and converters, so bias and darks show a step across the middle row.
+    _cmos("QHY4040", (4096, 4096), 12, True, None, True, 9.0, 70000, (17.0, 0.9), (3.7, 2.3),
+          (0, 40), (0, 255), 4.0, 0.5, 2e-4, 0.0, 0.6, 0.8, amplifiers=2, tap_split="rows",
+          eight_bit_mode=False, min_exposure_s=2e-5),
     _cmos("QHY5III462C", (1080, 1920), 12, True, "GBRG", False, 2.9, 11000, (2.6, 0.08),
           (2.8, 0.8), (0, 100), (0, 200), 0.5, 0.012, 1.5e-4, 0.3, 0.45, 0.7,
           min_exposure_s=5e-5),
@@ -190,9 +196,11 @@ CAMERAS: dict[str, Camera] = {c.name: c for c in (
     # Liquid-nitrogen cooled observatory CCDs: negligible dark current at their -110 C, no
     # anti-blooming gate, overscan strips, many cosmic rays on large pixels.
     _ccd("e2v CCD42-40", (2048, 2048), 13.5, 150000, 1.2, 3.5, 950.0, 150.0, 2e-5, 0.3,
-         bad_columns=2, overscan_px=32, blooming=True, cryogenic=True, group="observatory"),
+         bad_columns=2, overscan_px=32, blooming=True, cryogenic=True, group="observatory",
+         amplifiers=2),
     _ccd("SITe SI-424A", (2048, 2048), 24.0, 300000, 2.6, 7.0, 1900.0, 150.0, 1e-5, 0.5,
-         bad_columns=1, overscan_px=64, blooming=True, cryogenic=True, group="observatory"),
+         bad_columns=1, overscan_px=64, blooming=True, cryogenic=True, group="observatory",
+         amplifiers=4),
     _ccd("Fairchild CCD 3041", (2048, 2048), 15.0, 100000, 1.6, 4.5, 600.0, 150.0, 3e-5, 0.4,
          bad_columns=3, overscan_px=48, blooming=True, cryogenic=True, group="observatory",
          amplifiers=2),
@@ -350,10 +358,12 @@ def draw_settings(camera: Camera, rng: np.random.Generator, exptime_s: float, *,
               int(rng.integers(0, max(1, columns - width + 1))))
     taps: tuple[tuple[float, float], ...] = ()
     if camera.amplifiers > 1 and rng.random() < MULTI_TAP_SHARE:
-        # Each amplifier has its own gain (within ~1.5 %) and bias level (within ~3 % of the
-        # pedestal and tens of ADU): the frame shows steps between halves or quadrants.
+        # Each amplifier has its own gain (within ~1.5 %) and bias level (within ~5 % of the
+        # pedestal, at most ~200 ADU, and tens of ADU): the frame shows steps between halves or
+        # quadrants, often tens to hundreds of times the read noise.
         taps = tuple((float(1 + rng.normal(0, 0.015)),
-                      float(rng.normal(0, 0.03) * max(pedestal, 100.0) + rng.normal(0, 15)))
+                      float(rng.normal(0, 0.05) * float(np.clip(pedestal, 100.0, 4000.0))
+                            + rng.normal(0, 15)))
                      for _ in range(camera.amplifiers))
     return Settings(exptime_s=float(exptime_s), sensor_temp_c=temp, set_temp_c=set_temp,
                     gain=gain, offset=offset, e_per_adu=e_per_adu, read_noise_e=read_noise,
@@ -618,18 +628,22 @@ def _amplify(camera: Camera, settings: Settings, charge: np.ndarray, rows: np.nd
 
 def _apply_taps(camera: Camera, settings: Settings, adu: np.ndarray, column_start: int) -> None:
     """Give each amplifier's part of the window its gain and offset, in place. Amplifiers read
-    the sensor's left and right halves (two) or quadrants (four); overscan columns
-    (``column_start`` > 0) belong to the amplifier of the window's right edge."""
+    the sensor's left and right halves (two, ``tap_split`` "columns"), its top and bottom halves
+    (two, "rows") or its quadrants (four); overscan columns (``column_start`` > 0) belong to the
+    amplifier of the window's right edge."""
     rows, columns = camera.sensor[0] // settings.binning, camera.sensor[1] // settings.binning
     oy, ox = settings.origin
     h, w = adu.shape[-2:]
-    row_cut = int(np.clip(rows // 2 - oy, 0, h)) if camera.amplifiers == 4 else h
-    column_cut = int(np.clip(columns // 2 - ox, 0, w))
-    if column_start:
+    by_rows = camera.amplifiers == 2 and camera.tap_split == "rows"
+    split_rows = camera.amplifiers == 4 or by_rows
+    split_columns = not by_rows
+    row_cut = int(np.clip(rows // 2 - oy, 0, h)) if split_rows else h
+    column_cut = int(np.clip(columns // 2 - ox, 0, w)) if split_columns else w
+    if column_start and split_columns:
         column_cut = 0 if ox + column_start - 1 >= columns // 2 else w
     for index, (gain, offset) in enumerate(settings.taps):
-        lower = camera.amplifiers == 4 and index // 2 == 1
-        right = index % 2 == 1
+        lower = (camera.amplifiers == 4 and index // 2 == 1) or (by_rows and index == 1)
+        right = not by_rows and index % 2 == 1
         region = adu[..., slice(row_cut, h) if lower else slice(0, row_cut),
                      slice(column_cut, w) if right else slice(0, column_cut)]
         region *= np.float32(gain)
