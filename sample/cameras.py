@@ -28,7 +28,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from sample.physics import coarse_step, grid, resize
 
@@ -96,8 +95,6 @@ class Camera:
     cosmic_factor: float = 1.0           # cosmic-ray rate relative to sea level (orbit: ~50)
     hot_rate_scale: float = 1.0          # hot-pixel dark rates relative to the usual decades
     amplifiers: int = 1                  # output amplifiers: 2 read the halves, 4 the quadrants
-    tap_split: str = "columns"           # two amplifiers read left | right, or "rows": top / bottom
-    depth_um: float = 0.0                # charge-collecting depth; 0: the kind's usual
 
     @property
     def is_colour(self) -> bool:
@@ -106,18 +103,6 @@ class Camera:
     @property
     def megapixels(self) -> float:
         return self.sensor[0] * self.sensor[1] / 1e6
-
-    @property
-    def collection_depth_um(self) -> float:
-        """Depth of silicon that collects charge (µm): the epitaxial layer of CMOS sensors and
-        DSLRs (~5), an amateur CCD's (~15), a thick observatory or space CCD's (~40). It sets
-        how long a slanted cosmic-ray track is and how far its charge spreads (``depth_um``
-        when given)."""
-        if self.depth_um > 0:
-            return self.depth_um
-        if self.kind != "ccd":
-            return 5.0
-        return 40.0 if self.cryogenic or self.group == "space" else 15.0
 
 
 def _cmos(name, sensor, bits, scaled, bayer, cooled, pixel, well, gain, noise, gain_range,
@@ -173,11 +158,6 @@ CAMERAS: dict[str, Camera] = {c.name: c for c in (
     _cmos("ZWO ASI462MC", (1096, 1936), 12, True, "RGGB", False, 2.9, 11200, (2.8, 0.07),
           (2.7, 0.7), (0, 570), (0, 60), 1.0, 0.01, 1e-4, 0.25, 0.45, 0.6,
           min_exposure_s=3.2e-5),
-    # A scientific CMOS sensor read from the middle out: the top and bottom halves have their
-    # own amplifiers and converters, so bias and darks show a step across the middle row.
-    _cmos("QHY4040", (4096, 4096), 12, True, None, True, 9.0, 70000, (17.0, 0.9), (3.7, 2.3),
-          (0, 40), (0, 255), 4.0, 0.5, 2e-4, 0.0, 0.6, 0.8, amplifiers=2, tap_split="rows",
-          eight_bit_mode=False, min_exposure_s=2e-5),
     _cmos("QHY5III462C", (1080, 1920), 12, True, "GBRG", False, 2.9, 11000, (2.6, 0.08),
           (2.8, 0.8), (0, 100), (0, 200), 0.5, 0.012, 1.5e-4, 0.3, 0.45, 0.7,
           min_exposure_s=5e-5),
@@ -196,11 +176,9 @@ CAMERAS: dict[str, Camera] = {c.name: c for c in (
     # Liquid-nitrogen cooled observatory CCDs: negligible dark current at their -110 C, no
     # anti-blooming gate, overscan strips, many cosmic rays on large pixels.
     _ccd("e2v CCD42-40", (2048, 2048), 13.5, 150000, 1.2, 3.5, 950.0, 150.0, 2e-5, 0.3,
-         bad_columns=2, overscan_px=32, blooming=True, cryogenic=True, group="observatory",
-         amplifiers=2),
+         bad_columns=2, overscan_px=32, blooming=True, cryogenic=True, group="observatory"),
     _ccd("SITe SI-424A", (2048, 2048), 24.0, 300000, 2.6, 7.0, 1900.0, 150.0, 1e-5, 0.5,
-         bad_columns=1, overscan_px=64, blooming=True, cryogenic=True, group="observatory",
-         amplifiers=4),
+         bad_columns=1, overscan_px=64, blooming=True, cryogenic=True, group="observatory"),
     _ccd("Fairchild CCD 3041", (2048, 2048), 15.0, 100000, 1.6, 4.5, 600.0, 150.0, 3e-5, 0.4,
          bad_columns=3, overscan_px=48, blooming=True, cryogenic=True, group="observatory",
          amplifiers=2),
@@ -358,12 +336,10 @@ def draw_settings(camera: Camera, rng: np.random.Generator, exptime_s: float, *,
               int(rng.integers(0, max(1, columns - width + 1))))
     taps: tuple[tuple[float, float], ...] = ()
     if camera.amplifiers > 1 and rng.random() < MULTI_TAP_SHARE:
-        # Each amplifier has its own gain (within ~1.5 %) and bias level (within ~5 % of the
-        # pedestal, at most ~200 ADU, and tens of ADU): the frame shows steps between halves or
-        # quadrants, often tens to hundreds of times the read noise.
+        # Each amplifier has its own gain (within ~1.5 %) and bias level (within ~3 % of the
+        # pedestal and tens of ADU): the frame shows steps between halves or quadrants.
         taps = tuple((float(1 + rng.normal(0, 0.015)),
-                      float(rng.normal(0, 0.05) * float(np.clip(pedestal, 100.0, 4000.0))
-                            + rng.normal(0, 15)))
+                      float(rng.normal(0, 0.03) * max(pedestal, 100.0) + rng.normal(0, 15)))
                      for _ in range(camera.amplifiers))
     return Settings(exptime_s=float(exptime_s), sensor_temp_c=temp, set_temp_c=set_temp,
                     gain=gain, offset=offset, e_per_adu=e_per_adu, read_noise_e=read_noise,
@@ -457,62 +433,31 @@ def amp_glow(shape: tuple[int, int], pattern: FixedPattern, peak_e: float,
 
 
 def add_cosmic_rays(electrons: np.ndarray, rng: np.random.Generator, exptime_s: float,
-                    pixel_um: float, binning: int = 1, factor: float = 1.0,
-                    depth_um: float = 15.0) -> int:
-    """Add muon and radioactivity hits in place; returns how many were added.
+                    pixel_um: float, binning: int = 1, factor: float = 1.0) -> int:
+    """Add muon and radioactivity hits in place: short straight tracks of 300..30000 e-.
 
     The rate, about 2 events / cm^2 / min at sea level (``factor`` times that in orbit), scales
-    with sensor area and exposure. Each hit crosses ``depth_um`` of charge-collecting silicon:
-    at zenith angle theta (sea-level muons: cos^2 law; in orbit: isotropic) its track on the
-    frame is ``depth_um * tan(theta)`` long, so most hits on thin sensors and many on thick ones
-    are compact spots, the rest straight tracks. 300..30000 e- are deposited along it with
-    ionisation fluctuations, and the charge diffuses sideways on its way to the pixels (a
-    Gaussian of about an eighth of the depth, at least a quarter pixel) before it is
-    collected. ``electrons`` is (H, W) or (C, H, W).
+    with sensor area and exposure; returns how many tracks were added. ``electrons`` is (H, W)
+    or (C, H, W).
     """
     h, w = electrons.shape[-2:]
-    pixel = pixel_um * binning
-    area_cm2 = h * w * (pixel * 1e-4) ** 2
+    area_cm2 = h * w * (pixel_um * binning * 1e-4) ** 2
     count = int(rng.poisson(area_cm2 * 2.0 * factor * max(exptime_s, 0.0) / 60.0))
     count = min(count, 400 if factor <= 1 else 3000)
     for _ in range(count):
-        # Hits per unit area of a flat sensor: cos^3 law at sea level (the muons' cos^2 times
-        # the projected area), cos law under the isotropic flux in orbit.
-        cos_theta = float(rng.uniform(1e-4, 1.0)) ** (1 / 4 if factor <= 1 else 1 / 2)
-        length = min(depth_um * np.sqrt(1 - cos_theta ** 2) / cos_theta / pixel, 200.0)
+        length = float(rng.exponential(3.0 if factor <= 1 else 5.0)) + 1.0
         angle = float(rng.uniform(0, np.pi))
-        sigma = max(0.12 * depth_um / pixel * float(rng.uniform(0.7, 1.3)), 0.25)
-        energy = float(np.exp(rng.uniform(np.log(300), np.log(30000))))
         y0, x0 = float(rng.uniform(0, h)), float(rng.uniform(0, w))
-        steps = np.linspace(0.0, length, max(int(np.ceil(length * 2)) + 1, 2))
-        ys = y0 + steps * np.sin(angle)
-        xs = x0 + steps * np.cos(angle)
-        deposit = rng.uniform(0.5, 1.5, len(steps))
-        stamp, top, left = _diffused_track(ys, xs, deposit * (energy / deposit.sum()), sigma)
-        y_lo, x_lo = max(top, 0), max(left, 0)
-        y_hi, x_hi = min(top + stamp.shape[0], h), min(left + stamp.shape[1], w)
-        if y_lo >= y_hi or x_lo >= x_hi:
-            continue
-        piece = stamp[y_lo - top:y_hi - top, x_lo - left:x_hi - left]
-        electrons[..., y_lo:y_hi, x_lo:x_hi] += piece
+        steps = np.linspace(0.0, length, int(np.ceil(length)) + 1)
+        ys = np.clip((y0 + steps * np.sin(angle)).astype(int), 0, h - 1)
+        xs = np.clip((x0 + steps * np.cos(angle)).astype(int), 0, w - 1)
+        energy = float(np.exp(rng.uniform(np.log(300), np.log(30000))))
+        deposit = energy / len(steps) * rng.uniform(0.5, 1.5, len(steps))
+        if electrons.ndim == 3:
+            electrons[:, ys, xs] += deposit.astype(np.float32)
+        else:
+            electrons[ys, xs] += deposit.astype(np.float32)
     return count
-
-
-def _diffused_track(ys: np.ndarray, xs: np.ndarray, charge: np.ndarray,
-                    sigma: float) -> tuple[np.ndarray, int, int]:
-    """The ``charge`` of points (``ys``, ``xs``) spread by a Gaussian of ``sigma`` pixels and
-    integrated over each pixel (pixel r spans [r, r + 1)): (stamp float32, top row, left
-    column) of the stamp on the frame."""
-    reach = int(np.ceil(3 * sigma)) + 1
-    top, left = int(np.floor(ys.min())) - reach, int(np.floor(xs.min())) - reach
-    row_edges = np.arange(top, int(np.floor(ys.max())) + reach + 2, dtype=np.float64)
-    column_edges = np.arange(left, int(np.floor(xs.max())) + reach + 2, dtype=np.float64)
-    scale = 1.0 / (sigma * np.sqrt(2.0))
-    # The share of each point's charge in each pixel row and column (the Gaussian separates).
-    in_row = np.diff(special.erf((row_edges[None, :] - ys[:, None]) * scale), axis=1) / 2
-    in_column = np.diff(special.erf((column_edges[None, :] - xs[:, None]) * scale), axis=1) / 2
-    stamp = np.einsum("p,pr,pc->rc", charge, in_row, in_column).astype(np.float32)
-    return stamp, top, left
 
 
 def bleed_columns(electrons: np.ndarray, full_well: float) -> None:
@@ -576,7 +521,7 @@ def read_out(camera: Camera, settings: Settings, electrons: np.ndarray | None,
     charge = shot_noise(expected, rng)
     del expected
     add_cosmic_rays(charge, rng, settings.exptime_s, camera.pixel_um, settings.binning,
-                    camera.cosmic_factor, camera.collection_depth_um)
+                    camera.cosmic_factor)
     well = camera.full_well_e * settings.binning ** 2
     if camera.blooming and charge.ndim == 2:
         bleed_columns(charge, well)
@@ -628,22 +573,18 @@ def _amplify(camera: Camera, settings: Settings, charge: np.ndarray, rows: np.nd
 
 def _apply_taps(camera: Camera, settings: Settings, adu: np.ndarray, column_start: int) -> None:
     """Give each amplifier's part of the window its gain and offset, in place. Amplifiers read
-    the sensor's left and right halves (two, ``tap_split`` "columns"), its top and bottom halves
-    (two, "rows") or its quadrants (four); overscan columns (``column_start`` > 0) belong to the
-    amplifier of the window's right edge."""
+    the sensor's left and right halves (two) or quadrants (four); overscan columns
+    (``column_start`` > 0) belong to the amplifier of the window's right edge."""
     rows, columns = camera.sensor[0] // settings.binning, camera.sensor[1] // settings.binning
     oy, ox = settings.origin
     h, w = adu.shape[-2:]
-    by_rows = camera.amplifiers == 2 and camera.tap_split == "rows"
-    split_rows = camera.amplifiers == 4 or by_rows
-    split_columns = not by_rows
-    row_cut = int(np.clip(rows // 2 - oy, 0, h)) if split_rows else h
-    column_cut = int(np.clip(columns // 2 - ox, 0, w)) if split_columns else w
-    if column_start and split_columns:
+    row_cut = int(np.clip(rows // 2 - oy, 0, h)) if camera.amplifiers == 4 else h
+    column_cut = int(np.clip(columns // 2 - ox, 0, w))
+    if column_start:
         column_cut = 0 if ox + column_start - 1 >= columns // 2 else w
     for index, (gain, offset) in enumerate(settings.taps):
-        lower = (camera.amplifiers == 4 and index // 2 == 1) or (by_rows and index == 1)
-        right = not by_rows and index % 2 == 1
+        lower = camera.amplifiers == 4 and index // 2 == 1
+        right = index % 2 == 1
         region = adu[..., slice(row_cut, h) if lower else slice(0, row_cut),
                      slice(column_cut, w) if right else slice(0, column_cut)]
         region *= np.float32(gain)
