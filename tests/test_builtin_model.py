@@ -25,7 +25,7 @@ def installed(tmp_path_factory):
     root = tmp_path_factory.mktemp("package") / "builtin"
     work = tmp_path_factory.mktemp("build")
     assert build_main(["--work", str(work), "--out", str(root / "general"), "--per-class", "6",
-                       "--image-size", "32", *TINY]) == 0
+                       "--image-size", "32", "--seeds", "7,8", *TINY]) == 0
     return root, work
 
 
@@ -38,11 +38,19 @@ def test_the_recipe_installs_a_run_folder_with_its_manifest_and_description(inst
     assert description["name"] == "general" and description["version"]
     assert description["recipe"]["sample"] == {"per_class": 6, "seed": 2026}
     assert description["figures"]["test"]["n"] >= 1
+    # one run per seed; the one of the lowest validation loss is installed
+    seeds = description["recipe"]["seeds"]
+    losses = {seed: c["val_loss"] for seed, c in seeds["candidates"].items()}
+    assert seeds["by"] == "val_loss" and set(losses) == {"7", "8"}
+    assert losses[str(seeds["chosen_seed"])] == min(losses.values())
+    assert description["recipe"]["config_overrides"]["train.seed"] == seeds["chosen_seed"]
+    assert json.loads((folder / "run.json").read_text())["config"]["train"]["seed"] == \
+        seeds["chosen_seed"]
     assert description["model_bytes"] == (folder / "model.keras").stat().st_size
     assert not list(root.glob(".general.*")), "staging or retired folders left behind"
     # a second build replaces the folder whole
     assert build_main(["--work", str(work), "--out", str(folder), "--per-class", "6",
-                       "--image-size", "32", *TINY]) == 0
+                       "--image-size", "32", "--seeds", "7,8", *TINY]) == 0
     assert (folder / "model.keras").is_file() and not list(root.glob(".general.*"))
 
 
