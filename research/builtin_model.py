@@ -177,7 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     overrides = {**RECIPE, **dict(parse_assignment(text) for text in args.assignments)}
     started = time.monotonic()
-    seeds = [int(text) for text in args.seeds.split(",") if text.strip()]
+    try:
+        seeds = list(dict.fromkeys(int(text) for text in args.seeds.split(",") if text.strip()))
+    except ValueError:
+        parser.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
+    if not seeds:
+        parser.error("--seeds names no seed")
     export, run, figures, choice = build(args.work, args.per_class, args.seed, args.image_size,
                                          overrides, jobs=max(1, args.jobs), seeds=seeds)
     manifest = Manifest.read(export)
