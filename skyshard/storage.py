@@ -275,8 +275,8 @@ def first_level(root: str) -> tuple[list[str], list[str]]:
 def _s3_first_level(prefix: str) -> tuple[list[str], list[str]]:
     """S3 ``ListObjectsV2`` with ``Delimiter='/'``, through the client Beam's S3 file system
     builds from its options (so ``--s3_*`` options and the AWS environment both apply)."""
-    bucket, _, key_prefix = prefix[len("s3://"):].partition("/")
     with _errors(prefix):
+        bucket, key_prefix = _s3_bucket_key(prefix, key_optional=True)
         client = _s3io().client.client
         folders, files = [], []
         pages = client.get_paginator("list_objects_v2").paginate(
@@ -337,12 +337,20 @@ def write_bytes_whole(path: str, data: bytes) -> None:
         stream.write(data)
 
 
+def _s3_bucket_key(path: str, key_optional: bool = False) -> tuple[str, str]:
+    """``(bucket, key)`` of an ``s3://`` path, as Beam's S3 layer parses it (``ValueError``
+    for another form, which :func:`_errors` reports naming the path)."""
+    from apache_beam.io.aws.s3io import parse_s3_path
+
+    return parse_s3_path(path, object_optional=key_optional)
+
+
 def _s3_size(path: str) -> int:
     """The size of an S3 object from one ``HeadObject`` (Beam's S3 layer asks twice: whether it
     exists, then its size); FileNotFoundError when there is none."""
     from botocore.exceptions import ClientError
 
-    bucket, _, key = path[len("s3://"):].partition("/")
+    bucket, key = _s3_bucket_key(path)
     try:
         head = _s3io().client.client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -355,7 +363,7 @@ def _s3_size(path: str) -> int:
 def _s3_stream(path: str) -> Iterator[bytes]:
     """An S3 object's bytes in chunks from one ``GetObject`` (Beam's reader first asks for its
     size, then reads it in ranges)."""
-    bucket, _, key = path[len("s3://"):].partition("/")
+    bucket, key = _s3_bucket_key(path)
     body = _s3io().client.client.get_object(Bucket=bucket, Key=key)["Body"]
     try:
         yield from body.iter_chunks(_CHUNK)
@@ -366,8 +374,8 @@ def _s3_stream(path: str) -> Iterator[bytes]:
 def _s3_put_empty(path: str) -> None:
     """An empty S3 object: Beam's S3 writer uploads in parts, and S3 refuses an upload of
     none."""
-    bucket, _, key = path[len("s3://"):].partition("/")
     with _errors(path):
+        bucket, key = _s3_bucket_key(path)
         _s3io().client.client.put_object(Bucket=bucket, Key=key, Body=b"")
 
 
@@ -413,6 +421,18 @@ def sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+def _copy_chunks(path: str) -> Iterator[bytes]:
+    """The bytes of the object at URL ``path`` in chunks: on S3 from one GetObject (its size
+    was already asked for), elsewhere through Beam's file system."""
+    if scheme(path) == "s3":
+        with _errors(path):
+            yield from _s3_stream(path)
+        return
+    with open_read(path) as source:
+        while chunk := source.read(_CHUNK):
+            yield chunk
+
+
 @contextlib.contextmanager
 def local_copy(path: str, max_bytes: int | None = None) -> Iterator[tuple[str, str]]:
     """``(local path, sha256)`` of ``path``: the path itself when local (hashed in place), else
@@ -434,16 +454,9 @@ def local_copy(path: str, max_bytes: int | None = None) -> Iterator[tuple[str, s
         local = os.path.join(folder, basename(path))
         digest = hashlib.sha256()
         with open(local, "wb") as target:
-            if scheme(path) == "s3":  # one GET: the size was asked for above
-                with _errors(path):
-                    for chunk in _s3_stream(path):
-                        digest.update(chunk)
-                        target.write(chunk)
-            else:
-                with open_read(path) as source:
-                    while chunk := source.read(_CHUNK):
-                        digest.update(chunk)
-                        target.write(chunk)
+            for chunk in _copy_chunks(path):
+                digest.update(chunk)
+                target.write(chunk)
         yield local, digest.hexdigest()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
