@@ -412,12 +412,18 @@ def rename(source: str, target: str) -> None:
             _filesystems().rename([source], [target])
 
 
+def _read_chunks(path: str) -> Iterator[bytes]:
+    """The bytes of ``path`` (local or a URL) through :func:`open_read`, in 1 MiB chunks."""
+    with open_read(path) as source:
+        while chunk := source.read(_CHUNK):
+            yield chunk
+
+
 def sha256(path: str) -> str:
     """Hex sha256 of the bytes of ``path``, streamed in 1 MiB chunks."""
     digest = hashlib.sha256()
-    with open_read(path) as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
+    for chunk in _read_chunks(path):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -428,9 +434,7 @@ def _copy_chunks(path: str) -> Iterator[bytes]:
         with _errors(path):
             yield from _s3_stream(path)
         return
-    with open_read(path) as source:
-        while chunk := source.read(_CHUNK):
-            yield chunk
+    yield from _read_chunks(path)
 
 
 @contextlib.contextmanager
